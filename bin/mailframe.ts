@@ -1,0 +1,117 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * mailframe command line: start a server, check a config, print the version.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { readConfigFile } from '../core/config.ts';
+import { MailframeError } from '../core/errors.ts';
+import { createLogger } from '../core/log.ts';
+import { MailServer } from '../core/server.ts';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DEFAULT_CONFIG = join(root, 'examples', 'default', 'mailframe.json');
+
+const USAGE = `Usage: mailframe <command> [options]
+
+Commands:
+  start [-c FILE]          Start the server (default config: ./mailframe.json if present,
+                           else the embedded default in examples/default/mailframe.json)
+  check-config [FILE]      Validate a configuration and its plugins' settings, then exit
+  --version                Print the version
+  --help                   Show this text
+
+Signals: SIGTERM/SIGINT shut down gracefully (421 to idle sessions, open
+transactions finish within timeouts.shutdownGrace).
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function pickConfig(file: string | undefined): string {
+  if (file) return resolve(file);
+  const local = resolve('mailframe.json');
+  return existsSync(local) ? local : DEFAULT_CONFIG;
+}
+
+function fail(err: unknown): never {
+  if (err instanceof MailframeError) {
+    process.stderr.write(`mailframe: ${err.message}\n`);
+  } else {
+    process.stderr.write(`mailframe: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  }
+  process.exit(1);
+}
+
+async function checkConfig(file: string): Promise<void> {
+  const { raw, baseDir } = await readConfigFile(file);
+  const server = await MailServer.create({ config: raw, baseDir });
+  await server.close(0);
+  process.stdout.write(`${file}: OK\n`);
+}
+
+async function start(file: string): Promise<void> {
+  const { raw, baseDir } = await readConfigFile(file);
+  const logCfg = (raw as { log?: { level?: string; pretty?: boolean } }).log ?? {};
+  const log = createLogger({
+    level: logCfg.level ?? 'info',
+    ...(logCfg.pretty === undefined ? {} : { pretty: logCfg.pretty }),
+  });
+  log.info({ config: file, version: version() }, 'starting mailframe');
+  const server = await MailServer.create({ config: raw, baseDir, logger: log });
+  try {
+    await server.listen();
+  } catch (err) {
+    await server.close(0);
+    throw err;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutdown requested');
+    server.close().then(
+      () => process.exit(0),
+      (err) => fail(err),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      version: { type: 'boolean', short: 'v' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, arg] = positionals;
+  if (values.version) return void process.stdout.write(`${version()}\n`);
+  if (values.help || command === 'help') return void process.stdout.write(USAGE);
+  switch (command) {
+    case 'start':
+      return start(pickConfig(values.config ?? arg));
+    case 'check-config':
+      return checkConfig(pickConfig(arg ?? values.config));
+    case undefined:
+      process.stderr.write(USAGE);
+      process.exit(2);
+      break;
+    default:
+      process.stderr.write(`mailframe: unknown command "${command}"\n\n${USAGE}`);
+      process.exit(2);
+  }
+}
+
+main(process.argv.slice(2)).catch(fail);

@@ -1,0 +1,87 @@
+/**
+ * Reads and validates `mailframe.json`: the core schema first, then each
+ * plugin's own schema. Every error is reported with its JSON pointer (and the
+ * plugin's name); start-up is refused while any remain.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import type { TSchema } from 'typebox';
+import { type CoreConfig, CoreConfigSchema } from './config-schema.ts';
+import { Errors } from './errors.ts';
+
+export function createAjv(): Ajv {
+  return new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
+}
+
+export function formatErrors(
+  errors: readonly ErrorObject[] | null | undefined,
+  prefix = '',
+  suffix = '',
+): string[] {
+  return (errors ?? []).map((e) => {
+    let where = `${prefix}${e.instancePath}` || '/';
+    let msg = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') {
+      where = `${where === '/' ? '' : where}/${String((e.params as { additionalProperty?: string }).additionalProperty)}`;
+      msg = 'is not a known setting';
+    } else if (e.keyword === 'const' || e.keyword === 'enum') {
+      const allowed = (e.params as { allowedValues?: unknown[]; allowedValue?: unknown }).allowedValues ?? [
+        (e.params as { allowedValue?: unknown }).allowedValue,
+      ];
+      msg = `must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')}`;
+    }
+    return `${where}: ${msg}${suffix}`;
+  });
+}
+
+/** Validate the core part; fills in defaults. Returns errors instead of throwing. */
+export function validateCoreConfig(ajv: Ajv, raw: unknown): { config: CoreConfig; errors: string[] } {
+  const validate = ajv.compile<CoreConfig>(CoreConfigSchema);
+  const copy = structuredClone(raw ?? {});
+  if (validate(copy)) return { config: copy, errors: [] };
+  // Collapse the noise a union produces into one line per pointer.
+  const errors = [...new Set(formatErrors(validate.errors))];
+  return { config: copy as CoreConfig, errors };
+}
+
+/** Validate one plugin's config against its schema; fills in defaults. */
+export function validatePluginConfig(
+  ajv: Ajv,
+  schema: TSchema,
+  raw: unknown,
+  pointer: string,
+  pluginName: string,
+): { config: unknown; errors: string[] } {
+  const validate = ajv.compile(schema);
+  const copy = structuredClone(raw ?? {});
+  if (validate(copy)) return { config: copy, errors: [] };
+  return {
+    config: copy,
+    errors: [...new Set(formatErrors(validate.errors, pointer, ` (plugin ${pluginName})`))],
+  };
+}
+
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Read a JSON config file; relative paths in it resolve against its directory. */
+export async function readConfigFile(file: string): Promise<{ raw: unknown; baseDir: string }> {
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw Errors.configRead(path, err);
+  }
+  try {
+    return { raw: JSON.parse(text), baseDir: dirname(path) };
+  } catch (err) {
+    throw Errors.configInvalid([`${path}: not valid JSON: ${(err as Error).message}`]);
+  }
+}

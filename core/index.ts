@@ -1,0 +1,30 @@
+/** mailframe's public API: what plugin authors and embedders import. */
+export { parseMailbox, parsePath } from './address.ts';
+export type { CoreConfig, ListenerConfig, PluginEntry } from './config-schema.ts';
+export { CoreConfigSchema } from './config-schema.ts';
+export { type ErrorCode, Errors, MailframeError } from './errors.ts';
+export type { BailHookName, HookName, Hooks, ParallelHookName, Verdict, WaterfallHookName } from './hooks.ts';
+export { isReply, Stage } from './hooks.ts';
+export { createLogger, silentLogger } from './log.ts';
+export type {
+  BailTap,
+  Clock,
+  HookTaps,
+  Limits,
+  ParallelTap,
+  ParamContext,
+  ParamDefinition,
+  PluginApi,
+  PluginDefinition,
+  ServerFacts,
+  Services,
+  TapOptions,
+  TlsProvider,
+  VerbContext,
+  VerbDefinition,
+  WaterfallTap,
+} from './plugin.ts';
+export { definePlugin } from './plugin.ts';
+export { isPermanent, isPositive, isTransient, queuedReply, Replies, type Reply, reply } from './reply.ts';
+export { createServer, type ListeningAddress, MailServer, type ServerOptions } from './server.ts';
+export type * from './types.ts';

@@ -1,0 +1,170 @@
+/**
+ * Gives each plugin its scoped API and wraps every tap it makes: a per-plugin
+ * timeout, error isolation (a failing tap becomes 451 4.3.0 and a log line
+ * naming the plugin and hook, never the error text on the wire) and listener
+ * scoping.
+ */
+import type { Logger } from 'pino';
+import { describe } from './errors.ts';
+import { BAIL_HOOKS, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
+import type { HookTaps, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
+import type { Registry } from './registry.ts';
+import { Replies } from './reply.ts';
+import type { Session } from './types.ts';
+
+export interface TapPolicy {
+  /** Plugin instance name (the tap name in tapable). */
+  readonly name: string;
+  readonly log: Logger;
+  /** Timeout for inbound hooks, ms. */
+  readonly timeout: number;
+  /** Timeout for the `deliver` hook, ms. */
+  readonly deliveryTimeout: number;
+  /** Only fire for sessions of these listeners (undefined: all). */
+  readonly listeners: ReadonlySet<string> | undefined;
+}
+
+type AnyHandler = (...args: never[]) => unknown;
+type AnyHook = {
+  tapPromise(options: { name: string; stage?: number; before?: string }, fn: AnyHandler): void;
+};
+
+const TIMED_OUT = Symbol('timeout');
+
+function sessionOf(arg: unknown): Session | undefined {
+  if (typeof arg !== 'object' || arg === null) return undefined;
+  if ('listener' in arg) return arg as Session;
+  if ('session' in arg) return (arg as { session: Session }).session;
+  return undefined;
+}
+
+async function withTimeout<T>(value: T | Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  if (!(value instanceof Promise)) return value;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(resolve, ms, TIMED_OUT);
+  });
+  try {
+    return await Promise.race([value, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Build the tap-only hook view for one plugin instance. */
+export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
+  const view: Record<string, { tap(handler: AnyHandler, options?: TapOptions): void }> = {};
+  const inScope = (args: readonly unknown[]): boolean => {
+    if (!policy.listeners) return true;
+    const session = sessionOf(args[0]);
+    return session === undefined || policy.listeners.has(session.listener.name);
+  };
+  const tapOptions = (options: TapOptions | undefined) => {
+    const o: { name: string; stage: number; before?: string } = {
+      name: policy.name,
+      stage: options?.stage ?? Stage.NORMAL,
+    };
+    if (options?.before !== undefined) o.before = options.before;
+    return o;
+  };
+  const fail = (hook: string, args: readonly unknown[], err: unknown) => {
+    const session = sessionOf(args[0]);
+    const log = session?.log ?? policy.log;
+    if (err === TIMED_OUT) log.error({ plugin: policy.name, hook }, 'plugin hook timed out');
+    else log.error({ plugin: policy.name, hook, err }, `plugin hook failed: ${describe(err)}`);
+  };
+
+  for (const name of BAIL_HOOKS) {
+    const hook = hooks[name] as unknown as AnyHook;
+    const ms = name === 'deliver' ? policy.deliveryTimeout : policy.timeout;
+    view[name] = {
+      tap(handler, options) {
+        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
+          if (!inScope(args)) return undefined;
+          try {
+            const result = await withTimeout((handler as (...a: unknown[]) => unknown)(...args), ms);
+            if (result === TIMED_OUT) {
+              fail(name, args, TIMED_OUT);
+              return Replies.localError;
+            }
+            if (result === null) return undefined; // null would stop tapable's bail chain without an answer
+            return result;
+          } catch (err) {
+            fail(name, args, err);
+            return Replies.localError;
+          }
+        });
+      },
+    };
+  }
+  for (const name of WATERFALL_HOOKS) {
+    const hook = hooks[name] as unknown as AnyHook;
+    view[name] = {
+      tap(handler, options) {
+        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
+          if (!inScope(args.slice(1))) return args[0];
+          try {
+            const result = await withTimeout(
+              (handler as (...a: unknown[]) => unknown)(...args),
+              policy.timeout,
+            );
+            if (result === TIMED_OUT || result === undefined) {
+              if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
+              return args[0];
+            }
+            return result;
+          } catch (err) {
+            fail(name, args.slice(1), err);
+            return args[0];
+          }
+        });
+      },
+    };
+  }
+  for (const name of PARALLEL_HOOKS) {
+    const hook = hooks[name] as unknown as AnyHook;
+    view[name] = {
+      tap(handler, options) {
+        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
+          if (!inScope(args)) return;
+          try {
+            const result = await withTimeout(
+              (handler as (...a: unknown[]) => unknown)(...args),
+              policy.timeout,
+            );
+            if (result === TIMED_OUT) fail(name, args, TIMED_OUT);
+          } catch (err) {
+            fail(name, args, err);
+          }
+        });
+      },
+    };
+  }
+  return Object.freeze(view) as unknown as HookTaps;
+}
+
+export interface PluginInstanceOptions<C> {
+  readonly hooks: Hooks;
+  readonly registry: Registry;
+  readonly policy: TapPolicy;
+  readonly config: C;
+  readonly facts: ServerFacts;
+  readonly onClose: (fn: () => unknown) => void;
+}
+
+export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C> {
+  const { registry, policy } = opts;
+  return Object.freeze({
+    name: policy.name,
+    config: opts.config,
+    hooks: createHookTaps(opts.hooks, policy),
+    log: policy.log,
+    server: opts.facts,
+    registerVerb: (def) => registry.addVerb(policy.name, def),
+    registerParam: (def) => registry.addParam(policy.name, def),
+    extendLineLength: (octets) => registry.extendLineLength(octets),
+    provide: (key, value) => registry.provide(policy.name, key, value),
+    service: (key) => registry.service(key),
+    onClose: (fn) => opts.onClose(fn),
+  } satisfies PluginApi<C>);
+}

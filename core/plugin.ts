@@ -1,0 +1,172 @@
+/**
+ * Plugins are values: a name, a TypeBox schema for their config, and a
+ * `register` function that receives a scoped API.
+ *
+ *   export default definePlugin({
+ *     name: 'block-domains',
+ *     schema: Type.Object({ domains: Type.Array(Type.String()) }),
+ *     register(api, config) {
+ *       api.hooks.mail.tap((tx, from) => config.domains.includes(from.address?.asciiDomain ?? '') ? reply(550, '5.7.1', 'No') : undefined);
+ *     },
+ *   });
+ */
+import type { Resolver } from 'node:dns/promises';
+import type { SecureContextOptions } from 'node:tls';
+import type { Static, TSchema } from 'typebox';
+import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
+import type { Reply } from './reply.ts';
+import type { Logger, RecipientAttributes, Session, TlsInfo, Transaction } from './types.ts';
+
+type MaybePromise<T> = T | Promise<T>;
+type HookArgs<K extends keyof Hooks> = Hooks[K] extends { promise(...args: infer A): Promise<unknown> }
+  ? A
+  : never;
+type HookResult<K extends keyof Hooks> = Hooks[K] extends { promise(...args: never[]): Promise<infer R> }
+  ? R
+  : never;
+
+export interface TapOptions {
+  /** Order among taps of the same hook: see `Stage`. Default `Stage.NORMAL`. */
+  readonly stage?: number;
+  /** Run before the named plugin's tap. */
+  readonly before?: string;
+}
+
+/** A tap-only view of a verdict hook. Return `undefined` for "no opinion". */
+export interface BailTap<K extends BailHookName> {
+  tap(handler: (...args: HookArgs<K>) => MaybePromise<HookResult<K>>, options?: TapOptions): void;
+}
+/** A tap-only view of a transform hook: return the (possibly new) value. */
+export interface WaterfallTap<K extends WaterfallHookName> {
+  tap(handler: (...args: HookArgs<K>) => MaybePromise<HookArgs<K>[0]>, options?: TapOptions): void;
+}
+/** A tap-only view of a notification hook. */
+export interface ParallelTap<K extends ParallelHookName> {
+  tap(handler: (...args: HookArgs<K>) => MaybePromise<void>, options?: TapOptions): void;
+}
+
+export type HookTaps = { readonly [K in BailHookName]: BailTap<K> } & {
+  readonly [K in WaterfallHookName]: WaterfallTap<K>;
+} & { readonly [K in ParallelHookName]: ParallelTap<K> };
+
+/** What a verb handler may do with the connection. */
+export interface VerbContext {
+  readonly session: Session;
+  /** Upper-cased verb. */
+  readonly verb: string;
+  /** Text after the verb, as received. */
+  readonly argument: string;
+  /** Send a reply now (intermediate replies such as `334`); the final one is the handler's return value. */
+  send(reply: Reply): void;
+  /** Read the client's next line (AUTH continuations). `undefined` when the client went away. */
+  readLine(): Promise<string | undefined>;
+  /**
+   * Switch the connection to TLS as a server. Input the client pipelined after
+   * the command is discarded first (STARTTLS injection defence); after the
+   * handshake the session is reset to the state after the greeting.
+   */
+  upgradeToTls(options: SecureContextOptions & { readonly SNICallback?: SniCallback }): Promise<TlsInfo>;
+}
+
+export type SniCallback = (
+  servername: string,
+  cb: (err: Error | null, ctx?: import('node:tls').SecureContext) => void,
+) => void;
+
+export interface VerbDefinition {
+  /** The command verb, upper case, e.g. `STARTTLS`. */
+  readonly name: string;
+  /** Refused with 503 before EHLO/HELO (default true). */
+  readonly requiresHelo?: boolean;
+  /** Refused with 503 while a transaction is open (default false). */
+  readonly outsideTransaction?: boolean;
+  /** Answer the command. Return `undefined` only if the reply was already sent through `ctx.send`. */
+  handler(ctx: VerbContext): MaybePromise<Reply | undefined>;
+}
+
+export interface ParamContext {
+  readonly session: Session;
+  /** The transaction being opened (MAIL: `from` is not set yet) or extended (RCPT). */
+  readonly tx: Transaction;
+  /** RCPT only: attributes of the recipient being added, to be stored with it. */
+  readonly recipient: RecipientAttributes | undefined;
+}
+
+export interface ParamDefinition {
+  /** Upper-case keyword, e.g. `SIZE`. */
+  readonly name: string;
+  readonly command: 'MAIL' | 'RCPT';
+  /** Validate and record the value. Return a reply to refuse the whole command. */
+  handler(value: string | true, ctx: ParamContext): Reply | undefined;
+}
+
+/** Server-side TLS settings, published by a TLS plugin as the `tls` service. */
+export interface TlsProvider {
+  /** Options for a server-side TLS socket (certificates, SNI, minimum version). */
+  serverOptions(): SecureContextOptions & { readonly SNICallback?: SniCallback };
+}
+
+/**
+ * Services plugins publish for other plugins, keyed by name (extend by
+ * declaration merging). The core itself consults only `tls`, for listeners
+ * with implicit TLS.
+ */
+export interface Services {
+  tls: TlsProvider;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+/** Read-only facts about the server a plugin runs in. */
+export interface ServerFacts {
+  readonly hostname: string;
+  readonly limits: Readonly<Limits>;
+  /** Directory for the server's own state (queue, spool); plugins keep data under it. */
+  readonly dataDir: string;
+  readonly dns: Resolver;
+  readonly clock: Clock;
+}
+
+export interface Limits {
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  maxErrors: number;
+  maxRecipients: number;
+  maxMessageSize: number;
+  maxLineLength: number;
+}
+
+export interface PluginApi<C> {
+  /** This plugin instance's name (its `id` in config, or its plugin name). */
+  readonly name: string;
+  readonly config: C;
+  readonly hooks: HookTaps;
+  readonly log: Logger;
+  readonly server: ServerFacts;
+  registerVerb(def: VerbDefinition): void;
+  registerParam(def: ParamDefinition): void;
+  /** Let commands be longer than 512 octets by `octets` (RFC 5321 4.5.3.1: extensions that add parameters). */
+  extendLineLength(octets: number): void;
+  provide<K extends keyof Services>(key: K, value: Services[K]): void;
+  service<K extends keyof Services>(key: K): Services[K] | undefined;
+  /** Run on shutdown, in reverse load order. */
+  onClose(fn: () => MaybePromise<void>): void;
+}
+
+export interface PluginDefinition<S extends TSchema = TSchema> {
+  readonly name: string;
+  /** One line shown in docs and errors. */
+  readonly description?: string;
+  /** TypeBox schema of the plugin's `config` (JSON Schema for ajv, TypeScript type, docs). */
+  readonly schema: S;
+  /** Plugins that must be loaded before this one. */
+  readonly dependencies?: readonly string[];
+  register(api: PluginApi<Static<S>>, config: Static<S>): MaybePromise<void>;
+}
+
+/** Declare a plugin; an identity function that gives full typing to `register`. */
+export function definePlugin<S extends TSchema>(def: PluginDefinition<S>): PluginDefinition<S> {
+  return def;
+}

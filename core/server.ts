@@ -1,0 +1,336 @@
+/**
+ * The server: validated config, loaded plugins, listeners, connection limits
+ * and graceful shutdown. Everything hangs off the instance (no global state),
+ * so tests can run several servers in one process.
+ */
+import { Resolver } from 'node:dns/promises';
+import { mkdir } from 'node:fs/promises';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { formatReply } from './codec/reply-format.ts';
+import { createAjv, deepFreeze, validateCoreConfig, validatePluginConfig } from './config.ts';
+import type { CoreConfig, ListenerConfig } from './config-schema.ts';
+import { describe, Errors, MailframeError } from './errors.ts';
+import { createHooks, type Hooks } from './hooks.ts';
+import { resolvePlugin } from './loader.ts';
+import { silentLogger } from './log.ts';
+import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
+import { createPluginApi } from './plugin-host.ts';
+import { Registry } from './registry.ts';
+import { Replies } from './reply.ts';
+import { type SessionHost, SmtpSession } from './session.ts';
+import type { ListenerInfo } from './types.ts';
+
+export interface ServerOptions {
+  /** The parsed `mailframe.json` (validated here). */
+  readonly config: unknown;
+  /** Directory relative paths in the config resolve against (default: cwd). */
+  readonly baseDir?: string;
+  readonly logger?: Logger;
+  /** Plugin definitions by name, consulted before files, bundled plugins and npm. */
+  readonly definitions?: ReadonlyMap<string, PluginDefinition>;
+  readonly dns?: Resolver;
+  readonly clock?: Clock;
+}
+
+export interface ListeningAddress {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+interface LoadedPlugin {
+  readonly name: string;
+  readonly closers: Array<() => unknown>;
+}
+
+const systemClock: Clock = { now: () => Date.now() };
+
+export class MailServer implements SessionHost {
+  readonly config: Readonly<CoreConfig>;
+  readonly hooks: Hooks = createHooks();
+  readonly registry = new Registry();
+  readonly log: Logger;
+  readonly hostname: string;
+  readonly dataDir: string;
+  readonly spoolDir: string;
+  readonly facts: ServerFacts;
+  readonly #clock: Clock;
+  readonly #plugins: LoadedPlugin[] = [];
+  readonly #servers: Array<{ listener: ListenerConfig; server: NetServer }> = [];
+  readonly #sessions = new Set<SmtpSession>();
+  readonly #perIp = new Map<string, number>();
+  readonly #idPrefix: string;
+  #idSeq = 0;
+  #draining = false;
+  #closing: Promise<void> | undefined;
+
+  private constructor(config: CoreConfig, opts: ServerOptions) {
+    this.config = config;
+    this.log = opts.logger ?? silentLogger();
+    this.hostname = config.hostname ?? osHostname();
+    this.dataDir = resolve(opts.baseDir ?? process.cwd(), config.dataDir);
+    this.spoolDir = resolve(this.dataDir, 'spool');
+    this.#clock = opts.clock ?? systemClock;
+    this.#idPrefix = (Date.now() % 2176782336).toString(36).padStart(6, '0');
+    this.facts = Object.freeze({
+      hostname: this.hostname,
+      limits: config.limits,
+      dataDir: this.dataDir,
+      dns: opts.dns ?? new Resolver(),
+      clock: this.#clock,
+    });
+  }
+
+  /** Validate the config, load every plugin in order, and prepare the data directory. Does not listen yet. */
+  static async create(opts: ServerOptions): Promise<MailServer> {
+    const ajv = createAjv();
+    const { config, errors } = validateCoreConfig(ajv, opts.config);
+    const baseDir = opts.baseDir ?? process.cwd();
+    const given = opts.definitions ?? new Map<string, PluginDefinition>();
+    // Resolve and validate every plugin before running any, so all errors are reported at once.
+    const entries = Array.isArray(config.plugins) ? config.plugins : [];
+    const prepared: Array<{ id: string; def: PluginDefinition; config: unknown; index: number }> = [];
+    const seen = new Set<string>();
+    for (const [index, entry] of entries.entries()) {
+      if (typeof entry?.plugin !== 'string') continue;
+      let def: PluginDefinition;
+      try {
+        def = await resolvePlugin(entry.plugin, baseDir, given);
+      } catch (err) {
+        if (err instanceof MailframeError) errors.push(`/plugins/${index}/plugin: ${err.message}`);
+        else errors.push(`/plugins/${index}/plugin: cannot load "${entry.plugin}": ${describe(err)}`);
+        continue;
+      }
+      const id = entry.id ?? def.name;
+      if (seen.has(id)) errors.push(`/plugins/${index}: ${Errors.pluginDuplicate(id).message}`);
+      seen.add(id);
+      for (const dep of def.dependencies ?? []) {
+        if (!seen.has(dep)) errors.push(`/plugins/${index}: ${Errors.pluginDependency(id, dep).message}`);
+      }
+      const v = validatePluginConfig(ajv, def.schema, entry.config ?? {}, `/plugins/${index}/config`, id);
+      errors.push(...v.errors);
+      prepared.push({ id, def, config: deepFreeze(v.config), index });
+    }
+    if (errors.length > 0) throw Errors.configInvalid(errors);
+    deepFreeze(config);
+    const server = new MailServer(config, opts);
+    await mkdir(server.spoolDir, { recursive: true, mode: 0o700 });
+    try {
+      for (const p of prepared) await server.#loadPlugin(p.id, p.def, p.config, config.plugins[p.index]);
+    } catch (err) {
+      await server.#closePlugins();
+      throw err;
+    }
+    return server;
+  }
+
+  async #loadPlugin(
+    id: string,
+    def: PluginDefinition,
+    config: unknown,
+    entry: CoreConfig['plugins'][number] | undefined,
+  ): Promise<void> {
+    const loaded: LoadedPlugin = { name: id, closers: [] };
+    this.#plugins.push(loaded);
+    const log = this.log.child({ plugin: id });
+    const api = createPluginApi({
+      hooks: this.hooks,
+      registry: this.registry,
+      config,
+      facts: this.facts,
+      onClose: (fn) => loaded.closers.push(fn),
+      policy: {
+        name: id,
+        log,
+        timeout: entry?.timeout ?? this.config.timeouts.hook,
+        deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
+        listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
+      },
+    });
+    const ms = this.config.timeouts.pluginStart;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        Promise.resolve().then(() => def.register(api, config as never)),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(Errors.pluginTimeout(id, ms)), ms);
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof MailframeError) throw err;
+      throw Errors.pluginRegister(id, err);
+    } finally {
+      clearTimeout(timer);
+    }
+    log.debug('plugin loaded');
+  }
+
+  // ---- SessionHost --------------------------------------------------------
+
+  get limits() {
+    return this.config.limits;
+  }
+  get timeouts() {
+    return this.config.timeouts;
+  }
+  get smtp() {
+    return this.config.smtp;
+  }
+  get draining(): boolean {
+    return this.#draining;
+  }
+  now(): number {
+    return this.#clock.now();
+  }
+  nextId(): string {
+    return this.#idPrefix + (++this.#idSeq).toString(36).padStart(5, '0');
+  }
+
+  // ---- listeners ----------------------------------------------------------
+
+  /** Start every configured listener. */
+  async listen(): Promise<ListeningAddress[]> {
+    for (const listener of this.config.listeners) {
+      const info: ListenerInfo = Object.freeze({
+        name: listener.name,
+        role: listener.role,
+        implicitTls: listener.implicitTls,
+      });
+      if (info.implicitTls && !this.registry.service('tls')) {
+        throw Errors.listen(
+          `${listener.name}`,
+          new Error('implicitTls needs a TLS plugin (e.g. "tls") loaded'),
+        );
+      }
+      const log = this.log.child({ listener: listener.name });
+      const server = createNetServer({ noDelay: true }, (socket) => this.#accept(socket, info, log));
+      server.on('error', (err) => log.error({ err }, 'listener error'));
+      await new Promise<void>((ok, fail) => {
+        server.once('error', (err) => fail(Errors.listen(`${listener.host}:${listener.port}`, err)));
+        server.listen({ host: listener.host, port: listener.port }, () => ok());
+      });
+      this.#servers.push({ listener, server });
+      log.info({ address: this.#addressOf(server, listener) }, 'listening');
+    }
+    return this.addresses();
+  }
+
+  #addressOf(server: NetServer, listener: ListenerConfig): ListeningAddress {
+    const a = server.address();
+    if (a && typeof a === 'object') return { name: listener.name, host: a.address, port: a.port };
+    return { name: listener.name, host: listener.host, port: listener.port };
+  }
+
+  addresses(): ListeningAddress[] {
+    return this.#servers.map(({ server, listener }) => this.#addressOf(server, listener));
+  }
+
+  #accept(socket: Socket, listener: ListenerInfo, log: Logger): void {
+    socket.on('error', () => {}); // a reset before the session attaches must not crash the process
+    const ip = socket.remoteAddress ?? '';
+    const limits = this.config.limits;
+    if (this.#draining) {
+      refuse(socket, Replies.shuttingDown);
+      return;
+    }
+    if (this.#sessions.size >= limits.maxConnections) {
+      log.warn({ remote: ip }, 'connection limit reached');
+      refuse(socket, Replies.tooManyConnections);
+      return;
+    }
+    const count = this.#perIp.get(ip) ?? 0;
+    if (count >= limits.maxConnectionsPerIp) {
+      log.info({ remote: ip }, 'per-address connection limit reached');
+      refuse(socket, Replies.tooManyConnections);
+      return;
+    }
+    this.#perIp.set(ip, count + 1);
+    const session = new SmtpSession(this, socket, listener, log);
+    this.#sessions.add(session);
+    void session.closed.then(() => {
+      this.#sessions.delete(session);
+      const n = (this.#perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.#perIp.delete(ip);
+      else this.#perIp.set(ip, n);
+    });
+    const tls = listener.implicitTls ? this.registry.service('tls') : undefined;
+    const begin = tls ? session.startTls(tls.serverOptions()) : Promise.resolve();
+    begin
+      .then(() => session.start())
+      .catch((err) => {
+        session.log.debug({ err: describe(err) }, 'session ended before greeting');
+        socket.destroy();
+      });
+  }
+
+  /** Open sessions (for tests and metrics). */
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  // ---- shutdown -------------------------------------------------------------
+
+  /**
+   * Graceful shutdown: stop accepting, 421 to idle sessions, let open
+   * transactions finish within `grace` ms, then 421 to the rest and close
+   * plugins in reverse load order.
+   */
+  close(grace = this.config.timeouts.shutdownGrace): Promise<void> {
+    this.#closing ??= this.#shutdown(grace);
+    return this.#closing;
+  }
+
+  async #shutdown(grace: number): Promise<void> {
+    this.#draining = true;
+    this.log.info({ sessions: this.#sessions.size }, 'shutting down');
+    const stopped = this.#servers.map(({ server }) => new Promise<void>((ok) => server.close(() => ok())));
+    for (const s of this.#sessions) s.drain();
+    const all = Promise.all([...this.#sessions].map((s) => s.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((ok) => {
+      timer = setTimeout(ok, grace, 'expired');
+    });
+    if ((await Promise.race([all, expired])) === 'expired') {
+      this.log.warn({ sessions: this.#sessions.size }, 'grace period over, closing remaining sessions');
+      for (const s of this.#sessions) s.abort();
+      await Promise.race([all, new Promise((ok) => setTimeout(ok, 2000))]);
+    }
+    clearTimeout(timer);
+    await Promise.all(stopped);
+    await this.#closePlugins();
+    this.log.info('stopped');
+  }
+
+  async #closePlugins(): Promise<void> {
+    for (const p of [...this.#plugins].reverse()) {
+      for (const fn of [...p.closers].reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          this.log.error({ plugin: p.name, err }, `plugin close failed: ${describe(err)}`);
+        }
+      }
+    }
+    this.#plugins.length = 0;
+  }
+}
+
+function refuse(socket: Socket, r: import('./reply.ts').Reply): void {
+  socket.end(formatReply(r, true));
+  setTimeout(() => socket.destroy(), 2000).unref();
+}
+
+/** Validate config, load plugins and start listening. */
+export async function createServer(opts: ServerOptions): Promise<MailServer> {
+  const server = await MailServer.create(opts);
+  try {
+    await server.listen();
+  } catch (err) {
+    await server.close(0);
+    throw err;
+  }
+  return server;
+}

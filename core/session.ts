@@ -1,0 +1,769 @@
+/**
+ * The SMTP session state machine (RFC 5321): one instance per connection.
+ *
+ * Input is framed by the line reader in command mode and by the DATA decoder
+ * in data mode. Replies to pipelined commands are batched and written once the
+ * buffered input is exhausted (RFC 2920), so a pipelined group costs one write.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { parsePath } from './address.ts';
+import { parseCommand, parseParams, peekParams } from './codec/command.ts';
+import { DataDecoder } from './codec/data-decoder.ts';
+import { LineReader } from './codec/line-reader.ts';
+import { formatReply } from './codec/reply-format.ts';
+import { describe } from './errors.ts';
+import { type Hooks, isReply } from './hooks.ts';
+import type { Limits, ParamContext, VerbContext } from './plugin.ts';
+import { receivedHeader } from './received.ts';
+import type { Registry } from './registry.ts';
+import { isPositive, queuedReply, Replies, type Reply, reply } from './reply.ts';
+import { type SpooledMessage, SpoolWriter } from './spool.ts';
+import type {
+  Address,
+  Endpoint,
+  EnvelopeAttributes,
+  Helo,
+  ListenerInfo,
+  Params,
+  Recipient,
+  RecipientAttributes,
+  ReversePath,
+  Session,
+  SessionNotes,
+  TlsInfo,
+  Transaction,
+  TransactionNotes,
+} from './types.ts';
+
+/** What a session needs from its server. */
+export interface SessionHost {
+  readonly hooks: Hooks;
+  readonly registry: Registry;
+  readonly hostname: string;
+  readonly limits: Readonly<Limits>;
+  readonly timeouts: Readonly<{ command: number; data: number; greetingDelay: number }>;
+  readonly smtp: Readonly<{
+    banner: string;
+    bareLineEndings: 'normalize' | 'reject';
+    rejectEarlyTalkers: boolean;
+  }>;
+  readonly spoolDir: string;
+  readonly now: () => number;
+  nextId(): string;
+  /** True once graceful shutdown began. */
+  readonly draining: boolean;
+}
+
+type State = 'connecting' | 'command' | 'data' | 'rejected' | 'closed';
+
+/** Pause reading when this much unprocessed pipelined input piles up. */
+const MAX_PIPELINED_INPUT = 64 * 1024;
+const EMPTY_PARAMS: Params = new Map();
+
+class SmtpTransaction implements Transaction {
+  readonly id: string;
+  readonly session: SmtpSession;
+  from: ReversePath = { address: null, params: EMPTY_PARAMS };
+  readonly recipients: Recipient[] = [];
+  utf8 = false;
+  readonly attributes: EnvelopeAttributes = {};
+  readonly notes: TransactionNotes = {};
+  readonly log: Logger;
+  readonly startedAt: number;
+
+  constructor(session: SmtpSession, id: string, now: number) {
+    this.id = id;
+    this.session = session;
+    this.log = session.log.child({ tid: id });
+    this.startedAt = now;
+  }
+}
+
+export class SmtpSession implements Session {
+  readonly id: string;
+  readonly listener: ListenerInfo;
+  readonly remote: Endpoint;
+  readonly local: Endpoint;
+  readonly hostname: string;
+  readonly connectedAt: Date;
+  readonly notes: SessionNotes = {};
+  log: Logger;
+  helo: Helo | undefined;
+  tls: TlsInfo | undefined;
+  user: string | undefined;
+  transaction: SmtpTransaction | undefined;
+  transactionCount = 0;
+  enhancedStatusCodes = false;
+
+  readonly #host: SessionHost;
+  #socket: Socket;
+  #state: State = 'connecting';
+  readonly #lines: LineReader;
+  #out: string[] = [];
+  #busy = false;
+  #errors = 0;
+  #paused = false;
+  #txSeq = 0;
+  /** Data mode. */
+  #decoder: DataDecoder | undefined;
+  #spool: SpoolWriter | undefined;
+  #spoolPaused = false;
+  /** A verb handler waiting for its next line (AUTH continuations). */
+  #lineWaiter: ((line: string | undefined) => void) | undefined;
+  #closeAfterFlush = false;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+  readonly #onData = (chunk: Buffer) => this.#receive(chunk);
+  readonly #onTimeout = () => this.#timeout();
+  readonly #onEnd = () => this.#end();
+  readonly #onError = (err: Error) => this.#socketError(err);
+  readonly #onClose = () => this.#finalize();
+
+  constructor(host: SessionHost, socket: Socket, listener: ListenerInfo, log: Logger) {
+    this.#host = host;
+    this.#socket = socket;
+    this.id = host.nextId();
+    this.listener = listener;
+    this.remote = { address: normaliseIp(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+    this.local = { address: normaliseIp(socket.localAddress ?? ''), port: socket.localPort ?? 0 };
+    this.hostname = host.hostname;
+    this.connectedAt = new Date(host.now());
+    this.log = log.child({ cid: this.id, remote: this.remote.address });
+    this.#lines = new LineReader(host.limits.maxLineLength + host.registry.extraLineLength);
+    this.#closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    this.#attach(socket);
+  }
+
+  /** Resolves once the connection is closed and the disconnect hook ran. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /** A transaction or command is in progress (graceful shutdown waits for these). */
+  get active(): boolean {
+    return this.#busy || this.transaction !== undefined || this.#state === 'data';
+  }
+
+  authenticate(user: string): void {
+    this.user = user;
+    this.log = this.log.child({ user });
+  }
+
+  /** Implicit TLS (port 465): handshake before the greeting. */
+  startTls(options: Parameters<VerbContext['upgradeToTls']>[0]): Promise<TlsInfo> {
+    return this.#upgradeToTls(options);
+  }
+
+  /** Run the connect hook and greet. */
+  async start(): Promise<void> {
+    this.#busy = true;
+    this.#socket.setTimeout(this.#host.timeouts.command);
+    if (this.#host.timeouts.greetingDelay > 0) {
+      await new Promise((r) => setTimeout(r, this.#host.timeouts.greetingDelay));
+      if (this.#state === 'closed') return;
+      if (this.#lines.buffered > 0 && this.#host.smtp.rejectEarlyTalkers) {
+        this.log.info('early talker rejected');
+        return this.#sendNow(Replies.earlyTalker);
+      }
+    }
+    const verdict = await this.#host.hooks.connect.promise(this);
+    if (this.#state === 'closed') return;
+    if (verdict && !isPositive(verdict)) {
+      this.log.info({ code: verdict.code }, 'connection refused by policy');
+      if (verdict.disconnect || verdict.code === 421) return this.#sendNow(verdict);
+      // RFC 5321 3.1: after a 554 greeting, wait for QUIT and answer 503 to anything else.
+      this.#state = 'rejected';
+      this.#queueReply(verdict.code === 554 ? verdict : reply(554, '5.7.1', verdict.text));
+    } else {
+      this.#state = 'command';
+      this.#queueReply(reply(220, undefined, `${this.hostname} ${this.#host.smtp.banner}`));
+    }
+    this.#busy = false;
+    this.#pump();
+  }
+
+  /** Graceful shutdown: 421 now if idle, else after the current transaction. */
+  drain(): void {
+    if (this.#state === 'closed') return;
+    if (!this.active) this.#sendNow(Replies.shuttingDown);
+  }
+
+  /** Hard stop at the end of the grace period. */
+  abort(): void {
+    if (this.#state === 'closed') return;
+    this.#sendNow(Replies.shuttingDown);
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
+  }
+
+  // ---- input ------------------------------------------------------------
+
+  #attach(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.on('data', this.#onData);
+    socket.on('timeout', this.#onTimeout);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+  }
+
+  #detach(socket: Socket): void {
+    socket.off('data', this.#onData);
+    socket.off('timeout', this.#onTimeout);
+    socket.off('end', this.#onEnd);
+    socket.off('error', this.#onError);
+    socket.off('close', this.#onClose);
+  }
+
+  #receive(chunk: Buffer): void {
+    if (this.#state === 'closed') return;
+    if (this.#state === 'data') {
+      this.#receiveData(chunk);
+      return;
+    }
+    this.#lines.push(chunk);
+    if (this.#lines.buffered > MAX_PIPELINED_INPUT) this.#pause();
+    this.#pump();
+  }
+
+  #pause(): void {
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  #resume(): void {
+    if (this.#paused && !this.#spoolPaused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
+  /** Process buffered command lines until input runs out or a command goes async. */
+  #pump(): void {
+    while (
+      !this.#busy &&
+      this.#state !== 'closed' &&
+      this.#state !== 'data' &&
+      this.#state !== 'connecting'
+    ) {
+      const ev = this.#lines.next();
+      if (!ev) break;
+      if (this.#lineWaiter) {
+        const w = this.#lineWaiter;
+        this.#lineWaiter = undefined;
+        w(ev.kind === 'line' ? ev.line : '');
+        continue;
+      }
+      if (ev.kind === 'too-long') {
+        this.#queueReply(Replies.lineTooLong);
+        continue;
+      }
+      const result = this.#command(ev.line);
+      if (result instanceof Promise) {
+        this.#busy = true;
+        result.then(
+          () => this.#afterAsync(),
+          (err) => {
+            this.log.error({ err }, `command failed: ${describe(err)}`);
+            this.#queueReply(Replies.localError);
+            this.#afterAsync();
+          },
+        );
+        break;
+      }
+    }
+    if (!this.#busy && this.#state !== 'data') {
+      if (this.#lines.buffered < MAX_PIPELINED_INPUT / 2) this.#resume();
+      this.#flush();
+    }
+  }
+
+  #afterAsync(): void {
+    this.#busy = false;
+    if (this.#state === 'data') {
+      this.#flush();
+      const rest = this.#lines.take();
+      if (rest.length > 0) this.#receiveData(rest);
+      return;
+    }
+    this.#pump();
+  }
+
+  // ---- output -----------------------------------------------------------
+
+  #queueReply(r: Reply, enhanced = this.enhancedStatusCodes): undefined {
+    if (this.#state === 'closed') return undefined;
+    this.#out.push(formatReply(r, enhanced));
+    if (r.code >= 400) this.#countError();
+    if (r.disconnect) this.#closeAfterFlush = true;
+    return undefined;
+  }
+
+  #countError(): void {
+    this.#errors++;
+    if (this.#errors >= this.#host.limits.maxErrors && !this.#closeAfterFlush) {
+      this.log.info({ errors: this.#errors }, 'too many errors');
+      this.#out.push(formatReply(Replies.tooManyErrors, this.enhancedStatusCodes));
+      this.#closeAfterFlush = true;
+    }
+  }
+
+  #flush(): void {
+    if (this.#out.length > 0 && this.#state !== 'closed') {
+      const text = this.#out.length === 1 ? (this.#out[0] as string) : this.#out.join('');
+      this.#out = [];
+      this.#socket.write(text);
+    }
+    if (this.#closeAfterFlush) this.#close();
+    else if (this.#host.draining && !this.active && this.#state !== 'connecting') {
+      this.#sendNow(Replies.shuttingDown);
+    }
+  }
+
+  /** Send a reply immediately (out of band of pipelining) and close if it says so. */
+  #sendNow(r: Reply): void {
+    this.#queueReply(r);
+    this.#flush();
+  }
+
+  #close(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.#lines.clear();
+    this.#socket.end();
+    // A client that never reads must not pin the socket open.
+    setTimeout(() => this.#socket.destroy(), 5000).unref();
+  }
+
+  #timeout(): void {
+    this.log.info({ state: this.#state }, 'timeout');
+    this.#sendNow(Replies.timeout);
+    this.#socket.destroy();
+  }
+
+  #end(): void {
+    if (this.#state !== 'closed') {
+      this.log.debug('client closed the connection');
+      this.#state = 'closed';
+      this.#socket.end();
+    }
+  }
+
+  #socketError(err: Error): void {
+    this.log.debug({ err: err.message }, 'socket error');
+  }
+
+  #finalize(): void {
+    const wasData = this.#decoder !== undefined;
+    this.#state = 'closed';
+    if (this.#lineWaiter) {
+      const w = this.#lineWaiter;
+      this.#lineWaiter = undefined;
+      w(undefined);
+    }
+    if (wasData) void this.#spool?.discard();
+    this.#decoder = undefined;
+    this.#spool = undefined;
+    const tx = this.transaction;
+    const done = async () => {
+      if (tx && !this.#busy) await this.#resetTransaction('disconnect');
+      if (this.#host.hooks.disconnect.isUsed()) await this.#host.hooks.disconnect.promise(this);
+    };
+    done()
+      .catch((err) => this.log.error({ err }, 'disconnect hooks failed'))
+      .finally(() => {
+        this.log.debug({ transactions: this.transactionCount }, 'disconnected');
+        this.#resolveClosed();
+      });
+  }
+
+  // ---- commands ---------------------------------------------------------
+
+  /** Handle one command line; returns a promise when the command went async. */
+  #command(line: string): Promise<void> | undefined {
+    const { verb, argument } = parseCommand(line);
+    if (this.#state === 'rejected') {
+      if (verb === 'QUIT') this.#queueReply(Replies.bye);
+      else this.#queueReply(Replies.badSequence);
+      return undefined;
+    }
+    switch (verb) {
+      case 'EHLO':
+      case 'HELO':
+        return this.#helo(verb, argument);
+      case 'MAIL':
+        return this.#mail(argument);
+      case 'RCPT':
+        return this.#rcpt(argument);
+      case 'DATA':
+        return this.#data(argument);
+      case 'RSET':
+        if (argument !== '') return this.#queueReply(Replies.syntaxError);
+        if (this.transaction)
+          return this.#then(this.#resetTransaction('rset'), () => this.#queueReply(Replies.resetOk));
+        return this.#queueReply(Replies.resetOk);
+      case 'NOOP':
+        return this.#queueReply(Replies.noopOk);
+      case 'QUIT':
+        return this.#queueReply(Replies.bye);
+    }
+    const ext = this.#host.registry.verb(verb);
+    if (ext) return this.#extensionVerb(verb, argument, ext);
+    switch (verb) {
+      case 'VRFY':
+        return this.#queueReply(argument === '' ? Replies.syntaxError : Replies.cannotVerify);
+      case 'HELP':
+        return this.#queueReply(Replies.help);
+    }
+    this.log.debug({ verb: verb.slice(0, 16) }, 'unknown command');
+    return this.#queueReply(Replies.unknownCommand);
+  }
+
+  /** Chain a continuation onto an async step without allocating for sync steps. */
+  #then(p: Promise<unknown> | undefined, next: () => void): Promise<void> | undefined {
+    if (p) return p.then(next);
+    next();
+    return undefined;
+  }
+
+  #helo(verb: 'EHLO' | 'HELO', argument: string): Promise<void> | undefined {
+    const domain = argument.trim();
+    if (domain === '' || /[\s\x00-\x1f\x7f]/.test(domain)) {
+      return this.#queueReply(reply(501, '5.5.4', `${verb} requires a domain or address literal`));
+    }
+    const helo: Helo = { verb, domain };
+    const run = async () => {
+      if (this.transaction) await this.#resetTransaction('rset');
+      if (this.#host.hooks.ehlo.isUsed()) {
+        const verdict = await this.#host.hooks.ehlo.promise(this, helo);
+        if (verdict && !isPositive(verdict)) return this.#queueReply(verdict, false);
+      }
+      this.helo = helo;
+      this.enhancedStatusCodes = false;
+      if (verb === 'HELO') return this.#queueReply(reply(250, undefined, this.hostname), false);
+      const keywords = this.#host.hooks.capabilities.isUsed()
+        ? await this.#host.hooks.capabilities.promise([], this)
+        : [];
+      this.#queueReply(reply(250, undefined, [`${this.hostname} greets ${domain}`, ...keywords]), false);
+    };
+    return run();
+  }
+
+  #openTransaction(): SmtpTransaction {
+    this.#txSeq++;
+    const tx = new SmtpTransaction(
+      this,
+      this.#txSeq === 1 ? this.id : `${this.id}.${this.#txSeq}`,
+      this.#host.now(),
+    );
+    return tx;
+  }
+
+  /** Run MAIL/RCPT parameter handlers; a reply means refuse the command. */
+  #applyParams(command: 'MAIL' | 'RCPT', params: Params, ctx: ParamContext): Reply | undefined {
+    for (const [key, value] of params) {
+      const def = this.#host.registry.param(command, key);
+      if (!def) return Replies.paramNotRecognized;
+      const verdict = def.handler(value, ctx);
+      if (verdict) return verdict;
+    }
+    return undefined;
+  }
+
+  #mail(argument: string): Promise<void> | undefined {
+    if (!this.helo) return this.#queueReply(Replies.needHelo);
+    if (this.transaction) return this.#queueReply(Replies.nestedMail);
+    if (this.#host.draining) return this.#queueReply(Replies.shuttingDown);
+    const split = peekParams(argument, 'FROM');
+    if (!split) return this.#queueReply(Replies.syntaxError);
+    const params = parseParams(split.paramsText, true);
+    if (!params) return this.#queueReply(Replies.syntaxError);
+    const tx = this.#openTransaction();
+    const refused = this.#applyParams('MAIL', params, { session: this, tx, recipient: undefined });
+    if (refused) return this.#queueReply(refused);
+    if (!tx.utf8 && hasNonAscii(split.paramsText)) return this.#queueReply(Replies.syntaxError);
+    const parsed = parsePath(split.pathText, { utf8: tx.utf8, allowNull: true, allowPostmaster: false });
+    if (!parsed.ok) return this.#queueReply(addressError(parsed.error, 'sender'));
+    if (parsed.rest.trim() !== '') return this.#queueReply(Replies.syntaxError);
+    tx.from = { address: parsed.address, params };
+    if (!this.#host.hooks.mail.isUsed()) {
+      this.transaction = tx;
+      return this.#queueReply(Replies.senderOk);
+    }
+    return this.#host.hooks.mail.promise(tx, tx.from).then((verdict) => {
+      if (verdict && !isPositive(verdict)) {
+        tx.log.info({ from: tx.from.address?.address ?? '', code: verdict.code }, 'sender refused');
+        return this.#queueReply(verdict);
+      }
+      this.transaction = tx;
+      this.#queueReply(verdict ?? Replies.senderOk);
+    });
+  }
+
+  #rcpt(argument: string): Promise<void> | undefined {
+    const tx = this.transaction;
+    if (!tx) return this.#queueReply(this.helo ? Replies.needMail : Replies.needHelo);
+    if (tx.recipients.length >= this.#host.limits.maxRecipients)
+      return this.#queueReply(Replies.tooManyRecipients);
+    const split = peekParams(argument, 'TO');
+    if (!split) return this.#queueReply(Replies.syntaxError);
+    const params = parseParams(split.paramsText, tx.utf8);
+    if (!params) return this.#queueReply(Replies.syntaxError);
+    const attributes: RecipientAttributes = {};
+    const refused = this.#applyParams('RCPT', params, { session: this, tx, recipient: attributes });
+    if (refused) return this.#queueReply(refused);
+    const parsed = parsePath(split.pathText, { utf8: tx.utf8, allowNull: false, allowPostmaster: true });
+    if (!parsed.ok) return this.#queueReply(addressError(parsed.error, 'recipient'));
+    if (parsed.rest.trim() !== '') return this.#queueReply(Replies.syntaxError);
+    const address = parsed.address as Address;
+    const to = { address, params };
+    return this.#host.hooks.rcpt.promise(tx, to).then((verdict) => {
+      if (this.transaction !== tx) return this.#queueReply(Replies.needMail);
+      if (!verdict) verdict = Replies.relayDenied;
+      if (!isPositive(verdict)) {
+        tx.log.info({ to: address.address, code: verdict.code }, 'recipient refused');
+        return this.#queueReply(verdict);
+      }
+      tx.recipients.push({ address, params, attributes });
+      this.#queueReply(verdict);
+    });
+  }
+
+  #data(argument: string): Promise<void> | undefined {
+    const tx = this.transaction;
+    if (!tx) return this.#queueReply(this.helo ? Replies.needMail : Replies.needHelo);
+    if (argument !== '') return this.#queueReply(Replies.syntaxError);
+    if (tx.recipients.length === 0) return this.#queueReply(Replies.noValidRecipients);
+    const begin = () => {
+      this.#queueReply(Replies.startData);
+      this.beginMessage(tx);
+    };
+    if (!this.#host.hooks.data.isUsed()) {
+      begin();
+      return undefined;
+    }
+    return this.#host.hooks.data.promise(tx).then((verdict) => {
+      if (verdict && !isPositive(verdict)) return this.#queueReply(verdict);
+      begin();
+    });
+  }
+
+  /** Switch to data mode for `tx`: received octets go through the DATA decoder into the spool. */
+  beginMessage(tx: SmtpTransaction): void {
+    const spool = new SpoolWriter(this.#host.spoolDir, tx.id);
+    this.#spool = spool;
+    this.#decoder = new DataDecoder({
+      maxSize: this.#host.limits.maxMessageSize,
+      onData: (chunk) => {
+        if (!spool.write(chunk) && !this.#spoolPaused) {
+          this.#spoolPaused = true;
+          this.#pause();
+          spool.onDrain(() => {
+            this.#spoolPaused = false;
+            this.#resume();
+          });
+        }
+      },
+    });
+    this.#state = 'data';
+    this.#socket.setTimeout(this.#host.timeouts.data);
+    if (!this.#busy) {
+      this.#flush();
+      const rest = this.#lines.take();
+      if (rest.length > 0) this.#receiveData(rest);
+    }
+  }
+
+  #receiveData(chunk: Buffer): void {
+    const decoder = this.#decoder;
+    if (!decoder) return;
+    const end = decoder.write(chunk);
+    if (end < 0) return;
+    this.#state = 'command';
+    this.#socket.setTimeout(this.#host.timeouts.command);
+    if (end < chunk.length) this.#lines.push(chunk.subarray(end));
+    this.#busy = true;
+    this.#endOfData().then(
+      () => this.#afterAsync(),
+      (err) => {
+        this.log.error({ err }, `end of data failed: ${describe(err)}`);
+        this.#queueReply(Replies.localError);
+        this.#afterAsync();
+      },
+    );
+  }
+
+  async #endOfData(): Promise<void> {
+    const tx = this.transaction as SmtpTransaction;
+    const decoder = this.#decoder as DataDecoder;
+    const spool = this.#spool as SpoolWriter;
+    this.#decoder = undefined;
+    this.#spool = undefined;
+    const finish = (r: Reply, queueId?: string) => {
+      this.#queueReply(r);
+      this.transactionCount++;
+      tx.log.info(
+        {
+          from: tx.from.address?.address ?? '',
+          rcpts: tx.recipients.length,
+          size: decoder.size,
+          code: r.code,
+          ...(queueId === undefined ? {} : { queueId }),
+          ms: this.#host.now() - tx.startedAt,
+        },
+        queueId === undefined ? 'message refused' : 'message queued',
+      );
+    };
+    if (decoder.overflow) {
+      await spool.discard();
+      finish(Replies.messageTooBig);
+      return this.#resetTransaction('rejected');
+    }
+    if (decoder.bareLineEndings && this.#host.smtp.bareLineEndings === 'reject') {
+      await spool.discard();
+      finish(Replies.bareLineEnding);
+      return this.#resetTransaction('rejected');
+    }
+    let fields = [receivedHeader(tx, this.#host.now())];
+    if (this.#host.hooks.headers.isUsed()) fields = await this.#host.hooks.headers.promise(fields, tx);
+    let message: SpooledMessage;
+    try {
+      message = await spool.finish(fields, decoder.bareLineEndings);
+    } catch (err) {
+      tx.log.error({ err }, `spool failed: ${describe(err)}`);
+      await spool.discard();
+      finish(Replies.insufficientStorage);
+      return this.#resetTransaction('rejected');
+    }
+    try {
+      if (this.#host.hooks.message.isUsed()) {
+        const verdict = await this.#host.hooks.message.promise(tx, message);
+        if (verdict && !isPositive(verdict)) {
+          finish(verdict);
+          return this.#resetTransaction('rejected');
+        }
+      }
+      const result = await this.#host.hooks.queue.promise(tx, message);
+      if (result === undefined) {
+        tx.log.error('no plugin queued the message (configure a queue plugin)');
+        finish(Replies.localError);
+        return this.#resetTransaction('rejected');
+      }
+      if (isReply(result)) {
+        finish(isPositive(result) ? Replies.localError : result);
+        return this.#resetTransaction('rejected');
+      }
+      finish(queuedReply(result.id), result.id);
+      this.transaction = undefined;
+    } finally {
+      await message.dispose();
+    }
+  }
+
+  async #resetTransaction(_why: 'rset' | 'rejected' | 'disconnect'): Promise<void> {
+    const tx = this.transaction;
+    this.transaction = undefined;
+    if (tx && this.#host.hooks.reset.isUsed()) await this.#host.hooks.reset.promise(tx);
+  }
+
+  // ---- extension verbs --------------------------------------------------
+
+  #extensionVerb(
+    verb: string,
+    argument: string,
+    def: import('./plugin.ts').VerbDefinition,
+  ): Promise<void> | undefined {
+    if (def.requiresHelo !== false && !this.helo) return this.#queueReply(Replies.needHelo);
+    if (def.outsideTransaction && this.transaction) return this.#queueReply(Replies.badSequence);
+    const ctx: VerbContext = {
+      session: this,
+      verb,
+      argument,
+      send: (r) => this.#sendNow(r),
+      readLine: () => this.#readLine(),
+      upgradeToTls: (options) => this.#upgradeToTls(options),
+    };
+    return (async () => {
+      const r = await def.handler(ctx);
+      if (r) this.#queueReply(r);
+    })();
+  }
+
+  #readLine(): Promise<string | undefined> {
+    if (this.#state === 'closed') return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const ev = this.#lines.next();
+      if (ev) return resolve(ev.kind === 'line' ? ev.line : '');
+      this.#lineWaiter = resolve;
+      this.#flush();
+      this.#resume();
+    });
+  }
+
+  /** The STARTTLS / implicit TLS seam: wrap the socket, reset the session. */
+  async #upgradeToTls(options: Parameters<VerbContext['upgradeToTls']>[0]): Promise<TlsInfo> {
+    this.#flush();
+    this.#lines.clear(); // anything pipelined after STARTTLS is discarded (CVE-2011-0411 class)
+    const plain = this.#socket;
+    this.#detach(plain);
+    const secure = new TLSSocket(plain, { ...options, isServer: true });
+    this.#socket = secure;
+    let onSecure: (() => void) | undefined;
+    let onFail: ((err?: Error) => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        onSecure = resolve;
+        onFail = (err) => reject(err ?? new Error('closed during TLS handshake'));
+        secure.once('secure', onSecure);
+        secure.once('error', onFail);
+        secure.once('close', onFail);
+      });
+    } catch (err) {
+      this.log.info({ err: describe(err) }, 'TLS handshake failed');
+      this.#attach(secure);
+      secure.destroy();
+      throw err;
+    } finally {
+      if (onSecure) secure.off('secure', onSecure);
+      if (onFail) {
+        secure.off('error', onFail);
+        secure.off('close', onFail);
+      }
+    }
+    this.#attach(secure);
+    const cipher = secure.getCipher();
+    const servername = (secure as TLSSocket & { servername?: string | false }).servername;
+    const info: TlsInfo = {
+      protocol: secure.getProtocol() ?? 'unknown',
+      cipher: cipher?.standardName ?? cipher?.name ?? 'unknown',
+      peerVerified: secure.authorized,
+      ...(typeof servername === 'string' ? { servername } : {}),
+    };
+    this.tls = info;
+    this.helo = undefined;
+    this.enhancedStatusCodes = false;
+    if (this.transaction) await this.#resetTransaction('rset');
+    this.log.info({ tls: info.protocol, cipher: info.cipher }, 'TLS established');
+    return info;
+  }
+}
+
+function addressError(error: 'syntax' | 'too-long' | 'non-ascii', role: 'sender' | 'recipient'): Reply {
+  if (error === 'non-ascii') return Replies.nonAsciiAddress;
+  if (error === 'too-long') return reply(501, role === 'sender' ? '5.1.7' : '5.1.3', 'Path too long');
+  return role === 'sender' ? Replies.badSenderSyntax : Replies.badRecipientSyntax;
+}
+
+function hasNonAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return true;
+  return false;
+}
+
+function normaliseIp(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}

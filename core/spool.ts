@@ -1,0 +1,164 @@
+/**
+ * Where message data goes while it arrives. Small messages stay in memory;
+ * once a message passes `memoryLimit` octets it spills to a file in the spool
+ * directory, so memory stays bounded whatever the message size.
+ */
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { open, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { HeaderField, Message } from './types.ts';
+
+export const DEFAULT_MEMORY_LIMIT = 256 * 1024;
+
+export class SpoolWriter {
+  readonly #dir: string;
+  readonly #name: string;
+  readonly #memoryLimit: number;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #file: WriteStream | undefined;
+  #path: string | undefined;
+  #failed: Error | undefined;
+
+  constructor(dir: string, name: string, memoryLimit = DEFAULT_MEMORY_LIMIT) {
+    this.#dir = dir;
+    this.#name = name;
+    this.#memoryLimit = memoryLimit;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Append data; false means "pause the source until `drain`". */
+  write(chunk: Buffer): boolean {
+    this.#size += chunk.length;
+    if (this.#file) return this.#file.write(chunk);
+    this.#chunks.push(chunk);
+    if (this.#size <= this.#memoryLimit) return true;
+    this.#path = join(this.#dir, `${this.#name}.spool`);
+    const file = createWriteStream(this.#path, { flags: 'wx', mode: 0o600 });
+    file.on('error', (err) => {
+      this.#failed = err;
+    });
+    this.#file = file;
+    const pending = this.#chunks;
+    this.#chunks = [];
+    let ok = true;
+    for (const c of pending) ok = file.write(c);
+    return ok;
+  }
+
+  /** Call `fn` once the spool file has drained (only meaningful after `write` returned false). */
+  onDrain(fn: () => void): void {
+    if (this.#file) this.#file.once('drain', fn);
+    else queueMicrotask(fn);
+  }
+
+  /** Close the spool and give the message. Throws if writing the spool failed (e.g. disk full). */
+  async finish(prepended: readonly HeaderField[], hadBareLineEndings: boolean): Promise<SpooledMessage> {
+    const file = this.#file;
+    if (file) {
+      await new Promise<void>((resolve, reject) => {
+        if (this.#failed) return reject(this.#failed);
+        file.once('error', reject);
+        file.end(() => resolve());
+      });
+      if (this.#failed) throw this.#failed;
+    }
+    const body = file ? { path: this.#path as string } : { chunks: this.#chunks };
+    return new SpooledMessage(prepended, this.#size, hadBareLineEndings, body);
+  }
+
+  /** Throw the data away (rejected or aborted transaction). */
+  async discard(): Promise<void> {
+    this.#chunks = [];
+    const file = this.#file;
+    if (!file || !this.#path) return;
+    const path = this.#path;
+    this.#file = undefined;
+    await new Promise<void>((resolve) => {
+      if (file.closed) return resolve();
+      file.once('close', () => resolve());
+      file.destroy();
+    });
+    await rm(path, { force: true });
+  }
+}
+
+type Body = { readonly chunks: readonly Buffer[] } | { readonly path: string };
+
+export class SpooledMessage implements Message {
+  readonly prepended: readonly HeaderField[];
+  readonly size: number;
+  readonly hadBareLineEndings: boolean;
+  readonly #body: Body;
+  #head: Buffer | undefined;
+
+  constructor(prepended: readonly HeaderField[], size: number, hadBareLineEndings: boolean, body: Body) {
+    this.prepended = prepended;
+    this.size = size;
+    this.hadBareLineEndings = hadBareLineEndings;
+    this.#body = body;
+  }
+
+  /** The prepended header block, CRLF-terminated. */
+  get head(): Buffer {
+    if (!this.#head) {
+      this.#head = Buffer.from(this.prepended.length ? `${this.prepended.join('\r\n')}\r\n` : '', 'utf8');
+    }
+    return this.#head;
+  }
+
+  /** Path of the spool file holding the received data (without prepended headers), if it spilled to disk. */
+  get spoolPath(): string | undefined {
+    return 'path' in this.#body ? this.#body.path : undefined;
+  }
+
+  stream(): Readable {
+    const head = this.head;
+    const body = this.#body;
+    if ('chunks' in body) return Readable.from([head, ...body.chunks], { objectMode: false });
+    return Readable.from(
+      (async function* () {
+        yield head;
+        yield* createReadStream(body.path);
+      })(),
+      { objectMode: false },
+    );
+  }
+
+  async read(maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
+    const total = this.head.length + this.size;
+    if (total > maxBytes) throw new RangeError(`message of ${total} octets is larger than ${maxBytes}`);
+    if ('chunks' in this.#body) return Buffer.concat([this.head, ...this.#body.chunks], total);
+    const parts: Buffer[] = [this.head];
+    for await (const c of createReadStream(this.#body.path)) parts.push(c as Buffer);
+    return Buffer.concat(parts, total);
+  }
+
+  async saveTo(path: string, opts: { fsync?: boolean } = {}): Promise<void> {
+    const fh = await open(path, 'wx', 0o600);
+    try {
+      if ('chunks' in this.#body) {
+        await fh.writev([this.head, ...this.#body.chunks]);
+      } else {
+        await fh.write(this.head);
+        await pipeline(createReadStream(this.#body.path), fh.createWriteStream({ autoClose: false }));
+      }
+      if (opts.fsync !== false) await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await unlink(path).catch(() => {});
+      throw err;
+    }
+    await fh.close();
+  }
+
+  /** Remove the spool file, if any. */
+  async dispose(): Promise<void> {
+    if ('path' in this.#body) await rm(this.#body.path, { force: true });
+  }
+}

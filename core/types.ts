@@ -1,0 +1,212 @@
+/**
+ * The values hooks receive: sessions, transactions, addresses and messages.
+ * Plugins extend the `*Notes` and `*Attributes` interfaces by declaration merging:
+ *
+ *   declare module 'mailframe' { interface TransactionNotes { spf?: CheckResult } }
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+
+export type { Logger };
+
+/** Per-connection scratch space for plugins (extend by declaration merging). */
+// biome-ignore lint/suspicious/noEmptyInterface: extended by plugins through declaration merging
+export interface SessionNotes {}
+/** Per-transaction scratch space for plugins (extend by declaration merging). */
+// biome-ignore lint/suspicious/noEmptyInterface: extended by plugins through declaration merging
+export interface TransactionNotes {}
+/**
+ * Envelope data that travels with the message into the queue and out to delivery
+ * (DSN RET/ENVID, REQUIRETLS, body type ...). Must stay JSON-serialisable.
+ */
+export interface EnvelopeAttributes {
+  /** BODY= parameter value as accepted, e.g. `8BITMIME`. */
+  body?: string;
+  /** The transaction used SMTPUTF8 (RFC 6531). */
+  smtputf8?: boolean;
+}
+/** Per-recipient envelope data kept in the queue (DSN NOTIFY/ORCPT ...). JSON-serialisable. */
+// biome-ignore lint/suspicious/noEmptyInterface: extended by plugins through declaration merging
+export interface RecipientAttributes {}
+
+/** An RFC 5321 mailbox as received. */
+export interface Address {
+  /** Local part exactly as received (dot-string or quoted string, case preserved). */
+  readonly localPart: string;
+  /** Domain as received: a name (possibly U-labels) or an address literal with brackets. */
+  readonly domain: string;
+  /** Lower-case ASCII (A-label) form of the domain; the literal itself for address literals. */
+  readonly asciiDomain: string;
+  /** What kind of domain part this is. */
+  readonly domainKind: 'name' | 'ipv4' | 'ipv6' | 'general';
+  /** `localPart@domain`. */
+  readonly address: string;
+  /** True when the local part or domain contains non-ASCII characters. */
+  readonly unicode: boolean;
+}
+
+/** ESMTP parameters of MAIL/RCPT: upper-cased keyword to value (`true` for a keyword without `=`). */
+export type Params = ReadonlyMap<string, string | true>;
+
+/** The MAIL FROM argument: `address` is `null` for the null reverse-path `<>`. */
+export interface ReversePath {
+  readonly address: Address | null;
+  readonly params: Params;
+}
+
+/** The RCPT TO argument. The special `<Postmaster>` has domain `''`. */
+export interface ForwardPath {
+  readonly address: Address;
+  readonly params: Params;
+}
+
+export interface Recipient extends ForwardPath {
+  readonly attributes: RecipientAttributes;
+}
+
+export interface Endpoint {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface TlsInfo {
+  /** e.g. `TLSv1.3` */
+  readonly protocol: string;
+  /** e.g. `TLS_AES_256_GCM_SHA384` */
+  readonly cipher: string;
+  /** SNI name the client asked for, if any. */
+  readonly servername?: string;
+  /** Whether the peer presented a certificate that verified. */
+  readonly peerVerified: boolean;
+}
+
+export interface Helo {
+  readonly verb: 'EHLO' | 'HELO' | 'LHLO';
+  /** The domain or address literal the client gave. */
+  readonly domain: string;
+}
+
+export interface ListenerInfo {
+  readonly name: string;
+  /** `mx` (port 25, inbound), `submission` (587/465, AUTH required) or `lmtp`. */
+  readonly role: 'mx' | 'submission' | 'lmtp';
+  /** Implicit TLS from the first byte (port 465). */
+  readonly implicitTls: boolean;
+}
+
+/** What a plugin sees of a connection. */
+export interface Session {
+  readonly id: string;
+  readonly listener: ListenerInfo;
+  readonly remote: Endpoint;
+  readonly local: Endpoint;
+  /** This server's host name, as in the greeting. */
+  readonly hostname: string;
+  readonly connectedAt: Date;
+  readonly helo: Helo | undefined;
+  /** Set once TLS is in effect (implicit or after STARTTLS). */
+  readonly tls: TlsInfo | undefined;
+  /** Authenticated identity (set by an AUTH plugin through `authenticate`). */
+  readonly user: string | undefined;
+  /** The open transaction, between MAIL and the end of DATA/RSET. */
+  readonly transaction: Transaction | undefined;
+  /** Number of transactions completed (accepted or rejected) on this connection. */
+  readonly transactionCount: number;
+  readonly notes: SessionNotes;
+  readonly log: Logger;
+  /** Record the authenticated identity (AUTH plugins). */
+  authenticate(user: string): void;
+  /** Whether replies carry RFC 3463 enhanced status codes (the ENHANCEDSTATUSCODES plugin turns this on). */
+  enhancedStatusCodes: boolean;
+}
+
+/** One mail transaction: MAIL, RCPT..., DATA/BDAT. */
+export interface Transaction {
+  readonly id: string;
+  readonly session: Session;
+  readonly from: ReversePath;
+  /** Recipients accepted so far. */
+  readonly recipients: readonly Recipient[];
+  /**
+   * Allow UTF-8 in addresses for this transaction (RFC 6531). The SMTPUTF8
+   * plugin sets this when MAIL carries the SMTPUTF8 parameter.
+   */
+  utf8: boolean;
+  readonly attributes: EnvelopeAttributes;
+  readonly notes: TransactionNotes;
+  readonly log: Logger;
+}
+
+/** A header field to prepend, as a complete unfolded or folded line without the trailing CRLF. */
+export type HeaderField = string;
+
+/** A received message, spooled in memory (small) or on disk (large). */
+export interface Message {
+  /** Octets received after unstuffing and line-ending normalisation, excluding prepended headers. */
+  readonly size: number;
+  /** Header fields prepended by the core and the `headers` hook (Received first). */
+  readonly prepended: readonly HeaderField[];
+  /** Whether the data contained bare CR or LF line endings (normalised to CRLF). */
+  readonly hadBareLineEndings: boolean;
+  /** The whole message, prepended headers first. A new stream each call. */
+  stream(): Readable;
+  /** The whole message as a Buffer: only for small messages, throws above `maxBytes`. */
+  read(maxBytes?: number): Promise<Buffer>;
+  /**
+   * Write the whole message to `path` and fsync it. Cheap when the spool already
+   * lives on the same file system (a link, not a copy).
+   */
+  saveTo(path: string, opts?: { fsync?: boolean }): Promise<void>;
+}
+
+/** What a queue plugin answers: the message is stored durably under `id`. */
+export interface QueueResult {
+  readonly id: string;
+}
+
+/** Result of checking credentials (the `auth` hook). */
+export interface AuthResult {
+  readonly ok: boolean;
+  /** Identity to record when ok; defaults to the username. */
+  readonly user?: string;
+}
+
+/** The credentials an AUTH mechanism decoded. */
+export interface AuthRequest {
+  readonly mechanism: string;
+  readonly username: string;
+  /** Password for PLAIN/LOGIN, bearer token for XOAUTH2/OAUTHBEARER. */
+  readonly secret: string;
+  /** Authorization identity (PLAIN authzid), if different from the username. */
+  readonly authzid?: string;
+}
+
+/** A message handed to delivery: the queue creates these, `deliver` plugins claim them. */
+export interface DeliveryJob {
+  readonly id: string;
+  readonly from: string;
+  readonly recipients: readonly DeliveryRecipient[];
+  readonly attributes: EnvelopeAttributes;
+  readonly attempts: number;
+  /** The message, a new stream each call. */
+  stream(): Readable;
+  readonly log: Logger;
+}
+
+export interface DeliveryRecipient {
+  readonly address: string;
+  readonly attributes: RecipientAttributes;
+}
+
+/** Per-recipient outcome of a delivery attempt. */
+export interface RecipientResult {
+  readonly recipient: string;
+  readonly status: 'delivered' | 'deferred' | 'failed';
+  /** The remote (or local) reply behind the status. */
+  readonly reply?: { readonly code: number; readonly enhanced?: string; readonly text: string };
+  readonly mta?: string;
+}
+
+export interface DeliveryReport {
+  readonly results: readonly RecipientResult[];
+}

@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'plugins/**/*.test.ts', 'examples/**/*.test.ts'],
+    testTimeout: 20000,
+    hookTimeout: 20000,
+    pool: 'forks',
+  },
+});
