@@ -66,6 +66,28 @@ export interface VerbContext {
    * handshake the session is reset to the state after the greeting.
    */
   upgradeToTls(options: SecureContextOptions & { readonly SNICallback?: SniCallback }): Promise<TlsInfo>;
+  /** The message path for data that arrives in counted chunks (BDAT, RFC 3030). */
+  readonly chunks: ChunkedMessage;
+}
+
+/**
+ * A message received in counted chunks rather than through DATA. It goes
+ * through the same spool, `message` and `queue` hooks as DATA; DATA is refused
+ * with 503 while one is open; RSET or a new EHLO discards it.
+ */
+export interface ChunkedMessage {
+  /** Open the message for the current transaction (runs the `data` hook the first time). A reply means refused. */
+  begin(): Promise<Reply | undefined>;
+  /**
+   * Read exactly `size` octets from the client, as they are (no dot-unstuffing):
+   * into the open message, or discarded when none is open. Octets beyond the
+   * size limit are read and dropped, and `finish` then answers 552 5.3.4.
+   */
+  read(size: number): Promise<void>;
+  /** Complete the message (headers, `message` and `queue` hooks) and end the transaction; the final reply. */
+  finish(): Promise<Reply>;
+  /** Drop the open message; the transaction stays open. */
+  abort(): Promise<void>;
 }
 
 export type SniCallback = (

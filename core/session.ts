@@ -15,7 +15,7 @@ import { LineReader } from './codec/line-reader.ts';
 import { formatReply } from './codec/reply-format.ts';
 import { describe } from './errors.ts';
 import { type Hooks, isReply } from './hooks.ts';
-import type { Limits, ParamContext, VerbContext } from './plugin.ts';
+import type { ChunkedMessage, Limits, ParamContext, VerbContext } from './plugin.ts';
 import { receivedHeader } from './received.ts';
 import type { Registry } from './registry.ts';
 import { isPositive, queuedReply, Replies, type Reply, reply } from './reply.ts';
@@ -56,7 +56,7 @@ export interface SessionHost {
   readonly draining: boolean;
 }
 
-type State = 'connecting' | 'command' | 'data' | 'rejected' | 'closed';
+type State = 'connecting' | 'command' | 'data' | 'raw' | 'rejected' | 'closed';
 
 /** Pause reading when this much unprocessed pipelined input piles up. */
 const MAX_PIPELINED_INPUT = 64 * 1024;
@@ -145,7 +145,7 @@ export class SmtpSession implements Session {
 
   /** A transaction or command is in progress (graceful shutdown waits for these). */
   get active(): boolean {
-    return this.#busy || this.transaction !== undefined || this.#state === 'data';
+    return this.#busy || this.transaction !== undefined || this.#state === 'data' || this.#state === 'raw';
   }
 
   authenticate(user: string): void {
@@ -222,6 +222,10 @@ export class SmtpSession implements Session {
     if (this.#state === 'closed') return;
     if (this.#state === 'data') {
       this.#receiveData(chunk);
+      return;
+    }
+    if (this.#state === 'raw') {
+      this.#receiveRaw(chunk);
       return;
     }
     this.#lines.push(chunk);
@@ -538,6 +542,7 @@ export class SmtpSession implements Session {
     const tx = this.transaction;
     if (!tx) return this.#queueReply(this.helo ? Replies.needMail : Replies.needHelo);
     if (argument !== '') return this.#queueReply(Replies.syntaxError);
+    if (this.#chunked) return this.#queueReply(reply(503, '5.5.1', 'DATA not allowed after BDAT'));
     if (tx.recipients.length === 0) return this.#queueReply(Replies.noValidRecipients);
     const begin = () => {
       this.#queueReply(Replies.startData);
@@ -553,22 +558,30 @@ export class SmtpSession implements Session {
     });
   }
 
-  /** Switch to data mode for `tx`: received octets go through the DATA decoder into the spool. */
-  beginMessage(tx: SmtpTransaction): void {
+  #newSpool(tx: SmtpTransaction): SpoolWriter {
     const spool = new SpoolWriter(this.#host.spoolDir, tx.id);
     this.#spool = spool;
+    return spool;
+  }
+
+  /** Write to the spool, pausing the socket while the spool file drains. */
+  #spoolWrite(spool: SpoolWriter, chunk: Buffer): void {
+    if (!spool.write(chunk) && !this.#spoolPaused) {
+      this.#spoolPaused = true;
+      this.#pause();
+      spool.onDrain(() => {
+        this.#spoolPaused = false;
+        this.#resume();
+      });
+    }
+  }
+
+  /** Switch to data mode for `tx`: received octets go through the DATA decoder into the spool. */
+  beginMessage(tx: SmtpTransaction): void {
+    const spool = this.#newSpool(tx);
     this.#decoder = new DataDecoder({
       maxSize: this.#host.limits.maxMessageSize,
-      onData: (chunk) => {
-        if (!spool.write(chunk) && !this.#spoolPaused) {
-          this.#spoolPaused = true;
-          this.#pause();
-          spool.onDrain(() => {
-            this.#spoolPaused = false;
-            this.#resume();
-          });
-        }
-      },
+      onData: (chunk) => this.#spoolWrite(spool, chunk),
     });
     this.#state = 'data';
     this.#socket.setTimeout(this.#host.timeouts.data);
@@ -588,86 +601,151 @@ export class SmtpSession implements Session {
     this.#socket.setTimeout(this.#host.timeouts.command);
     if (end < chunk.length) this.#lines.push(chunk.subarray(end));
     this.#busy = true;
-    this.#endOfData().then(
-      () => this.#afterAsync(),
-      (err) => {
-        this.log.error({ err }, `end of data failed: ${describe(err)}`);
-        this.#queueReply(Replies.localError);
-        this.#afterAsync();
-      },
-    );
-  }
-
-  async #endOfData(): Promise<void> {
-    const tx = this.transaction as SmtpTransaction;
-    const decoder = this.#decoder as DataDecoder;
     const spool = this.#spool as SpoolWriter;
     this.#decoder = undefined;
     this.#spool = undefined;
-    const finish = (r: Reply, queueId?: string) => {
-      this.#queueReply(r);
+    this.#completeMessage(spool, decoder.size, decoder.overflow, decoder.bareLineEndings)
+      .then((r) => this.#queueReply(r))
+      .then(
+        () => this.#afterAsync(),
+        (err) => {
+          this.log.error({ err }, `end of data failed: ${describe(err)}`);
+          this.#queueReply(Replies.localError);
+          this.#afterAsync();
+        },
+      );
+  }
+
+  /**
+   * The end of the message path, shared by DATA and chunked (BDAT) messages:
+   * header transforms, `message` hook, `queue` hook. Returns the final reply
+   * and ends the transaction.
+   */
+  async #completeMessage(spool: SpoolWriter, size: number, overflow: boolean, bare: boolean): Promise<Reply> {
+    const tx = this.transaction as SmtpTransaction;
+    const done = async (r: Reply, queueId?: string): Promise<Reply> => {
       this.transactionCount++;
       tx.log.info(
         {
           from: tx.from.address?.address ?? '',
           rcpts: tx.recipients.length,
-          size: decoder.size,
+          size,
           code: r.code,
           ...(queueId === undefined ? {} : { queueId }),
           ms: this.#host.now() - tx.startedAt,
         },
         queueId === undefined ? 'message refused' : 'message queued',
       );
+      if (queueId === undefined) await this.#resetTransaction('rejected');
+      else this.transaction = undefined;
+      return r;
     };
-    if (decoder.overflow) {
+    if (overflow) {
       await spool.discard();
-      finish(Replies.messageTooBig);
-      return this.#resetTransaction('rejected');
+      return done(Replies.messageTooBig);
     }
-    if (decoder.bareLineEndings && this.#host.smtp.bareLineEndings === 'reject') {
+    if (bare && this.#host.smtp.bareLineEndings === 'reject') {
       await spool.discard();
-      finish(Replies.bareLineEnding);
-      return this.#resetTransaction('rejected');
+      return done(Replies.bareLineEnding);
     }
     let fields = [receivedHeader(tx, this.#host.now())];
     if (this.#host.hooks.headers.isUsed()) fields = await this.#host.hooks.headers.promise(fields, tx);
     let message: SpooledMessage;
     try {
-      message = await spool.finish(fields, decoder.bareLineEndings);
+      message = await spool.finish(fields, bare);
     } catch (err) {
       tx.log.error({ err }, `spool failed: ${describe(err)}`);
       await spool.discard();
-      finish(Replies.insufficientStorage);
-      return this.#resetTransaction('rejected');
+      return done(Replies.insufficientStorage);
     }
     try {
       if (this.#host.hooks.message.isUsed()) {
         const verdict = await this.#host.hooks.message.promise(tx, message);
-        if (verdict && !isPositive(verdict)) {
-          finish(verdict);
-          return this.#resetTransaction('rejected');
-        }
+        if (verdict && !isPositive(verdict)) return done(verdict);
       }
       const result = await this.#host.hooks.queue.promise(tx, message);
       if (result === undefined) {
         tx.log.error('no plugin queued the message (configure a queue plugin)');
-        finish(Replies.localError);
-        return this.#resetTransaction('rejected');
+        return done(Replies.localError);
       }
-      if (isReply(result)) {
-        finish(isPositive(result) ? Replies.localError : result);
-        return this.#resetTransaction('rejected');
-      }
-      finish(queuedReply(result.id), result.id);
-      this.transaction = undefined;
+      if (isReply(result)) return done(isPositive(result) ? Replies.localError : result);
+      return done(queuedReply(result.id), result.id);
     } finally {
       await message.dispose();
     }
   }
 
+  // ---- chunked messages (the seam BDAT uses) ----------------------------
+
+  #chunked: { spool: SpoolWriter; overflow: boolean; tx: SmtpTransaction } | undefined;
+  #raw: { remaining: number; into: SpoolWriter | undefined; done: () => void } | undefined;
+
+  readonly #chunks: ChunkedMessage = {
+    begin: async () => {
+      const tx = this.transaction;
+      if (!tx) return this.helo ? Replies.needMail : Replies.needHelo;
+      if (tx.recipients.length === 0) return Replies.noValidRecipients;
+      if (this.#chunked) return undefined;
+      if (this.#host.hooks.data.isUsed()) {
+        const verdict = await this.#host.hooks.data.promise(tx);
+        if (verdict && !isPositive(verdict)) return verdict;
+      }
+      this.#chunked = { spool: this.#newSpool(tx), overflow: false, tx };
+      return undefined;
+    },
+    read: (size) => this.#readRaw(size),
+    finish: async () => {
+      const c = this.#chunked;
+      if (!c || this.transaction !== c.tx) return Replies.badSequence;
+      this.#chunked = undefined;
+      this.#spool = undefined;
+      return this.#completeMessage(c.spool, c.spool.size, c.overflow, false);
+    },
+    abort: async () => {
+      const c = this.#chunked;
+      this.#chunked = undefined;
+      this.#spool = undefined;
+      await c?.spool.discard();
+    },
+  };
+
+  /** Read exactly `size` raw octets: into the open chunked message, or discarded. */
+  #readRaw(size: number): Promise<void> {
+    const c = this.#chunked;
+    let into: SpoolWriter | undefined;
+    if (c && this.transaction === c.tx) {
+      if (c.overflow || c.spool.size + size > this.#host.limits.maxMessageSize) c.overflow = true;
+      else into = c.spool;
+    }
+    return new Promise<void>((resolve) => {
+      this.#raw = { remaining: size, into, done: resolve };
+      this.#state = 'raw';
+      this.#socket.setTimeout(this.#host.timeouts.data);
+      const buffered = this.#lines.take();
+      if (buffered.length > 0) this.#receiveRaw(buffered);
+      else if (size === 0) this.#receiveRaw(Buffer.alloc(0));
+      else this.#resume();
+    });
+  }
+
+  #receiveRaw(chunk: Buffer): void {
+    const raw = this.#raw;
+    if (!raw) return;
+    const n = Math.min(raw.remaining, chunk.length);
+    if (n > 0 && raw.into) this.#spoolWrite(raw.into, chunk.subarray(0, n));
+    raw.remaining -= n;
+    if (raw.remaining > 0) return;
+    this.#raw = undefined;
+    this.#state = 'command';
+    this.#socket.setTimeout(this.#host.timeouts.command);
+    if (n < chunk.length) this.#lines.push(chunk.subarray(n));
+    raw.done();
+  }
+
   async #resetTransaction(_why: 'rset' | 'rejected' | 'disconnect'): Promise<void> {
     const tx = this.transaction;
     this.transaction = undefined;
+    if (this.#chunked) await this.#chunks.abort();
     if (tx && this.#host.hooks.reset.isUsed()) await this.#host.hooks.reset.promise(tx);
   }
 
@@ -687,6 +765,7 @@ export class SmtpSession implements Session {
       send: (r) => this.#sendNow(r),
       readLine: () => this.#readLine(),
       upgradeToTls: (options) => this.#upgradeToTls(options),
+      chunks: this.#chunks,
     };
     return (async () => {
       const r = await def.handler(ctx);

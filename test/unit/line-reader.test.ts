@@ -41,7 +41,12 @@ describe('LineReader framing', () => {
   it('returns several lines from one chunk', () => {
     const r = new LineReader(512);
     r.push(bytes('MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n'));
-    expect(drain(r)).toEqual([line('MAIL FROM:<a@b>'), line('RCPT TO:<c@d>'), line('RCPT TO:<e@f>'), line('DATA')]);
+    expect(drain(r)).toEqual([
+      line('MAIL FROM:<a@b>'),
+      line('RCPT TO:<c@d>'),
+      line('RCPT TO:<e@f>'),
+      line('DATA'),
+    ]);
   });
 
   it('joins a line split across chunks, at every split point', () => {
