@@ -8,9 +8,11 @@ export { isReply, Stage } from './hooks.ts';
 export { createLogger, silentLogger } from './log.ts';
 export type {
   BailTap,
+  ChunkedMessage,
   Clock,
   HookTaps,
   Limits,
+  Outbound,
   ParallelTap,
   ParamContext,
   ParamDefinition,

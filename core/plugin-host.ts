@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { describe } from './errors.ts';
 import { BAIL_HOOKS, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
-import type { HookTaps, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
+import type { HookTaps, Outbound, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
 import type { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
 import type { Session } from './types.ts';
@@ -150,6 +150,7 @@ export interface PluginInstanceOptions<C> {
   readonly config: C;
   readonly facts: ServerFacts;
   readonly onClose: (fn: () => unknown) => void;
+  readonly outbound: Outbound;
 }
 
 export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C> {
@@ -160,6 +161,7 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     hooks: createHookTaps(opts.hooks, policy),
     log: policy.log,
     server: opts.facts,
+    outbound: opts.outbound,
     registerVerb: (def) => registry.addVerb(policy.name, def),
     registerParam: (def) => registry.addParam(policy.name, def),
     extendLineLength: (octets) => registry.extendLineLength(octets),
@@ -167,4 +169,14 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     service: (key) => registry.service(key),
     onClose: (fn) => opts.onClose(fn),
   } satisfies PluginApi<C>);
+}
+
+/** The outbound calls plugins make into the hooks (shared by every plugin of a server). */
+export function createOutbound(hooks: Hooks): Outbound {
+  return Object.freeze({
+    deliver: (job) => hooks.deliver.promise(job),
+    delivered: (job, r) => (hooks.delivered.isUsed() ? hooks.delivered.promise(job, r) : Promise.resolve()),
+    deferred: (job, r) => (hooks.deferred.isUsed() ? hooks.deferred.promise(job, r) : Promise.resolve()),
+    bounced: (job, r) => (hooks.bounced.isUsed() ? hooks.bounced.promise(job, r) : Promise.resolve()),
+  } satisfies Outbound);
 }

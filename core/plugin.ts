@@ -15,7 +15,16 @@ import type { SecureContextOptions } from 'node:tls';
 import type { Static, TSchema } from 'typebox';
 import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
 import type { Reply } from './reply.ts';
-import type { Logger, RecipientAttributes, Session, TlsInfo, Transaction } from './types.ts';
+import type {
+  DeliveryJob,
+  DeliveryReport,
+  Logger,
+  RecipientAttributes,
+  RecipientResult,
+  Session,
+  TlsInfo,
+  Transaction,
+} from './types.ts';
 
 type MaybePromise<T> = T | Promise<T>;
 type HookArgs<K extends keyof Hooks> = Hooks[K] extends { promise(...args: infer A): Promise<unknown> }
@@ -160,6 +169,18 @@ export interface Limits {
   maxLineLength: number;
 }
 
+/**
+ * The outbound side's calls into the hooks: a queue plugin hands a job to the
+ * delivery plugins and announces results. Failures inside taps are isolated.
+ */
+export interface Outbound {
+  /** Offer a job to the `deliver` taps; undefined when no delivery plugin claimed it. */
+  deliver(job: DeliveryJob): Promise<DeliveryReport | Reply | undefined>;
+  delivered(job: DeliveryJob, result: RecipientResult): Promise<void>;
+  deferred(job: DeliveryJob, result: RecipientResult): Promise<void>;
+  bounced(job: DeliveryJob, result: RecipientResult): Promise<void>;
+}
+
 export interface PluginApi<C> {
   /** This plugin instance's name (its `id` in config, or its plugin name). */
   readonly name: string;
@@ -171,6 +192,8 @@ export interface PluginApi<C> {
   registerParam(def: ParamDefinition): void;
   /** Let commands be longer than 512 octets by `octets` (RFC 5321 4.5.3.1: extensions that add parameters). */
   extendLineLength(octets: number): void;
+  /** Fire the outbound hooks (queue plugins). */
+  readonly outbound: Outbound;
   provide<K extends keyof Services>(key: K, value: Services[K]): void;
   service<K extends keyof Services>(key: K): Services[K] | undefined;
   /** Run on shutdown, in reverse load order. */

@@ -17,7 +17,7 @@ import { createHooks, type Hooks } from './hooks.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
 import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
-import { createPluginApi } from './plugin-host.ts';
+import { createOutbound, createPluginApi } from './plugin-host.ts';
 import { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
 import { type SessionHost, SmtpSession } from './session.ts';
@@ -52,6 +52,7 @@ export class MailServer implements SessionHost {
   readonly config: Readonly<CoreConfig>;
   readonly hooks: Hooks = createHooks();
   readonly registry = new Registry();
+  readonly outbound = createOutbound(this.hooks);
   readonly log: Logger;
   readonly hostname: string;
   readonly dataDir: string;
@@ -141,6 +142,7 @@ export class MailServer implements SessionHost {
       registry: this.registry,
       config,
       facts: this.facts,
+      outbound: this.outbound,
       onClose: (fn) => loaded.closers.push(fn),
       policy: {
         name: id,

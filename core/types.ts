@@ -183,7 +183,16 @@ export interface AuthRequest {
 
 /** A message handed to delivery: the queue creates these, `deliver` plugins claim them. */
 export interface DeliveryJob {
+  /** Queue id of the message (several jobs may share it: one per destination). */
   readonly id: string;
+  /** Recipient domain (ASCII, lower case) all of this job's recipients share. */
+  readonly destination: string;
+  /**
+   * Delivery plugin instance chosen by the queue's routing table, or undefined
+   * when any delivery plugin that serves `destination` may claim the job.
+   */
+  readonly route: string | undefined;
+  /** Reverse-path (`''` for the null reverse-path). */
   readonly from: string;
   readonly recipients: readonly DeliveryRecipient[];
   readonly attributes: EnvelopeAttributes;

@@ -46,6 +46,12 @@ const DOT_SEEN = 3;
 const DOT_CR = 4;
 const DONE = 5;
 
+/**
+ * Bytes to test one by one before searching natively for the next CR or LF:
+ * cheaper than two native calls for typical (<= 78 octet) lines.
+ */
+const SHORT_SCAN = 96;
+
 export class DataDecoder {
   readonly #onData: (chunk: Buffer) => void;
   readonly #maxSize: number;
@@ -110,40 +116,52 @@ export class DataDecoder {
       state = TEXT;
     }
 
-    // Next CR and LF at or after `i` (n = none), searched natively and reused until passed.
+    // Next CR and LF found by native search (n = none), reused until passed: a
+    // chunk is searched natively at most once per byte value, never quadratically.
     let cr = -1;
     let lf = -1;
     while (i < n) {
       if (state === TEXT) {
-        if (cr < i) {
-          cr = chunk.indexOf(CR, i);
-          if (cr === -1) cr = n;
+        // Find the next CR or LF: a byte loop for short lines, native search beyond.
+        let p = i;
+        const stop = n - i > SHORT_SCAN ? i + SHORT_SCAN : n;
+        while (p < stop) {
+          const b = chunk[p];
+          if (b === CR || b === LF) break;
+          p++;
         }
-        if (lf < i) {
-          lf = chunk.indexOf(LF, i);
-          if (lf === -1) lf = n;
+        if (p === stop && p < n) {
+          if (cr < p) {
+            cr = chunk.indexOf(CR, p);
+            if (cr === -1) cr = n;
+          }
+          if (lf < p) {
+            lf = chunk.indexOf(LF, p);
+            if (lf === -1) lf = n;
+          }
+          p = cr < lf ? cr : lf;
         }
-        if (lf < cr) {
+        if (p === n) {
+          i = n;
+        } else if (chunk[p] === LF) {
           // Bare LF.
-          this.#emit(chunk, start, lf);
+          this.#emit(chunk, start, p);
           this.#emit(CRLF, 0, 2);
           this.#bare = true;
-          i = start = lf + 1;
-        } else if (cr === n) {
-          i = n;
-        } else if (cr + 1 === n) {
-          this.#emit(chunk, start, cr);
+          i = start = p + 1;
+        } else if (p + 1 === n) {
+          this.#emit(chunk, start, p);
           i = start = n;
           state = CR_PENDING;
-        } else if (chunk[cr + 1] === LF) {
-          i = cr + 2;
+        } else if (chunk[p + 1] === LF) {
+          i = p + 2;
           state = LINE_START;
         } else {
           // Bare CR.
-          this.#emit(chunk, start, cr);
+          this.#emit(chunk, start, p);
           this.#emit(CRLF, 0, 2);
           this.#bare = true;
-          i = start = cr + 1;
+          i = start = p + 1;
         }
       } else if (state === LINE_START) {
         if (chunk[i] === DOT) {
