@@ -23,6 +23,15 @@ export const ListenerSchema = Type.Object(
       description:
         'TLS from the first byte (port 465, RFC 8314). Needs a TLS plugin that provides certificates.',
     }),
+    proxyProtocol: Type.Boolean({
+      default: false,
+      description:
+        'Expect a HAProxy PROXY v1/v2 header on every connection (behind a load balancer); hooks see the real client.',
+    }),
+    trustedProxies: Type.Array(Type.String(), {
+      default: ['127.0.0.1', '::1'],
+      description: 'Addresses or CIDRs allowed to send a PROXY header; other peers are disconnected.',
+    }),
   },
   { additionalProperties: false },
 );

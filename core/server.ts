@@ -18,9 +18,10 @@ import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
 import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
 import { createOutbound, createPluginApi } from './plugin-host.ts';
+import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
-import { type SessionHost, SmtpSession } from './session.ts';
+import { normaliseIp, type SessionHost, SmtpSession } from './session.ts';
 import type { ListenerInfo } from './types.ts';
 
 export interface ServerOptions {
@@ -208,7 +209,9 @@ export class MailServer implements SessionHost {
         );
       }
       const log = this.log.child({ listener: listener.name });
-      const server = createNetServer({ noDelay: true }, (socket) => this.#accept(socket, info, log));
+      const server = createNetServer({ noDelay: true }, (socket) =>
+        this.#accept(socket, listener, info, log),
+      );
       server.on('error', (err) => log.error({ err }, 'listener error'));
       await new Promise<void>((ok, fail) => {
         server.once('error', (err) => fail(Errors.listen(`${listener.host}:${listener.port}`, err)));
@@ -230,14 +233,44 @@ export class MailServer implements SessionHost {
     return this.#servers.map(({ server, listener }) => this.#addressOf(server, listener));
   }
 
-  #accept(socket: Socket, listener: ListenerInfo, log: Logger): void {
+  #accept(socket: Socket, listener: ListenerConfig, info: ListenerInfo, log: Logger): void {
     socket.on('error', () => {}); // a reset before the session attaches must not crash the process
-    const ip = socket.remoteAddress ?? '';
-    const limits = this.config.limits;
     if (this.#draining) {
       refuse(socket, Replies.shuttingDown);
       return;
     }
+    if (!listener.proxyProtocol) {
+      this.#open(socket, info, log, undefined);
+      return;
+    }
+    const peer = socket.remoteAddress ?? '';
+    if (!this.#trusted(listener)(peer)) {
+      log.warn({ remote: peer }, 'PROXY header from an untrusted peer: disconnected');
+      socket.destroy();
+      return;
+    }
+    readProxyHeader(socket, this.config.timeouts.command).then(
+      (header) => this.#open(socket, info, log, header),
+      (err) => {
+        log.info({ remote: peer, err: describe(err) }, 'bad PROXY header: disconnected');
+        socket.destroy();
+      },
+    );
+  }
+
+  readonly #trustCache = new Map<ListenerConfig, (ip: string) => boolean>();
+  #trusted(listener: ListenerConfig): (ip: string) => boolean {
+    let m = this.#trustCache.get(listener);
+    if (!m) {
+      m = addressMatcher(listener.trustedProxies);
+      this.#trustCache.set(listener, m);
+    }
+    return m;
+  }
+
+  #open(socket: Socket, listener: ListenerInfo, log: Logger, proxied: ProxyHeader | undefined): void {
+    const ip = proxied?.remote?.address ?? normaliseIp(socket.remoteAddress ?? '');
+    const limits = this.config.limits;
     if (this.#sessions.size >= limits.maxConnections) {
       log.warn({ remote: ip }, 'connection limit reached');
       refuse(socket, Replies.tooManyConnections);
@@ -250,7 +283,7 @@ export class MailServer implements SessionHost {
       return;
     }
     this.#perIp.set(ip, count + 1);
-    const session = new SmtpSession(this, socket, listener, log);
+    const session = new SmtpSession(this, socket, listener, log, proxied);
     this.#sessions.add(session);
     void session.closed.then(() => {
       this.#sessions.delete(session);

@@ -121,13 +121,25 @@ export class SmtpSession implements Session {
   readonly #onError = (err: Error) => this.#socketError(err);
   readonly #onClose = () => this.#finalize();
 
-  constructor(host: SessionHost, socket: Socket, listener: ListenerInfo, log: Logger) {
+  constructor(
+    host: SessionHost,
+    socket: Socket,
+    listener: ListenerInfo,
+    log: Logger,
+    proxied?: { readonly remote: Endpoint | undefined; readonly local: Endpoint | undefined },
+  ) {
     this.#host = host;
     this.#socket = socket;
     this.id = host.nextId();
     this.listener = listener;
-    this.remote = { address: normaliseIp(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
-    this.local = { address: normaliseIp(socket.localAddress ?? ''), port: socket.localPort ?? 0 };
+    this.remote = proxied?.remote ?? {
+      address: normaliseIp(socket.remoteAddress ?? ''),
+      port: socket.remotePort ?? 0,
+    };
+    this.local = proxied?.local ?? {
+      address: normaliseIp(socket.localAddress ?? ''),
+      port: socket.localPort ?? 0,
+    };
     this.hostname = host.hostname;
     this.connectedAt = new Date(host.now());
     this.log = log.child({ cid: this.id, remote: this.remote.address });
@@ -136,6 +148,7 @@ export class SmtpSession implements Session {
       this.#resolveClosed = resolve;
     });
     this.#attach(socket);
+    if (proxied) socket.resume();
   }
 
   /** Resolves once the connection is closed and the disconnect hook ran. */
@@ -843,6 +856,6 @@ function hasNonAscii(s: string): boolean {
   return false;
 }
 
-function normaliseIp(ip: string): string {
+export function normaliseIp(ip: string): string {
   return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }

@@ -33,10 +33,17 @@ export type TestPlugin =
       readonly timeout?: number;
     };
 
+/** Config as written in a file: everything with a default may be left out. */
+export type DeepPartial<T> = T extends readonly (infer U)[]
+  ? readonly DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+
 export interface TestServerOptions {
   readonly plugins?: readonly TestPlugin[];
   /** Core settings merged over the test defaults (one listener on 127.0.0.1:0, short timeouts). */
-  readonly config?: Partial<Omit<CoreConfig, 'plugins'>> & Record<string, unknown>;
+  readonly config?: DeepPartial<Omit<CoreConfig, 'plugins'>>;
   /** Add a queue plugin at the end that keeps queued messages in memory (default true). */
   readonly capture?: boolean;
   /** Include the ENHANCEDSTATUSCODES and PIPELINING plugins first (default true). */
@@ -254,6 +261,18 @@ function normalise(p: TestPlugin): {
   return p as ReturnType<typeof normalise>;
 }
 
+/** Merge plain objects recursively (arrays and other values are replaced). */
+function merge(base: Record<string, unknown>, over: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    const isObj = (x: unknown): x is Record<string, unknown> =>
+      typeof x === 'object' && x !== null && !Array.isArray(x);
+    out[k] = isObj(b) && isObj(v) ? merge(b, v) : v;
+  }
+  return out;
+}
+
 /** Start a server for a test. Remember `await t.close()`. */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-test-'));
@@ -313,10 +332,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     );
   }
   const config = {
-    hostname: 'mx.test.example',
-    listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
-    timeouts: { command: 10000, data: 10000, hook: 2000, shutdownGrace: 1000 },
-    ...opts.config,
+    ...merge(
+      {
+        hostname: 'mx.test.example',
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        timeouts: { command: 10000, data: 10000, hook: 2000, shutdownGrace: 1000 },
+      },
+      opts.config ?? {},
+    ),
     dataDir,
     plugins: entries,
   };

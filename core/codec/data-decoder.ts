@@ -139,7 +139,7 @@ export class DataDecoder {
             lf = chunk.indexOf(LF, p);
             if (lf === -1) lf = n;
           }
-          p = cr < lf ? cr : lf;
+          p = Math.min(cr, lf);
         }
         if (p === n) {
           i = n;

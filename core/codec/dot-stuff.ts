@@ -27,6 +27,9 @@ const TEXT = 1;
 /** The previous chunk ended with a CR (already passed on). */
 const AFTER_CR = 2;
 
+/** Bytes to test one by one before searching natively for the next CR or LF (see data-decoder.ts). */
+const SHORT_SCAN = 96;
+
 export class DotStuffer {
   #state = LINE_START;
 
@@ -43,7 +46,8 @@ export class DotStuffer {
       else out.push(LF_BUF);
       state = LINE_START;
     }
-    // Next CR and LF at or after `i` (n = none), searched natively and reused until passed.
+    // Next CR and LF found by native search (n = none), reused until passed: a
+    // chunk is searched natively at most once per byte value, never quadratically.
     let cr = -1;
     let lf = -1;
     while (i < n) {
@@ -55,33 +59,44 @@ export class DotStuffer {
         }
         state = TEXT;
       }
-      if (cr < i) {
-        cr = chunk.indexOf(CR, i);
-        if (cr === -1) cr = n;
+      // Find the next CR or LF: a byte loop for short lines, native search beyond.
+      let p = i;
+      const stop = n - i > SHORT_SCAN ? i + SHORT_SCAN : n;
+      while (p < stop) {
+        const b = chunk[p];
+        if (b === CR || b === LF) break;
+        p++;
       }
-      if (lf < i) {
-        lf = chunk.indexOf(LF, i);
-        if (lf === -1) lf = n;
+      if (p === stop && p < n) {
+        if (cr < p) {
+          cr = chunk.indexOf(CR, p);
+          if (cr === -1) cr = n;
+        }
+        if (lf < p) {
+          lf = chunk.indexOf(LF, p);
+          if (lf === -1) lf = n;
+        }
+        p = Math.min(cr, lf);
       }
-      if (lf < cr) {
-        // Bare LF: send CR LF instead.
-        if (lf > start) out.push(chunk.subarray(start, lf));
-        out.push(CRLF);
-        i = start = lf + 1;
-        state = LINE_START;
-      } else if (cr === n) {
+      if (p === n) {
         i = n;
-      } else if (cr + 1 === n) {
+      } else if (chunk[p] === LF) {
+        // Bare LF: send CR LF instead.
+        if (p > start) out.push(chunk.subarray(start, p));
+        out.push(CRLF);
+        i = start = p + 1;
+        state = LINE_START;
+      } else if (p + 1 === n) {
         i = n;
         state = AFTER_CR;
-      } else if (chunk[cr + 1] === LF) {
-        i = cr + 2;
+      } else if (chunk[p + 1] === LF) {
+        i = p + 2;
         state = LINE_START;
       } else {
         // Bare CR: keep it and add the LF.
-        out.push(chunk.subarray(start, cr + 1));
+        out.push(chunk.subarray(start, p + 1));
         out.push(LF_BUF);
-        i = start = cr + 1;
+        i = start = p + 1;
         state = LINE_START;
       }
     }

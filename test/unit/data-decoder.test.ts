@@ -326,6 +326,29 @@ describe('DataDecoder randomized against the reference', () => {
   });
 });
 
+describe('DataDecoder randomized with long lines', () => {
+  it('agrees with the reference on 200 inputs with runs of up to 400 octets', () => {
+    const random = prng(0xbadc0de);
+    const separators = ['\r\n', '\n', '\r', '.', '\r\n.', '\r\n..', '\r\r\n'];
+    for (let round = 0; round < 200; round++) {
+      let text = '';
+      const segments = Math.floor(random() * 12);
+      for (let k = 0; k < segments; k++) {
+        text += 'a'.repeat(Math.floor(random() * 400));
+        text += separators[Math.floor(random() * separators.length)];
+      }
+      if (random() < 0.7) text += '\r\n.\r\nX';
+      const input = bytes(text);
+      const splits: number[] = [];
+      for (let k = 1; k < input.length; k++) if (random() < 0.01) splits.push(k);
+      const maxSize = random() < 0.3 ? Math.floor(random() * 2000) : Number.POSITIVE_INFINITY;
+      const expected = reference(text, maxSize);
+      expect(withoutCalls(whole(input, maxSize))).toEqual(expected);
+      expect(withoutCalls(decode(input, splits, maxSize))).toEqual(expected);
+    }
+  });
+});
+
 describe('DataDecoderStream', () => {
   it('decodes, reports the remainder and ends', async () => {
     const stream = new DataDecoderStream();

@@ -90,6 +90,23 @@ describe('DotStuffer', () => {
     }
   });
 
+  it('round-trips long lines', () => {
+    const random = prng(11);
+    for (let round = 0; round < 100; round++) {
+      let text = '';
+      const segments = Math.floor(random() * 10);
+      for (let k = 0; k < segments; k++) {
+        text += (random() < 0.3 ? '.' : '') + 'b'.repeat(Math.floor(random() * 400)) + '\r\n';
+      }
+      const data = bytes(text);
+      const splits: number[] = [];
+      for (let k = 1; k < data.length; k++) if (random() < 0.01) splits.push(k);
+      const wire = stuff(data, splits);
+      expect(wire).toBe(stuff(data));
+      expect(decode(wire).output).toBe(text);
+    }
+  });
+
   it('round-trips bare line endings as their normalised form', () => {
     const text = 'a\nb\rc\r\r\n.\n..\r';
     const decoded = decode(stuff(bytes(text)));
