@@ -14,7 +14,7 @@ export const ListenerSchema = Type.Object(
     }),
     host: Type.String({ default: '127.0.0.1', description: 'Address to bind; `::` or `0.0.0.0` for all.' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0 picks a free one).' }),
-    role: Type.Union([Type.Literal('mx'), Type.Literal('submission'), Type.Literal('lmtp')], {
+    role: Type.Union([Type.Literal('mx'), Type.Literal('submission')], {
       default: 'mx',
       description: 'What the listener is for; plugins read it (e.g. AUTH is required on `submission`).',
     }),

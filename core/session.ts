@@ -70,14 +70,19 @@ class SmtpTransaction implements Transaction {
   utf8 = false;
   readonly attributes: EnvelopeAttributes = {};
   readonly notes: TransactionNotes = {};
-  readonly log: Logger;
   readonly startedAt: number;
+  #log: Logger | undefined;
 
   constructor(session: SmtpSession, id: string, now: number) {
     this.id = id;
     this.session = session;
-    this.log = session.log.child({ tid: id });
     this.startedAt = now;
+  }
+
+  /** Child logger with `tid`, made on first use (most transactions only log their summary line). */
+  get log(): Logger {
+    this.#log ??= this.session.log.child({ tid: this.id });
+    return this.#log;
   }
 }
 
@@ -638,8 +643,9 @@ export class SmtpSession implements Session {
     const tx = this.transaction as SmtpTransaction;
     const done = async (r: Reply, queueId?: string): Promise<Reply> => {
       this.transactionCount++;
-      tx.log.info(
+      this.log.info(
         {
+          tid: tx.id,
           from: tx.from.address?.address ?? '',
           rcpts: tx.recipients.length,
           size,

@@ -88,8 +88,8 @@ export interface Helo {
 
 export interface ListenerInfo {
   readonly name: string;
-  /** `mx` (port 25, inbound), `submission` (587/465, AUTH required) or `lmtp`. */
-  readonly role: 'mx' | 'submission' | 'lmtp';
+  /** `mx` (port 25, inbound) or `submission` (587/465, AUTH required). */
+  readonly role: 'mx' | 'submission';
   /** Implicit TLS from the first byte (port 465). */
   readonly implicitTls: boolean;
 }
