@@ -70,7 +70,7 @@ export const LimitsSchema = Type.Object(
       description: 'Octets of a command line including CRLF (RFC 5321 4.5.3.1.4); plugins may add to it.',
     }),
   },
-  { additionalProperties: false, default: {} },
+  { additionalProperties: false, default: {}, description: 'Resource limits.' },
 );
 
 export const TimeoutsSchema = Type.Object(
@@ -83,7 +83,7 @@ export const TimeoutsSchema = Type.Object(
     shutdownGrace: ms('On SIGTERM, how long open transactions may finish before 421.', 30000),
     greetingDelay: ms('Wait before the greeting (0: none); a client talking first is an early talker.', 0),
   },
-  { additionalProperties: false, default: {} },
+  { additionalProperties: false, default: {}, description: 'Timeouts in milliseconds.' },
 );
 
 export const SmtpSchema = Type.Object(
@@ -102,7 +102,7 @@ export const SmtpSchema = Type.Object(
       description: 'Refuse clients that send before the greeting (only with `timeouts.greetingDelay` > 0).',
     }),
   },
-  { additionalProperties: false, default: {} },
+  { additionalProperties: false, default: {}, description: 'Protocol policy.' },
 );
 
 export const PluginEntrySchema = Type.Object(
@@ -141,6 +141,7 @@ export const CoreConfigSchema = Type.Object(
       description: 'Where the server keeps its state (spool, queue), relative to the config file.',
     }),
     listeners: Type.Array(ListenerSchema, {
+      description: 'TCP listeners to open.',
       minItems: 1,
       default: [{ name: 'smtp', host: '127.0.0.1', port: 2525 }],
     }),
@@ -151,15 +152,15 @@ export const CoreConfigSchema = Type.Object(
       {
         level: Type.Union(
           ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
-          { default: 'info' },
+          { default: 'info', description: 'Minimum level logged.' },
         ),
         pretty: Type.Optional(
           Type.Boolean({ description: 'Human-readable logs (default: when stdout is a TTY).' }),
         ),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, description: 'Logging.' },
     ),
-    plugins: Type.Array(PluginEntrySchema, { default: [] }),
+    plugins: Type.Array(PluginEntrySchema, { default: [], description: 'Plugins to load, in order.' }),
   },
   { additionalProperties: false },
 );

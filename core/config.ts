@@ -19,20 +19,39 @@ export function formatErrors(
   prefix = '',
   suffix = '',
 ): string[] {
-  return (errors ?? []).map((e) => {
+  const list = errors ?? [];
+  // A union of literals fails once per option plus once for the anyOf: report it as one line.
+  const choices = new Map<string, unknown[]>();
+  for (const e of list) {
+    const m = /^(.*)\/anyOf\/\d+\/const$/.exec(e.schemaPath);
+    if (e.keyword === 'const' && m) {
+      const key = `${e.instancePath}|${m[1]}/anyOf`;
+      const values = choices.get(key) ?? [];
+      values.push((e.params as { allowedValue?: unknown }).allowedValue);
+      choices.set(key, values);
+    }
+  }
+  const out: string[] = [];
+  for (const e of list) {
     let where = `${prefix}${e.instancePath}` || '/';
     let msg = e.message ?? 'is invalid';
     if (e.keyword === 'additionalProperties') {
       where = `${where === '/' ? '' : where}/${String((e.params as { additionalProperty?: string }).additionalProperty)}`;
       msg = 'is not a known setting';
+    } else if (e.keyword === 'anyOf' && choices.has(`${e.instancePath}|${e.schemaPath}`)) {
+      const values = choices.get(`${e.instancePath}|${e.schemaPath}`) ?? [];
+      msg = `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}`;
+    } else if (e.keyword === 'const' && /\/anyOf\/\d+\/const$/.test(e.schemaPath)) {
+      continue;
     } else if (e.keyword === 'const' || e.keyword === 'enum') {
       const allowed = (e.params as { allowedValues?: unknown[]; allowedValue?: unknown }).allowedValues ?? [
         (e.params as { allowedValue?: unknown }).allowedValue,
       ];
       msg = `must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')}`;
     }
-    return `${where}: ${msg}${suffix}`;
-  });
+    out.push(`${where}: ${msg}${suffix}`);
+  }
+  return out;
 }
 
 /** Validate the core part; fills in defaults. Returns errors instead of throwing. */

@@ -209,7 +209,7 @@ export class MailServer implements SessionHost {
         );
       }
       const log = this.log.child({ listener: listener.name });
-      const server = createNetServer({ noDelay: true }, (socket) =>
+      const server = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
         this.#accept(socket, listener, info, log),
       );
       server.on('error', (err) => log.error({ err }, 'listener error'));

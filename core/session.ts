@@ -118,6 +118,8 @@ export class SmtpSession implements Session {
   /** A verb handler waiting for its next line (AUTH continuations). */
   #lineWaiter: ((line: string | undefined) => void) | undefined;
   #closeAfterFlush = false;
+  /** The client half-closed: answer what already arrived, then close. */
+  #inputEnded = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
@@ -193,6 +195,9 @@ export class SmtpSession implements Session {
     if (verdict && !isPositive(verdict)) {
       this.log.info({ code: verdict.code }, 'connection refused by policy');
       if (verdict.disconnect || verdict.code === 421) return this.#sendNow(verdict);
+      // A transient verdict (also a failing plugin's 451) must not refuse for good: 421 and close (RFC 5321 3.1).
+      if (verdict.code < 500)
+        return this.#sendNow(reply(421, verdict.enhanced ?? '4.3.0', verdict.text, true));
       // RFC 5321 3.1: after a 554 greeting, wait for QUIT and answer 503 to anything else.
       this.#state = 'rejected';
       this.#queueReply(verdict.code === 554 ? verdict : reply(554, '5.7.1', verdict.text));
@@ -267,8 +272,10 @@ export class SmtpSession implements Session {
 
   /** Process buffered command lines until input runs out or a command goes async. */
   #pump(): void {
+    // After a closing reply (QUIT, 421 too many errors ...) nothing pipelined behind it is processed.
     while (
       !this.#busy &&
+      !this.#closeAfterFlush &&
       this.#state !== 'closed' &&
       this.#state !== 'data' &&
       this.#state !== 'connecting'
@@ -302,11 +309,17 @@ export class SmtpSession implements Session {
     if (!this.#busy && this.#state !== 'data') {
       if (this.#lines.buffered < MAX_PIPELINED_INPUT / 2) this.#resume();
       this.#flush();
+      this.#stopIfStarved();
     }
   }
 
   #afterAsync(): void {
     this.#busy = false;
+    if (this.#state === 'closed') {
+      // The client left while a command was in progress: end what it left open.
+      if (this.transaction) void this.#resetTransaction('disconnect').catch(() => {});
+      return;
+    }
     if (this.#state === 'data') {
       this.#flush();
       const rest = this.#lines.take();
@@ -321,8 +334,10 @@ export class SmtpSession implements Session {
   #queueReply(r: Reply, enhanced = this.enhancedStatusCodes): undefined {
     if (this.#state === 'closed') return undefined;
     this.#out.push(formatReply(r, enhanced));
+    // RFC 5321 3.8/4.2.2: 421 means the server is closing the channel, whoever produced it.
+    // Marked before counting, so a closing reply that reaches maxErrors is not followed by a second 421.
+    if (r.disconnect || r.code === 421) this.#closeAfterFlush = true;
     if (r.code >= 400) this.#countError();
-    if (r.disconnect) this.#closeAfterFlush = true;
     return undefined;
   }
 
@@ -363,17 +378,39 @@ export class SmtpSession implements Session {
   }
 
   #timeout(): void {
+    // RFC 5321 4.5.3.2.7 times the wait for the client's next command: while the server itself is
+    // busy (hooks, greeting delay) the client is waiting for us, so check again later instead.
+    if (this.#busy && !this.#lineWaiter && this.#state !== 'raw' && this.#state !== 'closed') {
+      this.#socket.setTimeout(this.#host.timeouts.command);
+      return;
+    }
     this.log.info({ state: this.#state }, 'timeout');
     this.#sendNow(Replies.timeout);
     this.#socket.destroy();
   }
 
+  /**
+   * The client ended its side (the listener allows half-open sockets): what it
+   * sent before still gets processed and answered, then the session closes.
+   */
   #end(): void {
-    if (this.#state !== 'closed') {
-      this.log.debug('client closed the connection');
-      this.#state = 'closed';
-      this.#socket.end();
+    if (this.#state === 'closed') return;
+    this.log.debug('client closed its side of the connection');
+    this.#inputEnded = true;
+    this.#stopIfStarved();
+  }
+
+  /** After the client's input ended: close once nothing buffered can make progress. */
+  #stopIfStarved(): void {
+    if (!this.#inputEnded || this.#state === 'closed') return;
+    // A message or chunk that is still incomplete can never be completed now.
+    if (this.#state === 'data' || this.#state === 'raw') {
+      this.#close();
+      return;
     }
+    if (this.#busy || this.#state === 'connecting' || this.#lines.hasLine) return;
+    this.#flush();
+    this.#close();
   }
 
   #socketError(err: Error): void {
@@ -388,11 +425,18 @@ export class SmtpSession implements Session {
       this.#lineWaiter = undefined;
       w(undefined);
     }
-    if (wasData) void this.#spool?.discard();
+    const abandoned = wasData ? this.#spool : this.#chunked?.spool;
     this.#decoder = undefined;
     this.#spool = undefined;
+    this.#chunked = undefined;
+    // A chunk still being read can never complete: let the verb handler return (finish() then refuses).
+    const raw = this.#raw;
+    this.#raw = undefined;
+    raw?.done();
     const tx = this.transaction;
     const done = async () => {
+      // The spool file is gone before `closed` resolves (shutdown and tests rely on it).
+      await abandoned?.discard();
       if (tx && !this.#busy) await this.#resetTransaction('disconnect');
       if (this.#host.hooks.disconnect.isUsed()) await this.#host.hooks.disconnect.promise(this);
     };
@@ -441,6 +485,9 @@ export class SmtpSession implements Session {
         return this.#queueReply(argument === '' ? Replies.syntaxError : Replies.cannotVerify);
       case 'HELP':
         return this.#queueReply(Replies.help);
+      case 'EXPN':
+      case 'TURN':
+        return this.#queueReply(Replies.notImplemented);
     }
     this.log.debug({ verb: verb.slice(0, 16) }, 'unknown command');
     return this.#queueReply(Replies.unknownCommand);
@@ -614,7 +661,12 @@ export class SmtpSession implements Session {
     const decoder = this.#decoder;
     if (!decoder) return;
     const end = decoder.write(chunk);
-    if (end < 0) return;
+    if (end < 0) {
+      // Input may have been paused while it piled up in command mode (a slow hook): data mode reads on.
+      this.#resume();
+      this.#stopIfStarved();
+      return;
+    }
     this.#state = 'command';
     this.#socket.setTimeout(this.#host.timeouts.command);
     if (end < chunk.length) this.#lines.push(chunk.subarray(end));
@@ -743,7 +795,10 @@ export class SmtpSession implements Session {
       const buffered = this.#lines.take();
       if (buffered.length > 0) this.#receiveRaw(buffered);
       else if (size === 0) this.#receiveRaw(Buffer.alloc(0));
-      else this.#resume();
+      else {
+        this.#resume();
+        this.#stopIfStarved();
+      }
     });
   }
 
@@ -753,7 +808,12 @@ export class SmtpSession implements Session {
     const n = Math.min(raw.remaining, chunk.length);
     if (n > 0 && raw.into) this.#spoolWrite(raw.into, chunk.subarray(0, n));
     raw.remaining -= n;
-    if (raw.remaining > 0) return;
+    if (raw.remaining > 0) {
+      // As in data mode: input paused while it piled up behind the command must flow again.
+      this.#resume();
+      this.#stopIfStarved();
+      return;
+    }
     this.#raw = undefined;
     this.#state = 'command';
     this.#socket.setTimeout(this.#host.timeouts.command);
@@ -797,6 +857,7 @@ export class SmtpSession implements Session {
     return new Promise((resolve) => {
       const ev = this.#lines.next();
       if (ev) return resolve(ev.kind === 'line' ? ev.line : '');
+      if (this.#inputEnded) return resolve(undefined);
       this.#lineWaiter = resolve;
       this.#flush();
       this.#resume();

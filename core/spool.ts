@@ -7,7 +7,6 @@ import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { open, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { HeaderField, Message } from './types.ts';
 
 export const DEFAULT_MEMORY_LIMIT = 256 * 1024;
@@ -146,7 +145,7 @@ export class SpooledMessage implements Message {
         await fh.writev([this.head, ...this.#body.chunks]);
       } else {
         await fh.write(this.head);
-        await pipeline(createReadStream(this.#body.path), fh.createWriteStream({ autoClose: false }));
+        for await (const c of createReadStream(this.#body.path)) await fh.write(c as Buffer);
       }
       if (opts.fsync !== false) await fh.sync();
     } catch (err) {

@@ -197,6 +197,8 @@ export interface DeliveryJob {
   readonly recipients: readonly DeliveryRecipient[];
   readonly attributes: EnvelopeAttributes;
   readonly attempts: number;
+  /** Octets of the message as `stream()` yields it, when the queue knows it. */
+  readonly size?: number;
   /** The message, a new stream each call. */
   stream(): Readable;
   readonly log: Logger;
@@ -214,6 +216,11 @@ export interface RecipientResult {
   /** The remote (or local) reply behind the status. */
   readonly reply?: { readonly code: number; readonly enhanced?: string; readonly text: string };
   readonly mta?: string;
+  /**
+   * Delivered to a next hop that does not offer DSN (RFC 3461 4.1): a requested
+   * SUCCESS notification is then sent by us with action `relayed`.
+   */
+  readonly relayed?: boolean;
 }
 
 export interface DeliveryReport {

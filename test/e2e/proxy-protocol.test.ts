@@ -39,8 +39,8 @@ function v2Header(src: string, dst: string, sport: number, dport: number): Buffe
   const sig = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
   const head = Buffer.from([0x21, 0x11, 0x00, 12]);
   const addr = Buffer.alloc(12);
-  src.split('.').forEach((o, i) => addr.writeUInt8(Number(o), i));
-  dst.split('.').forEach((o, i) => addr.writeUInt8(Number(o), 4 + i));
+  for (const [i, o] of src.split('.').entries()) addr.writeUInt8(Number(o), i);
+  for (const [i, o] of dst.split('.').entries()) addr.writeUInt8(Number(o), 4 + i);
   addr.writeUInt16BE(sport, 8);
   addr.writeUInt16BE(dport, 10);
   return Buffer.concat([sig, head, addr]);

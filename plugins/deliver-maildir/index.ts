@@ -1,0 +1,125 @@
+/**
+ * Final delivery into Maildir folders (one file per message and recipient),
+ * with `Return-Path` and `Delivered-To` prepended. Each recipient succeeds or
+ * fails on its own.
+ */
+import Type from 'typebox';
+import { definePlugin } from '../../core/plugin.ts';
+import { type Reply, reply } from '../../core/reply.ts';
+import type { DeliveryJob, RecipientResult } from '../../core/types.ts';
+import { claims, domainMatcher } from '../outbound/routing.ts';
+import { crlfToLf } from './line-endings.ts';
+import { MailboxResolver } from './mailbox-path.ts';
+import { MaildirWriter } from './maildir-writer.ts';
+
+export const schema = Type.Object(
+  {
+    root: Type.String({ minLength: 1, description: 'Directory every Maildir lives under.' }),
+    layout: Type.String({
+      minLength: 1,
+      default: '{domain}/{local}/Maildir',
+      description:
+        'Path of a Maildir relative to `root`: `{domain}`, `{local}` (whole local part), `{user}` (local part before `+`), all lower-cased and sanitised; the result must stay inside `root`.',
+    }),
+    mailboxes: Type.Optional(
+      Type.Record(Type.String({ minLength: 1 }), Type.String({ minLength: 1 }), {
+        description:
+          'Address (case-insensitive) to Maildir directory (relative to `root`, or absolute). When set, only these addresses have mailboxes and `layout` is not used.',
+      }),
+    ),
+    createMissing: Type.Boolean({
+      default: true,
+      description: 'Create a missing Maildir (tmp, new, cur); when false a missing one is 550 5.1.1.',
+    }),
+    domains: Type.Array(Type.String({ minLength: 1 }), {
+      default: [],
+      description:
+        'Recipient domains delivered here when the queue did not route the job: `example.com`, `*.example.com` or `*`. Empty: only jobs routed to this plugin.',
+    }),
+    lineEndings: Type.Union([Type.Literal('lf'), Type.Literal('crlf')], {
+      default: 'lf',
+      description:
+        'Line endings in the stored files: `lf` (the Maildir convention; BINARYMIME messages are stored unchanged) or `crlf` (the octets as received).',
+    }),
+    fsync: Type.Boolean({
+      default: true,
+      description: 'fsync each file and the `new` directory before reporting delivered.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/** The reply for a file-system error while delivering (never the error text). */
+export function replyForFsError(err: unknown): Reply {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC') return reply(452, '4.3.1', 'Insufficient system storage');
+  if (code === 'EDQUOT') return reply(452, '4.2.2', 'Mailbox full');
+  return reply(451, '4.3.0', 'Local error delivering to the mailbox');
+}
+
+const DELIVERED = reply(250, '2.0.0', 'Delivered to Maildir');
+const NO_MAILBOX = reply(550, '5.1.1', 'No such mailbox');
+const BAD_ADDRESS = reply(550, '5.1.3', 'Address does not name a usable mailbox');
+
+const headerSafe = (s: string): string => s.replace(/[\x00-\x1f\x7f]/g, '');
+
+export default definePlugin({
+  name: 'deliver-maildir',
+  description: 'Delivers to Maildir folders on the local file system, one result per recipient.',
+  schema,
+  register(api, config) {
+    const resolver = new MailboxResolver({
+      root: config.root,
+      layout: config.layout,
+      ...(config.mailboxes ? { mailboxes: config.mailboxes } : {}),
+    });
+    const writer = new MaildirWriter({
+      hostname: api.server.hostname,
+      fsync: config.fsync,
+      now: () => api.server.clock.now(),
+    });
+    const matches = domainMatcher(config.domains);
+    const mta = api.server.hostname;
+
+    const result = (recipient: string, r: Reply): RecipientResult => ({
+      recipient,
+      status: r.code < 400 ? 'delivered' : r.code < 500 ? 'deferred' : 'failed',
+      reply: { code: r.code, ...(r.enhanced ? { enhanced: r.enhanced } : {}), text: String(r.text) },
+      mta,
+    });
+
+    const deliverOne = async (job: DeliveryJob, address: string): Promise<Reply> => {
+      const found = resolver.lookup(address, job.destination);
+      if (found.kind === 'unknown') return NO_MAILBOX;
+      if (found.kind === 'invalid') return BAD_ADDRESS;
+      const body: unknown = job.attributes.body;
+      const lf =
+        config.lineEndings === 'lf' && !(typeof body === 'string' && body.toUpperCase() === 'BINARYMIME');
+      const eol = lf ? '\n' : '\r\n';
+      try {
+        if (!(await writer.exists(found.dir))) {
+          if (!config.createMissing) return NO_MAILBOX;
+          await writer.create(found.dir);
+        }
+        const head = Buffer.from(
+          `Return-Path: <${headerSafe(job.from)}>${eol}Delivered-To: ${headerSafe(address)}${eol}`,
+          'utf8',
+        );
+        const body = job.stream() as AsyncIterable<Buffer>;
+        const name = await writer.deliver(found.dir, head, lf ? crlfToLf(body) : body);
+        job.log.debug({ recipient: address, file: name }, 'delivered to Maildir');
+        return DELIVERED;
+      } catch (err) {
+        job.log.error({ recipient: address, err }, 'Maildir delivery failed');
+        return replyForFsError(err);
+      }
+    };
+
+    api.hooks.deliver.tap(async (job) => {
+      if (!claims(api.name, matches, job)) return undefined;
+      const results: RecipientResult[] = [];
+      for (const r of job.recipients) results.push(result(r.address, await deliverOne(job, r.address)));
+      return { results };
+    });
+  },
+});

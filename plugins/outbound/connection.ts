@@ -1,0 +1,326 @@
+/**
+ * One client connection to an SMTP or LMTP server: TCP or a Unix socket,
+ * implicit TLS or STARTTLS, replies read with a deadline, writes that honour
+ * backpressure. Knows nothing about mail transactions (see smtp-client.ts).
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type RemoteReply, ReplyReader, ReplySyntaxError } from './reply-reader.ts';
+
+/** Where to connect: a TCP host and port, or a Unix socket path. */
+export type Target =
+  | { readonly host: string; readonly port: number; readonly socketPath?: undefined }
+  | { readonly socketPath: string; readonly host?: undefined; readonly port?: undefined };
+
+/** Client-side TLS settings. */
+export interface TlsSettings {
+  /** Refuse a certificate that does not verify (chain and name). */
+  readonly rejectUnauthorized: boolean;
+  /** SNI and the name the certificate must carry (default: the target host when it is a name). */
+  readonly servername?: string;
+  /** Trusted CA certificates (PEM) instead of the system store. */
+  readonly ca?: string | Buffer | ReadonlyArray<string | Buffer>;
+  /** Lowest TLS version accepted (default TLSv1.2). */
+  readonly minVersion?: 'TLSv1.2' | 'TLSv1.3';
+}
+
+export type ConnectionErrorKind = 'connect' | 'timeout' | 'closed' | 'protocol' | 'tls';
+
+/** Why the conversation with the server could not go on. The message is for logs only. */
+export class ConnectionError extends Error {
+  readonly kind: ConnectionErrorKind;
+  /** For `tls`: the handshake failed because the certificate did not verify. */
+  readonly certificate: boolean;
+  /** For `timeout`: what the client was waiting for. */
+  readonly stage: string | undefined;
+  constructor(
+    kind: ConnectionErrorKind,
+    message: string,
+    options?: { cause?: unknown; certificate?: boolean; stage?: string },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ConnectionError';
+    this.kind = kind;
+    this.certificate = options?.certificate ?? false;
+    this.stage = options?.stage;
+  }
+}
+
+export interface TlsState {
+  readonly protocol: string;
+  readonly cipher: string;
+  /** The certificate verified (chain and host name). */
+  readonly authorized: boolean;
+}
+
+const isIp = (host: string): boolean => /^[\d.]+$/.test(host) || host.includes(':');
+
+/** Certificate verification failures, as opposed to handshake failures. */
+const CERT_ERROR =
+  /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ISSUER|DEPTH_ZERO|CHAIN|HOSTNAME|UNTRUSTED|EXPIRED/i;
+
+function tlsOptions(target: Target, settings: TlsSettings) {
+  const servername =
+    settings.servername ?? (target.host !== undefined && !isIp(target.host) ? target.host : undefined);
+  return {
+    rejectUnauthorized: settings.rejectUnauthorized,
+    minVersion: settings.minVersion ?? 'TLSv1.2',
+    ...(servername === undefined ? {} : { servername }),
+    // Without a servername, the address connected to is what the certificate must name.
+    ...(target.host === undefined ? {} : { host: target.host }),
+    ...(settings.ca === undefined ? {} : { ca: settings.ca as string | Buffer | Array<string | Buffer> }),
+  };
+}
+
+export class SmtpConnection {
+  #socket: Socket;
+  readonly #target: Target;
+  readonly #reader = new ReplyReader();
+  readonly #replies: RemoteReply[] = [];
+  #failure: ConnectionError | undefined;
+  #waiters: Array<() => void> = [];
+  #tls: TlsState | undefined;
+
+  private constructor(socket: Socket, target: Target) {
+    this.#socket = socket;
+    this.#target = target;
+    this.#attach(socket);
+  }
+
+  /** Connect; with `implicitTls` the TLS handshake completes first (port 465, RFC 8314). */
+  static async open(target: Target, timeoutMs: number, implicitTls?: TlsSettings): Promise<SmtpConnection> {
+    const socket: Socket = implicitTls
+      ? tlsConnect({ ...tlsOptions(target, implicitTls), ...netOptions(target) })
+      : netConnect(netOptions(target));
+    const ready = implicitTls ? 'secureConnect' : 'connect';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new ConnectionError('connect', 'connect timeout')), timeoutMs);
+        socket.once(ready, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.once('error', (err: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          const cert = implicitTls !== undefined && CERT_ERROR.test(err.code ?? err.message);
+          reject(
+            implicitTls && (cert || !err.syscall)
+              ? new ConnectionError('tls', err.message, { cause: err, certificate: cert })
+              : new ConnectionError('connect', err.message, { cause: err }),
+          );
+        });
+      });
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+    socket.setNoDelay(true);
+    const conn = new SmtpConnection(socket, target);
+    if (implicitTls) conn.#tls = tlsState(socket as TLSSocket);
+    return conn;
+  }
+
+  /** Set once TLS is in effect. */
+  get tls(): TlsState | undefined {
+    return this.#tls;
+  }
+
+  get closed(): boolean {
+    return this.#failure !== undefined;
+  }
+
+  #attach(socket: Socket): void {
+    socket.on('data', this.#onData);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+  }
+
+  #detach(socket: Socket): void {
+    socket.off('data', this.#onData);
+    socket.off('error', this.#onError);
+    socket.off('close', this.#onClose);
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#failure) return;
+    try {
+      this.#replies.push(...this.#reader.push(chunk));
+    } catch (err) {
+      const why = err instanceof ReplySyntaxError ? err.message : 'bad reply';
+      this.#fail(new ConnectionError('protocol', why, { cause: err }));
+      this.#socket.destroy();
+    }
+    this.#wake();
+  };
+
+  readonly #onError = (err: Error): void => {
+    this.#fail(new ConnectionError('closed', err.message, { cause: err }));
+  };
+
+  readonly #onClose = (): void => {
+    this.#fail(new ConnectionError('closed', 'connection closed by the server'));
+  };
+
+  #fail(err: ConnectionError): void {
+    this.#failure ??= err;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const fn of waiters) fn();
+  }
+
+  /** Send command lines (CRLF added) in one write: a PIPELINING group is one packet. */
+  send(lines: readonly string[]): void {
+    if (this.#failure) return;
+    this.#socket.write(lines.map((l) => `${l}\r\n`).join(''));
+  }
+
+  /** A reply that has already arrived, without waiting. */
+  poll(): RemoteReply | undefined {
+    return this.#replies.shift();
+  }
+
+  /** The next reply; throws `ConnectionError` on timeout, close or garbage. */
+  async read(timeoutMs: number, waitingFor: string): Promise<RemoteReply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const next = this.#replies.shift();
+      if (next) return next;
+      if (this.#failure) throw this.#failure;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const err = new ConnectionError('timeout', `timeout waiting for the reply to ${waitingFor}`, {
+          stage: waitingFor,
+        });
+        this.#fail(err);
+        this.#socket.destroy();
+        throw err;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Write message data, waiting for the socket to drain when it asks to (at most `timeoutMs` per block). */
+  async write(buffers: readonly Buffer[], timeoutMs: number): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const socket = this.#socket;
+    socket.cork();
+    for (const b of buffers) socket.write(b);
+    socket.uncork();
+    if (!socket.writableNeedDrain) return;
+    await new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        socket.off('drain', onDrain);
+        this.#waiters = this.#waiters.filter((w) => w !== onFail);
+      };
+      const onDrain = () => {
+        done();
+        resolve();
+      };
+      const onFail = () => {
+        if (!this.#failure) return;
+        done();
+        reject(this.#failure);
+      };
+      const timer = setTimeout(() => {
+        done();
+        const err = new ConnectionError('timeout', 'timeout sending message data', {
+          stage: 'message data',
+        });
+        this.#fail(err);
+        socket.destroy();
+        reject(err);
+      }, timeoutMs);
+      socket.on('drain', onDrain);
+      this.#waiters.push(onFail);
+    });
+    if (this.#failure) throw this.#failure;
+  }
+
+  /**
+   * Switch to TLS after the server's 220 to STARTTLS (RFC 3207). Anything the
+   * server sent after that reply is discarded: it came before the handshake.
+   */
+  async startTls(settings: TlsSettings, timeoutMs: number): Promise<TlsState> {
+    if (this.#failure) throw this.#failure;
+    const raw = this.#socket;
+    this.#detach(raw);
+    // The TLS socket reports failures from here on; an unheard error must not crash the process.
+    raw.on('error', () => {});
+    this.#reader.reset();
+    this.#replies.length = 0;
+    const secure = tlsConnect({ ...tlsOptions(this.#target, settings), socket: raw });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(new ConnectionError('timeout', 'TLS handshake timeout', { stage: 'the TLS handshake' })),
+          timeoutMs,
+        );
+        secure.once('secureConnect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        secure.once('error', (err: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          const cert = CERT_ERROR.test(err.code ?? err.message);
+          reject(new ConnectionError('tls', err.message, { cause: err, certificate: cert }));
+        });
+        raw.once('close', () => reject(new ConnectionError('closed', 'closed during the TLS handshake')));
+      });
+    } catch (err) {
+      secure.destroy();
+      raw.destroy();
+      this.#fail(err as ConnectionError);
+      throw err;
+    }
+    this.#socket = secure;
+    this.#attach(secure);
+    this.#tls = tlsState(secure);
+    return this.#tls;
+  }
+
+  /** Send QUIT and wait briefly for the 221; then close. Never throws. */
+  async quit(timeoutMs: number): Promise<void> {
+    if (!this.#failure) {
+      this.send(['QUIT']);
+      try {
+        await this.read(timeoutMs, 'QUIT');
+      } catch {
+        // the results are settled already
+      }
+    }
+    this.close();
+  }
+
+  /** Close at once. */
+  close(): void {
+    this.#fail(new ConnectionError('closed', 'connection closed by the client'));
+    this.#socket.end();
+    this.#socket.destroy();
+  }
+}
+
+function netOptions(target: Target): { path: string } | { host: string; port: number } {
+  return target.socketPath !== undefined
+    ? { path: target.socketPath }
+    : { host: target.host, port: target.port };
+}
+
+function tlsState(socket: TLSSocket): TlsState {
+  return {
+    protocol: socket.getProtocol() ?? 'unknown',
+    cipher: socket.getCipher()?.name ?? 'unknown',
+    authorized: socket.authorized,
+  };
+}

@@ -1,0 +1,229 @@
+/**
+ * Shared by the delivery tests: a mailframe server with delivery plugins (no
+ * listener, no queue: tests call `server.outbound.deliver(job)` as the queue
+ * does), hand-built delivery jobs, a throwaway certificate made with openssl,
+ * and an smtp-server peer that records what it received.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import {
+  SMTPServer,
+  type SMTPServerAddress,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+} from 'smtp-server';
+import { silentLogger } from '../../core/log.ts';
+import { MailServer } from '../../core/server.ts';
+import type {
+  DeliveryJob,
+  DeliveryRecipient,
+  EnvelopeAttributes,
+  RecipientAttributes,
+} from '../../core/types.ts';
+
+const run = promisify(execFile);
+
+export interface DeliveryServer {
+  readonly server: MailServer;
+  readonly dataDir: string;
+  close(): Promise<void>;
+}
+
+/** A mailframe server with the given plugin entries, not listening. */
+export async function startDeliveryServer(
+  plugins: ReadonlyArray<{ plugin: string; config?: Record<string, unknown>; id?: string }>,
+): Promise<DeliveryServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-deliver-'));
+  let server: MailServer;
+  try {
+    server = await MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir,
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins,
+      },
+    });
+  } catch (err) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    server,
+    dataDir,
+    async close() {
+      await server.close(0);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface JobOptions {
+  readonly from?: string;
+  readonly to: ReadonlyArray<string | { address: string; attributes: Record<string, unknown> }>;
+  readonly message: string | Buffer;
+  readonly attributes?: Record<string, unknown>;
+  readonly route?: string;
+  readonly destination?: string;
+}
+
+/** A delivery job as the queue would build it; the message streams in uneven pieces. */
+export function deliveryJob(o: JobOptions): DeliveryJob {
+  const data = typeof o.message === 'string' ? Buffer.from(o.message, 'utf8') : o.message;
+  const recipients: DeliveryRecipient[] = o.to.map((r) =>
+    typeof r === 'string'
+      ? { address: r, attributes: {} }
+      : { address: r.address, attributes: r.attributes as RecipientAttributes },
+  );
+  const first = recipients[0]?.address ?? '';
+  return {
+    id: 'job-1',
+    destination: o.destination ?? first.slice(first.lastIndexOf('@') + 1).toLowerCase(),
+    route: o.route,
+    from: o.from ?? 'sender@origin.example',
+    recipients,
+    attributes: (o.attributes ?? {}) as EnvelopeAttributes,
+    attempts: 0,
+    stream: () => Readable.from(pieces(data)),
+    log: silentLogger(),
+  };
+}
+
+function pieces(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  const steps = [5, 17, 3, 4096];
+  let at = 0;
+  for (let i = 0; at < data.length; i++) {
+    const n = steps[i % steps.length] as number;
+    out.push(data.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+export interface Certificate {
+  readonly dir: string;
+  readonly keyPath: string;
+  readonly certPath: string;
+  readonly key: Buffer;
+  readonly cert: Buffer;
+}
+
+/** A self-signed certificate for `localhost` and 127.0.0.1, valid one day, in a new temp dir. */
+export async function makeCertificate(): Promise<Certificate> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailframe-deliver-cert-'));
+  const keyPath = join(dir, 'key.pem');
+  const certPath = join(dir, 'cert.pem');
+  await run('/usr/bin/openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    keyPath,
+    '-out',
+    certPath,
+    '-days',
+    '1',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ]);
+  return { dir, keyPath, certPath, key: await readFile(keyPath), cert: await readFile(certPath) };
+}
+
+/** What the peer received in one transaction. */
+export interface Received {
+  readonly helo: string;
+  readonly secure: boolean;
+  readonly user: unknown;
+  readonly from: SMTPServerAddress | undefined;
+  readonly rcpts: readonly SMTPServerAddress[];
+  readonly requireTls: boolean;
+  readonly bodyType: string | undefined;
+  readonly smtpUtf8: boolean;
+  readonly dsn: { ret: string | null; envid: string | null } | undefined;
+  readonly data: Buffer;
+}
+
+export interface Peer {
+  readonly server: SMTPServer;
+  readonly port: number;
+  readonly received: Received[];
+  close(): Promise<void>;
+}
+
+/** What `onData` should answer once the data is read (LMTP: one entry per recipient). */
+export type DataAnswer = undefined | Error | Array<string | Error>;
+
+export interface PeerOptions extends SMTPServerOptions {
+  /** Listen on this Unix socket instead of 127.0.0.1:0. */
+  readonly socketPath?: string;
+  readonly answerData?: (session: SMTPServerSession) => DataAnswer;
+}
+
+/** An error smtp-server sends as `code text`. */
+export function smtpError(code: number, text: string): Error {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+/** Start an smtp-server peer that records every transaction. */
+export async function startPeer(opts: PeerOptions): Promise<Peer> {
+  const received: Received[] = [];
+  const { socketPath, answerData, ...options } = opts;
+  const server = new SMTPServer({
+    logger: false,
+    disableReverseLookup: true,
+    authOptional: true,
+    // smtp-server hides these unless asked; a modern smarthost offers them.
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: false,
+    hideREQUIRETLS: false,
+    size: 10 * 1024 * 1024,
+    ...options,
+    onData(stream, session, callback) {
+      const parts: Buffer[] = [];
+      stream.on('data', (c: Buffer) => parts.push(c));
+      stream.on('end', () => {
+        const env = session.envelope;
+        received.push({
+          helo: session.hostNameAppearsAs,
+          secure: session.secure,
+          user: session.user,
+          from: env.mailFrom || undefined,
+          rcpts: [...env.rcptTo],
+          requireTls: env.requireTLS === true,
+          bodyType: env.bodyType,
+          smtpUtf8: env.smtpUtf8 === true,
+          dsn: env.dsn ? { ret: env.dsn.ret, envid: env.dsn.envid } : undefined,
+          data: Buffer.concat(parts),
+        });
+        const answer = answerData?.(session);
+        if (answer instanceof Error) callback(answer);
+        else if (Array.isArray(answer)) callback(null, answer as never);
+        else callback();
+      });
+    },
+  });
+  server.on('error', () => {});
+  await new Promise<void>((resolve) => {
+    if (socketPath) server.listen(socketPath, resolve);
+    else server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    server,
+    port,
+    received,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

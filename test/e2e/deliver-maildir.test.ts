@@ -1,0 +1,180 @@
+/**
+ * deliver-maildir on a temp directory: files read back byte for byte,
+ * unique names, per-recipient results, no escape from the root.
+ */
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isReply } from '../../core/hooks.ts';
+import type { DeliveryReport } from '../../core/types.ts';
+import { replyForFsError } from '../../plugins/deliver-maildir/index.ts';
+import { type DeliveryServer, deliveryJob, startDeliveryServer } from './deliver-helpers.ts';
+
+let mf: DeliveryServer | undefined;
+let base: string | undefined;
+afterEach(async () => {
+  await mf?.close();
+  if (base) await rm(base, { recursive: true, force: true });
+  mf = undefined;
+  base = undefined;
+});
+
+const MESSAGE = 'Received: from a by b\r\nSubject: maildir\r\n\r\nline\r\n.dot\r\nlone\rcr\r\n';
+const NAME = /^(\d+)\.M\d+P\d+Q\d+R[0-9a-f]{8}\.mx\.test\.example,S=(\d+)$/;
+
+async function setup(config: Record<string, unknown>): Promise<{ server: DeliveryServer; root: string }> {
+  base = await mkdtemp(join(tmpdir(), 'mailframe-maildir-'));
+  const root = join(base, 'mail');
+  await mkdir(root);
+  mf = await startDeliveryServer([
+    { plugin: 'deliver-maildir', config: { root, domains: ['example.com'], ...config } },
+  ]);
+  return { server: mf, root };
+}
+
+async function deliver(server: DeliveryServer, job: ReturnType<typeof deliveryJob>): Promise<DeliveryReport> {
+  const report = await server.server.outbound.deliver(job);
+  if (report === undefined || isReply(report))
+    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
+  return report;
+}
+
+/** The one file in `<maildir>/new`, checked against the naming rules; tmp left empty. */
+async function onlyMessage(maildir: string): Promise<{ name: string; data: Buffer }> {
+  const names = await readdir(join(maildir, 'new'));
+  expect(names).toHaveLength(1);
+  expect(await readdir(join(maildir, 'tmp'))).toEqual([]);
+  expect(await readdir(join(maildir, 'cur'))).toEqual([]);
+  const name = names[0] as string;
+  const data = await readFile(join(maildir, 'new', name));
+  const m = NAME.exec(name);
+  expect(m).not.toBeNull();
+  expect(Number(m?.[2])).toBe(data.length);
+  return { name, data };
+}
+
+describe('deliver-maildir', () => {
+  it('writes Return-Path, Delivered-To and the message with LF line endings into new/', async () => {
+    const { server, root } = await setup({});
+    const report = await deliver(
+      server,
+      deliveryJob({
+        from: 'sender@origin.example',
+        to: ['Alice@Example.com', 'bob@example.com'],
+        message: MESSAGE,
+      }),
+    );
+    expect(report.results.map((r) => [r.recipient, r.status, r.reply?.code])).toEqual([
+      ['Alice@Example.com', 'delivered', 250],
+      ['bob@example.com', 'delivered', 250],
+    ]);
+    const alice = await onlyMessage(join(root, 'example.com', 'alice', 'Maildir'));
+    expect(alice.data.toString('latin1')).toBe(
+      'Return-Path: <sender@origin.example>\nDelivered-To: Alice@Example.com\n' +
+        'Received: from a by b\nSubject: maildir\n\nline\n.dot\nlone\rcr\n',
+    );
+    const bob = await onlyMessage(join(root, 'example.com', 'bob', 'Maildir'));
+    expect(bob.data.toString('latin1')).toContain('Delivered-To: bob@example.com\n');
+    expect(bob.name).not.toBe(alice.name);
+    expect((await stat(join(root, 'example.com', 'bob', 'Maildir', 'new', bob.name))).mode & 0o777).toBe(
+      0o600,
+    );
+  });
+
+  it('keeps the octets as received with lineEndings: crlf; the null sender is <>', async () => {
+    const { server, root } = await setup({ lineEndings: 'crlf', layout: 'users/{user}' });
+    const report = await deliver(
+      server,
+      deliveryJob({ from: '', to: ['carol+lists@example.com'], message: MESSAGE }),
+    );
+    expect(report.results[0]?.status).toBe('delivered');
+    const { data } = await onlyMessage(join(root, 'users', 'carol'));
+    expect(
+      data.equals(Buffer.from(`Return-Path: <>\r\nDelivered-To: carol+lists@example.com\r\n${MESSAGE}`)),
+    ).toBe(true);
+  });
+
+  it('never leaves the root, whatever the local part says', async () => {
+    const { server, root } = await setup({});
+    const report = await deliver(
+      server,
+      deliveryJob({
+        to: ['"../../../escape"@example.com', '..@example.com', 'a/b\\c@example.com'],
+        message: MESSAGE,
+      }),
+    );
+    expect(report.results.map((r) => r.status)).toEqual(['delivered', 'delivered', 'delivered']);
+    // Nothing next to the root: only what was there before.
+    expect(await readdir(base as string)).toEqual(['mail']);
+    const users = (await readdir(join(root, 'example.com'))).sort();
+    expect(users).toHaveLength(3);
+    for (const u of users) expect(u.startsWith('.')).toBe(false);
+    expect(users.join(' ')).not.toMatch(/[/\\]/);
+    expect(users).toContain('a_b_c');
+  });
+
+  it('with createMissing false, a missing mailbox fails alone (550 5.1.1)', async () => {
+    const { server, root } = await setup({ createMissing: false });
+    for (const sub of ['tmp', 'new', 'cur'])
+      await mkdir(join(root, 'example.com', 'dave', 'Maildir', sub), { recursive: true });
+    const report = await deliver(
+      server,
+      deliveryJob({ to: ['nobody@example.com', 'dave@example.com'], message: MESSAGE }),
+    );
+    expect(report.results.map((r) => [r.recipient, r.status, r.reply?.code, r.reply?.enhanced])).toEqual([
+      ['nobody@example.com', 'failed', 550, '5.1.1'],
+      ['dave@example.com', 'delivered', 250, '2.0.0'],
+    ]);
+    await onlyMessage(join(root, 'example.com', 'dave', 'Maildir'));
+    expect(await readdir(join(root, 'example.com'))).toEqual(['dave']);
+  });
+
+  it('a mailbox that cannot be written is deferred without failing the others', async () => {
+    const { server, root } = await setup({});
+    // A file where the directory should be.
+    await mkdir(join(root, 'example.com', 'erin'), { recursive: true });
+    await writeFile(join(root, 'example.com', 'erin', 'Maildir'), 'not a directory');
+    const report = await deliver(
+      server,
+      deliveryJob({ to: ['erin@example.com', 'frank@example.com'], message: MESSAGE }),
+    );
+    expect(report.results.map((r) => [r.recipient, r.status, r.reply?.code, r.reply?.enhanced])).toEqual([
+      ['erin@example.com', 'deferred', 451, '4.3.0'],
+      ['frank@example.com', 'delivered', 250, '2.0.0'],
+    ]);
+  });
+
+  it('a mailboxes map names the only deliverable addresses', async () => {
+    const { server, root } = await setup({ mailboxes: { 'Postmaster@example.com': 'admin/Maildir' } });
+    const report = await deliver(
+      server,
+      deliveryJob({ to: ['postmaster@EXAMPLE.com', 'other@example.com'], message: MESSAGE }),
+    );
+    expect(report.results.map((r) => [r.status, r.reply?.code])).toEqual([
+      ['delivered', 250],
+      ['failed', 550],
+    ]);
+    await onlyMessage(join(root, 'admin', 'Maildir'));
+  });
+
+  it('claims routed jobs and its own domains only', async () => {
+    const { server } = await setup({});
+    expect(
+      await server.server.outbound.deliver(deliveryJob({ to: ['a@other.example'], message: MESSAGE })),
+    ).toBeUndefined();
+    expect(
+      await server.server.outbound.deliver(
+        deliveryJob({ to: ['a@example.com'], message: MESSAGE, route: 'relay-smarthost' }),
+      ),
+    ).toBeUndefined();
+  });
+
+  it('maps file-system errors: ENOSPC 452 4.3.1, EDQUOT 452 4.2.2, others 451 4.3.0', () => {
+    const err = (code: string) => Object.assign(new Error(code), { code });
+    expect(replyForFsError(err('ENOSPC'))).toMatchObject({ code: 452, enhanced: '4.3.1' });
+    expect(replyForFsError(err('EDQUOT'))).toMatchObject({ code: 452, enhanced: '4.2.2' });
+    expect(replyForFsError(err('EACCES'))).toMatchObject({ code: 451, enhanced: '4.3.0' });
+    expect(String(replyForFsError(err('EIO')).text)).not.toContain('EIO');
+  });
+});

@@ -1,0 +1,53 @@
+/**
+ * Every example configuration starts: the core settings and every plugin's
+ * settings validate and every plugin loads. Also checked against the editor
+ * schema (config.schema.json), which must not reject what the server accepts.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createAjv } from '../core/config.ts';
+import { MailServer } from '../core/server.ts';
+
+const root = join(import.meta.dirname, '..');
+const examplesDir = join(root, 'examples');
+
+const configs = readdirSync(examplesDir, { recursive: true, encoding: 'utf8' })
+  .filter((f) => f === 'mailframe.json' || f.endsWith('/mailframe.json'))
+  .map((f) => join(examplesDir, f))
+  .sort();
+
+let dataDir: string | undefined;
+afterEach(async () => {
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  dataDir = undefined;
+});
+
+describe('example configurations', () => {
+  it('include the embedded default', () => {
+    expect(configs).toContain(join(examplesDir, 'default', 'mailframe.json'));
+  });
+
+  const editorSchema = JSON.parse(readFileSync(join(root, 'config.schema.json'), 'utf8')) as object;
+  const validateForEditors = createAjv().compile(editorSchema);
+
+  for (const file of configs) {
+    const name = relative(root, file);
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+
+    it(`${name} validates and loads its plugins`, async () => {
+      dataDir = await mkdtemp(join(tmpdir(), 'mailframe-examples-'));
+      const config = { ...structuredClone(raw), dataDir };
+      const server = await MailServer.create({ config, baseDir: dirname(file) });
+      await server.close(0);
+    });
+
+    it(`${name} passes the editor schema it points at`, () => {
+      expect(raw['$schema']).toBe(relative(dirname(file), join(root, 'config.schema.json')));
+      validateForEditors(structuredClone(raw));
+      expect(validateForEditors.errors ?? []).toEqual([]);
+    });
+  }
+});
