@@ -16,6 +16,8 @@ import type { Static, TSchema } from 'typebox';
 import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
 import type { Reply } from './reply.ts';
 import type {
+  AuthRequest,
+  AuthResult,
   DeliveryJob,
   DeliveryReport,
   Logger,
@@ -77,6 +79,8 @@ export interface VerbContext {
   upgradeToTls(options: SecureContextOptions & { readonly SNICallback?: SniCallback }): Promise<TlsInfo>;
   /** The message path for data that arrives in counted chunks (BDAT, RFC 3030). */
   readonly chunks: ChunkedMessage;
+  /** Ask the `auth` hook's taps about credentials an AUTH mechanism decoded (undefined: nobody answered). */
+  checkCredentials(request: AuthRequest): Promise<AuthResult | Reply | undefined>;
 }
 
 /**

@@ -274,7 +274,7 @@ export class SmtpSession implements Session {
   #pump(): void {
     // After a closing reply (QUIT, 421 too many errors ...) nothing pipelined behind it is processed.
     while (
-      !this.#busy &&
+      (!this.#busy || this.#lineWaiter !== undefined) &&
       !this.#closeAfterFlush &&
       this.#state !== 'closed' &&
       this.#state !== 'data' &&
@@ -357,7 +357,12 @@ export class SmtpSession implements Session {
       this.#socket.write(text);
     }
     if (this.#closeAfterFlush) this.#close();
-    else if (this.#host.draining && !this.active && this.#state !== 'connecting') {
+    else if (
+      this.#host.draining &&
+      !this.active &&
+      this.#state !== 'connecting' &&
+      this.#state !== 'closed'
+    ) {
       this.#sendNow(Replies.shuttingDown);
     }
   }
@@ -844,6 +849,7 @@ export class SmtpSession implements Session {
       send: (r) => this.#sendNow(r),
       readLine: () => this.#readLine(),
       upgradeToTls: (options) => this.#upgradeToTls(options),
+      checkCredentials: (request) => this.#host.hooks.auth.promise(this, request),
       chunks: this.#chunks,
     };
     return (async () => {
@@ -872,27 +878,34 @@ export class SmtpSession implements Session {
     this.#detach(plain);
     const secure = new TLSSocket(plain, { ...options, isServer: true });
     this.#socket = secure;
-    let onSecure: (() => void) | undefined;
-    let onFail: ((err?: Error) => void) | undefined;
+    // A client that goes silent mid-handshake is timed out like any other.
+    secure.setTimeout(this.#host.timeouts.command);
+    let closed = false;
+    const handlers: Array<[string, (err: Error) => void]> = [];
     try {
       await new Promise<void>((resolve, reject) => {
-        onSecure = resolve;
-        onFail = (err) => reject(err ?? new Error('closed during TLS handshake'));
-        secure.once('secure', onSecure);
-        secure.once('error', onFail);
-        secure.once('close', onFail);
+        handlers.push(
+          ['secure', () => resolve()],
+          ['error', (err: Error) => reject(err)],
+          [
+            'close',
+            () => {
+              closed = true;
+              reject(new Error('closed during TLS handshake'));
+            },
+          ],
+          ['timeout', () => reject(new Error('TLS handshake timed out'))],
+        );
+        for (const [ev, fn] of handlers) secure.once(ev, fn);
       });
     } catch (err) {
       this.log.info({ err: describe(err) }, 'TLS handshake failed');
       this.#attach(secure);
-      secure.destroy();
+      if (closed) this.#finalize();
+      else secure.destroy();
       throw err;
     } finally {
-      if (onSecure) secure.off('secure', onSecure);
-      if (onFail) {
-        secure.off('error', onFail);
-        secure.off('close', onFail);
-      }
+      for (const [ev, fn] of handlers) secure.off(ev, fn);
     }
     this.#attach(secure);
     const cipher = secure.getCipher();

@@ -1,0 +1,172 @@
+/**
+ * Throwaway self-signed certificates for tests, made at run time with the
+ * `openssl` command line (or, without it, the tls plugin's in-memory
+ * generator: Node has no X.509 generator of its own), and TLS client
+ * helpers around the testkit's SmtpClient. Nothing here is ever committed:
+ * every call writes fresh files into a temporary directory.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSecureContext, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { promisify } from 'node:util';
+import { SmtpClient } from '../../core/testkit.ts';
+import { createSelfSignedCertificate } from '../../plugins/tls/self-signed.ts';
+
+const run = promisify(execFile);
+
+export interface TestCertificate {
+  readonly certPath: string;
+  readonly keyPath: string;
+  readonly cert: string;
+  readonly key: string;
+  /** SHA-256 fingerprint as `AA:BB:...`, as `TLSSocket.getPeerCertificate().fingerprint256` shows it. */
+  readonly fingerprint256: string;
+}
+
+function findOpenssl(): string | undefined {
+  for (const candidate of ['/usr/bin/openssl', 'openssl']) {
+    try {
+      execFileSync(candidate, ['version'], { stdio: 'ignore' });
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+/** The openssl binary, or undefined when none runs here. */
+export const OPENSSL = findOpenssl();
+
+function inMemoryGeneratorWorks(): boolean {
+  try {
+    const { cert, key } = createSelfSignedCertificate('probe.test.example');
+    createSecureContext({ cert, key });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why certificate tests are skipped, or undefined when they can run: with
+ * openssl, or else with the tls plugin's own in-memory generator.
+ */
+export const CERT_SKIP_REASON =
+  OPENSSL || inMemoryGeneratorWorks()
+    ? undefined
+    : 'neither openssl nor the in-memory generator can make a test certificate';
+
+/** A temporary directory for certificates; remove it with `removeCertDir`. */
+export function makeCertDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'mailframe-certs-'));
+}
+
+export async function removeCertDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Generate a self-signed P-256 certificate for `commonName` (also its DNS
+ * subjectAltName) valid for one day, as `<dir>/<name>.crt` and `<dir>/<name>.key`:
+ * with openssl when present, else with the tls plugin's in-memory generator.
+ */
+export async function makeCertificate(
+  dir: string,
+  name: string,
+  commonName = name,
+): Promise<TestCertificate> {
+  if (CERT_SKIP_REASON) throw new Error(CERT_SKIP_REASON);
+  const certPath = join(dir, `${name}.crt`);
+  const keyPath = join(dir, `${name}.key`);
+  if (!OPENSSL) {
+    const made = createSelfSignedCertificate(commonName, { days: 1 });
+    await writeFile(keyPath, made.key, { mode: 0o600 });
+    await writeFile(certPath, made.cert);
+    return { certPath, keyPath, ...made, fingerprint256: new X509Certificate(made.cert).fingerprint256 };
+  }
+  await run(OPENSSL, [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${commonName}`,
+    '-addext',
+    `subjectAltName=DNS:${commonName}`,
+    '-keyout',
+    keyPath,
+    '-out',
+    certPath,
+  ]);
+  const cert = await readFile(certPath, 'utf8');
+  const key = await readFile(keyPath, 'utf8');
+  return { certPath, keyPath, cert, key, fingerprint256: new X509Certificate(cert).fingerprint256 };
+}
+
+/** Atomically replace the files at `target`'s paths with `source`'s contents (write aside, rename over). */
+export async function installCertificate(source: TestCertificate, target: TestCertificate): Promise<void> {
+  await writeFile(`${target.keyPath}.new`, source.key);
+  await writeFile(`${target.certPath}.new`, source.cert);
+  await rename(`${target.keyPath}.new`, target.keyPath);
+  await rename(`${target.certPath}.new`, target.certPath);
+}
+
+/** A TLS client side for tests: the testkit's SmtpClient over a TLS socket. */
+export interface TlsClient {
+  readonly client: SmtpClient;
+  readonly socket: TLSSocket;
+  /** SHA-256 fingerprint of the certificate the server presented. */
+  readonly fingerprint256: string;
+}
+
+function secured(socket: TLSSocket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once('secureConnect', () => resolve());
+    socket.once('error', reject);
+  });
+}
+
+/** After `220` to STARTTLS: run the client handshake on the same connection. */
+export async function upgradeClient(c: SmtpClient, servername?: string): Promise<TlsClient> {
+  const socket = tlsConnect({
+    socket: c.socket,
+    rejectUnauthorized: false,
+    ...(servername === undefined ? {} : { servername }),
+  });
+  await secured(socket);
+  return {
+    client: new SmtpClient(socket),
+    socket,
+    fingerprint256: socket.getPeerCertificate().fingerprint256,
+  };
+}
+
+/** Connect to an implicit-TLS listener and read the greeting. */
+export async function connectImplicitTls(port: number, servername?: string): Promise<TlsClient> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    rejectUnauthorized: false,
+    ...(servername === undefined ? {} : { servername }),
+  });
+  await secured(socket);
+  const client = new SmtpClient(socket);
+  client.greeting = await client.read();
+  return { client, socket, fingerprint256: socket.getPeerCertificate().fingerprint256 };
+}
+
+/** EHLO, STARTTLS and the handshake on a fresh testkit client; returns the TLS side (EHLO not yet repeated). */
+export async function startTls(c: SmtpClient, servername?: string): Promise<TlsClient> {
+  await c.expect('EHLO client.example', 250);
+  await c.expect('STARTTLS', 220, '2.0.0');
+  return upgradeClient(c, servername);
+}
