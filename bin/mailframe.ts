@@ -20,6 +20,8 @@ Commands:
   start [-c FILE]          Start the server (default config: ./mailframe.json if present,
                            else the embedded default in examples/default/mailframe.json)
   check-config [FILE]      Validate a configuration and its plugins' settings, then exit
+  queue <command> [-c FILE] Inspect and manage the queue (list, show, hold, release,
+                           retry, delete, stats; --json for scripts): see docs/queue.md
   --version                Print the version
   --help                   Show this text
 
@@ -87,6 +89,11 @@ async function start(file: string): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'queue') {
+    const { runQueueCli } = await import('./queue-cli.ts');
+    process.exitCode = await runQueueCli(argv.slice(1), pickConfig(undefined));
+    return;
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

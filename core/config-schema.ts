@@ -76,7 +76,7 @@ export const LimitsSchema = Type.Object(
 export const TimeoutsSchema = Type.Object(
   {
     command: ms('Waiting for a command (RFC 5321 4.5.3.2.7 server timeout: 5 minutes).', 300000),
-    data: ms('Waiting for each block of DATA (RFC 5321 4.5.3.2.6 DATA block: 3 minutes).', 180000),
+    data: ms('Waiting for the next block of message data (RFC 5321 4.5.3.2.7: at least 5 minutes).', 300000),
     hook: ms('A plugin tap on an inbound hook before it counts as failed (451 4.3.0).', 30000),
     delivery: ms('A plugin tap on the `deliver` hook.', 600000),
     pluginStart: ms('A plugin `register` before start-up fails.', 10000),

@@ -150,6 +150,7 @@ export interface PluginInstanceOptions<C> {
   readonly config: C;
   readonly facts: ServerFacts;
   readonly onClose: (fn: () => unknown) => void;
+  readonly onStart: (fn: () => unknown) => void;
   readonly outbound: Outbound;
 }
 
@@ -167,6 +168,7 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     extendLineLength: (octets) => registry.extendLineLength(octets),
     provide: (key, value) => registry.provide(policy.name, key, value),
     service: (key) => registry.service(key),
+    onStart: (fn) => opts.onStart(fn),
     onClose: (fn) => opts.onClose(fn),
   } satisfies PluginApi<C>);
 }

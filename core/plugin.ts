@@ -200,6 +200,8 @@ export interface PluginApi<C> {
   readonly outbound: Outbound;
   provide<K extends keyof Services>(key: K, value: Services[K]): void;
   service<K extends keyof Services>(key: K): Services[K] | undefined;
+  /** Run once every plugin has registered (in load order), before listeners open. */
+  onStart(fn: () => MaybePromise<void>): void;
   /** Run on shutdown, in reverse load order. */
   onClose(fn: () => MaybePromise<void>): void;
 }

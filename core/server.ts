@@ -44,6 +44,7 @@ export interface ListeningAddress {
 
 interface LoadedPlugin {
   readonly name: string;
+  readonly starters: Array<() => unknown>;
   readonly closers: Array<() => unknown>;
 }
 
@@ -122,6 +123,15 @@ export class MailServer implements SessionHost {
     await mkdir(server.spoolDir, { recursive: true, mode: 0o700 });
     try {
       for (const p of prepared) await server.#loadPlugin(p.id, p.def, p.config, config.plugins[p.index]);
+      for (const p of server.#plugins) {
+        for (const fn of p.starters) {
+          try {
+            await fn();
+          } catch (err) {
+            throw Errors.pluginRegister(p.name, err);
+          }
+        }
+      }
     } catch (err) {
       await server.#closePlugins();
       throw err;
@@ -135,7 +145,7 @@ export class MailServer implements SessionHost {
     config: unknown,
     entry: CoreConfig['plugins'][number] | undefined,
   ): Promise<void> {
-    const loaded: LoadedPlugin = { name: id, closers: [] };
+    const loaded: LoadedPlugin = { name: id, starters: [], closers: [] };
     this.#plugins.push(loaded);
     const log = this.log.child({ plugin: id });
     const api = createPluginApi({
@@ -145,6 +155,7 @@ export class MailServer implements SessionHost {
       facts: this.facts,
       outbound: this.outbound,
       onClose: (fn) => loaded.closers.push(fn),
+      onStart: (fn) => loaded.starters.push(fn),
       policy: {
         name: id,
         log,

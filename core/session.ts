@@ -118,6 +118,7 @@ export class SmtpSession implements Session {
   /** A verb handler waiting for its next line (AUTH continuations). */
   #lineWaiter: ((line: string | undefined) => void) | undefined;
   #closeAfterFlush = false;
+  #timeoutMs = -1;
   /** The client half-closed: answer what already arrived, then close. */
   #inputEnded = false;
   #closed: Promise<void>;
@@ -181,7 +182,7 @@ export class SmtpSession implements Session {
   /** Run the connect hook and greet. */
   async start(): Promise<void> {
     this.#busy = true;
-    this.#socket.setTimeout(this.#host.timeouts.command);
+    this.#armTimeout(this.#host.timeouts.command);
     if (this.#host.timeouts.greetingDelay > 0) {
       await new Promise((r) => setTimeout(r, this.#host.timeouts.greetingDelay));
       if (this.#state === 'closed') return;
@@ -254,6 +255,14 @@ export class SmtpSession implements Session {
     this.#lines.push(chunk);
     if (this.#lines.buffered > MAX_PIPELINED_INPUT) this.#pause();
     this.#pump();
+  }
+
+  /** Set the inactivity timeout, only when it changes (re-arming costs a timer-list insert). */
+  #armTimeout(ms: number): void {
+    if (ms !== this.#timeoutMs) {
+      this.#timeoutMs = ms;
+      this.#socket.setTimeout(ms);
+    }
   }
 
   #pause(): void {
@@ -386,7 +395,7 @@ export class SmtpSession implements Session {
     // RFC 5321 4.5.3.2.7 times the wait for the client's next command: while the server itself is
     // busy (hooks, greeting delay) the client is waiting for us, so check again later instead.
     if (this.#busy && !this.#lineWaiter && this.#state !== 'raw' && this.#state !== 'closed') {
-      this.#socket.setTimeout(this.#host.timeouts.command);
+      this.#armTimeout(this.#host.timeouts.command);
       return;
     }
     this.log.info({ state: this.#state }, 'timeout');
@@ -654,7 +663,7 @@ export class SmtpSession implements Session {
       onData: (chunk) => this.#spoolWrite(spool, chunk),
     });
     this.#state = 'data';
-    this.#socket.setTimeout(this.#host.timeouts.data);
+    this.#armTimeout(this.#host.timeouts.data);
     if (!this.#busy) {
       this.#flush();
       const rest = this.#lines.take();
@@ -673,7 +682,7 @@ export class SmtpSession implements Session {
       return;
     }
     this.#state = 'command';
-    this.#socket.setTimeout(this.#host.timeouts.command);
+    this.#armTimeout(this.#host.timeouts.command);
     if (end < chunk.length) this.#lines.push(chunk.subarray(end));
     this.#busy = true;
     const spool = this.#spool as SpoolWriter;
@@ -796,7 +805,7 @@ export class SmtpSession implements Session {
     return new Promise<void>((resolve) => {
       this.#raw = { remaining: size, into, done: resolve };
       this.#state = 'raw';
-      this.#socket.setTimeout(this.#host.timeouts.data);
+      this.#armTimeout(this.#host.timeouts.data);
       const buffered = this.#lines.take();
       if (buffered.length > 0) this.#receiveRaw(buffered);
       else if (size === 0) this.#receiveRaw(Buffer.alloc(0));
@@ -821,7 +830,7 @@ export class SmtpSession implements Session {
     }
     this.#raw = undefined;
     this.#state = 'command';
-    this.#socket.setTimeout(this.#host.timeouts.command);
+    this.#armTimeout(this.#host.timeouts.command);
     if (n < chunk.length) this.#lines.push(chunk.subarray(n));
     raw.done();
   }
@@ -879,7 +888,8 @@ export class SmtpSession implements Session {
     const secure = new TLSSocket(plain, { ...options, isServer: true });
     this.#socket = secure;
     // A client that goes silent mid-handshake is timed out like any other.
-    secure.setTimeout(this.#host.timeouts.command);
+    this.#timeoutMs = -1;
+    this.#armTimeout(this.#host.timeouts.command);
     let closed = false;
     const handlers: Array<[string, (err: Error) => void]> = [];
     try {

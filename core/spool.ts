@@ -52,8 +52,21 @@ export class SpoolWriter {
 
   /** Call `fn` once the spool file has drained (only meaningful after `write` returned false). */
   onDrain(fn: () => void): void {
-    if (this.#file) this.#file.once('drain', fn);
-    else queueMicrotask(fn);
+    const file = this.#file;
+    if (!file) {
+      queueMicrotask(fn);
+      return;
+    }
+    // No 'drain' comes after end(): the last chunk of a message may be the one that filled the buffer.
+    const once = () => {
+      file.off('drain', once);
+      file.off('finish', once);
+      file.off('close', once);
+      fn();
+    };
+    file.on('drain', once);
+    file.on('finish', once);
+    file.on('close', once);
   }
 
   /** Close the spool and give the message. Throws if writing the spool failed (e.g. disk full). */

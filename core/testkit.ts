@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import Type from 'typebox';
 import type { CoreConfig } from './config-schema.ts';
 import { Stage } from './hooks.ts';
-import { definePlugin, type PluginDefinition } from './plugin.ts';
+import { type Clock, definePlugin, type PluginDefinition } from './plugin.ts';
 import { MailServer } from './server.ts';
 import type { EnvelopeAttributes, RecipientAttributes } from './types.ts';
 
@@ -49,6 +49,8 @@ export interface TestServerOptions {
   /** Include the ENHANCEDSTATUSCODES and PIPELINING plugins first (default true). */
   readonly standardExtensions?: boolean;
   readonly logger?: Logger;
+  /** Injected clock (drive retries and timers in tests). */
+  readonly clock?: Clock;
 }
 
 export interface CapturedMessage {
@@ -347,6 +349,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config,
     definitions,
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   const addresses = await server.listen();
   const first = addresses[0];

@@ -1,10 +1,12 @@
 /** Turn reply values into RFC 5321 4.2 reply lines (multi-line with `code-`, enhanced codes per RFC 2034). */
-import type { Reply } from '../reply.ts';
+import { Replies, type Reply } from '../reply.ts';
 
+/** Formatted text of the catalogue replies, without and with enhanced codes. */
 const cache = new WeakMap<Reply, [string | undefined, string | undefined]>();
+for (const r of Object.values(Replies)) cache.set(r, [undefined, undefined]);
 
 function line(code: number, sep: '-' | ' ', enhanced: string | undefined, text: string): string {
-  const clean = text.replace(/[\r\n]+/g, ' ');
+  const clean = text.includes('\r') || text.includes('\n') ? text.replace(/[\r\n]+/g, ' ') : text;
   return enhanced ? `${code}${sep}${enhanced} ${clean}\r\n` : `${code}${sep}${clean}\r\n`;
 }
 
@@ -18,14 +20,10 @@ function render(r: Reply, withEnhanced: boolean): string {
   return out;
 }
 
-/** Format a reply; with `enhanced`, each line carries the RFC 3463 code. Frozen replies are cached. */
+/** Format a reply; with `enhanced`, each line carries the RFC 3463 code. Catalogue replies are cached. */
 export function formatReply(r: Reply, enhanced: boolean): string {
-  if (!Object.isFrozen(r)) return render(r, enhanced);
-  let entry = cache.get(r);
-  if (!entry) {
-    entry = [undefined, undefined];
-    cache.set(r, entry);
-  }
+  const entry = cache.get(r);
+  if (!entry) return render(r, enhanced);
   const i = enhanced ? 1 : 0;
   let s = entry[i];
   if (s === undefined) {

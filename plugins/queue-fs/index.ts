@@ -1,131 +1,119 @@
 /**
  * The embedded durable queue: one self-describing file per message, written
- * to `tmp/`, fsynced, renamed into `queue/`, the directory fsynced, and only
- * then answered with `250 2.0.0 Ok: queued as ID`.
- *
- * File format: the line `MAILFRAME-QUEUE 1`, one line of envelope JSON, then
- * the message exactly as it will be delivered (see docs/plugins/queue-fs.md).
+ * to `tmp/`, fsynced, renamed into `messages/`, the directory fsynced (one
+ * fsync covers every rename that waits for it), and only then answered with
+ * `250 2.0.0 Ok: queued as ID`. Per-recipient delivery state lives in a small
+ * sidecar replaced atomically; the scheduler, retries, bounces and the control
+ * socket come from the shared queue engine (`plugins/queue/`).
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { join, resolve } from 'node:path';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
 import type { Message, Transaction } from '../../core/types.ts';
+import { startQueue } from '../queue/engine.ts';
+import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
+import type { EnvelopeInput, MessageContent } from '../queue/types.ts';
+import { FsQueueStore } from './store.ts';
 
 export const schema = Type.Object(
   {
     dir: Type.Optional(
       Type.String({
-        description: 'Queue directory (default: `<dataDir>/queue`), relative to the working directory.',
+        minLength: 1,
+        description:
+          "Queue directory; relative paths resolve against the server's `dataDir` (default: `queue`).",
       }),
     ),
     fsync: Type.Boolean({
       default: true,
       description:
-        'fsync file and directory before answering 250. Turning it off risks losing mail on a crash.',
+        'fsync each queue file and its directory before answering 250. Turning it off risks losing acknowledged mail on a crash (tests only).',
     }),
+    controlSocket: Type.Boolean({
+      default: true,
+      description:
+        'Listen on `<dir>/control.sock` so `mailframe queue` can manage the queue while the server runs.',
+    }),
+    ...queueOptionProperties,
   },
   { additionalProperties: false },
 );
 
-export const QUEUE_MAGIC = 'MAILFRAME-QUEUE 1';
-
-/** The envelope line of a queue file. */
-export interface QueueEnvelope {
-  readonly id: string;
-  readonly from: string;
-  readonly recipients: ReadonlyArray<{
-    readonly address: string;
-    readonly attributes: object;
-    state: 'pending';
-  }>;
-  readonly attributes: object;
-  readonly receivedAt: string;
-  readonly client: { readonly address: string; readonly helo: string | undefined; readonly user?: string };
+/** Where the queue of a server with data directory `dataDir` lives. */
+export function queueDirOf(dataDir: string, dir: string | undefined): string {
+  return resolve(dataDir, dir ?? 'queue');
 }
 
-export function envelopeOf(id: string, tx: Transaction, now: number): QueueEnvelope {
+/** The envelope of an SMTP transaction as the queue stores it. */
+export function envelopeOf(tx: Transaction, hostname: string, now: number): EnvelopeInput {
   const s = tx.session;
+  const host = hostname.toLowerCase();
   return {
-    id,
     from: tx.from.address?.address ?? '',
-    recipients: tx.recipients.map((r) => ({
-      address: r.address.address,
-      attributes: r.attributes,
-      state: 'pending',
-    })),
+    recipients: tx.recipients.map((r) => {
+      const a = r.address;
+      // <Postmaster> without a domain means this host's postmaster (RFC 5321 4.5.1).
+      if (a.domain === '')
+        return { address: `${a.localPart}@${host}`, domain: host, attributes: r.attributes };
+      return { address: a.address, domain: a.asciiDomain.toLowerCase(), attributes: r.attributes };
+    }),
     attributes: tx.attributes,
-    receivedAt: new Date(now).toISOString(),
-    client: {
-      address: s.remote.address,
-      helo: s.helo?.domain,
+    receivedAt: now,
+    source: {
+      kind: 'smtp',
+      client: s.remote.address,
+      tid: tx.id,
+      ...(s.helo ? { helo: s.helo.domain } : {}),
       ...(s.user === undefined ? {} : { user: s.user }),
     },
   };
 }
 
-export function newQueueId(): string {
-  return Date.now().toString(36) + randomBytes(5).toString('hex');
+/** The message as the queue stores it: prepended header fields, then the data. */
+export function contentOf(message: Message): MessageContent {
+  const head = message.prepended.length > 0 ? `${message.prepended.join('\r\n')}\r\n` : '';
+  return { size: Buffer.byteLength(head, 'utf8') + message.size, stream: () => message.stream() };
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function writeQueueFile(
-  dirs: { tmp: string; queue: string },
-  envelope: QueueEnvelope,
-  message: Message,
-  fsync: boolean,
-): Promise<string> {
-  const tmp = join(dirs.tmp, envelope.id);
-  const final = join(dirs.queue, envelope.id);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.write(`${QUEUE_MAGIC}\n${JSON.stringify(envelope)}\n`);
-    await pipeline(message.stream(), fh.createWriteStream({ autoClose: false }));
-    if (fsync) await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, final);
-  if (fsync) await fsyncDir(dirs.queue);
-  return final;
+function isOutOfSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 export default definePlugin({
   name: 'queue-fs',
-  description: 'Durable message queue on the local file system (fsync before 250).',
+  description:
+    'Durable message queue on the local file system (fsync before 250), with scheduler, retries and bounces.',
   schema,
   async register(api, config) {
-    const root = config.dir ?? join(api.server.dataDir, 'queue');
-    const dirs = { tmp: join(root, 'tmp'), queue: join(root, 'messages') };
-    await mkdir(dirs.tmp, { recursive: true, mode: 0o700 });
-    await mkdir(dirs.queue, { recursive: true, mode: 0o700 });
-    // A crash can leave half-written files in tmp/: they were never answered 250.
-    for (const name of await readdir(dirs.tmp)) await unlink(join(dirs.tmp, name)).catch(() => {});
+    const options = resolveQueueOptions(config);
+    const root = queueDirOf(api.server.dataDir, config.dir);
+    const store = await FsQueueStore.open({
+      root,
+      fsync: config.fsync,
+      clock: api.server.clock,
+      log: api.log,
+    });
+    await startQueue(api, {
+      store,
+      options,
+      controlSocket: config.controlSocket ? join(root, 'control.sock') : undefined,
+      pidFile: join(root, 'server.pid'),
+    });
     api.hooks.queue.tap(
       async (tx, message) => {
-        const id = newQueueId();
         try {
-          await writeQueueFile(dirs, envelopeOf(id, tx, api.server.clock.now()), message, config.fsync);
+          const id = await store.enqueue(
+            envelopeOf(tx, api.server.hostname, api.server.clock.now()),
+            contentOf(message),
+          );
+          return { id };
         } catch (err) {
           tx.log.error({ err }, 'queue write failed');
-          return Replies.insufficientStorage;
+          return isOutOfSpace(err) ? Replies.insufficientStorage : Replies.localError;
         }
-        return { id };
       },
       { stage: Stage.LATE },
     );

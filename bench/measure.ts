@@ -1,0 +1,122 @@
+/**
+ * One measured run: start a fresh server process, warm it up, run a workload
+ * against it while sampling the server's CPU time and RSS from /proc, stop it.
+ */
+import { runLoad } from './loadgen.ts';
+import { cpuMs, RssPoller, rssKb } from './proc.ts';
+import type { RunningServer, ServerSpec } from './servers.ts';
+import { runSmtpSource } from './smtp-source.ts';
+import type { Workload } from './workloads.ts';
+
+export interface RunMetrics {
+  readonly messages: number;
+  readonly elapsedMs: number;
+  readonly msgsPerSec: number;
+  readonly mbPerSec: number;
+  /** NaN when the generator does not measure latency (smtp-source). */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Server CPU (user + system) per accepted message, ms. */
+  readonly cpuMsPerMsg: number;
+  readonly peakRssMb: number;
+  /** Server RSS right before the load (after warm-up, before idle connections). */
+  readonly baselineRssMb: number;
+  /** Peak RSS minus baseline. */
+  readonly rssGrowthMb: number;
+  readonly errors: number;
+  readonly errorDetail: Readonly<Record<string, number>>;
+  readonly capped: boolean;
+  readonly stalled: boolean;
+  readonly idle?: {
+    readonly requested: number;
+    readonly opened: number;
+    readonly closedEarly: number;
+    readonly rssWithIdleMb: number;
+    readonly kbPerIdle: number;
+  };
+}
+
+export interface MeasureOptions {
+  readonly timeLimitMs: number;
+  readonly warmup: boolean;
+  readonly generator: 'loadgen' | 'smtp-source';
+}
+
+const mb = (kb: number) => kb / 1024;
+
+async function warmUp(server: RunningServer, w: Workload): Promise<void> {
+  if (w.kind === 'large') return;
+  const messages = Math.min(500, Math.max(50, Math.round(w.load.messages / 10)));
+  await runLoad({ ...w.load, idle: 0, messages, host: server.host, port: server.port, timeLimitMs: 10_000 });
+}
+
+export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOptions): Promise<RunMetrics> {
+  const server = await spec.start();
+  try {
+    if (opts.warmup) await warmUp(server, w);
+    const pid = server.pid;
+    const poller = new RssPoller(pid);
+    // Let the server settle (GC, timers) before the baseline.
+    await new Promise((r) => setTimeout(r, 200));
+    const baselineKb = rssKb(pid);
+    poller.start();
+    let cpu0 = 0;
+    let cpu1 = 0;
+    let withIdleKb = 0;
+    const beforeLoad = () => {
+      withIdleKb = rssKb(pid);
+      cpu0 = cpuMs(pid);
+    };
+    const afterLoad = () => {
+      cpu1 = cpuMs(pid);
+      poller.stop();
+    };
+    const result =
+      opts.generator === 'smtp-source'
+        ? await runSmtpSource({
+            ...w.load,
+            host: server.host,
+            port: server.port,
+            timeLimitMs: opts.timeLimitMs,
+            beforeLoad,
+            afterLoad,
+          })
+        : await runLoad({
+            ...w.load,
+            host: server.host,
+            port: server.port,
+            timeLimitMs: opts.timeLimitMs,
+            beforeLoad,
+            afterLoad,
+          });
+    const peakKb = poller.peakKb;
+    const idle = w.load.idle
+      ? {
+          requested: result.idle.requested,
+          opened: result.idle.opened,
+          closedEarly: result.idle.closedEarly,
+          rssWithIdleMb: mb(withIdleKb),
+          kbPerIdle: result.idle.opened ? (withIdleKb - baselineKb) / result.idle.opened : Number.NaN,
+        }
+      : undefined;
+    return {
+      messages: result.messages,
+      elapsedMs: result.elapsedMs,
+      msgsPerSec: result.msgsPerSec,
+      mbPerSec: result.mbPerSec,
+      p50Ms: result.latencyMs.p50,
+      p99Ms: result.latencyMs.p99,
+      cpuMsPerMsg: result.messages ? (cpu1 - cpu0) / result.messages : Number.NaN,
+      peakRssMb: mb(peakKb),
+      baselineRssMb: mb(baselineKb),
+      rssGrowthMb: mb(peakKb - baselineKb),
+      errors: result.errors,
+      errorDetail: result.errorDetail,
+      capped: result.capped,
+      stalled: result.stalled,
+      ...(idle ? { idle } : {}),
+    };
+  } finally {
+    await server.stop();
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Summaries of measured runs (median per metric) and the text tables the
+ * bench prints: one per workload, then the mailframe/peer ratios.
+ */
+import type { RunMetrics } from './measure.ts';
+import type { ServerName } from './servers.ts';
+import { median } from './stats.ts';
+import type { Workload } from './workloads.ts';
+
+export interface Summary {
+  readonly messages: number;
+  readonly msgsPerSec: number;
+  readonly mbPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuMsPerMsg: number;
+  readonly peakRssMb: number;
+  readonly baselineRssMb: number;
+  readonly rssGrowthMb: number;
+  /** Summed over runs. */
+  readonly errors: number;
+  readonly errorDetail: Readonly<Record<string, number>>;
+  /** True if any run hit the time limit. */
+  readonly capped: boolean;
+  /** Runs in which the server stopped answering and connections were cut. */
+  readonly stalledRuns: number;
+  readonly idle?: {
+    readonly opened: number;
+    readonly requested: number;
+    readonly closedEarly: number;
+    readonly kbPerIdle: number;
+  };
+}
+
+export interface Cell {
+  readonly workload: string;
+  readonly server: ServerName;
+  readonly runs: readonly RunMetrics[];
+  readonly summary?: Summary;
+  /** Why there is no result: not installed, not supported by the generator, or the run failed. */
+  readonly skipped?: string;
+}
+
+export function summarize(runs: readonly RunMetrics[]): Summary {
+  const m = (f: (r: RunMetrics) => number) => median(runs.map(f));
+  const errorDetail: Record<string, number> = {};
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.errorDetail)) errorDetail[k] = (errorDetail[k] ?? 0) + v;
+  }
+  const idleRuns = runs.flatMap((r) => (r.idle ? [r.idle] : []));
+  return {
+    messages: m((r) => r.messages),
+    msgsPerSec: m((r) => r.msgsPerSec),
+    mbPerSec: m((r) => r.mbPerSec),
+    p50Ms: m((r) => r.p50Ms),
+    p99Ms: m((r) => r.p99Ms),
+    cpuMsPerMsg: m((r) => r.cpuMsPerMsg),
+    peakRssMb: m((r) => r.peakRssMb),
+    baselineRssMb: m((r) => r.baselineRssMb),
+    rssGrowthMb: m((r) => r.rssGrowthMb),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+    errorDetail,
+    capped: runs.some((r) => r.capped),
+    stalledRuns: runs.filter((r) => r.stalled).length,
+    ...(idleRuns.length
+      ? {
+          idle: {
+            requested: Math.max(...idleRuns.map((i) => i.requested)),
+            opened: Math.min(...idleRuns.map((i) => i.opened)),
+            closedEarly: Math.max(...idleRuns.map((i) => i.closedEarly)),
+            kbPerIdle: median(idleRuns.map((i) => i.kbPerIdle)),
+          },
+        }
+      : {}),
+  };
+}
+
+function num(v: number | undefined, digits: number): string {
+  if (v === undefined || !Number.isFinite(v)) return '-';
+  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '-';
+  return `${a / b >= 10 ? (a / b).toFixed(1) : (a / b).toFixed(2)}x`;
+}
+
+/** A text table; `align` has one letter per column: `l` (left) or `r` (right). */
+function table(header: readonly string[], rows: readonly (readonly string[])[], align: string): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(r))].join('\n');
+}
+
+function notes(w: Workload, cell: Cell, baseline: Cell | undefined): string {
+  const s = cell.summary;
+  if (!s) return cell.skipped ?? '';
+  const out: string[] = [];
+  if (s.capped) out.push(`CAPPED by time limit (${num(s.messages, 0)}/${w.load.messages} msgs)`);
+  if (s.stalledRuns) out.push(`STALLED in ${s.stalledRuns} run(s): server stopped answering`);
+  if (s.idle) {
+    out.push(`idle ${s.idle.opened}/${s.idle.requested} open, ${s.idle.closedEarly} closed early`);
+    out.push(`${num(s.idle.kbPerIdle, 1)} KB RSS/idle conn`);
+  }
+  if (w.compareWith && baseline?.summary) {
+    out.push(`${ratio(s.msgsPerSec, baseline.summary.msgsPerSec)} ${w.compareWith} msgs/s`);
+  }
+  if (w.kind === 'large') out.push(`RSS +${num(s.rssGrowthMb, 1)} MB`);
+  const detail = Object.entries(s.errorDetail)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
+  if (detail) out.push(`errors: ${detail.length > 120 ? `${detail.slice(0, 117)}...` : detail}`);
+  return out.join('; ');
+}
+
+/** The table for one workload, one row per server. */
+export function workloadTable(w: Workload, cells: readonly Cell[], all: readonly Cell[]): string {
+  const rows = cells.map((c) => {
+    const s = c.summary;
+    const base = w.compareWith
+      ? all.find((x) => x.workload === w.compareWith && x.server === c.server)
+      : undefined;
+    if (!s) return [c.server, '-', '-', '-', '-', '-', '-', '-', notes(w, c, base)];
+    return [
+      c.server,
+      num(s.msgsPerSec, 0),
+      num(s.mbPerSec, 2),
+      num(s.p50Ms, 2),
+      num(s.p99Ms, 2),
+      num(s.cpuMsPerMsg, 3),
+      num(s.peakRssMb, 1),
+      String(s.errors),
+      notes(w, c, base),
+    ];
+  });
+  const header = [
+    'server',
+    'msgs/s',
+    'MB/s',
+    'p50 ms',
+    'p99 ms',
+    'CPU ms/msg',
+    'peak RSS MB',
+    'errors',
+    'notes',
+  ];
+  return `${w.id}: ${w.title}\n${table(header, rows, 'lrrrrrrrl')}`;
+}
+
+const MAILFRAMES: readonly ServerName[] = ['mailframe-discard', 'mailframe-fs'];
+const PEERS: readonly ServerName[] = ['smtp-sink', 'smtp-server'];
+
+/** mailframe divided by each peer, per workload. */
+export function ratioTable(workloads: readonly Workload[], cells: readonly Cell[]): string {
+  const rows: string[][] = [];
+  for (const w of workloads) {
+    for (const mf of MAILFRAMES) {
+      const a = cells.find((c) => c.workload === w.id && c.server === mf)?.summary;
+      if (!a) continue;
+      for (const peer of PEERS) {
+        const peerCell = cells.find((c) => c.workload === w.id && c.server === peer);
+        const b = peerCell?.summary;
+        if (!b) {
+          rows.push([w.id, mf, peer, peerCell?.skipped ? 'skipped' : 'not run', '', '', '', '']);
+          continue;
+        }
+        rows.push([
+          w.id,
+          mf,
+          peer,
+          ratio(a.msgsPerSec, b.msgsPerSec),
+          ratio(a.p50Ms, b.p50Ms),
+          ratio(a.p99Ms, b.p99Ms),
+          ratio(a.cpuMsPerMsg, b.cpuMsPerMsg),
+          ratio(a.peakRssMb, b.peakRssMb),
+        ]);
+      }
+    }
+  }
+  const header = ['workload', 'mailframe', 'vs peer', 'msgs/s', 'p50', 'p99', 'CPU/msg', 'peak RSS'];
+  return [
+    'Ratios mailframe / peer (msgs/s: above 1 is faster; p50, p99, CPU/msg, RSS: below 1 is better)',
+    table(header, rows, 'lllrrrrr'),
+  ].join('\n');
+}

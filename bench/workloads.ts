@@ -1,0 +1,79 @@
+/**
+ * The bench's workloads. Counts are the full ones; `--quick` divides them by
+ * ten (idle connections and large-message sizes too) for smoke runs.
+ */
+import type { LoadOptions } from './loadgen.ts';
+
+export type LoadShape = Omit<LoadOptions, 'host' | 'port' | 'beforeLoad' | 'afterLoad' | 'timeLimitMs'>;
+
+export interface Workload {
+  readonly id: string;
+  readonly title: string;
+  readonly load: LoadShape;
+  /** Idle: report RSS per idle connection. Large: report RSS growth. */
+  readonly kind: 'throughput' | 'latency' | 'idle' | 'large';
+  /** Workload whose msgs/s this one is compared with (same server). */
+  readonly compareWith?: string;
+}
+
+const KB = 1024;
+const MB = 1024 * 1024;
+
+export function allWorkloads(quick: boolean): Workload[] {
+  const n = (count: number) => (quick ? Math.max(1, Math.round(count / 10)) : count);
+  const w1: LoadShape = { connections: 10, messages: n(20_000), size: 2 * KB, recipients: 1 };
+  const w3 = (idle: number): Workload => ({
+    id: `W3-${idle >= 1000 ? `${idle / 1000}k` : idle}`,
+    title: `W1 with a tenth of its messages while ${idle} idle connections stay open`,
+    load: { ...w1, messages: n(2000), idle },
+    kind: 'idle',
+    compareWith: 'W1',
+  });
+  return [
+    {
+      id: 'W1',
+      title: `2 KB, 1 rcpt, 10 connections, ${w1.messages} messages, one command at a time`,
+      load: w1,
+      kind: 'throughput',
+    },
+    {
+      id: 'W1P',
+      title: `W1 pipelined (MAIL+RCPT+DATA in one write)`,
+      load: { ...w1, pipelining: true },
+      kind: 'throughput',
+      compareWith: 'W1',
+    },
+    {
+      id: 'W2',
+      title: `100 KB, 5 rcpts, 10 connections, ${n(2000)} messages`,
+      load: { connections: 10, messages: n(2000), size: 100 * KB, recipients: 5 },
+      kind: 'throughput',
+    },
+    w3(n(1000)),
+    w3(n(10_000)),
+    {
+      id: 'W4',
+      title: `1 connection, sequential, 2 KB, ${n(2000)} messages (latency)`,
+      load: { connections: 1, messages: n(2000), size: 2 * KB, recipients: 1 },
+      kind: 'latency',
+    },
+    {
+      id: 'W5',
+      title: `churn: connect, EHLO, one message, QUIT; ${n(5000)} messages, 10 at a time`,
+      load: { connections: 10, messages: n(5000), size: 2 * KB, recipients: 1, churn: true },
+      kind: 'throughput',
+    },
+    {
+      id: quick ? 'L5' : 'L50',
+      title: `one ${quick ? 5 : 50} MB message`,
+      load: { connections: 1, messages: 1, size: (quick ? 5 : 50) * MB, recipients: 1 },
+      kind: 'large',
+    },
+    {
+      id: quick ? 'L20' : 'L200',
+      title: `one ${quick ? 20 : 200} MB message`,
+      load: { connections: 1, messages: 1, size: (quick ? 20 : 200) * MB, recipients: 1 },
+      kind: 'large',
+    },
+  ];
+}

@@ -1,0 +1,117 @@
+/**
+ * The state sidecar: `state/<id>`, one small JSON document with the hold flag
+ * and each recipient's delivery state, replaced atomically (write to `tmp/`,
+ * fsync, rename, directory fsync). The queue file itself is never rewritten.
+ * No sidecar means "never attempted": every recipient pending and due at arrival.
+ *
+ *   {"v":1,"held":false,"recipients":[{"status":"pending","attempts":2,
+ *     "nextAttemptAt":"2026-11-23T16:44:00.000Z","lastAttemptAt":"...",
+ *     "reply":{"code":451,"enhanced":"4.4.0","text":"..."},"mta":"mx.example.net"}]}
+ */
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RecipientState, ReplyRecord } from '../queue/types.ts';
+import type { DirSync } from './group-sync.ts';
+
+export interface MessageState {
+  held: boolean;
+  recipients: RecipientState[];
+}
+
+interface StoredRecipient {
+  status: RecipientState['status'];
+  attempts: number;
+  nextAttemptAt: string;
+  lastAttemptAt?: string;
+  reply?: ReplyRecord;
+  mta?: string;
+  warned?: boolean;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+export function freshState(recipients: number, dueAt: number): MessageState {
+  return {
+    held: false,
+    recipients: Array.from({ length: recipients }, () => ({
+      status: 'pending',
+      attempts: 0,
+      nextAttemptAt: dueAt,
+    })),
+  };
+}
+
+export function serializeState(state: MessageState): string {
+  const recipients: StoredRecipient[] = state.recipients.map((r) => ({
+    status: r.status,
+    attempts: r.attempts,
+    nextAttemptAt: iso(r.nextAttemptAt),
+    ...(r.lastAttemptAt === undefined ? {} : { lastAttemptAt: iso(r.lastAttemptAt) }),
+    ...(r.reply ? { reply: r.reply } : {}),
+    ...(r.mta ? { mta: r.mta } : {}),
+    ...(r.warned ? { warned: true } : {}),
+  }));
+  return JSON.stringify({ v: 1, held: state.held, recipients });
+}
+
+/** Parse a sidecar; undefined when it is not a valid state for `recipients` recipients. */
+export function parseState(text: string, recipients: number): MessageState | undefined {
+  let doc: { v?: unknown; held?: unknown; recipients?: unknown };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch {
+    return undefined;
+  }
+  if (doc?.v !== 1 || !Array.isArray(doc.recipients) || doc.recipients.length !== recipients)
+    return undefined;
+  const out: RecipientState[] = [];
+  for (const raw of doc.recipients as StoredRecipient[]) {
+    if (!['pending', 'delivered', 'failed'].includes(raw?.status)) return undefined;
+    const next = Date.parse(raw.nextAttemptAt);
+    if (!Number.isFinite(next) || !Number.isInteger(raw.attempts)) return undefined;
+    const last = raw.lastAttemptAt === undefined ? undefined : Date.parse(raw.lastAttemptAt);
+    out.push({
+      status: raw.status,
+      attempts: raw.attempts,
+      nextAttemptAt: next,
+      ...(last === undefined || !Number.isFinite(last) ? {} : { lastAttemptAt: last }),
+      ...(raw.reply && typeof raw.reply.code === 'number' ? { reply: raw.reply } : {}),
+      ...(typeof raw.mta === 'string' ? { mta: raw.mta } : {}),
+      ...(raw.warned === true ? { warned: true } : {}),
+    });
+  }
+  return { held: doc.held === true, recipients: out };
+}
+
+export async function readStateFile(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Replace `state/<id>` atomically. */
+export async function writeStateFile(
+  dirs: { readonly tmp: string; readonly state: string },
+  sync: DirSync,
+  id: string,
+  state: MessageState,
+  fsync: boolean,
+): Promise<void> {
+  const tmp = join(dirs.tmp, `${id}.${randomBytes(4).toString('hex')}.state`);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(serializeState(state), 'utf8');
+    if (fsync) await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, join(dirs.state, id));
+  if (fsync) await sync.sync();
+}

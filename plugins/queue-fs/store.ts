@@ -1,0 +1,549 @@
+/**
+ * The file-system queue store. On disk (see docs/plugins/queue-fs.md):
+ *
+ *   <root>/messages/<id>   queue files (envelope + message), written once
+ *   <root>/state/<id>      per-recipient state sidecars, replaced atomically
+ *   <root>/tmp/            writes in progress; emptied at start
+ *   <root>/corrupt/        files that failed their checks at start
+ *
+ * In memory it keeps every message's envelope and state (not the message
+ * itself) and a due index of jobs (message x destination) for the scheduler.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Clock } from '../../core/plugin.ts';
+import type { Logger } from '../../core/types.ts';
+import { DueIndex } from '../queue/due-index.ts';
+import { readHeaderSection } from '../queue/message-read.ts';
+import type {
+  DestinationRoom,
+  EnvelopeInput,
+  Lease,
+  LeasedRecipient,
+  MessageContent,
+  QueueDetail,
+  QueueFilter,
+  QueueStats,
+  QueueStore,
+  QueueSummary,
+  RecipientOutcome,
+  RecipientState,
+} from '../queue/types.ts';
+import { DirSync } from './group-sync.ts';
+import { isQueueId, newQueueId, type QueueEnvelope, readQueueHeader, writeQueueFile } from './queue-file.ts';
+import { freshState, type MessageState, parseState, readStateFile, writeStateFile } from './state-file.ts';
+
+export interface FsQueueOptions {
+  readonly root: string;
+  readonly fsync: boolean;
+  readonly clock: Clock;
+  readonly log: Logger;
+}
+
+interface Entry {
+  readonly id: string;
+  readonly envelope: QueueEnvelope;
+  readonly receivedAt: number;
+  readonly path: string;
+  readonly bodyOffset: number;
+  readonly destinations: readonly string[];
+  state: MessageState;
+  /** Destinations with a job out for delivery. */
+  readonly leased: Set<string>;
+  removed: boolean;
+  /** A state sidecar may exist on disk (written, or found at start). */
+  hasState: boolean;
+  /** Durable writes for this message, in order. */
+  persisting: Promise<void>;
+}
+
+const LOAD_PARALLEL = 16;
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
+
+export class FsQueueStore implements QueueStore {
+  readonly root: string;
+  readonly dirs: { tmp: string; messages: string; state: string; corrupt: string };
+  readonly #o: FsQueueOptions;
+  readonly #entries = new Map<string, Entry>();
+  readonly #due = new DueIndex();
+  readonly #wake: Array<() => void> = [];
+  readonly #writes = new Set<Promise<void>>();
+  readonly messageSync: DirSync;
+  readonly stateSync: DirSync;
+  #closed = false;
+  #seq = 0;
+  /** Resolves once the messages found at start are loaded and scheduled. */
+  ready: Promise<void> = Promise.resolve();
+
+  private constructor(opts: FsQueueOptions) {
+    this.#o = opts;
+    this.root = opts.root;
+    this.dirs = {
+      tmp: join(opts.root, 'tmp'),
+      messages: join(opts.root, 'messages'),
+      state: join(opts.root, 'state'),
+      corrupt: join(opts.root, 'corrupt'),
+    };
+    this.messageSync = new DirSync(this.dirs.messages);
+    this.stateSync = new DirSync(this.dirs.state);
+  }
+
+  /**
+   * Create the directories, empty `tmp/` (half-written files were never
+   * acknowledged), list the queue, and load it in the background (`ready`).
+   */
+  static async open(opts: FsQueueOptions): Promise<FsQueueStore> {
+    const store = new FsQueueStore(opts);
+    for (const d of Object.values(store.dirs)) await mkdir(d, { recursive: true, mode: 0o700 });
+    let cleaned = 0;
+    for (const name of await readdir(store.dirs.tmp)) {
+      await unlink(join(store.dirs.tmp, name)).catch(() => {});
+      cleaned++;
+    }
+    if (cleaned > 0)
+      opts.log.info({ files: cleaned }, 'removed unfinished writes from the queue tmp directory');
+    const names = await readdir(store.dirs.messages);
+    store.ready = store.#load(names);
+    store.ready.catch((err) => opts.log.error({ err }, 'loading the queue failed'));
+    return store;
+  }
+
+  onWake(listener: () => void): void {
+    this.#wake.push(listener);
+  }
+
+  #wakeUp(): void {
+    for (const fn of this.#wake) fn();
+  }
+
+  // ---- loading ------------------------------------------------------------
+
+  async #load(names: string[]): Promise<void> {
+    const present = new Set(names);
+    let corrupt = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const name = names[next++] as string;
+        if (!(await this.#loadOne(name))) corrupt++;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LOAD_PARALLEL, names.length) }, worker));
+    // State without its message (a crash between the two deletions). Files left alone keep theirs.
+    for (const name of await readdir(this.dirs.state)) {
+      if (!present.has(name)) await unlink(join(this.dirs.state, name)).catch(() => {});
+    }
+    if (names.length > 0) {
+      this.#o.log.info({ messages: this.#entries.size, corrupt }, 'queue loaded');
+    }
+    this.#wakeUp();
+  }
+
+  /** Load one queue file; false when it was set aside. */
+  async #loadOne(name: string): Promise<boolean> {
+    const log = this.#o.log;
+    const path = join(this.dirs.messages, name);
+    if (!isQueueId(name)) {
+      log.warn({ file: path }, 'ignoring a file in the queue that is not named like a queue file');
+      return true;
+    }
+    let header: Awaited<ReturnType<typeof readQueueHeader>>;
+    try {
+      header = await readQueueHeader(path, name);
+    } catch (err) {
+      if (isMissing(err)) return true;
+      log.error({ err, file: path }, 'cannot read queue file; leaving it in place');
+      return false;
+    }
+    if (!header.ok) {
+      if (header.unsupported) {
+        log.error(
+          { file: path, reason: header.reason },
+          'queue file of another format version; leaving it alone',
+        );
+      } else {
+        log.error(
+          { file: path, reason: header.reason },
+          'corrupt queue file moved to corrupt/, not delivered',
+        );
+        await this.#quarantine(path, name);
+      }
+      return false;
+    }
+    const { envelope, bodyOffset } = header;
+    const receivedAt = Date.parse(envelope.receivedAt);
+    const statePath = join(this.dirs.state, name);
+    const text = await readStateFile(statePath);
+    let state = text === undefined ? undefined : parseState(text, envelope.recipients.length);
+    if (text !== undefined && !state) {
+      log.error(
+        { file: statePath },
+        'corrupt queue state moved to corrupt/; every recipient is pending again',
+      );
+      await this.#quarantine(statePath, `${name}.state`);
+    }
+    state ??= freshState(envelope.recipients.length, receivedAt);
+    const entry = this.#entry(envelope, path, bodyOffset, state);
+    entry.hasState = text !== undefined;
+    if (!state.recipients.some((r) => r.status === 'pending')) {
+      // Finished before the crash, not yet removed.
+      await this.#remove(entry);
+      return true;
+    }
+    this.#entries.set(name, entry);
+    this.#index(entry);
+    return true;
+  }
+
+  async #quarantine(path: string, name: string): Promise<void> {
+    const target = join(this.dirs.corrupt, `${name}.${this.#o.clock.now().toString(36)}`);
+    await rename(path, target).catch((err) =>
+      this.#o.log.error({ err, file: path }, 'cannot move corrupt file aside'),
+    );
+  }
+
+  #entry(envelope: QueueEnvelope, path: string, bodyOffset: number, state: MessageState): Entry {
+    return {
+      id: envelope.id,
+      envelope,
+      receivedAt: Date.parse(envelope.receivedAt),
+      path,
+      bodyOffset,
+      destinations: [...new Set(envelope.recipients.map((r) => r.domain))],
+      state,
+      leased: new Set(),
+      removed: false,
+      hasState: false,
+      persisting: Promise.resolve(),
+    };
+  }
+
+  // ---- the due index --------------------------------------------------------
+
+  /** Bring the due index in line with the entry's state. */
+  #index(e: Entry): void {
+    const earliest = new Map<string, number>();
+    e.envelope.recipients.forEach((r, i) => {
+      const s = e.state.recipients[i] as RecipientState;
+      if (s.status !== 'pending') return;
+      const at = earliest.get(r.domain);
+      if (at === undefined || s.nextAttemptAt < at) earliest.set(r.domain, s.nextAttemptAt);
+    });
+    for (const d of e.destinations) {
+      const at = earliest.get(d);
+      if (e.removed || e.state.held || e.leased.has(d) || at === undefined) this.#due.delete(d, e.id);
+      else this.#due.set(d, e.id, at);
+    }
+  }
+
+  // ---- durable writes -------------------------------------------------------
+
+  #track(p: Promise<void>): Promise<void> {
+    const tracked = p.finally(() => this.#writes.delete(tracked));
+    this.#writes.add(tracked);
+    return tracked;
+  }
+
+  /** Write the entry's current state (after earlier writes for it finished). */
+  #persist(e: Entry): Promise<void> {
+    const run = async () => {
+      if (e.removed) return;
+      e.hasState = true;
+      await writeStateFile(this.dirs, this.stateSync, e.id, e.state, this.#o.fsync);
+    };
+    e.persisting = e.persisting.then(run, run);
+    return this.#track(e.persisting);
+  }
+
+  /** Forget the entry and delete its files. */
+  #remove(e: Entry): Promise<void> {
+    e.removed = true;
+    this.#entries.delete(e.id);
+    this.#index(e);
+    const run = async () => {
+      await unlink(e.path).catch((err) => {
+        if (!isMissing(err)) throw err;
+      });
+      if (e.hasState) {
+        await unlink(join(this.dirs.state, e.id)).catch((err) => {
+          if (!isMissing(err)) throw err;
+        });
+      }
+      if (this.#o.fsync)
+        await Promise.all([this.messageSync.sync(), ...(e.hasState ? [this.stateSync.sync()] : [])]);
+    };
+    e.persisting = e.persisting.then(run, run);
+    return this.#track(e.persisting);
+  }
+
+  // ---- QueueStore -------------------------------------------------------------
+
+  async enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
+    if (this.#closed) throw new Error('the queue is closed');
+    if (input.recipients.length === 0) throw new Error('a message needs at least one recipient');
+    const id = newQueueId(this.#o.clock.now(), this.#seq++);
+    const written = await writeQueueFile(this.dirs, this.messageSync, id, input, content, this.#o.fsync);
+    const entry = this.#entry(
+      written.envelope,
+      written.path,
+      written.bodyOffset,
+      freshState(input.recipients.length, input.receivedAt),
+    );
+    this.#entries.set(id, entry);
+    this.#index(entry);
+    this.#wakeUp();
+    return id;
+  }
+
+  async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
+    await this.ready;
+    if (this.#closed || limit <= 0) return [];
+    const leases: Lease[] = [];
+    for (const job of this.#due.take(now, limit, room)) {
+      const e = this.#entries.get(job.id);
+      if (!e || e.removed) continue;
+      const recipients: LeasedRecipient[] = [];
+      e.envelope.recipients.forEach((r, index) => {
+        const s = e.state.recipients[index] as RecipientState;
+        if (r.domain !== job.destination || s.status !== 'pending') return;
+        recipients.push({
+          index,
+          address: r.address,
+          attributes: r.attributes,
+          attempts: s.attempts,
+          warned: s.warned === true,
+        });
+      });
+      if (recipients.length === 0) continue;
+      e.leased.add(job.destination);
+      leases.push({
+        id: e.id,
+        destination: job.destination,
+        from: e.envelope.from,
+        attributes: e.envelope.attributes,
+        receivedAt: e.receivedAt,
+        size: e.envelope.size,
+        recipients,
+        stream: () => createReadStream(e.path, { start: e.bodyOffset }),
+      });
+    }
+    return leases;
+  }
+
+  async nextDue(room?: DestinationRoom): Promise<number | undefined> {
+    await this.ready;
+    return this.#due.next(room);
+  }
+
+  async settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
+    const e = this.#entries.get(lease.id);
+    // After close the result is dropped: the recipients stay pending and are retried after a restart.
+    if (!e || e.removed || this.#closed) return;
+    e.leased.delete(lease.destination);
+    for (const o of outcomes) {
+      const prev = e.state.recipients[o.index];
+      if (prev?.status !== 'pending') continue;
+      const warned = prev.warned === true || o.warned === true;
+      e.state.recipients[o.index] = {
+        status: o.status === 'deferred' ? 'pending' : o.status,
+        attempts: prev.attempts + 1,
+        nextAttemptAt: o.status === 'deferred' ? (o.nextAttemptAt ?? now) : prev.nextAttemptAt,
+        lastAttemptAt: now,
+        ...(o.reply ? { reply: o.reply } : {}),
+        ...(o.mta ? { mta: o.mta } : {}),
+        ...(warned ? { warned: true } : {}),
+      };
+    }
+    if (!e.state.recipients.some((r) => r.status === 'pending')) {
+      await this.#remove(e);
+      return;
+    }
+    this.#index(e);
+    await this.#persist(e);
+  }
+
+  // ---- management -------------------------------------------------------------
+
+  async #get(id: string): Promise<Entry | undefined> {
+    await this.ready;
+    if (!isQueueId(id)) return undefined;
+    const e = this.#entries.get(id);
+    return e && !e.removed ? e : undefined;
+  }
+
+  async list(filter: QueueFilter = {}): Promise<QueueSummary[]> {
+    await this.ready;
+    const search = filter.search?.toLowerCase();
+    const out: QueueSummary[] = [];
+    const all = [...this.#entries.values()].sort(
+      (a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : 1),
+    );
+    for (const e of all) {
+      const s = this.#summary(e);
+      if (filter.state && s.state !== filter.state) continue;
+      if (
+        search &&
+        !e.envelope.from.toLowerCase().includes(search) &&
+        !e.envelope.recipients.some((r) => r.address.toLowerCase().includes(search))
+      ) {
+        continue;
+      }
+      out.push(s);
+      if (filter.limit !== undefined && out.length >= filter.limit) break;
+    }
+    return out;
+  }
+
+  async show(id: string): Promise<QueueDetail | undefined> {
+    const e = await this.#get(id);
+    if (!e) return undefined;
+    let headers = '';
+    try {
+      headers = (
+        await readHeaderSection(createReadStream(e.path, { start: e.bodyOffset }), 64 * 1024)
+      ).toString('utf8');
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+    }
+    return {
+      ...this.#summary(e),
+      attributes: e.envelope.attributes,
+      source: e.envelope.source,
+      recipientStates: e.envelope.recipients.map((r, i) => ({
+        address: r.address,
+        domain: r.domain,
+        attributes: r.attributes,
+        ...(e.state.recipients[i] as RecipientState),
+      })),
+      headers,
+    };
+  }
+
+  async hold(id: string): Promise<boolean> {
+    const e = await this.#get(id);
+    if (!e) return false;
+    if (!e.state.held) {
+      e.state.held = true;
+      this.#index(e);
+      await this.#persist(e);
+    }
+    return true;
+  }
+
+  async release(id: string): Promise<boolean> {
+    const e = await this.#get(id);
+    if (!e) return false;
+    if (e.state.held) {
+      e.state.held = false;
+      this.#index(e);
+      await this.#persist(e);
+      this.#wakeUp();
+    }
+    return true;
+  }
+
+  async retryNow(id: string): Promise<boolean> {
+    const e = await this.#get(id);
+    if (!e) return false;
+    const now = this.#o.clock.now();
+    e.state.recipients = e.state.recipients.map((r) =>
+      r.status === 'pending' ? { ...r, nextAttemptAt: Math.min(r.nextAttemptAt, now) } : r,
+    );
+    this.#index(e);
+    await this.#persist(e);
+    this.#wakeUp();
+    return true;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const e = await this.#get(id);
+    if (!e) return false;
+    await this.#remove(e);
+    return true;
+  }
+
+  async stats(): Promise<QueueStats> {
+    await this.ready;
+    let held = 0;
+    let deferred = 0;
+    let active = 0;
+    let pending = 0;
+    let bytes = 0;
+    let oldest: number | undefined;
+    const perDestination = new Map<string, number>();
+    for (const e of this.#entries.values()) {
+      const s = this.#summary(e);
+      if (s.state === 'held') held++;
+      if (s.state === 'deferred') deferred++;
+      active += e.leased.size;
+      pending += s.pending;
+      bytes += e.envelope.size;
+      if (oldest === undefined || e.receivedAt < oldest) oldest = e.receivedAt;
+      e.envelope.recipients.forEach((r, i) => {
+        if (e.state.recipients[i]?.status === 'pending') {
+          perDestination.set(r.domain, (perDestination.get(r.domain) ?? 0) + 1);
+        }
+      });
+    }
+    const destinations = [...perDestination]
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+      .slice(0, 10)
+      .map(([destination, n]) => ({ destination, pending: n }));
+    return {
+      messages: this.#entries.size,
+      held,
+      deferred,
+      active,
+      recipients: { pending },
+      bytes,
+      oldestReceivedAt: oldest,
+      nextAttemptAt: this.#due.next(),
+      destinations,
+    };
+  }
+
+  #summary(e: Entry): QueueSummary {
+    let pending = 0;
+    let attempts = 0;
+    let next: number | undefined;
+    let last: RecipientState | undefined;
+    for (const r of e.state.recipients) {
+      if (r.status !== 'pending') continue;
+      pending++;
+      attempts = Math.max(attempts, r.attempts);
+      if (next === undefined || r.nextAttemptAt < next) next = r.nextAttemptAt;
+      if (
+        r.lastAttemptAt !== undefined &&
+        (last?.lastAttemptAt === undefined || r.lastAttemptAt > last.lastAttemptAt)
+      ) {
+        last = r;
+      }
+    }
+    const state = e.state.held ? 'held' : e.leased.size > 0 ? 'active' : attempts > 0 ? 'deferred' : 'queued';
+    return {
+      id: e.id,
+      from: e.envelope.from,
+      receivedAt: e.receivedAt,
+      size: e.envelope.size,
+      state,
+      recipients: e.envelope.recipients.length,
+      pending,
+      attempts,
+      nextAttemptAt: next,
+      lastReply: last?.reply,
+    };
+  }
+
+  /** Stop taking work; wait for durable writes in progress. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.ready.catch(() => {});
+    await Promise.allSettled([...this.#writes]);
+    await this.messageSync.close();
+    await this.stateSync.close();
+  }
+}

@@ -1,0 +1,278 @@
+/**
+ * Runs one leased job: offers it to the delivery plugins through the
+ * `deliver` hook, turns the answer into per-recipient outcomes (retry or give
+ * up per the retry policy), queues the DSNs the sender asked for, records the
+ * outcomes durably, then announces them on the `delivered` / `deferred` /
+ * `bounced` hooks.
+ *
+ * Order matters for crash safety: a bounce is queued (durably) before the
+ * failure is recorded, so a crash in between repeats the bounce rather than
+ * losing it.
+ */
+import { domainToASCII } from 'node:url';
+import type { Clock, Outbound } from '../../core/plugin.ts';
+import { Replies } from '../../core/reply.ts';
+import type { DeliveryJob, Logger, RecipientResult } from '../../core/types.ts';
+import { buildDsn, type DsnRecipient, headerSection, type ReturnedContent, statusOf } from './bounce.ts';
+import { resultsFor } from './delivery-results.ts';
+import { envelopeDsnOf, notifyOf, orcptOf } from './dsn-request.ts';
+import { formatDuration } from './duration.ts';
+import { readAll, readHeaderSection } from './message-read.ts';
+import { delayWarningDue, planRetry, type RetryPolicy } from './retry.ts';
+import type { Router } from './routes.ts';
+import type { Lease, QueueStore, RecipientOutcome } from './types.ts';
+
+export interface BounceOptions {
+  /** What to return when the sender gave no RET: the header section or the whole message. */
+  readonly returnContent: 'headers' | 'full';
+  /** Messages larger than this are returned as headers only, whatever RET says. */
+  readonly maxReturnSize: number;
+}
+
+export interface RunnerContext {
+  readonly store: Pick<QueueStore, 'enqueue' | 'settle'>;
+  readonly outbound: Outbound;
+  readonly clock: Clock;
+  readonly hostname: string;
+  readonly policy: RetryPolicy;
+  readonly router: Router;
+  readonly bounces: BounceOptions;
+  readonly log: Logger;
+}
+
+interface Decided {
+  outcome: RecipientOutcome;
+  readonly result: RecipientResult;
+  /** What to report to the sender, if anything. */
+  dsn: DsnRecipient | undefined;
+}
+
+/** The destination (ASCII, lower case) of an address: its domain part. */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return '';
+  const domain = address.slice(at + 1);
+  if (domain.startsWith('[')) return domain.toLowerCase();
+  return (domainToASCII(domain) || domain).toLowerCase();
+}
+
+export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<void> {
+  return async (lease) => {
+    const route = ctx.router(lease.destination);
+    const log = ctx.log.child({ qid: lease.id, destination: lease.destination });
+    const job: DeliveryJob = {
+      id: lease.id,
+      destination: lease.destination,
+      route,
+      from: lease.from,
+      recipients: lease.recipients.map((r) => ({ address: r.address, attributes: r.attributes })),
+      attributes: lease.attributes,
+      attempts: Math.max(0, ...lease.recipients.map((r) => r.attempts)),
+      stream: () => lease.stream(),
+      log,
+    };
+    let answer: Awaited<ReturnType<Outbound['deliver']>>;
+    try {
+      answer = await ctx.outbound.deliver(job);
+    } catch (err) {
+      log.error({ err }, 'deliver hook failed');
+      answer = Replies.localError;
+    }
+    if (answer === undefined) {
+      log.error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
+    }
+    const now = ctx.clock.now();
+    const results = resultsFor(
+      lease.recipients.map((r) => r.address),
+      answer,
+    );
+    const decided = lease.recipients.map((r, i) => decide(ctx, lease, r, results[i] as RecipientResult, now));
+    await sendDsn(ctx, lease, decided, now, log);
+    await ctx.store.settle(
+      lease,
+      decided.map((d) => d.outcome),
+      now,
+    );
+    const count = { delivered: 0, deferred: 0, failed: 0 };
+    for (const d of decided) count[d.outcome.status]++;
+    log.info({ route: route ?? null, attempt: job.attempts + 1, ...count }, 'delivery attempt');
+    await Promise.all(
+      decided.map((d) => {
+        if (d.outcome.status === 'delivered') return ctx.outbound.delivered(job, d.result);
+        if (d.outcome.status === 'failed') return ctx.outbound.bounced(job, d.result);
+        return ctx.outbound.deferred(job, d.result);
+      }),
+    );
+  };
+}
+
+function decide(
+  ctx: RunnerContext,
+  lease: Lease,
+  r: Lease['recipients'][number],
+  result: RecipientResult,
+  now: number,
+): Decided {
+  const notify = notifyOf(r.attributes);
+  const base = {
+    index: r.index,
+    ...(result.reply ? { reply: result.reply } : {}),
+    ...(result.mta ? { mta: result.mta } : {}),
+  };
+  const dsnBase = {
+    address: r.address,
+    original: orcptOf(r.attributes),
+    remoteMta: result.mta,
+    diagnostic: result.reply,
+    lastAttemptAt: now,
+  };
+  if (result.status === 'delivered') {
+    return {
+      outcome: { ...base, status: 'delivered' },
+      result,
+      dsn: notify.success
+        ? { ...dsnBase, action: 'delivered', status: statusOf(result.reply, '2.0.0') }
+        : undefined,
+    };
+  }
+  if (result.status === 'failed') {
+    return {
+      outcome: { ...base, status: 'failed' },
+      result,
+      dsn: notify.failure
+        ? { ...dsnBase, action: 'failed', status: statusOf(result.reply, '5.0.0') }
+        : undefined,
+    };
+  }
+  const plan = planRetry(ctx.policy, { receivedAt: lease.receivedAt, failures: r.attempts + 1, now });
+  if (plan.action === 'give-up') {
+    const age = formatDuration(now - lease.receivedAt);
+    return {
+      outcome: { ...base, status: 'failed' },
+      result: { ...result, status: 'failed' },
+      dsn: notify.failure
+        ? {
+            ...dsnBase,
+            action: 'failed',
+            // RFC 3463 X.4.7: delivery time expired (persistent transient failure).
+            status: '4.4.7',
+            diagnostic: result.reply && {
+              ...result.reply,
+              text: `${result.reply.text} (gave up after ${r.attempts + 1} attempts in ${age})`,
+            },
+          }
+        : undefined,
+    };
+  }
+  const warn =
+    !r.warned && notify.delay && lease.from !== '' && delayWarningDue(ctx.policy, lease.receivedAt, now);
+  return {
+    outcome: { ...base, status: 'deferred', nextAttemptAt: plan.at, ...(warn ? { warned: true } : {}) },
+    result,
+    dsn: warn
+      ? {
+          ...dsnBase,
+          action: 'delayed',
+          status: statusOf(result.reply, '4.0.0'),
+          willRetryUntil: lease.receivedAt + ctx.policy.maxAge,
+        }
+      : undefined,
+  };
+}
+
+async function returnedContent(
+  ctx: RunnerContext,
+  lease: Lease,
+  reportsFailure: boolean,
+): Promise<ReturnedContent> {
+  const ret = envelopeDsnOf(lease.attributes).ret ?? (ctx.bounces.returnContent === 'full' ? 'FULL' : 'HDRS');
+  if (ret === 'FULL' && reportsFailure) {
+    if (lease.size <= ctx.bounces.maxReturnSize) {
+      return { kind: 'full', message: await readAll(lease.stream(), ctx.bounces.maxReturnSize) };
+    }
+    return {
+      kind: 'headers',
+      headers: headerSection(await readHeaderSection(lease.stream())),
+      why: 'the whole message is too large to return',
+    };
+  }
+  return { kind: 'headers', headers: await readHeaderSection(lease.stream()) };
+}
+
+/**
+ * Queue one DSN for the recipients that need one. If it cannot be queued, the
+ * failures are turned back into deferrals (and warnings into "not warned") so
+ * the report is not lost: the next attempt tries again.
+ */
+async function sendDsn(
+  ctx: RunnerContext,
+  lease: Lease,
+  decided: Decided[],
+  now: number,
+  log: Logger,
+): Promise<void> {
+  const reported = decided.filter((d) => d.dsn !== undefined);
+  if (lease.from === '') {
+    const failed = decided.filter((d) => d.outcome.status === 'failed');
+    if (failed.length > 0) {
+      log.warn(
+        { recipients: failed.map((d) => d.result.recipient) },
+        'delivery failed for a message with a null reverse-path: no bounce is sent (bounce of a bounce dropped)',
+      );
+    }
+    return;
+  }
+  if (reported.length === 0) return;
+  try {
+    const returned = await returnedContent(
+      ctx,
+      lease,
+      reported.some((d) => d.dsn?.action === 'failed'),
+    );
+    const dsn = buildDsn({
+      reportingMta: ctx.hostname,
+      to: lease.from,
+      envid: envelopeDsnOf(lease.attributes).envid,
+      arrivalDate: lease.receivedAt,
+      queueId: lease.id,
+      recipients: reported.map((d) => d.dsn as DsnRecipient),
+      returned,
+      date: now,
+    });
+    const id = await ctx.store.enqueue(
+      {
+        from: '',
+        recipients: [{ address: lease.from, domain: domainOf(lease.from), attributes: {} }],
+        attributes: {
+          ...(dsn.eightBit ? { body: '8BITMIME' } : {}),
+          ...(dsn.utf8 ? { smtputf8: true } : {}),
+        },
+        receivedAt: now,
+        source: { kind: 'dsn', about: lease.id },
+      },
+      dsn.message,
+    );
+    log.info(
+      { dsn: id, to: lease.from, actions: reported.map((d) => d.dsn?.action) },
+      'delivery status notification queued',
+    );
+  } catch (err) {
+    log.error({ err }, 'could not queue a delivery status notification; will try again');
+    const retryAt = now + (ctx.policy.schedule.delays[0] ?? 300_000);
+    for (const d of reported) {
+      const o = d.outcome;
+      if (o.status === 'failed') {
+        d.outcome = { index: o.index, status: 'deferred', nextAttemptAt: retryAt, ...pickReply(o) };
+      } else if (o.warned) {
+        d.outcome = { ...o, warned: false };
+      }
+    }
+  }
+}
+
+function pickReply(o: RecipientOutcome): Partial<RecipientOutcome> {
+  return {
+    ...(o.reply ? { reply: o.reply } : {}),
+    ...(o.mta ? { mta: o.mta } : {}),
+  };
+}

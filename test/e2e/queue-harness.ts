@@ -1,0 +1,229 @@
+/**
+ * Helpers for the queue tests: a server with queue-fs and a fake clock, a
+ * delivery plugin whose answers the test scripts, a stand-in for the DSN
+ * extension's parameters, and a small SMTP sender.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Type from 'typebox';
+import { definePlugin, type PluginDefinition } from '../../core/plugin.ts';
+import type { Reply } from '../../core/reply.ts';
+import { MailServer } from '../../core/server.ts';
+import { connectClient } from '../../core/testkit.ts';
+import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
+import type { QueueService } from '../../plugins/queue/types.ts';
+
+export class FakeClock {
+  t: number;
+  constructor(start = Date.parse('2026-03-02T10:00:00.000Z')) {
+    this.t = start;
+  }
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+export const MINUTE = 60_000;
+export const HOUR = 60 * MINUTE;
+export const DAY = 24 * HOUR;
+
+/** A job as the test delivery plugin saw it, with the message read out. */
+export interface SeenJob {
+  readonly job: DeliveryJob;
+  readonly recipients: readonly string[];
+  readonly message: string;
+  readonly at: number;
+}
+
+export type DeliverBehaviour = (
+  job: DeliveryJob,
+  message: string,
+) => DeliveryReport | Reply | undefined | Promise<DeliveryReport | Reply | undefined>;
+
+const deliverAll: DeliverBehaviour = (job) => ({
+  results: job.recipients.map((r) => ({
+    recipient: r.address,
+    status: 'delivered' as const,
+    reply: { code: 250, enhanced: '2.0.0', text: 'OK' },
+  })),
+});
+
+/**
+ * A delivery plugin that records every job it claims and answers with
+ * `behaviour` (default: every recipient delivered). With `onlyRoute` it claims
+ * only jobs routed to its instance name.
+ */
+export class Deliverer {
+  readonly seen: SeenJob[] = [];
+  behaviour: DeliverBehaviour = deliverAll;
+  readonly plugin: PluginDefinition;
+
+  constructor(clock: FakeClock, opts: { name?: string; onlyRoute?: boolean } = {}) {
+    this.plugin = definePlugin({
+      name: opts.name ?? 'test-deliver',
+      schema: Type.Object({}),
+      register: (api) => {
+        api.hooks.deliver.tap(async (job) => {
+          if (opts.onlyRoute && job.route !== api.name) return undefined;
+          const chunks: Buffer[] = [];
+          for await (const c of job.stream()) chunks.push(c as Buffer);
+          const message = Buffer.concat(chunks).toString('utf8');
+          this.seen.push({ job, recipients: job.recipients.map((r) => r.address), message, at: clock.now() });
+          return this.behaviour(job, message);
+        });
+      },
+    });
+  }
+
+  /** Jobs seen for messages from `from` ('' for bounces). */
+  from(from: string): SeenJob[] {
+    return this.seen.filter((s) => s.job.from === from);
+  }
+}
+
+export interface QueueServerOptions {
+  readonly clock: FakeClock;
+  readonly dataDir: string;
+  readonly queue?: Record<string, unknown>;
+  /** Plugins loaded before queue-fs (delivery plugins, `dsn`): definitions or bundled names. */
+  readonly plugins?: ReadonlyArray<
+    | PluginDefinition
+    | string
+    | { plugin: PluginDefinition | string; id: string; config?: Record<string, unknown> }
+  >;
+  readonly domains?: readonly string[];
+}
+
+export interface QueueServer {
+  readonly server: MailServer;
+  readonly port: number;
+  readonly queue: QueueService;
+  close(): Promise<void>;
+}
+
+export async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'mf-q-'));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** Start a server with rcpt-local, the given plugins and queue-fs, on a fake clock. */
+export async function startQueueServer(o: QueueServerOptions): Promise<QueueServer> {
+  const definitions = new Map<string, PluginDefinition>();
+  const entries: Array<Record<string, unknown>> = [
+    { plugin: 'enhanced-status-codes' },
+    { plugin: 'pipelining' },
+    { plugin: 'rcpt-local', config: { domains: o.domains ?? ['example.com', 'example.org', 'example.net'] } },
+  ];
+  for (const p of o.plugins ?? []) {
+    if (typeof p === 'string') {
+      entries.push({ plugin: p });
+      continue;
+    }
+    if ('register' in p) {
+      definitions.set(p.name, p);
+      entries.push({ plugin: p.name });
+      continue;
+    }
+    const name = typeof p.plugin === 'string' ? p.plugin : p.plugin.name;
+    if (typeof p.plugin !== 'string') definitions.set(name, p.plugin);
+    entries.push({ plugin: name, id: p.id, ...(p.config ? { config: p.config } : {}) });
+  }
+  entries.push({ plugin: 'queue-fs', config: { fsync: false, ...o.queue } });
+  const server = await MailServer.create({
+    config: {
+      hostname: 'mx.test.example',
+      dataDir: o.dataDir,
+      listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+      timeouts: { command: 5000, data: 5000, hook: 5000, shutdownGrace: 500 },
+      plugins: entries,
+    },
+    definitions,
+    clock: o.clock,
+  });
+  const [address] = await server.listen();
+  const queue = server.registry.service('queue');
+  if (!address || !queue) throw new Error('server did not start a queue');
+  return { server, port: address.port, queue, close: () => server.close(200) };
+}
+
+export interface Outgoing {
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly body?: string;
+  /** Extra MAIL FROM parameters, e.g. `RET=FULL ENVID=abc`. */
+  readonly mailParams?: string;
+  /** Extra RCPT TO parameters per recipient (by index). */
+  readonly rcptParams?: readonly (string | undefined)[];
+}
+
+/** Send one message; returns the queue id from the 250 reply. */
+export async function sendMail(port: number, m: Outgoing): Promise<string> {
+  const c = await connectClient(port);
+  try {
+    await c.expect('EHLO client.test', 250);
+    await c.expect(`MAIL FROM:<${m.from}>${m.mailParams ? ` ${m.mailParams}` : ''}`, 250);
+    for (const [i, to] of m.to.entries()) {
+      const p = m.rcptParams?.[i];
+      await c.expect(`RCPT TO:<${to}>${p ? ` ${p}` : ''}`, 250);
+    }
+    await c.expect('DATA', 354);
+    const r = await c.sendData(
+      m.body ??
+        `From: <${m.from}>\r\nTo: <${m.to[0]}>\r\nSubject: test\r\nMessage-ID: <t@test>\r\n\r\nHello.\r\n`,
+    );
+    if (r.code !== 250) throw new Error(`DATA: ${r.raw}`);
+    const id = /queued as (\S+)/.exec(r.lines.join(' '))?.[1];
+    if (!id) throw new Error(`no queue id in ${r.raw}`);
+    await c.command('QUIT');
+    return id;
+  } finally {
+    await c.close();
+  }
+}
+
+/** Split a MIME multipart body by its boundary (from the Content-Type header). */
+export function parseMultipart(message: string): {
+  headers: string;
+  parts: Array<{ headers: string; body: string }>;
+} {
+  const split = message.indexOf('\r\n\r\n');
+  const headers = message.slice(0, split);
+  const unfolded = headers.replace(/\r\n[ \t]+/g, ' ');
+  const boundary = /boundary="([^"]+)"/i.exec(unfolded)?.[1];
+  if (!boundary) throw new Error('no boundary');
+  const body = message.slice(split + 4);
+  // RFC 2046 5.1.1: a delimiter is CRLF "--" boundary; the CRLF is not part of the body before it.
+  const pieces = `\r\n${body}`.split(`\r\n--${boundary}`);
+  const last = pieces.pop();
+  if (last !== '--\r\n') throw new Error(`bad close delimiter: ${JSON.stringify(last)}`);
+  const parts = pieces.slice(1).map((p) => {
+    if (!p.startsWith('\r\n')) throw new Error('delimiter line not followed by CRLF');
+    const s = p.slice(2);
+    const i = s.indexOf('\r\n\r\n');
+    return { headers: s.slice(0, i), body: s.slice(i + 4) };
+  });
+  return { headers, parts };
+}
+
+/** Parse `Name: value` groups separated by blank lines (message/delivery-status). */
+export function parseFieldGroups(text: string): Array<Map<string, string>> {
+  return text
+    .replace(/\r\n[ \t]+/g, ' ')
+    .split(/\r\n\r\n/)
+    .filter((g) => g.trim() !== '')
+    .map((g) => {
+      const m = new Map<string, string>();
+      for (const line of g.split('\r\n')) {
+        const i = line.indexOf(':');
+        if (i > 0) m.set(line.slice(0, i).toLowerCase(), line.slice(i + 1).trim());
+      }
+      return m;
+    });
+}
