@@ -14,6 +14,7 @@
  * constant. Emitted buffers are never written to afterwards.
  */
 import { Transform, type TransformCallback } from 'node:stream';
+import { LineEndScanner } from './line-end.ts';
 
 export interface DataDecoderOptions {
   /**
@@ -46,13 +47,8 @@ const DOT_SEEN = 3;
 const DOT_CR = 4;
 const DONE = 5;
 
-/**
- * Bytes to test one by one before searching natively for the next CR or LF:
- * cheaper than two native calls for typical (<= 78 octet) lines.
- */
-const SHORT_SCAN = 96;
-
 export class DataDecoder {
+  readonly #scan = new LineEndScanner();
   readonly #onData: (chunk: Buffer) => void;
   readonly #maxSize: number;
   #state = LINE_START;
@@ -115,32 +111,11 @@ export class DataDecoder {
       this.#bare = true;
       state = TEXT;
     }
-
-    // Next CR and LF found by native search (n = none), reused until passed: a
-    // chunk is searched natively at most once per byte value, never quadratically.
-    let cr = -1;
-    let lf = -1;
+    const scan = this.#scan;
+    scan.reset();
     while (i < n) {
       if (state === TEXT) {
-        // Find the next CR or LF: a byte loop for short lines, native search beyond.
-        let p = i;
-        const stop = n - i > SHORT_SCAN ? i + SHORT_SCAN : n;
-        while (p < stop) {
-          const b = chunk[p];
-          if (b === CR || b === LF) break;
-          p++;
-        }
-        if (p === stop && p < n) {
-          if (cr < p) {
-            cr = chunk.indexOf(CR, p);
-            if (cr === -1) cr = n;
-          }
-          if (lf < p) {
-            lf = chunk.indexOf(LF, p);
-            if (lf === -1) lf = n;
-          }
-          p = Math.min(cr, lf);
-        }
+        const p = scan.find(chunk, i, n);
         if (p === n) {
           i = n;
         } else if (chunk[p] === LF) {

@@ -9,6 +9,7 @@
  * Output is slices of the input plus shared constants for the inserted bytes.
  */
 import { Transform, type TransformCallback } from 'node:stream';
+import { LineEndScanner } from './line-end.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -27,10 +28,8 @@ const TEXT = 1;
 /** The previous chunk ended with a CR (already passed on). */
 const AFTER_CR = 2;
 
-/** Bytes to test one by one before searching natively for the next CR or LF (see data-decoder.ts). */
-const SHORT_SCAN = 96;
-
 export class DotStuffer {
+  readonly #scan = new LineEndScanner();
   #state = LINE_START;
 
   /** Encode the next piece of the message; returns the buffers to send, in order. */
@@ -46,10 +45,8 @@ export class DotStuffer {
       else out.push(LF_BUF);
       state = LINE_START;
     }
-    // Next CR and LF found by native search (n = none), reused until passed: a
-    // chunk is searched natively at most once per byte value, never quadratically.
-    let cr = -1;
-    let lf = -1;
+    const scan = this.#scan;
+    scan.reset();
     while (i < n) {
       if (state === LINE_START) {
         if (chunk[i] === DOT) {
@@ -59,25 +56,7 @@ export class DotStuffer {
         }
         state = TEXT;
       }
-      // Find the next CR or LF: a byte loop for short lines, native search beyond.
-      let p = i;
-      const stop = n - i > SHORT_SCAN ? i + SHORT_SCAN : n;
-      while (p < stop) {
-        const b = chunk[p];
-        if (b === CR || b === LF) break;
-        p++;
-      }
-      if (p === stop && p < n) {
-        if (cr < p) {
-          cr = chunk.indexOf(CR, p);
-          if (cr === -1) cr = n;
-        }
-        if (lf < p) {
-          lf = chunk.indexOf(LF, p);
-          if (lf === -1) lf = n;
-        }
-        p = Math.min(cr, lf);
-      }
+      const p = scan.find(chunk, i, n);
       if (p === n) {
         i = n;
       } else if (chunk[p] === LF) {
