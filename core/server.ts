@@ -199,6 +199,13 @@ export class MailServer implements SessionHost {
   now(): number {
     return this.#clock.now();
   }
+  sessionClosed(session: SmtpSession): void {
+    if (!this.#sessions.delete(session)) return;
+    const ip = session.remote.address;
+    const n = (this.#perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.#perIp.delete(ip);
+    else this.#perIp.set(ip, n);
+  }
   nextId(): string {
     return this.#idPrefix + (++this.#idSeq).toString(36).padStart(5, '0');
   }
@@ -296,12 +303,6 @@ export class MailServer implements SessionHost {
     this.#perIp.set(ip, count + 1);
     const session = new SmtpSession(this, socket, listener, log, proxied);
     this.#sessions.add(session);
-    void session.closed.then(() => {
-      this.#sessions.delete(session);
-      const n = (this.#perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(ip);
-      else this.#perIp.set(ip, n);
-    });
     const tls = listener.implicitTls ? this.registry.service('tls') : undefined;
     const begin = tls ? session.startTls(tls.serverOptions()) : Promise.resolve();
     begin

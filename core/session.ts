@@ -54,6 +54,8 @@ export interface SessionHost {
   nextId(): string;
   /** True once graceful shutdown began. */
   readonly draining: boolean;
+  /** The connection is closed and the disconnect hook ran. */
+  sessionClosed(session: SmtpSession): void;
 }
 
 type State = 'connecting' | 'command' | 'data' | 'raw' | 'rejected' | 'closed';
@@ -94,7 +96,6 @@ export class SmtpSession implements Session {
   readonly hostname: string;
   readonly connectedAt: Date;
   readonly notes: SessionNotes = {};
-  log: Logger;
   helo: Helo | undefined;
   tls: TlsInfo | undefined;
   user: string | undefined;
@@ -103,6 +104,8 @@ export class SmtpSession implements Session {
   enhancedStatusCodes = false;
 
   readonly #host: SessionHost;
+  readonly #baseLog: Logger;
+  #log: Logger | undefined;
   #socket: Socket;
   #state: State = 'connecting';
   readonly #lines: LineReader;
@@ -121,8 +124,8 @@ export class SmtpSession implements Session {
   #timeoutMs = -1;
   /** The client half-closed: answer what already arrived, then close. */
   #inputEnded = false;
-  #closed: Promise<void>;
-  #resolveClosed!: () => void;
+  #finalized = false;
+  #closedWaiters: Array<() => void> | undefined;
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
   readonly #onTimeout = () => this.#timeout();
   readonly #onEnd = () => this.#end();
@@ -150,18 +153,19 @@ export class SmtpSession implements Session {
     };
     this.hostname = host.hostname;
     this.connectedAt = new Date(host.now());
-    this.log = log.child({ cid: this.id, remote: this.remote.address });
+    this.#baseLog = log;
     this.#lines = new LineReader(host.limits.maxLineLength + host.registry.extraLineLength);
-    this.#closed = new Promise((resolve) => {
-      this.#resolveClosed = resolve;
-    });
     this.#attach(socket);
     if (proxied) socket.resume();
   }
 
   /** Resolves once the connection is closed and the disconnect hook ran. */
   get closed(): Promise<void> {
-    return this.#closed;
+    if (this.#finalized) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#closedWaiters ??= [];
+      this.#closedWaiters.push(resolve);
+    });
   }
 
   /** A transaction or command is in progress (graceful shutdown waits for these). */
@@ -171,7 +175,18 @@ export class SmtpSession implements Session {
 
   authenticate(user: string): void {
     this.user = user;
-    this.log = this.log.child({ user });
+    this.#log = this.log.child({ user });
+  }
+
+  /** Child logger with `cid` and `remote`, made on first use (idle connections never log). */
+  get log(): Logger {
+    this.#log ??= this.#baseLog.child({ cid: this.id, remote: this.remote.address });
+    return this.#log;
+  }
+
+  /** Debug lines without making the child logger when debug is off. */
+  #debug(obj: object, msg: string): void {
+    if (this.#baseLog.isLevelEnabled('debug')) this.log.debug(obj, msg);
   }
 
   /** Implicit TLS (port 465): handshake before the greeting. */
@@ -409,7 +424,7 @@ export class SmtpSession implements Session {
    */
   #end(): void {
     if (this.#state === 'closed') return;
-    this.log.debug('client closed its side of the connection');
+    this.#debug({}, 'client closed its side of the connection');
     this.#inputEnded = true;
     this.#stopIfStarved();
   }
@@ -428,7 +443,7 @@ export class SmtpSession implements Session {
   }
 
   #socketError(err: Error): void {
-    this.log.debug({ err: err.message }, 'socket error');
+    this.#debug({ err: err.message }, 'socket error');
   }
 
   #finalize(): void {
@@ -457,8 +472,11 @@ export class SmtpSession implements Session {
     done()
       .catch((err) => this.log.error({ err }, 'disconnect hooks failed'))
       .finally(() => {
-        this.log.debug({ transactions: this.transactionCount }, 'disconnected');
-        this.#resolveClosed();
+        this.#debug({ transactions: this.transactionCount }, 'disconnected');
+        this.#finalized = true;
+        this.#host.sessionClosed(this);
+        for (const w of this.#closedWaiters ?? []) w();
+        this.#closedWaiters = undefined;
       });
   }
 
@@ -503,7 +521,7 @@ export class SmtpSession implements Session {
       case 'TURN':
         return this.#queueReply(Replies.notImplemented);
     }
-    this.log.debug({ verb: verb.slice(0, 16) }, 'unknown command');
+    this.#debug({ verb: verb.slice(0, 16) }, 'unknown command');
     return this.#queueReply(Replies.unknownCommand);
   }
 
@@ -709,18 +727,20 @@ export class SmtpSession implements Session {
     const tx = this.transaction as SmtpTransaction;
     const done = async (r: Reply, queueId?: string): Promise<Reply> => {
       this.transactionCount++;
-      this.log.info(
-        {
-          tid: tx.id,
-          from: tx.from.address?.address ?? '',
-          rcpts: tx.recipients.length,
-          size,
-          code: r.code,
-          ...(queueId === undefined ? {} : { queueId }),
-          ms: this.#host.now() - tx.startedAt,
-        },
-        queueId === undefined ? 'message refused' : 'message queued',
-      );
+      if (this.#baseLog.isLevelEnabled('info')) {
+        this.log.info(
+          {
+            tid: tx.id,
+            from: tx.from.address?.address ?? '',
+            rcpts: tx.recipients.length,
+            size,
+            code: r.code,
+            ...(queueId === undefined ? {} : { queueId }),
+            ms: this.#host.now() - tx.startedAt,
+          },
+          queueId === undefined ? 'message refused' : 'message queued',
+        );
+      }
       if (queueId === undefined) await this.#resetTransaction('rejected');
       else this.transaction = undefined;
       return r;
@@ -765,34 +785,43 @@ export class SmtpSession implements Session {
   #chunked: { spool: SpoolWriter; overflow: boolean; tx: SmtpTransaction } | undefined;
   #raw: { remaining: number; into: SpoolWriter | undefined; done: () => void } | undefined;
 
-  readonly #chunks: ChunkedMessage = {
-    begin: async () => {
-      const tx = this.transaction;
-      if (!tx) return this.helo ? Replies.needMail : Replies.needHelo;
-      if (tx.recipients.length === 0) return Replies.noValidRecipients;
-      if (this.#chunked) return undefined;
-      if (this.#host.hooks.data.isUsed()) {
-        const verdict = await this.#host.hooks.data.promise(tx);
-        if (verdict && !isPositive(verdict)) return verdict;
-      }
-      this.#chunked = { spool: this.#newSpool(tx), overflow: false, tx };
-      return undefined;
-    },
-    read: (size) => this.#readRaw(size),
-    finish: async () => {
-      const c = this.#chunked;
-      if (!c || this.transaction !== c.tx) return Replies.badSequence;
-      this.#chunked = undefined;
-      this.#spool = undefined;
-      return this.#completeMessage(c.spool, c.spool.size, c.overflow, false);
-    },
-    abort: async () => {
-      const c = this.#chunked;
-      this.#chunked = undefined;
-      this.#spool = undefined;
-      await c?.spool.discard();
-    },
-  };
+  #chunkApi: ChunkedMessage | undefined;
+  /** The chunked-message seam, made when a verb first needs it (most sessions never do). */
+  get #chunks(): ChunkedMessage {
+    this.#chunkApi ??= this.#makeChunkApi();
+    return this.#chunkApi;
+  }
+
+  #makeChunkApi(): ChunkedMessage {
+    return {
+      begin: async () => {
+        const tx = this.transaction;
+        if (!tx) return this.helo ? Replies.needMail : Replies.needHelo;
+        if (tx.recipients.length === 0) return Replies.noValidRecipients;
+        if (this.#chunked) return undefined;
+        if (this.#host.hooks.data.isUsed()) {
+          const verdict = await this.#host.hooks.data.promise(tx);
+          if (verdict && !isPositive(verdict)) return verdict;
+        }
+        this.#chunked = { spool: this.#newSpool(tx), overflow: false, tx };
+        return undefined;
+      },
+      read: (size) => this.#readRaw(size),
+      finish: async () => {
+        const c = this.#chunked;
+        if (!c || this.transaction !== c.tx) return Replies.badSequence;
+        this.#chunked = undefined;
+        this.#spool = undefined;
+        return this.#completeMessage(c.spool, c.spool.size, c.overflow, false);
+      },
+      abort: async () => {
+        const c = this.#chunked;
+        this.#chunked = undefined;
+        this.#spool = undefined;
+        await c?.spool.discard();
+      },
+    };
+  }
 
   /** Read exactly `size` raw octets: into the open chunked message, or discarded. */
   #readRaw(size: number): Promise<void> {
