@@ -3,6 +3,7 @@
  * with `Return-Path` and `Delivered-To` prepended. Each recipient succeeds or
  * fails on its own.
  */
+import { resolve } from 'node:path';
 import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
@@ -14,7 +15,11 @@ import { MaildirWriter } from './maildir-writer.ts';
 
 export const schema = Type.Object(
   {
-    root: Type.String({ minLength: 1, description: 'Directory every Maildir lives under.' }),
+    root: Type.String({
+      minLength: 1,
+      description:
+        'Directory every Maildir lives under; a relative path resolves against the server `dataDir`.',
+    }),
     layout: Type.String({
       minLength: 1,
       default: '{domain}/{local}/Maildir',
@@ -69,7 +74,7 @@ export default definePlugin({
   schema,
   register(api, config) {
     const resolver = new MailboxResolver({
-      root: config.root,
+      root: resolve(api.server.dataDir, config.root),
       layout: config.layout,
       ...(config.mailboxes ? { mailboxes: config.mailboxes } : {}),
     });
