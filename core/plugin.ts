@@ -20,6 +20,7 @@ import type {
   AuthResult,
   DeliveryJob,
   DeliveryReport,
+  Endpoint,
   Logger,
   RecipientAttributes,
   RecipientResult,
@@ -81,6 +82,12 @@ export interface VerbContext {
   readonly chunks: ChunkedMessage;
   /** Ask the `auth` hook's taps about credentials an AUTH mechanism decoded (undefined: nobody answered). */
   checkCredentials(request: AuthRequest): Promise<AuthResult | Reply | undefined>;
+  /**
+   * Start the session over as if `remote` had connected (XCLIENT from a trusted
+   * proxy): transaction, EHLO and AUTH state are dropped, the `connect` hook runs
+   * again and a new greeting (or its refusal) is sent. The handler returns undefined.
+   */
+  reconnectAs(remote: Endpoint): Promise<void>;
 }
 
 /**

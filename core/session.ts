@@ -91,7 +91,7 @@ class SmtpTransaction implements Transaction {
 export class SmtpSession implements Session {
   readonly id: string;
   readonly listener: ListenerInfo;
-  readonly remote: Endpoint;
+  remote: Endpoint;
   readonly local: Endpoint;
   readonly hostname: string;
   readonly connectedAt: Date;
@@ -206,6 +206,13 @@ export class SmtpSession implements Session {
         return this.#sendNow(Replies.earlyTalker);
       }
     }
+    await this.#greet();
+    this.#busy = false;
+    this.#pump();
+  }
+
+  /** Run the connect hook and queue the greeting (or the refusal it decided). */
+  async #greet(): Promise<void> {
     const verdict = await this.#host.hooks.connect.promise(this);
     if (this.#state === 'closed') return;
     if (verdict && !isPositive(verdict)) {
@@ -221,8 +228,20 @@ export class SmtpSession implements Session {
       this.#state = 'command';
       this.#queueReply(reply(220, undefined, `${this.hostname} ${this.#host.smtp.banner}`));
     }
-    this.#busy = false;
-    this.#pump();
+  }
+
+  /**
+   * Start over as if `remote` had connected (XCLIENT from a trusted proxy):
+   * the session is reset, the connect hook runs again and a new greeting goes out.
+   */
+  async #reconnectAs(remote: Endpoint): Promise<void> {
+    if (this.transaction) await this.#resetTransaction('rset');
+    this.remote = remote;
+    this.#log = undefined;
+    this.helo = undefined;
+    this.user = undefined;
+    this.enhancedStatusCodes = false;
+    await this.#greet();
   }
 
   /** Graceful shutdown: 421 now if idle, else after the current transaction. */
@@ -888,6 +907,7 @@ export class SmtpSession implements Session {
       readLine: () => this.#readLine(),
       upgradeToTls: (options) => this.#upgradeToTls(options),
       checkCredentials: (request) => this.#host.hooks.auth.promise(this, request),
+      reconnectAs: (remote) => this.#reconnectAs(remote),
       chunks: this.#chunks,
     };
     return (async () => {
