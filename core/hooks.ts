@@ -132,3 +132,46 @@ export function isReply(value: unknown): value is Reply {
     typeof value === 'object' && value !== null && typeof (value as { code?: unknown }).code === 'number'
   );
 }
+
+type BailArgs<K extends BailHookName> =
+  Hooks[K] extends AsyncSeriesBailHook<infer A extends unknown[], infer _R> ? A : never;
+type BailResult<K extends BailHookName> = Hooks[K] extends AsyncSeriesBailHook<infer _A, infer R> ? R : never;
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
+}
+
+/**
+ * Fire a verdict hook: taps run in tapable's order (stages, `before`) with bail
+ * semantics, and the call stays synchronous while taps answer synchronously, so
+ * a plain table lookup costs no promise and no event-loop turn. Taps are the
+ * wrappers `plugin-host.ts` registers (they never throw).
+ */
+export function callBail<K extends BailHookName>(
+  hooks: Hooks,
+  name: K,
+  ...args: BailArgs<K>
+): BailResult<K> | Promise<BailResult<K>> {
+  const taps = hooks[name].taps;
+  for (let i = 0; i < taps.length; i++) {
+    const r = (taps[i]?.fn as (...a: unknown[]) => unknown)(...args);
+    if (isThenable(r)) return continueBail(taps, i + 1, args, r) as Promise<BailResult<K>>;
+    if (r !== undefined) return r as BailResult<K>;
+  }
+  return undefined as BailResult<K>;
+}
+
+async function continueBail(
+  taps: ReadonlyArray<{ fn: unknown }>,
+  from: number,
+  args: readonly unknown[],
+  pending: PromiseLike<unknown>,
+): Promise<unknown> {
+  const first = await pending;
+  if (first !== undefined) return first;
+  for (let i = from; i < taps.length; i++) {
+    const r = await (taps[i]?.fn as (...a: unknown[]) => unknown)(...args);
+    if (r !== undefined) return r;
+  }
+  return undefined;
+}

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { describe } from './errors.ts';
-import { BAIL_HOOKS, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
+import { BAIL_HOOKS, callBail, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
 import type { HookTaps, Outbound, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
 import type { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
@@ -77,23 +77,36 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   for (const name of BAIL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
     const ms = name === 'deliver' ? policy.deliveryTimeout : policy.timeout;
+    const settle = async (pending: PromiseLike<unknown>, args: readonly unknown[]) => {
+      try {
+        const result = await withTimeout(Promise.resolve(pending), ms);
+        if (result === TIMED_OUT) {
+          fail(name, args, TIMED_OUT);
+          return Replies.localError;
+        }
+        return result ?? undefined; // null would stop a bail chain without an answer
+      } catch (err) {
+        fail(name, args, err);
+        return Replies.localError;
+      }
+    };
     view[name] = {
       tap(handler, options) {
-        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
+        // Synchronous answers stay synchronous (see `callBail`); promises get the timeout.
+        hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args)) return undefined;
+          let result: unknown;
           try {
-            const result = await withTimeout((handler as (...a: unknown[]) => unknown)(...args), ms);
-            if (result === TIMED_OUT) {
-              fail(name, args, TIMED_OUT);
-              return Replies.localError;
-            }
-            if (result === null) return undefined; // null would stop tapable's bail chain without an answer
-            return result;
+            result = (handler as (...a: unknown[]) => unknown)(...args);
           } catch (err) {
             fail(name, args, err);
             return Replies.localError;
           }
-        });
+          if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+            return settle(result as PromiseLike<unknown>, args);
+          }
+          return result ?? undefined;
+        }) as AnyHandler);
       },
     };
   }
@@ -176,7 +189,7 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
 /** The outbound calls plugins make into the hooks (shared by every plugin of a server). */
 export function createOutbound(hooks: Hooks): Outbound {
   return Object.freeze({
-    deliver: (job) => hooks.deliver.promise(job),
+    deliver: async (job) => callBail(hooks, 'deliver', job),
     delivered: (job, r) => (hooks.delivered.isUsed() ? hooks.delivered.promise(job, r) : Promise.resolve()),
     deferred: (job, r) => (hooks.deferred.isUsed() ? hooks.deferred.promise(job, r) : Promise.resolve()),
     bounced: (job, r) => (hooks.bounced.isUsed() ? hooks.bounced.promise(job, r) : Promise.resolve()),

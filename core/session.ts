@@ -14,7 +14,7 @@ import { DataDecoder } from './codec/data-decoder.ts';
 import { LineReader } from './codec/line-reader.ts';
 import { formatReply } from './codec/reply-format.ts';
 import { describe } from './errors.ts';
-import { type Hooks, isReply } from './hooks.ts';
+import { callBail, type Hooks, isReply } from './hooks.ts';
 import type { ChunkedMessage, Limits, ParamContext, VerbContext } from './plugin.ts';
 import { receivedHeader } from './received.ts';
 import type { Registry } from './registry.ts';
@@ -213,7 +213,7 @@ export class SmtpSession implements Session {
 
   /** Run the connect hook and queue the greeting (or the refusal it decided). */
   async #greet(): Promise<void> {
-    const verdict = await this.#host.hooks.connect.promise(this);
+    const verdict = await callBail(this.#host.hooks, 'connect', this);
     if (this.#state === 'closed') return;
     if (verdict && !isPositive(verdict)) {
       this.log.info({ code: verdict.code }, 'connection refused by policy');
@@ -560,7 +560,7 @@ export class SmtpSession implements Session {
     const run = async () => {
       if (this.transaction) await this.#resetTransaction('rset');
       if (this.#host.hooks.ehlo.isUsed()) {
-        const verdict = await this.#host.hooks.ehlo.promise(this, helo);
+        const verdict = await callBail(this.#host.hooks, 'ehlo', this, helo);
         if (verdict && !isPositive(verdict)) return this.#queueReply(verdict, false);
       }
       this.helo = helo;
@@ -615,7 +615,7 @@ export class SmtpSession implements Session {
       this.transaction = tx;
       return this.#queueReply(Replies.senderOk);
     }
-    return this.#host.hooks.mail.promise(tx, tx.from).then((verdict) => {
+    return whenSettled(callBail(this.#host.hooks, 'mail', tx, tx.from), (verdict) => {
       if (verdict && !isPositive(verdict)) {
         tx.log.info({ from: tx.from.address?.address ?? '', code: verdict.code }, 'sender refused');
         return this.#queueReply(verdict);
@@ -642,7 +642,7 @@ export class SmtpSession implements Session {
     if (parsed.rest.trim() !== '') return this.#queueReply(Replies.syntaxError);
     const address = parsed.address as Address;
     const to = { address, params };
-    return this.#host.hooks.rcpt.promise(tx, to).then((verdict) => {
+    return whenSettled(callBail(this.#host.hooks, 'rcpt', tx, to), (verdict) => {
       if (this.transaction !== tx) return this.#queueReply(Replies.needMail);
       if (!verdict) verdict = Replies.relayDenied;
       if (!isPositive(verdict)) {
@@ -668,7 +668,7 @@ export class SmtpSession implements Session {
       begin();
       return undefined;
     }
-    return this.#host.hooks.data.promise(tx).then((verdict) => {
+    return whenSettled(callBail(this.#host.hooks, 'data', tx), (verdict) => {
       if (verdict && !isPositive(verdict)) return this.#queueReply(verdict);
       begin();
     });
@@ -784,10 +784,10 @@ export class SmtpSession implements Session {
     }
     try {
       if (this.#host.hooks.message.isUsed()) {
-        const verdict = await this.#host.hooks.message.promise(tx, message);
+        const verdict = await callBail(this.#host.hooks, 'message', tx, message);
         if (verdict && !isPositive(verdict)) return done(verdict);
       }
-      const result = await this.#host.hooks.queue.promise(tx, message);
+      const result = await callBail(this.#host.hooks, 'queue', tx, message);
       if (result === undefined) {
         tx.log.error('no plugin queued the message (configure a queue plugin)');
         return done(Replies.localError);
@@ -819,7 +819,7 @@ export class SmtpSession implements Session {
         if (tx.recipients.length === 0) return Replies.noValidRecipients;
         if (this.#chunked) return undefined;
         if (this.#host.hooks.data.isUsed()) {
-          const verdict = await this.#host.hooks.data.promise(tx);
+          const verdict = await callBail(this.#host.hooks, 'data', tx);
           if (verdict && !isPositive(verdict)) return verdict;
         }
         this.#chunked = { spool: this.#newSpool(tx), overflow: false, tx };
@@ -906,7 +906,7 @@ export class SmtpSession implements Session {
       send: (r) => this.#sendNow(r),
       readLine: () => this.#readLine(),
       upgradeToTls: (options) => this.#upgradeToTls(options),
-      checkCredentials: (request) => this.#host.hooks.auth.promise(this, request),
+      checkCredentials: async (request) => callBail(this.#host.hooks, 'auth', this, request),
       reconnectAs: (remote) => this.#reconnectAs(remote),
       chunks: this.#chunks,
     };
@@ -982,6 +982,13 @@ export class SmtpSession implements Session {
     this.log.info({ tls: info.protocol, cipher: info.cipher }, 'TLS established');
     return info;
   }
+}
+
+/** Run `next` on a value that may still be pending: synchronously when it is not. */
+function whenSettled<T>(value: T | Promise<T>, next: (v: T) => void): Promise<void> | undefined {
+  if (value instanceof Promise) return value.then(next);
+  next(value);
+  return undefined;
 }
 
 function addressError(error: 'syntax' | 'too-long' | 'non-ascii', role: 'sender' | 'recipient'): Reply {
