@@ -175,3 +175,35 @@ async function continueBail(
   }
   return undefined;
 }
+
+type WaterfallArgs<K extends WaterfallHookName> =
+  Hooks[K] extends AsyncSeriesWaterfallHook<infer A extends unknown[]> ? A : never;
+
+/** Fire a transform hook in tapable's order; synchronous while taps answer synchronously. */
+export function callWaterfall<K extends WaterfallHookName>(
+  hooks: Hooks,
+  name: K,
+  ...args: WaterfallArgs<K>
+): WaterfallArgs<K>[0] | Promise<WaterfallArgs<K>[0]> {
+  const taps = hooks[name].taps;
+  const rest = args.slice(1);
+  let value: unknown = args[0];
+  for (let i = 0; i < taps.length; i++) {
+    const r = (taps[i]?.fn as (...a: unknown[]) => unknown)(value, ...rest);
+    if (isThenable(r)) return continueWaterfall(taps, i + 1, rest, r) as Promise<WaterfallArgs<K>[0]>;
+    value = r;
+  }
+  return value as WaterfallArgs<K>[0];
+}
+
+async function continueWaterfall(
+  taps: ReadonlyArray<{ fn: unknown }>,
+  from: number,
+  rest: readonly unknown[],
+  pending: PromiseLike<unknown>,
+): Promise<unknown> {
+  let value = await pending;
+  for (let i = from; i < taps.length; i++)
+    value = await (taps[i]?.fn as (...a: unknown[]) => unknown)(value, ...rest);
+  return value;
+}

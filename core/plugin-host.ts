@@ -112,25 +112,33 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   }
   for (const name of WATERFALL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
+    const settle = async (pending: PromiseLike<unknown>, args: readonly unknown[]) => {
+      try {
+        const result = await withTimeout(Promise.resolve(pending), policy.timeout);
+        if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
+        return result === TIMED_OUT || result === undefined ? args[0] : result;
+      } catch (err) {
+        fail(name, args.slice(1), err);
+        return args[0];
+      }
+    };
     view[name] = {
       tap(handler, options) {
-        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
+        // A failing or timed-out transform is skipped: the value passes on unchanged.
+        hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args.slice(1))) return args[0];
+          let result: unknown;
           try {
-            const result = await withTimeout(
-              (handler as (...a: unknown[]) => unknown)(...args),
-              policy.timeout,
-            );
-            if (result === TIMED_OUT || result === undefined) {
-              if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
-              return args[0];
-            }
-            return result;
+            result = (handler as (...a: unknown[]) => unknown)(...args);
           } catch (err) {
             fail(name, args.slice(1), err);
             return args[0];
           }
-        });
+          if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+            return settle(result as PromiseLike<unknown>, args);
+          }
+          return result === undefined ? args[0] : result;
+        }) as AnyHandler);
       },
     };
   }

@@ -14,7 +14,7 @@ import { DataDecoder } from './codec/data-decoder.ts';
 import { LineReader } from './codec/line-reader.ts';
 import { formatReply } from './codec/reply-format.ts';
 import { describe } from './errors.ts';
-import { callBail, type Hooks, isReply } from './hooks.ts';
+import { callBail, callWaterfall, type Hooks, isReply } from './hooks.ts';
 import type { ChunkedMessage, Limits, ParamContext, VerbContext } from './plugin.ts';
 import { receivedHeader } from './received.ts';
 import type { Registry } from './registry.ts';
@@ -567,7 +567,7 @@ export class SmtpSession implements Session {
       this.enhancedStatusCodes = false;
       if (verb === 'HELO') return this.#queueReply(reply(250, undefined, this.hostname), false);
       const keywords = this.#host.hooks.capabilities.isUsed()
-        ? await this.#host.hooks.capabilities.promise([], this)
+        ? await callWaterfall(this.#host.hooks, 'capabilities', [], this)
         : [];
       this.#queueReply(reply(250, undefined, [`${this.hostname} greets ${domain}`, ...keywords]), false);
     };
@@ -773,7 +773,8 @@ export class SmtpSession implements Session {
       return done(Replies.bareLineEnding);
     }
     let fields = [receivedHeader(tx, this.#host.now())];
-    if (this.#host.hooks.headers.isUsed()) fields = await this.#host.hooks.headers.promise(fields, tx);
+    if (this.#host.hooks.headers.isUsed())
+      fields = await callWaterfall(this.#host.hooks, 'headers', fields, tx);
     let message: SpooledMessage;
     try {
       message = await spool.finish(fields, bare);
