@@ -20,6 +20,7 @@ import { receivedHeader } from './received.ts';
 import type { Registry } from './registry.ts';
 import { isPositive, queuedReply, Replies, type Reply, reply } from './reply.ts';
 import { type SpooledMessage, SpoolWriter } from './spool.ts';
+import { SmtpTransaction } from './transaction.ts';
 import type {
   Address,
   Endpoint,
@@ -62,31 +63,6 @@ type State = 'connecting' | 'command' | 'data' | 'raw' | 'rejected' | 'closed';
 
 /** Pause reading when this much unprocessed pipelined input piles up. */
 const MAX_PIPELINED_INPUT = 64 * 1024;
-const EMPTY_PARAMS: Params = new Map();
-
-class SmtpTransaction implements Transaction {
-  readonly id: string;
-  readonly session: SmtpSession;
-  from: ReversePath = { address: null, params: EMPTY_PARAMS };
-  readonly recipients: Recipient[] = [];
-  utf8 = false;
-  readonly attributes: EnvelopeAttributes = {};
-  readonly notes: TransactionNotes = {};
-  readonly startedAt: number;
-  #log: Logger | undefined;
-
-  constructor(session: SmtpSession, id: string, now: number) {
-    this.id = id;
-    this.session = session;
-    this.startedAt = now;
-  }
-
-  /** Child logger with `tid`, made on first use (most transactions only log their summary line). */
-  get log(): Logger {
-    this.#log ??= this.session.log.child({ tid: this.id });
-    return this.#log;
-  }
-}
 
 export class SmtpSession implements Session {
   readonly id: string;
