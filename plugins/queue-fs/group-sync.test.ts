@@ -27,3 +27,45 @@ describe('DirSync (group commit of directory fsyncs)', () => {
     await sync.close();
   });
 });
+
+describe('DirSync.syncSoon (deferred durability for removals)', () => {
+  it('flushes a change nobody covered when it closes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mf-gs-'));
+    const sync = new DirSync(dir);
+    try {
+      sync.syncSoon(60_000);
+      expect(sync.counters.fsyncs).toBe(0);
+      await sync.close();
+      expect(sync.counters.fsyncs).toBe(1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('makes no fsync of its own for a change a later fsync covered', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mf-gs-'));
+    const sync = new DirSync(dir);
+    try {
+      sync.syncSoon(60_000);
+      await sync.sync();
+      expect(sync.counters.fsyncs).toBe(1);
+      await sync.close();
+      expect(sync.counters.fsyncs).toBe(1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fsyncs by itself once the delay passes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mf-gs-'));
+    const sync = new DirSync(dir);
+    try {
+      sync.syncSoon(5);
+      for (let i = 0; i < 200 && sync.counters.fsyncs === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(sync.counters.fsyncs).toBe(1);
+    } finally {
+      await sync.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -4,6 +4,11 @@
  * cover all their renames. A caller whose rename happened while an fsync was
  * already running waits for the next one (the running one may have started
  * before the rename), and every caller waiting at that point shares it.
+ *
+ * Changes that need not be durable before anyone answers (removals: a crash
+ * that undoes one re-delivers the message, within the at-least-once promise)
+ * call `syncSoon`: the next fsync anyone starts covers them, and a timer makes
+ * one if none has by then.
  */
 import { type FileHandle, open } from 'node:fs/promises';
 
@@ -28,6 +33,12 @@ export class DirSync {
   #fh: FileHandle | undefined;
   #running: Promise<void> | undefined;
   #next: Waiters | undefined;
+  /** fsyncs started; the number of the last one that succeeded. */
+  #started = 0;
+  #covered = 0;
+  /** `#started` when the last change waiting for `syncSoon` was made. */
+  #lastChange = -1;
+  #soon: NodeJS.Timeout | undefined;
   /** fsync calls made, and sync requests they covered (for benchmarks). */
   readonly counters = { fsyncs: 0, requests: 0 };
 
@@ -44,16 +55,36 @@ export class DirSync {
     return mine;
   }
 
+  /** Make the changes made so far durable within about `delayMs`, without waiting for it. */
+  syncSoon(delayMs = 1000): void {
+    this.#lastChange = this.#started;
+    if (this.#soon) return;
+    this.#soon = setTimeout(() => {
+      this.#soon = undefined;
+      if (!this.#isCovered()) this.sync().catch(() => {});
+    }, delayMs);
+    this.#soon.unref();
+  }
+
+  /** Whether an fsync that started after the last `syncSoon` change has succeeded. */
+  #isCovered(): boolean {
+    return this.#covered > this.#lastChange;
+  }
+
   #run(): void {
     const batch = this.#next;
     if (!batch) return;
     this.#next = undefined;
     this.counters.fsyncs++;
+    const n = ++this.#started;
     this.#running = (async () => {
       this.#fh ??= await open(this.path, 'r');
       await this.#fh.sync();
     })().then(
-      () => this.#finish(batch),
+      () => {
+        this.#covered = Math.max(this.#covered, n);
+        this.#finish(batch);
+      },
       (err) => this.#finish(batch, err),
     );
   }
@@ -65,7 +96,11 @@ export class DirSync {
     if (this.#next) this.#run();
   }
 
+  /** Flush what `syncSoon` left waiting, then release the directory. */
   async close(): Promise<void> {
+    clearTimeout(this.#soon);
+    this.#soon = undefined;
+    if (this.#lastChange >= 0 && !this.#isCovered()) await this.sync().catch(() => {});
     while (this.#running) await this.#running;
     const fh = this.#fh;
     this.#fh = undefined;

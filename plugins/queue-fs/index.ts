@@ -15,7 +15,7 @@ import type { Message, Transaction } from '../../core/types.ts';
 import { startQueue } from '../queue/engine.ts';
 import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
 import type { EnvelopeInput, MessageContent } from '../queue/types.ts';
-import { FsQueueStore } from './store.ts';
+import { DEFAULT_MEMORY_CACHE, FsQueueStore } from './store.ts';
 
 export const schema = Type.Object(
   {
@@ -30,6 +30,12 @@ export const schema = Type.Object(
       default: true,
       description:
         'fsync each queue file and its directory before answering 250. Turning it off risks losing acknowledged mail on a crash (tests only).',
+    }),
+    memoryCache: Type.Integer({
+      minimum: 0,
+      default: DEFAULT_MEMORY_CACHE,
+      description:
+        'Octets of recently queued messages (each up to 256 KiB) kept in memory so their first delivery attempt reads no file; 0 turns it off.',
     }),
     controlSocket: Type.Boolean({
       default: true,
@@ -71,10 +77,15 @@ export function envelopeOf(tx: Transaction, hostname: string, now: number): Enve
   };
 }
 
+/** Messages up to this many octets are queued from memory with one write; larger ones stream. */
+export const IN_MEMORY_LIMIT = 256 * 1024;
+
 /** The message as the queue stores it: prepended header fields, then the data. */
-export function contentOf(message: Message): MessageContent {
-  const head = message.prepended.length > 0 ? `${message.prepended.join('\r\n')}\r\n` : '';
-  return { size: Buffer.byteLength(head, 'utf8') + message.size, stream: () => message.stream() };
+export async function contentOf(message: Message): Promise<MessageContent> {
+  let size = message.size;
+  for (const field of message.prepended) size += Buffer.byteLength(field, 'utf8') + 2;
+  if (size <= IN_MEMORY_LIMIT) return message.read(IN_MEMORY_LIMIT);
+  return { size, stream: () => message.stream() };
 }
 
 function isOutOfSpace(err: unknown): boolean {
@@ -93,6 +104,7 @@ export default definePlugin({
     const store = await FsQueueStore.open({
       root,
       fsync: config.fsync,
+      memoryCache: config.memoryCache,
       clock: api.server.clock,
       log: api.log,
     });
@@ -107,7 +119,7 @@ export default definePlugin({
         try {
           const id = await store.enqueue(
             envelopeOf(tx, api.server.hostname, api.server.clock.now()),
-            contentOf(message),
+            await contentOf(message),
           );
           return { id };
         } catch (err) {

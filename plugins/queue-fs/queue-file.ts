@@ -11,10 +11,11 @@
  * only come from outside: renames are atomic).
  */
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EnvelopeAttributes, RecipientAttributes } from '../../core/types.ts';
 import type { EnvelopeInput, MessageContent, MessageSource } from '../queue/types.ts';
+import { closeFd, commitTmpFile, fsyncFd, openFd, type TmpFilePool, writevAll } from './durable-file.ts';
 import type { DirSync } from './group-sync.ts';
 
 export const QUEUE_MAGIC = 'MAILFRAME-QUEUE 1';
@@ -37,7 +38,7 @@ export interface QueueEnvelope {
   readonly receivedAt: string;
   /** Octets of the message after the envelope line. */
   readonly size: number;
-  readonly source?: MessageSource;
+  readonly source?: MessageSource | undefined;
 }
 
 /** 32 random bits per process: ids from two processes sharing a queue never collide. */
@@ -72,7 +73,8 @@ export function envelopeFor(id: string, input: EnvelopeInput, size: number): Que
     attributes: input.attributes,
     receivedAt: new Date(input.receivedAt).toISOString(),
     size,
-    ...(input.source ? { source: input.source } : {}),
+    // An absent source stays out of the JSON (stringify skips undefined) without a spread.
+    source: input.source,
   };
 }
 
@@ -80,11 +82,12 @@ export function headerBytes(envelope: QueueEnvelope): Buffer {
   return Buffer.from(`${QUEUE_MAGIC}\n${JSON.stringify(envelope)}\n`, 'utf8');
 }
 
-async function writeAll(fh: FileHandle, header: Buffer, content: MessageContent): Promise<number> {
-  if (Buffer.isBuffer(content)) {
-    await fh.writev([header, content]);
-    return content.length;
-  }
+/** Stream the content after the header into `fd`; resolves with the content's octets. */
+async function writeStream(
+  fd: number,
+  header: Buffer,
+  content: Exclude<MessageContent, Buffer>,
+): Promise<number> {
   let batch: Buffer[] = [header];
   let batchSize = header.length;
   let written = 0;
@@ -94,12 +97,12 @@ async function writeAll(fh: FileHandle, header: Buffer, content: MessageContent)
     batchSize += b.length;
     written += b.length;
     if (batchSize >= WRITE_BATCH) {
-      await fh.writev(batch);
+      await writevAll(fd, batch);
       batch = [];
       batchSize = 0;
     }
   }
-  if (batch.length > 0) await fh.writev(batch);
+  if (batch.length > 0) await writevAll(fd, batch);
   return written;
 }
 
@@ -122,30 +125,39 @@ export interface WrittenFile {
 export async function writeQueueFile(
   dirs: QueueDirs,
   sync: DirSync,
+  pool: TmpFilePool,
   id: string,
   input: EnvelopeInput,
   content: MessageContent,
   fsync: boolean,
 ): Promise<WrittenFile> {
-  let size = Buffer.isBuffer(content) ? content.length : content.size;
+  const path = join(dirs.messages, id);
+  if (Buffer.isBuffer(content)) {
+    // The common case (messages the core kept in memory): one durable writev, no stream.
+    const envelope = envelopeFor(id, input, content.length);
+    const header = headerBytes(envelope);
+    await commitTmpFile(await pool.take(), path, [header, content], fsync);
+    if (fsync) await sync.sync();
+    return { path, envelope, bodyOffset: header.length };
+  }
   const tmp = join(dirs.tmp, `${id}.msg`);
+  let size = content.size;
   // A second pass only if the content's declared size was wrong: the envelope must tell the truth.
   for (let pass = 0; ; pass++) {
     const envelope = envelopeFor(id, input, size);
     const header = headerBytes(envelope);
-    const fh = await open(tmp, 'wx', 0o600);
+    const fd = await openFd(tmp, 'wx');
     let written: number;
     try {
-      written = await writeAll(fh, header, content);
-      if (written === size && fsync) await fh.sync();
+      written = await writeStream(fd, header, content);
+      if (written === size && fsync) await fsyncFd(fd);
     } catch (err) {
-      await fh.close().catch(() => {});
+      await closeFd(fd).catch(() => {});
       await unlink(tmp).catch(() => {});
       throw err;
     }
-    await fh.close();
+    await closeFd(fd);
     if (written === size) {
-      const path = join(dirs.messages, id);
       await rename(tmp, path);
       if (fsync) await sync.sync();
       return { path, envelope, bodyOffset: header.length };

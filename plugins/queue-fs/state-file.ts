@@ -8,10 +8,10 @@
  *     "nextAttemptAt":"2026-11-23T16:44:00.000Z","lastAttemptAt":"...",
  *     "reply":{"code":451,"enhanced":"4.4.0","text":"..."},"mta":"mx.example.net"}]}
  */
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecipientState, ReplyRecord } from '../queue/types.ts';
+import { commitTmpFile, type TmpFilePool } from './durable-file.ts';
 import type { DirSync } from './group-sync.ts';
 
 export interface MessageState {
@@ -32,14 +32,9 @@ interface StoredRecipient {
 const iso = (ms: number) => new Date(ms).toISOString();
 
 export function freshState(recipients: number, dueAt: number): MessageState {
-  return {
-    held: false,
-    recipients: Array.from({ length: recipients }, () => ({
-      status: 'pending',
-      attempts: 0,
-      nextAttemptAt: dueAt,
-    })),
-  };
+  const states: RecipientState[] = [];
+  for (let i = 0; i < recipients; i++) states.push({ status: 'pending', attempts: 0, nextAttemptAt: dueAt });
+  return { held: false, recipients: states };
 }
 
 export function serializeState(state: MessageState): string {
@@ -95,23 +90,14 @@ export async function readStateFile(path: string): Promise<string | undefined> {
 
 /** Replace `state/<id>` atomically. */
 export async function writeStateFile(
-  dirs: { readonly tmp: string; readonly state: string },
+  dirs: { readonly state: string },
   sync: DirSync,
+  pool: TmpFilePool,
   id: string,
   state: MessageState,
   fsync: boolean,
 ): Promise<void> {
-  const tmp = join(dirs.tmp, `${id}.${randomBytes(4).toString('hex')}.state`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(serializeState(state), 'utf8');
-    if (fsync) await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, join(dirs.state, id));
+  const file = await pool.take();
+  await commitTmpFile(file, join(dirs.state, id), [Buffer.from(serializeState(state), 'utf8')], fsync);
   if (fsync) await sync.sync();
 }

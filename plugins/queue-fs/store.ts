@@ -3,15 +3,17 @@
  *
  *   <root>/messages/<id>   queue files (envelope + message), written once
  *   <root>/state/<id>      per-recipient state sidecars, replaced atomically
- *   <root>/tmp/            writes in progress; emptied at start
+ *   <root>/tmp/            writes in progress, a few empty files opened ahead; emptied at start
  *   <root>/corrupt/        files that failed their checks at start
  *
- * In memory it keeps every message's envelope and state (not the message
- * itself) and a due index of jobs (message x destination) for the scheduler.
+ * In memory it keeps every message's envelope and state, a due index of jobs
+ * (message x destination) for the scheduler, and the text of recently queued
+ * small messages, within a bound, for their first delivery attempt.
  */
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { Clock } from '../../core/plugin.ts';
 import type { Logger } from '../../core/types.ts';
 import { DueIndex } from '../queue/due-index.ts';
@@ -30,6 +32,8 @@ import type {
   RecipientOutcome,
   RecipientState,
 } from '../queue/types.ts';
+import { BodyCache } from './body-cache.ts';
+import { TmpFilePool } from './durable-file.ts';
 import { DirSync } from './group-sync.ts';
 import { isQueueId, newQueueId, type QueueEnvelope, readQueueHeader, writeQueueFile } from './queue-file.ts';
 import { freshState, type MessageState, parseState, readStateFile, writeStateFile } from './state-file.ts';
@@ -39,7 +43,11 @@ export interface FsQueueOptions {
   readonly fsync: boolean;
   readonly clock: Clock;
   readonly log: Logger;
+  /** Octets of recently queued messages kept in memory for their first delivery (default 32 MiB; 0: none). */
+  readonly memoryCache?: number;
 }
+
+export const DEFAULT_MEMORY_CACHE = 32 * 1024 * 1024;
 
 interface Entry {
   readonly id: string;
@@ -59,6 +67,8 @@ interface Entry {
 }
 
 const LOAD_PARALLEL = 16;
+/** Empty files kept open in `tmp/` for the next writes. */
+const TMP_FILES_AHEAD = 8;
 
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
@@ -74,6 +84,8 @@ export class FsQueueStore implements QueueStore {
   readonly #writes = new Set<Promise<void>>();
   readonly messageSync: DirSync;
   readonly stateSync: DirSync;
+  readonly #bodies: BodyCache;
+  readonly #tmpFiles: TmpFilePool;
   #closed = false;
   #seq = 0;
   /** Resolves once the messages found at start are loaded and scheduled. */
@@ -90,6 +102,8 @@ export class FsQueueStore implements QueueStore {
     };
     this.messageSync = new DirSync(this.dirs.messages);
     this.stateSync = new DirSync(this.dirs.state);
+    this.#bodies = new BodyCache(opts.memoryCache ?? DEFAULT_MEMORY_CACHE);
+    this.#tmpFiles = new TmpFilePool(this.dirs.tmp, { sync: opts.fsync, size: TMP_FILES_AHEAD });
   }
 
   /**
@@ -191,7 +205,7 @@ export class FsQueueStore implements QueueStore {
     entry.hasState = text !== undefined;
     if (!state.recipients.some((r) => r.status === 'pending')) {
       // Finished before the crash, not yet removed.
-      await this.#remove(entry);
+      await this.#remove(entry, false);
       return true;
     }
     this.#entries.set(name, entry);
@@ -253,16 +267,23 @@ export class FsQueueStore implements QueueStore {
     const run = async () => {
       if (e.removed) return;
       e.hasState = true;
-      await writeStateFile(this.dirs, this.stateSync, e.id, e.state, this.#o.fsync);
+      await writeStateFile(this.dirs, this.stateSync, this.#tmpFiles, e.id, e.state, this.#o.fsync);
     };
     e.persisting = e.persisting.then(run, run);
     return this.#track(e.persisting);
   }
 
-  /** Forget the entry and delete its files. */
-  #remove(e: Entry): Promise<void> {
+  /**
+   * Forget the entry and delete its files. `durable`: wait until the removal
+   * is on disk (a deleted message must not come back). Otherwise (delivered
+   * or bounced: every recipient is final) the directory fsync is left to the
+   * next one anyone makes: a power loss before it re-delivers the message,
+   * which the at-least-once promise allows.
+   */
+  #remove(e: Entry, durable: boolean): Promise<void> {
     e.removed = true;
     this.#entries.delete(e.id);
+    this.#bodies.delete(e.id);
     this.#index(e);
     const run = async () => {
       await unlink(e.path).catch((err) => {
@@ -273,8 +294,13 @@ export class FsQueueStore implements QueueStore {
           if (!isMissing(err)) throw err;
         });
       }
-      if (this.#o.fsync)
+      if (!this.#o.fsync) return;
+      if (durable) {
         await Promise.all([this.messageSync.sync(), ...(e.hasState ? [this.stateSync.sync()] : [])]);
+        return;
+      }
+      this.messageSync.syncSoon();
+      if (e.hasState) this.stateSync.syncSoon();
     };
     e.persisting = e.persisting.then(run, run);
     return this.#track(e.persisting);
@@ -286,7 +312,15 @@ export class FsQueueStore implements QueueStore {
     if (this.#closed) throw new Error('the queue is closed');
     if (input.recipients.length === 0) throw new Error('a message needs at least one recipient');
     const id = newQueueId(this.#o.clock.now(), this.#seq++);
-    const written = await writeQueueFile(this.dirs, this.messageSync, id, input, content, this.#o.fsync);
+    const written = await writeQueueFile(
+      this.dirs,
+      this.messageSync,
+      this.#tmpFiles,
+      id,
+      input,
+      content,
+      this.#o.fsync,
+    );
     const entry = this.#entry(
       written.envelope,
       written.path,
@@ -294,6 +328,7 @@ export class FsQueueStore implements QueueStore {
       freshState(input.recipients.length, input.receivedAt),
     );
     this.#entries.set(id, entry);
+    if (Buffer.isBuffer(content)) this.#bodies.add(id, content);
     this.#index(entry);
     this.#wakeUp();
     return id;
@@ -328,10 +363,22 @@ export class FsQueueStore implements QueueStore {
         receivedAt: e.receivedAt,
         size: e.envelope.size,
         recipients,
-        stream: () => createReadStream(e.path, { start: e.bodyOffset }),
+        stream: () => this.#stream(e),
       });
     }
     return leases;
+  }
+
+  /** The message of `e`: from memory when it is still cached, else from its file. */
+  #stream(e: Entry): Readable {
+    const body = this.#bodies.get(e.id);
+    if (body === undefined) return createReadStream(e.path, { start: e.bodyOffset });
+    return new Readable({
+      read() {
+        this.push(body);
+        this.push(null);
+      },
+    });
   }
 
   async nextDue(room?: DestinationRoom): Promise<number | undefined> {
@@ -359,9 +406,11 @@ export class FsQueueStore implements QueueStore {
       };
     }
     if (!e.state.recipients.some((r) => r.status === 'pending')) {
-      await this.#remove(e);
+      await this.#remove(e, false);
       return;
     }
+    // The next attempt is minutes away at best: keep memory for fresh messages.
+    this.#bodies.delete(e.id);
     this.#index(e);
     await this.#persist(e);
   }
@@ -428,6 +477,7 @@ export class FsQueueStore implements QueueStore {
     if (!e) return false;
     if (!e.state.held) {
       e.state.held = true;
+      this.#bodies.delete(e.id);
       this.#index(e);
       await this.#persist(e);
     }
@@ -462,7 +512,7 @@ export class FsQueueStore implements QueueStore {
   async delete(id: string): Promise<boolean> {
     const e = await this.#get(id);
     if (!e) return false;
-    await this.#remove(e);
+    await this.#remove(e, true);
     return true;
   }
 
@@ -543,6 +593,7 @@ export class FsQueueStore implements QueueStore {
     this.#closed = true;
     await this.ready.catch(() => {});
     await Promise.allSettled([...this.#writes]);
+    await this.#tmpFiles.close();
     await this.messageSync.close();
     await this.stateSync.close();
   }

@@ -68,6 +68,7 @@ export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<v
       recipients: lease.recipients.map((r) => ({ address: r.address, attributes: r.attributes })),
       attributes: lease.attributes,
       attempts: Math.max(0, ...lease.recipients.map((r) => r.attempts)),
+      size: lease.size,
       stream: () => lease.stream(),
       log,
     };
