@@ -154,7 +154,7 @@ export function callBail<K extends BailHookName>(
 ): BailResult<K> | Promise<BailResult<K>> {
   const taps = hooks[name].taps;
   for (let i = 0; i < taps.length; i++) {
-    const r = (taps[i]?.fn as (...a: unknown[]) => unknown)(...args);
+    const r = (taps[i]!.fn as (...a: unknown[]) => unknown)(...args);
     if (isThenable(r)) return continueBail(taps, i + 1, args, r) as Promise<BailResult<K>>;
     if (r !== undefined) return r as BailResult<K>;
   }
@@ -170,7 +170,7 @@ async function continueBail(
   const first = await pending;
   if (first !== undefined) return first;
   for (let i = from; i < taps.length; i++) {
-    const r = await (taps[i]?.fn as (...a: unknown[]) => unknown)(...args);
+    const r = await (taps[i]!.fn as (...a: unknown[]) => unknown)(...args);
     if (r !== undefined) return r;
   }
   return undefined;
@@ -189,7 +189,7 @@ export function callWaterfall<K extends WaterfallHookName>(
   const rest = args.slice(1);
   let value: unknown = args[0];
   for (let i = 0; i < taps.length; i++) {
-    const r = (taps[i]?.fn as (...a: unknown[]) => unknown)(value, ...rest);
+    const r = (taps[i]!.fn as (...a: unknown[]) => unknown)(value, ...rest);
     if (isThenable(r)) return continueWaterfall(taps, i + 1, rest, r) as Promise<WaterfallArgs<K>[0]>;
     value = r;
   }
@@ -204,6 +204,6 @@ async function continueWaterfall(
 ): Promise<unknown> {
   let value = await pending;
   for (let i = from; i < taps.length; i++)
-    value = await (taps[i]?.fn as (...a: unknown[]) => unknown)(value, ...rest);
+    value = await (taps[i]!.fn as (...a: unknown[]) => unknown)(value, ...rest);
   return value;
 }

@@ -24,18 +24,13 @@ import { SmtpTransaction } from './transaction.ts';
 import type {
   Address,
   Endpoint,
-  EnvelopeAttributes,
   Helo,
   ListenerInfo,
   Params,
-  Recipient,
   RecipientAttributes,
-  ReversePath,
   Session,
   SessionNotes,
   TlsInfo,
-  Transaction,
-  TransactionNotes,
 } from './types.ts';
 
 /** What a session needs from its server. */

@@ -11,7 +11,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { LineEndScanner } from './line-end.ts';
 
-const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 const DOT_BUF: Buffer = Buffer.from('.');

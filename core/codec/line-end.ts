@@ -37,6 +37,6 @@ export class LineEndScanner {
       const l = chunk.indexOf(LF, p);
       this.#lf = l === -1 ? n : l;
     }
-    return this.#cr < this.#lf ? this.#cr : this.#lf;
+    return Math.min(this.#cr, this.#lf);
   }
 }
