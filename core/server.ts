@@ -252,7 +252,7 @@ export class MailServer implements SessionHost {
   }
 
   #accept(socket: Socket, listener: ListenerConfig, info: ListenerInfo, log: Logger): void {
-    socket.on('error', () => {}); // a reset before the session attaches must not crash the process
+    socket.on('error', ignoreError); // a reset before the session attaches must not crash the process
     if (this.#draining) {
       refuse(socket, Replies.shuttingDown);
       return;
@@ -301,6 +301,7 @@ export class MailServer implements SessionHost {
       return;
     }
     this.#perIp.set(ip, count + 1);
+    socket.off('error', ignoreError);
     const session = new SmtpSession(this, socket, listener, log, proxied);
     this.#sessions.add(session);
     const tls = listener.implicitTls ? this.registry.service('tls') : undefined;
@@ -364,6 +365,8 @@ export class MailServer implements SessionHost {
     this.#plugins.length = 0;
   }
 }
+
+function ignoreError(): void {}
 
 function refuse(socket: Socket, r: import('./reply.ts').Reply): void {
   socket.end(formatReply(r, true));
