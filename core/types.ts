@@ -217,10 +217,13 @@ export interface RecipientResult {
   readonly reply?: { readonly code: number; readonly enhanced?: string; readonly text: string };
   readonly mta?: string;
   /**
-   * Delivered to a next hop that does not offer DSN (RFC 3461 4.1): a requested
-   * SUCCESS notification is then sent by us with action `relayed`.
+   * For a delivered recipient, who answers a DSN SUCCESS request (RFC 3461 4.1, 6.2):
+   * `final` (delivered here: the queue reports `delivered`), `relayed` (the next hop
+   * does not offer DSN: the queue reports `relayed`), `passed-on` (the next hop
+   * accepted the NOTIFY parameters and reports itself: the queue sends nothing).
+   * Absent means `final`.
    */
-  readonly relayed?: boolean;
+  readonly dsnHandoff?: 'final' | 'relayed' | 'passed-on';
 }
 
 export interface DeliveryReport {

@@ -201,11 +201,17 @@ class ClientSession {
   #result(i: number, status: Status, r: Reply): RecipientResult {
     const rcpt = this.#env.recipients[i] as OutboundRecipient;
     const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
+    // An SMTP next hop that accepted the message answers DSN requests itself when it
+    // offers DSN (we passed NOTIFY on); otherwise it was relayed out of DSN's reach.
+    // LMTP is final delivery.
+    const handoff =
+      status === 'delivered' && !this.#lmtp ? (this.#caps.has('DSN') ? 'passed-on' : 'relayed') : undefined;
     return {
       recipient: rcpt.address,
       status,
       reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
       mta: this.#mta,
+      ...(handoff === undefined ? {} : { dsnHandoff: handoff }),
     };
   }
 

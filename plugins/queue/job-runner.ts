@@ -128,12 +128,19 @@ function decide(
     lastAttemptAt: now,
   };
   if (result.status === 'delivered') {
+    // RFC 3461 6.2: a next hop that took the NOTIFY parameters over reports success itself.
+    const handoff = result.dsnHandoff ?? 'final';
     return {
       outcome: { ...base, status: 'delivered' },
       result,
-      dsn: notify.success
-        ? { ...dsnBase, action: 'delivered', status: statusOf(result.reply, '2.0.0') }
-        : undefined,
+      dsn:
+        notify.success && handoff !== 'passed-on'
+          ? {
+              ...dsnBase,
+              action: handoff === 'relayed' ? 'relayed' : 'delivered',
+              status: statusOf(result.reply, '2.0.0'),
+            }
+          : undefined,
     };
   }
   if (result.status === 'failed') {

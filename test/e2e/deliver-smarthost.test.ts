@@ -88,6 +88,8 @@ describe('relay-smarthost', () => {
       ['carol@dest.example', 'delivered', 250],
     ]);
     expect(report.results[0]?.mta).toBe('127.0.0.1');
+    // The smarthost offers DSN and took NOTIFY over: it reports success itself (RFC 3461 6.2).
+    expect(report.results.map((r) => r.dsnHandoff)).toEqual(['passed-on', 'passed-on']);
     const [got] = peer!.received;
     expect(got?.secure).toBe(true);
     expect(got?.helo).toBe('mx.test.example');
@@ -194,6 +196,8 @@ describe('relay-smarthost', () => {
       }),
     );
     expect(report.results.map((r) => r.status)).toEqual(['delivered', 'delivered']);
+    // No DSN at the next hop: a SUCCESS request is ours to answer, as `relayed` (RFC 3461 4.1).
+    expect(report.results.map((r) => r.dsnHandoff)).toEqual(['relayed', 'relayed']);
     // No DSN offered: no NOTIFY sent.
     expect(peer!.received[0]?.rcpts[0]?.args).toBe(false);
     expect(peer!.received[0]?.data.equals(Buffer.from(MESSAGE))).toBe(true);

@@ -171,6 +171,36 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
     ]);
   });
 
+  it('reports `relayed` for a next hop without DSN, nothing when the next hop took NOTIFY over', async () => {
+    const { d, s } = await setup();
+    const handoffs: Record<string, 'relayed' | 'passed-on'> = {
+      'bob@example.com': 'relayed',
+      'carol@example.com': 'passed-on',
+    };
+    d.behaviour = (job) => ({
+      results: job.recipients.map((r) => {
+        const dsnHandoff = handoffs[r.address];
+        return {
+          recipient: r.address,
+          status: 'delivered' as const,
+          reply: { code: 250, enhanced: '2.0.0', text: 'OK' },
+          ...(dsnHandoff === undefined ? {} : { dsnHandoff }),
+        };
+      }),
+    });
+    await sendMail(s.port, {
+      from: 'alice@example.net',
+      to: ['bob@example.com', 'carol@example.com'],
+      rcptParams: ['NOTIFY=SUCCESS', 'NOTIFY=SUCCESS'],
+    });
+    await s.queue.runDue();
+    const { parts } = parseMultipart(onlyBounce(d).message);
+    const groups = parseFieldGroups(parts[1]?.body ?? '');
+    expect(groups.slice(1).map((g) => [g.get('final-recipient'), g.get('action')])).toEqual([
+      ['rfc822; bob@example.com', 'relayed'],
+    ]);
+  });
+
   it('never bounces to the null reverse-path, and drops a bounce of a bounce', async () => {
     const { d, s } = await setup();
     // A message from <> that fails: no bounce.
