@@ -44,7 +44,7 @@ export const Errors = Object.freeze({
     new MailframeError(
       'MF_PLUGIN_NOT_FOUND',
       `Plugin "${name}" not found (tried ${tried.join(', ')})`,
-      cause === undefined ? [] : [describe(cause)],
+      cause === undefined ? [] : [describe(cause).split('\n')[0] ?? ''],
       { cause },
     ),
   pluginInvalid: (name: string, why: string) =>
