@@ -22,6 +22,15 @@ export interface TapPolicy {
   readonly deliveryTimeout: number;
   /** Only fire for sessions of these listeners (undefined: all). */
   readonly listeners: ReadonlySet<string> | undefined;
+  /** Counters this plugin's taps update, by hook name. */
+  readonly metrics: Map<string, HookCounters>;
+}
+
+/** What the tap wrappers count per plugin and hook. */
+export interface HookCounters {
+  calls: number;
+  failures: number;
+  timeouts: number;
 }
 
 type AnyHandler = (...args: never[]) => unknown;
@@ -67,7 +76,18 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     if (options?.before !== undefined) o.before = options.before;
     return o;
   };
+  const counters = (hook: string): HookCounters => {
+    let c = policy.metrics.get(hook);
+    if (!c) {
+      c = { calls: 0, failures: 0, timeouts: 0 };
+      policy.metrics.set(hook, c);
+    }
+    return c;
+  };
   const fail = (hook: string, args: readonly unknown[], err: unknown) => {
+    const c = counters(hook);
+    if (err === TIMED_OUT) c.timeouts++;
+    else c.failures++;
     const session = sessionOf(args[0]);
     const log = session?.log ?? policy.log;
     if (err === TIMED_OUT) log.error({ plugin: policy.name, hook }, 'plugin hook timed out');
@@ -92,9 +112,11 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     };
     view[name] = {
       tap(handler, options) {
+        const count = counters(name);
         // Synchronous answers stay synchronous (see `callBail`); promises get the timeout.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args)) return undefined;
+          count.calls++;
           let result: unknown;
           try {
             result = (handler as (...a: unknown[]) => unknown)(...args);
@@ -124,9 +146,11 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     };
     view[name] = {
       tap(handler, options) {
+        const count = counters(name);
         // A failing or timed-out transform is skipped: the value passes on unchanged.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args.slice(1))) return args[0];
+          count.calls++;
           let result: unknown;
           try {
             result = (handler as (...a: unknown[]) => unknown)(...args);
@@ -146,8 +170,10 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     const hook = hooks[name] as unknown as AnyHook;
     view[name] = {
       tap(handler, options) {
+        const count = counters(name);
         hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
           if (!inScope(args)) return;
+          count.calls++;
           try {
             const result = await withTimeout(
               (handler as (...a: unknown[]) => unknown)(...args),

@@ -17,7 +17,7 @@ import { createHooks, type Hooks } from './hooks.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
 import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
-import { createOutbound, createPluginApi } from './plugin-host.ts';
+import { createOutbound, createPluginApi, type HookCounters } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
@@ -36,6 +36,14 @@ export interface ServerOptions {
   readonly clock?: Clock;
 }
 
+export interface HookMetric {
+  readonly plugin: string;
+  readonly hook: string;
+  readonly calls: number;
+  readonly failures: number;
+  readonly timeouts: number;
+}
+
 export interface ListeningAddress {
   readonly name: string;
   readonly host: string;
@@ -44,6 +52,7 @@ export interface ListeningAddress {
 
 interface LoadedPlugin {
   readonly name: string;
+  readonly metrics: Map<string, HookCounters>;
   readonly starters: Array<() => unknown>;
   readonly closers: Array<() => unknown>;
 }
@@ -145,7 +154,7 @@ export class MailServer implements SessionHost {
     config: unknown,
     entry: CoreConfig['plugins'][number] | undefined,
   ): Promise<void> {
-    const loaded: LoadedPlugin = { name: id, starters: [], closers: [] };
+    const loaded: LoadedPlugin = { name: id, metrics: new Map(), starters: [], closers: [] };
     this.#plugins.push(loaded);
     const log = this.log.child({ plugin: id });
     const api = createPluginApi({
@@ -162,6 +171,7 @@ export class MailServer implements SessionHost {
         timeout: entry?.timeout ?? this.config.timeouts.hook,
         deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
         listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
+        metrics: loaded.metrics,
       },
     });
     const ms = this.config.timeouts.pluginStart;
@@ -314,6 +324,15 @@ export class MailServer implements SessionHost {
       });
   }
 
+  /** Per plugin and hook: taps called, failed (451 or skipped) and timed out, since start. */
+  hookMetrics(): HookMetric[] {
+    const out: HookMetric[] = [];
+    for (const p of this.#plugins) {
+      for (const [hook, c] of p.metrics) out.push({ plugin: p.name, hook, ...c });
+    }
+    return out;
+  }
+
   /** Open sessions (for tests and metrics). */
   get connections(): number {
     return this.#sessions.size;
@@ -353,6 +372,9 @@ export class MailServer implements SessionHost {
   }
 
   async #closePlugins(): Promise<void> {
+    const troubled = this.hookMetrics().filter((m) => m.failures > 0 || m.timeouts > 0);
+    if (troubled.length > 0)
+      this.log.warn({ hooks: troubled }, 'plugin hooks that failed or timed out since start');
     for (const p of [...this.#plugins].reverse()) {
       for (const fn of [...p.closers].reverse()) {
         try {
