@@ -34,3 +34,46 @@ declare module '../../core/types.ts' {
     dsn?: RecipientDsn;
   }
 }
+
+const CONDITIONS = new Set<string>(['NEVER', 'SUCCESS', 'FAILURE', 'DELAY']);
+
+const record = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+
+/**
+ * The envelope's DSN request as this plugin recorded it, checked again: it
+ * comes back from JSON on disk (queue files), so anything malformed is dropped.
+ */
+export function envelopeDsnOf(attrs: object): EnvelopeDsn {
+  const d = record((attrs as Record<string, unknown>)['dsn']);
+  const ret = d?.['ret'];
+  const envid = d?.['envid'];
+  return {
+    ...(ret === 'FULL' || ret === 'HDRS' ? { ret } : {}),
+    ...(typeof envid === 'string' && envid !== '' ? { envid } : {}),
+  };
+}
+
+/** A recipient's DSN request as this plugin recorded it, checked again (see `envelopeDsnOf`). */
+export function recipientDsnOf(attrs: object): RecipientDsn {
+  const d = record((attrs as Record<string, unknown>)['dsn']);
+  const out: RecipientDsn = {};
+  const notify = d?.['notify'];
+  if (
+    Array.isArray(notify) &&
+    notify.length > 0 &&
+    notify.every((n) => typeof n === 'string' && CONDITIONS.has(n))
+  ) {
+    const list = [...new Set(notify as NotifyCondition[])];
+    if (!list.includes('NEVER') || list.length === 1) out.notify = list;
+  }
+  const orcpt = record(d?.['orcpt']);
+  if (
+    typeof orcpt?.['type'] === 'string' &&
+    typeof orcpt['address'] === 'string' &&
+    orcpt['address'] !== ''
+  ) {
+    out.orcpt = { type: orcpt['type'].toLowerCase(), address: orcpt['address'] };
+  }
+  return out;
+}

@@ -1,15 +1,19 @@
 /**
- * What the sender asked for with the DSN extension (RFC 3461), read from the
- * envelope and recipient attributes a DSN plugin records:
- *
- *   tx.attributes.dsn        = { ret?: 'FULL' | 'HDRS', envid?: string }
- *   recipient.attributes.dsn = { notify?: string[], orcpt?: string | { type, address } }
- *
- * Values are read defensively (they come back from JSON on disk); `envid` and
- * an object `orcpt` are expected already xtext-decoded, a string `orcpt` is the
- * raw parameter (`rfc822;a+2Bb@example.com`) and is decoded here.
+ * What the sender asked for with the DSN extension (RFC 3461): the attributes
+ * the `dsn` plugin records (`plugins/dsn/attributes.ts` declares and checks
+ * their shape), turned into what the queue needs to decide on reports.
  */
-import type { EnvelopeAttributes, RecipientAttributes } from '../../core/types.ts';
+
+import type { RecipientAttributes } from '../../core/types.ts';
+import {
+  type EnvelopeDsn,
+  envelopeDsnOf,
+  type OriginalRecipient,
+  recipientDsnOf,
+} from '../dsn/attributes.ts';
+
+export type { EnvelopeDsn, OriginalRecipient };
+export { envelopeDsnOf };
 
 export interface NotifyRequest {
   readonly success: boolean;
@@ -19,67 +23,18 @@ export interface NotifyRequest {
   readonly explicit: boolean;
 }
 
-export interface OriginalRecipient {
-  /** Address type, e.g. `rfc822` or `utf-8`. */
-  readonly type: string;
-  readonly address: string;
-}
-
-export interface EnvelopeDsn {
-  readonly ret: 'FULL' | 'HDRS' | undefined;
-  readonly envid: string | undefined;
-}
-
-function dsnOf(attrs: object): Record<string, unknown> | undefined {
-  const v = (attrs as Record<string, unknown>)['dsn'];
-  return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
-}
-
 export function notifyOf(attrs: RecipientAttributes): NotifyRequest {
-  const raw = dsnOf(attrs)?.['notify'];
-  const list =
-    typeof raw === 'string'
-      ? raw.split(',')
-      : Array.isArray(raw)
-        ? raw.filter((x): x is string => typeof x === 'string')
-        : undefined;
-  if (!list || list.length === 0) return { success: false, failure: true, delay: true, explicit: false };
-  const set = new Set(list.map((s) => s.trim().toUpperCase()));
-  if (set.has('NEVER')) return { success: false, failure: false, delay: false, explicit: true };
+  const list = recipientDsnOf(attrs).notify;
+  if (!list) return { success: false, failure: true, delay: true, explicit: false };
+  if (list.includes('NEVER')) return { success: false, failure: false, delay: false, explicit: true };
   return {
-    success: set.has('SUCCESS'),
-    failure: set.has('FAILURE'),
-    delay: set.has('DELAY'),
+    success: list.includes('SUCCESS'),
+    failure: list.includes('FAILURE'),
+    delay: list.includes('DELAY'),
     explicit: true,
   };
 }
 
-/** Decode RFC 3461 xtext (`+XX` hex escapes). */
-export function decodeXtext(s: string): string {
-  return s.replace(/\+([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
-}
-
 export function orcptOf(attrs: RecipientAttributes): OriginalRecipient | undefined {
-  const raw = dsnOf(attrs)?.['orcpt'];
-  if (typeof raw === 'string') {
-    const semi = raw.indexOf(';');
-    if (semi <= 0) return undefined;
-    const type = raw.slice(0, semi).trim();
-    const address = raw.slice(semi + 1).trim();
-    return { type, address: type.toLowerCase() === 'utf-8' ? address : decodeXtext(address) };
-  }
-  if (typeof raw === 'object' && raw !== null) {
-    const o = raw as Record<string, unknown>;
-    const type = o['type'] ?? o['addrType'] ?? o['addressType'];
-    const address = o['address'] ?? o['addr'];
-    if (typeof type === 'string' && typeof address === 'string') return { type, address };
-  }
-  return undefined;
-}
-
-export function envelopeDsnOf(attrs: EnvelopeAttributes): EnvelopeDsn {
-  const d = dsnOf(attrs);
-  const ret = typeof d?.['ret'] === 'string' ? d['ret'].toUpperCase() : undefined;
-  const envid = typeof d?.['envid'] === 'string' ? d['envid'] : undefined;
-  return { ret: ret === 'FULL' || ret === 'HDRS' ? ret : undefined, envid };
+  return recipientDsnOf(attrs).orcpt;
 }

@@ -183,22 +183,23 @@ describe('scanMessage', () => {
 });
 
 describe('envelopeOf', () => {
-  it('reads DSN, REQUIRETLS, BODY and SMTPUTF8 attributes defensively', () => {
+  it('reads DSN, REQUIRETLS, BODY and SMTPUTF8 attributes, dropping malformed ones', () => {
     const env = envelopeOf(
       deliveryJob({
         to: [
           {
             address: 'a@x.example',
             attributes: {
-              dsn: { notify: ['success', 'DELAY'], orcpt: { type: 'RFC822', address: 'A@x.example' } },
+              dsn: { notify: ['SUCCESS', 'DELAY'], orcpt: { type: 'RFC822', address: 'A@x.example' } },
             },
           },
           { address: 'b@x.example', attributes: { dsn: { notify: ['NEVER', 'SUCCESS'], orcpt: 42 } } },
           { address: 'c@x.example', attributes: { dsn: 'nonsense' } },
           { address: 'd@x.example', attributes: { dsn: { notify: 'FAILURE', orcpt: 'rfc822;d@y.example' } } },
+          { address: 'e@x.example', attributes: { dsn: { notify: ['FAILURE'] } } },
         ],
         message: '',
-        attributes: { body: '8bitmime', smtputf8: true, requireTls: true, dsn: { ret: 'full', envid: 'E1' } },
+        attributes: { body: '8bitmime', smtputf8: true, requireTls: true, dsn: { ret: 'FULL', envid: 'E1' } },
       }),
     );
     expect(env.body).toBe('8BITMIME');
@@ -213,7 +214,9 @@ describe('envelopeOf', () => {
       },
       { address: 'b@x.example' },
       { address: 'c@x.example' },
-      { address: 'd@x.example', notify: ['FAILURE'], orcpt: { type: 'rfc822', address: 'd@y.example' } },
+      // Only the shape the dsn plugin records is read: strings are not parsed again.
+      { address: 'd@x.example' },
+      { address: 'e@x.example', notify: ['FAILURE'] },
     ]);
     const bare = envelopeOf(
       deliveryJob({ to: ['a@x.example'], message: '', attributes: { body: 'weird', requireTls: 'yes' } }),
