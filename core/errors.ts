@@ -14,8 +14,7 @@ export type ErrorCode =
   | 'MF_VERB_CONFLICT'
   | 'MF_PARAM_CONFLICT'
   | 'MF_SERVICE_CONFLICT'
-  | 'MF_LISTEN'
-  | 'MF_MESSAGE_TOO_LARGE';
+  | 'MF_LISTEN';
 
 export class MailframeError extends Error {
   readonly code: ErrorCode;

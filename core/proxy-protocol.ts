@@ -49,10 +49,12 @@ function isPort(n: number): boolean {
   return Number.isInteger(n) && n >= 0 && n <= 65535;
 }
 
+/** The 16 octets at `off` as an IPv6 address in its canonical (RFC 5952) text form. */
 function ipv6(buf: Buffer, off: number): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(off + i).toString(16));
-  return groups.join(':').replace(/\b(?:0:){2,}/, '::');
+  // The URL parser applies the RFC 5952 rules (longest run of zero groups, lower case).
+  return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
 }
 
 function parseV2(buf: Buffer): ProxyParse {

@@ -237,8 +237,10 @@ export class MailServer implements SessionHost {
         );
       }
       const log = this.log.child({ listener: listener.name });
+      // Only listeners behind a load balancer read a PROXY header, and only from these peers.
+      const proxyFrom = listener.proxyProtocol ? addressMatcher(listener.trustedProxies) : undefined;
       const server = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
-        this.#accept(socket, listener, info, log),
+        this.#accept(socket, proxyFrom, info, log),
       );
       server.on('error', (err) => log.error({ err }, 'listener error'));
       await new Promise<void>((ok, fail) => {
@@ -261,18 +263,23 @@ export class MailServer implements SessionHost {
     return this.#servers.map(({ server, listener }) => this.#addressOf(server, listener));
   }
 
-  #accept(socket: Socket, listener: ListenerConfig, info: ListenerInfo, log: Logger): void {
+  #accept(
+    socket: Socket,
+    proxyFrom: ((ip: string) => boolean) | undefined,
+    info: ListenerInfo,
+    log: Logger,
+  ): void {
     socket.on('error', ignoreError); // a reset before the session attaches must not crash the process
     if (this.#draining) {
       refuse(socket, Replies.shuttingDown);
       return;
     }
-    if (!listener.proxyProtocol) {
+    if (!proxyFrom) {
       this.#open(socket, info, log, undefined);
       return;
     }
     const peer = socket.remoteAddress ?? '';
-    if (!this.#trusted(listener)(peer)) {
+    if (!proxyFrom(peer)) {
       log.warn({ remote: peer }, 'PROXY header from an untrusted peer: disconnected');
       socket.destroy();
       return;
@@ -284,16 +291,6 @@ export class MailServer implements SessionHost {
         socket.destroy();
       },
     );
-  }
-
-  readonly #trustCache = new Map<ListenerConfig, (ip: string) => boolean>();
-  #trusted(listener: ListenerConfig): (ip: string) => boolean {
-    let m = this.#trustCache.get(listener);
-    if (!m) {
-      m = addressMatcher(listener.trustedProxies);
-      this.#trustCache.set(listener, m);
-    }
-    return m;
   }
 
   #open(socket: Socket, listener: ListenerInfo, log: Logger, proxied: ProxyHeader | undefined): void {

@@ -530,7 +530,7 @@ export class SmtpSession implements Session {
       case 'RSET':
         if (argument !== '') return this.#queueReply(Replies.syntaxError);
         if (this.transaction)
-          return this.#then(this.#resetTransaction('rset'), () => this.#queueReply(Replies.resetOk));
+          return whenSettled(this.#resetTransaction('rset'), () => this.#queueReply(Replies.resetOk));
         return this.#queueReply(Replies.resetOk);
       case 'NOOP':
         return this.#queueReply(Replies.noopOk);
@@ -550,13 +550,6 @@ export class SmtpSession implements Session {
     }
     this.#debug({ verb: verb.slice(0, 16) }, 'unknown command');
     return this.#queueReply(Replies.unknownCommand);
-  }
-
-  /** Chain a continuation onto an async step without allocating for sync steps. */
-  #then(p: Promise<unknown> | undefined, next: () => void): Promise<void> | undefined {
-    if (p) return p.then(next);
-    next();
-    return undefined;
   }
 
   #helo(verb: 'EHLO' | 'HELO', argument: string): Promise<void> | undefined {
