@@ -7,29 +7,15 @@ import type { ServerName } from './servers.ts';
 import { median } from './stats.ts';
 import type { Workload } from './workloads.ts';
 
-export interface Summary {
-  readonly messages: number;
-  readonly msgsPerSec: number;
-  readonly mbPerSec: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly cpuMsPerMsg: number;
-  readonly peakRssMb: number;
-  readonly baselineRssMb: number;
-  readonly rssGrowthMb: number;
+/** The median of several runs: a run's figures, with errors summed and stalls counted. */
+export interface Summary extends Omit<RunMetrics, 'elapsedMs' | 'stalled' | 'idle' | 'errors' | 'capped'> {
   /** Summed over runs. */
   readonly errors: number;
-  readonly errorDetail: Readonly<Record<string, number>>;
   /** True if any run hit the time limit. */
   readonly capped: boolean;
   /** Runs in which the server stopped answering and connections were cut. */
   readonly stalledRuns: number;
-  readonly idle?: {
-    readonly opened: number;
-    readonly requested: number;
-    readonly closedEarly: number;
-    readonly kbPerIdle: number;
-  };
+  readonly idle?: Omit<NonNullable<RunMetrics['idle']>, 'rssWithIdleMb'>;
 }
 
 export interface Cell {
