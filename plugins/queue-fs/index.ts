@@ -31,6 +31,11 @@ export const schema = Type.Object(
       description:
         'fsync each queue file and its directory before answering 250. Turning it off risks losing acknowledged mail on a crash (tests only).',
     }),
+    journal: Type.Boolean({
+      default: true,
+      description:
+        'Append messages of up to 256 KiB to a shared journal, so concurrent transactions share one durable write (group commit); a message gets a queue file of its own once deferred or held. Off: a queue file per message from the start.',
+    }),
     memoryCache: Type.Integer({
       minimum: 0,
       default: DEFAULT_MEMORY_CACHE,
@@ -105,6 +110,7 @@ export default definePlugin({
       root,
       fsync: config.fsync,
       memoryCache: config.memoryCache,
+      journal: config.journal,
       clock: api.server.clock,
       log: api.log,
     });

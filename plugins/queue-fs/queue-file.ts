@@ -119,6 +119,25 @@ export interface WrittenFile {
 }
 
 /**
+ * Write the queue file of `envelope` with the message in memory: one durable
+ * writev, no stream (the common case, and moving a message out of the journal).
+ */
+export async function writeQueueFileFrom(
+  dirs: QueueDirs,
+  sync: DirSync,
+  pool: TmpFilePool,
+  envelope: QueueEnvelope,
+  body: Buffer,
+  fsync: boolean,
+): Promise<WrittenFile> {
+  const path = join(dirs.messages, envelope.id);
+  const header = headerBytes(envelope);
+  await commitTmpFile(await pool.take(), path, [header, body], fsync);
+  if (fsync) await sync.sync();
+  return { path, envelope, bodyOffset: header.length };
+}
+
+/**
  * Write the queue file durably: resolves once the file and its directory
  * entry are on disk (when `fsync`).
  */
@@ -133,12 +152,7 @@ export async function writeQueueFile(
 ): Promise<WrittenFile> {
   const path = join(dirs.messages, id);
   if (Buffer.isBuffer(content)) {
-    // The common case (messages the core kept in memory): one durable writev, no stream.
-    const envelope = envelopeFor(id, input, content.length);
-    const header = headerBytes(envelope);
-    await commitTmpFile(await pool.take(), path, [header, content], fsync);
-    if (fsync) await sync.sync();
-    return { path, envelope, bodyOffset: header.length };
+    return writeQueueFileFrom(dirs, sync, pool, envelopeFor(id, input, content.length), content, fsync);
   }
   const tmp = join(dirs.tmp, `${id}.msg`);
   let size = content.size;
@@ -220,7 +234,8 @@ export async function readQueueHeader(path: string, expectedId: string): Promise
   }
 }
 
-function checkEnvelope(e: QueueEnvelope, expectedId: string): string | undefined {
+/** Why `e` is not a valid envelope for queue id `expectedId`, or undefined when it is. */
+export function checkEnvelope(e: QueueEnvelope, expectedId: string): string | undefined {
   if (typeof e !== 'object' || e === null) return 'envelope is not an object';
   if (e.id !== expectedId) return `envelope id "${String(e.id)}" does not match the file name`;
   if (typeof e.from !== 'string') return 'envelope has no sender';

@@ -1,7 +1,9 @@
 /**
  * The file-system queue store. On disk (see docs/plugins/queue-fs.md):
  *
- *   <root>/messages/<id>   queue files (envelope + message), written once
+ *   <root>/journal/        fresh messages of up to 256 KiB, many per durable write (`journal.ts`)
+ *   <root>/messages/<id>   queue files (envelope + message), written once: large messages,
+ *                          and journaled ones once they are deferred or held
  *   <root>/state/<id>      per-recipient state sidecars, replaced atomically
  *   <root>/tmp/            writes in progress, a few empty files opened ahead; emptied at start
  *   <root>/corrupt/        files that failed their checks at start
@@ -11,7 +13,7 @@
  * small messages, within a bound, for their first delivery attempt.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Clock } from '../../core/plugin.ts';
@@ -35,7 +37,17 @@ import type {
 import { BodyCache } from './body-cache.ts';
 import { TmpFilePool } from './durable-file.ts';
 import { DirSync } from './group-sync.ts';
-import { isQueueId, newQueueId, type QueueEnvelope, readQueueHeader, writeQueueFile } from './queue-file.ts';
+import { Journal, type JournalSlot, type RecoveredMessage, type Segment } from './journal.ts';
+import { messageRecord } from './journal-record.ts';
+import {
+  envelopeFor,
+  isQueueId,
+  newQueueId,
+  type QueueEnvelope,
+  readQueueHeader,
+  writeQueueFile,
+  writeQueueFileFrom,
+} from './queue-file.ts';
 import { freshState, type MessageState, parseState, readStateFile, writeStateFile } from './state-file.ts';
 
 export interface FsQueueOptions {
@@ -45,6 +57,10 @@ export interface FsQueueOptions {
   readonly log: Logger;
   /** Octets of recently queued messages kept in memory for their first delivery (default 32 MiB; 0: none). */
   readonly memoryCache?: number;
+  /** Put messages of up to 256 KiB in the journal on arrival (default true). */
+  readonly journal?: boolean;
+  /** Octets per journal segment (tests use small ones). */
+  readonly journalSegmentSize?: number;
 }
 
 export const DEFAULT_MEMORY_CACHE = 32 * 1024 * 1024;
@@ -53,8 +69,11 @@ interface Entry {
   readonly id: string;
   readonly envelope: QueueEnvelope;
   readonly receivedAt: number;
-  readonly path: string;
-  readonly bodyOffset: number;
+  /** The file holding the message octets: its queue file, or a journal segment. */
+  path: string;
+  bodyOffset: number;
+  /** Set while the message is in the journal (its octets end there, not at the end of the file). */
+  slot: JournalSlot | undefined;
   readonly destinations: readonly string[];
   state: MessageState;
   /** Destinations with a job out for delivery. */
@@ -76,7 +95,7 @@ function isMissing(err: unknown): boolean {
 
 export class FsQueueStore implements QueueStore {
   readonly root: string;
-  readonly dirs: { tmp: string; messages: string; state: string; corrupt: string };
+  readonly dirs: { journal: string; tmp: string; messages: string; state: string; corrupt: string };
   readonly #o: FsQueueOptions;
   readonly #entries = new Map<string, Entry>();
   readonly #due = new DueIndex();
@@ -86,6 +105,8 @@ export class FsQueueStore implements QueueStore {
   readonly stateSync: DirSync;
   readonly #bodies: BodyCache;
   readonly #tmpFiles: TmpFilePool;
+  #journal: Journal | undefined;
+  #recovered: RecoveredMessage[] = [];
   #closed = false;
   #seq = 0;
   /** Resolves once the messages found at start are loaded and scheduled. */
@@ -95,6 +116,7 @@ export class FsQueueStore implements QueueStore {
     this.#o = opts;
     this.root = opts.root;
     this.dirs = {
+      journal: join(opts.root, 'journal'),
       tmp: join(opts.root, 'tmp'),
       messages: join(opts.root, 'messages'),
       state: join(opts.root, 'state'),
@@ -120,6 +142,18 @@ export class FsQueueStore implements QueueStore {
     }
     if (cleaned > 0)
       opts.log.info({ files: cleaned }, 'removed unfinished writes from the queue tmp directory');
+    if (opts.journal ?? true) {
+      const { journal, recovered } = await Journal.open({
+        dir: store.dirs.journal,
+        corruptDir: store.dirs.corrupt,
+        sync: opts.fsync,
+        log: opts.log,
+        onCompact: (segment) => store.#compact(segment),
+        ...(opts.journalSegmentSize ? { segmentSize: opts.journalSegmentSize } : {}),
+      });
+      store.#journal = journal;
+      store.#recovered = recovered;
+    }
     const names = await readdir(store.dirs.messages);
     store.ready = store.#load(names);
     store.ready.catch((err) => opts.log.error({ err }, 'loading the queue failed'));
@@ -147,11 +181,12 @@ export class FsQueueStore implements QueueStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(LOAD_PARALLEL, names.length) }, worker));
+    this.#adoptJournal(present);
     // State without its message (a crash between the two deletions). Files left alone keep theirs.
     for (const name of await readdir(this.dirs.state)) {
       if (!present.has(name)) await unlink(join(this.dirs.state, name)).catch(() => {});
     }
-    if (names.length > 0) {
+    if (this.#entries.size > 0 || corrupt > 0) {
       this.#o.log.info({ messages: this.#entries.size, corrupt }, 'queue loaded');
     }
     this.#wakeUp();
@@ -213,6 +248,32 @@ export class FsQueueStore implements QueueStore {
     return true;
   }
 
+  /**
+   * The journal's messages left by the last run. One that also has a queue
+   * file was moved out of the journal before the crash: the file wins.
+   */
+  #adoptJournal(files: ReadonlySet<string>): void {
+    const journal = this.#journal;
+    if (!journal) return;
+    for (const { envelope, slot } of this.#recovered) {
+      if (files.has(envelope.id) || this.#entries.has(envelope.id)) {
+        journal.forget(slot);
+        continue;
+      }
+      const entry = this.#entry(
+        envelope,
+        slot.segment.path,
+        slot.bodyStart,
+        freshState(envelope.recipients.length, Date.parse(envelope.receivedAt)),
+      );
+      entry.slot = slot;
+      this.#entries.set(envelope.id, entry);
+      this.#index(entry);
+    }
+    this.#recovered = [];
+    journal.sweep();
+  }
+
   async #quarantine(path: string, name: string): Promise<void> {
     const target = join(this.dirs.corrupt, `${name}.${this.#o.clock.now().toString(36)}`);
     await rename(path, target).catch((err) =>
@@ -227,6 +288,7 @@ export class FsQueueStore implements QueueStore {
       receivedAt: Date.parse(envelope.receivedAt),
       path,
       bodyOffset,
+      slot: undefined,
       destinations: [...new Set(envelope.recipients.map((r) => r.domain))],
       state,
       leased: new Set(),
@@ -266,8 +328,13 @@ export class FsQueueStore implements QueueStore {
   #persist(e: Entry): Promise<void> {
     const run = async () => {
       if (e.removed) return;
+      const slot = e.slot;
+      // State needs a queue file to sit beside: a journaled message moves out first.
+      if (slot) await this.#moveToFile(e, slot);
       e.hasState = true;
       await writeStateFile(this.dirs, this.stateSync, this.#tmpFiles, e.id, e.state, this.#o.fsync);
+      // The file is durable: should the release be lost in a crash, the file still wins.
+      if (slot) await this.#journal?.release(e.id, slot, false);
     };
     e.persisting = e.persisting.then(run, run);
     return this.#track(e.persisting);
@@ -286,6 +353,11 @@ export class FsQueueStore implements QueueStore {
     this.#bodies.delete(e.id);
     this.#index(e);
     const run = async () => {
+      const slot = e.slot;
+      if (slot && this.#journal) {
+        await this.#journal.release(e.id, slot, durable && this.#o.fsync);
+        return;
+      }
       await unlink(e.path).catch((err) => {
         if (!isMissing(err)) throw err;
       });
@@ -306,12 +378,48 @@ export class FsQueueStore implements QueueStore {
     return this.#track(e.persisting);
   }
 
+  /** Give a journaled message a queue file of its own (the journal entry is released by the caller). */
+  async #moveToFile(e: Entry, slot: JournalSlot): Promise<void> {
+    const body = this.#bodies.get(e.id) ?? (await readRange(slot.segment.path, slot.bodyStart, slot.bodyEnd));
+    const written = await writeQueueFileFrom(
+      this.dirs,
+      this.messageSync,
+      this.#tmpFiles,
+      e.envelope,
+      body,
+      this.#o.fsync,
+    );
+    e.path = written.path;
+    e.bodyOffset = written.bodyOffset;
+    e.slot = undefined;
+  }
+
+  /** The journal asks for `segment`'s messages to move out: it is holding newer segments back. */
+  #compact(segment: Segment): void {
+    for (const e of this.#entries.values()) {
+      if (e.slot?.segment === segment && !e.removed) {
+        this.#persist(e).catch((err) =>
+          this.#o.log.error({ err, id: e.id }, 'cannot move a message out of the queue journal'),
+        );
+      }
+    }
+  }
+
+  /** The message octets of `e`, from its file. */
+  #fileStream(e: Entry): Readable {
+    return createReadStream(e.path, {
+      start: e.bodyOffset,
+      ...(e.slot ? { end: e.slot.bodyEnd - 1 } : {}),
+    });
+  }
+
   // ---- QueueStore -------------------------------------------------------------
 
   async enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
     if (this.#closed) throw new Error('the queue is closed');
     if (input.recipients.length === 0) throw new Error('a message needs at least one recipient');
     const id = newQueueId(this.#o.clock.now(), this.#seq++);
+    if (this.#journal && Buffer.isBuffer(content)) return this.#enqueueJournal(id, input, content);
     const written = await writeQueueFile(
       this.dirs,
       this.messageSync,
@@ -329,6 +437,31 @@ export class FsQueueStore implements QueueStore {
     );
     this.#entries.set(id, entry);
     if (Buffer.isBuffer(content)) this.#bodies.add(id, content);
+    this.#index(entry);
+    this.#wakeUp();
+    return id;
+  }
+
+  async #enqueueJournal(id: string, input: EnvelopeInput, body: Buffer): Promise<string> {
+    const journal = this.#journal as Journal;
+    const envelope = envelopeFor(id, input, body.length);
+    const record = messageRecord(envelope, body);
+    const { slot, durable } = journal.append(record.buffers, record.bodyOffset, body.length);
+    try {
+      await durable;
+    } catch (err) {
+      journal.forget(slot);
+      throw err;
+    }
+    const entry = this.#entry(
+      envelope,
+      slot.segment.path,
+      slot.bodyStart,
+      freshState(input.recipients.length, input.receivedAt),
+    );
+    entry.slot = slot;
+    this.#entries.set(id, entry);
+    this.#bodies.add(id, body);
     this.#index(entry);
     this.#wakeUp();
     return id;
@@ -372,7 +505,7 @@ export class FsQueueStore implements QueueStore {
   /** The message of `e`: from memory when it is still cached, else from its file. */
   #stream(e: Entry): Readable {
     const body = this.#bodies.get(e.id);
-    if (body === undefined) return createReadStream(e.path, { start: e.bodyOffset });
+    if (body === undefined) return this.#fileStream(e);
     return new Readable({
       read() {
         this.push(body);
@@ -452,9 +585,7 @@ export class FsQueueStore implements QueueStore {
     if (!e) return undefined;
     let headers = '';
     try {
-      headers = (
-        await readHeaderSection(createReadStream(e.path, { start: e.bodyOffset }), 64 * 1024)
-      ).toString('utf8');
+      headers = (await readHeaderSection(this.#fileStream(e), 64 * 1024)).toString('utf8');
     } catch (err) {
       if (!isMissing(err)) throw err;
     }
@@ -593,8 +724,26 @@ export class FsQueueStore implements QueueStore {
     this.#closed = true;
     await this.ready.catch(() => {});
     await Promise.allSettled([...this.#writes]);
+    await this.#journal?.close();
     await this.#tmpFiles.close();
     await this.messageSync.close();
     await this.stateSync.close();
+  }
+}
+
+/** Octets `[start, end)` of the file at `path`. */
+async function readRange(path: string, start: number, end: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(end - start);
+    let have = 0;
+    while (have < buf.length) {
+      const { bytesRead } = await fh.read(buf, have, buf.length - have, start + have);
+      if (bytesRead === 0) throw new Error(`${path} ends before octet ${end}`);
+      have += bytesRead;
+    }
+    return buf;
+  } finally {
+    await fh.close();
   }
 }
