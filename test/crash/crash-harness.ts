@@ -13,6 +13,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runQueueCli } from '../../bin/queue-cli.ts';
 import { connectClient, type SmtpClient } from '../../core/testkit.ts';
+import { scanRecords } from '../../plugins/queue-fs/journal-record.ts';
+import type { QueueEnvelope } from '../../plugins/queue-fs/queue-file.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
@@ -173,10 +175,11 @@ class ServerProcess {
 }
 
 /** Parse a queue file without the queue's own code: magic line, envelope line, message. */
-function parseQueueFile(
-  buf: Buffer,
-):
-  | { envelope: { from: string; recipients: Array<{ address: string }>; size: number }; message: Buffer }
+function parseQueueFile(buf: Buffer):
+  | {
+      envelope: { from: string; recipients: ReadonlyArray<{ address: string }>; size: number };
+      message: Buffer;
+    }
   | undefined {
   const first = buf.indexOf(10);
   if (first < 0 || buf.subarray(0, first).toString() !== 'MAILFRAME-QUEUE 1') return undefined;
@@ -188,6 +191,23 @@ function parseQueueFile(
   } catch {
     return undefined;
   }
+}
+
+/** The journal's live messages by queue id: message records in segment order, minus released ones. */
+async function journalMessages(
+  dir: string,
+): Promise<Map<string, { envelope: QueueEnvelope; message: Buffer }>> {
+  const live = new Map<string, { envelope: QueueEnvelope; message: Buffer }>();
+  const segments = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.jnl')).sort();
+  for (const name of segments) {
+    const buf = await readFile(join(dir, name));
+    for (const e of scanRecords(buf).entries) {
+      if (e.type === 'release') live.delete(e.id);
+      else if (!live.has(e.envelope.id))
+        live.set(e.envelope.id, { envelope: e.envelope, message: buf.subarray(e.bodyStart, e.bodyEnd) });
+    }
+  }
+  return live;
 }
 
 /** A Received field (with folded continuation lines) and nothing else. */
@@ -321,17 +341,21 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
     await (server as ServerProcess).kill('SIGTERM');
 
     const q = join(dir, 'data', 'queue');
-    const names = await readdir(join(q, 'messages'));
+    const files = await readdir(join(q, 'messages'));
+    // Messages still in the journal (not yet attempted when the server stopped) count as queued too.
+    const journaled = await journalMessages(join(q, 'journal'));
+    for (const id of files) journaled.delete(id);
+    const names = [...files, ...journaled.keys()];
     const tmpLeftovers = (await readdir(join(q, 'tmp'))).length;
     const corruptFiles = (await readdir(join(q, 'corrupt'))).length;
     const byCrashId = new Map<number, string[]>();
     const contents = new Map<
       string,
-      { envelope: { from: string; recipients: Array<{ address: string }> }; message: Buffer }
+      { envelope: { from: string; recipients: ReadonlyArray<{ address: string }> }; message: Buffer }
     >();
     let unexpected = 0;
     for (const name of names) {
-      const parsed = parseQueueFile(await readFile(join(q, 'messages', name)));
+      const parsed = journaled.get(name) ?? parseQueueFile(await readFile(join(q, 'messages', name)));
       const n = parsed
         ? Number(/^X-Crash-Id: (\d+)\r$/m.exec(parsed.message.toString('latin1'))?.[1])
         : Number.NaN;
