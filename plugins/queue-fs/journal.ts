@@ -193,7 +193,7 @@ export class Journal {
     const segment = this.#current(total);
     const start = segment.size;
     segment.live++;
-    const durable = this.#write(segment, buffers);
+    const durable = this.#write(segment, buffers, true);
     return {
       slot: { segment, bodyStart: start + bodyOffset, bodyEnd: start + bodyOffset + length },
       durable,
@@ -206,11 +206,9 @@ export class Journal {
    * a failure is only logged.
    */
   release(id: string, slot: JournalSlot, durable: boolean): Promise<void> {
-    const written = this.#closed ? Promise.resolve() : this.#write(this.#current(0), releaseRecord(id));
+    const written = this.#closed ? undefined : this.#write(this.#current(0), releaseRecord(id), durable);
     this.forget(slot);
-    if (durable) return written;
-    written.catch((err) => this.#o.log.error({ err, id }, 'queue journal: release record not written'));
-    return Promise.resolve();
+    return written ?? Promise.resolve();
   }
 
   /** Stop counting the message in `slot` as live, without a record (it has a queue file that wins). */
@@ -269,11 +267,19 @@ export class Journal {
     return s;
   }
 
-  /** Queue `buffers` for `segment`; resolves once they are written (durably with `sync`). */
-  #write(segment: Segment, buffers: readonly Buffer[]): Promise<void> {
-    const done = new Promise<void>((resolve, reject) => {
-      segment.waiters.push({ resolve, reject });
-    });
+  /**
+   * Queue `buffers` for `segment`. With `wait`, the promise resolves once they
+   * are written (durably with `sync`); without, they just go out with the
+   * next write (a failure is logged by the write loop).
+   */
+  #write(segment: Segment, buffers: readonly Buffer[], wait: true): Promise<void>;
+  #write(segment: Segment, buffers: readonly Buffer[], wait: boolean): Promise<void> | undefined;
+  #write(segment: Segment, buffers: readonly Buffer[], wait: boolean): Promise<void> | undefined {
+    const done = wait
+      ? new Promise<void>((resolve, reject) => {
+          segment.waiters.push({ resolve, reject });
+        })
+      : undefined;
     for (const b of buffers) {
       segment.pending.push(b);
       segment.size += b.length;

@@ -59,7 +59,8 @@ export function domainOf(address: string): string {
 export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<void> {
   return async (lease) => {
     const route = ctx.router(lease.destination);
-    const log = ctx.log.child({ qid: lease.id, destination: lease.destination });
+    // The job's child logger is made on first use: most jobs log nothing below the configured level.
+    let child: Logger | undefined;
     const job: DeliveryJob = {
       id: lease.id,
       destination: lease.destination,
@@ -70,17 +71,21 @@ export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<v
       attempts: Math.max(0, ...lease.recipients.map((r) => r.attempts)),
       size: lease.size,
       stream: () => lease.stream(),
-      log,
+      get log() {
+        child ??= ctx.log.child({ qid: lease.id, destination: lease.destination });
+        return child;
+      },
     };
+    const log = () => job.log;
     let answer: Awaited<ReturnType<Outbound['deliver']>>;
     try {
       answer = await ctx.outbound.deliver(job);
     } catch (err) {
-      log.error({ err }, 'deliver hook failed');
+      log().error({ err }, 'deliver hook failed');
       answer = Replies.localError;
     }
     if (answer === undefined) {
-      log.error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
+      log().error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
     }
     const now = ctx.clock.now();
     const results = resultsFor(
@@ -88,7 +93,7 @@ export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<v
       answer,
     );
     const decided = lease.recipients.map((r, i) => decide(ctx, lease, r, results[i] as RecipientResult, now));
-    await sendDsn(ctx, lease, decided, now, log);
+    await sendDsn(ctx, lease, decided, now, job);
     await ctx.store.settle(
       lease,
       decided.map((d) => d.outcome),
@@ -96,7 +101,9 @@ export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<v
     );
     const count = { delivered: 0, deferred: 0, failed: 0 };
     for (const d of decided) count[d.outcome.status]++;
-    log.info({ route: route ?? null, attempt: job.attempts + 1, ...count }, 'delivery attempt');
+    if (ctx.log.isLevelEnabled('info')) {
+      log().info({ route: route ?? null, attempt: job.attempts + 1, ...count }, 'delivery attempt');
+    }
     await Promise.all(
       decided.map((d) => {
         if (d.outcome.status === 'delivered') return ctx.outbound.delivered(job, d.result);
@@ -217,13 +224,13 @@ async function sendDsn(
   lease: Lease,
   decided: Decided[],
   now: number,
-  log: Logger,
+  job: { readonly log: Logger },
 ): Promise<void> {
   const reported = decided.filter((d) => d.dsn !== undefined);
   if (lease.from === '') {
     const failed = decided.filter((d) => d.outcome.status === 'failed');
     if (failed.length > 0) {
-      log.warn(
+      job.log.warn(
         { recipients: failed.map((d) => d.result.recipient) },
         'delivery failed for a message with a null reverse-path: no bounce is sent (bounce of a bounce dropped)',
       );
@@ -260,12 +267,12 @@ async function sendDsn(
       },
       dsn.message,
     );
-    log.info(
+    job.log.info(
       { dsn: id, to: lease.from, actions: reported.map((d) => d.dsn?.action) },
       'delivery status notification queued',
     );
   } catch (err) {
-    log.error({ err }, 'could not queue a delivery status notification; will try again');
+    job.log.error({ err }, 'could not queue a delivery status notification; will try again');
     const retryAt = now + (ctx.policy.schedule.delays[0] ?? 300_000);
     for (const d of reported) {
       const o = d.outcome;
