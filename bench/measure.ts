@@ -6,7 +6,7 @@ import { runLoad } from './loadgen.ts';
 import { cpuMs, RssPoller, rssKb } from './proc.ts';
 import type { RunningServer, ServerSpec } from './servers.ts';
 import { runSmtpSource } from './smtp-source.ts';
-import type { Workload } from './workloads.ts';
+import { type Workload, warmupFor } from './workloads.ts';
 
 export interface RunMetrics {
   readonly messages: number;
@@ -43,10 +43,12 @@ export interface MeasureOptions {
 }
 
 const mb = (kb: number) => kb / 1024;
+/** Pause between opening the idle connections and the measured load. */
+const IDLE_SETTLE_MS = 1000;
 
 async function warmUp(server: RunningServer, w: Workload): Promise<void> {
   if (w.kind === 'large') return;
-  const messages = Math.min(500, Math.max(50, Math.round(w.load.messages / 10)));
+  const messages = w.warmup ?? warmupFor(w.load.messages);
   await runLoad({ ...w.load, idle: 0, messages, host: server.host, port: server.port, timeLimitMs: 10_000 });
 }
 
@@ -63,7 +65,10 @@ export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOption
     let cpu0 = 0;
     let cpu1 = 0;
     let withIdleKb = 0;
-    const beforeLoad = () => {
+    const beforeLoad = async () => {
+      // The server has just accepted and greeted the idle connections: let that burst's work (and
+      // its garbage collection) finish, so the run measures connections held open, not their arrival.
+      if (w.load.idle) await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
       withIdleKb = rssKb(pid);
       cpu0 = cpuMs(pid);
     };

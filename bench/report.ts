@@ -82,7 +82,7 @@ function table(header: readonly string[], rows: readonly (readonly string[])[], 
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(r))].join('\n');
 }
 
-function notes(w: Workload, cell: Cell, baseline: Cell | undefined): string {
+function notes(w: Workload, cell: Cell, baselines: readonly Cell[]): string {
   const s = cell.summary;
   if (!s) return cell.skipped ?? '';
   const out: string[] = [];
@@ -92,8 +92,8 @@ function notes(w: Workload, cell: Cell, baseline: Cell | undefined): string {
     out.push(`idle ${s.idle.opened}/${s.idle.requested} open, ${s.idle.closedEarly} closed early`);
     out.push(`${num(s.idle.kbPerIdle, 1)} KB RSS/idle conn`);
   }
-  if (w.compareWith && baseline?.summary) {
-    out.push(`${ratio(s.msgsPerSec, baseline.summary.msgsPerSec)} ${w.compareWith} msgs/s`);
+  for (const b of baselines) {
+    if (b.summary) out.push(`${ratio(s.msgsPerSec, b.summary.msgsPerSec)} ${b.workload} msgs/s`);
   }
   if (w.kind === 'large') out.push(`RSS +${num(s.rssGrowthMb, 1)} MB`);
   const detail = Object.entries(s.errorDetail)
@@ -107,9 +107,9 @@ function notes(w: Workload, cell: Cell, baseline: Cell | undefined): string {
 export function workloadTable(w: Workload, cells: readonly Cell[], all: readonly Cell[]): string {
   const rows = cells.map((c) => {
     const s = c.summary;
-    const base = w.compareWith
-      ? all.find((x) => x.workload === w.compareWith && x.server === c.server)
-      : undefined;
+    const base = (w.compareWith ?? []).flatMap(
+      (id) => all.find((x) => x.workload === id && x.server === c.server) ?? [],
+    );
     if (!s) return [c.server, '-', '-', '-', '-', '-', '-', '-', notes(w, c, base)];
     return [
       c.server,
