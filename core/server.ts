@@ -14,6 +14,7 @@ import { createAjv, deepFreeze, validateCoreConfig, validatePluginConfig } from 
 import type { CoreConfig, ListenerConfig } from './config-schema.ts';
 import { describe, Errors, MailframeError } from './errors.ts';
 import { createHooks, type Hooks } from './hooks.ts';
+import { IdleSweep } from './idle-sweep.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
 import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
@@ -73,6 +74,7 @@ export class MailServer implements SessionHost {
   readonly #plugins: LoadedPlugin[] = [];
   readonly #servers: Array<{ listener: ListenerConfig; server: NetServer }> = [];
   readonly #sessions = new Set<SmtpSession>();
+  readonly idle: IdleSweep;
   readonly #perIp = new Map<string, number>();
   readonly #idPrefix: string;
   #idSeq = 0;
@@ -87,6 +89,9 @@ export class MailServer implements SessionHost {
     this.spoolDir = resolve(this.dataDir, 'spool');
     this.#clock = opts.clock ?? systemClock;
     this.#idPrefix = (Date.now() % 2176782336).toString(36).padStart(6, '0');
+    this.idle = new IdleSweep(Math.min(config.timeouts.command, config.timeouts.data), (now) => {
+      for (const s of this.#sessions) s.checkIdle(now);
+    });
     this.facts = Object.freeze({
       hostname: this.hostname,
       limits: config.limits,
@@ -211,6 +216,7 @@ export class MailServer implements SessionHost {
   }
   sessionClosed(session: SmtpSession): void {
     if (!this.#sessions.delete(session)) return;
+    if (this.#sessions.size === 0) this.idle.stop();
     const ip = session.remote.address;
     const n = (this.#perIp.get(ip) ?? 1) - 1;
     if (n <= 0) this.#perIp.delete(ip);
@@ -311,6 +317,7 @@ export class MailServer implements SessionHost {
     socket.off('error', ignoreError);
     const session = new SmtpSession(this, socket, listener, log, proxied);
     this.#sessions.add(session);
+    this.idle.start();
     const tls = listener.implicitTls ? this.registry.service('tls') : undefined;
     const begin = tls ? session.startTls(tls.serverOptions()) : Promise.resolve();
     begin
@@ -363,6 +370,7 @@ export class MailServer implements SessionHost {
       await Promise.race([all, new Promise((ok) => setTimeout(ok, 2000))]);
     }
     clearTimeout(timer);
+    this.idle.stop();
     await Promise.all(stopped);
     await this.#closePlugins();
     this.log.info('stopped');

@@ -5,6 +5,7 @@
  * in data mode. Replies to pipelined commands are batched and written once the
  * buffered input is exhausted (RFC 2920), so a pipelined group costs one write.
  */
+
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -15,6 +16,7 @@ import { LineReader } from './codec/line-reader.ts';
 import { formatReply } from './codec/reply-format.ts';
 import { describe } from './errors.ts';
 import { callBail, callWaterfall, type Hooks, isReply } from './hooks.ts';
+import type { IdleSweep } from './idle-sweep.ts';
 import type { ChunkedMessage, Limits, ParamContext, VerbContext } from './plugin.ts';
 import { receivedHeader } from './received.ts';
 import type { Registry } from './registry.ts';
@@ -47,6 +49,8 @@ export interface SessionHost {
   }>;
   readonly spoolDir: string;
   readonly now: () => number;
+  /** The coarse clock and sweep that enforce `timeouts` (see `idle-sweep.ts`). */
+  readonly idle: IdleSweep;
   nextId(): string;
   /** True once graceful shutdown began. */
   readonly draining: boolean;
@@ -96,6 +100,10 @@ export class SmtpSession implements Session {
   #lineWaiter: ((line: string | undefined) => void) | undefined;
   #closeAfterFlush = false;
   #timeoutMs = -1;
+  /** When the client must have been heard from (`host.idle` clock); checked by the server's sweep. */
+  #idleDeadline = Number.POSITIVE_INFINITY;
+  /** Set while a TLS handshake is in progress: a timeout fails it. */
+  #handshakeTimeout: (() => void) | undefined;
   /** The client half-closed: answer what already arrived, then close. */
   #inputEnded = false;
   #finalized = false;
@@ -110,13 +118,6 @@ export class SmtpSession implements Session {
       function (this: OwnedSocket, chunk?: Buffer) {
         const session = this[SESSION];
         if (session) session.#receive(chunk as Buffer);
-      },
-    ],
-    [
-      'timeout',
-      function (this: OwnedSocket) {
-        const session = this[SESSION];
-        if (session) session.#timeout();
       },
     ],
     [
@@ -286,6 +287,7 @@ export class SmtpSession implements Session {
 
   #receive(chunk: Buffer): void {
     if (this.#state === 'closed') return;
+    this.#idleDeadline = this.#host.idle.deadline(this.#timeoutMs);
     if (this.#state === 'data') {
       this.#receiveData(chunk);
       return;
@@ -299,12 +301,15 @@ export class SmtpSession implements Session {
     this.#pump();
   }
 
-  /** Set the inactivity timeout, only when it changes (re-arming costs a timer-list insert). */
+  /** Wait at most `ms` from now for the client (also after our own reply, see `#flush`). */
   #armTimeout(ms: number): void {
-    if (ms !== this.#timeoutMs) {
-      this.#timeoutMs = ms;
-      this.#socket.setTimeout(ms);
-    }
+    this.#timeoutMs = ms;
+    this.#idleDeadline = this.#host.idle.deadline(ms);
+  }
+
+  /** Called by the server's idle sweep: time out when the client has been silent too long. */
+  checkIdle(now: number): void {
+    if (now >= this.#idleDeadline && this.#state !== 'closed') this.#timeout();
   }
 
   #pause(): void {
@@ -406,6 +411,8 @@ export class SmtpSession implements Session {
       const text = this.#out.length === 1 ? (this.#out[0] as string) : this.#out.join('');
       this.#out = [];
       this.#socket.write(text);
+      // The client's turn: its time starts when our reply goes out, not when its last line came in.
+      this.#idleDeadline = this.#host.idle.deadline(this.#timeoutMs);
     }
     if (this.#closeAfterFlush) this.#close();
     else if (
@@ -434,6 +441,8 @@ export class SmtpSession implements Session {
   }
 
   #timeout(): void {
+    // Busy with STARTTLS, but the client owes us its handshake.
+    if (this.#handshakeTimeout) return this.#handshakeTimeout();
     // RFC 5321 4.5.3.2.7 times the wait for the client's next command: while the server itself is
     // busy (hooks, greeting delay) the client is waiting for us, so check again later instead.
     if (this.#busy && !this.#lineWaiter && this.#state !== 'raw' && this.#state !== 'closed') {
@@ -939,7 +948,6 @@ export class SmtpSession implements Session {
     const secure = new TLSSocket(plain, { ...options, isServer: true });
     this.#socket = secure;
     // A client that goes silent mid-handshake is timed out like any other.
-    this.#timeoutMs = -1;
     this.#armTimeout(this.#host.timeouts.command);
     let closed = false;
     const handlers: Array<[string, (err: Error) => void]> = [];
@@ -955,9 +963,9 @@ export class SmtpSession implements Session {
               reject(new Error('closed during TLS handshake'));
             },
           ],
-          ['timeout', () => reject(new Error('TLS handshake timed out'))],
         );
         for (const [ev, fn] of handlers) secure.once(ev, fn);
+        this.#handshakeTimeout = () => reject(new Error('TLS handshake timed out'));
       });
     } catch (err) {
       this.log.info({ err: describe(err) }, 'TLS handshake failed');
@@ -966,6 +974,7 @@ export class SmtpSession implements Session {
       else secure.destroy();
       throw err;
     } finally {
+      this.#handshakeTimeout = undefined;
       for (const [ev, fn] of handlers) secure.off(ev, fn);
     }
     this.#attach(secure);

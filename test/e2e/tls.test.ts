@@ -135,6 +135,17 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('tls plugin: STARTTLS', () => {
     expect(c.ended).toBe(true);
   });
 
+  it('closes a connection that goes silent in the middle of the handshake (timeouts.command)', async () => {
+    const server = await start({ config: { timeouts: { command: 300 } } });
+    const c = await server.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('STARTTLS', 220);
+    c.send(Buffer.from([0x16, 0x03, 0x01])); // the start of a TLS record, then nothing
+    const began = Date.now();
+    await c.waitClosed(5000);
+    expect(Date.now() - began).toBeGreaterThanOrEqual(250);
+  });
+
   it('marks the Received header ESMTPS with the cipher', async () => {
     const server = await start();
     const s = await startTls(await server.connect());
