@@ -442,7 +442,10 @@ export class SmtpSession implements Session {
 
   #timeout(): void {
     // Busy with STARTTLS, but the client owes us its handshake.
-    if (this.#handshakeTimeout) return this.#handshakeTimeout();
+    if (this.#handshakeTimeout) {
+      this.#handshakeTimeout();
+      return;
+    }
     // RFC 5321 4.5.3.2.7 times the wait for the client's next command: while the server itself is
     // busy (hooks, greeting delay) the client is waiting for us, so check again later instead.
     if (this.#busy && !this.#lineWaiter && this.#state !== 'raw' && this.#state !== 'closed') {
