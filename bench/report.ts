@@ -173,3 +173,48 @@ export function ratioTable(workloads: readonly Workload[], cells: readonly Cell[
     table(header, rows, 'lllrrrrr'),
   ].join('\n');
 }
+
+/**
+ * The results as one Markdown table (a row per workload and server, medians),
+ * as bench/README.md shows them. Large-message rows give MB/s, latency and
+ * RSS growth; W3 rows the RSS per idle connection and the ratio to W3-0.
+ */
+export function markdownTable(workloads: readonly Workload[], cells: readonly Cell[]): string {
+  const lines = [
+    '| workload | server | msgs/s | MB/s | p50 ms | p99 ms | CPU ms/msg | peak RSS MB | notes |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
+  for (const w of workloads) {
+    for (const c of cells.filter((x) => x.workload === w.id)) {
+      const s = c.summary;
+      if (!s) {
+        lines.push(`| ${w.id} | ${c.server} | | | | | | | ${c.skipped ?? ''} |`);
+        continue;
+      }
+      const notes: string[] = [];
+      if (s.capped) notes.push('capped by the time limit');
+      if (s.errors > 0) notes.push(`${s.errors} errors`);
+      if (s.idle) notes.push(`${num(s.idle.kbPerIdle, 1)} KB per idle connection`);
+      for (const id of w.compareWith ?? []) {
+        const base = cells.find((x) => x.workload === id && x.server === c.server)?.summary;
+        if (base) notes.push(`${ratio(s.msgsPerSec, base.msgsPerSec)} ${id}`);
+      }
+      if (w.kind === 'large') notes.push(`RSS +${num(s.rssGrowthMb, 1)} MB`);
+      const large = w.kind === 'large';
+      lines.push(
+        `| ${[
+          w.id,
+          c.server,
+          large ? '' : num(s.msgsPerSec, 0),
+          num(s.mbPerSec, 1),
+          num(s.p50Ms, 2),
+          num(s.p99Ms, 2),
+          num(s.cpuMsPerMsg, 3),
+          num(s.peakRssMb, 0),
+          notes.join('; '),
+        ].join(' | ')} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
