@@ -7,8 +7,10 @@
  * CPU per message, and a timer object per idle connection.
  *
  * A deadline is checked at the first sweep after it passed, so a timeout
- * fires up to one interval late, never early (`deadline` adds the interval
- * the clock may lag by). The timer runs only while there are sessions.
+ * fires up to one interval late; `deadline` adds the interval the clock may
+ * lag by, so it does not fire early either (unless the event loop was held
+ * up for longer than an interval). The timer runs only while there are
+ * sessions.
  */
 export class IdleSweep {
   /** Sweep period in ms: a quarter of the shortest timeout, 25 ms to 1 s. */
