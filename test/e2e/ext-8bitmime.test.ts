@@ -5,34 +5,21 @@
  */
 import nodemailer from 'nodemailer';
 import Type from 'typebox';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
-import {
-  type CapturedMessage,
-  type SmtpClient,
-  startTestServer,
-  type TestPlugin,
-  type TestServer,
-} from '../../core/testkit.ts';
+import type { CapturedMessage, SmtpClient, TestPlugin, TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
+const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
-
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
 
 async function session(
   plugins: readonly TestPlugin[],
 ): Promise<{ server: TestServer; client: SmtpClient; ehlo: readonly string[] }> {
-  t = await startTestServer({ plugins });
-  c = await t.connect();
-  const ehlo = await c.expect('EHLO client.example', 250);
-  return { server: t, client: c, ehlo: ehlo.lines };
+  const server = await scope.start({ plugins });
+  const client = await scope.connect(server);
+  const ehlo = await client.expect('EHLO client.example', 250);
+  return { server, client, ehlo: ehlo.lines };
 }
 
 /** The message as the client sent it: everything after the core's Received header. */
@@ -96,7 +83,7 @@ describe('8BITMIME', () => {
         });
       },
     });
-    t = await startTestServer({ plugins: ['8bitmime', recorder, LOCAL] });
+    const t = await scope.start({ plugins: ['8bitmime', recorder, LOCAL] });
     const transport = nodemailer.createTransport({
       host: t.host,
       port: t.port,
@@ -125,12 +112,11 @@ describe('BINARYMIME', () => {
       ['8bitmime', 'chunking', LOCAL],
       ['chunking', '8bitmime', LOCAL],
     ] as const) {
-      const { client, ehlo } = await session([...plugins]);
+      const { server, client, ehlo } = await session([...plugins]);
       expect(ehlo).toEqual(expect.arrayContaining(['8BITMIME', 'BINARYMIME', 'CHUNKING']));
       await client.expect('MAIL FROM:<a@b.example> BODY=BINARYMIME', 250, '2.1.0');
       await client.close();
-      await t?.close();
-      t = undefined;
+      await server.close();
     }
   });
 

@@ -6,36 +6,27 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import Type from 'typebox';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
-import {
-  type CapturedMessage,
-  type SmtpClient,
-  type SmtpReply,
-  startTestServer,
-  type TestPlugin,
-  type TestServer,
-  type TestServerOptions,
+import type {
+  CapturedMessage,
+  SmtpClient,
+  SmtpReply,
+  TestPlugin,
+  TestServerOptions,
 } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
+const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
-
 async function start(extra: readonly TestPlugin[] = [], config?: TestServerOptions['config']) {
-  t = await startTestServer({
+  const server = await scope.start({
     plugins: ['chunking', LOCAL, ...extra],
     ...(config ? { config } : {}),
   });
-  c = await t.connect();
-  return { server: t, client: c };
+  const client = await scope.connect(server);
+  return { server, client };
 }
 
 async function transaction(client: SmtpClient): Promise<void> {
@@ -152,14 +143,13 @@ describe('CHUNKING', () => {
 
   it('closes with 421 when the chunk size cannot be read', async () => {
     for (const line of ['BDAT', 'BDAT abc', 'BDAT -1 LAST', 'BDAT 12345678901234567 LAST', 'BDAT LAST']) {
-      const { client } = await start();
+      const { server, client } = await start();
       await transaction(client);
       client.send(`${line}\r\nRSET\r\n`);
       const r = await client.read();
       expect(codes(r), line).toEqual([421, '4.5.0']);
       await client.waitClosed();
-      await t?.close();
-      t = undefined;
+      await server.close();
     }
   });
 

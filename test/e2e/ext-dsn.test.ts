@@ -4,28 +4,22 @@
  * malformed or repeated parameters.
  */
 import nodemailer from 'nodemailer';
-import { afterEach, describe, expect, it } from 'vitest';
-import { type SmtpClient, startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { describe, expect, it } from 'vitest';
+import type { SmtpClient, TestPlugin, TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
-
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
 
 async function session(
   plugins: readonly TestPlugin[] = ['dsn', LOCAL],
 ): Promise<{ server: TestServer; client: SmtpClient; ehlo: readonly string[] }> {
   // Many refusals in one session: raise the error limit so none closes it.
-  t = await startTestServer({ plugins, config: { limits: { maxErrors: 50 } } });
-  c = await t.connect();
-  const ehlo = await c.expect('EHLO client.example', 250);
-  return { server: t, client: c, ehlo: ehlo.lines };
+  const server = await scope.start({ plugins, config: { limits: { maxErrors: 50 } } });
+  const client = await scope.connect(server);
+  const ehlo = await client.expect('EHLO client.example', 250);
+  return { server, client, ehlo: ehlo.lines };
 }
 
 async function finish(client: SmtpClient): Promise<void> {
@@ -150,7 +144,7 @@ describe('DSN', () => {
   });
 
   it("carries nodemailer's dsn option into the queue", async () => {
-    t = await startTestServer({ plugins: ['dsn', LOCAL] });
+    const t = await scope.start({ plugins: ['dsn', LOCAL] });
     const transport = nodemailer.createTransport({
       host: t.host,
       port: t.port,

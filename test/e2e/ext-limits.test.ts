@@ -3,28 +3,22 @@
  * 452 4.5.3 past it); MAILMAX, when configured, caps MAIL commands per
  * connection with 421 4.7.0 and a close, so the client reconnects.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { type SmtpClient, startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { describe, expect, it } from 'vitest';
+import type { SmtpClient, TestPlugin, TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
-
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
 
 async function session(
   plugins: readonly TestPlugin[],
   maxRecipients = 3,
 ): Promise<{ server: TestServer; client: SmtpClient; ehlo: readonly string[] }> {
-  t = await startTestServer({ plugins, config: { limits: { maxRecipients } } });
-  c = await t.connect();
-  const ehlo = await c.expect('EHLO client.example', 250);
-  return { server: t, client: c, ehlo: ehlo.lines };
+  const server = await scope.start({ plugins, config: { limits: { maxRecipients } } });
+  const client = await scope.connect(server);
+  const ehlo = await client.expect('EHLO client.example', 250);
+  return { server, client, ehlo: ehlo.lines };
 }
 
 describe('LIMITS', () => {
@@ -60,7 +54,7 @@ describe('LIMITS', () => {
     await client.waitClosed();
     expect(server.queued).toHaveLength(1);
     // A new connection starts from zero.
-    c = await server.connect();
+    const c = await scope.connect(server);
     await c.expect('EHLO client.example', 250);
     await c.expect('MAIL FROM:<a@b.example>', 250);
   });

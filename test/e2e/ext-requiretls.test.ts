@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import nodemailer from 'nodemailer';
 import Type from 'typebox';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
-import { SmtpClient, startTestServer, type TestServer } from '../../core/testkit.ts';
+import { SmtpClient, type TestServer, type TestServerOptions } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
+const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
 function hasOpenssl(): boolean {
@@ -70,26 +72,13 @@ const startTlsForTests = definePlugin({
   },
 });
 
-let t: TestServer | undefined;
-let clients: SmtpClient[] = [];
-afterEach(async () => {
-  for (const client of clients) await client.close();
-  clients = [];
-  await t?.close();
-  t = undefined;
-});
-
-async function plain(plugins: Parameters<typeof startTestServer>[0]): Promise<SmtpClient> {
-  t = await startTestServer(plugins);
-  const c = await t.connect();
-  clients.push(c);
-  return c;
+async function plain(plugins: TestServerOptions): Promise<SmtpClient> {
+  return scope.connect(await scope.start(plugins));
 }
 
 /** STARTTLS on a fresh connection; returns a client speaking over TLS (before its EHLO). */
 async function overTls(server: TestServer): Promise<SmtpClient> {
-  const c = await server.connect();
-  clients.push(c);
+  const c = await scope.connect(server);
   await c.expect('EHLO client.example', 250);
   await c.expect('STARTTLS', 220);
   const socket = tlsConnect({ socket: c.socket, rejectUnauthorized: false });
@@ -98,7 +87,7 @@ async function overTls(server: TestServer): Promise<SmtpClient> {
     socket.once('error', reject);
   });
   const secure = new SmtpClient(socket);
-  clients.push(secure);
+  scope.defer(() => secure.close());
   return secure;
 }
 
@@ -126,7 +115,7 @@ describe('REQUIRETLS without TLS', () => {
 
 describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
   it('is advertised after STARTTLS and recorded with the message', async () => {
-    t = await startTestServer({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
+    const t = await scope.start({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
     const c = await overTls(t);
     const ehlo = await c.expect('EHLO client.example', 250);
     expect(ehlo.lines).toContain('REQUIRETLS');
@@ -145,9 +134,8 @@ describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
 
   it('works with the bundled tls plugin', async () => {
     const tls = ['tls', { cert: certPath, key: keyPath, watch: false, reloadOnSighup: false }] as const;
-    t = await startTestServer({ plugins: [tls, 'requiretls', LOCAL] });
-    const plainClient = await t.connect();
-    clients.push(plainClient);
+    const t = await scope.start({ plugins: [tls, 'requiretls', LOCAL] });
+    const plainClient = await scope.connect(t);
     const before = await plainClient.expect('EHLO client.example', 250);
     expect(before.lines).toContain('STARTTLS');
     expect(before.lines).not.toContain('REQUIRETLS');
@@ -164,7 +152,7 @@ describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
   });
 
   it('nodemailer sends REQUIRETLS over STARTTLS when asked to', async () => {
-    t = await startTestServer({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
+    const t = await scope.start({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
     const transport = nodemailer.createTransport({
       host: t.host,
       port: t.port,

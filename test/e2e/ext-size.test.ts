@@ -5,30 +5,22 @@
  */
 import nodemailer from 'nodemailer';
 import Type from 'typebox';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { type SmtpClient, startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
+const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 const LIMIT = 2048;
 const config = { limits: { maxMessageSize: LIMIT } };
 
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
-
 async function start(plugins: readonly TestPlugin[]): Promise<TestServer> {
-  t = await startTestServer({ plugins, config });
-  return t;
+  return scope.start({ plugins, config });
 }
 
 async function session(server: TestServer): Promise<SmtpClient> {
-  c = await server.connect();
+  const c = await scope.connect(server);
   await c.expect('EHLO client.example', 250);
   return c;
 }
@@ -36,14 +28,14 @@ async function session(server: TestServer): Promise<SmtpClient> {
 describe('SIZE', () => {
   it('advertises limits.maxMessageSize', async () => {
     const server = await start(['size', LOCAL]);
-    c = await server.connect();
+    const c = await scope.connect(server);
     const ehlo = await c.expect('EHLO client.example', 250);
     expect(ehlo.lines).toContain(`SIZE ${LIMIT}`);
   });
 
   it('advertises and enforces a smaller configured size', async () => {
     const server = await start([['size', { advertise: 1500 }], LOCAL]);
-    c = await server.connect();
+    const c = await scope.connect(server);
     const ehlo = await c.expect('EHLO client.example', 250);
     expect(ehlo.lines).toContain('SIZE 1500');
     await c.expect('MAIL FROM:<a@b.example> SIZE=1501', 552, '5.3.4');

@@ -3,27 +3,21 @@
  * (553 5.6.7 otherwise), `attributes.smtputf8`, and `with UTF8SMTP` in Received.
  */
 import nodemailer from 'nodemailer';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type SmtpClient, startTestServer, type TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 // rcpt-local matches A-labels: the IDN domain is listed in its ASCII form.
 const LOCAL = ['rcpt-local', { domains: ['example.com', 'xn--bcher-kva.example'] }] as const;
 const PLUGINS = ['8bitmime', 'smtputf8', LOCAL] as const;
 
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
-
 async function session(): Promise<{ server: TestServer; client: SmtpClient; ehlo: readonly string[] }> {
-  t = await startTestServer({ plugins: [...PLUGINS] });
-  c = await t.connect();
-  const ehlo = await c.expect('EHLO client.example', 250);
-  return { server: t, client: c, ehlo: ehlo.lines };
+  const server = await scope.start({ plugins: [...PLUGINS] });
+  const client = await scope.connect(server);
+  const ehlo = await client.expect('EHLO client.example', 250);
+  return { server, client, ehlo: ehlo.lines };
 }
 
 describe('SMTPUTF8', () => {
@@ -76,14 +70,14 @@ describe('SMTPUTF8', () => {
   });
 
   it('without the plugin, SMTPUTF8 is an unknown parameter (555 5.5.4)', async () => {
-    t = await startTestServer({ plugins: [LOCAL] });
-    c = await t.connect();
+    const t = await scope.start({ plugins: [LOCAL] });
+    const c = await scope.connect(t);
     await c.expect('EHLO client.example', 250);
     await c.expect('MAIL FROM:<a@b.example> SMTPUTF8', 555, '5.5.4');
   });
 
   it('nodemailer uses SMTPUTF8 for a UTF-8 address and the message arrives', async () => {
-    t = await startTestServer({ plugins: [...PLUGINS] });
+    const t = await scope.start({ plugins: [...PLUGINS] });
     const transport = nodemailer.createTransport({
       host: t.host,
       port: t.port,

@@ -2,21 +2,15 @@
  * VRFY and EXPN policy (RFC 5321 3.5, 7.3): 252 by default, 502 when refused,
  * or answers from static tables.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { type SmtpClient, startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { describe, expect, it } from 'vitest';
+import { type SmtpClient, startTestServer, type TestPlugin } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
-let t: TestServer | undefined;
-let c: SmtpClient | undefined;
-afterEach(async () => {
-  await c?.close();
-  await t?.close();
-  c = undefined;
-  t = undefined;
-});
+const scope = useScope();
 
 async function session(plugins: readonly TestPlugin[], ehlo = true): Promise<SmtpClient> {
-  t = await startTestServer({ plugins });
-  c = await t.connect();
+  const t = await scope.start({ plugins });
+  const c = await scope.connect(t);
   if (ehlo) await c.expect('EHLO client.example', 250);
   return c;
 }
@@ -77,10 +71,10 @@ describe('VRFY and EXPN', () => {
   it('withholds UTF-8 answers (553 5.6.8) unless the command carries SMTPUTF8 (RFC 6531 3.7.4)', async () => {
     const mailboxes = ['j\u00f6rg@example.com', 'ann@example.com'];
     const lists = { 'team@example.com': ['ann@example.com', 'j\u00f6rg@example.com'] };
-    t = await startTestServer({
+    const t = await scope.start({
       plugins: ['8bitmime', 'smtputf8', ['vrfy', { mode: 'lookup', mailboxes, expn: 'lookup', lists }]],
     });
-    c = await t.connect();
+    const c = await scope.connect(t);
     await c.expect('EHLO client.example', 250);
     await c.expect('VRFY j\u00f6rg', 553, '5.6.8');
     expect((await c.expect('VRFY j\u00f6rg SMTPUTF8', 250, '2.1.5')).lines).toEqual([
