@@ -1,28 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runQueueCli } from '../../bin/queue-cli.ts';
 import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/types.ts';
-import {
-  Deliverer,
-  FakeClock,
-  MINUTE,
-  type QueueServer,
-  removeDir,
-  sendMail,
-  startQueueServer,
-  tempDir,
-} from './queue-harness.ts';
+import { Deliverer, FakeClock, MINUTE, sendMail, useQueueScope } from './queue-harness.ts';
 
-let server: QueueServer | undefined;
-let dir: string | undefined;
-afterEach(async () => {
-  await server?.close();
-  if (dir) await removeDir(dir);
-  server = undefined;
-  dir = undefined;
-});
+const scope = useQueueScope();
 
 interface Run {
   readonly code: number;
@@ -46,7 +30,7 @@ async function json<T>(config: string, ...argv: string[]): Promise<T> {
 /** A server whose deliveries defer until told otherwise, and a config file pointing at its queue. */
 async function setup() {
   const clock = new FakeClock();
-  dir = await tempDir();
+  const dir = await scope.tempDir();
   const dataDir = join(dir, 'data');
   const config = join(dir, 'mailframe.json');
   await writeFile(
@@ -55,8 +39,8 @@ async function setup() {
   );
   const d = new Deliverer(clock);
   d.behaviour = () => ({ code: 451, enhanced: '4.3.0', text: 'not now' });
-  server = await startQueueServer({ clock, dataDir, plugins: [d.plugin] });
-  return { clock, dataDir, config, d, s: server };
+  const s = await scope.start({ clock, dataDir, plugins: [d.plugin] });
+  return { clock, dataDir, config, d, s };
 }
 
 const deliverAll = () => ({ code: 250, enhanced: '2.0.0', text: 'OK' });
@@ -135,7 +119,6 @@ describe('mailframe queue (CLI)', () => {
     const b = await sendMail(s.port, { from: 'alice@example.net', to: ['carol@example.com'] });
     await s.queue.runDue();
     await s.close();
-    server = undefined;
 
     expect((await json<QueueSummary[]>(config, 'list')).map((m) => m.id)).toEqual([a, b]);
     expect((await cli(config, 'hold', a)).code).toBe(0);
@@ -146,7 +129,7 @@ describe('mailframe queue (CLI)', () => {
     expect(text.out).toMatch(/Messages:\s+1 \(0 deferred, 1 held\)/);
 
     const d2 = new Deliverer(clock);
-    server = await startQueueServer({ clock, dataDir, plugins: [d2.plugin] });
+    const server = await scope.start({ clock, dataDir, plugins: [d2.plugin] });
     clock.advance(60 * MINUTE);
     await server.queue.runDue();
     expect(d2.seen).toEqual([]);

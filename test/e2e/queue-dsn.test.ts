@@ -1,26 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DeliveryJob, RecipientResult } from '../../core/types.ts';
 import {
   Deliverer,
   FakeClock,
   parseFieldGroups,
   parseMultipart,
-  type QueueServer,
-  removeDir,
   type SeenJob,
   sendMail,
-  startQueueServer,
-  tempDir,
+  useQueueScope,
 } from './queue-harness.ts';
 
-let server: QueueServer | undefined;
-let dir: string | undefined;
-afterEach(async () => {
-  await server?.close();
-  if (dir) await removeDir(dir);
-  server = undefined;
-  dir = undefined;
-});
+const scope = useQueueScope();
 
 /** Mailboxes starting with `nobody` fail with 550 5.1.1, the rest are delivered; bounces are delivered too. */
 function failNobody(job: DeliveryJob): { results: RecipientResult[] } {
@@ -40,11 +30,11 @@ function failNobody(job: DeliveryJob): { results: RecipientResult[] } {
 
 async function setup(queue: Record<string, unknown> = {}) {
   const clock = new FakeClock();
-  dir = await tempDir();
+  const dir = await scope.tempDir();
   const d = new Deliverer(clock);
   d.behaviour = failNobody;
-  server = await startQueueServer({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
-  return { clock, d, s: server };
+  const s = await scope.start({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
+  return { clock, d, s };
 }
 
 function onlyBounce(d: Deliverer): SeenJob {

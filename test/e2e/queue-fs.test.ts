@@ -1,37 +1,9 @@
 import { copyFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  Deliverer,
-  FakeClock,
-  MINUTE,
-  type QueueServer,
-  removeDir,
-  sendMail,
-  startQueueServer,
-  tempDir,
-} from './queue-harness.ts';
+import { describe, expect, it } from 'vitest';
+import { Deliverer, FakeClock, MINUTE, sendMail, startQueueServer, useQueueScope } from './queue-harness.ts';
 
-let servers: QueueServer[] = [];
-let dirs: string[] = [];
-afterEach(async () => {
-  for (const s of servers) await s.close();
-  for (const d of dirs) await removeDir(d);
-  servers = [];
-  dirs = [];
-});
-
-async function setup(opts: Parameters<typeof startQueueServer>[0]) {
-  const s = await startQueueServer(opts);
-  servers.push(s);
-  return s;
-}
-
-async function newDir(): Promise<string> {
-  const d = await tempDir();
-  dirs.push(d);
-  return d;
-}
+const scope = useQueueScope();
 
 const deferAll = () => ({ code: 451, enhanced: '4.3.0', text: 'try later' });
 
@@ -39,8 +11,8 @@ describe('queue-fs', () => {
   it('offers a queued message to the delivery plugin and removes it once delivered', async () => {
     const clock = new FakeClock();
     const d = new Deliverer(clock);
-    const dataDir = await newDir();
-    const s = await setup({ clock, dataDir, plugins: [d.plugin] });
+    const dataDir = await scope.tempDir();
+    const s = await scope.start({ clock, dataDir, plugins: [d.plugin] });
     const id = await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     await s.queue.runDue();
     expect(d.seen).toHaveLength(1);
@@ -59,10 +31,10 @@ describe('queue-fs', () => {
 
   it('keeps queued messages across a restart and delivers them afterwards', async () => {
     const clock = new FakeClock();
-    const dataDir = await newDir();
+    const dataDir = await scope.tempDir();
     const first = new Deliverer(clock);
     first.behaviour = deferAll;
-    const s1 = await setup({ clock, dataDir, plugins: [first.plugin] });
+    const s1 = await scope.start({ clock, dataDir, plugins: [first.plugin] });
     const sent = new Map<string, string>();
     for (let i = 0; i < 5; i++) {
       const body = `Subject: n${i}\r\n\r\nmessage number ${i}\r\n.leading dot\r\n`;
@@ -71,10 +43,9 @@ describe('queue-fs', () => {
     await s1.queue.runDue();
     expect(first.seen).toHaveLength(5);
     await s1.close();
-    servers = servers.filter((x) => x !== s1);
 
     const second = new Deliverer(clock);
-    const s2 = await setup({ clock, dataDir, plugins: [second.plugin] });
+    const s2 = await scope.start({ clock, dataDir, plugins: [second.plugin] });
     expect((await s2.queue.list()).map((m) => m.id).sort()).toEqual([...sent.keys()].sort());
     await s2.queue.runDue();
     expect(second.seen).toHaveLength(0); // not due yet: the first retry is 5 minutes out
@@ -98,7 +69,7 @@ describe('queue-fs', () => {
           : { recipient: r.address, status: 'deferred' as const, reply: deferAll() },
       ),
     });
-    const s = await setup({ clock, dataDir: await newDir(), plugins: [d.plugin] });
+    const s = await scope.start({ clock, dataDir: await scope.tempDir(), plugins: [d.plugin] });
     const id = await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['ok1@example.com', 'later@example.com', 'ok2@example.com'],
@@ -124,9 +95,9 @@ describe('queue-fs', () => {
     const local = new Deliverer(clock, { name: 'local', onlyRoute: true });
     const relay = new Deliverer(clock, { name: 'relay', onlyRoute: true });
     const any = new Deliverer(clock, { name: 'any' });
-    const s = await setup({
+    const s = await scope.start({
       clock,
-      dataDir: await newDir(),
+      dataDir: await scope.tempDir(),
       domains: ['example.com', 'sub.example.org', 'example.org', 'example.net'],
       plugins: [local.plugin, relay.plugin, any.plugin],
       queue: {
@@ -160,9 +131,9 @@ describe('queue-fs', () => {
 
   it('hands jobs to a real delivery plugin (deliver-maildir) by route', async () => {
     const clock = new FakeClock();
-    const dataDir = await newDir();
+    const dataDir = await scope.tempDir();
     const root = join(dataDir, 'mail');
-    const s = await setup({
+    const s = await scope.start({
       clock,
       dataDir,
       plugins: [{ plugin: 'deliver-maildir', id: 'local', config: { root } }],
@@ -181,7 +152,7 @@ describe('queue-fs', () => {
   it('defers a job nobody claims, and delivers it once a retry finds a claimant', async () => {
     const clock = new FakeClock();
     const d = new Deliverer(clock, { name: 'picky', onlyRoute: true });
-    const s = await setup({ clock, dataDir: await newDir(), plugins: [d.plugin] });
+    const s = await scope.start({ clock, dataDir: await scope.tempDir(), plugins: [d.plugin] });
     const id = await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     await s.queue.runDue();
     const detail = await s.queue.show(id);
@@ -211,9 +182,9 @@ describe('queue-fs', () => {
       running--;
       return { code: 250, enhanced: '2.0.0', text: 'OK' };
     };
-    const s = await setup({
+    const s = await scope.start({
       clock,
-      dataDir: await newDir(),
+      dataDir: await scope.tempDir(),
       plugins: [d.plugin],
       queue: { concurrency: 3, perDestination: 2 },
     });
@@ -233,13 +204,12 @@ describe('queue-fs', () => {
 
   it('sets aside corrupt queue files and cleans tmp leftovers at start', async () => {
     const clock = new FakeClock();
-    const dataDir = await newDir();
+    const dataDir = await scope.tempDir();
     const holdAll = new Deliverer(clock);
     holdAll.behaviour = deferAll;
-    const s1 = await setup({ clock, dataDir, plugins: [holdAll.plugin] });
+    const s1 = await scope.start({ clock, dataDir, plugins: [holdAll.plugin] });
     const good = await sendMail(s1.port, { from: 'a@example.net', to: ['b@example.com'] });
     await s1.close();
-    servers = [];
     const q = join(dataDir, 'queue');
     const original = await readFile(join(q, 'messages', good));
     // A truncated copy, garbage, and a half-written file in tmp/.
@@ -248,7 +218,7 @@ describe('queue-fs', () => {
     await writeFile(join(q, 'messages', 'zzzzzzzzzzzzzzzzzzz'), 'not a queue file\n');
     await copyFile(join(q, 'messages', good), join(q, 'tmp', 'half.msg'));
     const d = new Deliverer(clock);
-    const s2 = await setup({ clock, dataDir, plugins: [d.plugin] });
+    const s2 = await scope.start({ clock, dataDir, plugins: [d.plugin] });
     expect((await s2.queue.list()).map((m) => m.id)).toEqual([good]);
     expect(await readdir(join(q, 'tmp'))).toEqual([]);
     expect((await readdir(join(q, 'corrupt'))).length).toBe(2);
@@ -259,8 +229,8 @@ describe('queue-fs', () => {
 
   it('refuses to start a second server on a queue whose control socket answers', async () => {
     const clock = new FakeClock();
-    const dataDir = await newDir();
-    await setup({ clock, dataDir });
+    const dataDir = await scope.tempDir();
+    await scope.start({ clock, dataDir });
     await expect(startQueueServer({ clock, dataDir })).rejects.toThrow(/another server is using this queue/);
   });
 });

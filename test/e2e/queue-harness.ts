@@ -13,6 +13,7 @@ import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
+import { useScope } from '../helpers/scope.ts';
 
 export class FakeClock {
   t: number;
@@ -111,6 +112,34 @@ export async function tempDir(): Promise<string> {
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+export interface QueueScope {
+  /** A temporary directory removed after the test. */
+  tempDir(): Promise<string>;
+  /** Start a queue server (as `startQueueServer`) that is closed after the test. */
+  start(o: QueueServerOptions): Promise<QueueServer>;
+}
+
+/**
+ * Queue servers and temporary directories for one test, closed and removed
+ * after it (latest first, so a server closes before its directory goes). Call
+ * once at the top of a test file.
+ */
+export function useQueueScope(): QueueScope {
+  const scope = useScope();
+  return {
+    async tempDir() {
+      const dir = await tempDir();
+      scope.defer(() => removeDir(dir));
+      return dir;
+    },
+    async start(o) {
+      const server = await startQueueServer(o);
+      scope.defer(() => server.close());
+      return server;
+    },
+  };
 }
 
 /** Start a server with rcpt-local, the given plugins and queue-fs, on a fake clock. */

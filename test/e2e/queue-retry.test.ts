@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MailServer } from '../../core/server.ts';
 import {
   DAY,
@@ -9,32 +9,23 @@ import {
   parseFieldGroups,
   parseMultipart,
   type QueueServer,
-  removeDir,
   sendMail,
-  startQueueServer,
-  tempDir,
+  useQueueScope,
 } from './queue-harness.ts';
 
-let server: QueueServer | undefined;
-let dir: string | undefined;
-afterEach(async () => {
-  await server?.close();
-  if (dir) await removeDir(dir);
-  server = undefined;
-  dir = undefined;
-});
+const scope = useQueueScope();
 
 /** Defers every message except bounces (which are delivered). */
 async function setup(queue: Record<string, unknown>) {
   const clock = new FakeClock();
-  dir = await tempDir();
+  const dir = await scope.tempDir();
   const d = new Deliverer(clock);
   d.behaviour = (job) =>
     job.from === ''
       ? { code: 250, enhanced: '2.0.0', text: 'OK' }
       : { code: 451, enhanced: '4.4.1', text: 'Connection timed out' };
-  server = await startQueueServer({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
-  return { clock, d, s: server, start: clock.now() };
+  const s = await scope.start({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
+  return { clock, d, s, start: clock.now() };
 }
 
 /** Jump the clock to each next attempt and run it, until nothing is left or `until` passes. */
@@ -110,7 +101,7 @@ describe('retries', () => {
 
   it('stops start-up with a clear message for a bad schedule', async () => {
     const clock = new FakeClock();
-    dir = await tempDir();
+    const dir = await scope.tempDir();
     const create = (queue: Record<string, unknown>) =>
       MailServer.create({
         config: { dataDir: dir, plugins: [{ plugin: 'queue-fs', config: { fsync: false, ...queue } }] },
