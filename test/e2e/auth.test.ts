@@ -8,7 +8,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { createTransport } from 'nodemailer';
 import { pino } from 'pino';
 import Type from 'typebox';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +25,7 @@ import {
   startTls,
   type TestCertificate,
 } from '../helpers/certs.ts';
+import { sendOverStartTls } from '../helpers/mailer.ts';
 
 const ALICE_PASSWORD = 'correct horse battery staple';
 const BOB_PASSWORD = 'tr0ub4dor&3';
@@ -350,27 +350,17 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('auth plugin', () => {
       const server = await start({
         config: { listeners: [{ name: 'submission', host: '127.0.0.1', port: 0, role: 'submission' }] },
       });
-      const transport = createTransport({
-        host: '127.0.0.1',
-        port: server.port,
-        secure: false,
-        requireTLS: true,
-        name: 'client.example',
-        tls: { rejectUnauthorized: false },
-        auth: { user: 'alice', pass: ALICE_PASSWORD },
-        authMethod: method,
-      });
-      try {
-        const info = await transport.sendMail({
+      const info = await sendOverStartTls(
+        server.port,
+        {
           from: 'alice@example.com',
           to: 'friend@elsewhere.example',
           subject: `via ${method}`,
           text: 'hello',
-        });
-        expect(info.accepted).toEqual(['friend@elsewhere.example']);
-      } finally {
-        transport.close();
-      }
+        },
+        { auth: { user: 'alice', pass: ALICE_PASSWORD }, authMethod: method },
+      );
+      expect(info.accepted).toEqual(['friend@elsewhere.example']);
       const [m] = await server.waitForMessages(1);
       expect(m?.text).toMatch(/with ESMTPSA id/);
       expect(m?.text).toContain(`Subject: via ${method}`);
@@ -464,27 +454,12 @@ describe.skipIf(CONTINUATION_SKIP)('auth plugin: 334 continuations', () => {
     const server = await start({
       config: { listeners: [{ name: 'submission', host: '127.0.0.1', port: 0, role: 'submission' }] },
     });
-    const transport = createTransport({
-      host: '127.0.0.1',
-      port: server.port,
-      secure: false,
-      requireTLS: true,
-      name: 'client.example',
-      tls: { rejectUnauthorized: false },
-      auth: { user: 'bob', pass: BOB_PASSWORD },
-      authMethod: 'LOGIN',
-    });
-    try {
-      const info = await transport.sendMail({
-        from: 'bob@example.com',
-        to: 'friend@elsewhere.example',
-        subject: 'via LOGIN',
-        text: 'hello',
-      });
-      expect(info.accepted).toEqual(['friend@elsewhere.example']);
-    } finally {
-      transport.close();
-    }
+    const info = await sendOverStartTls(
+      server.port,
+      { from: 'bob@example.com', to: 'friend@elsewhere.example', subject: 'via LOGIN', text: 'hello' },
+      { auth: { user: 'bob', pass: BOB_PASSWORD }, authMethod: 'LOGIN' },
+    );
+    expect(info.accepted).toEqual(['friend@elsewhere.example']);
     const [m] = await server.waitForMessages(1);
     expect(m?.text).toMatch(/with ESMTPSA id/);
   });

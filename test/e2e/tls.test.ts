@@ -4,7 +4,6 @@
  */
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { createTransport } from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer, type TestServerOptions } from '../../core/testkit.ts';
 import { certificateStoreOf } from '../../plugins/tls/index.ts';
@@ -19,6 +18,7 @@ import {
   type TestCertificate,
   upgradeClient,
 } from '../helpers/certs.ts';
+import { sendOverStartTls } from '../helpers/mailer.ts';
 
 let dir = '';
 let main: TestCertificate;
@@ -162,25 +162,13 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('tls plugin: STARTTLS', () => {
 
   it('sends with nodemailer over STARTTLS (requireTLS)', async () => {
     const server = await start();
-    const transport = createTransport({
-      host: '127.0.0.1',
-      port: server.port,
-      secure: false,
-      requireTLS: true,
-      name: 'client.example',
-      tls: { rejectUnauthorized: false },
+    const info = await sendOverStartTls(server.port, {
+      from: 'a@b.example',
+      to: 'bob@example.com',
+      subject: 'over TLS',
+      text: 'hello',
     });
-    try {
-      const info = await transport.sendMail({
-        from: 'a@b.example',
-        to: 'bob@example.com',
-        subject: 'over TLS',
-        text: 'hello',
-      });
-      expect(info.accepted).toEqual(['bob@example.com']);
-    } finally {
-      transport.close();
-    }
+    expect(info.accepted).toEqual(['bob@example.com']);
     const [m] = await server.waitForMessages(1);
     expect(m?.text).toMatch(/with ESMTPS id/);
   });
