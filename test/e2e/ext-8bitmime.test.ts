@@ -3,11 +3,11 @@
  * recorded as `attributes.body`; 8-bit and binary content stored unchanged;
  * DATA refused for BODY=BINARYMIME.
  */
-import nodemailer from 'nodemailer';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import type { CapturedMessage, SmtpClient, TestPlugin, TestServer } from '../../core/testkit.ts';
+import { plainTransport } from '../helpers/mailer.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -84,13 +84,7 @@ describe('8BITMIME', () => {
       },
     });
     const t = await scope.start({ plugins: ['8bitmime', recorder, LOCAL] });
-    const transport = nodemailer.createTransport({
-      host: t.host,
-      port: t.port,
-      secure: false,
-      ignoreTLS: true,
-      name: 'client.example',
-    });
+    const transport = plainTransport(t);
     const raw = Buffer.from(
       'From: a@b.example\r\nTo: bob@example.com\r\nSubject: 8bit\r\n\r\nGr\u00fc\u00dfe\r\n',
       'utf8',

@@ -3,9 +3,9 @@
  * from xtext and carried with the message into the queue; 501 5.5.4 for
  * malformed or repeated parameters.
  */
-import nodemailer from 'nodemailer';
 import { describe, expect, it } from 'vitest';
 import type { SmtpClient, TestPlugin, TestServer } from '../../core/testkit.ts';
+import { plainTransport } from '../helpers/mailer.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -145,13 +145,7 @@ describe('DSN', () => {
 
   it("carries nodemailer's dsn option into the queue", async () => {
     const t = await scope.start({ plugins: ['dsn', LOCAL] });
-    const transport = nodemailer.createTransport({
-      host: t.host,
-      port: t.port,
-      secure: false,
-      ignoreTLS: true,
-      name: 'client.example',
-    });
+    const transport = plainTransport(t);
     const info = await transport.sendMail({
       from: 'a@b.example',
       to: 'bob@example.com',

@@ -8,12 +8,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import nodemailer from 'nodemailer';
 import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { SmtpClient, type TestServer, type TestServerOptions } from '../../core/testkit.ts';
+import { sendOverStartTls } from '../helpers/mailer.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -153,22 +153,13 @@ describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
 
   it('nodemailer sends REQUIRETLS over STARTTLS when asked to', async () => {
     const t = await scope.start({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
-    const transport = nodemailer.createTransport({
-      host: t.host,
-      port: t.port,
-      secure: false,
-      requireTLS: true,
-      tls: { rejectUnauthorized: false },
-      name: 'client.example',
-    });
-    const info = await transport.sendMail({
+    const info = await sendOverStartTls(t.port, {
       from: 'a@b.example',
       to: 'bob@example.com',
       subject: 'must stay encrypted',
       text: 'hello',
       requireTLSExtensionEnabled: true,
     });
-    transport.close();
     expect(info.accepted).toEqual(['bob@example.com']);
     const [m] = await t.waitForMessages(1);
     expect(m?.attributes.requireTls).toBe(true);

@@ -3,11 +3,11 @@
  * 501 5.5.4 when malformed), and data past the limit refused only after it was
  * read to its end, through DATA and through BDAT.
  */
-import nodemailer from 'nodemailer';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { type SmtpClient, startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { plainTransport } from '../helpers/mailer.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -127,13 +127,7 @@ describe('SIZE', () => {
       },
     });
     const server = await start(['size', recorder, LOCAL]);
-    const transport = nodemailer.createTransport({
-      host: server.host,
-      port: server.port,
-      secure: false,
-      ignoreTLS: true,
-      name: 'client.example',
-    });
+    const transport = plainTransport(server);
     const raw = 'From: a@b.example\r\nTo: bob@example.com\r\nSubject: sized\r\n\r\nhello\r\n';
     const envelope = { from: 'a@b.example', to: ['bob@example.com'], size: Buffer.byteLength(raw) };
     const info = await transport.sendMail({ envelope, raw });

@@ -2,9 +2,9 @@
  * SMTPUTF8 (RFC 6531): UTF-8 addresses only in transactions that ask for it
  * (553 5.6.7 otherwise), `attributes.smtputf8`, and `with UTF8SMTP` in Received.
  */
-import nodemailer from 'nodemailer';
 import { describe, expect, it } from 'vitest';
 import { type SmtpClient, startTestServer, type TestServer } from '../../core/testkit.ts';
+import { plainTransport } from '../helpers/mailer.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -78,13 +78,7 @@ describe('SMTPUTF8', () => {
 
   it('nodemailer uses SMTPUTF8 for a UTF-8 address and the message arrives', async () => {
     const t = await scope.start({ plugins: [...PLUGINS] });
-    const transport = nodemailer.createTransport({
-      host: t.host,
-      port: t.port,
-      secure: false,
-      ignoreTLS: true,
-      name: 'client.example',
-    });
+    const transport = plainTransport(t);
     const info = await transport.sendMail({
       from: 'j\u00f6rg@b.example',
       to: '\u7528\u6237@example.com',
