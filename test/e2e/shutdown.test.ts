@@ -10,6 +10,23 @@ import { useScope } from '../helpers/scope.ts';
 const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
+/** A server with rcpt-local and a session that has a transaction open (EHLO and MAIL FROM accepted). */
+async function afterMail() {
+  const t = await scope.start({ plugins: [LOCAL] });
+  const c = await scope.connect(t);
+  await c.expect('EHLO client.example', 250);
+  await c.expect('MAIL FROM:<a@b.example>', 250, '2.1.0');
+  return { t, c };
+}
+
+/** As `afterMail`, with a recipient accepted and DATA answered 354: message content comes next. */
+async function inData() {
+  const { t, c } = await afterMail();
+  await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
+  await c.expect('DATA', 354);
+  return { t, c };
+}
+
 describe('graceful shutdown', () => {
   it('sends 421 4.3.2 to an idle session and closes it', async () => {
     const t = await scope.start();
@@ -24,12 +41,7 @@ describe('graceful shutdown', () => {
   });
 
   it('lets a message in DATA finish (250), then sends 421 4.3.2; new connections are refused', async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<a@b.example>', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
-    await c.expect('DATA', 354);
+    const { t, c } = await inData();
     c.send('Subject: in flight\r\n\r\nfirst half\r\n');
     const closing = t.server.close(5000);
     let closed = false;
@@ -54,10 +66,7 @@ describe('graceful shutdown', () => {
   });
 
   it('lets an open transaction go on, then sends 421 4.3.2 once the session is idle', async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<a@b.example>', 250, '2.1.0');
+    const { t, c } = await afterMail();
     const closing = t.server.close(5000);
     // An open transaction (MAIL given) may still be completed or reset.
     await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
@@ -70,10 +79,7 @@ describe('graceful shutdown', () => {
   });
 
   it('answers a MAIL pipelined behind the end of a transaction with 421 4.3.2', async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<a@b.example>', 250, '2.1.0');
+    const { t, c } = await afterMail();
     const closing = t.server.close(5000);
     c.send('RSET\r\nMAIL FROM:<a@b.example>\r\nNOOP\r\n');
     const [rset, mail] = await c.readMany(2);
@@ -85,12 +91,7 @@ describe('graceful shutdown', () => {
   });
 
   it('sends 421 4.3.2 to a transaction still open when the grace period ends', async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<a@b.example>', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
-    await c.expect('DATA', 354);
+    const { t, c } = await inData();
     c.send('Subject: never finished\r\n\r\n');
     const closing = t.server.close(300);
     const r = await c.read(5000);
