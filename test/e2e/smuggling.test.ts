@@ -24,6 +24,17 @@ const ENDINGS: ReadonlyArray<readonly [string, string]> = [
   ['CR . CRLF', '\r.\r\n'],
 ];
 
+/** A server with rcpt-local and a testkit session in DATA (354 received) for alice@b.example to bob@example.com. */
+async function inData() {
+  const t = await scope.start({ plugins: [LOCAL] });
+  const c = await scope.connect(t);
+  await c.expect('EHLO client.example', 250);
+  await c.expect('MAIL FROM:<alice@b.example>', 250, '2.1.0');
+  await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
+  await c.expect('DATA', 354);
+  return { t, c };
+}
+
 describe('SMTP smuggling', () => {
   for (const [name, fake] of ENDINGS) {
     it(`does not end DATA on ${name}`, async () => {
@@ -56,12 +67,7 @@ describe('SMTP smuggling', () => {
   }
 
   it('does not end DATA on a dot split across writes with a bare LF', async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<alice@b.example>', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
-    await c.expect('DATA', 354);
+    const { t, c } = await inData();
     c.send('Subject: split\r\n\r\nhello\r\n');
     c.send('.');
     c.send('\n');
@@ -78,12 +84,7 @@ describe('SMTP smuggling', () => {
   });
 
   it("normalizes bare LF to CRLF by default (smtp.bareLineEndings: 'normalize')", async () => {
-    const t = await scope.start({ plugins: [LOCAL] });
-    const c = await scope.connect(t);
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<alice@b.example>', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
-    await c.expect('DATA', 354);
+    const { t, c } = await inData();
     c.send('Subject: lf\n\nline one\nline two\rline three\r\n.\r\n');
     const r = await c.read();
     expect([r.code, r.enhanced]).toEqual([250, '2.0.0']);
