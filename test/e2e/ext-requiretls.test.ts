@@ -91,6 +91,16 @@ async function overTls(server: TestServer): Promise<SmtpClient> {
   return secure;
 }
 
+/** EHLO under TLS (REQUIRETLS must be offered), then one message sent with REQUIRETLS. */
+async function sendRequiringTls(c: SmtpClient): Promise<void> {
+  const ehlo = await c.expect('EHLO client.example', 250);
+  expect(ehlo.lines).toContain('REQUIRETLS');
+  await c.expect('MAIL FROM:<a@b.example> REQUIRETLS', 250, '2.1.0');
+  await c.expect('RCPT TO:<bob@example.com>', 250);
+  await c.expect('DATA', 354);
+  expect((await c.sendData('Subject: secret\r\n\r\nbody\r\n')).code).toBe(250);
+}
+
 describe('REQUIRETLS without TLS', () => {
   it('is not advertised and the parameter is refused with 530 5.7.10', async () => {
     const c = await plain({ plugins: ['requiretls', LOCAL] });
@@ -117,12 +127,7 @@ describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
   it('is advertised after STARTTLS and recorded with the message', async () => {
     const t = await scope.start({ plugins: [startTlsForTests, 'requiretls', LOCAL] });
     const c = await overTls(t);
-    const ehlo = await c.expect('EHLO client.example', 250);
-    expect(ehlo.lines).toContain('REQUIRETLS');
-    await c.expect('MAIL FROM:<a@b.example> REQUIRETLS', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
-    expect((await c.sendData('Subject: secret\r\n\r\nbody\r\n')).code).toBe(250);
+    await sendRequiringTls(c);
     await c.expect('MAIL FROM:<a@b.example>', 250);
     await c.expect('RCPT TO:<bob@example.com>', 250);
     await c.expect('DATA', 354);
@@ -140,12 +145,7 @@ describe.skipIf(!OPENSSL)('REQUIRETLS under TLS', () => {
     expect(before.lines).toContain('STARTTLS');
     expect(before.lines).not.toContain('REQUIRETLS');
     const c = await overTls(t);
-    const ehlo = await c.expect('EHLO client.example', 250);
-    expect(ehlo.lines).toContain('REQUIRETLS');
-    await c.expect('MAIL FROM:<a@b.example> REQUIRETLS', 250, '2.1.0');
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
-    expect((await c.sendData('Subject: secret\r\n\r\nbody\r\n')).code).toBe(250);
+    await sendRequiringTls(c);
     const [m] = await t.waitForMessages(1);
     expect(m?.attributes.requireTls).toBe(true);
     expect(m?.text).toMatch(/with ESMTPS /);
