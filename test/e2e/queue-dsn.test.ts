@@ -46,6 +46,19 @@ function onlyBounce(d: Deliverer): SeenJob {
 const BODY =
   'From: <alice@example.net>\r\nSubject: test\r\nMessage-ID: <m1@example.net>\r\n\r\nHello.\r\nSecond line.\r\n';
 
+/** Send BODY with RET=FULL to a mailbox that fails, run the queue once, and return the bounce's MIME parts. */
+async function bounceOfRetFull(queue: Record<string, unknown> = {}) {
+  const { d, s } = await setup(queue);
+  await sendMail(s.port, {
+    from: 'alice@example.net',
+    to: ['nobody@example.com'],
+    mailParams: 'RET=FULL',
+    body: BODY,
+  });
+  await s.queue.runDue();
+  return parseMultipart(onlyBounce(d).message).parts;
+}
+
 describe('bounces (RFC 3464 delivery status notifications)', () => {
   it('reports a failed recipient to the sender in a multipart/report', async () => {
     const { d, s } = await setup();
@@ -103,15 +116,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('returns the whole message as message/rfc822 with RET=FULL', async () => {
-    const { d, s } = await setup();
-    await sendMail(s.port, {
-      from: 'alice@example.net',
-      to: ['nobody@example.com'],
-      mailParams: 'RET=FULL',
-      body: BODY,
-    });
-    await s.queue.runDue();
-    const { parts } = parseMultipart(onlyBounce(d).message);
+    const parts = await bounceOfRetFull();
     const returned = parts[2];
     expect(returned?.headers).toContain('Content-Type: message/rfc822');
     expect(returned?.body).toMatch(/^Received: from client\.test/);
@@ -119,15 +124,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('returns only the headers when the message is larger than bounceMaxReturnSize', async () => {
-    const { d, s } = await setup({ bounceMaxReturnSize: 100 });
-    await sendMail(s.port, {
-      from: 'alice@example.net',
-      to: ['nobody@example.com'],
-      mailParams: 'RET=FULL',
-      body: BODY,
-    });
-    await s.queue.runDue();
-    const { parts } = parseMultipart(onlyBounce(d).message);
+    const parts = await bounceOfRetFull({ bounceMaxReturnSize: 100 });
     expect(parts[2]?.headers).toContain('Content-Type: text/rfc822-headers');
     expect(parts[2]?.body).not.toContain('Hello.');
     expect(parts[0]?.body).toContain('too large to return');
