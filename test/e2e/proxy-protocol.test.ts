@@ -1,15 +1,12 @@
 import { connect } from 'node:net';
 import Type from 'typebox';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { parseProxyHeader } from '../../core/proxy-protocol.ts';
-import { SmtpClient, startTestServer, type TestServer } from '../../core/testkit.ts';
+import { SmtpClient } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
-let t: TestServer | undefined;
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
+const scope = useScope();
 
 /** Records the client address every connect hook sees. */
 function recorder(seen: string[]) {
@@ -67,7 +64,7 @@ describe('PROXY protocol', () => {
 
   it('hooks see the address the trusted proxy reports (v1, with pipelined EHLO in the same packet)', async () => {
     const seen: string[] = [];
-    t = await startTestServer({
+    const t = await scope.start({
       plugins: [recorder(seen)],
       config: { listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0, proxyProtocol: true }] },
     });
@@ -80,7 +77,7 @@ describe('PROXY protocol', () => {
 
   it('accepts v2 binary headers', async () => {
     const seen: string[] = [];
-    t = await startTestServer({
+    const t = await scope.start({
       plugins: [recorder(seen)],
       config: { listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0, proxyProtocol: true }] },
     });
@@ -91,7 +88,7 @@ describe('PROXY protocol', () => {
   });
 
   it('disconnects peers that are not trusted proxies, and bad headers', async () => {
-    t = await startTestServer({
+    let t = await scope.start({
       config: {
         listeners: [
           { name: 'smtp', host: '127.0.0.1', port: 0, proxyProtocol: true, trustedProxies: ['10.0.0.0/8'] },
@@ -102,7 +99,7 @@ describe('PROXY protocol', () => {
     await c.waitClosed();
     expect(c.pending).toBe('');
     await t.close();
-    t = await startTestServer({
+    t = await scope.start({
       config: { listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0, proxyProtocol: true }] },
     });
     const d = await rawClient(t.port, 'EHLO sneaky.example\r\n');
