@@ -15,6 +15,17 @@ import { useScope } from '../helpers/scope.ts';
 const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
+/** Refuses (550 5.7.1) messages from a sender whose local part is `refused`. */
+const refuse = definePlugin({
+  name: 'refuse-marked',
+  schema: Type.Object({}),
+  register(api) {
+    api.hooks.message.tap((tx) =>
+      tx.from.address?.localPart === 'refused' ? reply(550, '5.7.1', 'No') : undefined,
+    );
+  },
+});
+
 /** Records the notification hooks. */
 function recorder() {
   const events: string[] = [];
@@ -51,15 +62,6 @@ async function spoolFiles(t: TestServer): Promise<string[]> {
 describe('notifications', () => {
   it('fires reset on RSET, EHLO, a refused message and a disconnect, but not after queueing', async () => {
     const rec = recorder();
-    const refuse = definePlugin({
-      name: 'refuse-marked',
-      schema: Type.Object({}),
-      register(api) {
-        api.hooks.message.tap((tx) =>
-          tx.from.address?.localPart === 'refused' ? reply(550, '5.7.1', 'No') : undefined,
-        );
-      },
-    });
     const t = await scope.start({ plugins: [rec.plugin, refuse, LOCAL] });
     const c = await scope.connect(t);
     await c.expect('EHLO client.example', 250);
@@ -210,15 +212,6 @@ describe('clients that half-close (shutdown of their sending side)', () => {
 
 describe('spool files', () => {
   it('leaves no spool file after queued, oversized and refused large messages', async () => {
-    const refuse = definePlugin({
-      name: 'refuse-marked',
-      schema: Type.Object({}),
-      register(api) {
-        api.hooks.message.tap((tx) =>
-          tx.from.address?.localPart === 'refused' ? reply(550, '5.7.1', 'No') : undefined,
-        );
-      },
-    });
     const t = await scope.start({
       plugins: [refuse, LOCAL],
       config: { limits: { maxMessageSize: 700 * 1024 } },
