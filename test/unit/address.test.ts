@@ -1,24 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { isValidHeloDomain, type PathOptions, parseMailbox, parsePath } from '../../core/address.ts';
 import type { Address } from '../../core/types.ts';
+import { addr, MAIL, RCPT } from '../helpers/address.ts';
 
-const MAIL: PathOptions = { utf8: false, allowNull: true, allowPostmaster: false };
-const RCPT: PathOptions = { utf8: false, allowNull: false, allowPostmaster: true };
 const MAIL8: PathOptions = { utf8: true, allowNull: true, allowPostmaster: false };
 const RCPT8: PathOptions = { utf8: true, allowNull: false, allowPostmaster: true };
-
-/** The Address for `local@domain`, with the fields that follow from it by default. */
-function addr(localPart: string, domain: string, extra: Partial<Address> = {}): Address {
-  return {
-    localPart,
-    domain,
-    asciiDomain: domain.toLowerCase(),
-    domainKind: 'name',
-    address: `${localPart}@${domain}`,
-    unicode: false,
-    ...extra,
-  };
-}
 
 const label63 = 'a'.repeat(63);
 /** A 255-octet domain: four 63-octet labels and three dots. */

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import type { PathOptions } from '../../core/address.ts';
 import {
   decodeXtext,
   parseCommand,
@@ -7,22 +6,7 @@ import {
   parseParams,
   peekParams,
 } from '../../core/codec/command.ts';
-import type { Address } from '../../core/types.ts';
-
-const MAIL: PathOptions = { utf8: false, allowNull: true, allowPostmaster: false };
-const RCPT: PathOptions = { utf8: false, allowNull: false, allowPostmaster: true };
-
-function addr(localPart: string, domain: string, extra: Partial<Address> = {}): Address {
-  return {
-    localPart,
-    domain,
-    asciiDomain: domain.toLowerCase(),
-    domainKind: 'name',
-    address: `${localPart}@${domain}`,
-    unicode: false,
-    ...extra,
-  };
-}
+import { addr, MAIL, RCPT } from '../helpers/address.ts';
 
 describe('parseCommand', () => {
   it.each([
