@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import Type from 'typebox';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { SmtpClient, TestPlugin, TestServer, TestServerOptions } from '../../core/testkit.ts';
@@ -26,6 +26,9 @@ import {
   type TestCertificate,
 } from '../helpers/certs.ts';
 import { sendOverStartTls } from '../helpers/mailer.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 const ALICE_PASSWORD = 'correct horse battery staple';
 const BOB_PASSWORD = 'tr0ub4dor&3';
@@ -78,7 +81,6 @@ if (!CONTINUATIONS) {
 let dir = '';
 let cert: TestCertificate;
 let usersPath = '';
-let t: TestServer | undefined;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mailframe-auth-'));
@@ -93,10 +95,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
   if (cert) await removeCertDir(join(cert.certPath, '..'));
-});
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
 });
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
@@ -134,7 +132,7 @@ interface StartOptions extends TestServerOptions {
 }
 
 async function start(opts: StartOptions = {}): Promise<TestServer> {
-  t = await startTestServer({
+  return scope.start({
     ...opts,
     plugins: [
       ['tls', { cert: cert.certPath, key: cert.keyPath, watch: false, reloadOnSighup: false }],
@@ -144,7 +142,6 @@ async function start(opts: StartOptions = {}): Promise<TestServer> {
       ...(opts.plugins ?? []),
     ],
   });
-  return t;
 }
 
 /** Connect, STARTTLS, EHLO again: a client ready to AUTH. */
@@ -334,7 +331,6 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('auth plugin', () => {
     await c.expect(`AUTH PLAIN ${plain('alice', ALICE_PASSWORD)}`, 235);
     await c.expect('QUIT', 221);
     await server.close();
-    t = undefined;
     const log = lines.join('');
     expect(log).toContain('authentication failed');
     expect(log).toContain('authenticated');
@@ -441,7 +437,6 @@ describe.skipIf(CONTINUATION_SKIP)('auth plugin: 334 continuations', () => {
     await c.expect(b64('another-login-secret'), 421, '4.7.0');
     await c.waitClosed();
     await server.close();
-    t = undefined;
     const log = lines.join('');
     expect(log).toContain('authentication failed');
     for (const secret of ['wrong-login-secret', 'another-login-secret']) {

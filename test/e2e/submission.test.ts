@@ -7,9 +7,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTransport } from 'nodemailer';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startTestServer, type TestPlugin, type TestServer } from '../../core/testkit.ts';
+import { describe, expect, it } from 'vitest';
+import type { TestPlugin, TestServer } from '../../core/testkit.ts';
 import { CERT_SKIP_REASON, connectImplicitTls, startTls, upgradeClient } from '../helpers/certs.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 const EXAMPLE = join(import.meta.dirname, '../../examples/submission/mailframe.json');
 /** The test-only user of examples/submission/users.json. */
@@ -17,12 +20,6 @@ const USER = 'alice';
 const PASSWORD = 'example-only-password';
 
 const plainIR = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString('base64');
-
-let t: TestServer | undefined;
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
 
 interface ExampleConfig {
   hostname: string;
@@ -40,7 +37,7 @@ async function startExample(): Promise<TestServer> {
   const plugins: TestPlugin[] = example.plugins
     .filter((p) => p.plugin !== 'queue-fs')
     .map((p) => [p.plugin, p.config ?? {}] as const);
-  t = await startTestServer({
+  return scope.start({
     standardExtensions: false,
     plugins,
     config: {
@@ -51,7 +48,6 @@ async function startExample(): Promise<TestServer> {
       ],
     },
   });
-  return t;
 }
 
 function portOf(server: TestServer, name: string): number {

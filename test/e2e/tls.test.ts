@@ -4,7 +4,7 @@
  */
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer, type TestServerOptions } from '../../core/testkit.ts';
 import { certificateStoreOf } from '../../plugins/tls/index.ts';
 import {
@@ -19,11 +19,13 @@ import {
   upgradeClient,
 } from '../helpers/certs.ts';
 import { sendOverStartTls } from '../helpers/mailer.ts';
+import { useScope } from '../helpers/scope.ts';
+
+const scope = useScope();
 
 let dir = '';
 let main: TestCertificate;
 let other: TestCertificate;
-let t: TestServer | undefined;
 
 beforeAll(async () => {
   if (CERT_SKIP_REASON) return;
@@ -36,17 +38,13 @@ beforeAll(async () => {
 afterAll(async () => {
   if (dir) await removeCertDir(dir);
 });
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
 
 function tlsConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { cert: main.certPath, key: main.keyPath, watch: false, reloadOnSighup: false, ...extra };
 }
 
 async function start(opts: { tls?: Record<string, unknown> } & TestServerOptions = {}): Promise<TestServer> {
-  t = await startTestServer({
+  return scope.start({
     ...opts,
     plugins: [
       ['tls', tlsConfig(opts.tls)],
@@ -54,7 +52,6 @@ async function start(opts: { tls?: Record<string, unknown> } & TestServerOptions
       ...(opts.plugins ?? []),
     ],
   });
-  return t;
 }
 
 function portOf(server: TestServer, name: string): number {
@@ -182,7 +179,7 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('tls plugin: STARTTLS', () => {
   });
 
   it('honours the plugin entry listeners scope', async () => {
-    t = await startTestServer({
+    const t = await scope.start({
       config: {
         listeners: [
           { name: 'smtp', host: '127.0.0.1', port: 0 },
