@@ -5,21 +5,17 @@
  */
 import { existsSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isReply } from '../../core/hooks.ts';
-import { startTestServer, type TestServer } from '../../core/testkit.ts';
 import { envelopeOf } from '../../plugins/outbound/envelope.ts';
 import { sendMessage } from '../../plugins/outbound/smtp-client.ts';
+import { useScope } from '../helpers/scope.ts';
 import { deliveryJob, startDeliveryServer } from './deliver-helpers.ts';
 
 const HAVE_CHUNKING = existsSync(new URL('../../plugins/chunking/index.ts', import.meta.url));
 const HAVE_8BITMIME = existsSync(new URL('../../plugins/8bitmime/index.ts', import.meta.url));
 
-let t: TestServer | undefined;
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
+const scope = useScope();
 
 const MESSAGE =
   'From: a@origin.example\r\nSubject: chunks\r\n\r\nline one\r\n.\r\n.dot line\r\n\r\n.\r\nlast\r\n';
@@ -27,7 +23,7 @@ const LOCAL = ['rcpt-local', { domains: ['example.com'], mailboxes: ['bob', 'car
 
 describe.skipIf(!HAVE_CHUNKING)('outbound BDAT against mailframe (chunking plugin)', () => {
   it('sends pipelined BDAT chunks that arrive byte for byte, with per-recipient refusals', async () => {
-    t = await startTestServer({ plugins: ['chunking', LOCAL] });
+    const t = await scope.start({ plugins: ['chunking', LOCAL] });
     const proxy = await recordingProxy(t.port);
     const report = await sendMessage(
       {
@@ -57,7 +53,7 @@ describe.skipIf(!HAVE_CHUNKING)('outbound BDAT against mailframe (chunking plugi
   });
 
   it('waits for each BDAT reply without PIPELINING; an empty message is one BDAT 0 LAST', async () => {
-    t = await startTestServer({
+    const t = await scope.start({
       plugins: ['enhanced-status-codes', 'chunking', LOCAL],
       standardExtensions: false,
     });
@@ -83,7 +79,7 @@ describe.skipIf(!HAVE_CHUNKING)('outbound BDAT against mailframe (chunking plugi
   });
 
   it.skipIf(!HAVE_8BITMIME)('sends a BINARYMIME message with BODY=BINARYMIME over BDAT', async () => {
-    t = await startTestServer({ plugins: ['chunking', '8bitmime', LOCAL] });
+    const t = await scope.start({ plugins: ['chunking', '8bitmime', LOCAL] });
     const binary = Buffer.concat([
       Buffer.from('Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n'),
       Buffer.from([0, 1, 2, 0x0d, 0x2e, 0x0a, 0xff, 0xfe, 0x0a, 0x2e, 0x0d, 0x0a]),

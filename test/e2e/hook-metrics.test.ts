@@ -1,13 +1,9 @@
 import Type from 'typebox';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
-import { startTestServer, type TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
 
-let t: TestServer | undefined;
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
+const scope = useScope();
 
 const flaky = definePlugin({
   name: 'flaky',
@@ -23,7 +19,7 @@ const flaky = definePlugin({
 
 describe('hook metrics', () => {
   it('count calls, failures and timeouts per plugin and hook', async () => {
-    t = await startTestServer({ plugins: [{ plugin: flaky, timeout: 150 }, 'rcpt-local'] });
+    const t = await scope.start({ plugins: [{ plugin: flaky, timeout: 150 }, 'rcpt-local'] });
     const c = await t.connect();
     await c.expect('EHLO client.example', 250);
     await c.expect('MAIL FROM:<a@b.example>', 250);

@@ -1,15 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../../core/testkit.ts';
+import { describe, expect, it } from 'vitest';
+import { useScope } from '../helpers/scope.ts';
 
-let t: TestServer | undefined;
-afterEach(async () => {
-  await t?.close();
-  t = undefined;
-});
+const scope = useScope();
 
 describe('smoke', () => {
   it('accepts a message for a local domain', async () => {
-    t = await startTestServer({ plugins: [['rcpt-local', { domains: ['example.com'] }]] });
+    const t = await scope.start({ plugins: [['rcpt-local', { domains: ['example.com'] }]] });
     const c = await t.connect();
     expect(c.greeting?.code).toBe(220);
     const ehlo = await c.expect('EHLO client.example', 250);
