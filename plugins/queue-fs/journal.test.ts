@@ -1,0 +1,87 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { silentLogger } from '../../core/log.ts';
+import { Journal, LAZY_FLUSH_MS } from './journal.ts';
+import { messageRecord, scanRecords } from './journal-record.ts';
+import { envelopeFor } from './queue-file.ts';
+
+let root = '';
+afterEach(async () => {
+  vi.useRealTimers();
+  if (root) await rm(root, { recursive: true, force: true });
+  root = '';
+});
+
+async function openJournal(): Promise<Journal> {
+  root = await mkdtemp(join(tmpdir(), 'mf-journal-'));
+  const { journal } = await Journal.open({
+    dir: join(root, 'journal'),
+    corruptDir: root,
+    sync: true,
+    log: silentLogger(),
+  });
+  return journal;
+}
+
+function append(journal: Journal, id: string) {
+  const body = Buffer.from(`Subject: ${id}\r\n\r\nbody\r\n`);
+  const envelope = envelopeFor(
+    id,
+    {
+      from: 'a@example.net',
+      recipients: [{ address: 'b@example.com', domain: 'example.com', attributes: {} }],
+      attributes: {},
+      receivedAt: 0,
+    },
+    body.length,
+  );
+  const record = messageRecord(envelope, body);
+  return journal.append(record.buffers, record.bodyOffset, body.length);
+}
+
+/** The record types in the journal's first segment, in file order. */
+async function onDisk(): Promise<string[]> {
+  const buf = await readFile(join(root, 'journal', '000000000001.jnl'));
+  return scanRecords(buf).entries.map((e) => (e.type === 'release' ? `release ${e.id}` : e.envelope.id));
+}
+
+describe('Journal', () => {
+  it('writes a release nobody waits for with the next waited write, not on its own', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const journal = await openJournal();
+    const a = append(journal, '000000000000000a');
+    await a.durable;
+    expect(journal.counters.writes).toBe(1);
+
+    await journal.release('000000000000000a', a.slot, false);
+    // A real round trip through the file system: a write started now would have landed.
+    await onDisk();
+    expect(journal.counters.writes).toBe(1);
+    expect(await onDisk()).toEqual(['000000000000000a']);
+
+    const b = append(journal, '000000000000000b');
+    await b.durable;
+    expect(journal.counters.writes).toBe(2);
+    expect(await onDisk()).toEqual(['000000000000000a', 'release 000000000000000a', '000000000000000b']);
+  });
+
+  it('writes a lone release after the lazy delay, and at close', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const journal = await openJournal();
+    const a = append(journal, '000000000000000a');
+    const b = append(journal, '000000000000000b');
+    await Promise.all([a.durable, b.durable]);
+
+    await journal.release('000000000000000a', a.slot, false);
+    vi.advanceTimersByTime(LAZY_FLUSH_MS);
+    await vi.waitFor(async () => expect(await onDisk()).toContain('release 000000000000000a'));
+
+    await journal.release('000000000000000b', b.slot, false);
+    await journal.close();
+    // Nothing live is left, so close deleted the segment: the release went out before that.
+    await expect(onDisk()).rejects.toThrow(/ENOENT/);
+    expect(journal.counters.writes).toBe(3);
+  });
+});
