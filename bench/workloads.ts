@@ -74,6 +74,14 @@ export function allWorkloads(quick: boolean): Workload[] {
     w3(n(1000)),
     w3(n(10_000)),
     {
+      // The issue's comparison taken literally: all of W1 with the idle connections open, against W1.
+      id: `W3-${quick ? '1k' : '10k'}-full`,
+      title: `all of W1 (${w1.messages} messages) while ${n(10_000)} idle connections stay open`,
+      load: { ...w1, idle: n(10_000) },
+      kind: 'idle',
+      compareWith: ['W1'],
+    },
+    {
       id: 'W4',
       title: `1 connection, sequential, 2 KB, ${n(2000)} messages (latency)`,
       load: { connections: 1, messages: n(2000), size: 2 * KB, recipients: 1 },
