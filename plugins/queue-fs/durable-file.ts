@@ -41,22 +41,27 @@ export function closeFd(fd: number): Promise<void> {
   });
 }
 
-function writevOnce(fd: number, buffers: readonly Buffer[]): Promise<number> {
+function writevOnce(fd: number, buffers: readonly Buffer[], position: number | null): Promise<number> {
   return new Promise((resolve, reject) => {
-    writev(fd, buffers as Buffer[], (err, written) => (err ? reject(err) : resolve(written)));
+    writev(fd, buffers as Buffer[], position, (err, written) => (err ? reject(err) : resolve(written)));
   });
 }
 
-/** Write `buffers` at the file's current position, all of them (a short write continues). */
-export async function writevAll(fd: number, buffers: readonly Buffer[]): Promise<void> {
+/**
+ * Write `buffers`, all of them (a short write continues): at the file's
+ * current position, or at `position`, which leaves the file's position alone.
+ */
+export async function writevAll(fd: number, buffers: readonly Buffer[], position?: number): Promise<void> {
   let rest = buffers;
+  let at = position ?? null;
   for (;;) {
     let left = 0;
     for (const b of rest) left += b.length;
     if (left === 0) return;
-    let written = await writevOnce(fd, rest);
+    let written = await writevOnce(fd, rest, at);
     if (written >= left) return;
     if (written === 0) throw new Error('write made no progress');
+    if (at !== null) at += written;
     const next: Buffer[] = [];
     for (const b of rest) {
       if (written >= b.length) {

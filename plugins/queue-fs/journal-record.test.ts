@@ -60,6 +60,25 @@ describe('journal records', () => {
     }
   });
 
+  it('takes zeros to the end as the clean end of a zero-filled segment, and zeros before a record as damage', () => {
+    const { buf, ends } = journal();
+    const clean = scanRecords(Buffer.concat([buf, Buffer.alloc(200_000)]));
+    expect(clean.problem).toBeUndefined();
+    expect(clean.entries).toHaveLength(3);
+    expect(clean.validEnd).toBe(buf.length);
+
+    // A torn write: the second record's tail never landed on the zeros.
+    const torn = Buffer.concat([buf, Buffer.alloc(1000)]);
+    torn.fill(0, (ends[1] as number) - 10, ends[1]);
+    expect(scanRecords(torn).problem).toBe('checksum mismatch');
+
+    // A gap of zeros with a record after it is not an end.
+    const gap = Buffer.concat([buf.subarray(0, ends[0]), Buffer.alloc(64), buf.subarray(ends[0])]);
+    const scan = scanRecords(gap);
+    expect(scan.problem).toBe('no record marker');
+    expect(scan.validEnd).toBe(ends[0]);
+  });
+
   it('stops at a flipped bit in a payload, a header or the marker', () => {
     const { buf, ends } = journal();
     for (const at of [0, 5, 9, 13, RECORD_HEADER + 3, (ends[0] as number) + RECORD_HEADER + 40]) {

@@ -70,12 +70,24 @@ export interface ScanResult {
   readonly problem?: string;
 }
 
+const ZEROS = Buffer.alloc(64 * 1024);
+
+function isZero(buf: Buffer): boolean {
+  for (let at = 0; at < buf.length; at += ZEROS.length) {
+    const part = buf.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
 /** Read the records of a journal segment, stopping at the first that is not whole and intact. */
 export function scanRecords(buf: Buffer): ScanResult {
   const entries: JournalEntry[] = [];
   let at = 0;
   const stop = (problem: string): ScanResult => ({ entries, validEnd: at, problem });
   while (at < buf.length) {
+    // The journal zero-fills a segment ahead of its appends: zeros to the end are its clean end.
+    if (buf[at] === 0 && isZero(buf.subarray(at))) break;
     if (buf.length - at < RECORD_HEADER) return stop('truncated record header');
     if (buf.readUInt32BE(at) !== RECORD_MAGIC) return stop('no record marker');
     if ((buf.readUInt32BE(at + 4) & 0xffffff) !== 0) return stop('bad record header');

@@ -1,9 +1,9 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../../core/log.ts';
-import { Journal, LAZY_FLUSH_MS } from './journal.ts';
+import { Journal, LAZY_FLUSH_MS, ZERO_AHEAD } from './journal.ts';
 import { messageRecord, scanRecords } from './journal-record.ts';
 import { envelopeFor } from './queue-file.ts';
 
@@ -16,13 +16,12 @@ afterEach(async () => {
 
 async function openJournal(): Promise<Journal> {
   root = await mkdtemp(join(tmpdir(), 'mf-journal-'));
-  const { journal } = await Journal.open({
-    dir: join(root, 'journal'),
-    corruptDir: root,
-    sync: true,
-    log: silentLogger(),
-  });
-  return journal;
+  return (await reopen()).journal;
+}
+
+/** Open the journal in `root` again, as a restart after a crash would. */
+function reopen(): ReturnType<typeof Journal.open> {
+  return Journal.open({ dir: join(root, 'journal'), corruptDir: root, sync: true, log: silentLogger() });
 }
 
 function append(journal: Journal, id: string) {
@@ -65,6 +64,22 @@ describe('Journal', () => {
     await b.durable;
     expect(journal.counters.writes).toBe(2);
     expect(await onDisk()).toEqual(['000000000000000a', 'release 000000000000000a', '000000000000000b']);
+  });
+
+  it('zero-fills the segment ahead of its appends, and a restart reads the zeros as its clean end', async () => {
+    const journal = await openJournal();
+    const ids = ['000000000000000a', '000000000000000b', '000000000000000c'];
+    for (const id of ids) await append(journal, id).durable;
+    const file = join(root, 'journal', '000000000001.jnl');
+    await vi.waitFor(async () => expect((await stat(file)).size).toBeGreaterThanOrEqual(ZERO_AHEAD));
+    expect(await onDisk()).toEqual(ids);
+
+    // No close: what a crash leaves. Every record comes back, and nothing is taken for damage.
+    const again = await reopen();
+    expect(again.recovered.map((m) => m.envelope.id)).toEqual(ids);
+    expect(await readdir(root)).toEqual(['journal']);
+    await again.journal.close();
+    await journal.close();
   });
 
   it('writes a lone release after the lazy delay, and at close', async () => {

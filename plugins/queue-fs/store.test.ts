@@ -1,10 +1,11 @@
-import { mkdtemp, readdir, readFile, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../../core/log.ts';
 import type { EnvelopeInput, Lease } from '../queue/types.ts';
+import { scanRecords } from './journal-record.ts';
 import { FsQueueStore } from './store.ts';
 
 let cleanup: Array<() => Promise<void>> = [];
@@ -200,8 +201,11 @@ describe('FsQueueStore journal', () => {
     await first.store.close();
     const [name] = await segments(first.root);
     const path = join(first.root, 'journal', name as string);
-    const size = (await stat(path)).size;
-    await truncate(path, size - 100); // the second record loses its last 100 octets
+    // A torn write over the zero-filled segment: the second record's last 100 octets never landed.
+    const buf = await readFile(path);
+    const end = scanRecords(buf).validEnd;
+    buf.fill(0, end - 100, end);
+    await writeFile(path, buf);
 
     const second = await openStore({ root: first.root });
     expect((await second.store.list()).map((m) => m.id)).toEqual([ids[0]]);
