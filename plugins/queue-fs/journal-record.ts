@@ -70,7 +70,8 @@ export interface ScanResult {
   readonly problem?: string;
 }
 
-const ZEROS = Buffer.alloc(64 * 1024);
+/** Zeros, for filling a segment ahead of its appends and for recognising its zero-filled end. */
+export const ZEROS = Buffer.alloc(1024 * 1024);
 
 function isZero(buf: Buffer): boolean {
   for (let at = 0; at < buf.length; at += ZEROS.length) {

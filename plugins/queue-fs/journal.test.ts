@@ -71,7 +71,10 @@ describe('Journal', () => {
     const ids = ['000000000000000a', '000000000000000b', '000000000000000c'];
     for (const id of ids) await append(journal, id).durable;
     const file = join(root, 'journal', '000000000001.jnl');
-    await vi.waitFor(async () => expect((await stat(file)).size).toBeGreaterThanOrEqual(ZERO_AHEAD));
+    // The first fill starts after the records already waiting when the file opened: wait for it.
+    await vi.waitFor(async () => expect((await stat(file)).size).toBeGreaterThanOrEqual(ZERO_AHEAD), {
+      timeout: 5000,
+    });
     expect(await onDisk()).toEqual(ids);
 
     // No close: what a crash leaves. Every record comes back, and nothing is taken for damage.
@@ -91,7 +94,9 @@ describe('Journal', () => {
 
     await journal.release('000000000000000a', a.slot, false);
     vi.advanceTimersByTime(LAZY_FLUSH_MS);
-    await vi.waitFor(async () => expect(await onDisk()).toContain('release 000000000000000a'));
+    await vi.waitFor(async () => expect(await onDisk()).toContain('release 000000000000000a'), {
+      timeout: 5000,
+    });
 
     await journal.release('000000000000000b', b.slot, false);
     await journal.close();
