@@ -178,7 +178,7 @@ describe('queue-fs', () => {
       perDomain.set(job.destination, n);
       mostPerDomain = Math.max(mostPerDomain, n);
       await gate;
-      perDomain.set(job.destination, n - 1);
+      perDomain.set(job.destination, (perDomain.get(job.destination) ?? 1) - 1);
       running--;
       return { code: 250, enhanced: '2.0.0', text: 'OK' };
     };
