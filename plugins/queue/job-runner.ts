@@ -9,10 +9,17 @@
  * failure is recorded, so a crash in between repeats the bounce rather than
  * losing it.
  */
+import type { Readable } from 'node:stream';
 import { domainToASCII } from 'node:url';
 import type { Clock, Outbound } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
-import type { DeliveryJob, Logger, RecipientResult } from '../../core/types.ts';
+import type {
+  DeliveryJob,
+  DeliveryRecipient,
+  EnvelopeAttributes,
+  Logger,
+  RecipientResult,
+} from '../../core/types.ts';
 import { buildDsn, type DsnRecipient, headerSection, type ReturnedContent, statusOf } from './bounce.ts';
 import { resultsFor } from './delivery-results.ts';
 import { envelopeDsnOf, notifyOf, orcptOf } from './dsn-request.ts';
@@ -56,62 +63,97 @@ export function domainOf(address: string): string {
   return (domainToASCII(domain) || domain).toLowerCase();
 }
 
+/** A leased job as the delivery plugins see it; its child logger is made on first use. */
+class Job implements DeliveryJob {
+  readonly id: string;
+  readonly destination: string;
+  readonly route: string | undefined;
+  readonly from: string;
+  readonly recipients: readonly DeliveryRecipient[];
+  readonly attributes: EnvelopeAttributes;
+  readonly attempts: number;
+  readonly size: number;
+  readonly #lease: Lease;
+  readonly #parentLog: Logger;
+  #log: Logger | undefined;
+
+  constructor(lease: Lease, route: string | undefined, log: Logger) {
+    this.id = lease.id;
+    this.destination = lease.destination;
+    this.route = route;
+    this.from = lease.from;
+    const recipients: DeliveryRecipient[] = [];
+    let attempts = 0;
+    for (const r of lease.recipients) {
+      recipients.push({ address: r.address, attributes: r.attributes });
+      if (r.attempts > attempts) attempts = r.attempts;
+    }
+    this.recipients = recipients;
+    this.attributes = lease.attributes;
+    this.attempts = attempts;
+    this.size = lease.size;
+    this.#lease = lease;
+    this.#parentLog = log;
+  }
+
+  stream(): Readable {
+    return this.#lease.stream();
+  }
+
+  // Most jobs log nothing below the configured level: no child logger until one is asked for.
+  get log(): Logger {
+    this.#log ??= this.#parentLog.child({ qid: this.id, destination: this.destination });
+    return this.#log;
+  }
+}
+
+/** The outcome's hook: `delivered`, `bounced` or `deferred`. */
+function announce(outbound: Outbound, job: DeliveryJob, d: Decided): Promise<void> {
+  if (d.outcome.status === 'delivered') return outbound.delivered(job, d.result);
+  if (d.outcome.status === 'failed') return outbound.bounced(job, d.result);
+  return outbound.deferred(job, d.result);
+}
+
 export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<void> {
   return async (lease) => {
     const route = ctx.router(lease.destination);
-    // The job's child logger is made on first use: most jobs log nothing below the configured level.
-    let child: Logger | undefined;
-    const job: DeliveryJob = {
-      id: lease.id,
-      destination: lease.destination,
-      route,
-      from: lease.from,
-      recipients: lease.recipients.map((r) => ({ address: r.address, attributes: r.attributes })),
-      attributes: lease.attributes,
-      attempts: Math.max(0, ...lease.recipients.map((r) => r.attempts)),
-      size: lease.size,
-      stream: () => lease.stream(),
-      get log() {
-        child ??= ctx.log.child({ qid: lease.id, destination: lease.destination });
-        return child;
-      },
-    };
-    const log = () => job.log;
+    const job = new Job(lease, route, ctx.log);
     let answer: Awaited<ReturnType<Outbound['deliver']>>;
     try {
       answer = await ctx.outbound.deliver(job);
     } catch (err) {
-      log().error({ err }, 'deliver hook failed');
+      job.log.error({ err }, 'deliver hook failed');
       answer = Replies.localError;
     }
     if (answer === undefined) {
-      log().error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
+      job.log.error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
     }
     const now = ctx.clock.now();
     const results = resultsFor(
-      lease.recipients.map((r) => r.address),
+      job.recipients.map((r) => r.address),
       answer,
     );
     const decided = lease.recipients.map((r, i) => decide(ctx, lease, r, results[i] as RecipientResult, now));
-    await sendDsn(ctx, lease, decided, now, job);
+    if (needsDsnStep(lease, decided)) await sendDsn(ctx, lease, decided, now, job);
     await ctx.store.settle(
       lease,
       decided.map((d) => d.outcome),
       now,
     );
-    const count = { delivered: 0, deferred: 0, failed: 0 };
-    for (const d of decided) count[d.outcome.status]++;
     if (ctx.log.isLevelEnabled('info')) {
-      log().info({ route: route ?? null, attempt: job.attempts + 1, ...count }, 'delivery attempt');
+      const count = { delivered: 0, deferred: 0, failed: 0 };
+      for (const d of decided) count[d.outcome.status]++;
+      job.log.info({ route: route ?? null, attempt: job.attempts + 1, ...count }, 'delivery attempt');
     }
-    await Promise.all(
-      decided.map((d) => {
-        if (d.outcome.status === 'delivered') return ctx.outbound.delivered(job, d.result);
-        if (d.outcome.status === 'failed') return ctx.outbound.bounced(job, d.result);
-        return ctx.outbound.deferred(job, d.result);
-      }),
-    );
+    if (decided.length === 1) await announce(ctx.outbound, job, decided[0] as Decided);
+    else await Promise.all(decided.map((d) => announce(ctx.outbound, job, d)));
   };
+}
+
+/** Whether `sendDsn` has anything to do: a report to queue, or a failure of a bounce to log. */
+function needsDsnStep(lease: Lease, decided: readonly Decided[]): boolean {
+  if (lease.from === '') return decided.some((d) => d.outcome.status === 'failed');
+  return decided.some((d) => d.dsn !== undefined);
 }
 
 function decide(

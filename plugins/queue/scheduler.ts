@@ -41,6 +41,7 @@ export class Scheduler {
   #pumping: Promise<void> | undefined;
   #again = false;
   #closed = false;
+  #kicked = false;
 
   constructor(opts: SchedulerOptions) {
     this.#o = opts;
@@ -54,8 +55,13 @@ export class Scheduler {
 
   /** Look for due jobs now (something was enqueued, released or retried). */
   kick(): void {
-    if (this.#closed) return;
-    this.#pump().catch((err) => this.#o.log.error({ err }, 'queue scheduler failed'));
+    if (this.#closed || this.#kicked) return;
+    this.#kicked = true;
+    setImmediate(() => {
+      this.#kicked = false;
+      if (this.#closed) return;
+      this.#pump().catch((err) => this.#o.log.error({ err }, 'queue scheduler failed'));
+    });
   }
 
   /** Run every job due now, and whatever they make due (bounces), until nothing due is left. */
@@ -120,16 +126,17 @@ export class Scheduler {
   #start(lease: Lease): void {
     const d = lease.destination;
     this.#busy.set(d, (this.#busy.get(d) ?? 0) + 1);
-    const job: Promise<void> = this.#o
-      .run(lease)
-      .catch((err) => this.#o.log.error({ err, qid: lease.id, destination: d }, 'delivery job failed'))
-      .finally(() => {
-        this.#running.delete(job);
-        const n = (this.#busy.get(d) ?? 1) - 1;
-        if (n <= 0) this.#busy.delete(d);
-        else this.#busy.set(d, n);
-        this.kick();
-      });
+    const finish = () => {
+      this.#running.delete(job);
+      const n = (this.#busy.get(d) ?? 1) - 1;
+      if (n <= 0) this.#busy.delete(d);
+      else this.#busy.set(d, n);
+      this.kick();
+    };
+    const job: Promise<void> = this.#o.run(lease).then(finish, (err: unknown) => {
+      this.#o.log.error({ err, qid: lease.id, destination: d }, 'delivery job failed');
+      finish();
+    });
     this.#running.add(job);
   }
 
