@@ -93,6 +93,20 @@ function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 }
 
+/** The earliest next attempt of the pending recipients, per destination. */
+function earliestAttempts(e: Entry): Map<string, number> {
+  const earliest = new Map<string, number>();
+  const recipients = e.envelope.recipients;
+  for (let i = 0; i < recipients.length; i++) {
+    const s = e.state.recipients[i] as RecipientState;
+    if (s.status !== 'pending') continue;
+    const domain = (recipients[i] as QueueEnvelope['recipients'][number]).domain;
+    const at = earliest.get(domain);
+    if (at === undefined || s.nextAttemptAt < at) earliest.set(domain, s.nextAttemptAt);
+  }
+  return earliest;
+}
+
 export class FsQueueStore implements QueueStore {
   readonly root: string;
   readonly dirs: { journal: string; tmp: string; messages: string; state: string; corrupt: string };
@@ -281,15 +295,26 @@ export class FsQueueStore implements QueueStore {
     );
   }
 
-  #entry(envelope: QueueEnvelope, path: string, bodyOffset: number, state: MessageState): Entry {
+  /** `receivedAt`: the arrival time when the caller has it as a number (else parsed from the envelope). */
+  #entry(
+    envelope: QueueEnvelope,
+    path: string,
+    bodyOffset: number,
+    state: MessageState,
+    receivedAt = Date.parse(envelope.receivedAt),
+  ): Entry {
+    const rs = envelope.recipients;
     return {
       id: envelope.id,
       envelope,
-      receivedAt: Date.parse(envelope.receivedAt),
+      receivedAt,
       path,
       bodyOffset,
       slot: undefined,
-      destinations: [...new Set(envelope.recipients.map((r) => r.domain))],
+      destinations:
+        rs.length === 1
+          ? [(rs[0] as QueueEnvelope['recipients'][number]).domain]
+          : [...new Set(rs.map((r) => r.domain))],
       state,
       leased: new Set(),
       removed: false,
@@ -302,16 +327,10 @@ export class FsQueueStore implements QueueStore {
 
   /** Bring the due index in line with the entry's state. */
   #index(e: Entry): void {
-    const earliest = new Map<string, number>();
-    e.envelope.recipients.forEach((r, i) => {
-      const s = e.state.recipients[i] as RecipientState;
-      if (s.status !== 'pending') return;
-      const at = earliest.get(r.domain);
-      if (at === undefined || s.nextAttemptAt < at) earliest.set(r.domain, s.nextAttemptAt);
-    });
+    const earliest = e.removed || e.state.held ? undefined : earliestAttempts(e);
     for (const d of e.destinations) {
-      const at = earliest.get(d);
-      if (e.removed || e.state.held || e.leased.has(d) || at === undefined) this.#due.delete(d, e.id);
+      const at = earliest?.get(d);
+      if (at === undefined || e.leased.has(d)) this.#due.delete(d, e.id);
       else this.#due.set(d, e.id, at);
     }
   }
@@ -434,6 +453,7 @@ export class FsQueueStore implements QueueStore {
       written.path,
       written.bodyOffset,
       freshState(input.recipients.length, input.receivedAt),
+      Math.trunc(input.receivedAt),
     );
     this.#entries.set(id, entry);
     if (Buffer.isBuffer(content)) this.#bodies.add(id, content);
@@ -458,6 +478,7 @@ export class FsQueueStore implements QueueStore {
       slot.segment.path,
       slot.bodyStart,
       freshState(input.recipients.length, input.receivedAt),
+      Math.trunc(input.receivedAt),
     );
     entry.slot = slot;
     this.#entries.set(id, entry);
