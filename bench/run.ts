@@ -20,7 +20,7 @@ import { allWorkloads, type Workload } from './workloads.ts';
 const USAGE = `Usage: npm run bench -- [options]
 
   --only IDS        Workloads to run, comma-separated: W1, W1P, W2, W3 (all of W3-*) or
-                    W3-0 / W3-1k / W3-10k / W3-10k-full, W4, W5, L (large messages) or
+                    W3-0 / W3-1k / W3-10k / W3-10k-full, W4, W5, W6, L (large messages) or
                     L50 / L200. Default: all.
   --servers NAMES   Comma-separated from: ${SERVER_NAMES.join(', ')}. Default: all.
   --runs N          Runs per workload and server; the median is reported (default 1).

@@ -94,6 +94,15 @@ export function allWorkloads(quick: boolean): Workload[] {
       kind: 'throughput',
     },
     {
+      // Not one of the issue's targets: shows what group commit does when more transactions
+      // are in flight than W1's ten (the durable path is latency-bound at ten).
+      id: 'W6',
+      title: `W1 with 50 connections, ${w1.messages} messages`,
+      load: { ...w1, connections: 50 },
+      kind: 'throughput',
+      compareWith: ['W1'],
+    },
+    {
       id: quick ? 'L5' : 'L50',
       title: `one ${quick ? 5 : 50} MB message`,
       load: { connections: 1, messages: 1, size: (quick ? 5 : 50) * MB, recipients: 1 },
