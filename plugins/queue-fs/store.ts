@@ -496,9 +496,11 @@ export class FsQueueStore implements QueueStore {
       const e = this.#entries.get(job.id);
       if (!e || e.removed) continue;
       const recipients: LeasedRecipient[] = [];
-      e.envelope.recipients.forEach((r, index) => {
+      const all = e.envelope.recipients;
+      for (let index = 0; index < all.length; index++) {
+        const r = all[index] as QueueEnvelope['recipients'][number];
         const s = e.state.recipients[index] as RecipientState;
-        if (r.domain !== job.destination || s.status !== 'pending') return;
+        if (r.domain !== job.destination || s.status !== 'pending') continue;
         recipients.push({
           index,
           address: r.address,
@@ -506,7 +508,7 @@ export class FsQueueStore implements QueueStore {
           attempts: s.attempts,
           warned: s.warned === true,
         });
-      });
+      }
       if (recipients.length === 0) continue;
       e.leased.add(job.destination);
       leases.push({
@@ -548,16 +550,16 @@ export class FsQueueStore implements QueueStore {
     for (const o of outcomes) {
       const prev = e.state.recipients[o.index];
       if (prev?.status !== 'pending') continue;
-      const warned = prev.warned === true || o.warned === true;
-      e.state.recipients[o.index] = {
+      const next: { -readonly [K in keyof RecipientState]: RecipientState[K] } = {
         status: o.status === 'deferred' ? 'pending' : o.status,
         attempts: prev.attempts + 1,
         nextAttemptAt: o.status === 'deferred' ? (o.nextAttemptAt ?? now) : prev.nextAttemptAt,
         lastAttemptAt: now,
-        ...(o.reply ? { reply: o.reply } : {}),
-        ...(o.mta ? { mta: o.mta } : {}),
-        ...(warned ? { warned: true } : {}),
       };
+      if (o.reply) next.reply = o.reply;
+      if (o.mta) next.mta = o.mta;
+      if (prev.warned === true || o.warned === true) next.warned = true;
+      e.state.recipients[o.index] = next;
     }
     if (!e.state.recipients.some((r) => r.status === 'pending')) {
       await this.#remove(e, false);

@@ -35,16 +35,24 @@ export function resultsFor(
     const status = statusOfCode(answer.code);
     return recipients.map((recipient) => ({ recipient, status, reply: replyRecord(answer) }));
   }
+  const reported = answer.results ?? [];
+  // The common case, one recipient answered about: no lookup tables.
+  const only =
+    recipients.length === 1 && reported.length === 1 ? (reported[0] as RecipientResult) : undefined;
+  if (only && only.recipient === recipients[0]) return [resultOf(only.recipient, only)];
   const exact = new Map<string, RecipientResult>();
   const folded = new Map<string, RecipientResult>();
-  for (const r of answer.results ?? []) {
+  for (const r of reported) {
     exact.set(r.recipient, r);
     folded.set(r.recipient.toLowerCase(), r);
   }
-  return recipients.map((recipient) => {
-    const r = exact.get(recipient) ?? folded.get(recipient.toLowerCase());
-    if (!r) return { recipient, status: 'deferred', reply: replyRecord(NO_RESULT) };
-    const status = r.status === 'delivered' || r.status === 'failed' ? r.status : 'deferred';
-    return { ...r, recipient, status };
-  });
+  return recipients.map((recipient) =>
+    resultOf(recipient, exact.get(recipient) ?? folded.get(recipient.toLowerCase())),
+  );
+}
+
+function resultOf(recipient: string, r: RecipientResult | undefined): RecipientResult {
+  if (!r) return { recipient, status: 'deferred', reply: replyRecord(NO_RESULT) };
+  const status = r.status === 'delivered' || r.status === 'failed' ? r.status : 'deferred';
+  return r.recipient === recipient && r.status === status ? r : { ...r, recipient, status };
 }
