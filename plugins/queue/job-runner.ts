@@ -96,9 +96,8 @@ class Job implements DeliveryJob {
     this.#parentLog = log;
   }
 
-  stream(): Readable {
-    return this.#lease.stream();
-  }
+  /** An own property, not a method: a plugin may take `job.stream` apart from the job. */
+  readonly stream = (): Readable => this.#lease.stream();
 
   // Most jobs log nothing below the configured level: no child logger until one is asked for.
   get log(): Logger {

@@ -71,7 +71,9 @@ export class Deliverer {
         api.hooks.deliver.tap(async (job) => {
           if (opts.onlyRoute && job.route !== api.name) return undefined;
           const chunks: Buffer[] = [];
-          for await (const c of job.stream()) chunks.push(c as Buffer);
+          // Taken apart from the job, as a plugin may: `stream` must not depend on `this`.
+          const { stream } = job;
+          for await (const c of stream()) chunks.push(c as Buffer);
           const message = Buffer.concat(chunks).toString('utf8');
           this.seen.push({ job, recipients: job.recipients.map((r) => r.address), message, at: clock.now() });
           return this.behaviour(job, message);
