@@ -168,13 +168,14 @@ function decide(
     ...(result.reply ? { reply: result.reply } : {}),
     ...(result.mta ? { mta: result.mta } : {}),
   };
-  const dsnBase = {
+  // Made only for a recipient that gets a report (most get none).
+  const dsnBase = () => ({
     address: r.address,
     original: orcptOf(r.attributes),
     remoteMta: result.mta,
     diagnostic: result.reply,
     lastAttemptAt: now,
-  };
+  });
   if (result.status === 'delivered') {
     // RFC 3461 6.2: a next hop that took the NOTIFY parameters over reports success itself.
     const handoff = result.dsnHandoff ?? 'final';
@@ -184,7 +185,7 @@ function decide(
       dsn:
         notify.success && handoff !== 'passed-on'
           ? {
-              ...dsnBase,
+              ...dsnBase(),
               action: handoff === 'relayed' ? 'relayed' : 'delivered',
               status: statusOf(result.reply, '2.0.0'),
             }
@@ -196,7 +197,7 @@ function decide(
       outcome: { ...base, status: 'failed' },
       result,
       dsn: notify.failure
-        ? { ...dsnBase, action: 'failed', status: statusOf(result.reply, '5.0.0') }
+        ? { ...dsnBase(), action: 'failed', status: statusOf(result.reply, '5.0.0') }
         : undefined,
     };
   }
@@ -208,7 +209,7 @@ function decide(
       result: { ...result, status: 'failed' },
       dsn: notify.failure
         ? {
-            ...dsnBase,
+            ...dsnBase(),
             action: 'failed',
             // RFC 3463 X.4.7: delivery time expired (persistent transient failure).
             status: '4.4.7',
@@ -227,7 +228,7 @@ function decide(
     result,
     dsn: warn
       ? {
-          ...dsnBase,
+          ...dsnBase(),
           action: 'delayed',
           status: statusOf(result.reply, '4.0.0'),
           willRetryUntil: lease.receivedAt + ctx.policy.maxAge,
