@@ -53,7 +53,11 @@ export class Scheduler {
     return this.#running.size;
   }
 
-  /** Look for due jobs now (something was enqueued, released or retried). */
+  /**
+   * Look for due jobs (something was enqueued, released or retried): once, at
+   * the end of this event-loop turn, however many kicks the turn brings, so
+   * the replies a turn owes go out before deliveries start.
+   */
   kick(): void {
     if (this.#closed || this.#kicked) return;
     this.#kicked = true;
