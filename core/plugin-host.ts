@@ -47,17 +47,25 @@ function sessionOf(arg: unknown): Session | undefined {
   return undefined;
 }
 
-async function withTimeout<T>(value: T | Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  if (!(value instanceof Promise)) return value;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(resolve, ms, TIMED_OUT);
+/**
+ * Settle with `pending`, or with `TIMED_OUT` once `ms` pass: one promise and
+ * one timer a call (no `Promise.race`, no async frames: this runs for every
+ * asynchronous tap of every transaction).
+ */
+function within<T>(pending: PromiseLike<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms, TIMED_OUT);
+    pending.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
   });
-  try {
-    return await Promise.race([value, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Build the tap-only hook view for one plugin instance. */
@@ -97,19 +105,18 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   for (const name of BAIL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
     const ms = name === 'deliver' ? policy.deliveryTimeout : policy.timeout;
-    const settle = async (pending: PromiseLike<unknown>, args: readonly unknown[]) => {
-      try {
-        const result = await withTimeout(Promise.resolve(pending), ms);
-        if (result === TIMED_OUT) {
+    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[]) =>
+      within(pending, ms).then(
+        (result) => {
+          if (result !== TIMED_OUT) return result ?? undefined; // null would stop a bail chain without an answer
           fail(name, args, TIMED_OUT);
           return Replies.localError;
-        }
-        return result ?? undefined; // null would stop a bail chain without an answer
-      } catch (err) {
-        fail(name, args, err);
-        return Replies.localError;
-      }
-    };
+        },
+        (err: unknown) => {
+          fail(name, args, err);
+          return Replies.localError;
+        },
+      );
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
@@ -134,16 +141,17 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   }
   for (const name of WATERFALL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
-    const settle = async (pending: PromiseLike<unknown>, args: readonly unknown[]) => {
-      try {
-        const result = await withTimeout(Promise.resolve(pending), policy.timeout);
-        if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
-        return result === TIMED_OUT || result === undefined ? args[0] : result;
-      } catch (err) {
-        fail(name, args.slice(1), err);
-        return args[0];
-      }
-    };
+    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[]) =>
+      within(pending, policy.timeout).then(
+        (result) => {
+          if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
+          return result === TIMED_OUT || result === undefined ? args[0] : result;
+        },
+        (err: unknown) => {
+          fail(name, args.slice(1), err);
+          return args[0];
+        },
+      );
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
@@ -171,18 +179,23 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
-        hook.tapPromise(tapOptions(options), async (...args: unknown[]) => {
-          if (!inScope(args)) return;
+        hook.tapPromise(tapOptions(options), (...args: unknown[]): Promise<void> => {
+          if (!inScope(args)) return Promise.resolve();
           count.calls++;
+          let result: unknown;
           try {
-            const result = await withTimeout(
-              (handler as (...a: unknown[]) => unknown)(...args),
-              policy.timeout,
-            );
-            if (result === TIMED_OUT) fail(name, args, TIMED_OUT);
+            result = (handler as (...a: unknown[]) => unknown)(...args);
           } catch (err) {
             fail(name, args, err);
+            return Promise.resolve();
           }
+          if (typeof (result as { then?: unknown } | null)?.then !== 'function') return Promise.resolve();
+          return within(result as PromiseLike<unknown>, policy.timeout).then(
+            (settled) => {
+              if (settled === TIMED_OUT) fail(name, args, TIMED_OUT);
+            },
+            (err: unknown) => fail(name, args, err),
+          );
         });
       },
     };

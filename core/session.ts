@@ -738,16 +738,17 @@ export class SmtpSession implements Session {
     const spool = this.#spool as SpoolWriter;
     this.#decoder = undefined;
     this.#spool = undefined;
-    this.#completeMessage(spool, decoder.size, decoder.overflow, decoder.bareLineEndings)
-      .then((r) => this.#queueReply(r))
-      .then(
-        () => this.#afterAsync(),
-        (err) => {
-          this.log.error({ err }, `end of data failed: ${describe(err)}`);
-          this.#queueReply(Replies.localError);
-          this.#afterAsync();
-        },
-      );
+    this.#completeMessage(spool, decoder.size, decoder.overflow, decoder.bareLineEndings).then(
+      (r) => {
+        this.#queueReply(r);
+        this.#afterAsync();
+      },
+      (err) => {
+        this.log.error({ err }, `end of data failed: ${describe(err)}`);
+        this.#queueReply(Replies.localError);
+        this.#afterAsync();
+      },
+    );
   }
 
   /**
@@ -757,33 +758,13 @@ export class SmtpSession implements Session {
    */
   async #completeMessage(spool: SpoolWriter, size: number, overflow: boolean, bare: boolean): Promise<Reply> {
     const tx = this.transaction as SmtpTransaction;
-    const done = async (r: Reply, queueId?: string): Promise<Reply> => {
-      this.transactionCount++;
-      if (this.#baseLog.isLevelEnabled('info')) {
-        this.log.info(
-          {
-            tid: tx.id,
-            from: tx.from.address?.address ?? '',
-            rcpts: tx.recipients.length,
-            size,
-            code: r.code,
-            ...(queueId === undefined ? {} : { queueId }),
-            ms: this.#host.now() - tx.startedAt,
-          },
-          queueId === undefined ? 'message refused' : 'message queued',
-        );
-      }
-      if (queueId === undefined) await this.#resetTransaction('rejected');
-      else this.transaction = undefined;
-      return r;
-    };
     if (overflow) {
       await spool.discard();
-      return done(Replies.messageTooBig);
+      return this.#endMessage(tx, size, Replies.messageTooBig);
     }
     if (bare && this.#host.smtp.bareLineEndings === 'reject') {
       await spool.discard();
-      return done(Replies.bareLineEnding);
+      return this.#endMessage(tx, size, Replies.bareLineEnding);
     }
     let fields = [receivedHeader(tx, this.#host.now())];
     if (this.#host.hooks.headers.isUsed())
@@ -794,23 +775,55 @@ export class SmtpSession implements Session {
     } catch (err) {
       tx.log.error({ err }, `spool failed: ${describe(err)}`);
       await spool.discard();
-      return done(Replies.insufficientStorage);
+      return this.#endMessage(tx, size, Replies.insufficientStorage);
     }
+    let reply: Reply;
+    let queueId: string | undefined;
     try {
-      if (this.#host.hooks.message.isUsed()) {
-        const verdict = await callBail(this.#host.hooks, 'message', tx, message);
-        if (verdict && !isPositive(verdict)) return done(verdict);
+      let verdict: Reply | undefined;
+      if (this.#host.hooks.message.isUsed())
+        verdict = await callBail(this.#host.hooks, 'message', tx, message);
+      if (verdict && !isPositive(verdict)) reply = verdict;
+      else {
+        const result = await callBail(this.#host.hooks, 'queue', tx, message);
+        if (result === undefined) {
+          tx.log.error('no plugin queued the message (configure a queue plugin)');
+          reply = Replies.localError;
+        } else if (isReply(result)) reply = isPositive(result) ? Replies.localError : result;
+        else {
+          reply = queuedReply(result.id);
+          queueId = result.id;
+        }
       }
-      const result = await callBail(this.#host.hooks, 'queue', tx, message);
-      if (result === undefined) {
-        tx.log.error('no plugin queued the message (configure a queue plugin)');
-        return done(Replies.localError);
-      }
-      if (isReply(result)) return done(isPositive(result) ? Replies.localError : result);
-      return done(queuedReply(result.id), result.id);
     } finally {
-      await message.dispose();
+      const disposed = message.dispose();
+      if (disposed) await disposed;
     }
+    return this.#endMessage(tx, size, reply, queueId);
+  }
+
+  /** The transaction ends with the message's final reply: logged, and reset unless the message was queued. */
+  #endMessage(tx: SmtpTransaction, size: number, r: Reply, queueId?: string): Reply | Promise<Reply> {
+    this.transactionCount++;
+    if (this.#baseLog.isLevelEnabled('info')) {
+      this.log.info(
+        {
+          tid: tx.id,
+          from: tx.from.address?.address ?? '',
+          rcpts: tx.recipients.length,
+          size,
+          code: r.code,
+          ...(queueId === undefined ? {} : { queueId }),
+          ms: this.#host.now() - tx.startedAt,
+        },
+        queueId === undefined ? 'message refused' : 'message queued',
+      );
+    }
+    if (queueId !== undefined) {
+      this.transaction = undefined;
+      return r;
+    }
+    return this.#resetTransaction('rejected').then(() => r);
   }
 
   // ---- chunked messages (the seam BDAT uses) ----------------------------

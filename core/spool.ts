@@ -69,19 +69,25 @@ export class SpoolWriter {
     file.on('close', once);
   }
 
-  /** Close the spool and give the message. Throws if writing the spool failed (e.g. disk full). */
-  async finish(prepended: readonly HeaderField[], hadBareLineEndings: boolean): Promise<SpooledMessage> {
+  /**
+   * Close the spool and give the message: at once when it stayed in memory,
+   * else once the spool file is written. Rejects if writing the spool failed
+   * (e.g. disk full).
+   */
+  finish(
+    prepended: readonly HeaderField[],
+    hadBareLineEndings: boolean,
+  ): SpooledMessage | Promise<SpooledMessage> {
     const file = this.#file;
-    if (file) {
-      await new Promise<void>((resolve, reject) => {
-        if (this.#failed) return reject(this.#failed);
-        file.once('error', reject);
-        file.end(() => resolve());
-      });
+    if (!file) return new SpooledMessage(prepended, this.#size, hadBareLineEndings, { chunks: this.#chunks });
+    return new Promise<void>((resolve, reject) => {
+      if (this.#failed) return reject(this.#failed);
+      file.once('error', reject);
+      file.end(() => resolve());
+    }).then(() => {
       if (this.#failed) throw this.#failed;
-    }
-    const body = file ? { path: this.#path as string } : { chunks: this.#chunks };
-    return new SpooledMessage(prepended, this.#size, hadBareLineEndings, body);
+      return new SpooledMessage(prepended, this.#size, hadBareLineEndings, { path: this.#path as string });
+    });
   }
 
   /** Throw the data away (rejected or aborted transaction). */
@@ -142,13 +148,17 @@ export class SpooledMessage implements Message {
     );
   }
 
-  async read(maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
+  read(maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
     const total = this.head.length + this.size;
-    if (total > maxBytes) throw new RangeError(`message of ${total} octets is larger than ${maxBytes}`);
-    if ('chunks' in this.#body) return Buffer.concat([this.head, ...this.#body.chunks], total);
-    const parts: Buffer[] = [this.head];
-    for await (const c of createReadStream(this.#body.path)) parts.push(c as Buffer);
-    return Buffer.concat(parts, total);
+    if (total > maxBytes)
+      return Promise.reject(new RangeError(`message of ${total} octets is larger than ${maxBytes}`));
+    const body = this.#body;
+    if ('chunks' in body) return Promise.resolve(concatAfter(this.head, body.chunks, total));
+    return (async () => {
+      const parts: Buffer[] = [this.head];
+      for await (const c of createReadStream(body.path)) parts.push(c as Buffer);
+      return Buffer.concat(parts, total);
+    })();
   }
 
   async saveTo(path: string, opts: { fsync?: boolean } = {}): Promise<void> {
@@ -169,8 +179,18 @@ export class SpooledMessage implements Message {
     await fh.close();
   }
 
-  /** Remove the spool file, if any. */
-  async dispose(): Promise<void> {
-    if ('path' in this.#body) await rm(this.#body.path, { force: true });
+  /** Remove the spool file, if any (nothing to wait for when the message stayed in memory). */
+  dispose(): Promise<void> | undefined {
+    if ('path' in this.#body) return rm(this.#body.path, { force: true });
+    return undefined;
   }
+}
+
+/** `head` then `chunks` in one new buffer of `total` octets (no intermediate array). */
+function concatAfter(head: Buffer, chunks: readonly Buffer[], total: number): Buffer {
+  const out = Buffer.allocUnsafe(total);
+  let at = head.copy(out, 0);
+  for (const c of chunks) at += c.copy(out, at);
+  if (at < total) out.fill(0, at);
+  return out;
 }

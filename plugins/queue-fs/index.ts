@@ -86,11 +86,11 @@ export function envelopeOf(tx: Transaction, hostname: string, now: number): Enve
 export const IN_MEMORY_LIMIT = 256 * 1024;
 
 /** The message as the queue stores it: prepended header fields, then the data. */
-export async function contentOf(message: Message): Promise<MessageContent> {
+export function contentOf(message: Message): Promise<MessageContent> {
   let size = message.size;
   for (const field of message.prepended) size += Buffer.byteLength(field, 'utf8') + 2;
   if (size <= IN_MEMORY_LIMIT) return message.read(IN_MEMORY_LIMIT);
-  return { size, stream: () => message.stream() };
+  return Promise.resolve({ size, stream: () => message.stream() });
 }
 
 function isOutOfSpace(err: unknown): boolean {
@@ -120,18 +120,19 @@ export default definePlugin({
       controlSocket: config.controlSocket ? join(root, 'control.sock') : undefined,
       pidFile: join(root, 'server.pid'),
     });
+    // Promise chains rather than async frames: this runs once per message, with the 250 waiting.
     api.hooks.queue.tap(
-      async (tx, message) => {
-        try {
-          const id = await store.enqueue(
-            envelopeOf(tx, api.server.hostname, api.server.clock.now()),
-            await contentOf(message),
+      (tx, message) => {
+        const envelope = envelopeOf(tx, api.server.hostname, api.server.clock.now());
+        return contentOf(message)
+          .then((content) => store.enqueue(envelope, content))
+          .then(
+            (id) => ({ id }),
+            (err: unknown) => {
+              tx.log.error({ err }, 'queue write failed');
+              return isOutOfSpace(err) ? Replies.insufficientStorage : Replies.localError;
+            },
           );
-          return { id };
-        } catch (err) {
-          tx.log.error({ err }, 'queue write failed');
-          return isOutOfSpace(err) ? Replies.insufficientStorage : Replies.localError;
-        }
       },
       { stage: Stage.LATE },
     );

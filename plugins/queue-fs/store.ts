@@ -81,8 +81,8 @@ interface Entry {
   removed: boolean;
   /** A state sidecar may exist on disk (written, or found at start). */
   hasState: boolean;
-  /** Durable writes for this message, in order. */
-  persisting: Promise<void>;
+  /** Durable writes for this message, in order (undefined: none under way). */
+  persisting: Promise<void> | undefined;
 }
 
 const LOAD_PARALLEL = 16;
@@ -125,6 +125,8 @@ export class FsQueueStore implements QueueStore {
   #seq = 0;
   /** Resolves once the messages found at start are loaded and scheduled. */
   ready: Promise<void> = Promise.resolve();
+  /** `ready` has resolved: the scheduler's calls need not wait for it. */
+  #loaded = false;
 
   private constructor(opts: FsQueueOptions) {
     this.#o = opts;
@@ -170,7 +172,12 @@ export class FsQueueStore implements QueueStore {
     }
     const names = await readdir(store.dirs.messages);
     store.ready = store.#load(names);
-    store.ready.catch((err) => opts.log.error({ err }, 'loading the queue failed'));
+    store.ready.then(
+      () => {
+        store.#loaded = true;
+      },
+      (err) => opts.log.error({ err }, 'loading the queue failed'),
+    );
     return store;
   }
 
@@ -319,7 +326,7 @@ export class FsQueueStore implements QueueStore {
       leased: new Set(),
       removed: false,
       hasState: false,
-      persisting: Promise.resolve(),
+      persisting: undefined,
     };
   }
 
@@ -337,8 +344,14 @@ export class FsQueueStore implements QueueStore {
 
   // ---- durable writes -------------------------------------------------------
 
-  #track(p: Promise<void>): Promise<void> {
-    const tracked = p.finally(() => this.#writes.delete(tracked));
+  /** Run `run` once the entry's earlier writes are done; `close` waits for it. */
+  #serial(e: Entry, run: () => Promise<void>): Promise<void> {
+    const p = e.persisting ? e.persisting.then(run, run) : run();
+    e.persisting = p;
+    const tracked = p.finally(() => {
+      this.#writes.delete(tracked);
+      if (e.persisting === p) e.persisting = undefined;
+    });
     this.#writes.add(tracked);
     return tracked;
   }
@@ -355,8 +368,7 @@ export class FsQueueStore implements QueueStore {
       // The file is durable: should the release be lost in a crash, the file still wins.
       if (slot) await this.#journal?.release(e.id, slot, false);
     };
-    e.persisting = e.persisting.then(run, run);
-    return this.#track(e.persisting);
+    return this.#serial(e, run);
   }
 
   /**
@@ -371,6 +383,16 @@ export class FsQueueStore implements QueueStore {
     this.#entries.delete(e.id);
     this.#bodies.delete(e.id);
     this.#index(e);
+    const slot = e.slot;
+    if (slot && this.#journal && !e.persisting && !(durable && this.#o.fsync)) {
+      // The common end of a delivered message: a release record that rides with the next write.
+      try {
+        this.#journal.release(e.id, slot, false);
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const run = async () => {
       const slot = e.slot;
       if (slot && this.#journal) {
@@ -393,8 +415,7 @@ export class FsQueueStore implements QueueStore {
       this.messageSync.syncSoon();
       if (e.hasState) this.stateSync.syncSoon();
     };
-    e.persisting = e.persisting.then(run, run);
-    return this.#track(e.persisting);
+    return this.#serial(e, run);
   }
 
   /** Give a journaled message a queue file of its own (the journal entry is released by the caller). */
@@ -434,11 +455,22 @@ export class FsQueueStore implements QueueStore {
 
   // ---- QueueStore -------------------------------------------------------------
 
-  async enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
-    if (this.#closed) throw new Error('the queue is closed');
-    if (input.recipients.length === 0) throw new Error('a message needs at least one recipient');
+  enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
+    if (this.#closed) return Promise.reject(new Error('the queue is closed'));
+    if (input.recipients.length === 0)
+      return Promise.reject(new Error('a message needs at least one recipient'));
     const id = newQueueId(this.#o.clock.now(), this.#seq++);
-    if (this.#journal && Buffer.isBuffer(content)) return this.#enqueueJournal(id, input, content);
+    if (this.#journal && Buffer.isBuffer(content)) {
+      try {
+        return this.#enqueueJournal(this.#journal, id, input, content);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.#enqueueFile(id, input, content);
+  }
+
+  async #enqueueFile(id: string, input: EnvelopeInput, content: MessageContent): Promise<string> {
     const written = await writeQueueFile(
       this.dirs,
       this.messageSync,
@@ -462,34 +494,45 @@ export class FsQueueStore implements QueueStore {
     return id;
   }
 
-  async #enqueueJournal(id: string, input: EnvelopeInput, body: Buffer): Promise<string> {
-    const journal = this.#journal as Journal;
+  /** Append the message to the journal; resolves once its record is durable. Throws if the journal is closed. */
+  #enqueueJournal(journal: Journal, id: string, input: EnvelopeInput, body: Buffer): Promise<string> {
     const envelope = envelopeFor(id, input, body.length);
     const record = messageRecord(envelope, body);
     const { slot, durable } = journal.append(record.buffers, record.bodyOffset, body.length);
-    try {
-      await durable;
-    } catch (err) {
-      journal.forget(slot);
-      throw err;
-    }
-    const entry = this.#entry(
-      envelope,
-      slot.segment.path,
-      slot.bodyStart,
-      freshState(input.recipients.length, input.receivedAt),
-      Math.trunc(input.receivedAt),
+    return durable.then(
+      () => {
+        const entry = this.#entry(
+          envelope,
+          slot.segment.path,
+          slot.bodyStart,
+          freshState(input.recipients.length, input.receivedAt),
+          Math.trunc(input.receivedAt),
+        );
+        entry.slot = slot;
+        this.#entries.set(id, entry);
+        this.#bodies.add(id, body);
+        this.#index(entry);
+        this.#wakeUp();
+        return id;
+      },
+      (err: unknown) => {
+        journal.forget(slot);
+        throw err;
+      },
     );
-    entry.slot = slot;
-    this.#entries.set(id, entry);
-    this.#bodies.add(id, body);
-    this.#index(entry);
-    this.#wakeUp();
-    return id;
   }
 
-  async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
-    await this.ready;
+  // leaseDue and nextDue run for every look the scheduler takes: no async frame once loaded.
+  leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
+    if (!this.#loaded) return this.ready.then(() => this.#leaseDue(now, limit, room));
+    try {
+      return Promise.resolve(this.#leaseDue(now, limit, room));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #leaseDue(now: number, limit: number, room: DestinationRoom | undefined): Lease[] {
     if (this.#closed || limit <= 0) return [];
     const leases: Lease[] = [];
     for (const job of this.#due.take(now, limit, room)) {
@@ -537,15 +580,24 @@ export class FsQueueStore implements QueueStore {
     });
   }
 
-  async nextDue(room?: DestinationRoom): Promise<number | undefined> {
-    await this.ready;
-    return this.#due.next(room);
+  nextDue(room?: DestinationRoom): Promise<number | undefined> {
+    if (!this.#loaded) return this.ready.then(() => this.#due.next(room));
+    return Promise.resolve(this.#due.next(room));
   }
 
-  async settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
+  settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
+    try {
+      return this.#settle(lease, outcomes, now);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  // Not async: a delivered message's removal is synchronous work (see `#remove`), once per message.
+  #settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
     const e = this.#entries.get(lease.id);
     // After close the result is dropped: the recipients stay pending and are retried after a restart.
-    if (!e || e.removed || this.#closed) return;
+    if (!e || e.removed || this.#closed) return Promise.resolve();
     e.leased.delete(lease.destination);
     for (const o of outcomes) {
       const prev = e.state.recipients[o.index];
@@ -561,14 +613,11 @@ export class FsQueueStore implements QueueStore {
       if (prev.warned === true || o.warned === true) next.warned = true;
       e.state.recipients[o.index] = next;
     }
-    if (!e.state.recipients.some((r) => r.status === 'pending')) {
-      await this.#remove(e, false);
-      return;
-    }
+    if (!e.state.recipients.some((r) => r.status === 'pending')) return this.#remove(e, false);
     // The next attempt is minutes away at best: keep memory for fresh messages.
     this.#bodies.delete(e.id);
     this.#index(e);
-    await this.#persist(e);
+    return this.#persist(e);
   }
 
   // ---- management -------------------------------------------------------------

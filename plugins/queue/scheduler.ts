@@ -121,9 +121,11 @@ export class Scheduler {
   async #fill(): Promise<void> {
     const { store, clock, concurrency } = this.#o;
     while (!this.#closed && this.#running.size < concurrency) {
-      const leases = await store.leaseDue(clock.now(), concurrency - this.#running.size, this.#room);
-      if (leases.length === 0) return;
+      const limit = concurrency - this.#running.size;
+      const leases = await store.leaseDue(clock.now(), limit, this.#room);
       for (const lease of leases) this.#start(lease);
+      // Fewer than asked for: nothing else can be taken now; what waits sets the timer (`#arm`).
+      if (leases.length < limit) return;
     }
   }
 
