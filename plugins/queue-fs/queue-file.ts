@@ -61,6 +61,14 @@ export function isQueueId(id: string): boolean {
   return ID.test(id);
 }
 
+/** The last arrival time formatted, and its text: under load many messages share a millisecond. */
+let isoOf = { ms: Number.NaN, text: '' };
+
+function isoTime(ms: number): string {
+  if (ms !== isoOf.ms) isoOf = { ms, text: new Date(ms).toISOString() };
+  return isoOf.text;
+}
+
 export function envelopeFor(id: string, input: EnvelopeInput, size: number): QueueEnvelope {
   return {
     id,
@@ -71,7 +79,7 @@ export function envelopeFor(id: string, input: EnvelopeInput, size: number): Que
       attributes: r.attributes,
     })),
     attributes: input.attributes,
-    receivedAt: new Date(input.receivedAt).toISOString(),
+    receivedAt: isoTime(input.receivedAt),
     size,
     // An absent source stays out of the JSON (stringify skips undefined) without a spread.
     source: input.source,
