@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Cell, markdownTable, ratioTable } from './report.ts';
+import { type Cell, cellsOf, type Generator, markdownTable, ratioTable } from './report.ts';
 import { ROOT } from './servers.ts';
 import type { Workload } from './workloads.ts';
 
@@ -14,7 +14,12 @@ interface ResultsFile {
   readonly node: string;
   readonly cpus: number;
   readonly cpuModel?: string;
-  readonly options: { readonly runs: number; readonly generator: string };
+  /** `generator` in files written before one invocation could run both. */
+  readonly options: {
+    readonly runs: number;
+    readonly generators?: Generator[];
+    readonly generator?: Generator;
+  };
   readonly workloads: readonly Workload[];
   readonly results: readonly Cell[];
 }
@@ -31,10 +36,20 @@ function newest(): string {
 
 const file = process.argv[2] ?? newest();
 const r = JSON.parse(readFileSync(file, 'utf8')) as ResultsFile;
+const generators = r.options.generators ?? [r.options.generator ?? 'loadgen'];
+// An older file ran one generator and did not name it per cell.
+const results = r.options.generators
+  ? r.results
+  : r.results.map((c) => ({ ...c, generator: generators[0] as Generator }));
 process.stdout.write(
   `<!-- ${file.slice(file.lastIndexOf('/') + 1)}: ${r.startedAt}, Node ${r.node}, ${r.cpus} CPUs ` +
-    `(${r.cpuModel ?? 'unknown'}), medians of ${r.options.runs} run(s), generator ${r.options.generator} -->\n\n`,
+    `(${r.cpuModel ?? 'unknown'}), medians of ${r.options.runs} run(s), load from ${generators.join(' then ')} -->\n`,
 );
-process.stdout.write(
-  `${markdownTable(r.workloads, r.results)}\n\n\`\`\`\n${ratioTable(r.workloads, r.results)}\n\`\`\`\n`,
-);
+for (const g of generators) {
+  const cells = cellsOf(results, g);
+  const workloads = r.workloads.filter((w) => cells.some((c) => c.workload === w.id));
+  process.stdout.write(
+    `\n${generators.length > 1 ? `Load from ${g}:\n\n` : ''}${markdownTable(workloads, cells)}\n\n` +
+      `\`\`\`\n${ratioTable(workloads, cells, g)}\n\`\`\`\n`,
+  );
+}

@@ -18,9 +18,14 @@ export interface Summary extends Omit<RunMetrics, 'elapsedMs' | 'stalled' | 'idl
   readonly idle?: Omit<NonNullable<RunMetrics['idle']>, 'rssWithIdleMb'>;
 }
 
+/** What drove the load: the Node generator or Postfix's C `smtp-source`. */
+export type Generator = 'loadgen' | 'smtp-source';
+
 export interface Cell {
   readonly workload: string;
   readonly server: ServerName;
+  /** Absent in results files written before both generators ran in one invocation: `loadgen`. */
+  readonly generator?: Generator;
   readonly runs: readonly RunMetrics[];
   readonly summary?: Summary;
   /** Why there is no result: not installed, not supported by the generator, or the run failed. */
@@ -137,11 +142,20 @@ export function workloadTable(w: Workload, cells: readonly Cell[], all: readonly
   return `${w.id}: ${w.title}\n${table(header, rows, 'lrrrrrrrl')}`;
 }
 
+/** The cells measured with `generator` (older results files name none: the Node generator). */
+export function cellsOf(cells: readonly Cell[], generator: Generator): Cell[] {
+  return cells.filter((c) => (c.generator ?? 'loadgen') === generator);
+}
+
 const MAILFRAMES: readonly ServerName[] = ['mailframe-discard', 'mailframe-fs'];
 const PEERS: readonly ServerName[] = ['smtp-sink', 'smtp-server'];
 
-/** mailframe divided by each peer, per workload. */
-export function ratioTable(workloads: readonly Workload[], cells: readonly Cell[]): string {
+/** mailframe divided by each peer, per workload (`cells` of one generator). */
+export function ratioTable(
+  workloads: readonly Workload[],
+  cells: readonly Cell[],
+  generator: Generator = 'loadgen',
+): string {
   const rows: string[][] = [];
   for (const w of workloads) {
     for (const mf of MAILFRAMES) {
@@ -169,7 +183,7 @@ export function ratioTable(workloads: readonly Workload[], cells: readonly Cell[
   }
   const header = ['workload', 'mailframe', 'vs peer', 'msgs/s', 'p50', 'p99', 'CPU/msg', 'peak RSS'];
   return [
-    'Ratios mailframe / peer (msgs/s: above 1 is faster; p50, p99, CPU/msg, RSS: below 1 is better)',
+    `Ratios mailframe / peer, load from ${generator === 'loadgen' ? 'the Node generator' : "Postfix's smtp-source"} (msgs/s: above 1 is faster; p50, p99, CPU/msg, RSS: below 1 is better)`,
     table(header, rows, 'lllrrrrr'),
   ].join('\n');
 }

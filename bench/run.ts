@@ -4,7 +4,7 @@
  * mailframe/peer ratios, and writes everything to bench/results/<time>.json.
  *
  *   npm run bench -- [--only W1,W3] [--servers mailframe-discard,smtp-server] [--runs 3] [--quick]
- *                    [--time-limit 45] [--no-warmup] [--generator loadgen|smtp-source]
+ *                    [--time-limit 45] [--no-warmup] [--generator both|loadgen|smtp-source]
  */
 import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -12,8 +12,8 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { measure, type RunMetrics } from './measure.ts';
-import { type Cell, ratioTable, summarize, workloadTable } from './report.ts';
-import { ROOT, SERVER_NAMES, type ServerName, serverSpec } from './servers.ts';
+import { type Cell, cellsOf, type Generator, ratioTable, summarize, workloadTable } from './report.ts';
+import { findProgram, ROOT, SERVER_NAMES, type ServerName, serverSpec } from './servers.ts';
 import { smtpSourceUnsupported } from './smtp-source.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
@@ -27,8 +27,10 @@ const USAGE = `Usage: npm run bench -- [options]
   --quick           A tenth of every count (smoke run).
   --time-limit S    Cap each run at S seconds of load (default 45); capped runs are flagged.
   --no-warmup       Skip the unmeasured warm-up before each run.
-  --generator G     loadgen (default) or smtp-source (Postfix's C client; no latency, no
-                    pipelining, no idle connections).
+  --generator G     both (default): every workload with the Node generator, then those
+                    Postfix's C smtp-source can drive (no pipelining, no idle connections;
+                    it reports no latency) with smtp-source, when installed.
+                    loadgen or smtp-source: only that one.
   --help
 `;
 
@@ -79,15 +81,14 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
       'time-limit': { type: 'string', default: '45' },
       'no-warmup': { type: 'boolean', default: false },
-      generator: { type: 'string', default: 'loadgen' },
+      generator: { type: 'string', default: 'both' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return void process.stdout.write(USAGE);
   const runs = Math.max(1, Number(values.runs) || 1);
   const timeLimitMs = Math.max(1, Number(values['time-limit']) || 45) * 1000;
-  const generator = values.generator === 'smtp-source' ? 'smtp-source' : 'loadgen';
-  if (values.generator !== generator) throw new Error(`unknown generator "${values.generator}"`);
+  const generators = generatorsOf(values.generator ?? 'both');
   const only = values.only
     ?.split(',')
     .map((s) => s.trim())
@@ -103,8 +104,11 @@ async function main(): Promise<void> {
   const specs = serverNames.map(serverSpec);
   const unavailable = new Map(specs.map((s) => [s.name, s.unavailable()] as const));
   log(
-    `mailframe bench: ${workloads.map((w) => w.id).join(', ')} x ${serverNames.join(', ')}, ${runs} run(s)`,
+    `mailframe bench: ${workloads.map((w) => w.id).join(', ')} x ${serverNames.join(', ')}, ${runs} run(s), ` +
+      `load from ${generators.join(' then ')}`,
   );
+  if (values.generator === 'both' && !generators.includes('smtp-source'))
+    log('  smtp-source        skipped: not installed (sudo bash bench/install-peers.sh)');
   for (const s of specs) {
     const why = unavailable.get(s.name);
     log(`  ${s.name.padEnd(18)} ${why ? why : s.description}`);
@@ -118,44 +122,49 @@ async function main(): Promise<void> {
   }
 
   const cells: Cell[] = [];
-  const tables: string[] = [];
   const started = new Date();
-  for (const w of workloads) {
-    const here: Cell[] = [];
-    for (const spec of specs) {
-      const notAvailable = unavailable.get(spec.name);
-      const notSupported = generator === 'smtp-source' ? smtpSourceUnsupported(w.load) : undefined;
-      const skip = notAvailable ?? (notSupported ? `skipped: ${notSupported}` : undefined);
-      if (skip) {
-        here.push({ workload: w.id, server: spec.name, runs: [], skipped: skip });
-        continue;
-      }
-      const results: RunMetrics[] = [];
-      let failure: string | undefined;
-      for (let i = 0; i < runs; i++) {
-        try {
-          const r = await measure(spec, w, { timeLimitMs, warmup: !values['no-warmup'], generator });
-          results.push(r);
-          log(`${w.id} ${spec.name} run ${i + 1}/${runs}: ${brief(r)}`);
-        } catch (err) {
-          failure = `failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
-          log(`${w.id} ${spec.name} run ${i + 1}/${runs}: ${failure}`);
-        }
-      }
-      here.push({
-        workload: w.id,
-        server: spec.name,
-        runs: results,
-        ...(results.length ? { summary: summarize(results) } : { skipped: failure ?? 'no result' }),
-      });
+  for (const generator of generators) {
+    // smtp-source cannot pipeline or hold idle connections: those workloads say so once, not per cell.
+    const runnable = workloads.filter((w) => generator === 'loadgen' || !smtpSourceUnsupported(w.load));
+    const cannot = workloads.filter((w) => !runnable.includes(w));
+    if (generators.length > 1) process.stdout.write(`\n== load from ${generator} ==\n`);
+    if (cannot.length > 0) {
+      const why = cannot.map((w) => `${w.id} (${smtpSourceUnsupported(w.load)})`).join(', ');
+      process.stdout.write(`\n${generator} skips: ${why}\n`);
     }
-    cells.push(...here);
-    const t = workloadTable(w, here, cells);
-    tables.push(t);
-    process.stdout.write(`\n${t}\n`);
+    for (const w of runnable) {
+      const here: Cell[] = [];
+      for (const spec of specs) {
+        const skip = unavailable.get(spec.name);
+        if (skip) {
+          here.push({ workload: w.id, server: spec.name, generator, runs: [], skipped: skip });
+          continue;
+        }
+        const results: RunMetrics[] = [];
+        let failure: string | undefined;
+        for (let i = 0; i < runs; i++) {
+          try {
+            const r = await measure(spec, w, { timeLimitMs, warmup: !values['no-warmup'], generator });
+            results.push(r);
+            log(`${w.id} ${spec.name} (${generator}) run ${i + 1}/${runs}: ${brief(r)}`);
+          } catch (err) {
+            failure = `failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+            log(`${w.id} ${spec.name} (${generator}) run ${i + 1}/${runs}: ${failure}`);
+          }
+        }
+        here.push({
+          workload: w.id,
+          server: spec.name,
+          generator,
+          runs: results,
+          ...(results.length ? { summary: summarize(results) } : { skipped: failure ?? 'no result' }),
+        });
+      }
+      cells.push(...here);
+      process.stdout.write(`\n${workloadTable(w, here, cellsOf(cells, generator))}\n`);
+    }
+    process.stdout.write(`\n${ratioTable(runnable, cellsOf(cells, generator), generator)}\n`);
   }
-  const ratios = ratioTable(workloads, cells);
-  process.stdout.write(`\n${ratios}\n`);
 
   const resultsDir = join(ROOT, 'bench', 'results');
   await mkdir(resultsDir, { recursive: true });
@@ -174,7 +183,7 @@ async function main(): Promise<void> {
       quick: values.quick,
       timeLimitMs,
       warmup: !values['no-warmup'],
-      generator,
+      generators,
     },
     skipped: Object.fromEntries([...unavailable].filter(([, why]) => why)),
     workloads,
@@ -182,6 +191,13 @@ async function main(): Promise<void> {
   };
   await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
+}
+
+/** The generators a `--generator` value asks for; `both` drops smtp-source when it is not installed. */
+function generatorsOf(value: string): Generator[] {
+  if (value === 'loadgen' || value === 'smtp-source') return [value];
+  if (value === 'both') return findProgram('smtp-source') ? ['loadgen', 'smtp-source'] : ['loadgen'];
+  throw new Error(`unknown generator "${value}" (both, loadgen or smtp-source)`);
 }
 
 main().catch((err: unknown) => {
