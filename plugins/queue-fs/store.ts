@@ -344,9 +344,13 @@ export class FsQueueStore implements QueueStore {
 
   // ---- durable writes -------------------------------------------------------
 
-  /** Run `run` once the entry's earlier writes are done; `close` waits for it. */
+  /**
+   * Run `run` once the entry's earlier writes are done (never synchronously:
+   * callers may be inside the journal, e.g. its compaction request); `close`
+   * waits for it.
+   */
   #serial(e: Entry, run: () => Promise<void>): Promise<void> {
-    const p = e.persisting ? e.persisting.then(run, run) : run();
+    const p = (e.persisting ?? Promise.resolve()).then(run, run);
     e.persisting = p;
     const tracked = p.finally(() => {
       this.#writes.delete(tracked);

@@ -189,6 +189,9 @@ export interface QueueStore extends QueueManagement {
   /**
    * Lease up to `limit` jobs due at `now`, taking at most the room each
    * destination has left. Held messages and leased jobs are never returned.
+   * Fewer than `limit` means nothing more can be leased now: the scheduler
+   * asks again only on its next wake-up (an enqueue, a finished job, or the
+   * time `nextDue` gives).
    */
   leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]>;
   /** When the next job is due at a destination with room (undefined: none waiting). */
