@@ -107,8 +107,11 @@ async function main(): Promise<void> {
     `mailframe bench: ${workloads.map((w) => w.id).join(', ')} x ${serverNames.join(', ')}, ${runs} run(s), ` +
       `load from ${generators.join(' then ')}`,
   );
-  if (values.generator === 'both' && !generators.includes('smtp-source'))
-    log('  smtp-source        skipped: not installed (sudo bash bench/install-peers.sh)');
+  const generatorSkipped =
+    values.generator === 'both' && !generators.includes('smtp-source')
+      ? 'skipped: not installed (sudo bash bench/install-peers.sh)'
+      : undefined;
+  if (generatorSkipped) log(`  smtp-source        ${generatorSkipped}`);
   for (const s of specs) {
     const why = unavailable.get(s.name);
     log(`  ${s.name.padEnd(18)} ${why ? why : s.description}`);
@@ -185,11 +188,15 @@ async function main(): Promise<void> {
       warmup: !values['no-warmup'],
       generators,
     },
-    skipped: Object.fromEntries([...unavailable].filter(([, why]) => why)),
+    skipped: {
+      ...Object.fromEntries([...unavailable].filter(([, why]) => why)),
+      ...(generatorSkipped ? { 'generator smtp-source': generatorSkipped } : {}),
+    },
     workloads,
     results: cells,
   };
   await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  if (generatorSkipped) process.stdout.write(`\nsmtp-source as generator: ${generatorSkipped}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
 }
 
