@@ -153,7 +153,7 @@ export class SpooledMessage implements Message {
     if (total > maxBytes)
       return Promise.reject(new RangeError(`message of ${total} octets is larger than ${maxBytes}`));
     const body = this.#body;
-    if ('chunks' in body) return Promise.resolve(concatAfter(this.head, body.chunks, total));
+    if ('chunks' in body) return Promise.resolve(Buffer.concat([this.head, ...body.chunks], total));
     return (async () => {
       const parts: Buffer[] = [this.head];
       for await (const c of createReadStream(body.path)) parts.push(c as Buffer);
@@ -184,13 +184,4 @@ export class SpooledMessage implements Message {
     if ('path' in this.#body) return rm(this.#body.path, { force: true });
     return undefined;
   }
-}
-
-/** `head` then `chunks` in one new buffer of `total` octets (no intermediate array). */
-function concatAfter(head: Buffer, chunks: readonly Buffer[], total: number): Buffer {
-  const out = Buffer.allocUnsafe(total);
-  let at = head.copy(out, 0);
-  for (const c of chunks) at += c.copy(out, at);
-  if (at < total) out.fill(0, at);
-  return out;
 }
