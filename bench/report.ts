@@ -28,7 +28,7 @@ export interface Cell {
   readonly generator?: Generator;
   readonly runs: readonly RunMetrics[];
   readonly summary?: Summary;
-  /** Why there is no result: not installed, not supported by the generator, or the run failed. */
+  /** Why there is no result: the server is not installed, or every run failed. */
   readonly skipped?: string;
 }
 
@@ -154,7 +154,7 @@ const PEERS: readonly ServerName[] = ['smtp-sink', 'smtp-server'];
 export function ratioTable(
   workloads: readonly Workload[],
   cells: readonly Cell[],
-  generator: Generator = 'loadgen',
+  generator: Generator,
 ): string {
   const rows: string[][] = [];
   for (const w of workloads) {

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { measure, type RunMetrics } from './measure.ts';
 import { type Cell, cellsOf, type Generator, ratioTable, summarize, workloadTable } from './report.ts';
 import { findProgram, ROOT, SERVER_NAMES, type ServerName, serverSpec } from './servers.ts';
-import { smtpSourceUnsupported } from './smtp-source.ts';
+import { SMTP_SOURCE_MISSING, smtpSourceUnsupported } from './smtp-source.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 const USAGE = `Usage: npm run bench -- [options]
@@ -107,11 +107,12 @@ async function main(): Promise<void> {
     `mailframe bench: ${workloads.map((w) => w.id).join(', ')} x ${serverNames.join(', ')}, ${runs} run(s), ` +
       `load from ${generators.join(' then ')}`,
   );
+  // `both` without smtp-source: the second pass is reported as skipped, never silently dropped.
   const generatorSkipped =
     values.generator === 'both' && !generators.includes('smtp-source')
-      ? 'skipped: not installed (sudo bash bench/install-peers.sh)'
+      ? `skipped: ${SMTP_SOURCE_MISSING}`
       : undefined;
-  if (generatorSkipped) log(`  smtp-source        ${generatorSkipped}`);
+  if (generatorSkipped) log(`  generator          ${generatorSkipped}`);
   for (const s of specs) {
     const why = unavailable.get(s.name);
     log(`  ${s.name.padEnd(18)} ${why ? why : s.description}`);
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
     results: cells,
   };
   await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-  if (generatorSkipped) process.stdout.write(`\nsmtp-source as generator: ${generatorSkipped}\n`);
+  if (generatorSkipped) process.stdout.write(`\nsecond generator ${generatorSkipped}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
 }
 

@@ -10,9 +10,11 @@ import { performance } from 'node:perf_hooks';
 import type { LoadOptions, LoadResult } from './loadgen.ts';
 import { findProgram } from './servers.ts';
 
+export const SMTP_SOURCE_MISSING = 'smtp-source not installed (sudo bash bench/install-peers.sh)';
+
 /** Why a workload cannot be run with smtp-source, or undefined when it can. */
 export function smtpSourceUnsupported(load: Omit<LoadOptions, 'port'>): string | undefined {
-  if (!findProgram('smtp-source')) return 'smtp-source not installed (sudo bash bench/install-peers.sh)';
+  if (!findProgram('smtp-source')) return SMTP_SOURCE_MISSING;
   if (load.pipelining) return 'smtp-source has no pipelining';
   if (load.idle) return 'smtp-source cannot hold idle connections';
   return undefined;
