@@ -3,7 +3,7 @@
  * per SNI name. `reload()` rebuilds them from the files; a reload that fails
  * (unreadable file, key not matching the certificate) keeps the old contexts.
  */
-import { X509Certificate } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -180,6 +180,15 @@ function sameContents(a: ReadonlyMap<string, Buffer>, b: ReadonlyMap<string, Buf
   return true;
 }
 
+/**
+ * Options every context gets. TLS 1.2 renegotiation is refused: SMTP has no
+ * use for it, and each client-initiated one costs the server a handshake
+ * (a CPU denial of service). TLS 1.3 has no renegotiation at all. The SNI
+ * contexts carry it too, though the option already comes from the default
+ * context the connection starts with.
+ */
+const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
+
 function build(settings: CertificateSettings, contents: ReadonlyMap<string, Buffer>): Loaded {
   let defaultContext: SecureContext | undefined;
   const byName = new Map<string, SecureContext>();
@@ -192,6 +201,7 @@ function build(settings: CertificateSettings, contents: ReadonlyMap<string, Buff
         cert,
         key,
         minVersion: settings.minVersion,
+        secureOptions: SECURE_OPTIONS,
         ...(settings.ciphers === undefined ? {} : { ciphers: settings.ciphers }),
       });
     } catch (err) {

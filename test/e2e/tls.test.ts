@@ -4,6 +4,7 @@
  */
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer, type TestServerOptions } from '../../core/testkit.ts';
 import { certificateStoreOf } from '../../plugins/tls/index.ts';
@@ -239,6 +240,57 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('tls plugin: implicit TLS', () =
       startTestServer({ plugins: [['tls', { cert: main.certPath, watch: false, reloadOnSighup: false }]] }),
     ).rejects.toThrow(/set both "cert" and "key"/);
     await expect(startTestServer({ plugins: [['tls', { watch: false }]] })).rejects.toThrow(/selfSigned/);
+  });
+});
+
+/**
+ * Ask for a renegotiation from the client side (TLS 1.2: TLS 1.3 has none):
+ * undefined when the server went along with it, else the error it ended in.
+ * A refusing server ignores the new ClientHello (no handshake, no CPU spent);
+ * the stalled connection then ends at the server's command timeout.
+ */
+function renegotiate(socket: TLSSocket): Promise<Error | undefined> {
+  expect(socket.getProtocol()).toBe('TLSv1.2');
+  return new Promise((resolve) => {
+    socket.once('close', () => resolve(new Error('closed during renegotiation')));
+    const started = socket.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ?? undefined));
+    expect(started).toBe(true);
+  });
+}
+
+const TLS12 = { maxVersion: 'TLSv1.2' } as const;
+
+describe.skipIf(CERT_SKIP_REASON !== undefined)('tls plugin: renegotiation', () => {
+  const config: TestServerOptions['config'] = {
+    listeners: [
+      { name: 'smtp', host: '127.0.0.1', port: 0 },
+      { name: 'submissions', host: '127.0.0.1', port: 0, implicitTls: true, role: 'submission' },
+    ],
+    // A refused renegotiation leaves the client waiting: end it soon.
+    timeouts: { command: 1500 },
+  };
+
+  it('refuses a client-initiated renegotiation after STARTTLS and keeps serving other clients', async () => {
+    const server = await start({ config });
+    const c = await server.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('STARTTLS', 220);
+    const s = await upgradeClient(c, undefined, TLS12);
+    await s.client.expect('EHLO client.example', 250);
+    expect(await renegotiate(s.socket)).toBeInstanceOf(Error);
+    const other = await startTls(await server.connect());
+    await other.client.expect('EHLO client.example', 250);
+    await other.client.expect('QUIT', 221);
+  });
+
+  it('refuses a client-initiated renegotiation on an implicit-TLS listener', async () => {
+    const server = await start({ config });
+    const s = await connectImplicitTls(portOf(server, 'submissions'), undefined, TLS12);
+    await s.client.expect('EHLO client.example', 250);
+    expect(await renegotiate(s.socket)).toBeInstanceOf(Error);
+    const other = await connectImplicitTls(portOf(server, 'submissions'), undefined, TLS12);
+    await other.client.expect('EHLO client.example', 250);
+    await other.client.expect('QUIT', 221);
   });
 });
 

@@ -10,7 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSecureContext, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type ConnectionOptions, createSecureContext, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { SmtpClient } from '../../core/testkit.ts';
 import { createSelfSignedCertificate } from '../../plugins/tls/self-signed.ts';
@@ -135,9 +135,17 @@ function secured(socket: TLSSocket): Promise<void> {
   });
 }
 
+/** Client TLS settings a test may change (e.g. `maxVersion: 'TLSv1.2'` to allow renegotiation). */
+export type ClientTlsOptions = Pick<ConnectionOptions, 'maxVersion' | 'minVersion'>;
+
 /** After `220` to STARTTLS: run the client handshake on the same connection. */
-export async function upgradeClient(c: SmtpClient, servername?: string): Promise<TlsClient> {
+export async function upgradeClient(
+  c: SmtpClient,
+  servername?: string,
+  options: ClientTlsOptions = {},
+): Promise<TlsClient> {
   const socket = tlsConnect({
+    ...options,
     socket: c.socket,
     rejectUnauthorized: false,
     ...(servername === undefined ? {} : { servername }),
@@ -151,8 +159,13 @@ export async function upgradeClient(c: SmtpClient, servername?: string): Promise
 }
 
 /** Connect to an implicit-TLS listener and read the greeting. */
-export async function connectImplicitTls(port: number, servername?: string): Promise<TlsClient> {
+export async function connectImplicitTls(
+  port: number,
+  servername?: string,
+  options: ClientTlsOptions = {},
+): Promise<TlsClient> {
   const socket = tlsConnect({
+    ...options,
     host: '127.0.0.1',
     port,
     rejectUnauthorized: false,
