@@ -67,6 +67,22 @@ function identity(user: string): Outcome {
   return user === '' ? { failure: AuthReplies.invalid } : { user };
 }
 
+/**
+ * `AUTH mechanism [initial-response]`: the mechanism name as sent, and the
+ * initial response (`false` when more than one word follows the name).
+ * Undefined when there is no mechanism name at all.
+ */
+export function parseAuthArgument(
+  argument: string,
+): { readonly mechanism: string; readonly initial: string | false | undefined } | undefined {
+  const space = argument.indexOf(' ');
+  const mechanism = space < 0 ? argument : argument.slice(0, space);
+  if (mechanism === '') return undefined;
+  if (space < 0) return { mechanism, initial: undefined };
+  const rest = argument.slice(space + 1);
+  return { mechanism, initial: /^\S+$/.test(rest) ? rest : false };
+}
+
 export function authVerb(opts: AuthVerbOptions): VerbDefinition {
   const failures = new WeakMap<Session, number>();
   return {
@@ -76,14 +92,16 @@ export function authVerb(opts: AuthVerbOptions): VerbDefinition {
       const { session } = ctx;
       if (!opts.serves(session)) return Replies.unknownCommand;
       if (session.user !== undefined) return AuthReplies.alreadyAuthenticated;
-      const m = /^([A-Za-z0-9_-]{1,20})(?: (\S+))?$/.exec(ctx.argument);
-      if (!m) return AuthReplies.syntax;
-      const mechanism = opts.mechanisms.get((m[1] as string).toUpperCase() as MechanismName);
+      const command = parseAuthArgument(ctx.argument);
+      if (!command) return AuthReplies.syntax;
+      // RFC 4954 section 4: a mechanism the server does not offer is 504, whatever its name looks like.
+      const mechanism = opts.mechanisms.get(command.mechanism.toUpperCase() as MechanismName);
       if (!mechanism) return AuthReplies.unknownMechanism;
+      if (command.initial === false) return AuthReplies.syntax;
       if (!authAllowed(session, opts.allowInsecureAuth)) return AuthReplies.encryptionRequired;
       let initial: Buffer | undefined;
-      if (m[2] !== undefined) {
-        initial = decodeInitialResponse(m[2]);
+      if (command.initial !== undefined) {
+        initial = decodeInitialResponse(command.initial);
         if (!initial) return AuthReplies.badBase64;
       }
       const exchange: SaslExchange = {

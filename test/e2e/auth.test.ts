@@ -26,6 +26,7 @@ import {
   type TestCertificate,
 } from '../helpers/certs.ts';
 import { sendOverStartTls } from '../helpers/mailer.ts';
+import { splitReplies } from '../helpers/raw-socket.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -197,6 +198,32 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('auth plugin', () => {
     await c.expect('AUTH', 501, '5.5.4');
     await c.expect('AUTH PLAIN a b', 501, '5.5.4');
     await c.expect(`AUTH PLAIN ${plain('alice', ALICE_PASSWORD)}`, 235);
+  });
+
+  it('answers 504 5.5.4 to every mechanism it does not offer, whatever the name looks like', async () => {
+    const server = await start({ auth: { maxFailures: 10 } });
+    const raw = await scope.raw(server);
+    await raw.replies(1);
+    raw.write('EHLO client.example\r\n');
+    await raw.replies(2);
+    const unsupported = [
+      'AUTH CRAM-MD5',
+      'AUTH XOAUTH2', // known to the plugin, not configured
+      'AUTH SCRAM-SHA-256-PLUS-AND-MORE', // longer than a SASL name may be
+      'AUTH FOO.BAR', // not SASL name characters
+      'AUTH GSSAPI dGVzdA== extra',
+    ];
+    for (const [i, line] of unsupported.entries()) {
+      raw.write(`${line}\r\n`);
+      const text = await raw.replies(3 + i);
+      expect(splitReplies(text).at(-1), line).toBe('504 5.5.4 Unrecognized authentication type\r\n');
+    }
+    // Syntax errors in the command itself stay 501 5.5.4.
+    for (const line of ['AUTH', 'AUTH PLAIN a b']) {
+      const from = raw.chunks.length;
+      raw.write(`${line}\r\n`);
+      expect(splitReplies(await raw.replies(1, from))[0], line).toMatch(/^501 5\.5\.4 /);
+    }
   });
 
   it('refuses AUTH before EHLO and during a transaction (503 5.5.1)', async () => {
