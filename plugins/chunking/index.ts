@@ -29,13 +29,14 @@ export const schema = Type.Object(
   { additionalProperties: false },
 );
 
+const badSyntax = reply(501, '5.5.4', 'Syntax: BDAT <size> [LAST]');
 /**
  * Without a readable size the end of the chunk is unknown, and reading on would
- * take message content for commands. RFC 5321 section 3.8 allows closing the
- * connection only after a 421.
+ * take message content for commands: the command gets its syntax error, then
+ * the connection is closed, announced by a 421 as RFC 5321 section 3.8 asks
+ * (the 421 answers whatever the client sent next, which is never read).
  */
-const unreadableSize = reply(421, '4.5.0', 'BDAT needs a chunk size; closing connection', true);
-const badMarker = reply(501, '5.5.4', 'Syntax: BDAT <size> [LAST]');
+const closingAfterBadSize = reply(421, '4.5.0', 'Cannot find the end of the chunk; closing connection', true);
 const dataAfterBdat = reply(503, '5.5.1', 'DATA not allowed after BDAT');
 const binaryNeedsBdat = reply(503, '5.5.1', 'BODY=BINARYMIME requires BDAT');
 
@@ -95,7 +96,10 @@ export default definePlugin({
       requiresHelo: false,
       async handler(ctx) {
         const arg = parseBdatArgument(ctx.argument);
-        if (arg.kind === 'no-size') return unreadableSize;
+        if (arg.kind === 'no-size') {
+          ctx.send(badSyntax);
+          return closingAfterBadSize;
+        }
         const { session } = ctx;
         if (!session.helo) return discard(ctx, arg.size, Replies.needHelo);
         const tx = session.transaction;
@@ -104,9 +108,9 @@ export default definePlugin({
         const earlier = failed.get(tx);
         if (earlier) return discard(ctx, arg.size, earlier);
         if (arg.kind === 'bad-marker') {
-          failed.set(tx, badMarker);
+          failed.set(tx, badSyntax);
           await ctx.chunks.abort();
-          return discard(ctx, arg.size, badMarker);
+          return discard(ctx, arg.size, badSyntax);
         }
         const refused = await begin(ctx, tx);
         if (refused) {

@@ -15,6 +15,7 @@ import type {
   TestPlugin,
   TestServerOptions,
 } from '../../core/testkit.ts';
+import { splitReplies } from '../helpers/raw-socket.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -141,14 +142,22 @@ describe('CHUNKING', () => {
     expect(server.queued).toHaveLength(1);
   });
 
-  it('closes with 421 when the chunk size cannot be read', async () => {
+  it('answers 501 5.5.4 to a size it cannot read, then 421 4.5.0, and closes (the chunk end is unknown)', async () => {
     for (const line of ['BDAT', 'BDAT abc', 'BDAT -1 LAST', 'BDAT 12345678901234567 LAST', 'BDAT LAST']) {
-      const { server, client } = await start();
-      await transaction(client);
-      client.send(`${line}\r\nRSET\r\n`);
-      const r = await client.read();
-      expect(codes(r), line).toEqual([421, '4.5.0']);
-      await client.waitClosed();
+      const server = await scope.start({ plugins: ['chunking', LOCAL] });
+      const raw = await scope.raw(server);
+      await raw.replies(1);
+      raw.write('EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\n');
+      await raw.replies(4);
+      const from = raw.chunks.length;
+      // What follows could be chunk data as well as commands: none of it may be answered.
+      raw.write(`${line}\r\nRSET\r\nNOOP\r\n`);
+      await raw.waitClosed();
+      const replies = splitReplies(raw.since(from));
+      expect(
+        replies.map((r) => r.slice(0, 9)),
+        line,
+      ).toEqual(['501 5.5.4', '421 4.5.0']);
       await server.close();
     }
   });
