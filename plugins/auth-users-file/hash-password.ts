@@ -36,4 +36,9 @@ if (password === '') {
   process.stderr.write('hash-password: empty password\n');
   process.exit(2);
 }
-process.stdout.write(`${await hashPassword(password)}\n`);
+try {
+  process.stdout.write(`${await hashPassword(password)}\n`);
+} catch (err) {
+  process.stderr.write(`hash-password: ${err instanceof Error ? err.message : err}\n`);
+  process.exit(2);
+}

@@ -1,10 +1,12 @@
 /**
  * Password hashes for the users file: `scrypt$N$r$p$SALT$HASH` with SALT and
- * HASH in base64. Passwords are NFC-normalised before hashing (as PRECIS
- * OpaqueString, RFC 8265, asks), so the same password typed on different
- * systems matches.
+ * HASH in base64. What is hashed is the password as SASLprep (RFC 4013)
+ * prepares it, as RFC 4616 section 2 asks of a stored hash, so the same
+ * password typed on different systems (composed or not, with a no-break space
+ * or a soft hyphen) matches what the auth plugin prepares from the client.
  */
 import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto';
+import { prepare } from '../auth/saslprep.ts';
 
 export interface ScryptParams {
   /** CPU/memory cost, a power of two. */
@@ -57,21 +59,32 @@ function derive(password: string, salt: Buffer, params: ScryptParams, length: nu
     maxmem: 256 * params.N * params.r + 1024 * 1024,
   };
   return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFC'), salt, length, options, (err, key) =>
-      err ? reject(err) : resolve(key),
-    );
+    scrypt(password, salt, length, options, (err, key) => (err ? reject(err) : resolve(key)));
   });
 }
 
-/** Hash a password for the users file. */
+/**
+ * Hash a password for the users file, SASLprep'd as a stored string first.
+ * Throws when SASLprep refuses it (a control, private-use or unassigned
+ * character, or nothing left after mapping): no client could present it.
+ */
 export async function hashPassword(password: string, params: ScryptParams = DEFAULT_PARAMS): Promise<string> {
   if (!validParams(params)) throw new Error('scrypt parameters out of range');
+  const prepared = prepare(password, 'stored');
+  if (prepared === undefined) {
+    throw new Error(
+      'SASLprep (RFC 4013) refuses this password: it has a control, private-use or unassigned character, or nothing is left after mapping',
+    );
+  }
   const salt = randomBytes(SALT_BYTES);
-  const hash = await derive(password, salt, params, HASH_BYTES);
+  const hash = await derive(prepared, salt, params, HASH_BYTES);
   return formatHash({ params, salt, hash });
 }
 
-/** Check a password against a stored hash in constant time. */
+/**
+ * Check a password against a stored hash in constant time. The password is
+ * compared as given: the auth plugin hands over the SASLprep'd form.
+ */
 export async function verifyPassword(password: string, stored: PasswordHash): Promise<boolean> {
   const derived = await derive(password, stored.salt, stored.params, stored.hash.length);
   return timingSafeEqual(derived, stored.hash);

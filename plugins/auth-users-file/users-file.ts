@@ -1,11 +1,13 @@
 /**
  * The users file: `{ "users": { "alice": "scrypt$N$r$p$SALT$HASH" } }`, with
  * an optional `"comment"` string. Anything that is not a hash (a plaintext
- * password, say) is refused when the file is loaded.
+ * password, say) is refused when the file is loaded. User names are kept as
+ * SASLprep prepares them (stored strings, RFC 4013).
  */
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { prepare } from '../auth/saslprep.ts';
 import { dummyHash, type PasswordHash, parseHash } from './scrypt-hash.ts';
 
 export interface UserTable {
@@ -38,10 +40,16 @@ export function parseUsersFile(text: string, path: string): UserTable {
   const table = new Map<string, PasswordHash>();
   for (const [name, value] of Object.entries((users ?? {}) as Record<string, unknown>)) {
     const hash = typeof value === 'string' ? parseHash(value) : undefined;
+    // Names are looked up as the auth plugin prepares what the client sends (RFC 4616 section 2).
+    const prepared = prepare(name, 'stored');
     if (name === '') problems.push('a user name is empty');
+    else if (prepared === undefined)
+      problems.push(`user ${JSON.stringify(name)}: SASLprep (RFC 4013) refuses the name`);
+    else if (table.has(prepared))
+      problems.push(`user ${JSON.stringify(name)}: the same name as another once prepared (${prepared})`);
     else if (!hash)
       problems.push(`user "${name}": not an scrypt password hash (plaintext is refused); ${HELP}`);
-    else table.set(name, hash);
+    else table.set(prepared, hash);
   }
   if (problems.length > 0) throw new Error(`${path}: ${problems.join('; ')}`);
   const firstHash = table.values().next().value;

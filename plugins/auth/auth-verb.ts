@@ -129,7 +129,9 @@ export function authVerb(opts: AuthVerbOptions): VerbDefinition {
 
       try {
         const result = await mechanism.run(exchange);
-        if (!result.ok) return fail(AuthReplies.malformed, undefined);
+        if (!result.ok) {
+          return fail(result.failure === 'invalid' ? AuthReplies.invalid : AuthReplies.malformed, undefined);
+        }
         const { request } = result;
         const outcome = judge(await ctx.checkCredentials(request), request, session);
         if ('reply' in outcome) return outcome.reply;

@@ -5,6 +5,7 @@
  * profile) and OAUTHBEARER (RFC 7628).
  */
 import type { AuthRequest } from '../../core/types.ts';
+import { prepare } from './saslprep.ts';
 
 /** Why an exchange stopped before producing credentials. */
 export type SaslStopReason = 'cancelled' | 'bad-base64' | 'closed';
@@ -27,11 +28,23 @@ export interface SaslExchange {
   challenge(data: string): Promise<Buffer>;
 }
 
-export type MechanismResult = { readonly ok: true; readonly request: AuthRequest } | { readonly ok: false };
+/**
+ * Why an exchange produced no credentials: the client's message is malformed
+ * (`501 5.5.2`), or well formed but its credentials cannot be valid, e.g. a
+ * SASLprep-prohibited character (verification fails: `535 5.7.8`).
+ */
+export type MechanismFailure = 'malformed' | 'invalid';
+
+export type MechanismResult =
+  | { readonly ok: true; readonly request: AuthRequest }
+  | { readonly ok: false; readonly failure: MechanismFailure };
+
+const malformed: MechanismResult = Object.freeze({ ok: false, failure: 'malformed' });
+const invalid: MechanismResult = Object.freeze({ ok: false, failure: 'invalid' });
 
 export interface Mechanism {
   readonly name: MechanismName;
-  /** Run the exchange up to the credentials; `{ ok: false }` when the client's message is malformed. */
+  /** Run the exchange up to the credentials, or say why there are none. */
   run(x: SaslExchange): Promise<MechanismResult>;
   /**
    * Mechanisms that report a failure inside the exchange (a `334` with an
@@ -68,31 +81,45 @@ function text(buf: Buffer): string | undefined {
 const first = (x: SaslExchange, prompt = '') =>
   x.initial ? Promise.resolve(x.initial) : x.challenge(prompt);
 
-/** RFC 4616: `[authzid] NUL authcid NUL passwd`. */
+/**
+ * RFC 4616: `[authzid] NUL authcid NUL passwd`. The three are SASLprep'd as
+ * query strings (RFC 4616 section 2); the request carries the prepared forms.
+ */
 const plain: Mechanism = {
   name: 'PLAIN',
   async run(x) {
     const message = text(await first(x));
     const parts = message?.split('\0');
-    if (parts?.length !== 3) return { ok: false };
-    const [authzid, username, secret] = parts as [string, string, string];
-    if (username === '' || secret === '') return { ok: false };
+    if (parts?.length !== 3) return malformed;
+    const [authzid, authcid, passwd] = parts as [string, string, string];
+    if (authcid === '' || passwd === '') return malformed;
+    const username = prepare(authcid);
+    const secret = prepare(passwd);
+    const identity = authzid === '' ? username : prepare(authzid);
+    if (username === undefined || secret === undefined || identity === undefined) return invalid;
     const request: AuthRequest =
-      authzid === '' || authzid === username
+      identity === username
         ? { mechanism: 'PLAIN', username, secret }
-        : { mechanism: 'PLAIN', username, secret, authzid };
+        : { mechanism: 'PLAIN', username, secret, authzid: identity };
     return { ok: true, request };
   },
 };
 
-/** LOGIN: the user name (or the initial response), then the password, each after a prompt. */
+/**
+ * LOGIN: the user name (or the initial response), then the password, each
+ * after a prompt; both SASLprep'd like PLAIN's. The password is asked for even
+ * when the user name cannot be prepared, so the exchange ends as the client expects.
+ */
 const login: Mechanism = {
   name: 'LOGIN',
   async run(x) {
-    const username = text(await first(x, 'Username:'));
-    if (username === undefined || username === '' || username.includes('\0')) return { ok: false };
-    const secret = text(await x.challenge('Password:'));
-    if (secret === undefined || secret === '') return { ok: false };
+    const name = text(await first(x, 'Username:'));
+    if (name === undefined || name === '' || name.includes('\0')) return malformed;
+    const password = text(await x.challenge('Password:'));
+    if (password === undefined || password === '') return malformed;
+    const username = prepare(name);
+    const secret = prepare(password);
+    if (username === undefined || secret === undefined) return invalid;
     return { ok: true, request: { mechanism: 'LOGIN', username, secret } };
   },
 };
@@ -128,7 +155,7 @@ const xoauth2: Mechanism = {
     const pairs = message === undefined ? undefined : kvPairs(message);
     const username = pairs?.get('user');
     const secret = bearerToken(pairs?.get('auth'));
-    if (username === undefined || username === '' || secret === undefined) return { ok: false };
+    if (username === undefined || username === '' || secret === undefined) return malformed;
     return { ok: true, request: { mechanism: 'XOAUTH2', username, secret } };
   },
   reportFailure: (x) => bearerFailure(x, '401'),
@@ -145,13 +172,13 @@ const oauthbearer: Mechanism = {
   name: 'OAUTHBEARER',
   async run(x) {
     const message = text(await first(x));
-    if (message === undefined) return { ok: false };
+    if (message === undefined) return malformed;
     const m = /^([ny]),(?:a=([^,]*))?,\x01/.exec(message); // channel binding (p=) is not offered
-    if (!m) return { ok: false };
+    if (!m) return malformed;
     const username = m[2] === undefined ? '' : saslName(m[2]);
     const pairs = kvPairs(message.slice(m[0].length - 1));
     const secret = bearerToken(pairs?.get('auth'));
-    if (username === undefined || secret === undefined) return { ok: false };
+    if (username === undefined || secret === undefined) return malformed;
     return { ok: true, request: { mechanism: 'OAUTHBEARER', username, secret } };
   },
   reportFailure: (x) => bearerFailure(x, 'invalid_token'),

@@ -3,6 +3,7 @@
  * STARTTLS with certificates generated for each run.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes, scrypt } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,12 @@ import { reply } from '../../core/reply.ts';
 import type { SmtpClient, TestPlugin, TestServer, TestServerOptions } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { usersFileOf } from '../../plugins/auth-users-file/index.ts';
-import { hashPassword, parseHash, verifyPassword } from '../../plugins/auth-users-file/scrypt-hash.ts';
+import {
+  formatHash,
+  hashPassword,
+  parseHash,
+  verifyPassword,
+} from '../../plugins/auth-users-file/scrypt-hash.ts';
 import {
   CERT_SKIP_REASON,
   makeCertDir,
@@ -36,6 +42,21 @@ const BOB_PASSWORD = 'tr0ub4dor&3';
 const TOKEN = 'ya29.test-token';
 /** Cheap scrypt cost for tests (the default is 16384). */
 const FAST = { N: 1024, r: 8, p: 1 };
+/** With a no-break space (U+00A0), which SASLprep maps to a space. */
+const CAROL_PASSWORD = 'correct\u00a0horse';
+/** With a soft hyphen (U+00AD), which SASLprep maps to nothing. */
+const ERIN_PASSWORD = 'soft\u00adhyphen';
+/** With BEL (U+0007), an ASCII control character SASLprep prohibits (RFC 4013 section 2.3). */
+const FRANK_PASSWORD = 'bell\u0007ring';
+
+/** An scrypt hash of the password exactly as given, with no SASLprep (nor anything else) first. */
+async function unpreparedHash(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await new Promise<Buffer>((resolve, reject) =>
+    scrypt(password, salt, 32, FAST, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+  return formatHash({ params: FAST, salt, hash });
+}
 
 /**
  * Whether the core hands a verb the client's next line when it arrives after
@@ -88,7 +109,16 @@ beforeAll(async () => {
   usersPath = join(dir, 'users.json');
   const users = {
     comment: 'test users',
-    users: { alice: await hashPassword(ALICE_PASSWORD, FAST), bob: await hashPassword(BOB_PASSWORD, FAST) },
+    users: {
+      alice: await hashPassword(ALICE_PASSWORD, FAST),
+      bob: await hashPassword(BOB_PASSWORD, FAST),
+      carol: await hashPassword(CAROL_PASSWORD, FAST),
+      erin: await hashPassword(ERIN_PASSWORD, FAST),
+      // Hashed without preparation, as a hash made elsewhere might be: SASLprep must still refuse the password.
+      frank: await unpreparedHash(FRANK_PASSWORD),
+      // Full-width letters: the name SASLprep makes of it is "grace".
+      ｇｒａｃｅ: await hashPassword(ALICE_PASSWORD, FAST),
+    },
   };
   await writeFile(usersPath, JSON.stringify(users));
   if (!CERT_SKIP_REASON) cert = await makeCertificate(await makeCertDir(), 'auth', 'mx.test.example');
@@ -224,6 +254,51 @@ describe.skipIf(CERT_SKIP_REASON !== undefined)('auth plugin', () => {
       raw.write(`${line}\r\n`);
       expect(splitReplies(await raw.replies(1, from))[0], line).toMatch(/^501 5\.5\.4 /);
     }
+  });
+
+  it('prepares PLAIN user names and passwords with SASLprep (RFC 4616 section 2, RFC 4013)', async () => {
+    const users: Array<string | undefined> = [];
+    const whoSends = definePlugin({
+      name: 'test-who-sends',
+      schema: Type.Object({}),
+      register(api) {
+        api.hooks.mail.tap((tx) => {
+          users.push(tx.session.user);
+          return undefined;
+        });
+      },
+    });
+    const server = await start({ auth: { maxFailures: 10 }, plugins: [whoSends] });
+    const c = await secureClient(server);
+    // A no-break space in the stored password matches a plain space, and the other way round.
+    await c.expect(`AUTH PLAIN ${plain('carol', 'correct horse')}`, 235, '2.7.0');
+    const d = await secureClient(server);
+    await d.expect(`AUTH PLAIN ${plain('carol', CAROL_PASSWORD)}`, 235);
+    // A soft hyphen is mapped to nothing, wherever it is: stored, sent, or in the user name.
+    const e = await secureClient(server);
+    await e.expect(`AUTH PLAIN ${plain('erin', 'softhyphen')}`, 235);
+    const f = await secureClient(server);
+    await f.expect(`AUTH PLAIN ${plain('er\u00adin', 'soft\u00adhy\u00adphen', 'erin')}`, 235);
+    // User names are prepared on both sides: "ｇｒａｃｅ" in the file is "grace", sent either way,
+    // and the identity is the prepared name.
+    const g = await secureClient(server);
+    await g.expect(`AUTH PLAIN ${plain('grace', ALICE_PASSWORD)}`, 235);
+    const h = await secureClient(server);
+    await h.expect(`AUTH PLAIN ${plain('ｇｒａｃｅ', ALICE_PASSWORD)}`, 235);
+    for (const client of [f, g, h]) await client.expect('MAIL FROM:<x@example.com>', 250);
+    expect(users).toEqual(['erin', 'grace', 'grace']);
+  });
+
+  it('refuses a PLAIN password or user name with a character SASLprep prohibits (535 5.7.8), even when a stored hash matches it', async () => {
+    const server = await start({ auth: { maxFailures: 10 } });
+    const c = await secureClient(server);
+    await c.expect(`AUTH PLAIN ${plain('frank', FRANK_PASSWORD)}`, 535, '5.7.8');
+    await c.expect(`AUTH PLAIN ${plain('ali\u0007ce', ALICE_PASSWORD)}`, 535, '5.7.8');
+    await c.expect(`AUTH PLAIN ${plain('alice', `${ALICE_PASSWORD}\u{e000}`)}`, 535, '5.7.8');
+    await c.expect(`AUTH PLAIN ${plain('alice', ALICE_PASSWORD, 'ali\u0007ce')}`, 535, '5.7.8');
+    // Only a soft hyphen: nothing is left after preparation, and verification fails.
+    await c.expect(`AUTH PLAIN ${plain('alice', '\u00ad')}`, 535, '5.7.8');
+    await c.expect(`AUTH PLAIN ${plain('alice', ALICE_PASSWORD)}`, 235);
   });
 
   it('refuses AUTH before EHLO and during a transaction (503 5.5.1)', async () => {
@@ -416,6 +491,18 @@ describe.skipIf(CONTINUATION_SKIP)('auth plugin: 334 continuations', () => {
     await d.expect(b64(BOB_PASSWORD), 235);
   });
 
+  it('prepares LOGIN user names and passwords with SASLprep, and refuses prohibited ones after the exchange', async () => {
+    const server = await start({ auth: { maxFailures: 10 } });
+    const c = await secureClient(server);
+    expect((await c.command(`AUTH LOGIN ${b64('ca\u00adrol')}`)).code).toBe(334);
+    await c.expect(b64('correct\u2003horse'), 235, '2.7.0'); // an em space is a space too
+    const d = await secureClient(server);
+    expect((await d.command(`AUTH LOGIN ${b64('ali\u0007ce')}`)).code).toBe(334);
+    await d.expect(b64(ALICE_PASSWORD), 535, '5.7.8');
+    expect((await d.command(`AUTH LOGIN ${b64('frank')}`)).code).toBe(334);
+    await d.expect(b64(FRANK_PASSWORD), 535, '5.7.8');
+  });
+
   it('cancels on "*" (501 5.0.0) and rejects a response that is not base64 (501 5.5.2)', async () => {
     const server = await start();
     const c = await secureClient(server);
@@ -496,6 +583,19 @@ describe('auth-users-file plugin', () => {
       /user "carol": not an scrypt password hash \(plaintext is refused\)/,
     );
     await expect(failure).rejects.not.toThrow(/hunter2-plaintext/);
+  });
+
+  it('refuses user names and passwords SASLprep refuses, and names that become the same once prepared', async () => {
+    await expect(hashPassword('bell\u0007ring', FAST)).rejects.toThrow(/SASLprep/);
+    await expect(hashPassword('\u00ad', FAST)).rejects.toThrow(/SASLprep/);
+    const hash = await hashPassword('x', FAST);
+    const bad = join(dir, 'bad-names.json');
+    await writeFile(bad, JSON.stringify({ users: { 'ali\u0007ce': hash, grace: hash, ｇｒａｃｅ: hash } }));
+    const failure = startTestServer({ plugins: [['auth-users-file', { path: bad, watch: false }]] });
+    await expect(failure).rejects.toThrow(/user "ali\\u0007ce": SASLprep \(RFC 4013\) refuses the name/);
+    await expect(failure).rejects.toThrow(
+      /user "ｇｒａｃｅ": the same name as another once prepared \(grace\)/,
+    );
   });
 
   it.skipIf(CERT_SKIP_REASON !== undefined)(
