@@ -17,7 +17,7 @@ import Type from 'typebox';
 import type { CoreConfig } from './config-schema.ts';
 import { Stage } from './hooks.ts';
 import { type Clock, definePlugin, type PluginDefinition } from './plugin.ts';
-import { MailServer } from './server.ts';
+import { type ListeningAddress, MailServer } from './server.ts';
 import type { EnvelopeAttributes, RecipientAttributes } from './types.ts';
 
 /** A plugin given as a value, a bundled/npm name, either with config, or a full config entry. */
@@ -345,13 +345,22 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     dataDir,
     plugins: entries,
   };
-  const server = await MailServer.create({
-    config,
-    definitions,
-    ...(opts.logger ? { logger: opts.logger } : {}),
-    ...(opts.clock ? { clock: opts.clock } : {}),
-  });
-  const addresses = await server.listen();
+  let server: MailServer | undefined;
+  let addresses: ListeningAddress[];
+  try {
+    server = await MailServer.create({
+      config,
+      definitions,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.clock ? { clock: opts.clock } : {}),
+    });
+    addresses = await server.listen();
+  } catch (err) {
+    // A server that did not start leaves nothing behind: no plugin open, no data directory.
+    await server?.close(0);
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
   const first = addresses[0];
   if (!first) throw new Error('no listener');
   return {
