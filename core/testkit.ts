@@ -51,6 +51,12 @@ export interface TestServerOptions {
   readonly logger?: Logger;
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
+  /**
+   * Catch faults plugins raise outside their hook calls, as `mailframe start`
+   * does (default false: the test runner then reports such a fault as an
+   * unhandled error, which is what a plugin's own tests want to see).
+   */
+  readonly catchFaults?: boolean;
 }
 
 export interface CapturedMessage {
@@ -353,6 +359,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       definitions,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.catchFaults ? { catchFaults: true } : {}),
     });
     addresses = await server.listen();
   } catch (err) {
