@@ -12,7 +12,7 @@
  * error is raised again to take Node's own course (exit status 1, or the
  * embedding application's handler).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 
 /** How the fault reached the process. */
 export type FaultKind = 'unhandledRejection' | 'uncaughtException';
@@ -38,13 +38,27 @@ const context = new AsyncLocalStorage<FaultScope>();
 const sinks = new Set<FaultSink>();
 let fatalSeen = false;
 
-/** Wrap `fn` so each call runs inside `scope` (no scope: `fn` itself, at no cost). */
-export function scoped<F extends (...args: never[]) => unknown>(scope: FaultScope | undefined, fn: F): F {
+/**
+ * Wrap `fn` so each call runs inside `scope` (no scope: `fn` itself, at no
+ * cost). The hot path: rather than `context.run` per call (a new context
+ * frame each time, some hundreds of ns), the scope's frame is captured once in
+ * an `AsyncResource` and each call only switches to it (tens of ns). The cost:
+ * plugin code sees the async context of the wrapping (other
+ * `AsyncLocalStorage` stores as they were then), not its caller's.
+ */
+export function scoped<A extends unknown[], R>(
+  scope: FaultScope | undefined,
+  fn: (...args: A) => R,
+): (...args: A) => R {
   if (!scope) return fn;
-  return ((...args: Parameters<F>) => context.run(scope, fn, ...args)) as F;
+  const resource = context.run(
+    scope,
+    () => new AsyncResource('mailframe.plugin', { requireManualDestroy: true }),
+  );
+  return (...args: A) => resource.runInAsyncScope(fn, undefined, ...args);
 }
 
-/** Run `fn` inside `scope`. */
+/** Run `fn` inside `scope` (lifecycle code: `register`, `onStart`, `onClose`). */
 export function runScoped<R>(scope: FaultScope | undefined, fn: () => R): R {
   return scope ? context.run(scope, fn) : fn();
 }
