@@ -74,7 +74,11 @@ function onRejection(reason: unknown): void {
 function dispatch(err: unknown, kind: FaultKind): void {
   const scope = context.getStore();
   if (scope) {
-    scope.sink.pluginFault(scope, err, kind);
+    try {
+      scope.sink.pluginFault(scope, err, kind);
+    } catch {
+      // Logging the fault failed (an error that cannot be serialised?): still not worth the process.
+    }
     return;
   }
   if (fatalSeen) return; // already shutting down for an earlier one
