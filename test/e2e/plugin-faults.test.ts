@@ -137,4 +137,18 @@ describe('plugin faults outside hook calls', () => {
     expect(process.listenerCount('uncaughtException')).toBe(baseline.exception);
     expect(process.listenerCount('unhandledRejection')).toBe(baseline.rejection);
   });
+
+  it('installs no process listener and enters no scope unless asked (embedding)', async () => {
+    const before = process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection');
+    const t = await scope.start({ plugins: [faulty, LOCAL] });
+    expect(process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection')).toBe(
+      before,
+    );
+    const c = await scope.connect(t);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await finishMessage(c, 'no catching');
+    expect(t.server.hookMetrics().find((m) => m.plugin === 'faulty')?.faults).toBe(0);
+  });
 });
