@@ -81,7 +81,7 @@ interface LoadedPlugin {
 
 const systemClock: Clock = { now: () => Date.now() };
 
-export class MailServer implements SessionHost, FaultSink {
+export class MailServer implements SessionHost {
   readonly config: Readonly<CoreConfig>;
   readonly hooks: Hooks = createHooks();
   readonly registry = new Registry();
@@ -101,7 +101,8 @@ export class MailServer implements SessionHost, FaultSink {
   #idSeq = 0;
   #draining = false;
   #closing: Promise<void> | undefined;
-  /** Set while process-level faults are routed here (`catchFaults`). */
+  /** Where process-level faults are routed while `catchFaults` is on (kept off the public surface). */
+  readonly #faultSink: FaultSink | undefined;
   #detachFaults: (() => void) | undefined;
 
   private constructor(config: CoreConfig, opts: ServerOptions) {
@@ -122,7 +123,13 @@ export class MailServer implements SessionHost, FaultSink {
       dns: opts.dns ?? new Resolver(),
       clock: this.#clock,
     });
-    if (opts.catchFaults) this.#detachFaults = attachFaultSink(this);
+    if (opts.catchFaults) {
+      this.#faultSink = {
+        pluginFault: (scope, err, kind) => this.#pluginFault(scope, err, kind),
+        fatal: (err, kind) => this.#fatal(err, kind),
+      };
+      this.#detachFaults = attachFaultSink(this.#faultSink);
+    }
   }
 
   /** Validate the config, load every plugin in order, and prepare the data directory. Does not listen yet. */
@@ -194,7 +201,7 @@ export class MailServer implements SessionHost, FaultSink {
       deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
       listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
       metrics,
-      faults: this.#detachFaults ? this : undefined,
+      faults: this.#faultSink,
     };
     const loaded: LoadedPlugin = { name: id, policy, metrics, starters: [], closers: [] };
     this.#plugins.push(loaded);
@@ -361,7 +368,7 @@ export class MailServer implements SessionHost, FaultSink {
   // ---- faults (see faults.ts) ---------------------------------------------
 
   /** A fault plugin code raised outside its hook call: log, count, keep serving. */
-  pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
+  #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
     const loaded = this.#plugins.find((p) => p.name === scope.plugin);
     if (loaded) hookCounters(loaded.metrics, scope.hook).faults++;
     this.log.error(
@@ -371,7 +378,7 @@ export class MailServer implements SessionHost, FaultSink {
   }
 
   /** A fault no plugin owns: the process is in an unknown state, so shut down gracefully. */
-  fatal(err: unknown, kind: FaultKind): Promise<void> {
+  #fatal(err: unknown, kind: FaultKind): Promise<void> {
     this.log.fatal(
       { fault: kind, err },
       `uncaught exception outside any plugin: shutting down (${describe(err)})`,
