@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 20000,
     hookTimeout: 20000,
     pool: 'forks',
+    // A temp folder per run; the run fails if a test leaves mailframe-* entries in it.
+    globalSetup: ['test/global-setup.ts'],
   },
 });

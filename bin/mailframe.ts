@@ -27,6 +27,10 @@ Commands:
 
 Signals: SIGTERM/SIGINT shut down gracefully (421 to idle sessions, open
 transactions finish within timeouts.shutdownGrace).
+
+Faults: an error a plugin raises outside its hook calls (floating promise,
+timer, listener) is logged and counted, and the server keeps serving; an
+uncaught exception no plugin owns shuts down gracefully, then exits with 1.
 `;
 
 function version(): string {
@@ -64,7 +68,8 @@ async function start(file: string): Promise<void> {
     ...(logCfg.pretty === undefined ? {} : { pretty: logCfg.pretty }),
   });
   log.info({ config: file, version: version() }, 'starting mailframe');
-  const server = await MailServer.create({ config: raw, baseDir, logger: log });
+  // The CLI owns the process: plugin faults are caught, logged and counted (docs/operations.md, "Faults").
+  const server = await MailServer.create({ config: raw, baseDir, logger: log, catchFaults: true });
   try {
     await server.listen();
   } catch (err) {

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { describe } from './errors.ts';
+import { type FaultScope, type FaultSink, scoped } from './faults.ts';
 import { BAIL_HOOKS, callBail, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
 import type { HookTaps, Outbound, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
 import type { Registry } from './registry.ts';
@@ -24,6 +25,8 @@ export interface TapPolicy {
   readonly listeners: ReadonlySet<string> | undefined;
   /** Counters this plugin's taps update, by hook name. */
   readonly metrics: Map<string, HookCounters>;
+  /** Where faults the plugin raises outside its hook calls go (undefined: not caught, no scope entered). */
+  readonly faults: FaultSink | undefined;
 }
 
 /** What the tap wrappers count per plugin and hook. */
@@ -31,6 +34,23 @@ export interface HookCounters {
   calls: number;
   failures: number;
   timeouts: number;
+  /** Faults raised later by code the tap started (floating rejections, throws in timers or listeners). */
+  faults: number;
+}
+
+/** The fault scope for one plugin and hook (undefined when faults are not caught). */
+export function faultScope(policy: TapPolicy, hook: string): FaultScope | undefined {
+  return policy.faults && Object.freeze({ plugin: policy.name, hook, sink: policy.faults });
+}
+
+/** The counters of one plugin and hook, created on first use. */
+export function hookCounters(metrics: Map<string, HookCounters>, hook: string): HookCounters {
+  let c = metrics.get(hook);
+  if (!c) {
+    c = { calls: 0, failures: 0, timeouts: 0, faults: 0 };
+    metrics.set(hook, c);
+  }
+  return c;
 }
 
 type AnyHandler = (...args: never[]) => unknown;
@@ -84,14 +104,7 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     if (options?.before !== undefined) o.before = options.before;
     return o;
   };
-  const counters = (hook: string): HookCounters => {
-    let c = policy.metrics.get(hook);
-    if (!c) {
-      c = { calls: 0, failures: 0, timeouts: 0 };
-      policy.metrics.set(hook, c);
-    }
-    return c;
-  };
+  const counters = (hook: string): HookCounters => hookCounters(policy.metrics, hook);
   const fail = (hook: string, args: readonly unknown[], err: unknown) => {
     const c = counters(hook);
     if (err === TIMED_OUT) c.timeouts++;
@@ -120,13 +133,14 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
+        const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         // Synchronous answers stay synchronous (see `callBail`); promises get the timeout.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args)) return undefined;
           count.calls++;
           let result: unknown;
           try {
-            result = (handler as (...a: unknown[]) => unknown)(...args);
+            result = call(...args);
           } catch (err) {
             fail(name, args, err);
             return Replies.localError;
@@ -155,13 +169,14 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
+        const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         // A failing or timed-out transform is skipped: the value passes on unchanged.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args.slice(1))) return args[0];
           count.calls++;
           let result: unknown;
           try {
-            result = (handler as (...a: unknown[]) => unknown)(...args);
+            result = call(...args);
           } catch (err) {
             fail(name, args.slice(1), err);
             return args[0];
@@ -179,12 +194,13 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     view[name] = {
       tap(handler, options) {
         const count = counters(name);
+        const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         hook.tapPromise(tapOptions(options), (...args: unknown[]): Promise<void> => {
           if (!inScope(args)) return Promise.resolve();
           count.calls++;
           let result: unknown;
           try {
-            result = (handler as (...a: unknown[]) => unknown)(...args);
+            result = call(...args);
           } catch (err) {
             fail(name, args, err);
             return Promise.resolve();

@@ -13,12 +13,20 @@ import { formatReply } from './codec/reply-format.ts';
 import { createAjv, deepFreeze, validateCoreConfig, validatePluginConfig } from './config.ts';
 import type { CoreConfig, ListenerConfig } from './config-schema.ts';
 import { describe, Errors, MailframeError } from './errors.ts';
+import { attachFaultSink, type FaultKind, type FaultScope, type FaultSink, runScoped } from './faults.ts';
 import { createHooks, type Hooks } from './hooks.ts';
 import { IdleSweep } from './idle-sweep.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
 import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
-import { createOutbound, createPluginApi, type HookCounters } from './plugin-host.ts';
+import {
+  createOutbound,
+  createPluginApi,
+  faultScope,
+  type HookCounters,
+  hookCounters,
+  type TapPolicy,
+} from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
@@ -35,6 +43,16 @@ export interface ServerOptions {
   readonly definitions?: ReadonlyMap<string, PluginDefinition>;
   readonly dns?: Resolver;
   readonly clock?: Clock;
+  /**
+   * Catch faults plugins raise outside their hook calls (a rejected promise
+   * nobody awaits, a throw in a timer, tick or listener) with process-level
+   * handlers: each is logged and counted against the plugin and hook that
+   * started the code, and the server keeps serving. A fault no plugin owns
+   * shuts the server down gracefully and is then raised again (see
+   * docs/operations.md, "Faults"). Default false: an application embedding
+   * the server keeps the process to itself; `mailframe start` turns it on.
+   */
+  readonly catchFaults?: boolean;
 }
 
 export interface HookMetric {
@@ -43,6 +61,8 @@ export interface HookMetric {
   readonly calls: number;
   readonly failures: number;
   readonly timeouts: number;
+  /** Faults raised outside the hook call by code the plugin started there (only with `catchFaults`). */
+  readonly faults: number;
 }
 
 export interface ListeningAddress {
@@ -53,6 +73,7 @@ export interface ListeningAddress {
 
 interface LoadedPlugin {
   readonly name: string;
+  readonly policy: TapPolicy;
   readonly metrics: Map<string, HookCounters>;
   readonly starters: Array<() => unknown>;
   readonly closers: Array<() => unknown>;
@@ -80,6 +101,9 @@ export class MailServer implements SessionHost {
   #idSeq = 0;
   #draining = false;
   #closing: Promise<void> | undefined;
+  /** Where process-level faults are routed while `catchFaults` is on (kept off the public surface). */
+  readonly #faultSink: FaultSink | undefined;
+  #detachFaults: (() => void) | undefined;
 
   private constructor(config: CoreConfig, opts: ServerOptions) {
     this.config = config;
@@ -99,6 +123,13 @@ export class MailServer implements SessionHost {
       dns: opts.dns ?? new Resolver(),
       clock: this.#clock,
     });
+    if (opts.catchFaults) {
+      this.#faultSink = {
+        pluginFault: (scope, err, kind) => this.#pluginFault(scope, err, kind),
+        fatal: (err, kind) => this.#fatal(err, kind),
+      };
+      this.#detachFaults = attachFaultSink(this.#faultSink);
+    }
   }
 
   /** Validate the config, load every plugin in order, and prepare the data directory. Does not listen yet. */
@@ -134,13 +165,14 @@ export class MailServer implements SessionHost {
     if (errors.length > 0) throw Errors.configInvalid(errors);
     deepFreeze(config);
     const server = new MailServer(config, opts);
-    await mkdir(server.spoolDir, { recursive: true, mode: 0o700 });
     try {
+      await mkdir(server.spoolDir, { recursive: true, mode: 0o700 });
       for (const p of prepared) await server.#loadPlugin(p.id, p.def, p.config, config.plugins[p.index]);
       for (const p of server.#plugins) {
+        const scope = faultScope(p.policy, 'start');
         for (const fn of p.starters) {
           try {
-            await fn();
+            await runScoped(scope, fn);
           } catch (err) {
             throw Errors.pluginRegister(p.name, err);
           }
@@ -148,6 +180,7 @@ export class MailServer implements SessionHost {
       }
     } catch (err) {
       await server.#closePlugins();
+      server.#stopCatchingFaults();
       throw err;
     }
     return server;
@@ -159,9 +192,19 @@ export class MailServer implements SessionHost {
     config: unknown,
     entry: CoreConfig['plugins'][number] | undefined,
   ): Promise<void> {
-    const loaded: LoadedPlugin = { name: id, metrics: new Map(), starters: [], closers: [] };
-    this.#plugins.push(loaded);
     const log = this.log.child({ plugin: id });
+    const metrics = new Map<string, HookCounters>();
+    const policy: TapPolicy = {
+      name: id,
+      log,
+      timeout: entry?.timeout ?? this.config.timeouts.hook,
+      deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
+      listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
+      metrics,
+      faults: this.#faultSink,
+    };
+    const loaded: LoadedPlugin = { name: id, policy, metrics, starters: [], closers: [] };
+    this.#plugins.push(loaded);
     const api = createPluginApi({
       hooks: this.hooks,
       registry: this.registry,
@@ -170,20 +213,14 @@ export class MailServer implements SessionHost {
       outbound: this.outbound,
       onClose: (fn) => loaded.closers.push(fn),
       onStart: (fn) => loaded.starters.push(fn),
-      policy: {
-        name: id,
-        log,
-        timeout: entry?.timeout ?? this.config.timeouts.hook,
-        deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
-        listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
-        metrics: loaded.metrics,
-      },
+      policy,
     });
+    const scope = faultScope(policy, 'register');
     const ms = this.config.timeouts.pluginStart;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        Promise.resolve().then(() => def.register(api, config as never)),
+        Promise.resolve().then(() => runScoped(scope, () => def.register(api, config as never))),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(Errors.pluginTimeout(id, ms)), ms);
         }),
@@ -328,7 +365,33 @@ export class MailServer implements SessionHost {
       });
   }
 
-  /** Per plugin and hook: taps called, failed (451 or skipped) and timed out, since start. */
+  // ---- faults (see faults.ts) ---------------------------------------------
+
+  /** A fault plugin code raised outside its hook call: log, count, keep serving. */
+  #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
+    const loaded = this.#plugins.find((p) => p.name === scope.plugin);
+    if (loaded) hookCounters(loaded.metrics, scope.hook).faults++;
+    this.log.error(
+      { plugin: scope.plugin, hook: scope.hook, fault: kind, err },
+      `plugin fault outside its hook call: ${describe(err)}`,
+    );
+  }
+
+  /** A fault no plugin owns: the process is in an unknown state, so shut down gracefully. */
+  #fatal(err: unknown, kind: FaultKind): Promise<void> {
+    this.log.fatal(
+      { fault: kind, err },
+      `uncaught exception outside any plugin: shutting down (${describe(err)})`,
+    );
+    return this.close();
+  }
+
+  #stopCatchingFaults(): void {
+    this.#detachFaults?.();
+    this.#detachFaults = undefined;
+  }
+
+  /** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */
   hookMetrics(): HookMetric[] {
     const out: HookMetric[] = [];
     for (const p of this.#plugins) {
@@ -373,17 +436,19 @@ export class MailServer implements SessionHost {
     this.idle.stop();
     await Promise.all(stopped);
     await this.#closePlugins();
+    this.#stopCatchingFaults();
     this.log.info('stopped');
   }
 
   async #closePlugins(): Promise<void> {
-    const troubled = this.hookMetrics().filter((m) => m.failures > 0 || m.timeouts > 0);
+    const troubled = this.hookMetrics().filter((m) => m.failures > 0 || m.timeouts > 0 || m.faults > 0);
     if (troubled.length > 0)
-      this.log.warn({ hooks: troubled }, 'plugin hooks that failed or timed out since start');
+      this.log.warn({ hooks: troubled }, 'plugin hooks that failed, timed out or faulted since start');
     for (const p of [...this.#plugins].reverse()) {
+      const scope = faultScope(p.policy, 'close');
       for (const fn of [...p.closers].reverse()) {
         try {
-          await fn();
+          await runScoped(scope, fn);
         } catch (err) {
           this.log.error({ plugin: p.name, err }, `plugin close failed: ${describe(err)}`);
         }

@@ -17,7 +17,7 @@ import Type from 'typebox';
 import type { CoreConfig } from './config-schema.ts';
 import { Stage } from './hooks.ts';
 import { type Clock, definePlugin, type PluginDefinition } from './plugin.ts';
-import { MailServer } from './server.ts';
+import { type ListeningAddress, MailServer } from './server.ts';
 import type { EnvelopeAttributes, RecipientAttributes } from './types.ts';
 
 /** A plugin given as a value, a bundled/npm name, either with config, or a full config entry. */
@@ -51,6 +51,12 @@ export interface TestServerOptions {
   readonly logger?: Logger;
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
+  /**
+   * Catch faults plugins raise outside their hook calls, as `mailframe start`
+   * does (default false: the test runner then reports such a fault as an
+   * unhandled error, which is what a plugin's own tests want to see).
+   */
+  readonly catchFaults?: boolean;
 }
 
 export interface CapturedMessage {
@@ -345,13 +351,23 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     dataDir,
     plugins: entries,
   };
-  const server = await MailServer.create({
-    config,
-    definitions,
-    ...(opts.logger ? { logger: opts.logger } : {}),
-    ...(opts.clock ? { clock: opts.clock } : {}),
-  });
-  const addresses = await server.listen();
+  let server: MailServer | undefined;
+  let addresses: ListeningAddress[];
+  try {
+    server = await MailServer.create({
+      config,
+      definitions,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.catchFaults ? { catchFaults: true } : {}),
+    });
+    addresses = await server.listen();
+  } catch (err) {
+    // A server that did not start leaves nothing behind: no plugin open, no data directory.
+    await server?.close(0);
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
   const first = addresses[0];
   if (!first) throw new Error('no listener');
   return {

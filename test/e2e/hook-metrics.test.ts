@@ -34,6 +34,7 @@ describe('hook metrics', () => {
       calls: 3,
       failures: 1,
       timeouts: 1,
+      faults: 0,
     });
     // rcpt-local answered only the recipient that reached it.
     expect(metrics.find((m) => m.plugin === 'rcpt-local' && m.hook === 'rcpt')?.calls).toBe(1);
