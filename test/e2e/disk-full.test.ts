@@ -62,7 +62,7 @@ describe('spool file system full', () => {
     const fs = await mountTmpfs(base, 256 * 1024);
     scope.defer(() => fs.unmount());
     const t = await scope.start({
-      plugins: [LOCAL, ['queue-fs', { dir: base, controlSocket: false }]],
+      plugins: [LOCAL, ['queue-fs', { dir: base, controlSocket: false, minFree: 0 }]],
       capture: false,
       config: { timeouts: { data: LONG, command: LONG } },
     });
@@ -88,4 +88,43 @@ describe('spool file system full', () => {
     expect([r.code, r.enhanced]).toEqual([452, '4.3.1']);
     await c.expect('NOOP', 250);
   }, 60_000);
+});
+
+describe('free space reserve (queue-fs minFree)', () => {
+  /** A server whose queue lives on a fresh tmpfs of `size` octets. */
+  async function queueOnTmpfs(
+    size: number,
+    queue: Record<string, unknown>,
+    plugins: readonly unknown[] = [],
+  ) {
+    const base = await mkdtemp(join(tmpdir(), 'mailframe-reserve-'));
+    scope.defer(() => rm(base, { recursive: true, force: true }));
+    const fs = await mountTmpfs(base, size);
+    scope.defer(() => fs.unmount());
+    return scope.start({
+      plugins: [LOCAL, ...(plugins as []), ['queue-fs', { dir: base, controlSocket: false, ...queue }]],
+      capture: false,
+    });
+  }
+
+  it('refuses MAIL with 452 4.3.1 when free space is under the reserve', async () => {
+    const t = await queueOnTmpfs(4 * 1024 * 1024, { minFree: 8 * 1024 * 1024 });
+    const c = await scope.connect(t);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 452, '4.3.1');
+    // Nothing else changes: the session goes on and may try again later.
+    await c.expect('NOOP', 250);
+  });
+
+  it('counts a size declared with SIZE= on top of the reserve', async () => {
+    const t = await queueOnTmpfs(4 * 1024 * 1024, { minFree: 1024 * 1024 }, ['size']);
+    const c = await scope.connect(t);
+    await c.expect('EHLO client.example', 250);
+    await c.expect(`MAIL FROM:<a@b.example> SIZE=${3 * 1024 * 1024 + 512 * 1024}`, 452, '4.3.1');
+    await c.expect(`MAIL FROM:<a@b.example> SIZE=${1024 * 1024}`, 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    const r = await c.sendData('Subject: fits\r\n\r\nsmall\r\n');
+    expect(r.code).toBe(250);
+  });
 });
