@@ -4,7 +4,7 @@
  * arrives), gets `452 4.3.1` once its data ends, not a stall until the data
  * timeout. The data timeout here is 5 minutes: a stall times the test out.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -54,6 +54,8 @@ describe('spool file system full', () => {
     await c.expect('RSET', 250);
     await c.expect('NOOP', 250);
     expect(t.queued).toHaveLength(0);
+    // The partial spool file is gone: only the filler is left.
+    expect((await readdir(t.server.spoolDir)).filter((n) => !n.startsWith('filler'))).toEqual([]);
   }, 60_000);
 
   it('answers 452 4.3.1 to a small message (kept in memory) when the queue cannot store it', async () => {
