@@ -47,7 +47,7 @@ export const schema = Type.Object(
       Type.Integer({
         minimum: 0,
         description:
-          "Octets that must stay free on the queue's file system (and the data directory's, where the spool is) for new mail to be taken: below it, and below it plus a size declared with MAIL FROM SIZE=, MAIL gets 452 4.3.1, so queue state updates and local delivery keep room (Postfix's `queue_minfree`). Checked at most once a second. Default: 1.5 x `limits.maxMessageSize`; 0 turns the check off.",
+          'Octets that must stay free on the queue and data directory file systems: below it (plus any SIZE= the client declared), MAIL gets 452 4.3.1 (Postfix `queue_minfree`). Default: 1.5 x `limits.maxMessageSize`; 0: no check.',
       }),
     ),
     controlSocket: Type.Boolean({
