@@ -4,9 +4,12 @@
  * final dot, right after a 250, at random), restarted each time, and the
  * queue files checked against what was acknowledged.
  *
- *   npx tsx bench/crash.ts [--messages 2000] [--senders 8] [--kills 8] [--no-fsync]
+ *   npx tsx bench/crash.ts [--messages 2000] [--senders 8] [--kills 8] [--no-fsync] [--no-maildir]
  *
- * Exit code 1 when an acknowledged message is lost, duplicated or damaged.
+ * Messages are delivered to Maildir (one mailbox per recipient) while the
+ * kills happen, and the copies counted; --no-maildir leaves them queued.
+ * Exit code 1 when an acknowledged message is lost, duplicated (queued or
+ * delivered twice) or damaged.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -26,6 +29,8 @@ const { values } = parseArgs({
     'big-every': { type: 'string', default: '25' },
     seed: { type: 'string', default: String(Date.now() % 1_000_000) },
     'no-fsync': { type: 'boolean', default: false },
+    'no-maildir': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
     'group-commit-only': { type: 'boolean', default: false },
   },
 });
@@ -68,6 +73,12 @@ async function groupCommit(n: number, concurrency: number): Promise<string> {
   return `${String(concurrency).padStart(3)} at once: ${(n / (ms / 1000)).toFixed(0).padStart(5)} enqueues/s, ${fsyncs} directory fsyncs for ${requests} renames`;
 }
 
+if (values.help) {
+  process.stdout.write(
+    'npx tsx bench/crash.ts [--messages 2000] [--senders 8] [--kills 8] [--big-every 25] [--seed N] [--no-fsync] [--no-maildir] [--group-commit-only]\n',
+  );
+  process.exit(0);
+}
 process.stdout.write('group commit (durable enqueues, 2 KB messages)\n');
 for (const [n, c] of [
   [200, 1],
@@ -88,6 +99,7 @@ const report = await runCrashScenario({
   bigEvery: Number(values['big-every']),
   seed: Number(values.seed),
   fsync: !values['no-fsync'],
+  maildir: !values['no-maildir'],
   log: (line) => process.stdout.write(`  ${line}\n`),
 });
 const seconds = (Date.now() - started) / 1000;
@@ -108,6 +120,11 @@ const rows: Array<[string, string | number]> = [
   ['queued without a 250', report.unexpected],
   ['quarantined as corrupt at restart', report.corruptFiles],
   ['tmp/ leftovers after restart', report.tmpLeftovers],
+  ['Maildir delivery during the kills', String(!values['no-maildir'])],
+  ['recipients delivered to Maildir', report.delivered],
+  ['delivered twice to the same mailbox', report.maildirDuplicates],
+  ['acknowledged, neither queued nor delivered', report.undelivered],
+  ['Maildir tmp/ leftovers after restart', report.maildirTmpLeftovers],
   ['CLI list agrees with the files', String(report.cliAgrees)],
   ['server start (avg ms)', avg(report.startTimes)],
   ['wall time (s)', seconds.toFixed(1)],

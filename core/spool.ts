@@ -20,6 +20,8 @@ export class SpoolWriter {
   #file: WriteStream | undefined;
   #path: string | undefined;
   #failed: Error | undefined;
+  /** Callers waiting for the spool file to drain (see `onDrain`). */
+  #drainWaiters: Array<() => void> = [];
 
   constructor(dir: string, name: string, memoryLimit = DEFAULT_MEMORY_LIMIT) {
     this.#dir = dir;
@@ -31,17 +33,28 @@ export class SpoolWriter {
     return this.#size;
   }
 
-  /** Append data; false means "pause the source until `drain`". */
+  /** Writing the spool file failed (e.g. disk full): the rest of the data is counted and dropped, and `finish` rejects. */
+  get failed(): boolean {
+    return this.#failed !== undefined;
+  }
+
+  /**
+   * Append data; false means "pause the source until `drain`". After a write
+   * failure it is always true: the source reads on (the data is dropped) so
+   * that the message can end and be answered.
+   */
   write(chunk: Buffer): boolean {
     this.#size += chunk.length;
-    if (this.#file) return this.#file.write(chunk);
+    if (this.#failed) return true;
+    if (this.#file) return this.#file.write(chunk) || this.#failed !== undefined;
     this.#chunks.push(chunk);
     if (this.#size <= this.#memoryLimit) return true;
     this.#path = join(this.#dir, `${this.#name}.spool`);
     const file = createWriteStream(this.#path, { flags: 'wx', mode: 0o600 });
-    file.on('error', (err) => {
-      this.#failed = err;
-    });
+    file.on('error', (err) => this.#fail(err));
+    file.on('drain', () => this.#releaseWaiters());
+    // No 'drain' comes after end() or destroy(): the last chunk of a message may be the one that filled the buffer.
+    file.on('close', () => this.#releaseWaiters());
     this.#file = file;
     const pending = this.#chunks;
     this.#chunks = [];
@@ -50,23 +63,25 @@ export class SpoolWriter {
     return ok;
   }
 
-  /** Call `fn` once the spool file has drained (only meaningful after `write` returned false). */
+  #fail(err: Error): void {
+    this.#failed ??= err;
+    this.#releaseWaiters();
+  }
+
+  #releaseWaiters(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const fn of waiters) fn();
+  }
+
+  /** Call `fn` once the spool file has drained, or failed (only meaningful after `write` returned false). */
   onDrain(fn: () => void): void {
     const file = this.#file;
-    if (!file) {
+    if (!file || this.#failed || file.closed || !file.writableNeedDrain) {
       queueMicrotask(fn);
       return;
     }
-    // No 'drain' comes after end(): the last chunk of a message may be the one that filled the buffer.
-    const once = () => {
-      file.off('drain', once);
-      file.off('finish', once);
-      file.off('close', once);
-      fn();
-    };
-    file.on('drain', once);
-    file.on('finish', once);
-    file.on('close', once);
+    this.#drainWaiters.push(fn);
   }
 
   /**
@@ -79,9 +94,9 @@ export class SpoolWriter {
     hadBareLineEndings: boolean,
   ): SpooledMessage | Promise<SpooledMessage> {
     const file = this.#file;
+    if (this.#failed) return Promise.reject(this.#failed);
     if (!file) return new SpooledMessage(prepended, this.#size, hadBareLineEndings, { chunks: this.#chunks });
     return new Promise<void>((resolve, reject) => {
-      if (this.#failed) return reject(this.#failed);
       file.once('error', reject);
       file.end(() => resolve());
     }).then(() => {

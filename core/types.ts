@@ -197,6 +197,13 @@ export interface DeliveryJob {
   readonly recipients: readonly DeliveryRecipient[];
   readonly attributes: EnvelopeAttributes;
   readonly attempts: number;
+  /**
+   * When the message arrived (ms since the epoch, server clock), when the
+   * queue knows it. A message that arrived before this server started may
+   * have been delivered by the run before, killed before its queue recorded
+   * the delivery: a plugin that can find its own earlier copy checks for it.
+   */
+  readonly receivedAt?: number;
   /** Octets of the message as `stream()` yields it, when the queue knows it. */
   readonly size?: number;
   /** The message, a new stream each call. */

@@ -84,6 +84,8 @@ export default definePlugin({
       now: () => api.server.clock.now(),
     });
     const matches = domainMatcher(config.domains);
+    // Jobs for messages queued before this point may repeat a delivery of the run before.
+    const startedAt = api.server.clock.now();
     const mta = api.server.hostname;
 
     const result = (recipient: string, r: Reply): RecipientResult => ({
@@ -106,13 +108,32 @@ export default definePlugin({
           if (!config.createMissing) return NO_MAILBOX;
           await writer.create(found.dir);
         }
+        const swept = await writer.sweep(found.dir);
+        if (swept > 0)
+          job.log.info({ dir: found.dir, files: swept }, 'removed abandoned files from Maildir tmp/');
         const head = Buffer.from(
           `Return-Path: <${headerSafe(job.from)}>${eol}Delivered-To: ${headerSafe(address)}${eol}`,
           'utf8',
         );
-        const body = job.stream() as AsyncIterable<Buffer>;
-        const name = await writer.deliver(found.dir, head, lf ? crlfToLf(body) : body);
-        job.log.debug({ recipient: address, file: name }, 'delivered to Maildir');
+        const body = () => {
+          const source = job.stream() as AsyncIterable<Buffer>;
+          return lf ? crlfToLf(source) : source;
+        };
+        // A retry, or a message from before this start: an earlier attempt may have got as far as new/.
+        const mayRepeat = job.attempts > 0 || job.receivedAt === undefined || job.receivedAt < startedAt;
+        const done = await writer.deliver(
+          found.dir,
+          head,
+          body,
+          { queueId: job.id, recipient: address },
+          mayRepeat,
+        );
+        if (done.earlier)
+          job.log.info(
+            { recipient: address, file: done.file },
+            'already in the Maildir from an earlier attempt',
+          );
+        else job.log.debug({ recipient: address, file: done.file }, 'delivered to Maildir');
         return DELIVERED;
       } catch (err) {
         job.log.error({ recipient: address, err }, 'Maildir delivery failed');

@@ -3,9 +3,17 @@
  * (cr.yp.to/proto/maildir.html): a unique file in `tmp/`, written and fsynced,
  * then linked into `new/` (a link never replaces an existing file), unlinked
  * from `tmp/`, and the `new/` directory fsynced.
+ *
+ * Exactly once: the unique part of the name carries a tag derived from the
+ * queue id and the recipient (`X<tag>`), the same on every attempt. A delivery
+ * that may repeat an earlier one (a retry, or a message queued before this
+ * server started: the earlier run may have been killed after the link and
+ * before the queue recorded the delivery) first looks for its tag in `new/`
+ * and `cur/` (where a mail reader moves it, appending `:2,FLAGS`) and, when
+ * found, writes nothing.
  */
-import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { link, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface MaildirWriterOptions {
@@ -15,11 +23,41 @@ export interface MaildirWriterOptions {
   readonly now: () => number;
 }
 
+/** What makes a delivery the same delivery again: one message (queue id) to one recipient. */
+export interface DeliveryKey {
+  readonly queueId: string;
+  readonly recipient: string;
+}
+
+export interface Delivered {
+  /** Path of the file relative to the Maildir (`new/…` or `cur/…`). */
+  readonly file: string;
+  /** The file was there already, from an earlier attempt: nothing was written. */
+  readonly earlier: boolean;
+}
+
+/**
+ * `tmp/` files older than this may be removed by anyone (the Maildir
+ * convention: a delivery never takes 36 hours).
+ */
+export const STALE_TMP_MS = 36 * 60 * 60 * 1000;
+
+/** Our own names: `time.M<usec>P<pid>X<tag>.<host>`. */
+const OWN_NAME = /^\d+\.M\d+P(\d+)X[0-9a-f]{32}\.(.+)$/;
+
+/** The tag of a delivery: 128 bits of SHA-256 over queue id and recipient, in hex. */
+export function deliveryTag(key: DeliveryKey): string {
+  return createHash('sha256').update(`${key.queueId}\n${key.recipient}`).digest('hex').slice(0, 32);
+}
+
 export class MaildirWriter {
   readonly #host: string;
   readonly #fsync: boolean;
   readonly #now: () => number;
-  #seq = 0;
+  /** Maildirs whose `tmp/` was swept by this writer. */
+  readonly #swept = new Set<string>();
+  /** When this process started (wall clock, as file times are). */
+  readonly #processStart = performance.timeOrigin;
 
   constructor(opts: MaildirWriterOptions) {
     this.#host = opts.hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
@@ -27,13 +65,12 @@ export class MaildirWriter {
     this.#now = opts.now;
   }
 
-  /** `time.M<usec>P<pid>Q<seq>R<random>.<host>` */
-  uniqueName(): string {
+  /** `time.M<usec>P<pid>X<tag>.<host>` */
+  uniqueName(key: DeliveryKey): string {
     const now = this.#now();
     const sec = Math.floor(now / 1000);
     const usec = Math.floor((now % 1000) * 1000);
-    this.#seq++;
-    return `${sec}.M${usec}P${process.pid}Q${this.#seq}R${randomBytes(4).toString('hex')}.${this.#host}`;
+    return `${sec}.M${usec}P${process.pid}X${deliveryTag(key)}.${this.#host}`;
   }
 
   /** Whether `dir` is a Maildir (has `tmp`, `new` and `cur`). */
@@ -51,16 +88,86 @@ export class MaildirWriter {
     for (const sub of ['tmp', 'new', 'cur']) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
   }
 
-  /** Write `head` then `body` into `dir`; returns the file name in `new/`. */
-  async deliver(dir: string, head: Buffer, body: AsyncIterable<Buffer>): Promise<string> {
-    const name = this.uniqueName();
+  /** The file an earlier delivery of `key` left in `new/` or `cur/`, if any. */
+  async findEarlier(dir: string, key: DeliveryKey): Promise<string | undefined> {
+    const marker = `X${deliveryTag(key)}.${this.#host}`;
+    for (const sub of ['new', 'cur']) {
+      for (const name of await readdir(join(dir, sub))) {
+        const at = name.indexOf(marker);
+        if (at < 0) continue;
+        const next = name[at + marker.length];
+        if (next === undefined || next === ',' || next === ':') return `${sub}/${name}`;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Remove the `tmp/` files no delivery will finish: any older than 36 hours,
+   * and ours (by name) from this host whose writer is gone: its process is no
+   * longer running, or it had our pid before this process started. Once per
+   * Maildir and writer; returns how many went.
+   */
+  async sweep(dir: string): Promise<number> {
+    if (this.#swept.has(dir)) return 0;
+    this.#swept.add(dir);
+    const tmp = join(dir, 'tmp');
+    const wall = Date.now();
+    let removed = 0;
+    for (const name of await readdir(tmp)) {
+      const path = join(tmp, name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info?.isFile()) continue;
+      const own = OWN_NAME.exec(name);
+      const abandoned =
+        wall - info.mtimeMs > STALE_TMP_MS ||
+        (own !== null && own[2] === this.#host && this.#writerGone(Number(own[1]), info.mtimeMs));
+      if (
+        abandoned &&
+        (await unlink(path).then(
+          () => true,
+          () => false,
+        ))
+      )
+        removed++;
+    }
+    return removed;
+  }
+
+  #writerGone(pid: number, mtimeMs: number): boolean {
+    if (pid === process.pid) return mtimeMs < this.#processStart;
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+
+  /**
+   * Write `head` then the body into `dir`, once per `key`: with `lookFirst`,
+   * an earlier copy in `new/` or `cur/` is reported instead of writing again.
+   * On failure nothing is left behind (the `tmp/` file and any link are removed).
+   */
+  async deliver(
+    dir: string,
+    head: Buffer,
+    body: () => AsyncIterable<Buffer>,
+    key: DeliveryKey,
+    lookFirst: boolean,
+  ): Promise<Delivered> {
+    if (lookFirst) {
+      const earlier = await this.findEarlier(dir, key);
+      if (earlier !== undefined) return { file: earlier, earlier: true };
+    }
+    const name = this.uniqueName(key);
     const tmpPath = join(dir, 'tmp', name);
     const fh = await open(tmpPath, 'wx', 0o600);
     let size = 0;
     try {
       await fh.write(head);
       size += head.length;
-      for await (const chunk of body) {
+      for await (const chunk of body()) {
         let off = 0;
         while (off < chunk.length) {
           const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
@@ -76,13 +183,27 @@ export class MaildirWriter {
       throw err;
     }
     const finalName = `${name},S=${size}`;
+    const newPath = join(dir, 'new', finalName);
     try {
-      await link(tmpPath, join(dir, 'new', finalName));
+      await link(tmpPath, newPath);
+    } catch (err) {
+      // The same name within the same second: this very delivery is there already.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+        return { file: `new/${finalName}`, earlier: true };
+      throw err;
     } finally {
       await unlink(tmpPath).catch(() => {});
     }
-    if (this.#fsync) await fsyncDir(join(dir, 'new'));
-    return finalName;
+    if (this.#fsync) {
+      try {
+        await fsyncDir(join(dir, 'new'));
+      } catch (err) {
+        // Reported as not delivered: take the copy back so that the retry is the only one.
+        await unlink(newPath).catch(() => {});
+        throw err;
+      }
+    }
+    return { file: `new/${finalName}`, earlier: false };
   }
 }
 

@@ -15,6 +15,7 @@ import type { Message, Transaction } from '../../core/types.ts';
 import { startQueue } from '../queue/engine.ts';
 import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
 import type { EnvelopeInput, MessageContent } from '../queue/types.ts';
+import { FreeSpace } from './free-space.ts';
 import { DEFAULT_MEMORY_CACHE, FsQueueStore } from './store.ts';
 
 export const schema = Type.Object(
@@ -42,6 +43,13 @@ export const schema = Type.Object(
       description:
         'Octets of recently queued messages (each up to 256 KiB) kept in memory so their first delivery attempt reads no file; 0 turns it off.',
     }),
+    minFree: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'Octets that must stay free on the queue and data directory file systems: below it (plus any SIZE= the client declared), MAIL gets 452 4.3.1 (Postfix `queue_minfree`). Default: 1.5 x `limits.maxMessageSize`; 0: no check.',
+      }),
+    ),
     controlSocket: Type.Boolean({
       default: true,
       description:
@@ -120,6 +128,26 @@ export default definePlugin({
       controlSocket: config.controlSocket ? join(root, 'control.sock') : undefined,
       pidFile: join(root, 'server.pid'),
     });
+    const minFree = config.minFree ?? Math.ceil(1.5 * api.server.limits.maxMessageSize);
+    if (minFree > 0) {
+      const space = new FreeSpace([root, api.server.dataDir], api.server.clock);
+      // Synchronous while the last figure is fresh: this runs for every MAIL.
+      api.hooks.mail.tap((tx) => {
+        // SIZE= (RFC 1870) is parsed before the hook runs; the size plugin notes it.
+        const need = minFree + (tx.notes.declaredSize ?? 0);
+        const verdict = (free: number) => {
+          if (free >= need) return undefined;
+          tx.log.warn({ free, need }, 'refusing mail: too little free space for the queue');
+          return Replies.insufficientStorage;
+        };
+        const free = space.available();
+        if (typeof free === 'number') return verdict(free);
+        return free.then(verdict, (err: unknown) => {
+          api.log.warn({ err }, 'cannot measure free space; taking the mail');
+          return undefined;
+        });
+      });
+    }
     // Promise chains rather than async frames: this runs once per message, with the 250 waiting.
     api.hooks.queue.tap(
       (tx, message) => {

@@ -72,6 +72,7 @@ class Job implements DeliveryJob {
   readonly recipients: readonly DeliveryRecipient[];
   readonly attributes: EnvelopeAttributes;
   readonly attempts: number;
+  readonly receivedAt: number;
   readonly size: number;
   readonly #lease: Lease;
   readonly #parentLog: Logger;
@@ -91,6 +92,7 @@ class Job implements DeliveryJob {
     this.recipients = recipients;
     this.attributes = lease.attributes;
     this.attempts = attempts;
+    this.receivedAt = lease.receivedAt;
     this.size = lease.size;
     this.#lease = lease;
     this.#parentLog = log;

@@ -36,6 +36,12 @@ export interface CrashOptions {
   readonly bigEvery?: number;
   readonly seed?: number;
   readonly fsync?: boolean;
+  /**
+   * Deliver to Maildir (deliver-maildir, one mailbox per recipient) while the
+   * kills happen, and count the copies there (default true). Off: no delivery
+   * plugin, every message stays queued.
+   */
+  readonly maildir?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -66,6 +72,14 @@ export interface CrashReport {
   readonly unexpected: number;
   readonly corruptFiles: number;
   readonly tmpLeftovers: number;
+  /** Recipients delivered to their Maildir (copies of acknowledged messages, counted once). */
+  readonly delivered: number;
+  /** Recipients whose mailbox holds the same message more than once. */
+  readonly maildirDuplicates: number;
+  /** Files left in the Maildirs' tmp/ after the last restart. */
+  readonly maildirTmpLeftovers: number;
+  /** Recipients of acknowledged messages neither delivered nor queued at the end (counted in `lost`). */
+  readonly undelivered: number;
   readonly kills: number;
   /** ms from spawn to first greeting, per start. */
   readonly startTimes: readonly number[];
@@ -220,6 +234,7 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
   const dir = await mkdtemp(join(tmpdir(), 'mf-crash-'));
   const port = await freePort();
   const config = join(dir, 'mailframe.json');
+  const maildir = opts.maildir ?? true;
   await writeFile(
     config,
     JSON.stringify({
@@ -233,7 +248,21 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
         { plugin: 'enhanced-status-codes' },
         { plugin: 'pipelining' },
         { plugin: 'rcpt-local', config: { domains: ['example.com'] } },
-        // No delivery plugin: each message gets one attempt (no route, deferred) and stays queued.
+        // With Maildir delivery every message is delivered as soon as it is queued, while the kills go on.
+        // Without, each message gets one attempt (no route, deferred) and stays queued.
+        ...(maildir
+          ? [
+              {
+                plugin: 'deliver-maildir',
+                config: {
+                  root: './mail',
+                  domains: ['example.com'],
+                  lineEndings: 'crlf',
+                  fsync: opts.fsync ?? true,
+                },
+              },
+            ]
+          : []),
         { plugin: 'queue-fs', config: { fsync: opts.fsync ?? true, retry: '6h...' } },
       ],
     }),
@@ -335,9 +364,14 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
       if (mode === undefined) await proc.kill('SIGKILL').then(() => kills++);
     }
 
-    // Restart once more: the start-up scan must accept every file; then ask the CLI.
+    // Restart once more: the start-up scan must accept every file; then ask the CLI
+    // (with delivery on, once the restart has delivered what the kills left queued).
     await start();
-    const listed = await captureCli(['list', '--json'], config);
+    let listed = await captureCli(['list', '--json'], config);
+    for (let i = 0; maildir && i < 300 && Array.isArray(listed) && listed.length > 0; i++) {
+      await sleep(100);
+      listed = await captureCli(['list', '--json'], config);
+    }
     await (server as ServerProcess).kill('SIGTERM');
 
     const q = join(dir, 'data', 'queue');
@@ -371,29 +405,64 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
       if (!names.includes(name)) problems.push(`state file without a message: ${name}`);
       else JSON.parse(await readFile(join(q, 'state', name), 'utf8'));
     }
+    const boxes = maildir
+      ? await readMaildirs(join(dir, 'data', 'mail'))
+      : { copies: new Map<string, Buffer[]>(), tmpLeftovers: 0 };
     let lost = 0;
     let duplicates = 0;
     let damaged = 0;
     let inFlightPresent = 0;
+    let delivered = 0;
+    let maildirDuplicates = 0;
+    let undelivered = 0;
     for (const m of all) {
       const files = byCrashId.get(m.n) ?? [];
       if (files.length > 1) {
         duplicates++;
         problems.push(`message ${m.n} queued ${files.length} times`);
       }
+      // Per recipient: its copies in its Maildir.
+      let copiesOfAll = 0;
+      let missing = 0;
+      for (const to of m.to) {
+        const copies = boxes.copies.get(`${m.n} ${to}`) ?? [];
+        if (copies.length > 0) copiesOfAll++;
+        else missing++;
+        if (copies.length > 1) {
+          maildirDuplicates++;
+          problems.push(`message ${m.n} delivered ${copies.length} times to ${to}`);
+        }
+        if (m.state === 'acked' || m.state === 'in-flight') {
+          for (const copy of copies) {
+            if (!intactCopy(copy, m, to)) {
+              damaged++;
+              problems.push(`message ${m.n} is damaged in the Maildir of ${to}`);
+            }
+          }
+        }
+      }
+      const present = files.length > 0 || copiesOfAll > 0;
       if (m.state === 'acked') {
-        if (files.length === 0 || !files.includes(m.queueId ?? '')) {
+        delivered += copiesOfAll;
+        if (files.length === 0 && missing > 0) {
           lost++;
-          problems.push(`message ${m.n} got 250 (${m.queueId}) but is not in the queue`);
+          undelivered += missing;
+          problems.push(`message ${m.n} got 250 (${m.queueId}) but is neither queued nor delivered to all`);
           continue;
         }
+        if (files.length > 0 && !files.includes(m.queueId ?? '')) {
+          lost++;
+          problems.push(`message ${m.n} got 250 (${m.queueId}) but is queued under another id`);
+          continue;
+        }
+        if (files.length === 0) continue;
       } else if (m.state === 'in-flight') {
-        if (files.length > 0) inFlightPresent++;
+        if (present) inFlightPresent++;
         if (files.length === 0) continue;
       } else {
-        if (files.length > 0) {
+        if (present) {
           unexpected++;
-          problems.push(`message ${m.n} (${m.state}) is in the queue without a 250`);
+          problems.push(`message ${m.n} (${m.state}) is in the queue or a Maildir without a 250`);
         }
         continue;
       }
@@ -431,6 +500,10 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
       unexpected,
       corruptFiles,
       tmpLeftovers,
+      delivered,
+      maildirDuplicates,
+      maildirTmpLeftovers: boxes.tmpLeftovers,
+      undelivered,
       kills,
       startTimes,
       cliAgrees,
@@ -441,6 +514,42 @@ export async function runCrashScenario(opts: CrashOptions): Promise<CrashReport>
     await server?.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Every message in the Maildirs under `root` (`<domain>/<local>/Maildir`, new/
+ * and cur/), keyed by crash id and Delivered-To, and the files left in tmp/.
+ */
+async function readMaildirs(root: string): Promise<{ copies: Map<string, Buffer[]>; tmpLeftovers: number }> {
+  const copies = new Map<string, Buffer[]>();
+  let tmpLeftovers = 0;
+  const list = (d: string) => readdir(d).catch(() => [] as string[]);
+  for (const domain of await list(root)) {
+    for (const local of await list(join(root, domain))) {
+      const box = join(root, domain, local, 'Maildir');
+      tmpLeftovers += (await list(join(box, 'tmp'))).length;
+      for (const sub of ['new', 'cur']) {
+        for (const name of await list(join(box, sub))) {
+          const data = await readFile(join(box, sub, name));
+          const text = data.toString('latin1');
+          const n = /^X-Crash-Id: (\d+)\r$/m.exec(text)?.[1] ?? '?';
+          const to = /^Delivered-To: (\S+)\r$/m.exec(text)?.[1] ?? '?';
+          const key = `${n} ${to}`;
+          copies.set(key, [...(copies.get(key) ?? []), data]);
+        }
+      }
+    }
+  }
+  return { copies, tmpLeftovers };
+}
+
+/** A Maildir copy: Return-Path, Delivered-To, the Received field, then the octets sent. */
+function intactCopy(copy: Buffer, m: Sent, to: string): boolean {
+  const head = `Return-Path: <${m.from}>\r\nDelivered-To: ${to}\r\n`;
+  if (copy.length <= head.length + m.data.length) return false;
+  if (copy.subarray(0, head.length).toString('latin1') !== head) return false;
+  if (!copy.subarray(copy.length - m.data.length).equals(m.data)) return false;
+  return RECEIVED_ONLY.test(copy.subarray(head.length, copy.length - m.data.length).toString('latin1'));
 }
 
 async function captureCli(argv: string[], config: string): Promise<unknown> {

@@ -69,6 +69,11 @@ export interface JobOptions {
   readonly attributes?: Record<string, unknown>;
   readonly route?: string;
   readonly destination?: string;
+  /** Queue id (default `job-1`). */
+  readonly id?: string;
+  readonly attempts?: number;
+  /** Arrival time (default: unknown). */
+  readonly receivedAt?: number;
 }
 
 /** A delivery job as the queue would build it; the message streams in uneven pieces. */
@@ -81,13 +86,14 @@ export function deliveryJob(o: JobOptions): DeliveryJob {
   );
   const first = recipients[0]?.address ?? '';
   return {
-    id: 'job-1',
+    id: o.id ?? 'job-1',
     destination: o.destination ?? first.slice(first.lastIndexOf('@') + 1).toLowerCase(),
     route: o.route,
     from: o.from ?? 'sender@origin.example',
     recipients,
     attributes: (o.attributes ?? {}) as EnvelopeAttributes,
-    attempts: 0,
+    attempts: o.attempts ?? 0,
+    ...(o.receivedAt === undefined ? {} : { receivedAt: o.receivedAt }),
     stream: () => Readable.from(pieces(data)),
     log: silentLogger(),
   };

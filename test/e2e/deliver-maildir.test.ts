@@ -2,13 +2,15 @@
  * deliver-maildir on a temp directory: files read back byte for byte,
  * unique names, per-recipient results, no escape from the root.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isReply } from '../../core/hooks.ts';
 import type { DeliveryReport } from '../../core/types.ts';
 import { replyForFsError } from '../../plugins/deliver-maildir/index.ts';
+import { mountTmpfs } from '../helpers/tmpfs.ts';
 import { type DeliveryServer, deliveryJob, startDeliveryServer } from './deliver-helpers.ts';
 
 let mf: DeliveryServer | undefined;
@@ -21,7 +23,7 @@ afterEach(async () => {
 });
 
 const MESSAGE = 'Received: from a by b\r\nSubject: maildir\r\n\r\nline\r\n.dot\r\nlone\rcr\r\n';
-const NAME = /^(\d+)\.M\d+P\d+Q\d+R[0-9a-f]{8}\.mx\.test\.example,S=(\d+)$/;
+const NAME = /^(\d+)\.M\d+P\d+X[0-9a-f]{32}\.mx\.test\.example,S=(\d+)$/;
 
 async function setup(config: Record<string, unknown>): Promise<{ server: DeliveryServer; root: string }> {
   base = await mkdtemp(join(tmpdir(), 'mailframe-maildir-'));
@@ -176,5 +178,91 @@ describe('deliver-maildir', () => {
     expect(replyForFsError(err('EDQUOT'))).toMatchObject({ code: 452, enhanced: '4.2.2' });
     expect(replyForFsError(err('EACCES'))).toMatchObject({ code: 451, enhanced: '4.3.0' });
     expect(String(replyForFsError(err('EIO')).text)).not.toContain('EIO');
+  });
+});
+
+describe('deliver-maildir across crashes and failures', () => {
+  const maildirFiles = async (maildir: string) => ({
+    tmp: await readdir(join(maildir, 'tmp')),
+    new: await readdir(join(maildir, 'new')),
+    cur: await readdir(join(maildir, 'cur')),
+  });
+
+  it('delivers a message to a recipient once: a repeat after a crash finds the copy in new/ or, moved by a reader, in cur/', async () => {
+    const { server, root } = await setup({});
+    const maildir = join(root, 'example.com', 'alice', 'Maildir');
+    // Queued before this server started, as after a restart: the run before may have delivered it already.
+    const job = (id: string, attempts = 0) =>
+      deliveryJob({
+        id,
+        to: ['alice@example.com'],
+        message: MESSAGE,
+        receivedAt: Date.now() - 60_000,
+        attempts,
+      });
+    expect((await deliver(server, job('Q1'))).results[0]?.status).toBe('delivered');
+    const first = (await maildirFiles(maildir)).new;
+    expect(first).toHaveLength(1);
+    // Killed before the queue recorded it: the same job comes again and finds the copy in new/.
+    expect((await deliver(server, job('Q1'))).results[0]).toMatchObject({ status: 'delivered' });
+    expect(await maildirFiles(maildir)).toEqual({ tmp: [], new: first, cur: [] });
+    // A mail reader took it to cur/ and flagged it seen; a retry (attempts > 0) finds it there.
+    await rename(join(maildir, 'new', first[0] as string), join(maildir, 'cur', `${first[0]}:2,S`));
+    expect((await deliver(server, job('Q1', 1))).results[0]).toMatchObject({ status: 'delivered' });
+    expect(await maildirFiles(maildir)).toEqual({ tmp: [], new: [], cur: [`${first[0]}:2,S`] });
+    // Another message is a delivery of its own.
+    await deliver(server, job('Q2'));
+    expect((await maildirFiles(maildir)).new).toHaveLength(1);
+  });
+
+  it('removes abandoned tmp/ files of its own and any older than 36 hours before delivering, and leaves the rest', async () => {
+    const { server, root } = await setup({});
+    const maildir = join(root, 'example.com', 'bob', 'Maildir');
+    for (const sub of ['tmp', 'new', 'cur']) await mkdir(join(maildir, sub), { recursive: true });
+    const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    const deadPid = Number(child.stdout.toString());
+    const tag = 'a'.repeat(32);
+    const files = {
+      deadWriter: `1700000000.M1P${deadPid}X${tag}.mx.test.example`,
+      ancient: '1600000000.M5P77.elsewhere.example',
+      liveWriter: `1700000000.M2P${process.ppid}X${tag}.mx.test.example`,
+      otherHost: `1700000000.M3P${deadPid}X${tag}.elsewhere.example`,
+      foreign: '1700000000.M4P1.elsewhere.example',
+    };
+    for (const name of Object.values(files)) await writeFile(join(maildir, 'tmp', name), 'partial');
+    const old = new Date(Date.now() - 40 * 60 * 60 * 1000);
+    await utimes(join(maildir, 'tmp', files.ancient), old, old);
+    expect(
+      (await deliver(server, deliveryJob({ to: ['bob@example.com'], message: MESSAGE }))).results[0]?.status,
+    ).toBe('delivered');
+    expect((await readdir(join(maildir, 'tmp'))).sort()).toEqual(
+      [files.liveWriter, files.otherHost, files.foreign].sort(),
+    );
+  });
+
+  it('leaves nothing in tmp/ when the disk fills up during the write (452 4.3.1, deferred)', async () => {
+    base = await mkdtemp(join(tmpdir(), 'mailframe-maildir-'));
+    const root = join(base, 'mail');
+    await mkdir(root);
+    const fs = await mountTmpfs(root, 512 * 1024);
+    try {
+      const maildir = join(root, 'example.com', 'carol', 'Maildir');
+      for (const sub of ['tmp', 'new', 'cur']) await mkdir(join(maildir, sub), { recursive: true });
+      await fs.fill();
+      mf = await startDeliveryServer([
+        { plugin: 'deliver-maildir', config: { root, domains: ['example.com'] } },
+      ]);
+      const big = `Subject: big\r\n\r\n${'y'.repeat(1000)}\r\n`.repeat(1000);
+      const report = await deliver(mf, deliveryJob({ to: ['carol@example.com'], message: big }));
+      expect(report.results[0]).toMatchObject({
+        status: 'deferred',
+        reply: { code: 452, enhanced: '4.3.1' },
+      });
+      expect(await maildirFiles(maildir)).toEqual({ tmp: [], new: [], cur: [] });
+    } finally {
+      await mf?.close();
+      mf = undefined;
+      await fs.unmount();
+    }
   });
 });
