@@ -59,6 +59,12 @@ export const LimitsSchema = Type.Object(
       description:
         'Recipients per transaction (RFC 5321 4.5.3.1.8 requires at least 100); more get 452 4.5.3.',
     }),
+    recipientOvershoot: Type.Integer({
+      minimum: 0,
+      default: 1000,
+      description:
+        'RCPTs past `maxRecipients` per session answered 452 4.5.3 without counting toward `maxErrors` (Postfix smtpd_recipient_overshoot_limit); later ones count.',
+    }),
     maxMessageSize: Type.Integer({
       minimum: 1024,
       default: 52428800,

@@ -86,6 +86,8 @@ export class SmtpSession implements Session {
   readonly output: ReplyOutput;
   readonly deadlines: Deadlines;
   #message: MessageReceiver | undefined;
+  /** RCPTs refused for `limits.maxRecipients` so far (see `limits.recipientOvershoot`). */
+  recipientsOverLimit = 0;
   /** Set while a TLS handshake is in progress: a timeout fails it. */
   handshakeTimeout: (() => void) | undefined;
   readonly #baseLog: Logger;
