@@ -37,6 +37,7 @@ export interface SessionHost {
   readonly smtp: Readonly<{
     banner: string;
     bareLineEndings: 'normalize' | 'reject';
+    commandBareLineFeed: 'reject' | 'accept';
     rejectEarlyTalkers: boolean;
   }>;
   readonly spoolDir: string;
@@ -120,7 +121,7 @@ export class SmtpSession implements Session {
     this.#baseLog = log;
     this.deadlines = new Deadlines(host.idle, host.timeouts.minDataRate);
     this.output = new ReplyOutput(this);
-    this.input = new SessionInput(this, host.limits.maxLineLength + host.registry.extraLineLength);
+    this.input = new SessionInput(this, host.registry.longestLine(host.limits.maxLineLength));
     this.input.attach(socket);
     if (proxied) socket.resume();
   }
