@@ -69,7 +69,7 @@ export class SmtpSession implements Session {
   readonly local: Endpoint;
   readonly hostname: string;
   readonly #connectedAt: number;
-  readonly notes: SessionNotes = {};
+  notes: SessionNotes = {};
   helo: Helo | undefined;
   tls: TlsInfo | undefined;
   user: string | undefined;
@@ -242,6 +242,20 @@ export class SmtpSession implements Session {
     if (this.state === 'closed') return;
     this.output.sendNow(Replies.shuttingDown);
     setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  /**
+   * Forget what the client told us (after a TLS upgrade, RFC 3207 4.2): its
+   * EHLO, the identity it authenticated as, and what plugins noted about it.
+   */
+  forgetClient(): void {
+    this.helo = undefined;
+    if (this.user !== undefined) {
+      this.user = undefined;
+      this.#log = undefined;
+    }
+    this.enhancedStatusCodes = false;
+    this.notes = {};
   }
 
   // ---- transactions -----------------------------------------------------
