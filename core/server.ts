@@ -4,8 +4,13 @@
  * so tests can run several servers in one process.
  */
 import { Resolver } from 'node:dns/promises';
-import { mkdir } from 'node:fs/promises';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { lstat, mkdir, unlink } from 'node:fs/promises';
+import {
+  connect as connectSocket,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -47,8 +52,11 @@ export interface HookMetric {
 
 export interface ListeningAddress {
   readonly name: string;
+  /** For a Unix socket listener: its path (and `port` is 0). */
   readonly host: string;
   readonly port: number;
+  /** The Unix socket path, for a listener on one. */
+  readonly path?: string;
 }
 
 interface LoadedPlugin {
@@ -69,6 +77,7 @@ export class MailServer implements SessionHost {
   readonly hostname: string;
   readonly dataDir: string;
   readonly spoolDir: string;
+  readonly #baseDir: string;
   readonly facts: ServerFacts;
   readonly #clock: Clock;
   readonly #plugins: LoadedPlugin[] = [];
@@ -85,7 +94,8 @@ export class MailServer implements SessionHost {
     this.config = config;
     this.log = opts.logger ?? silentLogger();
     this.hostname = config.hostname ?? osHostname();
-    this.dataDir = resolve(opts.baseDir ?? process.cwd(), config.dataDir);
+    this.#baseDir = opts.baseDir ?? process.cwd();
+    this.dataDir = resolve(this.#baseDir, config.dataDir);
     this.spoolDir = resolve(this.dataDir, 'spool');
     this.#clock = opts.clock ?? systemClock;
     this.#idPrefix = (Date.now() % 2176782336).toString(36).padStart(6, '0');
@@ -235,6 +245,7 @@ export class MailServer implements SessionHost {
         name: listener.name,
         role: listener.role,
         implicitTls: listener.implicitTls,
+        protocol: listener.protocol,
       });
       if (info.implicitTls && !this.registry.service('tls')) {
         throw Errors.listen(
@@ -249,9 +260,14 @@ export class MailServer implements SessionHost {
         this.#accept(socket, proxyFrom, info, log),
       );
       server.on('error', (err) => log.error({ err }, 'listener error'));
+      const path = listener.path === undefined ? undefined : resolve(this.#baseDir, listener.path);
+      if (path !== undefined) await removeStaleSocket(path);
       await new Promise<void>((ok, fail) => {
-        server.once('error', (err) => fail(Errors.listen(`${listener.host}:${listener.port}`, err)));
-        server.listen({ host: listener.host, port: listener.port }, () => ok());
+        const where = path ?? `${listener.host}:${listener.port}`;
+        server.once('error', (err) => fail(Errors.listen(where, err)));
+        server.listen(path !== undefined ? { path } : { host: listener.host, port: listener.port }, () =>
+          ok(),
+        );
       });
       this.#servers.push({ listener, server });
       log.info({ address: this.#addressOf(server, listener) }, 'listening');
@@ -261,8 +277,9 @@ export class MailServer implements SessionHost {
 
   #addressOf(server: NetServer, listener: ListenerConfig): ListeningAddress {
     const a = server.address();
-    if (a && typeof a === 'object') return { name: listener.name, host: a.address, port: a.port };
-    return { name: listener.name, host: listener.host, port: listener.port };
+    if (typeof a === 'string') return { name: listener.name, host: a, port: 0, path: a };
+    if (a) return { name: listener.name, host: a.address, port: a.port };
+    return { name: listener.name, host: listener.path ?? listener.host, port: listener.port ?? 0 };
   }
 
   addresses(): ListeningAddress[] {
@@ -398,6 +415,28 @@ function ignoreError(): void {}
 function refuse(socket: Socket, r: import('./reply.ts').Reply): void {
   socket.end(formatReply(r, true));
   setTimeout(() => socket.destroy(), 2000).unref();
+}
+
+/**
+ * A Unix socket file left by a run that did not close (a crash) makes listen
+ * fail: remove it when nothing answers on it. A live socket (another server)
+ * and anything that is not a socket are left alone, and listen then fails.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    if (!(await lstat(path)).isSocket()) return;
+  } catch {
+    return;
+  }
+  const live = await new Promise<boolean>((ok) => {
+    const probe = connectSocket({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      ok(true);
+    });
+    probe.once('error', () => ok(false));
+  });
+  if (!live) await unlink(path).catch(() => {});
 }
 
 /** Validate config, load plugins and start listening. */
