@@ -27,7 +27,7 @@ import { createOutbound, createPluginApi, type HookCounters } from './plugin-hos
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
-import { normaliseIp, type SessionHost, SmtpSession } from './session.ts';
+import { normaliseIp, type SessionHost, SmtpSession } from './session/session.ts';
 import type { ListenerInfo } from './types.ts';
 
 export interface ServerOptions {

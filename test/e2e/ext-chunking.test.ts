@@ -232,7 +232,7 @@ describe('CHUNKING', () => {
 
   // Skipped until the core ends a pending chunk read when the client goes away: today the
   // BDAT handler never returns, the chunked message's spool file stays behind and the
-  // transaction's reset hook never runs (see SmtpSession#finalize).
+  // transaction's reset hook never runs (see SmtpSession.finalize).
   it('leaves no spool file behind when the client disconnects in the middle of a chunk', async () => {
     const { server, client } = await start();
     await transaction(client);

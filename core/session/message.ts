@@ -1,0 +1,280 @@
+/**
+ * Message reception for one session: DATA through the DATA decoder, and
+ * messages in counted chunks (the `ChunkedMessage` seam BDAT uses), both into
+ * the spool with backpressure, then the shared end of the message path:
+ * header transforms, `message` hook, `queue` hook, the final reply.
+ */
+
+import { DataDecoder } from '../codec/data-decoder.ts';
+import { describe } from '../errors.ts';
+import { callBail, callWaterfall, isReply } from '../hooks.ts';
+import type { ChunkedMessage } from '../plugin.ts';
+import { receivedHeader } from '../received.ts';
+import { isPositive, queuedReply, Replies, type Reply } from '../reply.ts';
+import { type SpooledMessage, SpoolWriter } from '../spool.ts';
+import type { SmtpTransaction } from '../transaction.ts';
+import type { SmtpSession } from './session.ts';
+
+export class MessageReceiver {
+  readonly #session: SmtpSession;
+  /** Data mode. */
+  #decoder: DataDecoder | undefined;
+  #spool: SpoolWriter | undefined;
+  /** An open chunked (BDAT) message. */
+  #chunked: { spool: SpoolWriter; overflow: boolean; tx: SmtpTransaction } | undefined;
+  /** A counted read in progress (raw mode). */
+  #raw: { remaining: number; into: SpoolWriter | undefined; done: () => void } | undefined;
+  #chunkApi: ChunkedMessage | undefined;
+
+  constructor(session: SmtpSession) {
+    this.#session = session;
+  }
+
+  #newSpool(tx: SmtpTransaction): SpoolWriter {
+    const spool = new SpoolWriter(this.#session.host.spoolDir, tx.id);
+    this.#spool = spool;
+    return spool;
+  }
+
+  /** Write to the spool, holding the socket's input while the spool file drains. */
+  #spoolWrite(spool: SpoolWriter, chunk: Buffer): void {
+    const input = this.#session.input;
+    if (!spool.write(chunk) && !input.held) {
+      input.hold();
+      spool.onDrain(() => input.release());
+    }
+  }
+
+  // ---- DATA ---------------------------------------------------------------
+
+  /** Switch to data mode for `tx`: received octets go through the DATA decoder into the spool. */
+  beginData(tx: SmtpTransaction): void {
+    const s = this.#session;
+    const spool = this.#newSpool(tx);
+    this.#decoder = new DataDecoder({
+      maxSize: s.host.limits.maxMessageSize,
+      onData: (chunk) => this.#spoolWrite(spool, chunk),
+    });
+    s.state = 'data';
+    s.deadlines.arm(s.host.timeouts.data);
+    if (!s.busy) {
+      s.output.flush();
+      const rest = s.input.lines.take();
+      if (rest.length > 0) this.receiveData(rest);
+    }
+  }
+
+  receiveData(chunk: Buffer): void {
+    const decoder = this.#decoder;
+    if (!decoder) return;
+    const s = this.#session;
+    const end = decoder.write(chunk);
+    if (end < 0) {
+      // Input may have been paused while it piled up in command mode (a slow hook): data mode reads on.
+      s.input.resume();
+      s.input.stopIfStarved();
+      return;
+    }
+    s.state = 'command';
+    s.deadlines.arm(s.host.timeouts.command);
+    if (end < chunk.length) s.input.lines.push(chunk.subarray(end));
+    s.busy = true;
+    const spool = this.#spool as SpoolWriter;
+    this.#decoder = undefined;
+    this.#spool = undefined;
+    this.#complete(spool, decoder.size, decoder.overflow, decoder.bareLineEndings).then(
+      (r) => {
+        s.output.queue(r);
+        s.input.afterAsync();
+      },
+      (err) => {
+        s.log.error({ err }, `end of data failed: ${describe(err)}`);
+        s.output.queue(Replies.localError);
+        s.input.afterAsync();
+      },
+    );
+  }
+
+  /**
+   * The end of the message path, shared by DATA and chunked (BDAT) messages:
+   * header transforms, `message` hook, `queue` hook. Returns the final reply
+   * and ends the transaction.
+   */
+  async #complete(spool: SpoolWriter, size: number, overflow: boolean, bare: boolean): Promise<Reply> {
+    const s = this.#session;
+    const host = s.host;
+    const tx = s.transaction as SmtpTransaction;
+    if (overflow) {
+      await spool.discard();
+      return this.#end(tx, size, Replies.messageTooBig);
+    }
+    if (bare && host.smtp.bareLineEndings === 'reject') {
+      await spool.discard();
+      return this.#end(tx, size, Replies.bareLineEnding);
+    }
+    let fields = [receivedHeader(tx, host.now())];
+    if (host.hooks.headers.isUsed()) fields = await callWaterfall(host.hooks, 'headers', fields, tx);
+    let message: SpooledMessage;
+    try {
+      message = await spool.finish(fields, bare);
+    } catch (err) {
+      tx.log.error({ err }, `spool failed: ${describe(err)}`);
+      await spool.discard();
+      return this.#end(tx, size, Replies.insufficientStorage);
+    }
+    let reply: Reply;
+    let queueId: string | undefined;
+    try {
+      let verdict: Reply | undefined;
+      if (host.hooks.message.isUsed()) verdict = await callBail(host.hooks, 'message', tx, message);
+      if (verdict && !isPositive(verdict)) reply = verdict;
+      else {
+        const result = await callBail(host.hooks, 'queue', tx, message);
+        if (result === undefined) {
+          tx.log.error('no plugin queued the message (configure a queue plugin)');
+          reply = Replies.localError;
+        } else if (isReply(result)) reply = isPositive(result) ? Replies.localError : result;
+        else {
+          reply = queuedReply(result.id);
+          queueId = result.id;
+        }
+      }
+    } finally {
+      const disposed = message.dispose();
+      if (disposed) await disposed;
+    }
+    return this.#end(tx, size, reply, queueId);
+  }
+
+  /** The transaction ends with the message's final reply: logged, and reset unless the message was queued. */
+  #end(tx: SmtpTransaction, size: number, r: Reply, queueId?: string): Reply | Promise<Reply> {
+    const s = this.#session;
+    s.transactionCount++;
+    if (s.logs('info')) {
+      s.log.info(
+        {
+          tid: tx.id,
+          from: tx.from.address?.address ?? '',
+          rcpts: tx.recipients.length,
+          size,
+          code: r.code,
+          ...(queueId === undefined ? {} : { queueId }),
+          ms: s.host.now() - tx.startedAt,
+        },
+        queueId === undefined ? 'message refused' : 'message queued',
+      );
+    }
+    if (queueId !== undefined) {
+      s.transaction = undefined;
+      return r;
+    }
+    return s.resetTransaction('rejected').then(() => r);
+  }
+
+  // ---- chunked messages (the seam BDAT uses) ----------------------------
+
+  /** A chunked message is open (DATA is refused until it ends). */
+  get chunkedOpen(): boolean {
+    return this.#chunked !== undefined;
+  }
+
+  /** The chunked-message seam, made when a verb first needs it (most sessions never do). */
+  get chunks(): ChunkedMessage {
+    this.#chunkApi ??= this.#makeChunkApi();
+    return this.#chunkApi;
+  }
+
+  #makeChunkApi(): ChunkedMessage {
+    const s = this.#session;
+    return {
+      begin: async () => {
+        const tx = s.transaction;
+        if (!tx) return s.helo ? Replies.needMail : Replies.needHelo;
+        if (tx.recipients.length === 0) return Replies.noValidRecipients;
+        if (this.#chunked) return undefined;
+        if (s.host.hooks.data.isUsed()) {
+          const verdict = await callBail(s.host.hooks, 'data', tx);
+          if (verdict && !isPositive(verdict)) return verdict;
+        }
+        this.#chunked = { spool: this.#newSpool(tx), overflow: false, tx };
+        return undefined;
+      },
+      read: (size) => this.#readRaw(size),
+      finish: async () => {
+        const c = this.#chunked;
+        if (!c || s.transaction !== c.tx) return Replies.badSequence;
+        this.#chunked = undefined;
+        this.#spool = undefined;
+        return this.#complete(c.spool, c.spool.size, c.overflow, false);
+      },
+      abort: () => this.abortChunked(),
+    };
+  }
+
+  /** Drop the open chunked message; the transaction stays open. */
+  async abortChunked(): Promise<void> {
+    const c = this.#chunked;
+    this.#chunked = undefined;
+    this.#spool = undefined;
+    await c?.spool.discard();
+  }
+
+  /** Read exactly `size` raw octets: into the open chunked message, or discarded. */
+  #readRaw(size: number): Promise<void> {
+    const s = this.#session;
+    const c = this.#chunked;
+    let into: SpoolWriter | undefined;
+    if (c && s.transaction === c.tx) {
+      if (c.overflow || c.spool.size + size > s.host.limits.maxMessageSize) c.overflow = true;
+      else into = c.spool;
+    }
+    return new Promise<void>((resolve) => {
+      this.#raw = { remaining: size, into, done: resolve };
+      s.state = 'raw';
+      s.deadlines.arm(s.host.timeouts.data);
+      const buffered = s.input.lines.take();
+      if (buffered.length > 0) this.receiveRaw(buffered);
+      else if (size === 0) this.receiveRaw(Buffer.alloc(0));
+      else {
+        s.input.resume();
+        s.input.stopIfStarved();
+      }
+    });
+  }
+
+  receiveRaw(chunk: Buffer): void {
+    const raw = this.#raw;
+    if (!raw) return;
+    const s = this.#session;
+    const n = Math.min(raw.remaining, chunk.length);
+    if (n > 0 && raw.into) this.#spoolWrite(raw.into, chunk.subarray(0, n));
+    raw.remaining -= n;
+    if (raw.remaining > 0) {
+      // As in data mode: input paused while it piled up behind the command must flow again.
+      s.input.resume();
+      s.input.stopIfStarved();
+      return;
+    }
+    this.#raw = undefined;
+    s.state = 'command';
+    s.deadlines.arm(s.host.timeouts.command);
+    if (n < chunk.length) s.input.lines.push(chunk.subarray(n));
+    raw.done();
+  }
+
+  /**
+   * The connection closed: forget what was being received and return the
+   * spool to discard. A chunk still being read can never complete: its verb
+   * handler is let go (`finish` then refuses).
+   */
+  abandon(): SpoolWriter | undefined {
+    const abandoned = this.#decoder !== undefined ? this.#spool : this.#chunked?.spool;
+    this.#decoder = undefined;
+    this.#spool = undefined;
+    this.#chunked = undefined;
+    const raw = this.#raw;
+    this.#raw = undefined;
+    raw?.done();
+    return abandoned;
+  }
+}
