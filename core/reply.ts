@@ -79,6 +79,8 @@ export const Replies = Object.freeze({
   needMail: reply(503, '5.5.1', 'Need MAIL command first'),
   nestedMail: reply(503, '5.5.1', 'Sender already specified'),
   needRcpt: reply(503, '5.5.1', 'Need RCPT command first'),
+  /** HELO or EHLO on an LMTP listener (RFC 2033 4.1). */
+  lmtpNeedsLhlo: reply(500, '5.5.1', 'This is an LMTP service: use LHLO'),
   noValidRecipients: reply(554, '5.5.1', 'No valid recipients'),
   paramNotRecognized: reply(555, '5.5.4', 'MAIL FROM/RCPT TO parameter not recognized or not implemented'),
   relayDenied: reply(550, '5.7.1', 'Relaying denied'),

@@ -142,6 +142,30 @@ describe('LMTP listener', () => {
     expect(t.queued).toHaveLength(0);
   });
 
+  it('counts a refused message once toward limits.maxErrors, however many recipients it had', async () => {
+    const t = await scope.start({
+      plugins: [LOCAL, policy],
+      config: { listeners: [LMTP_LISTENER], limits: { maxErrors: 3 } },
+    });
+    const raw = await scope.raw(t);
+    await raw.replies(1);
+    await send(raw, 'LHLO client.example\r\n', 1);
+    const rcpts =
+      'RCPT TO:<bob@example.com>\r\nRCPT TO:<carol@example.com>\r\nRCPT TO:<dave@example.com>\r\n';
+    const replies = await send(
+      raw,
+      `MAIL FROM:<a@b.example>\r\n${rcpts}RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: refuse me\r\n\r\n.\r\nNOOP\r\n`,
+      11,
+    );
+    expect(codes(replies.slice(6))).toEqual([
+      '550 5.7.1',
+      '550 5.7.1',
+      '550 5.7.1',
+      '550 5.7.1',
+      '250 2.0.0',
+    ]);
+  });
+
   it('refuses DATA with 503 when no recipient was accepted (RFC 2033 4.2)', async () => {
     const t = await startLmtp();
     const raw = await scope.raw(t);
