@@ -51,7 +51,14 @@ export const ListenerSchema = Type.Object(
       description: 'Addresses or CIDRs allowed to send a PROXY header; other peers are disconnected.',
     }),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A TCP port or a Unix socket path, not both (editors check this too).
+    oneOf: [
+      { properties: { port: {} }, required: ['port'] },
+      { properties: { path: {} }, required: ['path'] },
+    ],
+  },
 );
 
 export const LimitsSchema = Type.Object(

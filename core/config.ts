@@ -64,12 +64,10 @@ export function validateCoreConfig(ajv: Ajv, raw: unknown): { config: CoreConfig
   return { config: copy as CoreConfig, errors };
 }
 
-/** What the schema cannot say about listeners: a port or a path, and no LMTP on port 25. */
+/** What the schema does not say about listeners: no LMTP on port 25. */
 function listenerErrors(listeners: CoreConfig['listeners']): string[] {
   const errors: string[] = [];
   for (const [i, l] of listeners.entries()) {
-    if ((l.port === undefined) === (l.path === undefined))
-      errors.push(`/listeners/${i}: needs exactly one of "port" or "path"`);
     // RFC 2033 section 1: LMTP MUST NOT be used on TCP port 25.
     if (l.protocol === 'lmtp' && l.port === 25)
       errors.push(`/listeners/${i}/port: LMTP must not use port 25`);
