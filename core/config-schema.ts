@@ -84,6 +84,12 @@ export const LimitsSchema = Type.Object(
       description:
         'Recipients per transaction (RFC 5321 4.5.3.1.8 requires at least 100); more get 452 4.5.3.',
     }),
+    recipientOvershoot: Type.Integer({
+      minimum: 0,
+      default: 1000,
+      description:
+        'RCPTs past `maxRecipients` per session answered 452 4.5.3 without counting toward `maxErrors` (Postfix smtpd_recipient_overshoot_limit); later ones count.',
+    }),
     maxMessageSize: Type.Integer({
       minimum: 1024,
       default: 52428800,
@@ -112,13 +118,25 @@ export const LimitsSchema = Type.Object(
 
 export const TimeoutsSchema = Type.Object(
   {
-    command: ms('Waiting for a command (RFC 5321 4.5.3.2.7 server timeout: 5 minutes).', 300000),
-    data: ms('Waiting for the next block of message data (RFC 5321 4.5.3.2.7: at least 5 minutes).', 300000),
+    command: ms(
+      'Waiting for a command (RFC 5321 4.5.3.2.7 server timeout: 5 minutes): the whole line must arrive within it, counted from the last reply; octets trickling in do not extend it.',
+      300000,
+    ),
+    data: ms(
+      'Waiting for message data (RFC 5321 4.5.3.2.7: at least 5 minutes): the longest silence allowed in DATA or a BDAT chunk, and the cap on what `minDataRate` credits.',
+      300000,
+    ),
     hook: ms('A plugin tap on an inbound hook before it counts as failed (451 4.3.0).', 30000),
     delivery: ms('A plugin tap on the `deliver` hook.', 600000),
     pluginStart: ms('A plugin `register` before start-up fails.', 10000),
     shutdownGrace: ms('On SIGTERM, how long open transactions may finish before 421.', 30000),
     greetingDelay: ms('Wait before the greeting (0: none); a client talking first is an early talker.', 0),
+    minDataRate: Type.Integer({
+      minimum: 0,
+      default: 500,
+      description:
+        'Octets per second message data (DATA, BDAT) must average: each octet adds 1/minDataRate s to the data deadline, never beyond `data` from now, so a trickling client times out (Postfix smtpd_min_data_rate). 0: any octet restarts the data timeout.',
+    }),
   },
   { additionalProperties: false, default: {}, description: 'Timeouts in milliseconds.' },
 );

@@ -176,6 +176,7 @@ export interface Limits {
   maxConnectionsPerIp: number;
   maxErrors: number;
   maxRecipients: number;
+  recipientOvershoot: number;
   maxMessageSize: number;
   /** Octets of the header section (the empty line after it included). */
   maxHeaderSize: number;

@@ -137,7 +137,7 @@ function rcpt(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
   const tx = s.transaction;
   if (!tx) return out.queue(s.helo ? Replies.needMail : Replies.needHelo);
-  if (tx.recipients.length >= s.host.limits.maxRecipients) return out.queue(Replies.tooManyRecipients);
+  if (tx.recipients.length >= s.host.limits.maxRecipients) return tooManyRecipients(s);
   const split = peekParams(argument, 'TO');
   if (!split) return out.queue(Replies.syntaxError);
   const params = parseParams(split.paramsText, tx.utf8);
@@ -160,6 +160,19 @@ function rcpt(s: SmtpSession, argument: string): Promise<void> | undefined {
     tx.recipients.push({ address, params, attributes });
     out.queue(verdict);
   });
+}
+
+/**
+ * A recipient past `limits.maxRecipients`: 452 4.5.3, and the client sends DATA
+ * for those accepted and the rest in another transaction (RFC 5321 4.5.3.1.10).
+ * Not an error, up to `limits.recipientOvershoot` per session (Postfix's
+ * smtpd_recipient_overshoot_limit), so a client that pipelines past the limit
+ * keeps its transaction; beyond that each one counts, so none can loop forever.
+ */
+function tooManyRecipients(s: SmtpSession): undefined {
+  if (++s.recipientsOverLimit <= s.host.limits.recipientOvershoot)
+    return s.output.queueUncounted(Replies.tooManyRecipients);
+  return s.output.queue(Replies.tooManyRecipients);
 }
 
 function data(s: SmtpSession, argument: string): Promise<void> | undefined {

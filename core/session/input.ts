@@ -94,7 +94,7 @@ export class SessionInput {
   #receive(chunk: Buffer): void {
     const s = this.#session;
     if (s.state === 'closed') return;
-    s.deadlines.restart();
+    s.deadlines.received(chunk.length);
     if (s.state === 'data') {
       s.message.receiveData(chunk);
       return;

@@ -69,7 +69,7 @@ export class MessageReceiver {
       },
     });
     s.state = 'data';
-    s.deadlines.arm(s.host.timeouts.data);
+    s.deadlines.armData(s.host.timeouts.data);
     if (!s.busy) {
       s.output.flush();
       const rest = s.input.lines.take();
@@ -89,7 +89,7 @@ export class MessageReceiver {
       return;
     }
     s.state = 'command';
-    s.deadlines.arm(s.host.timeouts.command);
+    s.deadlines.armCommand(s.host.timeouts.command);
     if (end < chunk.length) s.input.lines.push(chunk.subarray(end));
     s.busy = true;
     const spool = this.#spool as SpoolWriter;
@@ -293,7 +293,7 @@ export class MessageReceiver {
     return new Promise<void>((resolve) => {
       this.#raw = { remaining: size, into, done: resolve };
       s.state = 'raw';
-      s.deadlines.arm(s.host.timeouts.data);
+      s.deadlines.armData(s.host.timeouts.data);
       const buffered = s.input.lines.take();
       if (buffered.length > 0) this.receiveRaw(buffered);
       else if (size === 0) this.receiveRaw(Buffer.alloc(0));
@@ -323,7 +323,7 @@ export class MessageReceiver {
     }
     this.#raw = undefined;
     s.state = 'command';
-    s.deadlines.arm(s.host.timeouts.command);
+    s.deadlines.armCommand(s.host.timeouts.command);
     if (n < chunk.length) s.input.lines.push(chunk.subarray(n));
     raw.done();
   }

@@ -33,6 +33,16 @@ export class ReplyOutput {
     return undefined;
   }
 
+  /**
+   * Queue an error reply that does not count toward `limits.maxErrors`
+   * (a recipient past the limit: RFC 5321 4.5.3.1.10 expects the client to carry on).
+   */
+  queueUncounted(r: Reply): undefined {
+    if (this.#session.state !== 'closed')
+      this.#pending.push(formatReply(r, this.#session.enhancedStatusCodes));
+    return undefined;
+  }
+
   #countError(): void {
     this.#errors++;
     const s = this.#session;

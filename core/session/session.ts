@@ -33,7 +33,7 @@ export interface SessionHost {
   readonly registry: Registry;
   readonly hostname: string;
   readonly limits: Readonly<Limits>;
-  readonly timeouts: Readonly<{ command: number; data: number; greetingDelay: number }>;
+  readonly timeouts: Readonly<{ command: number; data: number; greetingDelay: number; minDataRate: number }>;
   readonly smtp: Readonly<{
     banner: string;
     bareLineEndings: 'normalize' | 'reject';
@@ -86,6 +86,8 @@ export class SmtpSession implements Session {
   readonly output: ReplyOutput;
   readonly deadlines: Deadlines;
   #message: MessageReceiver | undefined;
+  /** RCPTs refused for `limits.maxRecipients` so far (see `limits.recipientOvershoot`). */
+  recipientsOverLimit = 0;
   /** Set while a TLS handshake is in progress: a timeout fails it. */
   handshakeTimeout: (() => void) | undefined;
   readonly #baseLog: Logger;
@@ -116,7 +118,7 @@ export class SmtpSession implements Session {
     this.hostname = host.hostname;
     this.#connectedAt = host.now();
     this.#baseLog = log;
-    this.deadlines = new Deadlines(host.idle);
+    this.deadlines = new Deadlines(host.idle, host.timeouts.minDataRate);
     this.output = new ReplyOutput(this);
     this.input = new SessionInput(this, host.limits.maxLineLength + host.registry.extraLineLength);
     this.input.attach(socket);
@@ -181,7 +183,7 @@ export class SmtpSession implements Session {
   /** Run the connect hook and greet. */
   async start(): Promise<void> {
     this.busy = true;
-    this.deadlines.arm(this.host.timeouts.command);
+    this.deadlines.armCommand(this.host.timeouts.command);
     if (this.host.timeouts.greetingDelay > 0) {
       await new Promise((r) => setTimeout(r, this.host.timeouts.greetingDelay));
       if (this.state === 'closed') return;
@@ -276,7 +278,7 @@ export class SmtpSession implements Session {
     // RFC 5321 4.5.3.2.7 times the wait for the client's next command: while the server itself is
     // busy (hooks, greeting delay) the client is waiting for us, so check again later instead.
     if (this.busy && !this.input.waitingForLine && this.state !== 'raw' && this.state !== 'closed') {
-      this.deadlines.arm(this.host.timeouts.command);
+      this.deadlines.armCommand(this.host.timeouts.command);
       return;
     }
     this.log.info({ state: this.state }, 'timeout');

@@ -20,7 +20,7 @@ export async function upgradeToTls(
   const secure = new TLSSocket(plain, { ...options, isServer: true });
   s.socket = secure;
   // A client that goes silent mid-handshake is timed out like any other.
-  s.deadlines.arm(s.host.timeouts.command);
+  s.deadlines.armCommand(s.host.timeouts.command);
   let closed = false;
   const handlers: Array<[string, (err: Error) => void]> = [];
   try {
