@@ -325,7 +325,8 @@ export class MailServer implements SessionHost {
       return;
     }
     const count = this.#perIp.get(ip) ?? 0;
-    if (count >= limits.maxConnectionsPerIp) {
+    // Clients on a Unix socket (no address) are local: only the total limit applies to them.
+    if (ip !== '' && count >= limits.maxConnectionsPerIp) {
       log.info({ remote: ip }, 'per-address connection limit reached');
       refuse(socket, Replies.tooManyConnections);
       return;

@@ -123,8 +123,11 @@ export class MessageReceiver {
       out.queue(r);
       return;
     }
-    for (const [i, rcpt] of tx.recipients.entries())
-      out.queue(forRecipient(r, rcpt.address.address), undefined, i === 0);
+    for (const [i, rcpt] of tx.recipients.entries()) {
+      const mine = forRecipient(r, rcpt.address.address);
+      if (i === 0) out.queue(mine);
+      else out.queueUncounted(mine);
+    }
   }
 
   /**
@@ -264,7 +267,7 @@ export class MessageReceiver {
         for (const [i, rcpt] of c.tx.recipients.entries()) {
           const mine = forRecipient(r, rcpt.address.address);
           if (i === last) return mine;
-          s.output.queue(mine, undefined, false);
+          s.output.queueUncounted(mine);
         }
         return r;
       },

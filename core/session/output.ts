@@ -18,24 +18,21 @@ export class ReplyOutput {
     this.#session = session;
   }
 
-  /**
-   * Queue a reply for the next `flush`. Returns undefined so command handlers can `return` it.
-   * `counted: false` for the further replies to one command (LMTP's per recipient), so that a
-   * refusal counts once toward `limits.maxErrors`.
-   */
-  queue(r: Reply, enhanced = this.#session.enhancedStatusCodes, counted = true): undefined {
+  /** Queue a reply for the next `flush`. Returns undefined so command handlers can `return` it. */
+  queue(r: Reply, enhanced = this.#session.enhancedStatusCodes): undefined {
     if (this.#session.state === 'closed') return undefined;
     this.#pending.push(formatReply(r, enhanced));
     // RFC 5321 3.8/4.2.2: 421 means the server is closing the channel, whoever produced it.
     // Marked before counting, so a closing reply that reaches maxErrors is not followed by a second 421.
     if (r.disconnect || r.code === 421) this.closing = true;
-    if (r.code >= 400 && counted) this.#countError();
+    if (r.code >= 400) this.#countError();
     return undefined;
   }
 
   /**
    * Queue an error reply that does not count toward `limits.maxErrors`
-   * (a recipient past the limit: RFC 5321 4.5.3.1.10 expects the client to carry on).
+   * (a recipient past the limit: RFC 5321 4.5.3.1.10 expects the client to carry on; the further
+   * per-recipient replies to one LMTP message, so that a refusal counts once).
    */
   queueUncounted(r: Reply): undefined {
     if (this.#session.state !== 'closed')

@@ -5,6 +5,7 @@
  * `deliver-lmtp` delivering into it over a Unix socket.
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Type from 'typebox';
@@ -230,9 +231,35 @@ describe('LMTP listener', () => {
     ]);
     const [m] = await t.waitForMessages(1);
     expect(m?.recipients).toEqual(['bob@example.com', 'carol@example.com']);
+    // No client address on a Unix socket: the trace header leaves the TCP-info out.
+    expect(m?.text).toMatch(
+      /^Received: from mx\.test\.example\r\n\tby mx\.test\.example \(mailframe\) with LMTP id /,
+    );
     // The socket file goes away with the server.
     await t.close();
     await expect(stat(path)).rejects.toThrow();
+  });
+
+  it('holds Unix socket clients only to the total connection limit, not the per-address one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mailframe-lmtp-'));
+    scope.defer(() => rm(dir, { recursive: true, force: true }));
+    const path = join(dir, 'lmtp.sock');
+    await scope.start({
+      plugins: [LOCAL],
+      config: { listeners: [{ name: 'lmtp', path, protocol: 'lmtp' }], limits: { maxConnectionsPerIp: 2 } },
+    });
+    const greetings: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const socket = connect({ path });
+      scope.defer(() => socket.destroy());
+      greetings.push(
+        await new Promise<string>((resolve, reject) => {
+          socket.once('data', (d) => resolve(d.toString('latin1').slice(0, 3)));
+          socket.once('error', reject);
+        }),
+      );
+    }
+    expect(greetings).toEqual(['220', '220', '220']);
   });
 
   it('refuses a listener with both port and path, or LMTP on port 25', async () => {
