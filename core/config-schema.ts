@@ -27,6 +27,13 @@ export const ListenerSchema = Type.Object(
           'Unix socket to listen on instead of a TCP port, relative to the config file; a socket file left there by an earlier run is replaced.',
       }),
     ),
+    pathMode: Type.Optional(
+      Type.String({
+        pattern: '^[0-7]{3,4}$',
+        description:
+          'Permissions of the `path` socket file in octal, e.g. `"0660"` so that an MTA in the same group can connect (default: from the umask).',
+      }),
+    ),
     protocol: Type.Union([Type.Literal('smtp'), Type.Literal('lmtp')], {
       default: 'smtp',
       description:

@@ -4,7 +4,7 @@
  * so tests can run several servers in one process.
  */
 import { Resolver } from 'node:dns/promises';
-import { lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import {
   connect as connectSocket,
   createServer as createNetServer,
@@ -269,6 +269,13 @@ export class MailServer implements SessionHost {
           ok(),
         );
       });
+      if (path !== undefined && listener.pathMode !== undefined) {
+        const mode = Number.parseInt(listener.pathMode, 8);
+        await chmod(path, mode).catch((err: unknown) => {
+          server.close();
+          throw Errors.listen(path, err);
+        });
+      }
       this.#servers.push({ listener, server });
       log.info({ address: this.#addressOf(server, listener) }, 'listening');
     }

@@ -207,9 +207,11 @@ describe('LMTP listener', () => {
     const path = join(dir, 'lmtp.sock');
     const t = await scope.start({
       plugins: [LOCAL, policy],
-      config: { listeners: [{ name: 'lmtp', path, protocol: 'lmtp' }] },
+      config: { listeners: [{ name: 'lmtp', path, pathMode: '0660', protocol: 'lmtp' }] },
     });
-    expect((await stat(path)).isSocket()).toBe(true);
+    const st = await stat(path);
+    expect(st.isSocket()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o660);
     const relay = await startDeliveryServer([
       {
         plugin: 'deliver-lmtp',
