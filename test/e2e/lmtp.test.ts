@@ -201,46 +201,70 @@ describe('LMTP listener', () => {
     expect(await t.waitForMessages(1)).toHaveLength(1);
   });
 
-  it("takes mail from another mailframe's deliver-lmtp over a Unix socket, with per-recipient results", async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'mailframe-lmtp-'));
-    scope.defer(() => rm(dir, { recursive: true, force: true }));
-    const path = join(dir, 'lmtp.sock');
-    const t = await scope.start({
-      plugins: [LOCAL, policy],
-      config: { listeners: [{ name: 'lmtp', path, pathMode: '0660', protocol: 'lmtp' }] },
-    });
-    const st = await stat(path);
-    expect(st.isSocket()).toBe(true);
-    expect(st.mode & 0o777).toBe(0o660);
-    const relay = await startDeliveryServer([
-      {
-        plugin: 'deliver-lmtp',
-        config: { socket: path, domains: ['example.com'], timeouts: { connect: 2000, command: 2000 } },
-      },
-    ]);
-    scope.defer(() => relay.close());
-    const report = await relay.server.outbound.deliver(
-      deliveryJob({
-        to: ['bob@example.com', 'nobody@example.com', 'carol@example.com'],
-        message: 'Subject: via lmtp\r\n\r\nbody\r\n',
-      }),
-    );
-    if (report === undefined || isReply(report)) throw new Error(`no report: ${JSON.stringify(report)}`);
-    expect(report.results.map((r) => [r.recipient, r.status, r.reply?.code])).toEqual([
-      ['bob@example.com', 'delivered', 250],
-      ['nobody@example.com', 'failed', 550],
-      ['carol@example.com', 'delivered', 250],
-    ]);
-    const [m] = await t.waitForMessages(1);
-    expect(m?.recipients).toEqual(['bob@example.com', 'carol@example.com']);
-    // No client address on a Unix socket: the trace header leaves the TCP-info out.
-    expect(m?.text).toMatch(
-      /^Received: from mx\.test\.example\r\n\tby mx\.test\.example \(mailframe\) with LMTP id /,
-    );
-    // The socket file goes away with the server.
-    await t.close();
-    await expect(stat(path)).rejects.toThrow();
-  });
+  it.each([
+    ['DATA', false],
+    ['BDAT', true],
+  ])(
+    "takes mail from another mailframe's deliver-lmtp over a Unix socket (%s), with per-recipient results",
+    async (_verb, chunking) => {
+      const dir = await mkdtemp(join(tmpdir(), 'mailframe-lmtp-'));
+      scope.defer(() => rm(dir, { recursive: true, force: true }));
+      const path = join(dir, 'lmtp.sock');
+      const seenVerbs: string[] = [];
+      const verbs = definePlugin({
+        name: 'test-verbs',
+        schema: Type.Object({}),
+        register(api) {
+          api.hooks.data.tap(() => {
+            seenVerbs.push('data');
+            return undefined;
+          });
+        },
+      });
+      const t = await scope.start({
+        plugins: [LOCAL, policy, verbs, ...(chunking ? ['chunking'] : [])],
+        config: { listeners: [{ name: 'lmtp', path, pathMode: '0660', protocol: 'lmtp' }] },
+      });
+      const st = await stat(path);
+      expect(st.isSocket()).toBe(true);
+      expect(st.mode & 0o777).toBe(0o660);
+      const relay = await startDeliveryServer([
+        {
+          plugin: 'deliver-lmtp',
+          config: {
+            socket: path,
+            domains: ['example.com'],
+            chunking,
+            timeouts: { connect: 2000, command: 2000 },
+          },
+        },
+      ]);
+      scope.defer(() => relay.close());
+      const message = `Subject: via lmtp\r\n\r\n${'body line\r\n'.repeat(5000)}.dot\r\n`;
+      const report = await relay.server.outbound.deliver(
+        deliveryJob({ to: ['bob@example.com', 'nobody@example.com', 'carol@example.com'], message }),
+      );
+      if (report === undefined || isReply(report)) throw new Error(`no report: ${JSON.stringify(report)}`);
+      expect(report.results.map((r) => [r.recipient, r.status, r.reply?.code])).toEqual([
+        ['bob@example.com', 'delivered', 250],
+        ['nobody@example.com', 'failed', 550],
+        ['carol@example.com', 'delivered', 250],
+      ]);
+      expect(report.results[0]?.reply?.text).toContain('<bob@example.com>');
+      expect(report.results[2]?.reply?.text).toContain('<carol@example.com>');
+      const [m] = await t.waitForMessages(1);
+      expect(m?.recipients).toEqual(['bob@example.com', 'carol@example.com']);
+      expect(m?.text.endsWith(message)).toBe(true);
+      expect(seenVerbs).toEqual(['data']);
+      // No client address on a Unix socket: the trace header leaves the TCP-info out.
+      expect(m?.text).toMatch(
+        /^Received: from mx\.test\.example\r\n\tby mx\.test\.example \(mailframe\) with LMTP id /,
+      );
+      // The socket file goes away with the server.
+      await t.close();
+      await expect(stat(path)).rejects.toThrow();
+    },
+  );
 
   it('holds Unix socket clients only to the total connection limit, not the per-address one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mailframe-lmtp-'));
