@@ -159,6 +159,11 @@ export const SmtpSchema = Type.Object(
       description:
         'Bare CR or LF in message data: `normalize` stores them as CRLF, `reject` answers 550 5.5.2 after the data.',
     }),
+    commandBareLineFeed: Type.Union([Type.Literal('reject'), Type.Literal('accept')], {
+      default: 'reject',
+      description:
+        'A command line ending in a bare LF instead of CRLF (RFC 5321 2.3.8, 4.1.1): `reject` answers 500 5.5.2 and ignores the line (Postfix smtpd_forbid_bare_newline), `accept` takes it as a line.',
+    }),
     rejectEarlyTalkers: Type.Boolean({
       default: true,
       description: 'Refuse clients that send before the greeting (only with `timeouts.greetingDelay` > 0).',

@@ -75,6 +75,13 @@ export interface Hooks {
   readonly bounced: AsyncParallelHook<[DeliveryJob, RecipientResult]>;
   /** A transaction ended without being queued (RSET, EHLO, rejection, disconnect). */
   readonly reset: AsyncParallelHook<[Transaction]>;
+  /**
+   * The connection was upgraded to TLS in mid-session (STARTTLS). The core has
+   * discarded what it learnt from the client before (RFC 3207 4.2): EHLO, the
+   * authenticated user, `session.notes`, the open transaction. A plugin that
+   * keeps per-session knowledge elsewhere discards it here.
+   */
+  readonly secured: AsyncParallelHook<[Session]>;
   readonly disconnect: AsyncParallelHook<[Session]>;
 }
 
@@ -93,7 +100,7 @@ export const BAIL_HOOKS = [
   'deliver',
 ] as const;
 export const WATERFALL_HOOKS = ['capabilities', 'headers'] as const;
-export const PARALLEL_HOOKS = ['delivered', 'deferred', 'bounced', 'reset', 'disconnect'] as const;
+export const PARALLEL_HOOKS = ['delivered', 'deferred', 'bounced', 'reset', 'secured', 'disconnect'] as const;
 
 export type BailHookName = (typeof BAIL_HOOKS)[number];
 export type WaterfallHookName = (typeof WATERFALL_HOOKS)[number];
@@ -122,6 +129,7 @@ export function createHooks(): Hooks {
     deferred: new AsyncParallelHook<[DeliveryJob, RecipientResult]>(['job', 'result'], 'deferred'),
     bounced: new AsyncParallelHook<[DeliveryJob, RecipientResult]>(['job', 'result'], 'bounced'),
     reset: new AsyncParallelHook<[Transaction]>(['tx'], 'reset'),
+    secured: new AsyncParallelHook<[Session]>(['session'], 'secured'),
     disconnect: new AsyncParallelHook<[Session]>(['session'], 'disconnect'),
   });
 }

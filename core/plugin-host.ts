@@ -225,7 +225,6 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     outbound: opts.outbound,
     registerVerb: (def) => registry.addVerb(policy.name, def),
     registerParam: (def) => registry.addParam(policy.name, def),
-    extendLineLength: (octets) => registry.extendLineLength(octets),
     provide: (key, value) => registry.provide(policy.name, key, value),
     service: (key) => registry.service(key),
     onStart: (fn) => opts.onStart(fn),

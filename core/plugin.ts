@@ -122,6 +122,14 @@ export interface VerbDefinition {
   readonly requiresHelo?: boolean;
   /** Refused with 503 while a transaction is open (default false). */
   readonly outsideTransaction?: boolean;
+  /**
+   * Octets a line of this command may have, CRLF included, and each line its
+   * handler reads with `readLine`; longer is `500 5.5.6`. Default (and never
+   * less than) `limits.maxLineLength`, 512 (RFC 5321 4.5.3.1.4). Set it only
+   * where the extension's RFC raises the limit for its command (AUTH: 12288,
+   * RFC 4954 section 4); it applies to no other command.
+   */
+  readonly maxLineLength?: number;
   /** Answer the command. Return `undefined` only if the reply was already sent through `ctx.send`. */
   handler(ctx: VerbContext): MaybePromise<Reply | undefined>;
 }
@@ -138,6 +146,13 @@ export interface ParamDefinition {
   /** Upper-case keyword, e.g. `SIZE`. */
   readonly name: string;
   readonly command: 'MAIL' | 'RCPT';
+  /**
+   * Octets this parameter may add to a MAIL or RCPT line, as its extension's
+   * RFC states (e.g. SIZE: 26, RFC 1870 section 4). A line that carries the
+   * parameter may be that much longer than `limits.maxLineLength`; other lines
+   * may not. Default 0.
+   */
+  readonly lineLength?: number;
   /** Validate and record the value. Return a reply to refuse the whole command. */
   handler(value: string | true, ctx: ParamContext): Reply | undefined;
 }
@@ -206,8 +221,6 @@ export interface PluginApi<C> {
   readonly server: ServerFacts;
   registerVerb(def: VerbDefinition): void;
   registerParam(def: ParamDefinition): void;
-  /** Let commands be longer than 512 octets by `octets` (RFC 5321 4.5.3.1: extensions that add parameters). */
-  extendLineLength(octets: number): void;
   /** Fire the outbound hooks (queue plugins). */
   readonly outbound: Outbound;
   provide<K extends keyof Services>(key: K, value: Services[K]): void;

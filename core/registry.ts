@@ -15,13 +15,15 @@ export class Registry {
   readonly #mailParams = new Map<string, Owned<ParamDefinition>>();
   readonly #rcptParams = new Map<string, Owned<ParamDefinition>>();
   readonly #services = new Map<string, Owned<unknown>>();
-  #extraLineLength = 0;
+  /** `longestLine`'s answer for the current registrations and base (cleared when they change). */
+  #longest: { base: number; octets: number } | undefined;
 
   addVerb(owner: string, def: VerbDefinition): void {
     const name = def.name.toUpperCase();
     const existing = this.#verbs.get(name);
     if (existing) throw Errors.verbConflict(name, existing.owner, owner);
     this.#verbs.set(name, { owner, def });
+    this.#longest = undefined;
   }
 
   verb(name: string): VerbDefinition | undefined {
@@ -38,18 +40,38 @@ export class Registry {
     const existing = map.get(name);
     if (existing) throw Errors.paramConflict(`${def.command} ${name}`, existing.owner, owner);
     map.set(name, { owner, def });
+    this.#longest = undefined;
   }
 
   param(command: 'MAIL' | 'RCPT', name: string): ParamDefinition | undefined {
     return (command === 'MAIL' ? this.#mailParams : this.#rcptParams).get(name)?.def;
   }
 
-  extendLineLength(octets: number): void {
-    this.#extraLineLength += Math.max(0, Math.floor(octets));
+  /**
+   * The longest command line anything registered allows, given the core's
+   * limit `base` (RFC 5321 4.5.3.1.4): a verb's own `maxLineLength`, or MAIL /
+   * RCPT carrying every parameter registered for it. Sizes the line reader;
+   * each command is then held to its own limit (`lineLimit`).
+   */
+  longestLine(base: number): number {
+    if (this.#longest?.base === base) return this.#longest.octets;
+    let octets =
+      base + Math.max(paramsLength(this.#mailParams.values()), paramsLength(this.#rcptParams.values()));
+    for (const { def } of this.#verbs.values()) octets = Math.max(octets, def.maxLineLength ?? 0);
+    this.#longest = { base, octets };
+    return octets;
   }
 
-  get extraLineLength(): number {
-    return this.#extraLineLength;
+  /** The octets a line of registered verb `def` may have, given the core's limit `base`. */
+  verbLineLimit(def: VerbDefinition, base: number): number {
+    return Math.max(base, def.maxLineLength ?? 0);
+  }
+
+  /** The octets a MAIL or RCPT line carrying `params` may have, given the core's limit `base`. */
+  paramsLineLimit(command: 'MAIL' | 'RCPT', params: Iterable<string>, base: number): number {
+    let octets = base;
+    for (const key of params) octets += this.param(command, key)?.lineLength ?? 0;
+    return octets;
   }
 
   provide<K extends keyof Services>(owner: string, key: K, value: Services[K]): void {
@@ -61,4 +83,10 @@ export class Registry {
   service<K extends keyof Services>(key: K): Services[K] | undefined {
     return this.#services.get(key as string)?.def as Services[K] | undefined;
   }
+}
+
+function paramsLength(defs: Iterable<Owned<ParamDefinition>>): number {
+  let octets = 0;
+  for (const { def } of defs) octets += Math.max(0, def.lineLength ?? 0);
+  return octets;
 }

@@ -69,6 +69,7 @@ export const Replies = Object.freeze({
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
 
   lineTooLong: reply(500, '5.5.6', 'Line too long'),
+  bareLineFeedCommand: reply(500, '5.5.2', 'Command line must end with CRLF, not a bare LF'),
   unknownCommand: reply(500, '5.5.2', 'Command not recognized'),
   syntaxError: reply(501, '5.5.4', 'Syntax error in parameters or arguments'),
   badSenderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),

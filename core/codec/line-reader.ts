@@ -35,6 +35,8 @@ export class LineReader {
   /** A `too-long` event is due before any buffered line. */
   #tooLong = false;
   #maxLength = 0;
+  #lastOctets = 0;
+  #lastBare = false;
 
   /** @param maxLength maximum octets of a line including its CRLF. */
   constructor(maxLength: number) {
@@ -48,6 +50,16 @@ export class LineReader {
   set maxLength(value: number) {
     if (!(value >= 2)) throw new RangeError(`LineReader maxLength must be at least 2, got ${value}`);
     this.#maxLength = value;
+  }
+
+  /** Octets of the last line `next` returned, its line ending included. */
+  get lastOctets(): number {
+    return this.#lastOctets;
+  }
+
+  /** Whether the last line `next` returned ended in a bare LF rather than CRLF. */
+  get lastBare(): boolean {
+    return this.#lastBare;
   }
 
   /** Unread octets. */
@@ -106,6 +118,8 @@ export class LineReader {
       }
       if (length > this.#maxLength) return TOO_LONG;
       const end = lf > start && first[lf - 1] === CR ? lf - 1 : lf;
+      this.#lastOctets = length;
+      this.#lastBare = end === lf;
       return { kind: 'line', line: first.toString('utf8', start, end) };
     }
     return this.#spanningLine();
@@ -133,6 +147,8 @@ export class LineReader {
       for (let j = 1; j < k; j++) at += chunks[j]!.copy(line, at);
       chunks[k]!.copy(line, at, 0, lf);
       const end = length > 1 && line[length - 2] === CR ? length - 2 : length - 1;
+      this.#lastOctets = length;
+      this.#lastBare = end === length - 1;
       event = { kind: 'line', line: line.toString('utf8', 0, end) };
     }
     this.#total -= length;

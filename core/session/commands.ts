@@ -14,10 +14,13 @@ import type { Address, Helo, Params, RecipientAttributes } from '../types.ts';
 import type { SmtpSession } from './session.ts';
 import { upgradeToTls } from './tls-upgrade.ts';
 
-/** Handle one command line; returns a promise when the command went async. */
-export function runCommand(s: SmtpSession, line: string): Promise<void> | undefined {
+/** Handle one command line of `octets` octets; returns a promise when the command went async. */
+export function runCommand(s: SmtpSession, line: string, octets: number): Promise<void> | undefined {
   const { verb, argument } = parseCommand(line);
   const out = s.output;
+  // The line reader let through the longest line anything allows; this command may allow less.
+  if (octets > s.host.limits.maxLineLength && octets > lineLimit(s, verb, argument))
+    return out.queue(Replies.lineTooLong);
   if (s.state === 'rejected') {
     if (verb === 'QUIT') out.queue(Replies.bye);
     else out.queue(Replies.badSequence);
@@ -63,6 +66,23 @@ export function runCommand(s: SmtpSession, line: string): Promise<void> | undefi
   return out.queue(Replies.unknownCommand);
 }
 
+/**
+ * The octets a line of `verb` may have (RFC 5321 4.5.3.1.4: 512, raised by an
+ * extension only for its own command or parameters): a registered verb's own
+ * limit; MAIL and RCPT by the parameters the line carries.
+ */
+function lineLimit(s: SmtpSession, verb: string, argument: string): number {
+  const base = s.host.limits.maxLineLength;
+  const registry = s.host.registry;
+  if (verb === 'MAIL' || verb === 'RCPT') {
+    const split = peekParams(argument, verb === 'MAIL' ? 'FROM' : 'TO');
+    const params = split && parseParams(split.paramsText, true);
+    return params ? registry.paramsLineLimit(verb, params.keys(), base) : base;
+  }
+  const def = registry.verb(verb);
+  return def ? registry.verbLineLimit(def, base) : base;
+}
+
 /** EHLO, HELO or (LMTP) LHLO, which is answered as EHLO is. */
 function helo(s: SmtpSession, verb: Helo['verb'], argument: string): Promise<void> | undefined {
   const domain = argument.trim();
@@ -102,6 +122,9 @@ function applyParams(
   return undefined;
 }
 
+// After HELO (not EHLO) no service extension is in effect, so any ESMTP parameter on MAIL or RCPT
+// is one not recognized: 555 5.5.4 (RFC 5321 4.1.1.1 and 4.1.1.11, RFC 1869).
+
 function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
   if (!s.helo) return out.queue(Replies.needHelo);
@@ -111,6 +134,7 @@ function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
   if (!split) return out.queue(Replies.syntaxError);
   const params = parseParams(split.paramsText, true);
   if (!params) return out.queue(Replies.syntaxError);
+  if (params.size > 0 && s.helo.verb === 'HELO') return out.queue(Replies.paramNotRecognized);
   const tx = s.openTransaction();
   const refused = applyParams(s, 'MAIL', params, { session: s, tx, recipient: undefined });
   if (refused) return out.queue(refused);
@@ -142,6 +166,7 @@ function rcpt(s: SmtpSession, argument: string): Promise<void> | undefined {
   if (!split) return out.queue(Replies.syntaxError);
   const params = parseParams(split.paramsText, tx.utf8);
   if (!params) return out.queue(Replies.syntaxError);
+  if (params.size > 0 && s.helo?.verb === 'HELO') return out.queue(Replies.paramNotRecognized);
   const attributes: RecipientAttributes = {};
   const refused = applyParams(s, 'RCPT', params, { session: s, tx, recipient: attributes });
   if (refused) return out.queue(refused);
@@ -211,7 +236,7 @@ function extensionVerb(
     verb,
     argument,
     send: (r) => s.output.sendNow(r),
-    readLine: () => s.input.readLine(),
+    readLine: () => s.input.readLine(s.host.registry.verbLineLimit(def, s.host.limits.maxLineLength)),
     upgradeToTls: (options) => upgradeToTls(s, options),
     checkCredentials: async (request) => callBail(s.host.hooks, 'auth', s, request),
     reconnectAs: (remote) => s.reconnectAs(remote),

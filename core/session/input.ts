@@ -6,7 +6,7 @@
  * much unprocessed input piles up or the spool is full.
  */
 import type { Socket } from 'node:net';
-import { LineReader } from '../codec/line-reader.ts';
+import { type LineEvent, LineReader } from '../codec/line-reader.ts';
 import { describe } from '../errors.ts';
 import { Replies } from '../reply.ts';
 import { runCommand } from './commands.ts';
@@ -27,6 +27,8 @@ export class SessionInput {
   #held = false;
   /** A verb handler waiting for its next line (AUTH continuations). */
   #lineWaiter: ((line: string | undefined) => void) | undefined;
+  /** Octets the waiting handler's lines may have. */
+  #waiterLimit = 0;
   /** The client half-closed: answer what already arrived, then close. */
   #ended = false;
 
@@ -153,14 +155,19 @@ export class SessionInput {
       if (this.#lineWaiter) {
         const w = this.#lineWaiter;
         this.#lineWaiter = undefined;
-        w(ev.kind === 'line' ? ev.line : '');
+        w(this.#waitedLine(ev));
         continue;
       }
       if (ev.kind === 'too-long') {
         s.output.queue(Replies.lineTooLong);
         continue;
       }
-      const result = runCommand(s, ev.line);
+      // RFC 5321 2.3.8, 4.1.1: a command line ends in CRLF; a bare LF is refused unless configured otherwise.
+      if (this.lines.lastBare && s.host.smtp.commandBareLineFeed === 'reject') {
+        s.output.queue(Replies.bareLineFeedCommand);
+        continue;
+      }
+      const result = runCommand(s, ev.line, this.lines.lastOctets);
       if (result instanceof Promise) {
         s.busy = true;
         result.then(
@@ -199,18 +206,27 @@ export class SessionInput {
     this.pump();
   }
 
-  /** The client's next line, for a verb handler (AUTH continuations); undefined when it went away. */
-  readLine(): Promise<string | undefined> {
+  /**
+   * The client's next line, for a verb handler (AUTH continuations); undefined
+   * when it went away, `''` when it was longer than `maxOctets`.
+   */
+  readLine(maxOctets: number): Promise<string | undefined> {
     const s = this.#session;
     if (s.state === 'closed') return Promise.resolve(undefined);
     return new Promise((resolve) => {
+      this.#waiterLimit = maxOctets;
       const ev = this.lines.next();
-      if (ev) return resolve(ev.kind === 'line' ? ev.line : '');
+      if (ev) return resolve(this.#waitedLine(ev));
       if (this.#ended) return resolve(undefined);
       this.#lineWaiter = resolve;
       s.output.flush();
       this.resume();
     });
+  }
+
+  /** A line for a waiting handler: `''` for one too long. */
+  #waitedLine(ev: LineEvent): string {
+    return ev.kind === 'line' && this.lines.lastOctets <= this.#waiterLimit ? ev.line : '';
   }
 
   /** The connection closed: a verb handler waiting for a line gets undefined. */

@@ -37,6 +37,7 @@ export interface SessionHost {
   readonly smtp: Readonly<{
     banner: string;
     bareLineEndings: 'normalize' | 'reject';
+    commandBareLineFeed: 'reject' | 'accept';
     rejectEarlyTalkers: boolean;
   }>;
   readonly spoolDir: string;
@@ -68,7 +69,7 @@ export class SmtpSession implements Session {
   readonly local: Endpoint;
   readonly hostname: string;
   readonly #connectedAt: number;
-  readonly notes: SessionNotes = {};
+  notes: SessionNotes = {};
   helo: Helo | undefined;
   tls: TlsInfo | undefined;
   user: string | undefined;
@@ -120,7 +121,7 @@ export class SmtpSession implements Session {
     this.#baseLog = log;
     this.deadlines = new Deadlines(host.idle, host.timeouts.minDataRate);
     this.output = new ReplyOutput(this);
-    this.input = new SessionInput(this, host.limits.maxLineLength + host.registry.extraLineLength);
+    this.input = new SessionInput(this, host.registry.longestLine(host.limits.maxLineLength));
     this.input.attach(socket);
     if (proxied) socket.resume();
   }
@@ -241,6 +242,20 @@ export class SmtpSession implements Session {
     if (this.state === 'closed') return;
     this.output.sendNow(Replies.shuttingDown);
     setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  /**
+   * Forget what the client told us (after a TLS upgrade, RFC 3207 4.2): its
+   * EHLO, the identity it authenticated as, and what plugins noted about it.
+   */
+  forgetClient(): void {
+    this.helo = undefined;
+    if (this.user !== undefined) {
+      this.user = undefined;
+      this.#log = undefined;
+    }
+    this.enhancedStatusCodes = false;
+    this.notes = {};
   }
 
   // ---- transactions -----------------------------------------------------

@@ -1,7 +1,9 @@
 /**
  * The TLS seam (STARTTLS, RFC 3207, and implicit TLS, RFC 8314): wrap the
  * session's socket in a server-side TLS socket, wait for the handshake, and
- * reset the session to the state after the greeting.
+ * reset the session to the state after the greeting: everything learnt from
+ * the client before is discarded (RFC 3207 4.2), and plugins hear of it
+ * through the `secured` hook.
  */
 import { TLSSocket } from 'node:tls';
 import { describe } from '../errors.ts';
@@ -59,9 +61,12 @@ export async function upgradeToTls(
     ...(typeof servername === 'string' ? { servername } : {}),
   };
   s.tls = info;
-  s.helo = undefined;
-  s.enhancedStatusCodes = false;
+  const midSession = s.state !== 'connecting';
   if (s.transaction) await s.resetTransaction('rset');
+  s.forgetClient();
   s.log.info({ tls: info.protocol, cipher: info.cipher }, 'TLS established');
+  // Implicit TLS comes before the greeting: nothing was learnt, nobody needs telling.
+  const hooks = s.host.hooks;
+  if (midSession && hooks.secured.isUsed()) await hooks.secured.promise(s);
   return info;
 }

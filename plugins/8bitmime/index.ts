@@ -34,6 +34,8 @@ export default definePlugin({
     api.registerParam({
       name: 'BODY',
       command: 'MAIL',
+      // The longest value with its keyword: " BODY=BINARYMIME" (RFC 3030; RFC 6152 adds at most " BODY=8BITMIME").
+      lineLength: ' BODY=BINARYMIME'.length,
       handler(value, { tx }) {
         const binary = binaryMime();
         if (value === true) return binary ? badBodyBinary : badBody;

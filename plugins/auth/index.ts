@@ -30,7 +30,8 @@ declare module '../../core/types.ts' {
 
 /** RFC 4954 section 4: AUTH lines (command and responses) may be up to 12288 octets. */
 export const AUTH_LINE_LENGTH = 12288;
-const SMTP_LINE_LENGTH = 512;
+/** RFC 4954 section 5: the AUTH parameter lengthens MAIL by up to 500 octets. */
+const AUTH_PARAM_OCTETS = 500;
 
 export const schema = Type.Object(
   {
@@ -88,17 +89,17 @@ export default definePlugin({
       { stage: Stage.FIRST },
     );
 
-    api.extendLineLength(AUTH_LINE_LENGTH - SMTP_LINE_LENGTH);
-    api.registerVerb(
-      authVerb({
+    api.registerVerb({
+      ...authVerb({
         mechanisms,
         allowInsecureAuth: config.allowInsecureAuth,
         maxFailures: config.maxFailures,
         server: api.server,
         serves: (s) => served.has(s),
       }),
-    );
-    api.registerParam(authParam);
+      maxLineLength: AUTH_LINE_LENGTH,
+    });
+    api.registerParam({ ...authParam, lineLength: AUTH_PARAM_OCTETS });
 
     api.hooks.capabilities.tap((keywords, session) => {
       // RFC 4954 section 4 / RFC 8314: plaintext mechanisms only under TLS unless configured otherwise.

@@ -14,8 +14,17 @@ export type { EnvelopeDsn, NotifyCondition, OriginalRecipient, RecipientDsn } fr
 
 export const schema = Type.Object({}, { additionalProperties: false });
 
-/** RFC 3461 section 4: NOTIFY and ORCPT lengthen RCPT by up to 500 octets (ENVID and RET: MAIL by 100+). */
-const DSN_PARAM_OCTETS = 500;
+/**
+ * Octets each parameter may add to its line (a space, the keyword, `=` and the
+ * longest value): RFC 3461 section 4 limits an ENVID value to 100 characters
+ * and an ORCPT value to 500; RET and NOTIFY have short fixed values.
+ */
+const LINE_LENGTH = {
+  RET: ' RET=HDRS'.length,
+  ENVID: ' ENVID='.length + 100,
+  NOTIFY: ' NOTIFY=SUCCESS,FAILURE,DELAY'.length,
+  ORCPT: ' ORCPT='.length + 500,
+} as const;
 
 const badRet = reply(501, '5.5.4', 'RET must be FULL or HDRS');
 const badEnvid = reply(501, '5.5.4', 'ENVID must be xtext of at most 100 characters');
@@ -27,7 +36,6 @@ export default definePlugin({
   description: 'RFC 3461 DSN: RET, ENVID, NOTIFY and ORCPT recorded with the message.',
   schema,
   register(api) {
-    api.extendLineLength(DSN_PARAM_OCTETS);
     api.hooks.capabilities.tap((keywords) => {
       keywords.push('DSN');
       return keywords;
@@ -38,6 +46,7 @@ export default definePlugin({
     api.registerParam({
       name: 'RET',
       command: 'MAIL',
+      lineLength: LINE_LENGTH.RET,
       handler(value, { tx }) {
         const ret = value === true ? undefined : parseRet(value);
         if (ret === undefined) return badRet;
@@ -48,6 +57,7 @@ export default definePlugin({
     api.registerParam({
       name: 'ENVID',
       command: 'MAIL',
+      lineLength: LINE_LENGTH.ENVID,
       handler(value, { tx }) {
         const envid = value === true ? undefined : parseEnvid(value);
         if (envid === undefined) return badEnvid;
@@ -58,6 +68,7 @@ export default definePlugin({
     api.registerParam({
       name: 'NOTIFY',
       command: 'RCPT',
+      lineLength: LINE_LENGTH.NOTIFY,
       handler(value, { recipient: attrs }) {
         const notify = value === true ? undefined : parseNotify(value);
         if (notify === undefined || attrs === undefined) return badNotify;
@@ -68,6 +79,7 @@ export default definePlugin({
     api.registerParam({
       name: 'ORCPT',
       command: 'RCPT',
+      lineLength: LINE_LENGTH.ORCPT,
       handler(value, { tx, recipient: attrs }) {
         const orcpt = value === true ? undefined : parseOrcpt(value, tx.utf8);
         if (orcpt === undefined || attrs === undefined) return badOrcpt;

@@ -32,7 +32,6 @@ export default definePlugin({
   description: 'RFC 8689 REQUIRETLS: offered on TLS sessions, recorded with the message.',
   schema,
   register(api) {
-    api.extendLineLength(REQUIRETLS_PARAM_OCTETS);
     api.hooks.capabilities.tap((keywords, session) => {
       if (session.tls) keywords.push('REQUIRETLS');
       return keywords;
@@ -40,6 +39,7 @@ export default definePlugin({
     api.registerParam({
       name: 'REQUIRETLS',
       command: 'MAIL',
+      lineLength: REQUIRETLS_PARAM_OCTETS,
       handler(value, { session, tx }) {
         if (value !== true) return takesNoValue;
         if (!session.tls) return needsTls;

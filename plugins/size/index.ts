@@ -44,7 +44,6 @@ export default definePlugin({
     if (max > limit) {
       throw new Error(`"advertise" (${max}) is larger than limits.maxMessageSize (${limit})`);
     }
-    api.extendLineLength(SIZE_PARAM_OCTETS);
     api.hooks.capabilities.tap((keywords) => {
       keywords.push(`SIZE ${max}`);
       return keywords;
@@ -52,6 +51,7 @@ export default definePlugin({
     api.registerParam({
       name: 'SIZE',
       command: 'MAIL',
+      lineLength: SIZE_PARAM_OCTETS,
       handler(value, { tx }) {
         if (value === true || !SIZE_VALUE.test(value)) return badSize;
         // Twenty digits can exceed 2^53; such a value is over any limit anyway.

@@ -22,7 +22,6 @@ export default definePlugin({
   // RFC 6531 section 3.1: a server offering SMTPUTF8 MUST also offer 8BITMIME.
   dependencies: ['8bitmime'],
   register(api) {
-    api.extendLineLength(SMTPUTF8_PARAM_OCTETS);
     api.hooks.capabilities.tap((keywords) => {
       keywords.push('SMTPUTF8');
       return keywords;
@@ -30,6 +29,7 @@ export default definePlugin({
     api.registerParam({
       name: 'SMTPUTF8',
       command: 'MAIL',
+      lineLength: SMTPUTF8_PARAM_OCTETS,
       handler(value, { tx }) {
         if (value !== true) return takesNoValue;
         tx.utf8 = true;

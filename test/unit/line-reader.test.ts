@@ -253,4 +253,19 @@ describe('LineReader take and clear', () => {
     r.push(bytes('EHLO\r\n'));
     expect(drain(r)).toEqual([line('EHLO')]);
   });
+
+  it('reports the octets and the line ending of the last line, in one chunk and across chunks', () => {
+    const r = new LineReader(512);
+    r.push(bytes('NOOP\r\nQUIT\nhe'));
+    r.push(bytes('llo\r'));
+    r.push(bytes('\nx\n'));
+    expect(r.next()).toEqual(line('NOOP'));
+    expect([r.lastOctets, r.lastBare]).toEqual([6, false]);
+    expect(r.next()).toEqual(line('QUIT'));
+    expect([r.lastOctets, r.lastBare]).toEqual([5, true]);
+    expect(r.next()).toEqual(line('hello'));
+    expect([r.lastOctets, r.lastBare]).toEqual([7, false]);
+    expect(r.next()).toEqual(line('x'));
+    expect([r.lastOctets, r.lastBare]).toEqual([2, true]);
+  });
 });
