@@ -12,7 +12,11 @@
  *
  * A line ends at LF (a CR before it belongs to the line ending); DATA has
  * normalised line endings to CRLF already, BDAT passes octets as sent.
- * Sizes count every octet of the header lines, line endings included.
+ * Sizes count every octet of the header lines, line endings included; the
+ * section's size also counts the empty line that ends it. Which limit is
+ * reported, when both are exceeded, and whether one is, do not depend on how
+ * the octets were cut into chunks (the unit tests check this against a
+ * line-by-line reading).
  */
 
 /** Which limit was exceeded first. */
