@@ -117,7 +117,8 @@ export const LimitsSchema = Type.Object(
     maxLineLength: Type.Integer({
       minimum: 512,
       default: 512,
-      description: 'Octets of a command line including CRLF (RFC 5321 4.5.3.1.4); plugins may add to it.',
+      description:
+        'Octets of a command line including CRLF (RFC 5321 4.5.3.1.4); an extension raises it only for its own command or for MAIL/RCPT lines carrying its parameters.',
     }),
   },
   { additionalProperties: false, default: {}, description: 'Resource limits.' },

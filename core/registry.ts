@@ -51,7 +51,7 @@ export class Registry {
    * The longest command line anything registered allows, given the core's
    * limit `base` (RFC 5321 4.5.3.1.4): a verb's own `maxLineLength`, or MAIL /
    * RCPT carrying every parameter registered for it. Sizes the line reader;
-   * each command is then held to its own limit (`lineLimit`).
+   * each command is then held to its own limit (`verbLineLimit`, `paramsLineLimit`).
    */
   longestLine(base: number): number {
     if (this.#longest?.base === base) return this.#longest.octets;
@@ -70,7 +70,7 @@ export class Registry {
   /** The octets a MAIL or RCPT line carrying `params` may have, given the core's limit `base`. */
   paramsLineLimit(command: 'MAIL' | 'RCPT', params: Iterable<string>, base: number): number {
     let octets = base;
-    for (const key of params) octets += this.param(command, key)?.lineLength ?? 0;
+    for (const key of params) octets += Math.max(0, this.param(command, key)?.lineLength ?? 0);
     return octets;
   }
 

@@ -122,9 +122,6 @@ function applyParams(
   return undefined;
 }
 
-// After HELO (not EHLO) no service extension is in effect, so any ESMTP parameter on MAIL or RCPT
-// is one not recognized: 555 5.5.4 (RFC 5321 4.1.1.1 and 4.1.1.11, RFC 1869).
-
 function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
   if (!s.helo) return out.queue(Replies.needHelo);
@@ -134,6 +131,8 @@ function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
   if (!split) return out.queue(Replies.syntaxError);
   const params = parseParams(split.paramsText, true);
   if (!params) return out.queue(Replies.syntaxError);
+  // After HELO (not EHLO) no service extension is in effect: any parameter is one not recognized
+  // (RFC 5321 4.1.1.1, RFC 1869).
   if (params.size > 0 && s.helo.verb === 'HELO') return out.queue(Replies.paramNotRecognized);
   const tx = s.openTransaction();
   const refused = applyParams(s, 'MAIL', params, { session: s, tx, recipient: undefined });
@@ -166,7 +165,7 @@ function rcpt(s: SmtpSession, argument: string): Promise<void> | undefined {
   if (!split) return out.queue(Replies.syntaxError);
   const params = parseParams(split.paramsText, tx.utf8);
   if (!params) return out.queue(Replies.syntaxError);
-  if (params.size > 0 && s.helo?.verb === 'HELO') return out.queue(Replies.paramNotRecognized);
+  if (params.size > 0 && s.helo?.verb === 'HELO') return out.queue(Replies.paramNotRecognized); // as for MAIL
   const attributes: RecipientAttributes = {};
   const refused = applyParams(s, 'RCPT', params, { session: s, tx, recipient: attributes });
   if (refused) return out.queue(refused);

@@ -14,6 +14,8 @@ const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 /** Short timeouts so the server acts quickly; the trickles below would outlast them many times over. */
 const SHORT = { timeouts: { command: 400, data: 400 } } satisfies TestServerOptions['config'];
+/** For clients that must not time out: short enough that the test outlasts it, long enough for a loaded machine. */
+const PATIENT = { timeouts: { command: 1000, data: 1000 } } satisfies TestServerOptions['config'];
 
 /**
  * Send `text` one octet every `everyMs` ms, until it is all sent or the
@@ -87,11 +89,12 @@ describe('slow-client deadlines', () => {
   it('lets timeouts.minDataRate: 0 restart the data timeout on every octet (the old behaviour, by choice)', async () => {
     const t = await scope.start({
       plugins: [LOCAL],
-      config: { timeouts: { command: 400, data: 400, minDataRate: 0 } },
+      config: { timeouts: { ...PATIENT.timeouts, minDataRate: 0 } },
     });
     const c = await scope.connect(t);
     await transaction(c);
     await c.expect('DATA', 354);
+    // 26 octets at one per 100 ms: well past the 1 s data timeout in all.
     const body = 'Subject: slow\r\n\r\nok\r\n.\r\n';
     expect(await trickle(c, body)).toBe(body.length);
     const r = await c.read(3000);
@@ -99,7 +102,7 @@ describe('slow-client deadlines', () => {
   });
 
   it('leaves a pipelining client alone: several transactions and a 2 MB message in one group each', async () => {
-    const t = await scope.start({ plugins: [LOCAL], config: SHORT });
+    const t = await scope.start({ plugins: [LOCAL], config: PATIENT });
     const c = await scope.connect(t);
     await c.expect('EHLO client.example', 250);
     const big = `Subject: big\r\n\r\n${`${'y'.repeat(998)}\r\n`.repeat(2000)}`;
@@ -112,11 +115,11 @@ describe('slow-client deadlines', () => {
   });
 
   it('leaves alone a client whose lines come one by one, each well within the command timeout', async () => {
-    const t = await scope.start({ plugins: [LOCAL], config: SHORT });
+    const t = await scope.start({ plugins: [LOCAL], config: PATIENT });
     const c = await scope.connect(t);
     await c.expect('EHLO client.example', 250);
-    // Ten commands 150 ms apart: well past one command timeout in all, never within one line.
-    for (let i = 0; i < 10; i++) {
+    // Twelve commands 150 ms apart: past one command timeout in all, never for one line.
+    for (let i = 0; i < 12; i++) {
       await sleep(150);
       await c.expect('NOOP', 250, '2.0.0');
     }
