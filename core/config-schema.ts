@@ -13,7 +13,32 @@ export const ListenerSchema = Type.Object(
       description: 'Name used in logs and to scope plugins (`listeners` on a plugin entry).',
     }),
     host: Type.String({ default: '127.0.0.1', description: 'Address to bind; `::` or `0.0.0.0` for all.' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0 picks a free one).' }),
+    port: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65535,
+        description: 'TCP port (0 picks a free one). Each listener has a `port` or a `path`.',
+      }),
+    ),
+    path: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'Unix socket to listen on instead of a TCP port, relative to the config file; a socket file left there by an earlier run is replaced.',
+      }),
+    ),
+    pathMode: Type.Optional(
+      Type.String({
+        pattern: '^[0-7]{3,4}$',
+        description:
+          'Permissions of the `path` socket file in octal, e.g. `"0660"` so that an MTA in the same group can connect (default: from the umask).',
+      }),
+    ),
+    protocol: Type.Union([Type.Literal('smtp'), Type.Literal('lmtp')], {
+      default: 'smtp',
+      description:
+        '`lmtp`: speak LMTP (RFC 2033) for final delivery behind another MTA: LHLO instead of EHLO/HELO, one reply per recipient after the message. Never on port 25.',
+    }),
     role: Type.Union([Type.Literal('mx'), Type.Literal('submission')], {
       default: 'mx',
       description: 'What the listener is for; plugins read it (e.g. AUTH is required on `submission`).',
@@ -33,7 +58,14 @@ export const ListenerSchema = Type.Object(
       description: 'Addresses or CIDRs allowed to send a PROXY header; other peers are disconnected.',
     }),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A TCP port or a Unix socket path, not both (editors check this too).
+    oneOf: [
+      { properties: { port: {} }, required: ['port'] },
+      { properties: { path: {} }, required: ['path'] },
+    ],
+  },
 );
 
 export const LimitsSchema = Type.Object(
@@ -69,6 +101,18 @@ export const LimitsSchema = Type.Object(
       minimum: 1024,
       default: 52428800,
       description: 'Octets of message data; larger messages are read to the end and refused with 552 5.3.4.',
+    }),
+    maxHeaderSize: Type.Integer({
+      minimum: 1024,
+      default: 102400,
+      description:
+        'Octets of the header section, up to and including the empty line after it; a larger one is read to the end and refused with 552 5.3.4.',
+    }),
+    maxHeaderFieldLength: Type.Integer({
+      minimum: 1000,
+      default: 65536,
+      description:
+        'Octets of one header field, its continuation lines and line endings included; a longer one is read to the end and refused with 554 5.6.0.',
     }),
     maxLineLength: Type.Integer({
       minimum: 512,

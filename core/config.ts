@@ -58,10 +58,21 @@ export function formatErrors(
 export function validateCoreConfig(ajv: Ajv, raw: unknown): { config: CoreConfig; errors: string[] } {
   const validate = ajv.compile<CoreConfig>(CoreConfigSchema);
   const copy = structuredClone(raw ?? {});
-  if (validate(copy)) return { config: copy, errors: [] };
+  if (validate(copy)) return { config: copy, errors: listenerErrors(copy.listeners) };
   // Collapse the noise a union produces into one line per pointer.
   const errors = [...new Set(formatErrors(validate.errors))];
   return { config: copy as CoreConfig, errors };
+}
+
+/** What the schema does not say about listeners: no LMTP on port 25. */
+function listenerErrors(listeners: CoreConfig['listeners']): string[] {
+  const errors: string[] = [];
+  for (const [i, l] of listeners.entries()) {
+    // RFC 2033 section 1: LMTP MUST NOT be used on TCP port 25.
+    if (l.protocol === 'lmtp' && l.port === 25)
+      errors.push(`/listeners/${i}/port: LMTP must not use port 25`);
+  }
+  return errors;
 }
 
 /** Validate one plugin's config against its schema; fills in defaults. */

@@ -193,6 +193,10 @@ export interface Limits {
   maxRecipients: number;
   recipientOvershoot: number;
   maxMessageSize: number;
+  /** Octets of the header section (the empty line after it included). */
+  maxHeaderSize: number;
+  /** Octets of one header field, continuation lines included. */
+  maxHeaderFieldLength: number;
   maxLineLength: number;
 }
 

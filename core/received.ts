@@ -36,7 +36,9 @@ function clean(text: string): string {
 export function receivedHeader(tx: Transaction, now: number): string {
   const s = tx.session;
   const helo = s.helo ? clean(s.helo.domain) : 'unknown';
-  let h = `Received: from ${helo} ([${s.remote.address}])\r\n\tby ${s.hostname} (mailframe) with ${protocolName(tx)} id ${tx.id}`;
+  // A client on a Unix socket has no address (RFC 5321 4.4 makes the TCP-info optional).
+  const tcpInfo = s.remote.address === '' ? '' : ` ([${s.remote.address}])`;
+  let h = `Received: from ${helo}${tcpInfo}\r\n\tby ${s.hostname} (mailframe) with ${protocolName(tx)} id ${tx.id}`;
   if (s.tls) h += `\r\n\t(version=${s.tls.protocol} cipher=${s.tls.cipher})`;
   const only = tx.recipients.length === 1 ? tx.recipients[0] : undefined;
   if (only) h += `\r\n\tfor <${only.address.address}>`;

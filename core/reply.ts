@@ -80,11 +80,17 @@ export const Replies = Object.freeze({
   needMail: reply(503, '5.5.1', 'Need MAIL command first'),
   nestedMail: reply(503, '5.5.1', 'Sender already specified'),
   needRcpt: reply(503, '5.5.1', 'Need RCPT command first'),
+  /** HELO or EHLO on an LMTP listener (RFC 2033 4.1). */
+  lmtpNeedsLhlo: reply(500, '5.5.1', 'This is an LMTP service: use LHLO'),
   noValidRecipients: reply(554, '5.5.1', 'No valid recipients'),
   paramNotRecognized: reply(555, '5.5.4', 'MAIL FROM/RCPT TO parameter not recognized or not implemented'),
   relayDenied: reply(550, '5.7.1', 'Relaying denied'),
   noSuchUser: reply(550, '5.1.1', 'No such user here'),
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+  /** The header section is over `limits.maxHeaderSize` (RFC 3463 X.3.4: too big for the system). */
+  headerTooBig: reply(552, '5.3.4', 'Message header section exceeds fixed maximum size'),
+  /** One header field is over `limits.maxHeaderFieldLength` (RFC 3463 X.6.0: the content cannot be handled). */
+  headerFieldTooLong: reply(554, '5.6.0', 'Message header field too long'),
   bareLineEnding: reply(550, '5.5.2', 'Message contains bare CR or LF line endings, which are not allowed'),
   nonAsciiAddress: reply(553, '5.6.7', 'Non-ASCII addresses require SMTPUTF8'),
   transactionFailed: reply(554, '5.0.0', 'Transaction failed'),

@@ -4,8 +4,13 @@
  * so tests can run several servers in one process.
  */
 import { Resolver } from 'node:dns/promises';
-import { mkdir } from 'node:fs/promises';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import {
+  connect as connectSocket,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -67,8 +72,11 @@ export interface HookMetric {
 
 export interface ListeningAddress {
   readonly name: string;
+  /** For a Unix socket listener: its path (and `port` is 0). */
   readonly host: string;
   readonly port: number;
+  /** The Unix socket path, for a listener on one. */
+  readonly path?: string;
 }
 
 interface LoadedPlugin {
@@ -90,6 +98,7 @@ export class MailServer implements SessionHost {
   readonly hostname: string;
   readonly dataDir: string;
   readonly spoolDir: string;
+  readonly #baseDir: string;
   readonly facts: ServerFacts;
   readonly #clock: Clock;
   readonly #plugins: LoadedPlugin[] = [];
@@ -109,7 +118,8 @@ export class MailServer implements SessionHost {
     this.config = config;
     this.log = opts.logger ?? silentLogger();
     this.hostname = config.hostname ?? osHostname();
-    this.dataDir = resolve(opts.baseDir ?? process.cwd(), config.dataDir);
+    this.#baseDir = opts.baseDir ?? process.cwd();
+    this.dataDir = resolve(this.#baseDir, config.dataDir);
     this.spoolDir = resolve(this.dataDir, 'spool');
     this.#clock = opts.clock ?? systemClock;
     this.#idPrefix = (Date.now() % 2176782336).toString(36).padStart(6, '0');
@@ -272,6 +282,7 @@ export class MailServer implements SessionHost {
         name: listener.name,
         role: listener.role,
         implicitTls: listener.implicitTls,
+        protocol: listener.protocol,
       });
       if (info.implicitTls && !this.registry.service('tls')) {
         throw Errors.listen(
@@ -286,10 +297,22 @@ export class MailServer implements SessionHost {
         this.#accept(socket, proxyFrom, info, log),
       );
       server.on('error', (err) => log.error({ err }, 'listener error'));
+      const path = listener.path === undefined ? undefined : resolve(this.#baseDir, listener.path);
+      if (path !== undefined) await removeStaleSocket(path);
       await new Promise<void>((ok, fail) => {
-        server.once('error', (err) => fail(Errors.listen(`${listener.host}:${listener.port}`, err)));
-        server.listen({ host: listener.host, port: listener.port }, () => ok());
+        const where = path ?? `${listener.host}:${listener.port}`;
+        server.once('error', (err) => fail(Errors.listen(where, err)));
+        server.listen(path !== undefined ? { path } : { host: listener.host, port: listener.port }, () =>
+          ok(),
+        );
       });
+      if (path !== undefined && listener.pathMode !== undefined) {
+        const mode = Number.parseInt(listener.pathMode, 8);
+        await chmod(path, mode).catch((err: unknown) => {
+          server.close();
+          throw Errors.listen(path, err);
+        });
+      }
       this.#servers.push({ listener, server });
       log.info({ address: this.#addressOf(server, listener) }, 'listening');
     }
@@ -298,8 +321,9 @@ export class MailServer implements SessionHost {
 
   #addressOf(server: NetServer, listener: ListenerConfig): ListeningAddress {
     const a = server.address();
-    if (a && typeof a === 'object') return { name: listener.name, host: a.address, port: a.port };
-    return { name: listener.name, host: listener.host, port: listener.port };
+    if (typeof a === 'string') return { name: listener.name, host: a, port: 0, path: a };
+    if (a) return { name: listener.name, host: a.address, port: a.port };
+    return { name: listener.name, host: listener.path ?? listener.host, port: listener.port ?? 0 };
   }
 
   addresses(): ListeningAddress[] {
@@ -345,7 +369,8 @@ export class MailServer implements SessionHost {
       return;
     }
     const count = this.#perIp.get(ip) ?? 0;
-    if (count >= limits.maxConnectionsPerIp) {
+    // Clients on a Unix socket (no address) are local: only the total limit applies to them.
+    if (ip !== '' && count >= limits.maxConnectionsPerIp) {
       log.info({ remote: ip }, 'per-address connection limit reached');
       refuse(socket, Replies.tooManyConnections);
       return;
@@ -463,6 +488,28 @@ function ignoreError(): void {}
 function refuse(socket: Socket, r: import('./reply.ts').Reply): void {
   socket.end(formatReply(r, true));
   setTimeout(() => socket.destroy(), 2000).unref();
+}
+
+/**
+ * A Unix socket file left by a run that did not close (a crash) makes listen
+ * fail: remove it when nothing answers on it. A live socket (another server)
+ * and anything that is not a socket are left alone, and listen then fails.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    if (!(await lstat(path)).isSocket()) return;
+  } catch {
+    return;
+  }
+  const live = await new Promise<boolean>((ok) => {
+    const probe = connectSocket({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      ok(true);
+    });
+    probe.once('error', () => ok(false));
+  });
+  if (!live) await unlink(path).catch(() => {});
 }
 
 /** Validate config, load plugins and start listening. */

@@ -92,6 +92,11 @@ export interface ListenerInfo {
   readonly role: 'mx' | 'submission';
   /** Implicit TLS from the first byte (port 465). */
   readonly implicitTls: boolean;
+  /**
+   * `smtp`, or `lmtp` (RFC 2033): the client greets with LHLO, and after the
+   * message each accepted recipient gets its own reply.
+   */
+  readonly protocol: 'smtp' | 'lmtp';
 }
 
 /** What a plugin sees of a connection. */

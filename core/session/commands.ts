@@ -26,10 +26,16 @@ export function runCommand(s: SmtpSession, line: string, octets: number): Promis
     else out.queue(Replies.badSequence);
     return undefined;
   }
+  const lmtp = s.listener.protocol === 'lmtp';
   switch (verb) {
     case 'EHLO':
     case 'HELO':
+      // RFC 2033 4.1: no positive reply to HELO or EHLO on LMTP; 500 is recommended.
+      if (lmtp) return out.queue(Replies.lmtpNeedsLhlo);
       return helo(s, verb, argument);
+    case 'LHLO':
+      if (lmtp) return helo(s, verb, argument);
+      break;
     case 'MAIL':
       return mail(s, argument);
     case 'RCPT':
@@ -77,7 +83,8 @@ function lineLimit(s: SmtpSession, verb: string, argument: string): number {
   return def ? registry.verbLineLimit(def, base) : base;
 }
 
-function helo(s: SmtpSession, verb: 'EHLO' | 'HELO', argument: string): Promise<void> | undefined {
+/** EHLO, HELO or (LMTP) LHLO, which is answered as EHLO is. */
+function helo(s: SmtpSession, verb: Helo['verb'], argument: string): Promise<void> | undefined {
   const domain = argument.trim();
   if (domain === '' || /[\s\x00-\x1f\x7f]/.test(domain)) {
     return s.output.queue(reply(501, '5.5.4', `${verb} requires a domain or address literal`));
@@ -198,7 +205,10 @@ function data(s: SmtpSession, argument: string): Promise<void> | undefined {
   if (!tx) return out.queue(s.helo ? Replies.needMail : Replies.needHelo);
   if (argument !== '') return out.queue(Replies.syntaxError);
   if (s.messageIfStarted?.chunkedOpen) return out.queue(reply(503, '5.5.1', 'DATA not allowed after BDAT'));
-  if (tx.recipients.length === 0) return out.queue(Replies.noValidRecipients);
+  if (tx.recipients.length === 0) {
+    // RFC 2033 4.2: on LMTP, DATA without a successful RCPT fails with 503.
+    return out.queue(s.listener.protocol === 'lmtp' ? Replies.needRcpt : Replies.noValidRecipients);
+  }
   if (!s.host.hooks.data.isUsed()) {
     out.queue(Replies.startData);
     s.message.beginData(tx);

@@ -6,11 +6,12 @@
  */
 
 import { DataDecoder } from '../codec/data-decoder.ts';
+import { HeaderLimits, type HeaderViolation } from '../codec/header-limits.ts';
 import { describe } from '../errors.ts';
 import { callBail, callWaterfall, isReply } from '../hooks.ts';
 import type { ChunkedMessage } from '../plugin.ts';
 import { receivedHeader } from '../received.ts';
-import { isPositive, queuedReply, Replies, type Reply } from '../reply.ts';
+import { isPositive, queuedReply, Replies, type Reply, reply } from '../reply.ts';
 import { type SpooledMessage, SpoolWriter } from '../spool.ts';
 import type { SmtpTransaction } from '../transaction.ts';
 import type { SmtpSession } from './session.ts';
@@ -20,6 +21,8 @@ export class MessageReceiver {
   /** Data mode. */
   #decoder: DataDecoder | undefined;
   #spool: SpoolWriter | undefined;
+  /** The header limits of the message being received (DATA or chunked). */
+  #headers: HeaderLimits | undefined;
   /** An open chunked (BDAT) message. */
   #chunked: { spool: SpoolWriter; overflow: boolean; tx: SmtpTransaction } | undefined;
   /** A counted read in progress (raw mode). */
@@ -31,8 +34,13 @@ export class MessageReceiver {
   }
 
   #newSpool(tx: SmtpTransaction): SpoolWriter {
-    const spool = new SpoolWriter(this.#session.host.spoolDir, tx.id);
+    const { host } = this.#session;
+    const spool = new SpoolWriter(host.spoolDir, tx.id);
     this.#spool = spool;
+    this.#headers = new HeaderLimits({
+      maxSectionSize: host.limits.maxHeaderSize,
+      maxFieldLength: host.limits.maxHeaderFieldLength,
+    });
     return spool;
   }
 
@@ -51,9 +59,14 @@ export class MessageReceiver {
   beginData(tx: SmtpTransaction): void {
     const s = this.#session;
     const spool = this.#newSpool(tx);
+    const headers = this.#headers as HeaderLimits;
     this.#decoder = new DataDecoder({
       maxSize: s.host.limits.maxMessageSize,
-      onData: (chunk) => this.#spoolWrite(spool, chunk),
+      onData: (chunk) => {
+        // Costs one comparison per chunk once the header section is over.
+        headers.write(chunk);
+        this.#spoolWrite(spool, chunk);
+      },
     });
     s.state = 'data';
     s.deadlines.armData(s.host.timeouts.data);
@@ -80,19 +93,41 @@ export class MessageReceiver {
     if (end < chunk.length) s.input.lines.push(chunk.subarray(end));
     s.busy = true;
     const spool = this.#spool as SpoolWriter;
+    const tx = s.transaction as SmtpTransaction;
+    const headers = this.#headers?.violation;
     this.#decoder = undefined;
     this.#spool = undefined;
-    this.#complete(spool, decoder.size, decoder.overflow, decoder.bareLineEndings).then(
+    this.#headers = undefined;
+    this.#complete(spool, decoder.size, decoder.overflow, decoder.bareLineEndings, headers).then(
       (r) => {
-        s.output.queue(r);
+        this.#answer(tx, r);
         s.input.afterAsync();
       },
       (err) => {
         s.log.error({ err }, `end of data failed: ${describe(err)}`);
-        s.output.queue(Replies.localError);
+        this.#answer(tx, Replies.localError);
         s.input.afterAsync();
       },
     );
+  }
+
+  /**
+   * Queue the final reply to `tx`'s message: one reply, or on an LMTP listener
+   * one per accepted recipient, in RCPT order, each naming its recipient
+   * (RFC 2033 4.2). The message's verdict is the same for every recipient, and
+   * a refusal counts once toward `limits.maxErrors`.
+   */
+  #answer(tx: SmtpTransaction, r: Reply): void {
+    const out = this.#session.output;
+    if (this.#session.listener.protocol !== 'lmtp') {
+      out.queue(r);
+      return;
+    }
+    for (const [i, rcpt] of tx.recipients.entries()) {
+      const mine = forRecipient(r, rcpt.address.address);
+      if (i === 0) out.queue(mine);
+      else out.queueUncounted(mine);
+    }
   }
 
   /**
@@ -100,13 +135,24 @@ export class MessageReceiver {
    * header transforms, `message` hook, `queue` hook. Returns the final reply
    * and ends the transaction.
    */
-  async #complete(spool: SpoolWriter, size: number, overflow: boolean, bare: boolean): Promise<Reply> {
+  async #complete(
+    spool: SpoolWriter,
+    size: number,
+    overflow: boolean,
+    bare: boolean,
+    headers: HeaderViolation | undefined,
+  ): Promise<Reply> {
     const s = this.#session;
     const host = s.host;
     const tx = s.transaction as SmtpTransaction;
     if (overflow) {
       await spool.discard();
       return this.#end(tx, size, Replies.messageTooBig);
+    }
+    if (headers !== undefined) {
+      await spool.discard();
+      const r = headers === 'section-too-big' ? Replies.headerTooBig : Replies.headerFieldTooLong;
+      return this.#end(tx, size, r);
     }
     if (bare && host.smtp.bareLineEndings === 'reject') {
       await spool.discard();
@@ -203,9 +249,27 @@ export class MessageReceiver {
       finish: async () => {
         const c = this.#chunked;
         if (!c || s.transaction !== c.tx) return Replies.badSequence;
+        const headers = this.#headers?.violation;
         this.#chunked = undefined;
         this.#spool = undefined;
-        return this.#complete(c.spool, c.spool.size, c.overflow, false);
+        this.#headers = undefined;
+        let r: Reply;
+        try {
+          r = await this.#complete(c.spool, c.spool.size, c.overflow, false, headers);
+        } catch (err) {
+          s.log.error({ err }, `end of data failed: ${describe(err)}`);
+          r = Replies.localError;
+        }
+        if (s.listener.protocol !== 'lmtp') return r;
+        // LMTP: every recipient but the last is answered here; the verb handler's reply (the one
+        // that counts toward maxErrors) is the last recipient's.
+        const last = c.tx.recipients.length - 1;
+        for (const [i, rcpt] of c.tx.recipients.entries()) {
+          const mine = forRecipient(r, rcpt.address.address);
+          if (i === last) return mine;
+          s.output.queueUncounted(mine);
+        }
+        return r;
       },
       abort: () => this.abortChunked(),
     };
@@ -216,6 +280,7 @@ export class MessageReceiver {
     const c = this.#chunked;
     this.#chunked = undefined;
     this.#spool = undefined;
+    this.#headers = undefined;
     await c?.spool.discard();
   }
 
@@ -247,7 +312,11 @@ export class MessageReceiver {
     if (!raw) return;
     const s = this.#session;
     const n = Math.min(raw.remaining, chunk.length);
-    if (n > 0 && raw.into) this.#spoolWrite(raw.into, chunk.subarray(0, n));
+    if (n > 0 && raw.into) {
+      const octets = n === chunk.length ? chunk : chunk.subarray(0, n);
+      this.#headers?.write(octets);
+      this.#spoolWrite(raw.into, octets);
+    }
     raw.remaining -= n;
     if (raw.remaining > 0) {
       // As in data mode: input paused while it piled up behind the command must flow again.
@@ -271,10 +340,19 @@ export class MessageReceiver {
     const abandoned = this.#decoder !== undefined ? this.#spool : this.#chunked?.spool;
     this.#decoder = undefined;
     this.#spool = undefined;
+    this.#headers = undefined;
     this.#chunked = undefined;
     const raw = this.#raw;
     this.#raw = undefined;
     raw?.done();
     return abandoned;
   }
+}
+
+/** `r` as the reply for one LMTP recipient: the same code, its text prefixed with the address. */
+function forRecipient(r: Reply, address: string): Reply {
+  const lines = typeof r.text === 'string' ? [r.text] : r.text;
+  const [first = '', ...rest] = lines;
+  const text = `<${address}> ${first}`;
+  return reply(r.code, r.enhanced, rest.length > 0 ? [text, ...rest] : text, r.disconnect === true);
 }

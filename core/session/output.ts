@@ -31,7 +31,8 @@ export class ReplyOutput {
 
   /**
    * Queue an error reply that does not count toward `limits.maxErrors`
-   * (a recipient past the limit: RFC 5321 4.5.3.1.10 expects the client to carry on).
+   * (a recipient past the limit: RFC 5321 4.5.3.1.10 expects the client to carry on; the further
+   * per-recipient replies to one LMTP message, so that a refusal counts once).
    */
   queueUncounted(r: Reply): undefined {
     if (this.#session.state !== 'closed')

@@ -23,7 +23,8 @@ export function typeName(schema: JsonSchema): string {
   if ('const' in schema) return JSON.stringify(schema.const);
   if (Array.isArray(schema.enum)) return schema.enum.map((v) => JSON.stringify(v)).join(' | ');
   const union = schema.anyOf ?? schema.oneOf;
-  if (union) return [...new Set(union.map(typeName))].join(' | ');
+  // A typed schema whose oneOf/anyOf only adds constraints (required keys) is still its type.
+  if (union && schema.type === undefined) return [...new Set(union.map(typeName))].join(' | ');
   if (Array.isArray(schema.type)) return schema.type.join(' | ');
   switch (schema.type) {
     case 'array': {

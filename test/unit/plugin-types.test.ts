@@ -41,6 +41,11 @@ const plugin = definePlugin({
     expectTypeOf(api.config).toEqualTypeOf(config);
     api.hooks.connect.tap((session) => {
       expectTypeOf(session).toEqualTypeOf<Session>();
+      expectTypeOf(session.listener.protocol).toEqualTypeOf<'smtp' | 'lmtp'>();
+      return undefined;
+    });
+    api.hooks.ehlo.tap((_session, helo) => {
+      expectTypeOf(helo.verb).toEqualTypeOf<'EHLO' | 'HELO' | 'LHLO'>();
       return undefined;
     });
     api.hooks.mail.tap((tx, from) => {
