@@ -55,7 +55,9 @@ export class SessionInput {
       'error',
       function (this: OwnedSocket, err?: Error) {
         const input = this[INPUT];
+        // Node leaves a socket open after some errors (a refused TLS renegotiation, say): end it here.
         if (input) input.#session.debug({ err: (err as Error).message }, 'socket error');
+        this.destroy();
       },
     ],
     [

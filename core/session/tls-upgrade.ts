@@ -20,6 +20,9 @@ export async function upgradeToTls(
   const plain = s.socket;
   s.input.detach(plain);
   const secure = new TLSSocket(plain, { ...options, isServer: true });
+  // Renegotiation costs the server a handshake each time and serves SMTP nothing: refused
+  // whatever options the TLS provider passed (the tls plugin also sets SSL_OP_NO_RENEGOTIATION).
+  secure.disableRenegotiation();
   s.socket = secure;
   // A client that goes silent mid-handshake is timed out like any other.
   s.deadlines.armCommand(s.host.timeouts.command);
