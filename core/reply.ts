@@ -77,6 +77,7 @@ export const Replies = Object.freeze({
   notImplemented: reply(502, '5.5.1', 'Command not implemented'),
   badSequence: reply(503, '5.5.1', 'Bad sequence of commands'),
   needHelo: reply(503, '5.5.1', 'Send EHLO/HELO first'),
+  needLhlo: reply(503, '5.5.1', 'Send LHLO first'),
   needMail: reply(503, '5.5.1', 'Need MAIL command first'),
   nestedMail: reply(503, '5.5.1', 'Sender already specified'),
   needRcpt: reply(503, '5.5.1', 'Need RCPT command first'),

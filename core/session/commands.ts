@@ -124,7 +124,7 @@ function applyParams(
 
 function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
-  if (!s.helo) return out.queue(Replies.needHelo);
+  if (!s.helo) return out.queue(s.helloFirst);
   if (s.transaction) return out.queue(Replies.nestedMail);
   if (s.host.draining) return out.queue(Replies.shuttingDown);
   const split = peekParams(argument, 'FROM');
@@ -159,7 +159,7 @@ function mail(s: SmtpSession, argument: string): Promise<void> | undefined {
 function rcpt(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
   const tx = s.transaction;
-  if (!tx) return out.queue(s.helo ? Replies.needMail : Replies.needHelo);
+  if (!tx) return out.queue(s.helo ? Replies.needMail : s.helloFirst);
   if (tx.recipients.length >= s.host.limits.maxRecipients) return tooManyRecipients(s);
   const split = peekParams(argument, 'TO');
   if (!split) return out.queue(Replies.syntaxError);
@@ -202,7 +202,7 @@ function tooManyRecipients(s: SmtpSession): undefined {
 function data(s: SmtpSession, argument: string): Promise<void> | undefined {
   const out = s.output;
   const tx = s.transaction;
-  if (!tx) return out.queue(s.helo ? Replies.needMail : Replies.needHelo);
+  if (!tx) return out.queue(s.helo ? Replies.needMail : s.helloFirst);
   if (argument !== '') return out.queue(Replies.syntaxError);
   if (s.messageIfStarted?.chunkedOpen) return out.queue(reply(503, '5.5.1', 'DATA not allowed after BDAT'));
   if (tx.recipients.length === 0) {
@@ -228,7 +228,7 @@ function extensionVerb(
   argument: string,
   def: VerbDefinition,
 ): Promise<void> | undefined {
-  if (def.requiresHelo !== false && !s.helo) return s.output.queue(Replies.needHelo);
+  if (def.requiresHelo !== false && !s.helo) return s.output.queue(s.helloFirst);
   if (def.outsideTransaction && s.transaction) return s.output.queue(Replies.badSequence);
   const ctx: VerbContext = {
     session: s,

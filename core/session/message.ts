@@ -235,7 +235,7 @@ export class MessageReceiver {
     return {
       begin: async () => {
         const tx = s.transaction;
-        if (!tx) return s.helo ? Replies.needMail : Replies.needHelo;
+        if (!tx) return s.helo ? Replies.needMail : s.helloFirst;
         if (tx.recipients.length === 0) return Replies.noValidRecipients;
         if (this.#chunked) return undefined;
         if (s.host.hooks.data.isUsed()) {

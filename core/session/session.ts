@@ -18,7 +18,7 @@ import { callBail, type Hooks } from '../hooks.ts';
 import type { IdleSweep } from '../idle-sweep.ts';
 import type { Limits, VerbContext } from '../plugin.ts';
 import type { Registry } from '../registry.ts';
-import { isPositive, Replies, reply } from '../reply.ts';
+import { isPositive, Replies, type Reply, reply } from '../reply.ts';
 import { SmtpTransaction } from '../transaction.ts';
 import type { Endpoint, Helo, ListenerInfo, Session, SessionNotes, TlsInfo } from '../types.ts';
 import { Deadlines } from './deadlines.ts';
@@ -124,6 +124,11 @@ export class SmtpSession implements Session {
     this.input = new SessionInput(this, host.registry.longestLine(host.limits.maxLineLength));
     this.input.attach(socket);
     if (proxied) socket.resume();
+  }
+
+  /** The 503 for a command that needs the greeting first: LHLO on an LMTP listener, else EHLO/HELO. */
+  get helloFirst(): Reply {
+    return this.listener.protocol === 'lmtp' ? Replies.needLhlo : Replies.needHelo;
   }
 
   get connectedAt(): Date {
