@@ -229,10 +229,8 @@ export class SmtpSession implements Session {
   async reconnectAs(remote: Endpoint): Promise<void> {
     if (this.transaction) await this.resetTransaction('rset');
     this.remote = remote;
+    this.forgetClient();
     this.#log = undefined;
-    this.helo = undefined;
-    this.user = undefined;
-    this.enhancedStatusCodes = false;
     await this.#greet();
   }
 

@@ -61,6 +61,30 @@ describe('xclient', () => {
     await c.close();
   });
 
+  it('starts the session over: what plugins noted about the proxy connection is forgotten', async () => {
+    const seen: string[] = [];
+    const noter = definePlugin({
+      name: 'noter',
+      schema: Type.Object({}),
+      register(api) {
+        api.hooks.connect.tap((s) => {
+          seen.push(`connect note=${String((s.notes as Record<string, unknown>).ehlo ?? '-')}`);
+          return undefined;
+        });
+        api.hooks.ehlo.tap((s, helo) => {
+          (s.notes as Record<string, unknown>).ehlo = helo.domain;
+          return undefined;
+        });
+      },
+    });
+    t = await startTestServer({ plugins: ['xclient', noter] });
+    const c = await t.connect();
+    await c.expect('EHLO proxy.example', 250);
+    expect((await c.command('XCLIENT ADDR=192.0.2.7')).code).toBe(220);
+    expect(seen).toEqual(['connect note=-', 'connect note=-']);
+    await c.close();
+  });
+
   it('refuses untrusted clients, bad syntax, and use inside a transaction', async () => {
     t = await startTestServer({ plugins: [['xclient', { trustedNetworks: ['10.0.0.0/8'] }]] });
     const c = await t.connect();
