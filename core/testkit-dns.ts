@@ -59,6 +59,8 @@ export type TestDnsZone = Readonly<Record<string, TestDnsName>>;
 export interface TestDnsOptions {
   /** The SOA for negative answers outside any apex in the zone (default ttl 300, minimum 60); `false`: none. */
   readonly soa?: { readonly ttl?: number; readonly minimum: number } | false;
+  /** `false`: behave as a server from before EDNS (RFC 6891 7), answering FORMERR to any query with an OPT record. */
+  readonly edns?: boolean;
 }
 
 export interface TestDnsQuery {
@@ -192,6 +194,8 @@ export async function startTestDnsServer(
     });
     const entry = names.get(qname);
     if (entry?.drop) return undefined;
+    if (opt && opts.edns === false)
+      return { type: 'response', id: query.id ?? 0, flags: 1, questions: [question] };
     let flags = dnsPacket.AUTHORITATIVE_ANSWER | (query.flag_rd ? dnsPacket.RECURSION_DESIRED : 0);
     if (entry?.authenticated) flags |= dnsPacket.AUTHENTIC_DATA;
     const reply = (rcode: number, answers: Answer[], authorities: Answer[] = []): Packet => ({

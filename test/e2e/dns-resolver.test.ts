@@ -3,8 +3,12 @@
  * (the testkit's), over UDP and TCP sockets: record types, negative answers,
  * CNAME chains, the cache on the injected clock, failover and anti-spoofing.
  */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Clock, DnsResolver } from '../../core/index.ts';
+import { type Clock, type DnsResolver, MailframeError, MailServer } from '../../core/index.ts';
 import {
   startTestDnsServer,
   startTestServer,
@@ -416,5 +420,54 @@ describe('failures and failover', () => {
     const pending = t.server.facts.dns.lookup('slow.example.test', 'A');
     await t.close();
     expect(await pending).toEqual({ kind: 'error', reason: 'network' });
+  });
+});
+
+describe('configuration', () => {
+  it('refuses a server that is not an IP address with an optional port, naming it by JSON pointer', async () => {
+    const err = await startTestServer({
+      config: { dns: { servers: ['127.0.0.1:5353', 'dns.example', '[::1]:99999'], minTtl: 10, maxTtl: 5 } },
+    }).then(
+      async (t) => {
+        await t.close();
+        throw new Error('started');
+      },
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(MailframeError);
+    const message = (err as MailframeError).message;
+    expect(message).toContain('/dns/servers/1');
+    expect(message).toContain('/dns/servers/2');
+    expect(message).not.toContain('/dns/servers/0');
+    expect(message).toContain('/dns/minTtl');
+  });
+
+  it('uses an injected resolver instead of its own', async () => {
+    const calls: string[] = [];
+    const fake: DnsResolver = {
+      async lookup(name, type) {
+        calls.push(`${type} ${name}`);
+        return { kind: 'nxdomain', authenticated: false };
+      },
+    };
+    const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-dns-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const server = await MailServer.create({
+      config: { hostname: 'mx.test.example', listeners: [{ name: 'smtp', port: 0 }], dataDir },
+      dns: fake,
+    });
+    cleanups.push(() => server.close(0));
+    expect(server.facts.dns).toBe(fake);
+  });
+
+  it('asks again without EDNS a server that answers FORMERR to EDNS queries (RFC 6891 7)', async () => {
+    const dns = await startTestDnsServer(zone, { edns: false });
+    cleanups.push(() => dns.close());
+    const { resolver } = await resolverOf(dns);
+    expect(await resolver.lookup('example.test', 'A')).toMatchObject({
+      kind: 'answer',
+      records: ['192.0.2.1'],
+    });
+    expect(dns.queries.map((q) => q.edns)).toEqual([true, false]);
   });
 });
