@@ -7,8 +7,16 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Clock, type DnsResolver, MailframeError, MailServer } from '../../core/index.ts';
+import {
+  type Clock,
+  type DnsResolver,
+  definePlugin,
+  MailframeError,
+  MailServer,
+  reply,
+} from '../../core/index.ts';
 import {
   startTestDnsServer,
   startTestServer,
@@ -469,5 +477,60 @@ describe('configuration', () => {
       records: ['192.0.2.1'],
     });
     expect(dns.queries.map((q) => q.edns)).toEqual([true, false]);
+  });
+});
+
+describe('plugins', () => {
+  /** Accepts a recipient whose domain has MX records, as a plugin would: DNS from the server instance. */
+  const mxCheck = definePlugin({
+    name: 'test-mx-check',
+    schema: Type.Object({}),
+    register(api) {
+      api.hooks.rcpt.tap(async (_tx, to) => {
+        const r = await api.server.dns.lookup(to.address.asciiDomain, 'MX');
+        if (r.kind === 'answer' && r.records.some((mx) => mx.exchange !== ''))
+          return reply(250, '2.1.5', 'OK');
+        if (r.kind === 'error') return reply(451, '4.4.3', 'Try again later');
+        return reply(550, '5.1.2', 'No mail for that domain');
+      });
+    },
+  });
+
+  it('take the resolver from the instance, pointed at the zone given to startTestServer', async () => {
+    const clock = new ManualClock();
+    const t = await startTestServer({
+      plugins: [mxCheck],
+      clock,
+      config: { dns: { timeout: 100, attempts: 1 } },
+      dns: { ...zone, 'down.example.test': { drop: true } },
+    });
+    cleanups.push(() => t.close());
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@client.example>', 250);
+    await c.expect('RCPT TO:<b@example.test>', 250, '2.1.5');
+    await c.expect('RCPT TO:<c@example.test>', 250, '2.1.5');
+    await c.expect('RCPT TO:<b@null.example.test>', 550, '5.1.2');
+    await c.expect('RCPT TO:<b@nowhere.example.test>', 550, '5.1.2');
+    await c.expect('RCPT TO:<b@down.example.test>', 451, '4.4.3');
+    await c.expect('QUIT', 221);
+    expect(t.dns?.count('example.test', 'MX')).toBe(1);
+    clock.advance(300);
+    const c2 = await t.connect();
+    await c2.expect('EHLO client.example', 250);
+    await c2.expect('MAIL FROM:<a@client.example>', 250);
+    await c2.expect('RCPT TO:<b@example.test>', 250, '2.1.5');
+    await c2.expect('QUIT', 221);
+    expect(t.dns?.count('example.test', 'MX')).toBe(2);
+  });
+
+  it('the DNS server startTestServer started for a zone closes with it', async () => {
+    const t = await startTestServer({ dns: zone });
+    const address = t.dns?.address ?? '';
+    expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+    await t.close();
+    const other = await dnsServer({});
+    const { resolver } = await resolverOf(other, { servers: [address], attempts: 1, timeout: 2000 });
+    expect(await resolver.lookup('example.test', 'A')).toEqual({ kind: 'error', reason: 'network' });
   });
 });
