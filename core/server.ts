@@ -131,7 +131,9 @@ export class MailServer implements SessionHost {
     this.idle = new IdleSweep(Math.min(config.timeouts.command, config.timeouts.data), (now) => {
       for (const s of this.#sessions) s.checkIdle(now);
     });
-    this.#ownResolver = opts.dns ? undefined : createResolver(config.dns, this.#clock);
+    this.#ownResolver = opts.dns
+      ? undefined
+      : createResolver(config.dns, this.#clock, this.log.child({ component: 'dns' }));
     this.facts = Object.freeze({
       hostname: this.hostname,
       limits: config.limits,
@@ -493,7 +495,7 @@ export class MailServer implements SessionHost {
 
 function ignoreError(): void {}
 
-function createResolver(dns: CoreConfig['dns'], clock: Clock): StubResolver {
+function createResolver(dns: CoreConfig['dns'], clock: Clock, log: Logger): StubResolver {
   const servers = dns.servers?.map((s) => parseNameServer(s)).filter((s) => s !== undefined);
   return new StubResolver({
     servers: servers && servers.length > 0 ? servers : systemNameServers(),
@@ -506,6 +508,7 @@ function createResolver(dns: CoreConfig['dns'], clock: Clock): StubResolver {
     negativeTtl: dns.negativeTtl,
     errorTtl: dns.errorTtl,
     trustAd: dns.trustAd,
+    log,
   });
 }
 

@@ -14,9 +14,10 @@
 import { randomInt } from 'node:crypto';
 import { domainToASCII } from 'node:url';
 import dnsPacket, { type Answer, type DecodedPacket, type OptAnswer, type RecordType } from 'dns-packet';
+import type { Logger } from 'pino';
 import type { Clock } from '../plugin.ts';
 import { TtlCache } from './cache.ts';
-import type { NameServer } from './servers.ts';
+import { formatNameServer, type NameServer } from './servers.ts';
 import { comparableName, encodeQuery, exchangeTcp, exchangeUdp, type Outcome } from './transport.ts';
 import type { DnsErrorReason, DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from './types.ts';
 
@@ -38,6 +39,8 @@ export interface ResolverOptions {
   readonly errorTtl: number;
   /** Believe the AD bit (the servers are validating resolvers the operator trusts, on a trusted path). */
   readonly trustAd: boolean;
+  /** Where failed queries are logged (at debug: one line per server that failed to answer). */
+  readonly log?: Logger;
 }
 
 /** CNAME hops followed inside one answer (BIND and Unbound stop at a dozen or so). */
@@ -108,16 +111,22 @@ export class StubResolver implements DnsResolver {
         if (answered.has(index)) continue;
         if (this.#closing.signal.aborted) return { result: { kind: 'error', reason: 'network' }, ttl: 0 };
         const outcome = await this.#ask(server, qname, type);
+        let failure: DnsErrorReason;
         if (outcome.kind !== 'response') {
-          failures.add(outcome.kind);
-          continue;
+          failure = outcome.kind;
+        } else {
+          const rcode = (outcome.message.flags ?? 0) & 0x0f;
+          if (rcode === RCODE_NOERROR || rcode === RCODE_NXDOMAIN) {
+            return this.#interpret(outcome.message, qname, type, rcode === RCODE_NXDOMAIN);
+          }
+          answered.add(index);
+          failure = rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'format';
         }
-        const rcode = outcome.message.flags === undefined ? RCODE_NOERROR : outcome.message.flags & 0x0f;
-        if (rcode === RCODE_NOERROR || rcode === RCODE_NXDOMAIN) {
-          return this.#interpret(outcome.message, qname, type, rcode === RCODE_NXDOMAIN);
-        }
-        answered.add(index);
-        failures.add(rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'format');
+        failures.add(failure);
+        this.#opts.log?.debug(
+          { server: formatNameServer(server), name: qname, type, failure },
+          'dns query failed',
+        );
       }
     }
     const reason = FAILURE_RANK.find((r) => failures.has(r)) ?? 'network';

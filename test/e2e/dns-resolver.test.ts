@@ -364,7 +364,7 @@ describe('failures and failover', () => {
     expect(silent.count('example.test')).toBe(2);
     const { resolver } = await resolverOf(silent, {
       servers: [silent.address, good.address],
-      timeout: 100,
+      timeout: 1000,
       attempts: 1,
     });
     const a = await resolver.lookup('example.test', 'A');
@@ -501,7 +501,7 @@ describe('plugins', () => {
     const t = await startTestServer({
       plugins: [mxCheck],
       clock,
-      config: { dns: { timeout: 100, attempts: 1 } },
+      config: { dns: { timeout: 500, attempts: 2 } },
       dns: { ...zone, 'down.example.test': { drop: true } },
     });
     cleanups.push(() => t.close());
