@@ -90,6 +90,11 @@ export class StubResolver implements DnsResolver {
     const pending = this.#inflight.get(key);
     if (pending) return pending;
     const started = this.#resolve(qname, type)
+      .catch((err: unknown) => {
+        // Nothing here should throw (answers are values); if the codec does, it is still a failed lookup.
+        this.#opts.log?.warn({ err, name: qname, type }, 'dns lookup failed unexpectedly');
+        return { result: { kind: 'error', reason: 'format' } as const, ttl: 0 };
+      })
       .then(({ result, ttl }) => {
         if (ttl > 0 && !this.#closing.signal.aborted) {
           this.#cache.set(key, result, this.#opts.clock.now() + ttl * 1000);
@@ -213,10 +218,15 @@ export class StubResolver implements DnsResolver {
     if (records.length > 0) {
       const { minTtl, maxTtl } = this.#opts;
       const kept = Math.min(Math.max(ttl, minTtl), maxTtl);
-      return {
-        result: { kind: 'answer', records, ttl: kept, authenticated, canonicalName: owner },
+      // Frozen: the same answer goes to every caller and stays in the cache.
+      const result = {
+        kind: 'answer',
+        records: Object.freeze(records),
         ttl: kept,
-      };
+        authenticated,
+        canonicalName: owner,
+      } as const;
+      return { result: Object.freeze(result), ttl: kept };
     }
     const negative = this.#negativeTtl(message);
     return {
@@ -250,7 +260,7 @@ function toRecord(a: Answer): DnsRecordTypes[DnsRecordType] | undefined {
       return comparableName(a.data);
     case 'MX':
       // The null MX's exchange is the root, "." (RFC 7505): '' here.
-      return { exchange: comparableName(a.data.exchange), preference: a.data.preference ?? 0 };
+      return Object.freeze({ exchange: comparableName(a.data.exchange), preference: a.data.preference ?? 0 });
     case 'TXT': {
       const parts = Array.isArray(a.data) ? a.data : [a.data];
       return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))).toString('utf8');

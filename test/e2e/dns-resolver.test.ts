@@ -5,7 +5,7 @@
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -24,6 +24,10 @@ import {
   type TestDnsZone,
   type TestServer,
 } from '../../core/testkit.ts';
+
+const HAVE_IPV6_LOOPBACK = Object.values(networkInterfaces()).some((list) =>
+  list?.some((i) => i.address === '::1'),
+);
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -323,6 +327,19 @@ describe('transport', () => {
     const { resolver } = await resolverOf(dns);
     const r = await resolver.lookup('target.example.test', 'A');
     expect(r).toMatchObject({ kind: 'answer', records: ['192.0.2.7'] });
+  });
+
+  it.skipIf(!HAVE_IPV6_LOOPBACK)('asks a server on an IPv6 address, over UDP and TCP', async () => {
+    const dns = await startTestDnsServer(
+      { 'big.example.test': { TXT: ['x'.repeat(300)], truncate: true }, ...zone },
+      { host: '::1' },
+    );
+    cleanups.push(() => dns.close());
+    expect(dns.address).toBe(`[::1]:${dns.port}`);
+    const { resolver } = await resolverOf(dns);
+    expect(await resolver.lookup('example.test', 'AAAA')).toMatchObject({ records: ['2001:db8::1'] });
+    expect(await resolver.lookup('big.example.test', 'TXT')).toMatchObject({ records: ['x'.repeat(300)] });
+    expect(dns.queries.map((q) => q.transport)).toEqual(['udp', 'udp', 'tcp']);
   });
 
   it('looks up internationalised names by their A-labels', async () => {
