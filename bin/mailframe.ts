@@ -11,7 +11,15 @@ import { MailframeError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { MailServer } from '../core/server.ts';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The package's root: the repository, or node_modules/mailframe when installed (this file is then in dist/bin/). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+const root = packageRoot();
+/** Only in the repository: the installed package ships no examples (a project has its own mailframe.json). */
 const DEFAULT_CONFIG = join(root, 'examples', 'default', 'mailframe.json');
 
 const USAGE = `Usage: mailframe <command> [options]
@@ -37,7 +45,8 @@ function version(): string {
 function pickConfig(file: string | undefined): string {
   if (file) return resolve(file);
   const local = resolve('mailframe.json');
-  return existsSync(local) ? local : DEFAULT_CONFIG;
+  if (existsSync(local) || !existsSync(DEFAULT_CONFIG)) return local;
+  return DEFAULT_CONFIG;
 }
 
 function fail(err: unknown): never {
