@@ -1,13 +1,19 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-// `mailframe` and `mailframe/testkit` (imported by the examples) resolve to the
-// TypeScript sources through the package's "mailframe-source" export condition,
-// so tests need no build. The rest is Vite's default list for server code.
-const conditions = ['mailframe-source', 'module', 'node', 'development|production'];
+const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
 export default defineConfig({
-  resolve: { conditions },
-  ssr: { resolve: { conditions } },
+  resolve: {
+    // `mailframe` imports (the examples, the example plugin package) run against
+    // the TypeScript sources, so tests need no build; tsconfig.json's `paths` does
+    // the same for the type checker.
+    alias: [
+      { find: /^mailframe$/, replacement: source('./core/index.ts') },
+      { find: /^mailframe\/testkit$/, replacement: source('./core/testkit.ts') },
+      { find: /^mailframe\/plugins\/([a-z0-9-]+)$/, replacement: source('./plugins/$1/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts', 'plugins/**/*.test.ts', 'examples/**/*.test.ts'],
     exclude: ['**/node_modules/**'],
