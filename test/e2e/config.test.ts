@@ -53,6 +53,18 @@ async function createFails(
 }
 
 describe('core config validation', () => {
+  it('accepts $comment keys on the root, a listener and a plugin entry, and still refuses misspelt keys', async () => {
+    const config = await baseConfig({
+      $comment: ['A file people read:', 'comments explain each part.'],
+      listeners: [{ $comment: 'loopback only', name: 'smtp', host: '127.0.0.1', port: 0 }],
+      plugins: [{ $comment: 'ENHANCEDSTATUSCODES', plugin: 'enhanced-status-codes' }],
+    });
+    const server = await MailServer.create({ config });
+    await server.close(0);
+    const err = await createFails(await baseConfig({ $coment: 'typo' }));
+    expect(err.message).toContain('/$coment');
+  });
+
   it('rejects an unknown core key, naming its JSON pointer', async () => {
     const err = await createFails(await baseConfig({ limits: { bogus: 1 } }));
     expect(err.code).toBe('MF_CONFIG_INVALID');
