@@ -30,6 +30,10 @@ Commands:
   check-config [FILE]      Validate a configuration and its plugins' settings, then exit
   queue <command> [-c FILE] Inspect and manage the queue (list, show, hold, release,
                            retry, delete, stats; --json for scripts): see docs/queue.md
+  init [DIR] [--mx|--submission|--relay]
+                           Write a new mail server project (package.json, a commented
+                           mailframe.json for the role, a plugin with its test, README)
+  hash-password [PASSWORD] Print an scrypt hash for auth-users-file (reads stdin without PASSWORD)
   --version                Print the version
   --help                   Show this text
 
@@ -98,6 +102,18 @@ async function start(file: string): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'init') {
+    const { runInit } = await import('./init.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = await runInit(argv.slice(1), root, io);
+    return;
+  }
+  if (argv[0] === 'hash-password') {
+    // The users-file tool reads its password argument from process.argv itself.
+    process.argv.splice(2, 1);
+    await import('../plugins/auth-users-file/hash-password.ts');
+    return;
+  }
   if (argv[0] === 'queue') {
     const { runQueueCli } = await import('./queue-cli.ts');
     process.exitCode = await runQueueCli(argv.slice(1), pickConfig(undefined));

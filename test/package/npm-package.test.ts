@@ -171,6 +171,22 @@ process.on('SIGTERM', () => server.close().then(() => process.exit(0)));
   }, 120_000);
 });
 
+describe('mailframe init, from the installed package', () => {
+  it('writes a project that installs from the tarball and passes its own npm test', async () => {
+    const project = join(packed?.work ?? '', 'my-mta');
+    const made = await must('node_modules/.bin/mailframe', ['init', project, '--mx'], app);
+    expect(made.stdout).toContain('npm install');
+    // The generated package.json asks for mailframe from the registry: point it at the tarball.
+    await npmInstall(project, [packed?.tarball ?? '']);
+    const test = await run('npm', ['test'], project, 180_000);
+    expect(test.code, test.stdout + test.stderr).toBe(0);
+    expect(test.stdout).toMatch(/\bpass [1-9]/);
+    expect(test.stdout).toMatch(/\bfail 0\b/);
+    const typecheck = await run('npm', ['run', 'typecheck'], project, 120_000);
+    expect(typecheck.code, typecheck.stdout + typecheck.stderr).toBe(0);
+  }, 480_000);
+});
+
 /** The message file queue-fs keeps: found by its id anywhere under the data directory. */
 async function readQueuedMessage(dataDir: string, id: string): Promise<string> {
   const { readdir } = await import('node:fs/promises');
