@@ -33,6 +33,9 @@ Commands:
   init [DIR] [--mx|--submission|--relay]
                            Write a new mail server project (package.json, a commented
                            mailframe.json for the role, a plugin with its test, README)
+  schema [-c FILE] [-o FILE]
+                           Write mailframe.schema.json: the editor schema with the settings of
+                           the plugin packages and files the config names (point $schema at it)
   hash-password [PASSWORD] Print an scrypt hash for auth-users-file (reads stdin without PASSWORD)
   --version                Print the version
   --help                   Show this text
@@ -112,6 +115,12 @@ async function main(argv: string[]): Promise<void> {
     // The users-file tool reads its password argument from process.argv itself.
     process.argv.splice(2, 1);
     await import('../plugins/auth-users-file/hash-password.ts');
+    return;
+  }
+  if (argv[0] === 'schema') {
+    const { runSchemaCli } = await import('./schema-cli.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = await runSchemaCli(argv.slice(1), root, pickConfig(undefined), io);
     return;
   }
   if (argv[0] === 'queue') {

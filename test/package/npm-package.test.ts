@@ -17,6 +17,7 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAjv } from '../../core/config.ts';
 import { connectClient } from '../../core/testkit.ts';
 import {
   must,
@@ -133,6 +134,18 @@ process.on('SIGTERM', () => server.close().then(() => process.exit(0)));
       expect(await stopProcess(child), output()).toBe(0);
     }
   }, 60_000);
+
+  it('writes an editor schema that knows the plugin package settings (mailframe schema)', async () => {
+    const r = await must('node_modules/.bin/mailframe', ['schema'], app);
+    expect(r.stdout).toContain('mailframe-plugin-stamp');
+    const schema = JSON.parse(await readFile(join(app, 'mailframe.schema.json'), 'utf8')) as object;
+    const validate = createAjv().compile(schema);
+    const config = JSON.parse(await readFile(join(app, 'mailframe.json'), 'utf8')) as Record<string, unknown>;
+    expect(validate(config), JSON.stringify(validate.errors)).toBe(true);
+    const misspelt = { ...config, plugins: [{ plugin: 'mailframe-plugin-stamp', config: { valeu: 'x' } }] };
+    expect(validate(misspelt)).toBe(false);
+    expect(JSON.stringify(validate.errors)).toContain('valeu');
+  });
 
   it('type-checks an application against the shipped declarations, and a type error fails', async () => {
     await writeFile(
