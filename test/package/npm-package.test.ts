@@ -211,6 +211,7 @@ async function readQueuedMessage(dataDir: string, id: string): Promise<string> {
 
 const GOOD_TS = `import { createServer, definePlugin, type MailServer, Replies, type Reply, reply, Stage } from 'mailframe';
 import { startTestServer, type TestServer } from 'mailframe/testkit';
+import type {} from 'mailframe/plugins/auth';
 import stamp from 'mailframe-plugin-stamp';
 import Type from 'typebox';
 
@@ -233,7 +234,8 @@ export const plugin = definePlugin({
       const domain = from.address?.asciiDomain;
       return domain && blocked.includes(domain) ? reply(550, '5.7.1', 'no') : undefined;
     }, { stage: Stage.EARLY });
-    api.hooks.rcpt.tap(() => Replies.recipientOk);
+    // SessionNotes.auth comes from the bundled auth plugin's declarations (mailframe/plugins/auth).
+    api.hooks.rcpt.tap((tx) => (tx.session.notes.auth?.user === 'alice' ? Replies.recipientOk : undefined));
   },
 });
 
