@@ -135,6 +135,13 @@ process.on('SIGTERM', () => server.close().then(() => process.exit(0)));
     }
   }, 60_000);
 
+  it('logs JSON when pretty logs are asked for but the optional pino-pretty is not installed', async () => {
+    const script =
+      "import { createLogger } from 'mailframe'; createLogger({ level: 'info', pretty: true }).info('plain');";
+    const r = await must('node', ['--input-type=module', '-e', script], app);
+    expect(JSON.parse(r.stdout)).toMatchObject({ level: 30, msg: 'plain' });
+  });
+
   it('writes an editor schema that knows the plugin package settings (mailframe schema)', async () => {
     const r = await must('node_modules/.bin/mailframe', ['schema'], app);
     expect(r.stdout).toContain('mailframe-plugin-stamp');
