@@ -14,7 +14,7 @@
  *
  * Two `npm install`s per run (the registry must be reachable).
  */
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAjv } from '../../core/config.ts';
@@ -70,6 +70,30 @@ describe('the installed package', () => {
     expect(files).toContain('package/dist/plugins/queue-fs/index.js');
     expect(files).toContain('package/config.schema.json');
     expect(files.filter((f) => /\.test\.|\/test\/|\/bench\/|(?<!\.d)\.ts$/.test(f))).toEqual([]);
+  });
+
+  it('imports at run time only its dependencies and Node built-ins', async () => {
+    const installed = join(app, 'node_modules', 'mailframe');
+    const pkg = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    // Its own name too: the init templates hold `from 'mailframe'` lines for the project they write.
+    const allowed = new Set([...Object.keys(pkg.dependencies), 'mailframe']);
+    const foreign = new Set<string>();
+    const names = await readdir(join(installed, 'dist'), { recursive: true });
+    for (const name of names.filter((n) => n.endsWith('.js'))) {
+      const text = await readFile(join(installed, 'dist', name), 'utf8');
+      for (const m of text.matchAll(IMPORT_SPECIFIER)) {
+        const spec = m[1] ?? m[2] ?? m[3] ?? '';
+        if (spec.startsWith('.')) continue;
+        if (spec.startsWith('node:')) continue;
+        const root = spec.startsWith('@')
+          ? spec.split('/').slice(0, 2).join('/')
+          : (spec.split('/')[0] ?? spec);
+        if (!allowed.has(root)) foreign.add(`${name}: ${spec}`);
+      }
+    }
+    expect([...foreign]).toEqual([]);
   });
 
   it('runs a bundled plugin, a plugin package and an in-code plugin under plain node, and queues a message', async () => {
@@ -207,9 +231,12 @@ describe('mailframe init, from the installed package', () => {
   }, 480_000);
 });
 
+/** `import ... from 'x'` / `export ... from 'x'` / `import 'x'` at a line start, and `import('x')`. */
+const IMPORT_SPECIFIER =
+  /^\s*(?:import|export)\b[^;'"]*?\bfrom\s*'([^']+)'|^\s*import\s*'([^']+)'|\bimport\(\s*'([^']+)'\s*\)/gm;
+
 /** The message file queue-fs keeps: found by its id anywhere under the data directory. */
 async function readQueuedMessage(dataDir: string, id: string): Promise<string> {
-  const { readdir } = await import('node:fs/promises');
   const names = await readdir(dataDir, { recursive: true });
   const hits = names.filter((n) => n.includes(id));
   const texts = await Promise.all(hits.map((n) => readFile(join(dataDir, n), 'utf8').catch(() => '')));
