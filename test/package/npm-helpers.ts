@@ -3,7 +3,7 @@
  * once (its `prepack` build included) into a temporary directory, and run npm,
  * node and the type checker there with the repository's Node 24 first on PATH
  * and no loader. Everything lives under one temporary directory outside the
- * repository, removed by `cleanup()`.
+ * repository (npm's cache for the run included), removed by `cleanup()`.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { cp, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
@@ -31,6 +31,9 @@ const PACK_INPUTS = [
  * first on PATH, and none of the `npm_*` variables of the `npm test` around us
  * (they would steer the inner npm: prefix, cache mode, scripts).
  */
+/** npm's cache for this run: inside the temporary directory, so nothing is cached outside it. */
+let npmCache: string | undefined;
+
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -38,6 +41,7 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   }
   env['PATH'] = [BIN, process.env['PATH'] ?? ''].join(delimiter);
   env['NO_COLOR'] = '1';
+  if (npmCache !== undefined) env['npm_config_cache'] = npmCache;
   return { ...env, ...extra };
 }
 
@@ -95,7 +99,11 @@ export interface Packed {
  */
 export async function packRepository(): Promise<Packed> {
   const work = await mkdtemp(join(tmpdir(), 'mailframe-pack-'));
-  const cleanup = () => rm(work, { recursive: true, force: true });
+  npmCache = join(work, 'npm-cache');
+  const cleanup = async () => {
+    npmCache = undefined;
+    await rm(work, { recursive: true, force: true });
+  };
   try {
     const src = join(work, 'src');
     for (const entry of PACK_INPUTS) {
