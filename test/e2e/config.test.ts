@@ -315,6 +315,29 @@ describe('CLI', () => {
     expect(err?.stderr).toContain('/plugins/0/config/domains');
   });
 
+  it('the mailframe command (bin/mailframe.js) runs the sources in the repository, and a plugin importing "mailframe" loads without a build', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'mailframe.json');
+    const plugin = join(ROOT, 'examples', 'block-sender-domains', 'index.ts');
+    await writeFile(
+      file,
+      JSON.stringify({
+        dataDir: './var',
+        listeners: [{ name: 'smtp', port: 0 }],
+        plugins: [{ plugin, config: { domains: ['spam.example'] } }],
+      }),
+    );
+    const { stdout } = await run(
+      join(ROOT, 'node_modules/.bin/node'),
+      [join(ROOT, 'bin/mailframe.js'), 'check-config', file],
+      {
+        cwd: dir,
+        timeout: 15000,
+      },
+    );
+    expect(stdout).toContain(`${file}: OK`);
+  });
+
   it('--version prints the package.json version', async () => {
     const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const { stdout } = await cli('--version');
