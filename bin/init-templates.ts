@@ -362,6 +362,9 @@ Node.js 22.18 or newer runs everything here as it is, TypeScript included (no bu
 
 - A bundled plugin's settings: \`npx mailframe check-config\` names every mistake; the schema
   behind the completions is \`node_modules/mailframe/config.schema.json\`.
+- Completion for your own plugins' settings too: \`npx mailframe schema\` writes
+  \`mailframe.schema.json\` (mailframe's schema plus every plugin your config names); point
+  \`"$schema"\` at \`./mailframe.schema.json\` and run it again when you add plugins.
 - More plugins: add a folder under \`plugins/\` and an entry in \`mailframe.json\`, or install a
   published one (\`npm install mailframe-plugin-...\`) and name it by its package name.
 - Operations: \`npx mailframe queue list\` shows the queue; SIGTERM stops the server gracefully.
