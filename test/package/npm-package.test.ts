@@ -228,6 +228,11 @@ describe('mailframe init, from the installed package', () => {
     expect(test.stdout).toMatch(/\bfail 0\b/);
     const typecheck = await run('npm', ['run', 'typecheck'], project, 120_000);
     expect(typecheck.code, typecheck.stdout + typecheck.stderr).toBe(0);
+    // Its own plugin (TypeScript, loaded by path under plain node) reaches the editor schema.
+    await must('node_modules/.bin/mailframe', ['schema'], project);
+    const schema = await readFile(join(project, 'mailframe.schema.json'), 'utf8');
+    expect(schema).toContain('./plugins/local-policy/index.ts');
+    expect(schema).toContain('blockedSenderDomains');
   }, 480_000);
 });
 
