@@ -33,3 +33,68 @@ export function chunks(buf: Buffer): fc.Arbitrary<Buffer[]> {
 export function chunkedBytes(maxLength = 200): fc.Arbitrary<{ bytes: Buffer; pieces: Buffer[] }> {
   return smtpBytes(maxLength).chain((bytes) => chunks(bytes).map((pieces) => ({ bytes, pieces })));
 }
+
+const ALPHA = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const DIGIT = '0123456789';
+const chars = (set: string): fc.Arbitrary<string> => fc.constantFrom(...set);
+
+/** RFC 5322 atext, ASCII. */
+export const atom: fc.Arbitrary<string> = fc.string({
+  unit: chars(`${ALPHA}${DIGIT}!#$%&'*+-/=?^_\`{|}~`),
+  minLength: 1,
+  maxLength: 8,
+});
+/** RFC 5321 Dot-string. */
+export const dotString: fc.Arbitrary<string> = fc
+  .array(atom, { minLength: 1, maxLength: 4 })
+  .map((atoms) => atoms.join('.'));
+/** RFC 5321 Quoted-string: qtextSMTP or a backslash pair. */
+export const quotedString: fc.Arbitrary<string> = fc
+  .array(
+    fc.oneof(
+      fc
+        .integer({ min: 32, max: 126 })
+        .filter((c) => c !== 0x22 && c !== 0x5c)
+        .map((c) => String.fromCharCode(c)),
+      fc.integer({ min: 32, max: 126 }).map((c) => `\\${String.fromCharCode(c)}`),
+    ),
+    { maxLength: 12 },
+  )
+  .map((parts) => `"${parts.join('')}"`);
+/** Let-dig [Ldh-str]. */
+export const label: fc.Arbitrary<string> = fc
+  .tuple(
+    chars(ALPHA + DIGIT),
+    fc.string({ unit: chars(`${ALPHA}${DIGIT}-`), maxLength: 8 }),
+    chars(ALPHA + DIGIT),
+  )
+  .map(([first, middle, last]) => (middle === '' ? first : first + middle + last));
+/** An ASCII domain name. */
+export const domainName: fc.Arbitrary<string> = fc
+  .array(label, { minLength: 1, maxLength: 4 })
+  .map((labels) => labels.join('.'));
+/** A domain or an address literal. */
+export const domain: fc.Arbitrary<string> = fc.oneof(
+  { weight: 4, arbitrary: domainName },
+  { weight: 1, arbitrary: fc.ipV4().map((ip) => `[${ip}]`) },
+  { weight: 1, arbitrary: fc.ipV6().map((ip) => `[IPv6:${ip}]`) },
+);
+/** A mailbox `local@domain` within the RFC 5321 limits. */
+export const mailbox: fc.Arbitrary<{ local: string; domain: string }> = fc.record({
+  local: fc.oneof(dotString, quotedString),
+  domain,
+});
+
+/** Text made mostly of the characters SMTP syntax cares about. */
+export function smtpText(maxLength = 80): fc.Arbitrary<string> {
+  return fc.oneof(
+    fc.string({ unit: 'binary', maxLength }),
+    fc.string({
+      unit: fc.oneof(
+        { weight: 8, arbitrary: chars('<>@".:,[]\\ =+-aZ09\r\n\t') },
+        { weight: 1, arbitrary: chars('é€\u{10348}\u0000\u007f') },
+      ),
+      maxLength,
+    }),
+  );
+}
