@@ -25,6 +25,8 @@ export interface FuzzOptions {
   readonly rssGrowthMiB?: number;
   /** Progress lines. */
   readonly log?: (line: string) => void;
+  /** Called with the server's pid once it answers (tests use it to check that a crash is caught). */
+  readonly onServerStarted?: (pid: number) => void;
 }
 
 export type FaultKind = 'crash' | 'hang' | 'unhealthy' | 'memory';
@@ -62,6 +64,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   const bounds: Bounds = { replyWaitMs: REPLY_WAIT_MS, closeWaitMs: CLOSE_WAIT_MS };
   const server = await startFuzzServer();
   log(`fuzz: seed ${opts.seed}, server pid ${server.pid}, ports ${JSON.stringify(server.ports)}`);
+  opts.onServerStarted?.(server.pid);
 
   const stop = new AbortController();
   const started = Date.now();
@@ -82,8 +85,10 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   };
   const checkServer = () => {
     const f = server.fault();
-    if (f !== undefined) fail('crash', f, [...recent.slice(-4), ...inFlight.values()]);
+    if (f !== undefined) fail('crash', f, suspects());
   };
+  /** The sessions in flight and the two that finished last: a crash is most likely one of theirs. */
+  const suspects = () => [...recent.slice(-2), ...inFlight.values()];
   const timeLeft = () => Date.now() - started < opts.durationMs;
 
   const worker = async () => {
@@ -108,8 +113,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       const problem = await healthCheck(HOST, server.ports.mx, HEALTH_REPLY_MS);
       healthChecks++;
       checkServer();
-      if (problem !== undefined)
-        fail('unhealthy', `health check: ${problem}`, [...recent.slice(-4), ...inFlight.values()]);
+      if (problem !== undefined) fail('unhealthy', `health check: ${problem}`, suspects());
     }
   };
 
@@ -130,7 +134,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
         fail(
           'memory',
           `resident memory grew from ${(baseline / MiB).toFixed(0)} MiB to ${(now / MiB).toFixed(0)} MiB (bound: +${growthBound / MiB} MiB) for ${RSS_SUSTAINED} samples in a row`,
-          [...recent.slice(-4), ...inFlight.values()],
+          [],
         );
       }
     }
@@ -150,7 +154,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       const problem = await healthCheck(HOST, server.ports.mx, HEALTH_REPLY_MS);
       healthChecks++;
       checkServer();
-      if (problem !== undefined) fail('unhealthy', `final health check: ${problem}`, recent.slice(-4));
+      if (problem !== undefined) fail('unhealthy', `final health check: ${problem}`, recent.slice(-2));
     }
     stop.abort();
     await Promise.all(watchers);

@@ -142,14 +142,18 @@ export async function startFuzzServer(): Promise<FuzzServer> {
       const lines = (partial + chunk.toString('utf8')).split('\n');
       partial = (lines.pop() ?? '').slice(-10000);
       for (const l of lines) {
-        let level = 0;
+        let entry: { level?: number; err?: unknown } = {};
         try {
-          level = (JSON.parse(l) as { level?: number }).level ?? 0;
+          entry = JSON.parse(l) as typeof entry;
         } catch {
-          level = 0;
+          entry = {};
         }
-        // pino levels: 50 error, 60 fatal. An error line means the server caught something it did not expect.
-        if (level >= 50) fault ??= `the server logged an error: ${l.slice(0, 3000)}`;
+        // pino levels: 50 error, 60 fatal. An error line with an exception (`err`) is one the server
+        // caught but did not expect; error lines without one report conditions (e.g. no delivery route).
+        const level = entry.level ?? 0;
+        if (level >= 60 || (level >= 50 && entry.err !== undefined)) {
+          fault ??= `the server logged an error: ${l.slice(0, 3000)}`;
+        }
       }
     });
 

@@ -41,15 +41,41 @@ export function showBytes(data: Buffer): string {
   return `${text(head)} …(${data.length - head.length - tail.length} more octets)… ${text(tail)}`;
 }
 
-/** The session as lines a person can read and replay by hand. */
+function showStep(step: Step): string {
+  if (step.op === 'send') return `send ${showBytes(step.data)}`;
+  if (step.op === 'close') return `close (${step.how})`;
+  return step.op;
+}
+
+/** Steps shown before the rest of a long session is summarised. */
+const MAX_LINES = 80;
+
+/** The session as lines a person can read (repeated step pairs folded), and the way to replay it exactly. */
 export function showSession(s: Session): string {
+  const steps = s.steps.map(showStep);
   const lines = [
     `session ${s.index} on listener ${s.listener}; mutations: ${s.mutations.join(', ') || 'none'}`,
   ];
-  for (const step of s.steps) {
-    if (step.op === 'send') lines.push(`  send ${showBytes(step.data)}`);
-    else if (step.op === 'close') lines.push(`  close (${step.how})`);
-    else lines.push(`  ${step.op}`);
+  let i = 0;
+  while (i < steps.length) {
+    if (lines.length > MAX_LINES) {
+      lines.push(`  … ${steps.length - i} more steps`);
+      break;
+    }
+    // Fold a run of the same one or two steps (e.g. `send X`, `reply` repeated).
+    let folded = false;
+    for (const width of [1, 2]) {
+      let times = 1;
+      const same = (k: number) => steps.slice(i, i + width).every((v, j) => steps[k + j] === v);
+      while (i + (times + 1) * width <= steps.length && same(i + times * width)) times++;
+      if (times >= 3) {
+        lines.push(`  ${times} times: ${steps.slice(i, i + width).join('; ')}`);
+        i += times * width;
+        folded = true;
+        break;
+      }
+    }
+    if (!folded) lines.push(`  ${steps[i++]}`);
   }
   return lines.join('\n');
 }
