@@ -52,7 +52,11 @@ const replay = num('replay', values.replay);
 const rssGrowth = num('rss-growth', values['rss-growth']);
 const sessions = num('sessions', values.sessions);
 
+const interrupted = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort());
+
 const result = await runFuzz({
+  signal: interrupted.signal,
   seed,
   durationMs: seconds * 1000,
   connections: replay === undefined ? (num('connections', values.connections) ?? 8) : 1,

@@ -79,16 +79,17 @@ class Conn {
     });
   }
 
-  async send(data: Buffer, ms: number, signal?: AbortSignal): Promise<void> {
-    if (this.closed) return;
-    if (this.socket.write(data)) return;
+  /** Write `data`; false when the server did not read it within `ms` (the socket keeps it buffered). */
+  async send(data: Buffer, ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.closed) return true;
+    if (this.socket.write(data) || ms === 0) return true;
     let drained = false;
     this.socket.once('drain', () => {
       drained = true;
       this.#wake();
     });
     // The server may stop reading (it is entitled to); its timeouts then close the connection.
-    await this.until(() => drained, ms, signal);
+    return this.until(() => drained, ms, signal);
   }
 
   async startTls(ms: number): Promise<void> {
@@ -141,14 +142,22 @@ export async function runSession(
   signal?.addEventListener('abort', onAbort);
   try {
     let expected = 0;
+    // A server that stopped answering (or reading) is waited for once, not once per remaining step:
+    // its own timeouts end the session, and the close wait below judges that.
+    let replyWait = bounds.replyWaitMs;
+    let drainWait = bounds.closeWaitMs;
+    const deadline = Date.now() + bounds.closeWaitMs;
     for (const step of session.steps) {
-      if (conn.closed || signal?.aborted) break;
-      if (step.op === 'send') await conn.send(step.data, bounds.closeWaitMs, signal);
-      else if (step.op === 'tls') await conn.startTls(bounds.replyWaitMs * 2);
+      if (conn.closed || signal?.aborted || Date.now() > deadline) break;
+      if (step.op === 'send') {
+        if (!(await conn.send(step.data, drainWait, signal))) drainWait = 0;
+      } else if (step.op === 'tls') await conn.startTls(bounds.replyWaitMs * 2);
       else if (step.op === 'reply') {
         expected++;
-        if (!(await conn.until(() => conn.replies >= expected, bounds.replyWaitMs, signal)))
+        if (!(await conn.until(() => conn.replies >= expected, replyWait, signal))) {
           expected = conn.replies;
+          replyWait = Math.min(replyWait, 200);
+        } else replyWait = bounds.replyWaitMs;
       } else {
         if (step.how === 'destroy') conn.destroy();
         else conn.socket.end();

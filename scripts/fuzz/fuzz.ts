@@ -25,6 +25,8 @@ export interface FuzzOptions {
   readonly rssGrowthMiB?: number;
   /** Progress lines. */
   readonly log?: (line: string) => void;
+  /** Ends the run early (Ctrl-C): sessions stop, the server is stopped and its files removed. */
+  readonly signal?: AbortSignal;
   /** Called with the server's pid once it answers (tests use it to check that a crash is caught). */
   readonly onServerStarted?: (pid: number) => void;
 }
@@ -67,6 +69,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   opts.onServerStarted?.(server.pid);
 
   const stop = new AbortController();
+  opts.signal?.addEventListener('abort', () => stop.abort(), { once: true });
   const started = Date.now();
   const warmUpUntil = started + Math.max(3000, opts.durationMs * 0.2);
   let next = first;
@@ -87,6 +90,12 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
     const f = server.fault();
     if (f !== undefined) fail('crash', f, suspects());
   };
+  /** A hang or failed health check may be a crash whose exit is still on its way: that is the better report. */
+  const failUnlessCrashed = async (kind: FaultKind, detail: string, blamed: readonly Session[]) => {
+    await new Promise((r) => setTimeout(r, 500));
+    checkServer();
+    fail(kind, detail, blamed);
+  };
   /** The sessions in flight and the two that finished last: a crash is most likely one of theirs. */
   const suspects = () => [...recent.slice(-2), ...inFlight.values()];
   const timeLeft = () => Date.now() - started < opts.durationMs;
@@ -102,7 +111,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       sessions++;
       replies += outcome.replies;
       checkServer();
-      if (outcome.hang !== undefined) fail('hang', outcome.hang, [session]);
+      if (outcome.hang !== undefined) await failUnlessCrashed('hang', outcome.hang, [session]);
     }
   };
 
@@ -113,7 +122,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       const problem = await healthCheck(HOST, server.ports.mx, HEALTH_REPLY_MS);
       healthChecks++;
       checkServer();
-      if (problem !== undefined) fail('unhealthy', `health check: ${problem}`, suspects());
+      if (problem !== undefined) await failUnlessCrashed('unhealthy', `health check: ${problem}`, suspects());
     }
   };
 
@@ -154,7 +163,8 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       const problem = await healthCheck(HOST, server.ports.mx, HEALTH_REPLY_MS);
       healthChecks++;
       checkServer();
-      if (problem !== undefined) fail('unhealthy', `final health check: ${problem}`, recent.slice(-2));
+      if (problem !== undefined)
+        await failUnlessCrashed('unhealthy', `final health check: ${problem}`, recent.slice(-2));
     }
     stop.abort();
     await Promise.all(watchers);
