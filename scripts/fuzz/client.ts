@@ -21,7 +21,14 @@ export interface SessionOutcome {
   readonly replies: number;
   /** Set when the server neither closed nor answered within the bound: a hang. */
   readonly hang?: string;
+  /** A line the server sent that is text but not an RFC 5321 reply line (or breaks a multi-line reply). */
+  readonly malformed?: string;
 }
+
+/** Printable text (with an optional CR before the LF); anything else is taken for TLS records. */
+const TEXT_LINE = /^[\x20-\x7e\t]*\r?$/;
+/** RFC 5321 4.2: Reply-code [ ("-" / SP) textstring ] CRLF. */
+const REPLY_LINE = /^[2-5][0-9][0-9](?:[ -][\x20-\x7e\t]*)?\r$/;
 
 /** A connection whose transport may be upgraded to TLS; counts complete replies. */
 class Conn {
@@ -30,6 +37,12 @@ class Conn {
   replies = 0;
   /** Octets received, kept only as a short tail for reports. */
   tail = '';
+  /** The first text line that is not a well-formed reply line. */
+  malformed: string | undefined;
+  /** Lines are checked until the first binary one (TLS records after STARTTLS, which the client may ignore). */
+  #checking = true;
+  /** The code of the multi-line reply in progress. */
+  #continuing: string | undefined;
   #partial = '';
   #waiters = new Set<() => void>();
 
@@ -40,11 +53,15 @@ class Conn {
 
   #watch(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => {
+      if (socket !== this.socket) return;
       const text = chunk.toString('latin1');
       this.tail = (this.tail + text).slice(-400);
       const lines = (this.#partial + text).split('\n');
       this.#partial = (lines.pop() ?? '').slice(-1000);
-      for (const l of lines) if (/^\d{3}(?: |\r?$)/.test(l)) this.replies++;
+      for (const l of lines) {
+        if (/^\d{3}(?: |\r?$)/.test(l)) this.replies++;
+        this.#check(l);
+      }
       this.#wake();
     });
     socket.on('error', () => {});
@@ -54,6 +71,19 @@ class Conn {
         this.#wake();
       }
     });
+  }
+
+  #check(l: string): void {
+    if (!this.#checking) return;
+    if (!TEXT_LINE.test(l)) {
+      this.#checking = false;
+      return;
+    }
+    const code = l.slice(0, 3);
+    if (!REPLY_LINE.test(l) || (this.#continuing !== undefined && code !== this.#continuing)) {
+      this.malformed ??= l;
+    }
+    this.#continuing = l.charAt(3) === '-' ? code : undefined;
   }
 
   #wake(): void {
@@ -97,6 +127,8 @@ class Conn {
     const raw = this.socket;
     const secure = tlsConnect({ socket: raw, rejectUnauthorized: false, servername: 'localhost' });
     this.socket = secure;
+    this.#partial = '';
+    this.#continuing = undefined;
     this.#watch(secure);
     raw.on('close', () => {
       this.closed = true;
@@ -172,7 +204,9 @@ export async function runSession(
         hang: `the connection was still open ${bounds.closeWaitMs} ms after the session's last step (and QUIT); last octets received: ${JSON.stringify(conn.tail.slice(-200))}`,
       };
     }
-    return { replies: conn.replies };
+    return conn.malformed === undefined
+      ? { replies: conn.replies }
+      : { replies: conn.replies, malformed: conn.malformed };
   } finally {
     signal?.removeEventListener('abort', onAbort);
     conn.destroy();

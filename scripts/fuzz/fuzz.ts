@@ -4,7 +4,8 @@
  * time and count, health-checks it every few seconds, samples its memory,
  * and stops at the first fault: a crash (exit, stderr, error log line), a
  * hang (a session the server neither answers nor closes; a failed health
- * check) or sustained memory growth past a bound after warm-up.
+ * check), a malformed reply line, or sustained memory growth past a bound
+ * after warm-up.
  */
 import { type Bounds, healthCheck, runSession } from './client.ts';
 import { generateSession } from './generate.ts';
@@ -31,7 +32,7 @@ export interface FuzzOptions {
   readonly onServerStarted?: (pid: number) => void;
 }
 
-export type FaultKind = 'crash' | 'hang' | 'unhealthy' | 'memory';
+export type FaultKind = 'crash' | 'hang' | 'unhealthy' | 'memory' | 'protocol';
 
 export interface FuzzResult {
   readonly seed: number;
@@ -112,6 +113,13 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       replies += outcome.replies;
       checkServer();
       if (outcome.hang !== undefined) await failUnlessCrashed('hang', outcome.hang, [session]);
+      if (outcome.malformed !== undefined) {
+        fail(
+          'protocol',
+          `the server sent a line that is not a reply line: ${JSON.stringify(outcome.malformed)}`,
+          [session],
+        );
+      }
     }
   };
 

@@ -9,10 +9,20 @@
 import { randomInt } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { formatResult, runFuzz } from '../../scripts/fuzz/fuzz.ts';
+import { generateSession } from '../../scripts/fuzz/generate.ts';
+import { showSession } from '../../scripts/fuzz/session.ts';
 
 const CONNECTIONS = 6;
 
 describe('network fuzzer', () => {
+  it('makes each session from the seed and its number alone, so a reproducer replays it exactly', () => {
+    for (let i = 0; i < 50; i++) {
+      expect(generateSession(42, i)).toEqual(generateSession(42, i));
+      expect(showSession(generateSession(42, i))).toBe(showSession(generateSession(42, i)));
+    }
+    expect(generateSession(42, 1)).not.toEqual(generateSession(43, 1));
+  });
+
   it('a fixed seed finds no crash, hang or memory growth', async () => {
     const result = await runFuzz({ seed: 20261204, durationMs: 8000, connections: CONNECTIONS });
     expect(result.fault, formatResult(result)).toBeUndefined();
