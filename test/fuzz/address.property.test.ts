@@ -3,6 +3,7 @@
  * source routes are ignored, a parsed address parses again to itself, the
  * limits always hold, and no input makes it throw.
  */
+import { domainToASCII } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isValidHeloDomain, type PathOptions, parseMailbox, parsePath } from '../../core/address.ts';
@@ -16,6 +17,18 @@ const options: fc.Arbitrary<PathOptions> = fc.record({
 
 const octets = (s: string) => Buffer.byteLength(s, 'utf8');
 const nonAscii = (s: string) => /[^\u0000-\u007f]/.test(s);
+
+/** UTF-8 local parts and domains with at least one U-label (RFC 6531). */
+const uLabel = fc
+  .string({ unit: fc.constantFrom(...'aézüñßøåçдяж中文日本ΩλxYZ09-'), minLength: 1, maxLength: 10 })
+  .filter((l) => !l.startsWith('-') && !l.endsWith('-'));
+const uDomain = fc
+  .array(uLabel, { minLength: 1, maxLength: 3 })
+  .map((labels) => labels.join('.'))
+  .filter((d) => nonAscii(d));
+const uLocal = fc
+  .string({ unit: fc.constantFrom(...'aéü中x.+_'), minLength: 1, maxLength: 10 })
+  .filter((l) => !l.startsWith('.') && !l.endsWith('.') && !l.includes('..'));
 
 describe('address parser properties', () => {
   it('reads back any mailbox within the limits, with any parameters after it', () => {
@@ -31,6 +44,29 @@ describe('address parser properties', () => {
         expect(r.address?.asciiDomain).toBe(m.domain.toLowerCase());
         expect(r.address?.address).toBe(`${m.local}@${m.domain}`);
         expect(r.address?.unicode).toBe(false);
+      }),
+      RUNS,
+    );
+  });
+
+  it('with SMTPUTF8, reads back UTF-8 mailboxes; the ASCII domain is the A-label form', () => {
+    const opts: PathOptions = { utf8: true, allowNull: false, allowPostmaster: false };
+    fc.assert(
+      fc.property(uLocal, uDomain, (local, domain) => {
+        const ascii = domainToASCII(domain);
+        const r = parsePath(`<${local}@${domain}>`, opts);
+        if (ascii === '') {
+          expect(r.ok).toBe(false);
+          return;
+        }
+        if (!r.ok) throw new Error(`<${local}@${domain}>: ${r.error}`);
+        expect(r.address?.localPart).toBe(local);
+        expect(r.address?.asciiDomain).toBe(ascii);
+        expect(r.address?.unicode).toBe(true);
+        expect(parsePath(`<${local}@${domain}>`, { ...opts, utf8: false })).toEqual({
+          ok: false,
+          error: 'non-ascii',
+        });
       }),
       RUNS,
     );
