@@ -48,6 +48,11 @@ export interface ServerOptions {
   readonly logger?: Logger;
   /** Plugin definitions by name, consulted before files, bundled plugins and npm. */
   readonly definitions?: ReadonlyMap<string, PluginDefinition>;
+  /**
+   * Plugin values defined in code (embedding): each is found by its `name`, like
+   * `definitions`, when a `plugins[]` entry of the config names it.
+   */
+  readonly plugins?: readonly PluginDefinition[];
   /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
   readonly dns?: DnsResolver;
   readonly clock?: Clock;
@@ -155,7 +160,8 @@ export class MailServer implements SessionHost {
     const ajv = createAjv();
     const { config, errors } = validateCoreConfig(ajv, opts.config);
     const baseDir = opts.baseDir ?? process.cwd();
-    const given = opts.definitions ?? new Map<string, PluginDefinition>();
+    const given = new Map<string, PluginDefinition>(opts.definitions ?? []);
+    for (const def of opts.plugins ?? []) given.set(def.name, def);
     // Resolve and validate every plugin before running any, so all errors are reported at once.
     const entries = Array.isArray(config.plugins) ? config.plugins : [];
     const prepared: Array<{ id: string; def: PluginDefinition; config: unknown; index: number }> = [];
