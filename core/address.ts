@@ -352,3 +352,17 @@ export function isValidHeloDomain(input: string): boolean {
     input.charCodeAt(0) === OPEN_BRACKET ? parseAddressLiteral(input) : parseDomainName(input, false);
   return typeof parsed !== 'string';
 }
+
+/**
+ * The key a configured domain (a name, with U-labels or A-labels, or an
+ * address literal) is compared with: the same lower-case ASCII form the
+ * parser gives a recipient's `asciiDomain`, so `bücher.example` and
+ * `xn--bcher-kva.example` are one domain. A final dot is dropped. Undefined
+ * when the text is neither a domain name nor an address literal.
+ */
+export function domainKey(domain: string): string | undefined {
+  const d = domain.endsWith('.') ? domain.slice(0, -1) : domain;
+  if (d.length === 0) return undefined;
+  const parsed = d.charCodeAt(0) === OPEN_BRACKET ? parseAddressLiteral(d) : parseDomainName(d, true);
+  return typeof parsed === 'string' ? undefined : parsed.ascii;
+}

@@ -122,6 +122,12 @@ export const LimitsSchema = Type.Object(
       description:
         'Octets of one header field, its continuation lines and line endings included; a longer one is read to the end and refused with 554 5.6.0.',
     }),
+    maxReceivedHeaders: Type.Integer({
+      minimum: 1,
+      default: 100,
+      description:
+        'Received header fields a message may carry as it arrives (our own is not counted); more means a mail loop (RFC 5321 6.3: at least 100) and the message is refused with 554 5.4.6 after the data.',
+    }),
     maxLineLength: Type.Integer({
       minimum: 512,
       default: 512,

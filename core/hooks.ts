@@ -33,6 +33,11 @@ export const Stage = Object.freeze({
   NORMAL: 0,
   /** Fallback answers (e.g. accept for local domains after policy checks). */
   LATE: 100,
+  /**
+   * Relay decisions: recipients no local-domain tap answered at `LATE` (so
+   * they are not local), before the last resorts.
+   */
+  RELAY: 500,
   LAST: 1000,
 });
 

@@ -198,6 +198,8 @@ export interface Limits {
   maxHeaderSize: number;
   /** Octets of one header field, continuation lines included. */
   maxHeaderFieldLength: number;
+  /** `Received` fields a message may arrive with; more is a loop (RFC 5321 6.3). */
+  maxReceivedHeaders: number;
   maxLineLength: number;
 }
 

@@ -92,6 +92,8 @@ export const Replies = Object.freeze({
   headerTooBig: reply(552, '5.3.4', 'Message header section exceeds fixed maximum size'),
   /** One header field is over `limits.maxHeaderFieldLength` (RFC 3463 X.6.0: the content cannot be handled). */
   headerFieldTooLong: reply(554, '5.6.0', 'Message header field too long'),
+  /** More `Received` fields than `limits.maxReceivedHeaders`: a mail loop (RFC 5321 6.3, RFC 3463 X.4.6). */
+  routingLoop: reply(554, '5.4.6', 'Too many Received header fields: mail loop suspected'),
   bareLineEnding: reply(550, '5.5.2', 'Message contains bare CR or LF line endings, which are not allowed'),
   nonAsciiAddress: reply(553, '5.6.7', 'Non-ASCII addresses require SMTPUTF8'),
   transactionFailed: reply(554, '5.0.0', 'Transaction failed'),

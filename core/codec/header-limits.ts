@@ -17,6 +17,12 @@
  * reported, when both are exceeded, and whether one is, do not depend on how
  * the octets were cut into chunks (the unit tests check this against a
  * line-by-line reading).
+ *
+ * It also counts the `Received` fields (RFC 5321 4.4: one per hop, so too many
+ * means a mail loop, 6.3): a field whose name is `Received`, in any case, with
+ * white space before the colon tolerated as above. Counting costs one
+ * comparison per octet of a field name, and stops with the header section (or
+ * at a limit exceeded: the message is refused for that anyway).
  */
 
 /** Which limit was exceeded first. */
@@ -34,6 +40,8 @@ const LF = 0x0a;
 const SP = 0x20;
 const HTAB = 0x09;
 const COLON = 0x3a;
+/** `received`, lower case: compared with `octet | 0x20`, which folds ASCII letters only. */
+const RECEIVED = Buffer.from('received', 'latin1');
 
 /** At the start of a line. */
 const LINE_START = 0;
@@ -61,6 +69,9 @@ export class HeaderLimits {
   /** Size of the header section, once it is over. */
   #section = -1;
   #violation: HeaderViolation | undefined;
+  /** Octets of the open field's name that spell the start of `received`; -1 once they do not. */
+  #nameMatch = -1;
+  #received = 0;
 
   constructor(opts: HeaderLimitsOptions) {
     this.#maxSection = opts.maxSectionSize;
@@ -80,6 +91,11 @@ export class HeaderLimits {
   /** Octets of the header section, the empty line after it included: final once `done`. */
   get sectionSize(): number {
     return this.#section >= 0 ? this.#section : this.#pos;
+  }
+
+  /** `Received` fields in the header section so far (final once `done`, unless a limit was exceeded). */
+  get receivedFields(): number {
+    return this.#received;
   }
 
   /** Feed the next message octets, in order. */
@@ -115,6 +131,7 @@ export class HeaderLimits {
           // A new field begins: the open one is complete.
           if (this.#over(at, at)) return;
           this.#fieldStart = at;
+          this.#nameMatch = (b | 0x20) === RECEIVED[0] ? 1 : -1;
           state = NAME;
         } else if (b === CR) {
           state = START_CR;
@@ -134,13 +151,18 @@ export class HeaderLimits {
         return;
       } else {
         // NAME or NAME_WSP
-        if (b === COLON) state = VALUE;
-        else if (b === SP || b === HTAB) state = NAME_WSP;
+        if (b === COLON) {
+          if (this.#nameMatch === RECEIVED.length) this.#received++;
+          state = VALUE;
+        } else if (b === SP || b === HTAB) state = NAME_WSP;
         else if (state === NAME_WSP || b < SP || b >= 0x7f) {
           // Not a field after all: the header section ended before this line.
           this.#fieldStart = -1;
           this.#end(this.#lineStart, this.#lineStart);
           return;
+        } else {
+          const m = this.#nameMatch;
+          if (m >= 0) this.#nameMatch = m < RECEIVED.length && (b | 0x20) === RECEIVED[m] ? m + 1 : -1;
         }
         i++;
       }

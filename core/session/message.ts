@@ -6,7 +6,7 @@
  */
 
 import { DataDecoder } from '../codec/data-decoder.ts';
-import { HeaderLimits, type HeaderViolation } from '../codec/header-limits.ts';
+import { HeaderLimits } from '../codec/header-limits.ts';
 import { describe } from '../errors.ts';
 import { callBail, callWaterfall, isReply } from '../hooks.ts';
 import type { ChunkedMessage } from '../plugin.ts';
@@ -94,7 +94,7 @@ export class MessageReceiver {
     s.busy = true;
     const spool = this.#spool as SpoolWriter;
     const tx = s.transaction as SmtpTransaction;
-    const headers = this.#headers?.violation;
+    const headers = this.#headers;
     this.#decoder = undefined;
     this.#spool = undefined;
     this.#headers = undefined;
@@ -140,7 +140,7 @@ export class MessageReceiver {
     size: number,
     overflow: boolean,
     bare: boolean,
-    headers: HeaderViolation | undefined,
+    headers: HeaderLimits | undefined,
   ): Promise<Reply> {
     const s = this.#session;
     const host = s.host;
@@ -149,10 +149,17 @@ export class MessageReceiver {
       await spool.discard();
       return this.#end(tx, size, Replies.messageTooBig);
     }
-    if (headers !== undefined) {
+    const violation = headers?.violation;
+    if (violation !== undefined) {
       await spool.discard();
-      const r = headers === 'section-too-big' ? Replies.headerTooBig : Replies.headerFieldTooLong;
+      const r = violation === 'section-too-big' ? Replies.headerTooBig : Replies.headerFieldTooLong;
       return this.#end(tx, size, r);
+    }
+    // The fields the message arrived with: the Received field prepended below is not counted.
+    if (headers !== undefined && headers.receivedFields > host.limits.maxReceivedHeaders) {
+      await spool.discard();
+      tx.log.debug({ received: headers.receivedFields }, 'mail loop suspected');
+      return this.#end(tx, size, Replies.routingLoop);
     }
     if (bare && host.smtp.bareLineEndings === 'reject') {
       await spool.discard();
@@ -249,7 +256,7 @@ export class MessageReceiver {
       finish: async () => {
         const c = this.#chunked;
         if (!c || s.transaction !== c.tx) return Replies.badSequence;
-        const headers = this.#headers?.violation;
+        const headers = this.#headers;
         this.#chunked = undefined;
         this.#spool = undefined;
         this.#headers = undefined;

@@ -25,8 +25,9 @@ export class RawSocket {
     socket.on('error', () => {});
   }
 
-  static async connect(port: number, host = '127.0.0.1'): Promise<RawSocket> {
-    const socket = connect({ port, host });
+  /** Connect to `host:port`, from `localAddress` when given (e.g. another loopback address). */
+  static async connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawSocket> {
+    const socket = connect({ port, host, ...(localAddress === undefined ? {} : { localAddress }) });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);

@@ -6,6 +6,8 @@ interface Outcome {
   readonly done: boolean;
   /** Only compared when there is no violation (a violation stops counting where it was found). */
   readonly sectionSize: number | undefined;
+  /** Likewise: `Received` fields counted. */
+  readonly receivedFields: number | undefined;
 }
 
 const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -18,17 +20,24 @@ function scan(input: Buffer, splits: readonly number[], maxSection: number, maxF
     h.write(input.subarray(from, to));
     from = to;
   }
-  return { violation: h.violation, done: h.done, sectionSize: h.violation ? undefined : h.sectionSize };
+  return {
+    violation: h.violation,
+    done: h.done,
+    sectionSize: h.violation ? undefined : h.sectionSize,
+    receivedFields: h.violation ? undefined : h.receivedFields,
+  };
 }
 
 const NAME_THEN_COLON = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;
 const NAME_SO_FAR = /^[\x21-\x39\x3b-\x7e]+[ \t]*$/;
+const RECEIVED = /^received[ \t]*:/i;
 
 /** The same rules, written line by line over the whole input: what any chunking must agree with. */
 function reference(input: Buffer, maxSection: number, maxField: number): Outcome {
   const text = input.toString('latin1');
   let fieldStart = -1;
   let violation: HeaderViolation | undefined;
+  let received = 0;
   const over = (sectionEnd: number, fieldEnd: number): boolean => {
     const field = fieldStart >= 0 && fieldEnd - fieldStart > maxField;
     const section = sectionEnd > maxSection;
@@ -42,6 +51,7 @@ function reference(input: Buffer, maxSection: number, maxField: number): Outcome
     violation,
     done: done || violation !== undefined,
     sectionSize: violation ? undefined : size,
+    receivedFields: violation ? undefined : received,
   });
   const end = (sectionEnd: number, fieldEnd: number) => {
     over(sectionEnd, fieldEnd);
@@ -66,6 +76,7 @@ function reference(input: Buffer, maxSection: number, maxField: number): Outcome
     } else if (NAME_THEN_COLON.test(line)) {
       if (over(pos, pos)) return result(true, 0);
       fieldStart = pos;
+      if (RECEIVED.test(line)) received++;
     } else if (lf === -1 && NAME_SO_FAR.test(line)) {
       // The input ends inside a name: not yet known whether this line is header.
       if (over(pos, pos)) return result(true, 0);
@@ -103,7 +114,7 @@ function randomMessage(rand: () => number): Buffer {
   for (let k = 0; k < lines; k++) {
     const kind = rand();
     if (kind < 0.55)
-      s += `${pick(['Subject', 'To', 'X-A', 'Received'])}${pick(['', ' ', '\t'])}:${word()}${eol()}`;
+      s += `${pick(['Subject', 'To', 'X-A', 'Received', 'received', 'RECEIVED', 'Received-SPF', 'Receive', 'XReceived'])}${pick(['', ' ', '\t'])}:${word()}${eol()}`;
     else if (kind < 0.8) s += `${pick([' ', '\t'])}${word()}${eol()}`;
     else if (kind < 0.85) s += eol();
     else if (kind < 0.9) s += `no colon here${eol()}`;
@@ -119,7 +130,12 @@ function randomMessage(rand: () => number): Buffer {
 describe('HeaderLimits', () => {
   it('lets a normal message through and ends at the empty line', () => {
     const msg = bytes('Subject: hi\r\nTo: a@b.example\r\n\r\nbody\r\n');
-    expect(scan(msg, [], 1000, 100)).toEqual({ violation: undefined, done: true, sectionSize: 32 });
+    expect(scan(msg, [], 1000, 100)).toEqual({
+      violation: undefined,
+      done: true,
+      sectionSize: 32,
+      receivedFields: 0,
+    });
   });
 
   it('flags a header section over the limit', () => {
@@ -145,7 +161,12 @@ describe('HeaderLimits', () => {
 
   it('treats a first line that is no field as body: a long body line is not a header', () => {
     const msg = bytes(`${'z'.repeat(5000)}\r\n`);
-    expect(scan(msg, [], 100, 100)).toEqual({ violation: undefined, done: true, sectionSize: 0 });
+    expect(scan(msg, [], 100, 100)).toEqual({
+      violation: undefined,
+      done: true,
+      sectionSize: 0,
+      receivedFields: 0,
+    });
   });
 
   it('ignores everything after the header section', () => {
@@ -165,6 +186,40 @@ describe('HeaderLimits', () => {
     expect(scan(msg, [], 100, 250).violation).toBe('section-too-big');
   });
 
+  it('counts Received fields at field starts, in any case, and nothing else', () => {
+    const msg = bytes(
+      [
+        'Received: from a by b; Mon, 1 Dec 2026 00:00:00 +0000',
+        ' (continued: Received: not a field)',
+        'RECEIVED: x',
+        'received : obsolete white space before the colon',
+        'Received-SPF: pass',
+        'X-Received: y',
+        'Receive: z',
+        'Subject: Received: no',
+        '',
+        'Received: in the body, not counted',
+        '',
+      ].join('\r\n'),
+    );
+    const h = new HeaderLimits({ maxSectionSize: 10000, maxFieldLength: 1000 });
+    h.write(msg);
+    expect(h.done).toBe(true);
+    expect(h.receivedFields).toBe(3);
+  });
+
+  it('counts the same whatever the chunking: 101 fields cut at every offset of a field', () => {
+    const field = 'Received: from relay.example by mx.example; Mon, 1 Dec 2026 00:00:00 +0000\r\n';
+    const msg = bytes(`${field.repeat(101)}\r\nbody\r\n`);
+    for (let cut = 1; cut <= field.length; cut++) {
+      const splits: number[] = [];
+      for (let at = cut; at < msg.length; at += field.length) splits.push(at);
+      expect(scan(msg, splits, 1 << 20, 1000).receivedFields, `cut ${cut}`).toBe(101);
+    }
+    const everyByte = Array.from({ length: msg.length }, (_, k) => k);
+    expect(scan(msg, everyByte, 1 << 20, 1000).receivedFields).toBe(101);
+  });
+
   it('agrees with the line-by-line reference for every single cut of fixed cases', () => {
     const cases = [
       'Subject: a\r\n b\r\n\r\nbody',
@@ -174,6 +229,8 @@ describe('HeaderLimits', () => {
       ' leading space\r\nA: b\r\n',
       'A: b\r\nno colon\r\nB: c\r\n\r\n',
       'Na me: x\r\n\r\n',
+      'Received: a\r\nreceived\t: b\r\n c\r\nReceived-X: d\r\nRECEIVED:e\r\n\r\nReceived: f\r\n',
+      'Received: a\r\nReceiv',
       `A: ${'x'.repeat(40)}\r\nB: ${'y'.repeat(10)}\r\n\r\n`,
     ];
     for (const c of cases) {
