@@ -82,6 +82,8 @@ export interface SmtpClientOptions {
   readonly pipelining?: boolean;
   /** Source address to connect from (an outbound IP of this host). */
   readonly localAddress?: string;
+  /** The address connected to, when `mtaName` is a host name (shown in results and logs). */
+  readonly mtaAddress?: string;
   /** Shown in results (`mta`) and logs; default `host:port` or the socket path. */
   readonly mtaName?: string;
   readonly log?: Logger;
@@ -129,13 +131,13 @@ export async function sendMessage(
   envelope: OutboundEnvelope,
 ): Promise<DeliveryReport> {
   const ready = await prepareMessage(envelope);
-  if (!ready.ok) return failAll(options, envelope, ready.status, ready.reply);
+  if (!ready.ok) return failAll(envelope, ready.status, ready.reply, mtaNameOf(options));
   let conn: ClientConnection;
   try {
     conn = await ClientConnection.open(options, envelope.requireTls === true);
   } catch (err) {
     if (!(err instanceof OpenFailure)) throw err;
-    return failAll(options, envelope, err.status, err.reply);
+    return failAll(envelope, err.status, err.reply, mtaNameOf(options));
   }
   try {
     return await conn.send(envelope, ready.facts);
@@ -147,7 +149,7 @@ export async function sendMessage(
 /** What must hold before a message is worth a connection: a sendable sender and a readable message. */
 export type Prepared =
   | { readonly ok: true; readonly facts: MessageFacts }
-  | { readonly ok: false; readonly status: Status; readonly reply: Reply };
+  | { readonly ok: false; readonly status: 'failed' | 'deferred'; readonly reply: Reply };
 
 /** Check the sender and read the message once (size, 8-bit); no connection needed. */
 export async function prepareMessage(envelope: OutboundEnvelope): Promise<Prepared> {
@@ -161,19 +163,20 @@ export async function prepareMessage(envelope: OutboundEnvelope): Promise<Prepar
 
 /** Every recipient gets the same result (nothing was sent). */
 export function failAll(
-  options: Pick<SmtpClientOptions, 'mtaName' | 'target'>,
-  envelope: OutboundEnvelope,
+  envelope: Pick<OutboundEnvelope, 'recipients'>,
   status: Status,
   r: Reply,
+  mta?: string,
+  mtaAddress?: string,
 ): DeliveryReport {
-  const mta = mtaNameOf(options);
   const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
   return {
     results: envelope.recipients.map((rcpt) => ({
       recipient: rcpt.address,
       status,
       reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
-      mta,
+      ...(mta === undefined ? {} : { mta }),
+      ...(mtaAddress === undefined ? {} : { mtaAddress }),
     })),
   };
 }
@@ -189,10 +192,10 @@ function mtaNameOf(o: Pick<SmtpClientOptions, 'mtaName' | 'target'>): string {
  * (refused, lost, timed out, TLS, or a 421), so another host may do better.
  */
 export class OpenFailure extends Error {
-  readonly status: Status;
+  readonly status: 'failed' | 'deferred';
   readonly reply: Reply;
   readonly connection: boolean;
-  constructor(status: Status, r: Reply, connection: boolean) {
+  constructor(status: 'failed' | 'deferred', r: Reply, connection: boolean) {
     super(typeof r.text === 'string' ? r.text : r.text.join(' '));
     this.name = 'OpenFailure';
     this.status = status;
@@ -226,7 +229,10 @@ export class ClientConnection {
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#mta = mtaNameOf(options);
     this.#lmtp = options.protocol === 'lmtp';
-    this.#log = options.log?.child({ mta: this.#mta });
+    this.#log = options.log?.child({
+      mta: this.#mta,
+      ...(options.mtaAddress === undefined ? {} : { mtaAddress: options.mtaAddress }),
+    });
   }
 
   /**
@@ -243,8 +249,20 @@ export class ClientConnection {
       c.#conn?.close();
       if (!(err instanceof Settle)) c.#log?.warn({ err: String(err) }, 'connection failed');
       const connection = !(err instanceof Settle) || err.connection;
-      throw new OpenFailure(settle.status, settle.reply, connection);
+      // Nothing was sent: a positive reply out of place is still no delivery.
+      const status = settle.status === 'failed' ? 'failed' : 'deferred';
+      throw new OpenFailure(status, settle.reply, connection);
     }
+  }
+
+  /** The server's name in results and logs (`mtaName`, or `host:port`). */
+  get mta(): string {
+    return this.#mta;
+  }
+
+  /** The address connected to, when known apart from the name. */
+  get mtaAddress(): string | undefined {
+    return this.#o.mtaAddress;
   }
 
   /** The server's EHLO keywords. */
@@ -369,6 +387,7 @@ export class ClientConnection {
       status,
       reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
       mta: this.#mta,
+      ...(this.#o.mtaAddress === undefined ? {} : { mtaAddress: this.#o.mtaAddress }),
       ...(handoff === undefined ? {} : { dsnHandoff: handoff }),
     };
   }

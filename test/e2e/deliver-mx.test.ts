@@ -1,0 +1,223 @@
+/**
+ * deliver-mx against "remote" mail exchangers on 127.0.0.2, 127.0.0.3, ...
+ * (smtp-server instances sharing one port that stands in for 25) and a DNS
+ * zone of the test's own: MX order and fallback, implicit MX, null MX,
+ * NXDOMAIN, DNS failures, loops, per-recipient results, bounces, connection
+ * reuse, concurrency limits, back-off, TLS policies.
+ */
+import { rm } from 'node:fs/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { isReply } from '../../core/hooks.ts';
+import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
+import type { QueueService } from '../../plugins/queue/types.ts';
+import {
+  type Certificate,
+  deliveryJob,
+  makeCertificate,
+  type PeerOptions,
+  smtpError,
+} from './deliver-helpers.ts';
+import {
+  freePort,
+  type MxServer,
+  type Remote,
+  startDns,
+  startMxServer,
+  startRemote,
+  startSlammer,
+  type TestDns,
+  type Zone,
+} from './mx-helpers.ts';
+
+const SHORT = {
+  connect: 2000,
+  greeting: 2000,
+  command: 2000,
+  mail: 2000,
+  rcpt: 2000,
+  dataInit: 2000,
+  dataFinal: 2000,
+};
+const MESSAGE = 'From: a@origin.example\r\nTo: b@dest.example\r\nSubject: mx\r\n\r\nhello\r\n';
+
+let cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  const list = cleanups.reverse();
+  cleanups = [];
+  for (const fn of list) await fn();
+});
+let cert: Certificate;
+beforeAll(async () => {
+  cert = await makeCertificate();
+});
+afterAll(async () => {
+  await rm(cert.dir, { recursive: true, force: true });
+});
+
+let port = 0;
+async function remote(address: string, opts: PeerOptions = {}): Promise<Remote> {
+  const r = await startRemote(address, port, { key: cert.key, cert: cert.cert, ...opts });
+  cleanups.push(() => r.close());
+  return r;
+}
+async function dns(zone: Zone): Promise<TestDns> {
+  const d = await startDns(zone);
+  cleanups.push(() => d.close());
+  return d;
+}
+async function mx(
+  d: TestDns,
+  config: Record<string, unknown> = {},
+  more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
+): Promise<MxServer> {
+  const s = await startMxServer(d, { port, timeouts: SHORT, ...config }, more);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function deliver(s: MxServer, job: DeliveryJob): Promise<DeliveryReport> {
+  const report = await s.server.outbound.deliver(job);
+  if (report === undefined || isReply(report))
+    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
+  return report;
+}
+
+const job = (to: string[], extra: Partial<Parameters<typeof deliveryJob>[0]> = {}) =>
+  deliveryJob({ to, message: MESSAGE, ...extra });
+
+/** A zone where dest.example has two exchangers on 127.0.0.2 (preference 10) and 127.0.0.3 (20). */
+const TWO_MX: Zone = {
+  'dest.example': {
+    MX: [
+      { exchange: 'mx2.dest.example', preference: 20 },
+      { exchange: 'mx1.dest.example', preference: 10 },
+    ],
+  },
+  'mx1.dest.example': { A: ['127.0.0.2'] },
+  'mx2.dest.example': { A: ['127.0.0.3'] },
+};
+
+beforeAll(async () => {
+  port = await freePort();
+});
+
+describe('deliver-mx: routing (RFC 5321 5.1)', () => {
+  it('delivers to the most preferred exchanger', async () => {
+    const one = await remote('127.0.0.2');
+    const two = await remote('127.0.0.3');
+    const s = await mx(await dns(TWO_MX));
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results).toEqual([
+      expect.objectContaining({ status: 'delivered', mta: 'mx1.dest.example', mtaAddress: '127.0.0.2' }),
+    ]);
+    expect(one.received).toHaveLength(1);
+    expect(two.received).toHaveLength(0);
+    expect(one.received[0]?.rcpts.map((r) => r.address)).toEqual(['bob@dest.example']);
+  });
+
+  it('falls back to the next exchanger when the first refuses connections', async () => {
+    // Nothing listens on 127.0.0.2.
+    const two = await remote('127.0.0.3');
+    const s = await mx(await dns(TWO_MX));
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results).toEqual([
+      expect.objectContaining({ status: 'delivered', mta: 'mx2.dest.example', mtaAddress: '127.0.0.3' }),
+    ]);
+    expect(two.received).toHaveLength(1);
+  });
+
+  it('falls back to the next exchanger when the first answers 421 or drops the connection', async () => {
+    const one = await remote('127.0.0.2', {
+      onConnect: (_s, cb) => cb(smtpError(421, 'Too busy')),
+    });
+    const two = await remote('127.0.0.3');
+    const s = await mx(await dns(TWO_MX));
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results[0]).toMatchObject({ status: 'delivered', mta: 'mx2.dest.example' });
+    expect(one.connections()).toBe(1);
+    expect(two.received).toHaveLength(1);
+  });
+
+  it('defers when every exchanger fails, with the last one named', async () => {
+    const s = await mx(await dns(TWO_MX));
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results[0]).toMatchObject({
+      status: 'deferred',
+      mta: 'mx2.dest.example',
+      mtaAddress: '127.0.0.3',
+      reply: { code: 451, enhanced: '4.4.1' },
+    });
+  });
+
+  it("delivers to the implicit MX (the domain's own address) when there is no MX record", async () => {
+    const one = await remote('127.0.0.2');
+    const s = await mx(await dns({ 'plain.example': { A: ['127.0.0.2'] } }));
+    const report = await deliver(s, job(['bob@plain.example']));
+    expect(report.results[0]).toMatchObject({
+      status: 'delivered',
+      mta: 'plain.example',
+      mtaAddress: '127.0.0.2',
+    });
+    expect(one.received).toHaveLength(1);
+  });
+
+  it('fails a null MX at once with 556 5.1.10 and connects nowhere', async () => {
+    const one = await remote('127.0.0.2');
+    const s = await mx(
+      await dns({ 'nomail.example': { MX: [{ exchange: '', preference: 0 }], A: ['127.0.0.2'] } }),
+    );
+    const report = await deliver(s, job(['bob@nomail.example']));
+    expect(report.results[0]).toMatchObject({ status: 'failed', reply: { code: 556, enhanced: '5.1.10' } });
+    expect(one.connections()).toBe(0);
+  });
+
+  it('fails a domain that does not exist (5.1.2) and defers on a DNS failure (4.4.3)', async () => {
+    const s = await mx(await dns({ 'broken.example': 'servfail' }));
+    const gone = await deliver(s, job(['bob@gone.example']));
+    expect(gone.results[0]).toMatchObject({ status: 'failed', reply: { code: 550, enhanced: '5.1.2' } });
+    const broken = await deliver(s, job(['bob@broken.example']));
+    expect(broken.results[0]).toMatchObject({ status: 'deferred', reply: { code: 451, enhanced: '4.4.3' } });
+  });
+
+  it('skips this host and every less preferred exchanger; 5.4.6 when nothing is left', async () => {
+    const one = await remote('127.0.0.2');
+    const three = await remote('127.0.0.3');
+    const zone: Zone = {
+      'backup.example': {
+        MX: [
+          { exchange: 'mx1.dest.example', preference: 10 },
+          { exchange: 'mx.test.example', preference: 20 },
+          { exchange: 'mx2.dest.example', preference: 30 },
+        ],
+      },
+      'loop.example': {
+        MX: [
+          { exchange: 'relay.test.example', preference: 10 },
+          { exchange: 'mx2.dest.example', preference: 20 },
+        ],
+      },
+      'mx1.dest.example': { A: ['127.0.0.3'] },
+      'mx2.dest.example': { A: ['127.0.0.2'] },
+    };
+    const s = await mx(await dns(zone), { localNames: ['relay.test.example'] });
+    // mx1 is down: mx2 is less preferred than this host (mx.test.example), so it is not tried.
+    await three.close();
+    const backup = await deliver(s, job(['bob@backup.example']));
+    expect(backup.results[0]).toMatchObject({ status: 'deferred', mta: 'mx1.dest.example' });
+    const loop = await deliver(s, job(['bob@loop.example']));
+    expect(loop.results[0]).toMatchObject({ status: 'failed', reply: { code: 554, enhanced: '5.4.6' } });
+    expect(one.connections()).toBe(0);
+  });
+
+  it('delivers to address literals only when enabled', async () => {
+    const one = await remote('127.0.0.2');
+    const off = await mx(await dns({}));
+    const refused = await deliver(off, job(['bob@[127.0.0.2]']));
+    expect(refused.results[0]).toMatchObject({ status: 'failed', reply: { enhanced: '5.1.2' } });
+    expect(one.connections()).toBe(0);
+    const on = await mx(await dns({}), { addressLiterals: true });
+    const sent = await deliver(on, job(['bob@[127.0.0.2]']));
+    expect(sent.results[0]).toMatchObject({ status: 'delivered', mtaAddress: '127.0.0.2' });
+    expect(one.received).toHaveLength(1);
+  });
+});

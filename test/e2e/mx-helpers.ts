@@ -1,0 +1,140 @@
+/**
+ * For the deliver-mx tests: a DNS zone served on loopback, "remote" mail
+ * exchangers (smtp-server) on 127.0.0.2, 127.0.0.3, ... sharing one port that
+ * stands in for 25 and counting their connections, and a mailframe server
+ * with deliver-mx pointed at both.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from '../../core/dns/types.ts';
+import { silentLogger } from '../../core/log.ts';
+import { MailServer } from '../../core/server.ts';
+import { type Peer, type PeerOptions, startPeer } from './deliver-helpers.ts';
+
+/** A name's records, or what the server answers for it instead. */
+export type ZoneEntry =
+  | { readonly [T in DnsRecordType]?: ReadonlyArray<DnsRecordTypes[T]> }
+  | 'nxdomain'
+  | 'servfail';
+export type Zone = Readonly<Record<string, ZoneEntry>>;
+
+export interface TestDns {
+  readonly resolver: DnsResolver;
+  /** Lookups made, as `name TYPE`. */
+  readonly queries: string[];
+  close(): Promise<void>;
+}
+
+/** A resolver answering from `zone` (names lower case, no trailing dot). */
+export async function startDns(zone: Zone): Promise<TestDns> {
+  const queries: string[] = [];
+  const resolver: DnsResolver = {
+    async lookup<T extends DnsRecordType>(name: string, type: T): Promise<DnsResult<DnsRecordTypes[T]>> {
+      const n = name.toLowerCase().replace(/\.$/, '');
+      queries.push(`${n} ${type}`);
+      const entry = zone[n];
+      if (entry === undefined || entry === 'nxdomain') return { kind: 'nxdomain', authenticated: false };
+      if (entry === 'servfail') return { kind: 'error', reason: 'servfail' };
+      const records = entry[type] as ReadonlyArray<DnsRecordTypes[T]> | undefined;
+      if (!records || records.length === 0) return { kind: 'nodata', authenticated: false };
+      return { kind: 'answer', records, ttl: 300, authenticated: false, canonicalName: n };
+    },
+  };
+  return { resolver, queries, close: async () => {} };
+}
+
+export interface Remote extends Peer {
+  readonly address: string;
+  /** Connections accepted so far. */
+  readonly connections: () => number;
+  /** The most connections open at once. */
+  readonly maxSimultaneous: () => number;
+}
+
+/** An smtp-server on `address:port` that counts connections. */
+export async function startRemote(address: string, port: number, opts: PeerOptions = {}): Promise<Remote> {
+  let connections = 0;
+  let open = 0;
+  let max = 0;
+  const peer = await startPeer({ ...opts, listenOn: { address, port } });
+  peer.server.server.on('connection', (socket: Socket) => {
+    connections++;
+    open++;
+    max = Math.max(max, open);
+    socket.once('close', () => {
+      open--;
+    });
+  });
+  return {
+    ...peer,
+    address,
+    connections: () => connections,
+    maxSimultaneous: () => max,
+  };
+}
+
+/** A port free on 127.0.0.2 (and, most likely, on the neighbouring loopback addresses). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.2', resolve));
+  const address = s.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** A TCP server that accepts and closes at once, counting connections: a dead mail exchanger. */
+export async function startSlammer(
+  address: string,
+  port: number,
+): Promise<{ connections: () => number; close(): Promise<void> }> {
+  let connections = 0;
+  const server: Server = createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(port, address, resolve));
+  return {
+    connections: () => connections,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface MxServer {
+  readonly server: MailServer;
+  close(): Promise<void>;
+}
+
+/** A mailframe server (not listening for mail) with deliver-mx, resolving through `dns`. */
+export async function startMxServer(
+  dns: TestDns,
+  config: Record<string, unknown>,
+  more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
+): Promise<MxServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-mx-'));
+  let server: MailServer;
+  try {
+    server = await MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir,
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins: [...more, { plugin: 'deliver-mx', config }],
+      },
+      logger: silentLogger(),
+      dns: dns.resolver as never,
+    });
+  } catch (err) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    server,
+    async close() {
+      await server.close(0);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
