@@ -221,3 +221,107 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
     expect(one.received).toHaveLength(1);
   });
 });
+
+/** Per recipient: `defer...` gets 450, `reject...` 550, the rest 250. */
+const PER_RECIPIENT: PeerOptions = {
+  onRcptTo(address, _session, cb) {
+    if (address.address.startsWith('defer')) cb(smtpError(450, 'Mailbox busy, try later'));
+    else if (address.address.startsWith('reject')) cb(smtpError(550, 'No such user here'));
+    else cb();
+  },
+};
+
+describe('deliver-mx: transactions and results', () => {
+  it('sends the recipients of one message in one transaction, with a result per recipient', async () => {
+    const one = await remote('127.0.0.2', PER_RECIPIENT);
+    const s = await mx(await dns(TWO_MX));
+    const report = await deliver(s, job(['bob@dest.example', 'defer@dest.example', 'reject@dest.example']));
+    expect(report.results).toEqual([
+      expect.objectContaining({ recipient: 'bob@dest.example', status: 'delivered' }),
+      expect.objectContaining({
+        recipient: 'defer@dest.example',
+        status: 'deferred',
+        reply: expect.objectContaining({ code: 450 }),
+        mta: 'mx1.dest.example',
+      }),
+      expect.objectContaining({
+        recipient: 'reject@dest.example',
+        status: 'failed',
+        reply: expect.objectContaining({ code: 550, enhanced: '5.1.1' }),
+        mta: 'mx1.dest.example',
+      }),
+    ]);
+    expect(one.connections()).toBe(1);
+    expect(one.received).toHaveLength(1);
+    expect(one.received[0]?.rcpts.map((r) => r.address)).toEqual(['bob@dest.example']);
+  });
+
+  it('splits more recipients than maxRecipients into several transactions on one connection', async () => {
+    const one = await remote('127.0.0.2');
+    const s = await mx(await dns(TWO_MX), { maxRecipients: 2 });
+    const to = ['a@dest.example', 'b@dest.example', 'c@dest.example', 'd@dest.example', 'e@dest.example'];
+    const report = await deliver(s, job(to));
+    expect(report.results.map((r) => r.status)).toEqual(to.map(() => 'delivered'));
+    expect(one.received.map((r) => r.rcpts.length)).toEqual([2, 2, 1]);
+    expect(one.connections()).toBe(1);
+  });
+
+  it('through the queue: bounces carry Remote-MTA and Diagnostic-Code; the queue shows MX host, address and reply', async () => {
+    const one = await remote('127.0.0.2', PER_RECIPIENT);
+    const origin = await remote('127.0.0.4');
+    const zone: Zone = {
+      ...TWO_MX,
+      'origin.example': { MX: [{ exchange: 'mx.origin.example', preference: 5 }] },
+      'mx.origin.example': { A: ['127.0.0.4'] },
+    };
+    const s = await mx(await dns(zone), {}, [{ plugin: 'queue-fs', config: { fsync: false } }]);
+    const queue = s.server.registry.service('queue') as QueueService;
+    const rcpt = (address: string) => ({ address, domain: 'dest.example', attributes: {} });
+    const id = await queue.enqueue(
+      {
+        from: 'alice@origin.example',
+        recipients: [rcpt('bob@dest.example'), rcpt('reject@dest.example'), rcpt('defer@dest.example')],
+        attributes: {},
+        receivedAt: Date.now(),
+      },
+      Buffer.from(MESSAGE),
+    );
+    await queue.runDue();
+    expect(one.received).toHaveLength(1);
+    // The bounce went to the sender's own MX.
+    expect(origin.received).toHaveLength(1);
+    const bounce = origin.received[0]?.data.toString('utf8') ?? '';
+    expect(bounce).toMatch(/^Final-Recipient: rfc822; ?reject@dest\.example$/m);
+    expect(bounce).toMatch(/^Remote-MTA: dns; ?mx1\.dest\.example$/m);
+    expect(bounce).toMatch(/^Diagnostic-Code: smtp; ?550 5\.1\.1 No such user here$/m);
+    expect(bounce).not.toMatch(/bob@dest\.example/);
+    const shown = await queue.show(id);
+    const deferred = shown?.recipientStates.find((r) => r.address === 'defer@dest.example');
+    expect(deferred).toMatchObject({
+      status: 'pending',
+      attempts: 1,
+      mta: 'mx1.dest.example',
+      mtaAddress: '127.0.0.2',
+      reply: expect.objectContaining({ code: 450 }),
+    });
+  });
+
+  it('through the queue: a null MX fails at once and is not retried', async () => {
+    const one = await remote('127.0.0.2');
+    const zone: Zone = { 'nomail.example': { MX: [{ exchange: '', preference: 0 }], A: ['127.0.0.2'] } };
+    const s = await mx(await dns(zone), {}, [{ plugin: 'queue-fs', config: { fsync: false } }]);
+    const queue = s.server.registry.service('queue') as QueueService;
+    await queue.enqueue(
+      {
+        from: '',
+        recipients: [{ address: 'bob@nomail.example', domain: 'nomail.example', attributes: {} }],
+        attributes: {},
+        receivedAt: Date.now(),
+      },
+      Buffer.from(MESSAGE),
+    );
+    await queue.runDue();
+    expect(await queue.list()).toEqual([]);
+    expect(one.connections()).toBe(0);
+  });
+});

@@ -107,7 +107,7 @@ export interface MxServer {
   close(): Promise<void>;
 }
 
-/** A mailframe server (not listening for mail) with deliver-mx, resolving through `dns`. */
+/** A mailframe server (not listening for mail) with deliver-mx and then `more`, resolving through `dns`. */
 export async function startMxServer(
   dns: TestDns,
   config: Record<string, unknown>,
@@ -121,7 +121,7 @@ export async function startMxServer(
         hostname: 'mx.test.example',
         dataDir,
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
-        plugins: [...more, { plugin: 'deliver-mx', config }],
+        plugins: [{ plugin: 'deliver-mx', config }, ...more],
       },
       logger: silentLogger(),
       dns: dns.resolver as never,
