@@ -6,7 +6,6 @@
  * matches `domains`.
  */
 import { readFile } from 'node:fs/promises';
-import type { DnsResolver } from '../../core/dns/types.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { clientTimeouts } from '../outbound/client-schema.ts';
 import { claims, domainMatcher } from '../outbound/routing.ts';
@@ -39,7 +38,7 @@ export default definePlugin({
     );
     const heloName = config.heloName ?? api.server.hostname;
     const delivery = new MxDelivery({
-      dns: api.server.dns as unknown as DnsResolver,
+      dns: api.server.dns,
       pool,
       port: config.port,
       heloName,

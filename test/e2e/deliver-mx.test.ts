@@ -8,6 +8,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isReply } from '../../core/hooks.ts';
+import type { TestDnsServer } from '../../core/testkit-dns.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
 import {
@@ -25,7 +26,6 @@ import {
   startMxServer,
   startRemote,
   startSlammer,
-  type TestDns,
   type Zone,
 } from './mx-helpers.ts';
 
@@ -60,13 +60,13 @@ async function remote(address: string, opts: PeerOptions = {}): Promise<Remote> 
   cleanups.push(() => r.close());
   return r;
 }
-async function dns(zone: Zone): Promise<TestDns> {
+async function dns(zone: Zone): Promise<TestDnsServer> {
   const d = await startDns(zone);
   cleanups.push(() => d.close());
   return d;
 }
 async function mx(
-  d: TestDns,
+  d: TestDnsServer,
   config: Record<string, unknown> = {},
   more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
 ): Promise<MxServer> {
@@ -172,7 +172,7 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
   });
 
   it('fails a domain that does not exist (5.1.2) and defers on a DNS failure (4.4.3)', async () => {
-    const s = await mx(await dns({ 'broken.example': 'servfail' }));
+    const s = await mx(await dns({ 'broken.example': { rcode: 'SERVFAIL' } }));
     const gone = await deliver(s, job(['bob@gone.example']));
     expect(gone.results[0]).toMatchObject({ status: 'failed', reply: { code: 550, enhanced: '5.1.2' } });
     const broken = await deliver(s, job(['bob@broken.example']));

@@ -8,41 +8,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from '../../core/dns/types.ts';
 import { silentLogger } from '../../core/log.ts';
 import { MailServer } from '../../core/server.ts';
+import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from '../../core/testkit-dns.ts';
 import { type Peer, type PeerOptions, startPeer } from './deliver-helpers.ts';
 
-/** A name's records, or what the server answers for it instead. */
-export type ZoneEntry =
-  | { readonly [T in DnsRecordType]?: ReadonlyArray<DnsRecordTypes[T]> }
-  | 'nxdomain'
-  | 'servfail';
-export type Zone = Readonly<Record<string, ZoneEntry>>;
+/** The test's DNS zone: names to records (see `core/testkit-dns.ts`); a name not listed does not exist. */
+export type Zone = TestDnsZone;
 
-export interface TestDns {
-  readonly resolver: DnsResolver;
-  /** Lookups made, as `name TYPE`. */
-  readonly queries: string[];
-  close(): Promise<void>;
-}
-
-/** A resolver answering from `zone` (names lower case, no trailing dot). */
-export async function startDns(zone: Zone): Promise<TestDns> {
-  const queries: string[] = [];
-  const resolver: DnsResolver = {
-    async lookup<T extends DnsRecordType>(name: string, type: T): Promise<DnsResult<DnsRecordTypes[T]>> {
-      const n = name.toLowerCase().replace(/\.$/, '');
-      queries.push(`${n} ${type}`);
-      const entry = zone[n];
-      if (entry === undefined || entry === 'nxdomain') return { kind: 'nxdomain', authenticated: false };
-      if (entry === 'servfail') return { kind: 'error', reason: 'servfail' };
-      const records = entry[type] as ReadonlyArray<DnsRecordTypes[T]> | undefined;
-      if (!records || records.length === 0) return { kind: 'nodata', authenticated: false };
-      return { kind: 'answer', records, ttl: 300, authenticated: false, canonicalName: n };
-    },
-  };
-  return { resolver, queries, close: async () => {} };
+/** A DNS server on loopback serving `zone`, closed by the caller. */
+export function startDns(zone: Zone): Promise<TestDnsServer> {
+  return startTestDnsServer(zone, {});
 }
 
 export interface Remote extends Peer {
@@ -109,7 +85,7 @@ export interface MxServer {
 
 /** A mailframe server (not listening for mail) with deliver-mx and then `more`, resolving through `dns`. */
 export async function startMxServer(
-  dns: TestDns,
+  dns: TestDnsServer,
   config: Record<string, unknown>,
   more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
 ): Promise<MxServer> {
@@ -120,11 +96,12 @@ export async function startMxServer(
       config: {
         hostname: 'mx.test.example',
         dataDir,
+        // A short timeout: the tests' DNS server answers at once or not at all.
+        dns: { servers: [dns.address], timeout: 500, attempts: 1 },
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
         plugins: [{ plugin: 'deliver-mx', config }, ...more],
       },
       logger: silentLogger(),
-      dns: dns.resolver as never,
     });
   } catch (err) {
     await rm(dataDir, { recursive: true, force: true });
