@@ -325,3 +325,111 @@ describe('deliver-mx: transactions and results', () => {
     expect(one.connections()).toBe(0);
   });
 });
+
+describe('deliver-mx: connections per destination', () => {
+  it('reuses one connection for many messages to the same destination (RSET between them)', async () => {
+    const one = await remote('127.0.0.2');
+    const s = await mx(await dns(TWO_MX), { idleTimeout: 10_000 });
+    for (let i = 0; i < 10; i++) {
+      const report = await deliver(s, job([`bob${i}@dest.example`], { id: `job-${i}` }));
+      expect(report.results[0]?.status).toBe('delivered');
+    }
+    expect(one.received).toHaveLength(10);
+    expect(one.connections()).toBe(1);
+  });
+
+  it('opens a new connection after maxMessagesPerConnection, and when the idle one was closed', async () => {
+    const one = await remote('127.0.0.2', { socketTimeout: 60_000 });
+    const s = await mx(await dns(TWO_MX), { maxMessagesPerConnection: 3 });
+    for (let i = 0; i < 7; i++) await deliver(s, job([`bob${i}@dest.example`]));
+    expect(one.received).toHaveLength(7);
+    expect(one.connections()).toBe(3);
+  });
+
+  it('never opens more connections to a destination than perDestination, however many jobs run at once', async () => {
+    const one = await remote('127.0.0.2', {
+      // Hold each message a little, so that jobs overlap.
+      onData(stream, _session, cb) {
+        stream.resume();
+        stream.on('end', () => setTimeout(() => cb(), 20));
+      },
+    });
+    const s = await mx(await dns(TWO_MX), { perDestination: 3, initialConcurrency: 3 });
+    const jobs = Array.from({ length: 30 }, (_, i) => job([`bob${i}@dest.example`], { id: `job-${i}` }));
+    const reports = await Promise.all(jobs.map((j) => deliver(s, j)));
+    expect(reports.flatMap((r) => r.results.map((x) => x.status))).toEqual(jobs.map(() => 'delivered'));
+    expect(one.maxSimultaneous()).toBeLessThanOrEqual(3);
+    expect(one.maxSimultaneous()).toBeGreaterThan(1);
+    expect(one.connections()).toBeLessThanOrEqual(3);
+  });
+
+  it('backs off a dead destination: after failureThreshold failures its jobs are deferred without connecting', async () => {
+    const dead = await startSlammer('127.0.0.2', port);
+    cleanups.push(() => dead.close());
+    const zone: Zone = {
+      'dead.example': { MX: [{ exchange: 'mx.dead.example', preference: 10 }] },
+      'mx.dead.example': { A: ['127.0.0.2'] },
+    };
+    const s = await mx(await dns(zone), { failureThreshold: 2, backoff: 600_000 });
+    const replies: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const report = await deliver(s, job([`bob${i}@dead.example`]));
+      expect(report.results[0]?.status).toBe('deferred');
+      replies.push(report.results[0]?.reply?.enhanced ?? '');
+    }
+    expect(dead.connections()).toBe(2);
+    expect(replies.slice(2)).toEqual(Array.from({ length: 8 }, () => '4.4.1'));
+  });
+});
+
+describe('deliver-mx: TLS policy', () => {
+  it('`may` delivers over STARTTLS when offered (any certificate) and in clear when not', async () => {
+    const tls = await remote('127.0.0.2');
+    const clear = await remote('127.0.0.3', { hideSTARTTLS: true });
+    const zone: Zone = {
+      ...TWO_MX,
+      'clear.example': { MX: [{ exchange: 'mx2.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone));
+    expect((await deliver(s, job(['bob@dest.example']))).results[0]?.status).toBe('delivered');
+    expect((await deliver(s, job(['bob@clear.example']))).results[0]?.status).toBe('delivered');
+    expect(tls.received[0]?.secure).toBe(true);
+    expect(clear.received[0]?.secure).toBe(false);
+  });
+
+  it('`encrypt` defers (4.7.4) at a remote without STARTTLS; `none` sends in clear', async () => {
+    const clear = await remote('127.0.0.2', { hideSTARTTLS: true });
+    const tls = await remote('127.0.0.3');
+    const zone: Zone = {
+      ...TWO_MX,
+      'clear.example': { MX: [{ exchange: 'mx1.dest.example', preference: 10 }] },
+      'plain.example': { MX: [{ exchange: 'mx2.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone), {
+      tlsPolicies: { 'clear.example': 'encrypt', 'plain.example': 'none' },
+    });
+    const report = await deliver(s, job(['bob@clear.example']));
+    expect(report.results[0]).toMatchObject({ status: 'deferred', reply: { enhanced: '4.7.4' } });
+    expect(clear.received).toHaveLength(0);
+    expect((await deliver(s, job(['bob@plain.example']))).results[0]?.status).toBe('delivered');
+    expect(tls.received[0]?.secure).toBe(false);
+  });
+
+  it('`verify` checks the certificate against the MX host name', async () => {
+    // The certificate names localhost: good for an MX called localhost, not for mx1.dest.example.
+    const one = await remote('127.0.0.2');
+    const zone: Zone = {
+      ...TWO_MX,
+      'bad.example': { MX: [{ exchange: 'mx1.dest.example', preference: 10 }] },
+      'good.example': { MX: [{ exchange: 'localhost', preference: 10 }] },
+      localhost: { A: ['127.0.0.2'] },
+    };
+    const s = await mx(await dns(zone), { tlsPolicy: 'verify', caFile: cert.certPath });
+    const bad = await deliver(s, job(['bob@bad.example']));
+    expect(bad.results[0]).toMatchObject({ status: 'deferred', reply: { enhanced: '4.7.5' } });
+    const good = await deliver(s, job(['bob@good.example']));
+    expect(good.results[0]).toMatchObject({ status: 'delivered', mta: 'localhost' });
+    expect(one.received).toHaveLength(1);
+    expect(one.received[0]?.secure).toBe(true);
+  });
+});
