@@ -161,6 +161,26 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
     expect(one.received).toHaveLength(1);
   });
 
+  it('follows a CNAME, for the domain and for an exchanger', async () => {
+    const one = await remote('127.0.0.2');
+    const zone: Zone = {
+      ...TWO_MX,
+      'alias.example': { CNAME: 'dest.example' },
+      'other.example': { MX: [{ exchange: 'mail.other.example', preference: 10 }] },
+      'mail.other.example': { CNAME: 'mx1.dest.example' },
+    };
+    const s = await mx(await dns(zone));
+    const viaDomain = await deliver(s, job(['bob@alias.example']));
+    expect(viaDomain.results[0]).toMatchObject({ status: 'delivered', mta: 'mx1.dest.example' });
+    const viaExchanger = await deliver(s, job(['bob@other.example']));
+    expect(viaExchanger.results[0]).toMatchObject({
+      status: 'delivered',
+      mta: 'mail.other.example',
+      mtaAddress: '127.0.0.2',
+    });
+    expect(one.received).toHaveLength(2);
+  });
+
   it('fails a null MX at once with 556 5.1.10 and connects nowhere', async () => {
     const one = await remote('127.0.0.2');
     const s = await mx(
