@@ -94,7 +94,14 @@ export class MxDelivery {
     if (taken.kind === 'connection') {
       conn = taken.conn;
     } else {
-      const opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
+      let opened: Opened | Failure;
+      try {
+        opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
+      } catch (err) {
+        // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
+        o.pool.failed(destination, false);
+        throw err;
+      }
       if ('status' in opened) return failed(envelope, opened);
       conn = opened.conn;
     }

@@ -383,6 +383,39 @@ describe('deliver-mx: connections per destination', () => {
     expect(one.connections()).toBeLessThanOrEqual(3);
   });
 
+  it('never opens more connections overall than concurrency, closing idle ones of other destinations', async () => {
+    const hold: PeerOptions = {
+      hideSTARTTLS: true,
+      onData(stream, _session, cb) {
+        stream.resume();
+        stream.on('end', () => setTimeout(() => cb(), 20));
+      },
+    };
+    const one = await remote('127.0.0.2', hold);
+    const two = await remote('127.0.0.3', hold);
+    const zone: Zone = {
+      ...TWO_MX,
+      'second.example': { MX: [{ exchange: 'mx2.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone), { concurrency: 2, idleTimeout: 10_000 });
+    const jobs = Array.from({ length: 20 }, (_, i) =>
+      job([`bob${i}@${i % 2 === 0 ? 'dest' : 'second'}.example`], { id: `job-${i}` }),
+    );
+    const reports = await Promise.all(jobs.map((j) => deliver(s, j)));
+    expect(reports.flatMap((r) => r.results.map((x) => x.status))).toEqual(jobs.map(() => 'delivered'));
+    let open = 0;
+    let max = 0;
+    const events: Array<readonly [number, number]> = [];
+    for (const r of [one, two]) for (const e of r.events()) events.push(e);
+    events.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [, delta] of events) {
+      open += delta;
+      max = Math.max(max, open);
+    }
+    expect(max).toBeLessThanOrEqual(2);
+    expect(one.received.length + two.received.length).toBe(20);
+  });
+
   it('backs off a dead destination: after failureThreshold failures its jobs are deferred without connecting', async () => {
     const dead = await startSlammer('127.0.0.2', port);
     cleanups.push(() => dead.close());
