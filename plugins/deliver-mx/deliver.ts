@@ -106,7 +106,7 @@ export class MxDelivery {
       conn = opened.conn;
     }
     try {
-      return await this.#send(conn, destination, envelope, ready.facts);
+      return await this.#send(conn, destination, envelope, ready.facts, job.log);
     } finally {
       o.pool.release(destination, conn);
     }
@@ -118,6 +118,7 @@ export class MxDelivery {
     destination: string,
     envelope: OutboundEnvelope,
     facts: Parameters<ClientConnection['send']>[1],
+    log: Logger,
   ): Promise<DeliveryReport> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
@@ -135,7 +136,7 @@ export class MxDelivery {
         continue;
       }
       await this.#o.pool.pace(destination);
-      const report = await conn.send(batch, facts);
+      const report = await conn.send(batch, facts, log);
       results.push(...report.results);
     }
     return { results };

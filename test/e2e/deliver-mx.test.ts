@@ -115,6 +115,43 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
     expect(one.received[0]?.rcpts.map((r) => r.address)).toEqual(['bob@dest.example']);
   });
 
+  it('spreads mail over exchangers of equal preference', async () => {
+    const one = await remote('127.0.0.2');
+    const two = await remote('127.0.0.3');
+    const zone: Zone = {
+      ...TWO_MX,
+      'even.example': {
+        MX: [
+          { exchange: 'mx1.dest.example', preference: 10 },
+          { exchange: 'mx2.dest.example', preference: 10 },
+        ],
+      },
+    };
+    // No idle connections: every job chooses afresh.
+    const s = await mx(await dns(zone), { idleTimeout: 0 });
+    for (let i = 0; i < 24; i++) await deliver(s, job([`bob${i}@even.example`]));
+    expect(one.received.length + two.received.length).toBe(24);
+    expect(one.received.length).toBeGreaterThan(0);
+    expect(two.received.length).toBeGreaterThan(0);
+  });
+
+  it('connects from the configured source address with its EHLO name', async () => {
+    const peers: string[] = [];
+    const one = await remote('127.0.0.2', {
+      onConnect(session, cb) {
+        peers.push(session.remoteAddress);
+        cb();
+      },
+    });
+    const s = await mx(await dns(TWO_MX), {
+      sources: [{ address: '127.0.0.9', heloName: 'out9.test.example' }],
+    });
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results[0]?.status).toBe('delivered');
+    expect(peers).toEqual(['127.0.0.9']);
+    expect(one.received[0]?.helo).toBe('out9.test.example');
+  });
+
   it('falls back to the next exchanger when the first refuses connections', async () => {
     // Nothing listens on 127.0.0.2.
     const two = await remote('127.0.0.3');
