@@ -3,8 +3,20 @@
  * (the testkit's), over UDP and TCP sockets: record types, negative answers,
  * CNAME chains, the cache on the injected clock, failover and anti-spoofing.
  */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Clock, DnsResolver } from '../../core/index.ts';
+import {
+  type Clock,
+  type DnsResolver,
+  definePlugin,
+  MailframeError,
+  MailServer,
+  reply,
+} from '../../core/index.ts';
 import {
   startTestDnsServer,
   startTestServer,
@@ -12,6 +24,10 @@ import {
   type TestDnsZone,
   type TestServer,
 } from '../../core/testkit.ts';
+
+const HAVE_IPV6_LOOPBACK = Object.values(networkInterfaces()).some((list) =>
+  list?.some((i) => i.address === '::1'),
+);
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -313,6 +329,19 @@ describe('transport', () => {
     expect(r).toMatchObject({ kind: 'answer', records: ['192.0.2.7'] });
   });
 
+  it.skipIf(!HAVE_IPV6_LOOPBACK)('asks a server on an IPv6 address, over UDP and TCP', async () => {
+    const dns = await startTestDnsServer(
+      { 'big.example.test': { TXT: ['x'.repeat(300)], truncate: true }, ...zone },
+      { host: '::1' },
+    );
+    cleanups.push(() => dns.close());
+    expect(dns.address).toBe(`[::1]:${dns.port}`);
+    const { resolver } = await resolverOf(dns);
+    expect(await resolver.lookup('example.test', 'AAAA')).toMatchObject({ records: ['2001:db8::1'] });
+    expect(await resolver.lookup('big.example.test', 'TXT')).toMatchObject({ records: ['x'.repeat(300)] });
+    expect(dns.queries.map((q) => q.transport)).toEqual(['udp', 'udp', 'tcp']);
+  });
+
   it('looks up internationalised names by their A-labels', async () => {
     const dns = await dnsServer({ 'xn--bcher-kva.example': { A: ['192.0.2.9'] } });
     const { resolver } = await resolverOf(dns);
@@ -352,7 +381,7 @@ describe('failures and failover', () => {
     expect(silent.count('example.test')).toBe(2);
     const { resolver } = await resolverOf(silent, {
       servers: [silent.address, good.address],
-      timeout: 100,
+      timeout: 1000,
       attempts: 1,
     });
     const a = await resolver.lookup('example.test', 'A');
@@ -416,5 +445,109 @@ describe('failures and failover', () => {
     const pending = t.server.facts.dns.lookup('slow.example.test', 'A');
     await t.close();
     expect(await pending).toEqual({ kind: 'error', reason: 'network' });
+  });
+});
+
+describe('configuration', () => {
+  it('refuses a server that is not an IP address with an optional port, naming it by JSON pointer', async () => {
+    const err = await startTestServer({
+      config: { dns: { servers: ['127.0.0.1:5353', 'dns.example', '[::1]:99999'], minTtl: 10, maxTtl: 5 } },
+    }).then(
+      async (t) => {
+        await t.close();
+        throw new Error('started');
+      },
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(MailframeError);
+    const message = (err as MailframeError).message;
+    expect(message).toContain('/dns/servers/1');
+    expect(message).toContain('/dns/servers/2');
+    expect(message).not.toContain('/dns/servers/0');
+    expect(message).toContain('/dns/minTtl');
+  });
+
+  it('uses an injected resolver instead of its own', async () => {
+    const calls: string[] = [];
+    const fake: DnsResolver = {
+      async lookup(name, type) {
+        calls.push(`${type} ${name}`);
+        return { kind: 'nxdomain', authenticated: false };
+      },
+    };
+    const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-dns-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const server = await MailServer.create({
+      config: { hostname: 'mx.test.example', listeners: [{ name: 'smtp', port: 0 }], dataDir },
+      dns: fake,
+    });
+    cleanups.push(() => server.close(0));
+    expect(server.facts.dns).toBe(fake);
+  });
+
+  it('asks again without EDNS a server that answers FORMERR to EDNS queries (RFC 6891 7)', async () => {
+    const dns = await startTestDnsServer(zone, { edns: false });
+    cleanups.push(() => dns.close());
+    const { resolver } = await resolverOf(dns);
+    expect(await resolver.lookup('example.test', 'A')).toMatchObject({
+      kind: 'answer',
+      records: ['192.0.2.1'],
+    });
+    expect(dns.queries.map((q) => q.edns)).toEqual([true, false]);
+  });
+});
+
+describe('plugins', () => {
+  /** Accepts a recipient whose domain has MX records, as a plugin would: DNS from the server instance. */
+  const mxCheck = definePlugin({
+    name: 'test-mx-check',
+    schema: Type.Object({}),
+    register(api) {
+      api.hooks.rcpt.tap(async (_tx, to) => {
+        const r = await api.server.dns.lookup(to.address.asciiDomain, 'MX');
+        if (r.kind === 'answer' && r.records.some((mx) => mx.exchange !== ''))
+          return reply(250, '2.1.5', 'OK');
+        if (r.kind === 'error') return reply(451, '4.4.3', 'Try again later');
+        return reply(550, '5.1.2', 'No mail for that domain');
+      });
+    },
+  });
+
+  it('take the resolver from the instance, pointed at the zone given to startTestServer', async () => {
+    const clock = new ManualClock();
+    const t = await startTestServer({
+      plugins: [mxCheck],
+      clock,
+      config: { dns: { timeout: 500, attempts: 2 } },
+      dns: { ...zone, 'down.example.test': { drop: true } },
+    });
+    cleanups.push(() => t.close());
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@client.example>', 250);
+    await c.expect('RCPT TO:<b@example.test>', 250, '2.1.5');
+    await c.expect('RCPT TO:<c@example.test>', 250, '2.1.5');
+    await c.expect('RCPT TO:<b@null.example.test>', 550, '5.1.2');
+    await c.expect('RCPT TO:<b@nowhere.example.test>', 550, '5.1.2');
+    await c.expect('RCPT TO:<b@down.example.test>', 451, '4.4.3');
+    await c.expect('QUIT', 221);
+    expect(t.dns?.count('example.test', 'MX')).toBe(1);
+    clock.advance(300);
+    const c2 = await t.connect();
+    await c2.expect('EHLO client.example', 250);
+    await c2.expect('MAIL FROM:<a@client.example>', 250);
+    await c2.expect('RCPT TO:<b@example.test>', 250, '2.1.5');
+    await c2.expect('QUIT', 221);
+    expect(t.dns?.count('example.test', 'MX')).toBe(2);
+  });
+
+  it('the DNS server startTestServer started for a zone closes with it', async () => {
+    const t = await startTestServer({ dns: zone });
+    const address = t.dns?.address ?? '';
+    expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+    await t.close();
+    const other = await dnsServer({});
+    const { resolver } = await resolverOf(other, { servers: [address], attempts: 1, timeout: 2000 });
+    expect(await resolver.lookup('example.test', 'A')).toEqual({ kind: 'error', reason: 'network' });
   });
 });
