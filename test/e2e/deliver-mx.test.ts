@@ -69,8 +69,9 @@ async function mx(
   d: TestDnsServer,
   config: Record<string, unknown> = {},
   more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
+  clock?: { now(): number },
 ): Promise<MxServer> {
-  const s = await startMxServer(d, { port, timeouts: SHORT, ...config }, more);
+  const s = await startMxServer(d, { port, timeouts: SHORT, ...config }, more, clock);
   cleanups.push(() => s.close());
   return s;
 }
@@ -133,6 +134,28 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
     expect(one.received.length + two.received.length).toBe(24);
     expect(one.received.length).toBeGreaterThan(0);
     expect(two.received.length).toBeGreaterThan(0);
+  });
+
+  it('tries the address families in the configured order', async () => {
+    const six = await startRemote('::1', port, { key: cert.key, cert: cert.cert });
+    cleanups.push(() => six.close());
+    const four = await remote('127.0.0.2');
+    const zone: Zone = {
+      'dual.example': { MX: [{ exchange: 'mx.dual.example', preference: 10 }] },
+      'mx.dual.example': { A: ['127.0.0.2'], AAAA: ['::1'] },
+    };
+    const v4first = await mx(await dns(zone));
+    expect((await deliver(v4first, job(['a@dual.example']))).results[0]).toMatchObject({
+      status: 'delivered',
+      mtaAddress: '127.0.0.2',
+    });
+    const v6first = await mx(await dns(zone), { addressFamilies: ['ipv6', 'ipv4'] });
+    expect((await deliver(v6first, job(['b@dual.example']))).results[0]).toMatchObject({
+      status: 'delivered',
+      mtaAddress: '::1',
+    });
+    expect(four.received).toHaveLength(1);
+    expect(six.received).toHaveLength(1);
   });
 
   it('connects from the configured source address with its EHLO name', async () => {
@@ -485,6 +508,25 @@ describe('deliver-mx: connections per destination', () => {
     }
     expect(dead.connections()).toBe(2);
     expect(replies.slice(2)).toEqual(Array.from({ length: 8 }, () => '4.4.1'));
+  });
+
+  it('probes a dead destination again once the back-off is over, and delivers when it is back', async () => {
+    let now = Date.parse('2026-03-02T10:00:00Z');
+    const clock = { now: () => now };
+    const zone: Zone = {
+      'dead.example': { MX: [{ exchange: 'mx.dead.example', preference: 10 }] },
+      'mx.dead.example': { A: ['127.0.0.2'] },
+    };
+    const s = await mx(await dns(zone), { failureThreshold: 1, backoff: 60_000 }, [], clock);
+    const first = await deliver(s, job(['a@dead.example']));
+    expect(first.results[0]?.reply?.text).toMatch(/Cannot connect/);
+    const backingOff = await deliver(s, job(['b@dead.example']));
+    expect(backingOff.results[0]?.reply?.text).toMatch(/not trying before 2026-03-02T10:01:00/);
+    const one = await remote('127.0.0.2');
+    now += 60_000;
+    const probe = await deliver(s, job(['c@dead.example']));
+    expect(probe.results[0]?.status).toBe('delivered');
+    expect(one.connections()).toBe(1);
   });
 });
 
