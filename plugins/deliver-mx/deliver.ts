@@ -69,6 +69,12 @@ export class MxDelivery {
   }
 
   async deliver(job: DeliveryJob): Promise<DeliveryReport> {
+    const report = await this.#deliver(job);
+    logOutcomes(job.log, report);
+    return report;
+  }
+
+  async #deliver(job: DeliveryJob): Promise<DeliveryReport> {
     const o = this.#o;
     let envelope = envelopeOf(job);
     const destination = job.destination;
@@ -77,10 +83,7 @@ export class MxDelivery {
       localNames: o.localNames,
       literals: o.literals,
     });
-    if (resolution.kind === 'fail') {
-      job.log.info({ reply: resolution.reply }, 'destination not deliverable');
-      return failed(envelope, resolution);
-    }
+    if (resolution.kind === 'fail') return failed(envelope, resolution);
     envelope = await inMemory(envelope, job.size);
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
@@ -205,6 +208,28 @@ export class MxDelivery {
     if (usable.length === 0) return undefined;
     this.#nextSource = (this.#nextSource + 1) % usable.length;
     return usable[this.#nextSource];
+  }
+}
+
+/**
+ * One line per recipient that was not delivered, with the mail exchanger, its
+ * address and the reply (delivered ones are counted in the client's line).
+ */
+function logOutcomes(log: Logger, report: DeliveryReport): void {
+  for (const r of report.results) {
+    if (r.status === 'delivered') continue;
+    log.info(
+      {
+        to: r.recipient,
+        status: r.status,
+        mta: r.mta ?? null,
+        mtaAddress: r.mtaAddress ?? null,
+        code: r.reply?.code,
+        enhanced: r.reply?.enhanced,
+        reply: r.reply?.text,
+      },
+      r.status === 'failed' ? 'recipient failed' : 'recipient deferred',
+    );
   }
 }
 

@@ -5,8 +5,10 @@
  * NXDOMAIN, DNS failures, loops, per-recipient results, bounces, connection
  * reuse, concurrency limits, back-off, TLS policies.
  */
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runQueueCli } from '../../bin/queue-cli.ts';
 import { isReply } from '../../core/hooks.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
@@ -384,6 +386,26 @@ describe('deliver-mx: transactions and results', () => {
       mtaAddress: '127.0.0.2',
       reply: expect.objectContaining({ code: 450 }),
     });
+    // The queue CLI shows the exchanger and its address after the last reply.
+    const configFile = join(s.dataDir, 'mailframe.json');
+    await writeFile(configFile, JSON.stringify({ dataDir: s.dataDir, plugins: [{ plugin: 'queue-fs' }] }));
+    let out = '';
+    const code = await runQueueCli(['show', id], configFile, { out: (t) => (out += t), err: () => {} });
+    expect(code).toBe(0);
+    expect(out).toMatch(
+      /pending.*defer@dest\.example.*450 .*Mailbox busy.*\(mx1\.dest\.example \[127\.0\.0\.2\]\)/,
+    );
+    // And so do the logs, per recipient not delivered.
+    expect(s.logs).toContainEqual(
+      expect.objectContaining({
+        msg: 'recipient deferred',
+        to: 'defer@dest.example',
+        mta: 'mx1.dest.example',
+        mtaAddress: '127.0.0.2',
+        code: 450,
+        qid: id,
+      }),
+    );
   });
 
   it('through the queue: a null MX fails at once and is not retried', async () => {
