@@ -180,8 +180,9 @@ export class MxDelivery {
           mtaAddress: address,
           log,
         };
+        const requireTls = envelope.requireTls === true;
         try {
-          const conn = await ClientConnection.open(options, envelope.requireTls === true);
+          const conn = await openWithFallback(options, requireTls, policy.level === 'may', log);
           o.pool.opened(destination);
           log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
           return { conn };
@@ -208,6 +209,29 @@ export class MxDelivery {
     if (usable.length === 0) return undefined;
     this.#nextSource = (this.#nextSource + 1) % usable.length;
     return usable[this.#nextSource];
+  }
+}
+
+/**
+ * Open a connection; under the opportunistic policy (`may`) a server whose TLS
+ * handshake fails is tried once more without STARTTLS, as Postfix does, since
+ * `may` only wants TLS when it works. A REQUIRETLS message never falls back.
+ */
+async function openWithFallback(
+  options: SmtpClientOptions,
+  requireTls: boolean,
+  opportunistic: boolean,
+  log: Logger,
+): Promise<ClientConnection> {
+  try {
+    return await ClientConnection.open(options, requireTls);
+  } catch (err) {
+    if (!(err instanceof OpenFailure) || !err.tls || !opportunistic || requireTls) throw err;
+    log.info(
+      { mx: options.mtaName, address: options.mtaAddress },
+      'TLS handshake failed; trying without TLS',
+    );
+    return ClientConnection.open({ ...options, tls: 'none' }, requireTls);
   }
 }
 

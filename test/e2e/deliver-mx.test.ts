@@ -567,6 +567,23 @@ describe('deliver-mx: TLS policy', () => {
     expect(clear.received[0]?.secure).toBe(false);
   });
 
+  it('`may` sends in clear to a remote whose TLS handshake fails; `encrypt` defers (4.7.5)', async () => {
+    // Offers STARTTLS, but only TLS 1.1, which the client refuses: the handshake fails.
+    const broken = await remote('127.0.0.2', { maxVersion: 'TLSv1.1' } as PeerOptions);
+    const zone: Zone = {
+      ...TWO_MX,
+      'strict.example': { MX: [{ exchange: 'mx1.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone), { tlsPolicies: { 'strict.example': 'encrypt' } });
+    const may = await deliver(s, job(['bob@dest.example']));
+    expect(may.results[0]).toMatchObject({ status: 'delivered', mta: 'mx1.dest.example' });
+    expect(broken.received).toHaveLength(1);
+    expect(broken.received[0]?.secure).toBe(false);
+    const strict = await deliver(s, job(['bob@strict.example']));
+    expect(strict.results[0]).toMatchObject({ status: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(broken.received).toHaveLength(1);
+  });
+
   it('`encrypt` defers (4.7.4) at a remote without STARTTLS; `none` sends in clear', async () => {
     const clear = await remote('127.0.0.2', { hideSTARTTLS: true });
     const tls = await remote('127.0.0.3');
