@@ -20,7 +20,7 @@ import {
   type SmtpClientOptions,
   type SmtpTimeouts,
 } from '../outbound/smtp-client.ts';
-import { type ConnectionPool, rcptMax } from './pool.ts';
+import { type ConnectionPool, mailMax, rcptMax } from './pool.ts';
 import { MxReplies } from './replies.ts';
 import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
 import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
@@ -40,17 +40,13 @@ export interface MxDeliveryOptions {
   readonly literals: boolean;
   readonly families: readonly AddressFamily[];
   readonly maxRecipients: number;
+  readonly maxMessagesPerConnection: number;
   readonly tlsSources: readonly TlsPolicySource[];
   readonly tlsDefault: TlsPolicyLevel;
   readonly ca: TlsSettings['ca'] | undefined;
   readonly chunking: boolean;
   readonly timeouts: SmtpTimeouts;
   readonly clock: { now(): number };
-}
-
-/** The connection a job got, and where it leads (for results and logs). */
-interface Opened {
-  readonly conn: ClientConnection;
 }
 
 interface Failure {
@@ -88,47 +84,73 @@ export class MxDelivery {
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
 
+    // Usually one connection; another when the first may carry no more transactions (LIMITS MAILMAX).
+    const results: RecipientResult[] = [];
+    let rest: OutboundEnvelope = envelope;
+    while (rest.recipients.length > 0) {
+      const conn = await this.#acquire(destination, resolution.exchangers, envelope, job.log);
+      if (!(conn instanceof ClientConnection)) {
+        results.push(...failed(rest, conn).results);
+        break;
+      }
+      let sent: { results: RecipientResult[]; rest: OutboundEnvelope };
+      try {
+        sent = await this.#send(conn, destination, rest, ready.facts, job.log);
+      } finally {
+        o.pool.release(destination, conn);
+      }
+      results.push(...sent.results);
+      rest = sent.rest;
+    }
+    return { results };
+  }
+
+  /** A pooled connection, or a new one; a failure when there is none to have. */
+  async #acquire(
+    destination: string,
+    exchangers: readonly Exchanger[],
+    envelope: OutboundEnvelope,
+    log: Logger,
+  ): Promise<ClientConnection | Failure> {
+    const o = this.#o;
     const taken = await o.pool.take(destination);
     if (taken.kind === 'dead') {
-      return failed(envelope, {
+      return {
         status: 'deferred',
         reply: MxReplies.backingOff(destination, new Date(taken.until).toISOString()),
-      });
+      };
     }
-    let conn: ClientConnection;
-    if (taken.kind === 'connection') {
-      conn = taken.conn;
-    } else {
-      let opened: Opened | Failure;
-      try {
-        opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
-      } catch (err) {
-        // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
-        o.pool.failed(destination, false);
-        throw err;
-      }
-      if ('status' in opened) return failed(envelope, opened);
-      conn = opened.conn;
-    }
+    if (taken.kind === 'connection') return taken.conn;
     try {
-      return await this.#send(conn, destination, envelope, ready.facts, job.log);
-    } finally {
-      o.pool.release(destination, conn);
+      return await this.#connect(destination, exchangers, envelope, log);
+    } catch (err) {
+      // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
+      o.pool.failed(destination, false);
+      throw err;
     }
   }
 
-  /** Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one transaction each. */
+  /**
+   * Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one
+   * transaction each, as many as the connection carries (LIMITS MAILMAX,
+   * `maxMessagesPerConnection`); `rest` is left for another connection.
+   */
   async #send(
     conn: ClientConnection,
     destination: string,
     envelope: OutboundEnvelope,
     facts: Parameters<ClientConnection['send']>[1],
     log: Logger,
-  ): Promise<DeliveryReport> {
+  ): Promise<{ results: RecipientResult[]; rest: OutboundEnvelope }> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
+    const max = Math.min(this.#o.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
-    for (let i = 0; i < envelope.recipients.length; i += size) {
-      const batch = { ...envelope, recipients: envelope.recipients.slice(i, i + size) };
+    const all = envelope.recipients;
+    for (let i = 0; i < all.length; i += size) {
+      const batch = { ...envelope, recipients: all.slice(i, i + size) };
+      if (i > 0 && conn.reusable && conn.transactions >= max) {
+        return { results, rest: { ...envelope, recipients: all.slice(i) } };
+      }
       if (i > 0 && !conn.reusable) {
         const lost = failAll(
           batch,
@@ -144,7 +166,7 @@ export class MxDelivery {
       const report = await conn.send(batch, facts, log);
       results.push(...report.results);
     }
-    return { results };
+    return { results, rest: { ...envelope, recipients: [] } };
   }
 
   /** Try each exchanger, each of its addresses, until one connection is ready; gives the pool slot back on failure. */
@@ -153,7 +175,7 @@ export class MxDelivery {
     exchangers: readonly Exchanger[],
     envelope: OutboundEnvelope,
     log: Logger,
-  ): Promise<Opened | Failure> {
+  ): Promise<ClientConnection | Failure> {
     const o = this.#o;
     const policy = await policyFor(destination, o.tlsSources, o.tlsDefault);
     let last: Failure | undefined;
@@ -185,7 +207,7 @@ export class MxDelivery {
           const conn = await openWithFallback(options, requireTls, policy.level === 'may', log);
           o.pool.opened(destination);
           log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
-          return { conn };
+          return conn;
         } catch (err) {
           if (!(err instanceof OpenFailure)) throw err;
           log.info(

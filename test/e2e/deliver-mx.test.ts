@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runQueueCli } from '../../bin/queue-cli.ts';
 import { isReply } from '../../core/hooks.ts';
+import { startTestServer } from '../../core/testkit.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
@@ -346,6 +347,30 @@ describe('deliver-mx: transactions and results', () => {
     expect(report.results.map((r) => r.status)).toEqual(to.map(() => 'delivered'));
     expect(one.received.map((r) => r.rcpts.length)).toEqual([2, 2, 1]);
     expect(one.connections()).toBe(1);
+  });
+
+  it("follows the remote's LIMITS: RCPTMAX recipients per transaction, MAILMAX transactions per connection", async () => {
+    // The remote is a mailframe server with the limits plugin: LIMITS RCPTMAX=2 MAILMAX=2, enforced.
+    let connections = 0;
+    const peer = await startTestServer({
+      config: { listeners: [{ name: 'smtp', host: '127.0.0.2', port }], limits: { maxRecipients: 2 } },
+      plugins: [
+        ['limits', { mailMax: 2 }],
+        ['rcpt-local', { domains: ['dest.example'] }],
+      ],
+    });
+    cleanups.push(() => peer.close());
+    peer.server.hooks.connect.tap('count', () => {
+      connections++;
+      return undefined;
+    });
+    const s = await mx(await dns(TWO_MX));
+    const to = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((l) => `${l}@dest.example`);
+    const report = await deliver(s, job(to));
+    expect(report.results.map((r) => r.status)).toEqual(to.map(() => 'delivered'));
+    const batches = (await peer.waitForMessages(4)).map((m) => m.recipients.length);
+    expect(batches).toEqual([2, 2, 2, 1]);
+    expect(connections).toBe(2);
   });
 
   it('through the queue: bounces carry Remote-MTA and Diagnostic-Code; the queue shows MX host, address and reply', async () => {
