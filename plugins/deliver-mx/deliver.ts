@@ -1,0 +1,307 @@
+/**
+ * One delivery job to the Internet: resolve the destination, take a pooled
+ * connection (or open one, trying each exchanger and each of its addresses in
+ * turn), send the recipients in as few transactions as the limits allow, and
+ * give the connection back for the next message.
+ */
+import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
+import type { DnsResolver } from '../../core/dns/types.ts';
+import type { Reply } from '../../core/reply.ts';
+import type { DeliveryJob, DeliveryReport, Logger, RecipientResult } from '../../core/types.ts';
+import type { TlsSettings } from '../outbound/connection.ts';
+import { envelopeOf, type OutboundEnvelope } from '../outbound/envelope.ts';
+import { OutboundReplies } from '../outbound/local-replies.ts';
+import {
+  ClientConnection,
+  failAll,
+  OpenFailure,
+  prepareMessage,
+  type SmtpClientOptions,
+  type SmtpTimeouts,
+} from '../outbound/smtp-client.ts';
+import { type ConnectionPool, mailMax, rcptMax } from './pool.ts';
+import { MxReplies } from './replies.ts';
+import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
+import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
+
+export interface Source {
+  readonly address: string;
+  readonly heloName: string;
+}
+
+export interface MxDeliveryOptions {
+  readonly dns: DnsResolver;
+  readonly pool: ConnectionPool;
+  readonly port: number;
+  readonly heloName: string;
+  readonly sources: readonly Source[];
+  readonly localNames: ReadonlySet<string>;
+  readonly literals: boolean;
+  readonly families: readonly AddressFamily[];
+  readonly maxRecipients: number;
+  readonly maxMessagesPerConnection: number;
+  readonly tlsSources: readonly TlsPolicySource[];
+  readonly tlsDefault: TlsPolicyLevel;
+  readonly ca: TlsSettings['ca'] | undefined;
+  readonly chunking: boolean;
+  readonly timeouts: SmtpTimeouts;
+  readonly clock: { now(): number };
+}
+
+interface Failure {
+  readonly status: 'failed' | 'deferred';
+  readonly reply: Reply;
+  readonly mta?: string;
+  readonly mtaAddress?: string;
+}
+
+export class MxDelivery {
+  readonly #o: MxDeliveryOptions;
+  #nextSource = 0;
+
+  constructor(options: MxDeliveryOptions) {
+    this.#o = options;
+  }
+
+  async deliver(job: DeliveryJob): Promise<DeliveryReport> {
+    const report = await this.#deliver(job);
+    logOutcomes(job.log, report);
+    return report;
+  }
+
+  async #deliver(job: DeliveryJob): Promise<DeliveryReport> {
+    const o = this.#o;
+    let envelope = envelopeOf(job);
+    const destination = job.destination;
+    const resolution = await resolveDestination(destination, {
+      dns: o.dns,
+      localNames: o.localNames,
+      literals: o.literals,
+    });
+    if (resolution.kind === 'fail') return failed(envelope, resolution);
+    envelope = await inMemory(envelope, job.size);
+    const ready = await prepareMessage(envelope);
+    if (!ready.ok) return failed(envelope, ready);
+
+    // Usually one connection; another when the first may carry no more transactions (LIMITS MAILMAX).
+    const results: RecipientResult[] = [];
+    let rest: OutboundEnvelope = envelope;
+    while (rest.recipients.length > 0) {
+      const conn = await this.#acquire(destination, resolution.exchangers, envelope, job.log);
+      if (!(conn instanceof ClientConnection)) {
+        results.push(...failed(rest, conn).results);
+        break;
+      }
+      let sent: { results: RecipientResult[]; rest: OutboundEnvelope };
+      try {
+        sent = await this.#send(conn, destination, rest, ready.facts, job.log);
+      } finally {
+        o.pool.release(destination, conn);
+      }
+      results.push(...sent.results);
+      rest = sent.rest;
+    }
+    return { results };
+  }
+
+  /** A pooled connection, or a new one; a failure when there is none to have. */
+  async #acquire(
+    destination: string,
+    exchangers: readonly Exchanger[],
+    envelope: OutboundEnvelope,
+    log: Logger,
+  ): Promise<ClientConnection | Failure> {
+    const o = this.#o;
+    const taken = await o.pool.take(destination);
+    if (taken.kind === 'dead') {
+      return {
+        status: 'deferred',
+        reply: MxReplies.backingOff(destination, new Date(taken.until).toISOString()),
+      };
+    }
+    if (taken.kind === 'connection') return taken.conn;
+    try {
+      return await this.#connect(destination, exchangers, envelope, log);
+    } catch (err) {
+      // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
+      o.pool.failed(destination, false);
+      throw err;
+    }
+  }
+
+  /**
+   * Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one
+   * transaction each, as many as the connection carries (LIMITS MAILMAX,
+   * `maxMessagesPerConnection`); `rest` is left for another connection.
+   */
+  async #send(
+    conn: ClientConnection,
+    destination: string,
+    envelope: OutboundEnvelope,
+    facts: Parameters<ClientConnection['send']>[1],
+    log: Logger,
+  ): Promise<{ results: RecipientResult[]; rest: OutboundEnvelope }> {
+    const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
+    const max = Math.min(this.#o.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
+    const results: RecipientResult[] = [];
+    const all = envelope.recipients;
+    for (let i = 0; i < all.length; i += size) {
+      const batch = { ...envelope, recipients: all.slice(i, i + size) };
+      if (i > 0 && conn.reusable && conn.transactions >= max) {
+        return { results, rest: { ...envelope, recipients: all.slice(i) } };
+      }
+      if (i > 0 && !conn.reusable) {
+        const lost = failAll(
+          batch,
+          'deferred',
+          OutboundReplies.connectionLost(conn.mta),
+          conn.mta,
+          conn.mtaAddress,
+        );
+        results.push(...lost.results);
+        continue;
+      }
+      await this.#o.pool.pace(destination);
+      const report = await conn.send(batch, facts, log);
+      results.push(...report.results);
+    }
+    return { results, rest: { ...envelope, recipients: [] } };
+  }
+
+  /** Try each exchanger, each of its addresses, until one connection is ready; gives the pool slot back on failure. */
+  async #connect(
+    destination: string,
+    exchangers: readonly Exchanger[],
+    envelope: OutboundEnvelope,
+    log: Logger,
+  ): Promise<ClientConnection | Failure> {
+    const o = this.#o;
+    const policy = await policyFor(destination, o.tlsSources, o.tlsDefault);
+    let last: Failure | undefined;
+    let dnsError: Reply | undefined;
+    let tried = false;
+    for (const exchanger of exchangers) {
+      const found = await addressesOf(exchanger, o.families, o.dns);
+      if (found.kind === 'error') {
+        dnsError ??= found.reply;
+        continue;
+      }
+      if (found.kind === 'none') continue;
+      for (const address of found.addresses) {
+        tried = true;
+        const source = this.#source(address);
+        const options: SmtpClientOptions = {
+          target: { host: address, port: o.port },
+          heloName: source?.heloName ?? o.heloName,
+          ...(source ? { localAddress: source.address } : {}),
+          ...clientTls(policy, exchanger, o.ca),
+          timeouts: o.timeouts,
+          chunking: o.chunking,
+          mtaName: exchanger.name,
+          mtaAddress: address,
+          log,
+        };
+        const requireTls = envelope.requireTls === true;
+        try {
+          const conn = await openWithFallback(options, requireTls, policy.level === 'may', log);
+          o.pool.opened(destination);
+          log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
+          return conn;
+        } catch (err) {
+          if (!(err instanceof OpenFailure)) throw err;
+          log.info(
+            { mx: exchanger.name, address, reply: err.reply, tls: policy.level },
+            'mail exchanger not usable, trying the next',
+          );
+          last = { status: err.status, reply: err.reply, mta: exchanger.name, mtaAddress: address };
+        }
+      }
+    }
+    o.pool.failed(destination, tried);
+    if (last) return last.status === 'failed' ? last : { ...last, status: 'deferred' };
+    if (dnsError) return { status: 'deferred', reply: dnsError };
+    return { status: 'failed', reply: MxReplies.noAddress(destination) };
+  }
+
+  /** The next configured source address of the target's family, in turn. */
+  #source(target: string): Source | undefined {
+    const family = isIP(target);
+    const usable = this.#o.sources.filter((s) => isIP(s.address) === family);
+    if (usable.length === 0) return undefined;
+    this.#nextSource = (this.#nextSource + 1) % usable.length;
+    return usable[this.#nextSource];
+  }
+}
+
+/**
+ * Open a connection; under the opportunistic policy (`may`) a server whose TLS
+ * handshake fails is tried once more without STARTTLS, as Postfix does, since
+ * `may` only wants TLS when it works. A REQUIRETLS message never falls back.
+ */
+async function openWithFallback(
+  options: SmtpClientOptions,
+  requireTls: boolean,
+  opportunistic: boolean,
+  log: Logger,
+): Promise<ClientConnection> {
+  try {
+    return await ClientConnection.open(options, requireTls);
+  } catch (err) {
+    if (!(err instanceof OpenFailure) || !err.tls || !opportunistic || requireTls) throw err;
+    log.info(
+      { mx: options.mtaName, address: options.mtaAddress },
+      'TLS handshake failed; trying without TLS',
+    );
+    return ClientConnection.open({ ...options, tls: 'none' }, requireTls);
+  }
+}
+
+/**
+ * One line per recipient that was not delivered, with the mail exchanger, its
+ * address and the reply (delivered ones are counted in the client's line).
+ */
+function logOutcomes(log: Logger, report: DeliveryReport): void {
+  for (const r of report.results) {
+    if (r.status === 'delivered') continue;
+    log.info(
+      {
+        to: r.recipient,
+        status: r.status,
+        mta: r.mta ?? null,
+        mtaAddress: r.mtaAddress ?? null,
+        code: r.reply?.code,
+        enhanced: r.reply?.enhanced,
+        reply: r.reply?.text,
+      },
+      r.status === 'failed' ? 'recipient failed' : 'recipient deferred',
+    );
+  }
+}
+
+/** Messages up to this size are read once and sent from memory (the scan and the send read them). */
+const SMALL_MESSAGE = 256 * 1024;
+
+/** The envelope with a small message read into memory, so the queue's copy is read once. */
+async function inMemory(envelope: OutboundEnvelope, size: number | undefined): Promise<OutboundEnvelope> {
+  if (size === undefined || size > SMALL_MESSAGE) return envelope;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of envelope.stream() as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      // The queue's size was wrong: stream it as it comes instead.
+      if (total > SMALL_MESSAGE) return envelope;
+    }
+  } catch {
+    // A read error: `prepareMessage` reads again and reports it.
+    return envelope;
+  }
+  const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+  return { ...envelope, stream: () => Readable.from([data]) };
+}
+
+function failed(envelope: OutboundEnvelope, f: Failure): DeliveryReport {
+  return failAll(envelope, f.status, f.reply, f.mta, f.mtaAddress);
+}
