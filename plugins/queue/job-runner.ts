@@ -127,7 +127,7 @@ export function createJobRunner(ctx: RunnerContext): (lease: Lease) => Promise<v
       answer = Replies.localError;
     }
     if (answer === undefined) {
-      job.log.error({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
+      job.log.warn({ route: route ?? null }, 'no delivery plugin claimed the job; deferring it');
     }
     const now = ctx.clock.now();
     const results = resultsFor(
