@@ -26,6 +26,12 @@ export const RESULT_VALUES = [
 ] as const;
 export type ResultValue = (typeof RESULT_VALUES)[number];
 
+/** `value` if it is one of the seven result values (`temperr` is an old spelling of `temperror`). */
+export function asResultValue(value: string): ResultValue | undefined {
+  if (value === 'temperr') return 'temperror';
+  return (RESULT_VALUES as readonly string[]).includes(value) ? (value as ResultValue) : undefined;
+}
+
 /** What a check found. Checks extend it with their own details. */
 export interface CheckResult {
   readonly result: ResultValue;
