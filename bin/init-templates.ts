@@ -176,7 +176,7 @@ function packageJson(input: TemplateInput): string {
     version: '0.1.0',
     private: true,
     type: 'module',
-    engines: { node: '>=22.18' },
+    engines: { node: '>=22.19' },
     scripts: {
       start: 'mailframe start',
       check: 'mailframe check-config',
@@ -344,7 +344,7 @@ npm test       # your plugin and your config, over real sockets
 npm run check  # validate mailframe.json without starting
 \`\`\`
 
-Node.js 22.18 or newer runs everything here as it is, TypeScript included (no build step).
+Node.js 22.19 or newer runs everything here as it is, TypeScript included (no build step).
 
 ## What is here
 

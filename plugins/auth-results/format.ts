@@ -1,0 +1,35 @@
+/** The Authentication-Results header field (RFC 8601 section 2.2) from recorded check results. */
+import type { RecordedResult } from '../policy/policy.ts';
+
+/** RFC 2045 token: printable ASCII without space and tspecials. */
+const TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$/;
+/** `[local-part "@"] domain-name`, the other unquoted form of a pvalue (RFC 8601 2.2). */
+const ADDRESS = /^(?:[!#$%&'*+\-/=?^_`{|}~0-9A-Za-z.]+@)?[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?$/;
+
+function quoted(text: string): string {
+  // Printable ASCII only in a header value; escape the two specials of a quoted-string.
+  const printable = text.replace(/[^\x20-\x7e]/g, '?');
+  return `"${printable.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+function pvalue(value: string): string {
+  return TOKEN.test(value) || ADDRESS.test(value) ? value : quoted(value);
+}
+
+/** One `method=result reason="..." ptype.property=value` clause. */
+export function resinfo(r: RecordedResult): string {
+  const { result } = r;
+  let out = `${result.method ?? r.check}=${result.result}`;
+  if (result.reason !== undefined) out += ` reason=${quoted(result.reason)}`;
+  for (const [key, value] of Object.entries(result.properties ?? {})) out += ` ${key}=${pvalue(value)}`;
+  return out;
+}
+
+/**
+ * `Authentication-Results: <authserv-id>; <resinfo>; ...`, one clause per
+ * folded line, or `<authserv-id>; none` when no check reported (RFC 8601 2.2).
+ */
+export function authenticationResults(authservId: string, results: readonly RecordedResult[]): string {
+  if (results.length === 0) return `Authentication-Results: ${authservId}; none`;
+  return `Authentication-Results: ${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+}

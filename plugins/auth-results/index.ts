@@ -1,0 +1,46 @@
+/**
+ * One Authentication-Results header field (RFC 8601) for every check result
+ * recorded on the transaction (see docs/policy.md), added through the
+ * `headers` hook with this server's authserv-id.
+ */
+import Type from 'typebox';
+import { Stage } from '../../core/hooks.ts';
+import { definePlugin } from '../../core/plugin.ts';
+import { allResults } from '../policy/policy.ts';
+import { authenticationResults } from './format.ts';
+
+export const schema = Type.Object(
+  {
+    authservId: Type.Optional(
+      Type.String({
+        minLength: 1,
+        pattern: "^[!#$%&'*+\\-.0-9A-Z^_`a-z{|}~]+$",
+        description:
+          'The authserv-id naming this server in the field (RFC 8601 2.5). Default: the server’s `hostname`.',
+      }),
+    ),
+    includeNone: Type.Boolean({
+      default: true,
+      description: 'Add `<authserv-id>; none` when no check reported anything (RFC 8601 2.2).',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export default definePlugin({
+  name: 'auth-results',
+  description: 'Adds one Authentication-Results header field (RFC 8601) from the recorded check results.',
+  schema,
+  register(api, config) {
+    const authservId = config.authservId ?? api.server.hostname;
+    api.hooks.headers.tap(
+      (fields, tx) => {
+        const results = allResults(tx);
+        if (results.length === 0 && !config.includeNone) return fields;
+        return [...fields, authenticationResults(authservId, results)];
+      },
+      // After other header transforms, so checks that record in `headers` are included.
+      { stage: Stage.LAST },
+    );
+  },
+});

@@ -1,0 +1,165 @@
+/**
+ * DMARC (RFC 7489) once the message has arrived: is the author domain (the
+ * From header's) aligned with a domain SPF or DKIM authenticated? Reads the
+ * `spf` and `dkim` results other checks recorded (see docs/policy.md), looks
+ * the domain's policy up over the server's DNS resolver with `mailauth`, and
+ * records check `dmarc`. A `fail` is handled by the domain's policy (`p`, or
+ * `sp` for subdomains, sampled by `pct`: a message outside the sample gets the
+ * next milder policy, RFC 7489 6.6.4) unless `actions` names that result.
+ */
+import { dmarc as checkDmarc } from 'mailauth/lib/dmarc/index.js';
+import Type from 'typebox';
+import { Stage } from '../../core/hooks.ts';
+import { definePlugin } from '../../core/plugin.ts';
+import { type Reply, reply } from '../../core/reply.ts';
+import type { Transaction } from '../../core/types.ts';
+import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import {
+  actionsSchema,
+  allResults,
+  asResultValue,
+  type CheckResult,
+  decide,
+  recordResult,
+  resultsOf,
+  validateActions,
+} from '../policy/policy.ts';
+import { authorDomains, fromFields, readHeaderSection } from './header-from.ts';
+
+export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
+
+/** What `dmarc` records. */
+export interface DmarcResult extends CheckResult {
+  /** The author domain (RFC5322.From). */
+  readonly domain: string;
+  /** The published policy that applies (`p`, or `sp` for a subdomain). */
+  readonly policy?: DmarcPolicy;
+  /** `pct` of the record (100 when absent). */
+  readonly pct?: number;
+  /** What was done about a `fail`: the policy after `pct` sampling. */
+  readonly applied?: DmarcPolicy;
+  /** The aligned SPF and DKIM domains, if any: aggregate-report data. */
+  readonly alignment?: { readonly spf?: string; readonly dkim?: string };
+  /** The DMARC record used. */
+  readonly record?: string;
+}
+
+declare module '../policy/policy.ts' {
+  interface PolicyChecks {
+    dmarc: DmarcResult;
+  }
+}
+
+export const schema = Type.Object(
+  {
+    actions: actionsSchema('DMARC', {}),
+    honorPolicy: Type.Boolean({
+      default: true,
+      description:
+        'For a `fail` that `actions` does not name, do what the domain publishes: `p=reject` refuses (550 5.7.26), `p=quarantine` quarantines, `p=none` accepts.',
+    }),
+    maxHeaderSize: Type.Integer({
+      minimum: 1024,
+      default: 65536,
+      description: 'Octets of the header section read to find the From field.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const REJECT = reply(550, '5.7.26', 'Message refused: DMARC policy of the author domain');
+const TEMPFAIL = reply(451, '4.7.26', 'DMARC check could not complete, try again later');
+
+function pctOf(record: string | undefined): number {
+  const m = /(?:^|;)\s*pct\s*=\s*(\d{1,3})\s*(?:;|$)/i.exec(record ?? '');
+  const n = m?.[1] === undefined ? 100 : Number(m[1]);
+  return Math.min(100, n);
+}
+
+function milder(p: DmarcPolicy): DmarcPolicy {
+  return p === 'reject' ? 'quarantine' : 'none';
+}
+
+function asPolicy(p: string | undefined): DmarcPolicy | undefined {
+  return p === 'none' || p === 'quarantine' || p === 'reject' ? p : undefined;
+}
+
+export default definePlugin({
+  name: 'dmarc',
+  description:
+    'DMARC (RFC 7489) after the message: alignment of From with SPF and DKIM results; the domain’s policy.',
+  schema,
+  register(api, config) {
+    validateActions('dmarc', config.actions);
+    const resolver = mailauthResolver(api.server.dns);
+
+    function authenticated(tx: Transaction) {
+      const spfDomains = resultsOf(tx, 'spf')
+        .filter((r) => r.result === 'pass')
+        .map((r) => r.domain);
+      // DKIM results come from whichever plugin records check `dkim`; RFC 8601's `header.d` names the signer.
+      const dkimDomains = allResults(tx)
+        .filter((r) => r.check === 'dkim' && r.result.result === 'pass')
+        .flatMap((r) => {
+          const d = r.result.properties?.['header.d'];
+          return d === undefined ? [] : [{ domain: d.toLowerCase() }];
+        });
+      return { spfDomains, dkimDomains };
+    }
+
+    function enforce(tx: Transaction, result: DmarcResult): Reply | undefined {
+      if (config.actions[result.result] !== undefined)
+        return decide(tx, 'dmarc', result.result, config.actions, { reject: REJECT, tempfail: TEMPFAIL });
+      if (result.result !== 'fail' || !config.honorPolicy || result.applied === undefined) return undefined;
+      if (result.applied === 'reject') return REJECT;
+      if (result.applied === 'quarantine')
+        return decide(tx, 'dmarc', 'fail', { fail: { action: 'quarantine' } });
+      return undefined;
+    }
+
+    api.hooks.message.tap(
+      async (tx, message) => {
+        if (tx.session.user !== undefined) return undefined;
+        const fields = fromFields(await readHeaderSection(message, config.maxHeaderSize));
+        const domains = [...new Set(fields.flatMap(authorDomains))];
+        const found = await checkDmarc({
+          headerFrom: domains,
+          fromFields: fields.length,
+          ...authenticated(tx),
+          resolver,
+        });
+        let result: DmarcResult;
+        if (found === false) {
+          // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
+          result = { result: 'none', domain: domains.join(','), reason: 'no single author domain' };
+        } else {
+          const policy = asPolicy(found.policy);
+          const pct = pctOf(found.rr);
+          const value = asResultValue(found.status.result) ?? 'temperror';
+          let applied: DmarcPolicy | undefined;
+          if (value === 'fail' && policy !== undefined)
+            applied = pct >= 100 || Math.random() * 100 < pct ? policy : milder(policy);
+          const spf = found.alignment?.spf?.result;
+          const dkim = found.alignment?.dkim?.result;
+          result = {
+            result: value,
+            domain: domains[0] ?? found.domain,
+            properties: {
+              'header.from': domains[0] ?? found.domain,
+              ...(policy ? { 'policy.dmarc': policy } : {}),
+            },
+            ...(policy === undefined ? {} : { policy, pct }),
+            ...(applied === undefined ? {} : { applied }),
+            ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
+            ...(found.rr === undefined ? {} : { record: found.rr }),
+          };
+        }
+        recordResult(tx, 'dmarc', result);
+        tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
+        return enforce(tx, result);
+      },
+      // After the checks whose results it reads (dkim-verify at the `message` hook's default stage).
+      { stage: Stage.LATE },
+    );
+  },
+});

@@ -1,0 +1,87 @@
+/**
+ * The `auth-results` plugin: one Authentication-Results field (RFC 8601) with
+ * the server's authserv-id, from the results checks recorded (here `spf`
+ * against a loopback DNS zone, and a custom check).
+ */
+import Type from 'typebox';
+import { afterEach, describe, expect, it } from 'vitest';
+import { definePlugin } from '../../core/plugin.ts';
+import { startTestServer, type TestServer } from '../../core/testkit.ts';
+import { authenticationResults } from '../../plugins/auth-results/format.ts';
+import { recordResult } from '../../plugins/policy/policy.ts';
+
+declare module '../../plugins/policy/policy.ts' {
+  interface PolicyChecks {
+    iprev: import('../../plugins/policy/policy.ts').CheckResult;
+  }
+}
+
+const iprev = definePlugin({
+  name: 'fake-iprev',
+  schema: Type.Object({}),
+  register(api) {
+    api.hooks.mail.tap((tx) => {
+      recordResult(tx, 'iprev', {
+        result: 'temperror',
+        reason: 'PTR lookup "timed out"',
+        properties: { 'policy.iprev': tx.session.remote.address },
+      });
+      return undefined;
+    });
+  },
+});
+
+let t: TestServer | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+async function deliver(from: string, helo = 'client.example'): Promise<string> {
+  if (!t) throw new Error('no server');
+  const c = await t.connect();
+  await c.expect(`EHLO ${helo}`, 250);
+  await c.expect(`MAIL FROM:<${from}>`, 250, '2.1.0');
+  await c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5');
+  await c.expect('DATA', 354);
+  expect((await c.sendData('Subject: hi\r\n\r\nhello\r\n')).code).toBe(250);
+  await c.expect('QUIT', 221);
+  const all = await t.waitForMessages(t.queued.length);
+  return all[all.length - 1]?.text ?? '';
+}
+
+const zone = {
+  'pass.example': { TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
+  'fail.example': { TXT: ['v=spf1 -all'] },
+};
+
+describe('auth-results', () => {
+  it('merges every recorded result into one field naming the server', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: ['spf', iprev, 'auth-results', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const text = await deliver('alice@pass.example');
+    expect(text.match(/^Authentication-Results:/gm)).toHaveLength(1);
+    expect(text).toContain(
+      'Authentication-Results: mx.test.example;\r\n' +
+        '\tspf=pass reason="mx.test.example: domain of alice@pass.example designates 127.0.0.1 as permitted sender" smtp.mailfrom=alice@pass.example;\r\n' +
+        '\tiprev=temperror reason="PTR lookup \\"timed out\\"" policy.iprev=127.0.0.1\r\n',
+    );
+  });
+
+  it('uses the configured authserv-id, shows fail, and says none when nothing was checked', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        'spf',
+        ['auth-results', { authservId: 'auth.example' }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    expect(await deliver('alice@fail.example')).toMatch(
+      /^Authentication-Results: auth\.example;\r\n\tspf=fail reason="[^"]*" smtp\.mailfrom=alice@fail\.example\r\n/m,
+    );
+    expect(authenticationResults('auth.example', [])).toBe('Authentication-Results: auth.example; none');
+  });
+});

@@ -1,0 +1,178 @@
+/**
+ * The `dmarc` plugin against a loopback DNS zone: alignment of the From
+ * domain with SPF (the `spf` plugin) and DKIM results (recorded here by a
+ * stand-in check under the name `dkim`, as dkim-verify records them), strict
+ * and relaxed, the domain's p/sp/pct, and every result it gives.
+ */
+import Type from 'typebox';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Stage } from '../../core/hooks.ts';
+import { definePlugin } from '../../core/plugin.ts';
+import { startTestServer, type TestDnsZone, type TestServer } from '../../core/testkit.ts';
+import { authorDomains, fromFields } from '../../plugins/dmarc/header-from.ts';
+import type { DmarcResult } from '../../plugins/dmarc/index.ts';
+import { type CheckResult, recordResult, resultsOf } from '../../plugins/policy/policy.ts';
+
+declare module '../../plugins/policy/policy.ts' {
+  interface PolicyChecks {
+    dkim: CheckResult;
+  }
+}
+
+const spfOk = { TXT: ['v=spf1 ip4:127.0.0.1 -all'] };
+const spfFail = { TXT: ['v=spf1 -all'] };
+const zone: TestDnsZone = {
+  '_dmarc.example.org': { TXT: ['v=DMARC1; p=reject; adkim=s; aspf=s'] },
+  'bounce.example.org': spfOk,
+  '_dmarc.relaxed.example': { TXT: ['v=DMARC1; p=reject'] },
+  'bounce.relaxed.example': spfOk,
+  '_dmarc.reject.example': { TXT: ['v=DMARC1; p=reject'] },
+  'reject.example': spfFail,
+  '_dmarc.sample.example': { TXT: ['v=DMARC1; p=reject; pct=0'] },
+  'sample.example': spfFail,
+  '_dmarc.quar.example': { TXT: ['v=DMARC1; p=quarantine'] },
+  'quar.example': spfFail,
+  '_dmarc.parent.example': { TXT: ['v=DMARC1; p=reject; sp=none'] },
+  'sub.parent.example': spfFail,
+  'nodmarc.example': spfOk,
+  '_dmarc.broken.example': { rcode: 'SERVFAIL' },
+  'broken.example': spfOk,
+};
+
+/** Stands in for dkim-verify: records a DKIM pass for the configured signing domain. */
+const fakeDkim = definePlugin({
+  name: 'fake-dkim',
+  schema: Type.Object({ d: Type.String() }),
+  register(api, config) {
+    api.hooks.message.tap((tx) => {
+      recordResult(tx, 'dkim', { result: 'pass', properties: { 'header.d': config.d, 'header.s': 'sel' } });
+      return undefined;
+    });
+  },
+});
+
+function collector(seen: DmarcResult[]) {
+  return definePlugin({
+    name: 'collect-dmarc',
+    schema: Type.Object({}),
+    register(api) {
+      api.hooks.message.tap(
+        (tx) => {
+          seen.push(...resultsOf(tx, 'dmarc'));
+          return undefined;
+        },
+        { stage: Stage.LAST },
+      );
+    },
+  });
+}
+
+let t: TestServer | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+async function start(extra: unknown[] = []) {
+  const seen: DmarcResult[] = [];
+  t = await startTestServer({
+    dns: zone,
+    plugins: [
+      'spf',
+      ...(extra as []),
+      'dmarc',
+      collector(seen),
+      ['rcpt-local', { domains: ['example.com'] }],
+    ],
+  });
+  return seen;
+}
+
+/** Send a message; the reply to the end of data. */
+async function send(mailFrom: string, from: string): Promise<{ code: number; raw: string }> {
+  if (!t) throw new Error('no server');
+  const c = await t.connect();
+  await c.expect('EHLO client.example', 250);
+  await c.expect(`MAIL FROM:<${mailFrom}>`, 250);
+  await c.expect('RCPT TO:<bob@example.com>', 250);
+  await c.expect('DATA', 354);
+  const r = await c.sendData(`From: Someone <${from}>\r\nSubject: hi\r\n\r\nhello\r\n`);
+  await c.expect('QUIT', 221);
+  return r;
+}
+
+describe('dmarc', () => {
+  it('strict alignment: DKIM d=mail.example.org, MAIL FROM @bounce.example.org, From example.org gives fail', async () => {
+    await start([[fakeDkim, { d: 'mail.example.org' }]]);
+    const r = await send('ret@bounce.example.org', 'ceo@example.org');
+    // p=reject: refused at the end of data.
+    expect(r.raw).toMatch(/^550 5\.7\.26 /);
+  });
+
+  it('records fail under strict alignment and pass when DKIM signs the From domain itself', async () => {
+    const seen = await start([[fakeDkim, { d: 'example.org' }]]);
+    expect((await send('ret@bounce.example.org', 'ceo@example.org')).code).toBe(250);
+    expect(seen.pop()).toMatchObject({
+      result: 'pass',
+      domain: 'example.org',
+      alignment: { dkim: 'example.org' },
+    });
+  });
+
+  it('relaxed alignment: SPF of a subdomain aligns with the organisational domain', async () => {
+    const seen = await start();
+    expect((await send('ret@bounce.relaxed.example', 'a@relaxed.example')).code).toBe(250);
+    expect(seen.pop()).toMatchObject({
+      result: 'pass',
+      policy: 'reject',
+      alignment: { spf: 'bounce.relaxed.example' },
+      properties: { 'header.from': 'relaxed.example', 'policy.dmarc': 'reject' },
+    });
+  });
+
+  it('applies p, sp and pct to a fail; none without a record; temperror on SERVFAIL', async () => {
+    const seen = await start();
+    expect((await send('a@reject.example', 'a@reject.example')).raw).toMatch(/^550 5\.7\.26 /);
+
+    expect((await send('a@sample.example', 'a@sample.example')).code).toBe(250);
+    expect(seen.pop()).toMatchObject({ result: 'fail', policy: 'reject', pct: 0, applied: 'quarantine' });
+    expect(t?.queued.at(-1)?.attributes.quarantine).toEqual({ check: 'dmarc', result: 'fail' });
+
+    expect((await send('a@quar.example', 'a@quar.example')).code).toBe(250);
+    expect(seen.pop()).toMatchObject({ result: 'fail', applied: 'quarantine' });
+
+    expect((await send('a@sub.parent.example', 'a@sub.parent.example')).code).toBe(250);
+    expect(seen.pop()).toMatchObject({ result: 'fail', policy: 'none', applied: 'none' });
+    expect(t?.queued.at(-1)?.attributes.quarantine).toBeUndefined();
+
+    expect((await send('a@nodmarc.example', 'a@nodmarc.example')).code).toBe(250);
+    expect(seen.pop()?.result).toBe('none');
+
+    expect((await send('a@broken.example', 'a@broken.example')).code).toBe(250);
+    expect(seen.pop()?.result).toBe('temperror');
+  });
+
+  it('lets the action map override the published policy', async () => {
+    const seen: DmarcResult[] = [];
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        'spf',
+        ['dmarc', { actions: { fail: { action: 'tag' }, temperror: { action: 'tempfail' } } }],
+        collector(seen),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    expect((await send('a@reject.example', 'a@reject.example')).code).toBe(250);
+    expect(seen.pop()?.result).toBe('fail');
+    expect((await send('a@broken.example', 'a@broken.example')).raw).toMatch(/^451 4\.7\.26 /);
+  });
+
+  it('finds the author domains of From fields', () => {
+    const header =
+      'Received: x\r\nFrom: "Doe, J" <j@Example.ORG> (work)\r\nTo: b@c\r\nfrom:\r\n x@y.example\r\n';
+    const fields = fromFields(header);
+    expect(fields).toHaveLength(2);
+    expect(fields.flatMap(authorDomains)).toEqual(['example.org', 'y.example']);
+  });
+});
