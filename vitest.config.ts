@@ -11,6 +11,7 @@ export default defineConfig({
     alias: [
       { find: /^mailframe$/, replacement: source('./core/index.ts') },
       { find: /^mailframe\/testkit$/, replacement: source('./core/testkit.ts') },
+      { find: /^mailframe\/policy$/, replacement: source('./plugins/policy/policy.ts') },
       { find: /^mailframe\/plugins\/([a-z0-9-]+)$/, replacement: source('./plugins/$1/index.ts') },
     ],
   },

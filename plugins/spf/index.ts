@@ -1,0 +1,146 @@
+/**
+ * SPF (RFC 7208): is the client allowed to send for the MAIL FROM domain (or,
+ * for the null sender, for its HELO name)? Checked at MAIL FROM with
+ * `mailauth` over the server's DNS resolver; the result is recorded on the
+ * transaction (check `spf`, see docs/policy.md) for DMARC and the
+ * Authentication-Results header, and the `actions` map decides: by default
+ * every result is accepted, `{ "fail": { "action": "reject" } }` refuses
+ * `fail` early with 550 5.7.23 (RFC 7372).
+ */
+import { spf as checkSpf } from 'mailauth/lib/spf/index.js';
+import Type from 'typebox';
+import { Stage } from '../../core/hooks.ts';
+import { definePlugin } from '../../core/plugin.ts';
+import { reply } from '../../core/reply.ts';
+import type { Transaction } from '../../core/types.ts';
+import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import {
+  actionsSchema,
+  asResultValue,
+  type CheckResult,
+  type DefaultReplies,
+  report,
+  validateActions,
+} from '../policy/policy.ts';
+
+/** What `spf` records: the RFC 8601 result plus what it checked. */
+export interface SpfResult extends CheckResult {
+  /** The identity checked: the MAIL FROM address, or the HELO name for the null sender (RFC 7208 2.3, 2.4). */
+  readonly identity: 'mailfrom' | 'helo';
+  /** The domain whose SPF record was evaluated (DMARC aligns on it). */
+  readonly domain: string;
+  /** The record used, when one was found. */
+  readonly record?: string;
+  /** The domain's `exp=` explanation for a `fail` (third-party text: never sent as is). */
+  readonly explanation?: string;
+}
+
+declare module '../policy/policy.ts' {
+  interface PolicyChecks {
+    spf: SpfResult;
+  }
+}
+
+export const schema = Type.Object(
+  {
+    actions: actionsSchema('SPF', {}),
+    skipAuthenticated: Type.Boolean({
+      default: true,
+      description: 'Do not check sessions that authenticated (AUTH): submission is not SPF’s business.',
+    }),
+    maxLookups: Type.Integer({
+      minimum: 1,
+      default: 10,
+      description: 'DNS-querying terms a check may use before it is `permerror` (RFC 7208 4.6.4: 10).',
+    }),
+    maxVoidLookups: Type.Integer({
+      minimum: 0,
+      default: 2,
+      description:
+        'Lookups answering no records a check may have before it is `permerror` (RFC 7208 4.6.4: 2).',
+    }),
+    timeout: Type.Integer({
+      minimum: 1,
+      default: 20000,
+      description:
+        'Milliseconds one check may take before it is `temperror` (RFC 7208 4.6.4: at least 20 s). Keep the plugin’s tap `timeout` above it.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/** RFC 7372: X.7.23 "SPF validation failed", X.7.24 "SPF validation error". */
+const FAIL_REPLIES: DefaultReplies = {
+  reject: reply(550, '5.7.23', 'SPF validation failed'),
+  tempfail: reply(451, '4.7.23', 'SPF validation failed, try again later'),
+};
+const ERROR_REPLIES: DefaultReplies = {
+  reject: reply(550, '5.7.24', 'SPF validation error'),
+  tempfail: reply(451, '4.7.24', 'SPF validation error, try again later'),
+};
+
+/** The client's address as SPF sees it: an IPv4 client on a dual-stack socket is IPv4. */
+function clientIp(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+export default definePlugin({
+  name: 'spf',
+  description: 'SPF (RFC 7208) at MAIL FROM: records pass/fail/... for DMARC and Authentication-Results.',
+  schema,
+  register(api, config) {
+    validateActions('spf', config.actions);
+    const resolver = mailauthResolver(api.server.dns);
+
+    async function evaluate(tx: Transaction): Promise<SpfResult> {
+      const session = tx.session;
+      const sender = tx.from.address;
+      const helo = session.helo?.domain;
+      const identity = sender === null ? 'helo' : 'mailfrom';
+      const checked = sender === null ? (helo ?? '') : `${sender.localPart}@${sender.asciiDomain}`;
+      const domain = sender === null ? (helo ?? '') : sender.asciiDomain;
+      const property = identity === 'helo' ? { 'smtp.helo': checked } : { 'smtp.mailfrom': checked };
+      // A HELO address literal (or no HELO) names no domain to check (RFC 7208 2.3).
+      if (
+        domain === '' ||
+        domain.startsWith('[') ||
+        sender?.domainKind === 'ipv4' ||
+        sender?.domainKind === 'ipv6'
+      )
+        return { result: 'none', identity, domain, properties: property, reason: 'no domain to check' };
+      const found = await checkSpf({
+        ...(sender === null ? { sender: `postmaster@${domain}` } : { sender: checked }),
+        ip: clientIp(session.remote.address),
+        ...(helo === undefined ? {} : { helo }),
+        mta: session.hostname,
+        resolver,
+        maxResolveCount: config.maxLookups,
+        maxVoidCount: config.maxVoidLookups,
+        maxElapsedTime: config.timeout,
+      });
+      const out: SpfResult = {
+        result: asResultValue(found.status.result) ?? 'temperror',
+        identity,
+        domain,
+        properties: property,
+        ...(typeof found.status.comment === 'string' ? { reason: found.status.comment } : {}),
+        ...(found.rr === undefined ? {} : { record: found.rr }),
+        ...(found.explanation === undefined ? {} : { explanation: found.explanation }),
+      };
+      return out;
+    }
+
+    api.hooks.mail.tap(
+      async (tx) => {
+        if (config.skipAuthenticated && tx.session.user !== undefined) return undefined;
+        const result = await evaluate(tx);
+        tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
+        const replies =
+          result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
+        return report(tx, 'spf', result, config.actions, replies);
+      },
+      // After cheap local checks, before plugins that answer MAIL for good.
+      { stage: Stage.NORMAL },
+    );
+  },
+});
