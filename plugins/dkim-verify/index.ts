@@ -1,41 +1,47 @@
 /**
  * DKIM verification (RFC 6376) of every signature of an arriving message, in
  * the `message` hook, reading the spooled message as a stream. Each
- * signature's result is recorded on the transaction (`tx.notes.dkim`); the
- * plugin decides nothing: policy (DMARC, an action map) reads the results.
+ * signature's result is recorded on the transaction (check `dkim`, see
+ * docs/policy.md); the `actions` map decides on the best of them (by default
+ * nothing is refused: DMARC and other policy read the results).
  */
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { mailauthResolver } from './resolver.ts';
+import { reply } from '../../core/reply.ts';
+import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import {
+  actionsSchema,
+  type CheckResult,
+  type DefaultReplies,
+  decide,
+  type ResultValue,
+  recordResult,
+  validateActions,
+} from '../policy/policy.ts';
 
-export type DkimResultValue = 'pass' | 'fail' | 'neutral' | 'none' | 'temperror' | 'permerror';
-
-/** One signature's result (or the single `none` of a message without signatures). */
-export interface DkimSignatureResult {
-  readonly result: DkimResultValue;
+/** What `dkim-verify` records per signature (check `dkim`; a message without signatures: one `none`). */
+export interface DkimResult extends CheckResult {
   /** The signing domain (`d=`); absent for `none`. */
   readonly domain?: string;
   /** The selector (`s=`). */
   readonly selector?: string;
   /** The algorithm (`a=`), e.g. `rsa-sha256`, `ed25519-sha256`. */
   readonly algorithm?: string;
-  /** Why it did not pass (e.g. `no key`, `body hash did not verify`). */
-  readonly reason?: string;
   /** The key record has `t=y`: the domain is testing DKIM. */
   readonly testing?: boolean;
 }
 
-declare module '../../core/types.ts' {
-  interface TransactionNotes {
-    /** Set by `dkim-verify`: one entry per DKIM-Signature field, in message order. */
-    dkim?: readonly DkimSignatureResult[];
+declare module '../policy/policy.ts' {
+  interface PolicyChecks {
+    dkim: DkimResult;
   }
 }
 
 export const schema = Type.Object(
   {
+    actions: actionsSchema('DKIM', {}),
     minKeyBits: Type.Integer({
       minimum: 512,
       default: 1024,
@@ -57,11 +63,11 @@ const KEY_ERRORS = new Set([
 
 /** mailauth's status to the result values of RFC 8601 section 2.7.1. */
 export function toResult(status: { result: string; comment?: string }): {
-  result: DkimResultValue;
+  result: ResultValue;
   reason?: string;
 } {
   const reason = status.comment;
-  const withReason = <R extends DkimResultValue>(result: R) => (reason ? { result, reason } : { result });
+  const withReason = <R extends ResultValue>(result: R) => (reason ? { result, reason } : { result });
   switch (status.result) {
     case 'pass':
     case 'fail':
@@ -83,12 +89,27 @@ export function toResult(status: { result: string; comment?: string }): {
   }
 }
 
+/** RFC 7372: 5.7.20 "No passing DKIM signature found". */
+const REPLIES: DefaultReplies = {
+  reject: reply(550, '5.7.20', 'No passing DKIM signature found'),
+  tempfail: reply(451, '4.7.20', 'DKIM key lookup failed, try again later'),
+};
+
+const PRECEDENCE: readonly ResultValue[] = ['pass', 'temperror', 'fail', 'permerror', 'neutral', 'none'];
+
+/** The message's DKIM result for the action map: the best any signature got (one pass is enough). */
+export function overall(results: readonly CheckResult[]): ResultValue {
+  for (const value of PRECEDENCE) if (results.some((r) => r.result === value)) return value;
+  return 'none';
+}
+
 export default definePlugin({
   name: 'dkim-verify',
   description:
     'Verifies every DKIM signature of arriving mail (RFC 6376), streaming the spool; records results for policy.',
   schema,
   register(api, config) {
+    validateActions('dkim-verify', config.actions);
     const resolver = mailauthResolver(api.server.dns);
     api.hooks.message.tap(
       async (tx, message) => {
@@ -100,18 +121,26 @@ export default definePlugin({
           rejectRsaSha1: true,
           ...(sender === undefined ? {} : { sender }),
         });
-        const results: DkimSignatureResult[] = out.results
+        const results: DkimResult[] = out.results
           .filter((r) => r.signingDomain !== undefined || r.status.result !== 'none')
-          .map((r) => ({
-            ...toResult(r.status),
-            ...(r.signingDomain === undefined ? {} : { domain: r.signingDomain }),
-            ...(r.selector === undefined ? {} : { selector: r.selector }),
-            ...(r.algo === undefined ? {} : { algorithm: r.algo }),
-            ...(r.status.testing ? { testing: true } : {}),
-          }));
-        tx.notes.dkim = results.length > 0 ? results : [{ result: 'none' }];
-        tx.log.debug({ dkim: tx.notes.dkim }, 'DKIM verified');
-        return undefined;
+          .map((r) => {
+            const properties: Record<string, string> = {};
+            if (r.signingDomain !== undefined) properties['header.d'] = r.signingDomain;
+            if (r.selector !== undefined) properties['header.s'] = r.selector;
+            if (r.algo !== undefined) properties['header.a'] = r.algo;
+            return {
+              ...toResult(r.status),
+              ...(r.signingDomain === undefined ? {} : { domain: r.signingDomain }),
+              ...(r.selector === undefined ? {} : { selector: r.selector }),
+              ...(r.algo === undefined ? {} : { algorithm: r.algo }),
+              ...(r.status.testing ? { testing: true } : {}),
+              properties,
+            };
+          });
+        if (results.length === 0) results.push({ result: 'none' });
+        for (const r of results) recordResult(tx, 'dkim', r);
+        tx.log.debug({ dkim: results }, 'DKIM verified');
+        return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
       },
       { stage: Stage.EARLY },
     );

@@ -13,10 +13,11 @@ import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import type { TestDnsZone } from '../../core/testkit.ts';
+import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
-import type { DkimSignatureResult } from '../../plugins/dkim-verify/index.ts';
+import type { DkimResult } from '../../plugins/dkim-verify/index.ts';
+import { resultsOf } from '../../plugins/policy/policy.ts';
 import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
 
 let dir: string;
@@ -94,15 +95,23 @@ async function pythonSigned(
 }
 
 /** Send `data` through a server with dkim-verify; the results it recorded. */
-async function verify(data: string): Promise<readonly DkimSignatureResult[] | undefined> {
-  let seen: readonly DkimSignatureResult[] | undefined;
+async function verify(data: string): Promise<readonly DkimResult[] | undefined> {
+  return (await verifyWith(data, {})).results;
+}
+
+/** Send `data` through a server with dkim-verify configured with `config`: the reply to the message and the results. */
+async function verifyWith(
+  data: string,
+  config: Record<string, unknown>,
+): Promise<{ reply: SmtpReply; results: readonly DkimResult[] | undefined }> {
+  let seen: readonly DkimResult[] | undefined;
   const probe = definePlugin({
     name: 'test-probe',
     schema: Type.Object({}),
     register(api) {
       api.hooks.message.tap(
         (tx) => {
-          seen = tx.notes.dkim;
+          seen = resultsOf(tx, 'dkim');
           return undefined;
         },
         { stage: Stage.LAST },
@@ -111,7 +120,7 @@ async function verify(data: string): Promise<readonly DkimSignatureResult[] | un
   });
   const t = await startTestServer({
     dns: zone,
-    plugins: ['dkim-verify', probe, ['rcpt-local', { domains: ['example.net'] }]],
+    plugins: [['dkim-verify', config], probe, ['rcpt-local', { domains: ['example.net'] }]],
   });
   try {
     const c = await t.connect();
@@ -119,24 +128,31 @@ async function verify(data: string): Promise<readonly DkimSignatureResult[] | un
     await c.expect('MAIL FROM:<alice@example.org>', 250);
     await c.expect('RCPT TO:<bob@example.net>', 250);
     await c.expect('DATA', 354);
-    expect((await c.sendData(data)).code).toBe(250);
+    const reply = await c.sendData(data);
     await c.close();
-    await t.waitForMessages(1);
+    return { reply, results: seen };
   } finally {
     await t.close();
   }
-  return seen;
 }
 
 describe('dkim-verify', () => {
   it('passes an RSA-2048 signature made by python3-dkim', async () => {
     const r = await verify(await pythonSigned(MESSAGE, 'r1', 'rsa.pem', 'rsa'));
-    expect(r).toEqual([{ result: 'pass', domain: 'example.org', selector: 'r1', algorithm: 'rsa-sha256' }]);
+    expect(r).toEqual([
+      {
+        result: 'pass',
+        domain: 'example.org',
+        selector: 'r1',
+        algorithm: 'rsa-sha256',
+        properties: { 'header.d': 'example.org', 'header.s': 'r1', 'header.a': 'rsa-sha256' },
+      },
+    ]);
   });
 
   it('passes an Ed25519 signature made by python3-dkim (RFC 8463)', async () => {
     const r = await verify(await pythonSigned(MESSAGE, 'e1', 'ed.key', 'ed25519'));
-    expect(r).toEqual([
+    expect(r).toMatchObject([
       { result: 'pass', domain: 'example.org', selector: 'e1', algorithm: 'ed25519-sha256' },
     ]);
   });
@@ -162,7 +178,7 @@ describe('dkim-verify', () => {
 
   it('permerror when the key is not published, is not a key, or is too short', async () => {
     const noKey = await verify(await mailauthSigned(MESSAGE, 'gone', rsaPem));
-    expect(noKey).toEqual([
+    expect(noKey).toMatchObject([
       {
         result: 'permerror',
         domain: 'example.org',
@@ -197,5 +213,20 @@ describe('dkim-verify', () => {
     const big = MESSAGE + `${'y'.repeat(76)}\r\n`.repeat(8000);
     const r = await verify(await pythonSigned(big, 'r1', 'rsa.pem', 'rsa'));
     expect(r?.[0]?.result).toBe('pass');
+  });
+
+  it('the actions map decides on the best signature: fail refused with 550 5.7.20 unless another passes, temperror 451', async () => {
+    const actions = { actions: { fail: { action: 'reject' }, temperror: { action: 'tempfail' } } };
+    const one = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    const failed = await verifyWith(one.replace('signed text.', 'changed text.'), actions);
+    expect([failed.reply.code, failed.reply.enhanced]).toEqual([550, '5.7.20']);
+    // A failing signature next to a passing one: the message has a valid signature and is accepted.
+    const mixed = await mailauthSigned(await mailauthSigned(MESSAGE, 'gone', rsaPem), 'r1', rsaPem);
+    const ok = await verifyWith(mixed, actions);
+    expect(ok.results?.map((x) => x.result)).toEqual(['pass', 'permerror']);
+    expect(ok.reply.code).toBe(250);
+    const down = await verifyWith(await mailauthSigned(MESSAGE, 'down', rsaPem), actions);
+    expect([down.reply.code, down.reply.enhanced]).toEqual([451, '4.7.20']);
+    expect((await verifyWith(one, actions)).reply.code).toBe(250);
   });
 });
