@@ -1,7 +1,11 @@
 import type { Readable } from 'node:stream';
 
-/** The header section of a message stream (up to the empty line), at most `max` octets; the stream is destroyed after. */
-export async function readHeaderSection(stream: Readable, max: number): Promise<string> {
+/**
+ * The header section of a message stream (its fields, each line with its
+ * CRLF, without the empty line), or undefined when it is longer than `max`
+ * octets. The stream is destroyed after.
+ */
+export async function readHeaderSection(stream: Readable, max: number): Promise<string | undefined> {
   const parts: Buffer[] = [];
   let size = 0;
   try {
@@ -12,7 +16,7 @@ export async function readHeaderSection(stream: Readable, max: number): Promise<
       const all = Buffer.concat(parts, size);
       const end = all.indexOf('\r\n\r\n');
       if (end >= 0) return all.subarray(0, end + 2).toString('latin1');
-      if (size >= max) return all.subarray(0, max).toString('latin1');
+      if (size >= max) return undefined;
     }
     return Buffer.concat(parts, size).toString('latin1');
   } finally {

@@ -3,15 +3,18 @@
  * sessions, or from configured domains that sign unauthenticated mail too.
  * The signature needs the whole body, so it is made in the `message` hook,
  * hashing the spooled message as a stream, and put on top of the message
- * with `Message.prepend`.
+ * with `Message.prepend`. The computation is `signer.ts` (mailauth signs
+ * only the fields present, so it cannot oversign); python3-dkim checks it in
+ * the tests.
  */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import type { Transaction } from '../../core/types.ts';
 import { readHeaderSection, senderDomain } from './header.ts';
+import { type Canon, hashBody, parseFields, signatureField } from './signer.ts';
 
 const Selector = Type.Object(
   {
@@ -68,12 +71,29 @@ export const defaultHeaders = [
   'list-unsubscribe-post',
 ];
 
+export const defaultOversign = [
+  'from',
+  'to',
+  'cc',
+  'subject',
+  'date',
+  'reply-to',
+  'message-id',
+  'mime-version',
+  'content-type',
+];
+
 export const schema = Type.Object(
   {
     domains: Type.Array(Domain, { default: [], description: 'The domains to sign for, with their keys.' }),
-    headers: Type.Array(Type.String({ minLength: 1 }), {
+    headers: Type.Array(Type.String({ minLength: 1, pattern: '^[!-9;-~]+$' }), {
       default: defaultHeaders,
       description: 'Header fields to sign (`h=`), each occurrence present in the message.',
+    }),
+    oversign: Type.Array(Type.String({ minLength: 1, pattern: '^[!-9;-~]+$' }), {
+      default: defaultOversign,
+      description:
+        'Of those, the fields signed once more than they occur, so that nobody can add one later without breaking the signature (RFC 6376 section 8.15). `[]` turns oversigning off.',
     }),
     canonicalization: Type.Union(
       [
@@ -96,7 +116,7 @@ export const schema = Type.Object(
 interface LoadedDomain {
   readonly domain: string;
   readonly signUnauthenticated: boolean;
-  readonly keys: readonly { readonly selector: string; readonly privateKey: string }[];
+  readonly keys: readonly { readonly selector: string; readonly key: KeyObject }[];
 }
 
 export default definePlugin({
@@ -109,7 +129,7 @@ export default definePlugin({
       const keys = await Promise.all(
         d.selectors.map(async (s) => ({
           selector: s.selector,
-          privateKey: await readFile(s.keyFile, 'utf8'),
+          key: await loadKey(s.keyFile),
         })),
       );
       domains.set(d.domain.toLowerCase(), {
@@ -119,6 +139,8 @@ export default definePlugin({
       });
     }
     if (domains.size === 0) return;
+    const [headerCanon, bodyCanon] = config.canonicalization.split('/') as [Canon, Canon];
+    const oversign = new Set(config.oversign.map((n) => n.toLowerCase()));
 
     const pick = (tx: Transaction, fromHeader: string | undefined): LoadedDomain | undefined => {
       const candidates = [fromHeader, tx.from.address?.asciiDomain.toLowerCase()];
@@ -134,25 +156,30 @@ export default definePlugin({
         if (tx.session.user === undefined && ![...domains.values()].some((d) => d.signUnauthenticated))
           return undefined;
         const head = await readHeaderSection(message.stream(), config.maxHeaderBytes);
+        if (head === undefined) {
+          tx.log.warn('header section longer than maxHeaderBytes: not signed');
+          return undefined;
+        }
         const d = pick(tx, senderDomain(head));
         if (!d) return undefined;
-        const result = await dkimSign(message.stream(), {
-          signingDomain: d.domain,
-          selector: d.keys[0]?.selector ?? '',
-          privateKey: d.keys[0]?.privateKey ?? '',
-          canonicalization: config.canonicalization,
-          headerList: config.headers,
-          signatureData: d.keys.map((k) => ({
-            signingDomain: d.domain,
+        const fields = parseFields(head);
+        const bodyHash = await hashBody(message.stream(), bodyCanon);
+        const time = Math.floor(api.server.clock.now() / 1000);
+        const signatures = d.keys.map((k) =>
+          signatureField(fields, {
+            domain: d.domain,
             selector: k.selector,
-            privateKey: k.privateKey,
-          })),
-        });
-        for (const e of result.errors)
-          tx.log.warn({ domain: d.domain, selector: e.selector }, 'DKIM signing failed');
-        const fields = splitFields(result.signatures);
-        message.prepend(fields);
-        tx.log.debug({ domain: d.domain, signatures: fields.length }, 'DKIM signed');
+            key: k.key,
+            headerCanon,
+            bodyCanon,
+            bodyHash,
+            headers: config.headers,
+            oversign,
+            time,
+          }),
+        );
+        message.prepend(signatures);
+        tx.log.debug({ domain: d.domain, signatures: signatures.length }, 'DKIM signed');
         return undefined;
       },
       { stage: Stage.LATE },
@@ -160,10 +187,11 @@ export default definePlugin({
   },
 });
 
-/** mailauth returns the signatures as one CRLF-terminated block: one entry per field, continuation lines kept. */
-export function splitFields(block: string): string[] {
-  return block
-    .replace(/\r?\n$/, '')
-    .split(/\r?\n(?![ \t])/)
-    .filter((f) => f.length > 0);
+/** A private key for signing: RSA of 1024 bits or more (RFC 8301 section 3.2), or Ed25519. */
+async function loadKey(file: string): Promise<KeyObject> {
+  const key = createPrivateKey(await readFile(file));
+  const type = key.asymmetricKeyType;
+  if (type === 'ed25519') return key;
+  if (type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 1024) return key;
+  throw new Error(`${file}: not an RSA key of 1024 bits or more, nor an Ed25519 key`);
 }

@@ -50,10 +50,14 @@ const loggedIn = definePlugin({
   },
 });
 
-function signer(selectors?: readonly { selector: string; keyFile: string }[]): TestPlugin {
+function signer(
+  selectors?: readonly { selector: string; keyFile: string }[],
+  extra: Record<string, unknown> = {},
+): TestPlugin {
   return [
     'dkim-sign',
     {
+      ...extra,
       domains: [
         {
           domain: 'example.org',
@@ -114,7 +118,7 @@ const signatures = (m: CapturedMessage) => m.text.match(/^DKIM-Signature:/gim) ?
 const tags = (m: CapturedMessage, tag: string) =>
   [
     ...m.text.matchAll(
-      new RegExp(`^DKIM-Signature:(?:[^\\r]|\\r\\n[ \\t])*?[; \\t]${tag}=([^;\\s]+)`, 'gim'),
+      new RegExp(`^DKIM-Signature:(?:[^\\r]|\\r\\n(?=[ \\t]))*?[; \\t]${tag}=([^;\\s]+)`, 'gim'),
     ),
   ].map((x) => x[1]);
 
@@ -176,5 +180,55 @@ describe('dkim-sign', () => {
     expect(signatures(m)).toHaveLength(2);
     const v = await interop(['verify', JSON.stringify(records)], m.data);
     expect(v.stdout).toContain('signatures=2 ok=True');
+  });
+
+  it('oversigns: a Subject added above the signed one breaks the signature, and does not when oversigning is off', async () => {
+    const only = [{ selector: 'r1', keyFile: join(dir, 'rsa.pem') }];
+    const added = (m: CapturedMessage) =>
+      m.text.replace(/\r\nSubject:/i, '\r\nSubject: added later\r\nSubject:');
+    const over = await send([loggedIn], 'alice@example.org', messageFrom('alice@example.org'), signer(only));
+    // One Subject in the message, listed twice in h=; From (also oversigned) twice; Cc (absent) once.
+    const h = (tags(over, 'h')[0] ?? '').split(':');
+    expect(h.filter((n) => n === 'subject')).toHaveLength(2);
+    expect(h.filter((n) => n === 'from')).toHaveLength(2);
+    expect(h.filter((n) => n === 'cc')).toHaveLength(1);
+    expect((await interop(['verify', JSON.stringify(records)], over.data)).code).toBe(0);
+    expect((await interop(['verify', JSON.stringify(records)], added(over))).code).toBe(1);
+
+    const plain = await send(
+      [loggedIn],
+      'alice@example.org',
+      messageFrom('alice@example.org'),
+      signer(only, { oversign: [], headers: ['from', 'subject', 'date'] }),
+    );
+    expect(tags(plain, 'h')).toEqual(['from:subject:date']);
+    expect((await interop(['verify', JSON.stringify(records)], added(plain))).code).toBe(0);
+  });
+
+  it('every canonicalisation verifies in python3-dkim, with trailing whitespace, tabs and empty lines in the body', async () => {
+    const body = 'a  line \t with\t\tspaces   \r\n\r\n \r\nlast line\t\r\n\r\n\r\n';
+    for (const c of ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple']) {
+      const m = await send(
+        [loggedIn],
+        'alice@example.org',
+        messageFrom('alice@example.org', body),
+        signer(undefined, { canonicalization: c }),
+      );
+      expect(tags(m, 'c')).toEqual([c, c]);
+      const v = await interop(['verify', JSON.stringify(records)], m.data);
+      expect(v.stdout, c).toContain('signatures=2 ok=True');
+    }
+  });
+
+  it('an empty body verifies in python3-dkim (simple and relaxed)', async () => {
+    for (const c of ['simple/simple', 'relaxed/relaxed']) {
+      const m = await send(
+        [loggedIn],
+        'alice@example.org',
+        messageFrom('alice@example.org', ''),
+        signer(undefined, { canonicalization: c }),
+      );
+      expect((await interop(['verify', JSON.stringify(records)], m.data)).stdout, c).toContain('ok=True');
+    }
   });
 });
