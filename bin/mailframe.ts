@@ -36,6 +36,8 @@ Commands:
   schema [-c FILE] [-o FILE]
                            Write mailframe.schema.json: the editor schema with the settings of
                            the plugin packages and files the config names (point $schema at it)
+  dkim keygen --domain D --selector S [--type rsa|ed25519] [--out DIR]
+                           Write a DKIM private key for dkim-sign and print the TXT record
   hash-password [PASSWORD] Print an scrypt hash for auth-users-file (reads stdin without PASSWORD)
   --version                Print the version
   --help                   Show this text
@@ -126,6 +128,12 @@ async function main(argv: string[]): Promise<void> {
     const { runSchemaCli } = await import('./schema-cli.ts');
     const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
     process.exitCode = await runSchemaCli(argv.slice(1), root, pickConfig(undefined), io);
+    return;
+  }
+  if (argv[0] === 'dkim') {
+    const { runDkimCli } = await import('./dkim-cli.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = await runDkimCli(argv.slice(1), io);
     return;
   }
   if (argv[0] === 'queue') {

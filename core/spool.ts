@@ -124,17 +124,27 @@ export class SpoolWriter {
 type Body = { readonly chunks: readonly Buffer[] } | { readonly path: string };
 
 export class SpooledMessage implements Message {
-  readonly prepended: readonly HeaderField[];
+  #prepended: readonly HeaderField[];
   readonly size: number;
   readonly hadBareLineEndings: boolean;
   readonly #body: Body;
   #head: Buffer | undefined;
 
   constructor(prepended: readonly HeaderField[], size: number, hadBareLineEndings: boolean, body: Body) {
-    this.prepended = prepended;
+    this.#prepended = prepended;
     this.size = size;
     this.hadBareLineEndings = hadBareLineEndings;
     this.#body = body;
+  }
+
+  get prepended(): readonly HeaderField[] {
+    return this.#prepended;
+  }
+
+  prepend(fields: readonly HeaderField[]): void {
+    if (fields.length === 0) return;
+    this.#prepended = [...fields, ...this.#prepended];
+    this.#head = undefined;
   }
 
   /** The prepended header block, CRLF-terminated. */

@@ -153,6 +153,12 @@ export interface Message {
   readonly prepended: readonly HeaderField[];
   /** Whether the data contained bare CR or LF line endings (normalised to CRLF). */
   readonly hadBareLineEndings: boolean;
+  /**
+   * Put header fields on top of the message, above those already prepended
+   * (for fields that need the whole message first, such as a DKIM signature).
+   * Streams opened afterwards include them; `size` does not count them.
+   */
+  prepend(fields: readonly HeaderField[]): void;
   /** The whole message, prepended headers first. A new stream each call. */
   stream(): Readable;
   /** The whole message as a Buffer: only for small messages, throws above `maxBytes`. */

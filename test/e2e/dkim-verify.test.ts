@@ -1,0 +1,232 @@
+/**
+ * The `dkim-verify` plugin against keys published by a test DNS server on
+ * loopback: every result value, several signatures on one message, a message
+ * spilled to disk, and messages signed by an independent implementation
+ * (Debian's python3-dkim) for RSA-2048 and Ed25519.
+ */
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import Type from 'typebox';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Stage } from '../../core/hooks.ts';
+import { definePlugin } from '../../core/plugin.ts';
+import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
+import { startTestServer } from '../../core/testkit.ts';
+import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
+import type { DkimResult } from '../../plugins/dkim-verify/index.ts';
+import { resultsOf } from '../../plugins/policy/policy.ts';
+import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
+
+let dir: string;
+let rsaPem: string;
+let edPem: string;
+let weakPem: string;
+let zone: TestDnsZone;
+
+function pair(type: 'rsa' | 'ed25519', bits = 2048): { priv: KeyObject; record: string } {
+  const { privateKey, publicKey } =
+    type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: bits }) : generateKeyPairSync('ed25519');
+  return { priv: privateKey, record: dkimRecord(type, publicKey) };
+}
+
+beforeAll(async () => {
+  await ensurePythonDkim();
+  dir = await mkdtemp(join(tmpdir(), 'mailframe-dkimv-'));
+  const rsa = pair('rsa');
+  const ed = pair('ed25519');
+  const weak = pair('rsa', 512);
+  rsaPem = rsa.priv.export({ type: 'pkcs1', format: 'pem' }).toString();
+  edPem = ed.priv.export({ type: 'pkcs8', format: 'pem' }).toString();
+  weakPem = weak.priv.export({ type: 'pkcs1', format: 'pem' }).toString();
+  await writeFile(join(dir, 'rsa.pem'), rsaPem);
+  // python3-dkim takes an Ed25519 private key as the base64 of its 32-octet seed (RFC 8463 section 4).
+  const seed = Buffer.from(createPrivateKey(edPem).export({ format: 'jwk' }).d ?? '', 'base64url');
+  await writeFile(join(dir, 'ed.key'), seed.toString('base64'));
+  zone = {
+    'r1._domainkey.example.org': { TXT: [rsa.record] },
+    'e1._domainkey.example.org': { TXT: [ed.record] },
+    'weak._domainkey.example.org': { TXT: [weak.record] },
+    'broken._domainkey.example.org': { TXT: ['v=DKIM1; k=rsa; p=bm90IGEga2V5'] },
+    'down._domainkey.example.org': { rcode: 'SERVFAIL' },
+  };
+}, 300_000);
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const MESSAGE = [
+  'From: Alice <alice@example.org>',
+  'To: bob@example.net',
+  'Subject: verify me',
+  'Date: Fri, 04 Dec 2026 07:00:00 +0000',
+  'Message-ID: <v1@example.org>',
+  '',
+  'Hello Bob,',
+  '',
+  'signed text.',
+  '',
+].join('\r\n');
+
+async function mailauthSigned(
+  message: string,
+  selector: string,
+  privateKey: string,
+  extra: { signTime?: Date; expires?: Date } = {},
+): Promise<string> {
+  const data = { signingDomain: 'example.org', selector, privateKey };
+  const r = await dkimSign(message, { ...data, signatureData: [data], ...extra });
+  expect(r.errors).toEqual([]);
+  return r.signatures + message;
+}
+
+async function pythonSigned(
+  message: string,
+  selector: string,
+  file: string,
+  type: 'rsa' | 'ed25519',
+): Promise<string> {
+  const r = await interop(['sign', selector, 'example.org', join(dir, file), type], message);
+  expect(r.code, r.stdout).toBe(0);
+  return r.stdout.replace(/\r?\n$/, '').replace(/\r?\n/g, '\r\n') + '\r\n' + message;
+}
+
+/** Send `data` through a server with dkim-verify; the results it recorded. */
+async function verify(data: string): Promise<readonly DkimResult[] | undefined> {
+  return (await verifyWith(data, {})).results;
+}
+
+/** Send `data` through a server with dkim-verify configured with `config`: the reply to the message and the results. */
+async function verifyWith(
+  data: string,
+  config: Record<string, unknown>,
+): Promise<{ reply: SmtpReply; results: readonly DkimResult[] | undefined }> {
+  let seen: readonly DkimResult[] | undefined;
+  const probe = definePlugin({
+    name: 'test-probe',
+    schema: Type.Object({}),
+    register(api) {
+      api.hooks.message.tap(
+        (tx) => {
+          seen = resultsOf(tx, 'dkim');
+          return undefined;
+        },
+        { stage: Stage.LAST },
+      );
+    },
+  });
+  const t = await startTestServer({
+    dns: zone,
+    plugins: [['dkim-verify', config], probe, ['rcpt-local', { domains: ['example.net'] }]],
+  });
+  try {
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@example.org>', 250);
+    await c.expect('RCPT TO:<bob@example.net>', 250);
+    await c.expect('DATA', 354);
+    const reply = await c.sendData(data);
+    await c.close();
+    return { reply, results: seen };
+  } finally {
+    await t.close();
+  }
+}
+
+describe('dkim-verify', () => {
+  it('passes an RSA-2048 signature made by python3-dkim', async () => {
+    const r = await verify(await pythonSigned(MESSAGE, 'r1', 'rsa.pem', 'rsa'));
+    expect(r).toEqual([
+      {
+        result: 'pass',
+        domain: 'example.org',
+        selector: 'r1',
+        algorithm: 'rsa-sha256',
+        properties: { 'header.d': 'example.org', 'header.s': 'r1', 'header.a': 'rsa-sha256' },
+      },
+    ]);
+  });
+
+  it('passes an Ed25519 signature made by python3-dkim (RFC 8463)', async () => {
+    const r = await verify(await pythonSigned(MESSAGE, 'e1', 'ed.key', 'ed25519'));
+    expect(r).toMatchObject([
+      { result: 'pass', domain: 'example.org', selector: 'e1', algorithm: 'ed25519-sha256' },
+    ]);
+  });
+
+  it('records none for a message without signatures', async () => {
+    expect(await verify(MESSAGE)).toEqual([{ result: 'none' }]);
+  });
+
+  it('fails a signature whose body was changed, and records every signature of the message', async () => {
+    const signed = await mailauthSigned(await mailauthSigned(MESSAGE, 'r1', rsaPem), 'e1', edPem);
+    const r = await verify(signed.replace('signed text.', 'changed text.'));
+    expect(r?.map((x) => [x.selector, x.result])).toEqual([
+      ['e1', 'fail'],
+      ['r1', 'fail'],
+    ]);
+    expect(r?.[0]?.reason).toMatch(/body hash/);
+    const ok = await verify(signed);
+    expect(ok?.map((x) => [x.selector, x.result])).toEqual([
+      ['e1', 'pass'],
+      ['r1', 'pass'],
+    ]);
+  });
+
+  it('permerror when the key is not published, is not a key, or is too short', async () => {
+    const noKey = await verify(await mailauthSigned(MESSAGE, 'gone', rsaPem));
+    expect(noKey).toMatchObject([
+      {
+        result: 'permerror',
+        domain: 'example.org',
+        selector: 'gone',
+        algorithm: 'rsa-sha256',
+        reason: 'no key',
+      },
+    ]);
+    const broken = await verify(await mailauthSigned(MESSAGE, 'broken', rsaPem));
+    expect(broken?.[0]?.result).toBe('permerror');
+    const weak = await verify(await mailauthSigned(MESSAGE, 'weak', weakPem));
+    expect(weak?.[0]?.result).toBe('permerror');
+  });
+
+  it('temperror when the key lookup fails with SERVFAIL', async () => {
+    const r = await verify(await mailauthSigned(MESSAGE, 'down', rsaPem));
+    expect(r?.[0]).toMatchObject({ result: 'temperror', domain: 'example.org', selector: 'down' });
+  });
+
+  it('neutral for an expired signature', async () => {
+    const past = new Date(Date.now() - 10 * 86400_000);
+    const r = await verify(
+      await mailauthSigned(MESSAGE, 'r1', rsaPem, {
+        signTime: past,
+        expires: new Date(past.getTime() + 3600_000),
+      }),
+    );
+    expect(r?.[0]).toMatchObject({ result: 'neutral', selector: 'r1', reason: 'expired' });
+  });
+
+  it('verifies a message that spilled to disk (streamed from the spool file)', async () => {
+    const big = MESSAGE + `${'y'.repeat(76)}\r\n`.repeat(8000);
+    const r = await verify(await pythonSigned(big, 'r1', 'rsa.pem', 'rsa'));
+    expect(r?.[0]?.result).toBe('pass');
+  });
+
+  it('the actions map decides on the best signature: fail refused with 550 5.7.20 unless another passes, temperror 451', async () => {
+    const actions = { actions: { fail: { action: 'reject' }, temperror: { action: 'tempfail' } } };
+    const one = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    const failed = await verifyWith(one.replace('signed text.', 'changed text.'), actions);
+    expect([failed.reply.code, failed.reply.enhanced]).toEqual([550, '5.7.20']);
+    // A failing signature next to a passing one: the message has a valid signature and is accepted.
+    const mixed = await mailauthSigned(await mailauthSigned(MESSAGE, 'gone', rsaPem), 'r1', rsaPem);
+    const ok = await verifyWith(mixed, actions);
+    expect(ok.results?.map((x) => x.result)).toEqual(['pass', 'permerror']);
+    expect(ok.reply.code).toBe(250);
+    const down = await verifyWith(await mailauthSigned(MESSAGE, 'down', rsaPem), actions);
+    expect([down.reply.code, down.reply.enhanced]).toEqual([451, '4.7.20']);
+    expect((await verifyWith(one, actions)).reply.code).toBe(250);
+  });
+});
