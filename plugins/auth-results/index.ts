@@ -1,7 +1,8 @@
 /**
  * One Authentication-Results header field (RFC 8601) for every check result
- * recorded on the transaction (see docs/policy.md), added through the
- * `headers` hook with this server's authserv-id.
+ * recorded on the transaction (see docs/policy.md), with this server's
+ * authserv-id; put on top of the message at the end of the `message` hook,
+ * once every check (SPF at MAIL, DKIM and DMARC after the data) has reported.
  */
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
@@ -33,13 +34,14 @@ export default definePlugin({
   schema,
   register(api, config) {
     const authservId = config.authservId ?? api.server.hostname;
-    api.hooks.headers.tap(
-      (fields, tx) => {
+    // After every check (DKIM and DMARC record at the `message` hook), the field goes on top of the message.
+    api.hooks.message.tap(
+      (tx, message) => {
         const results = allResults(tx);
-        if (results.length === 0 && !config.includeNone) return fields;
-        return [...fields, authenticationResults(authservId, results)];
+        if (results.length > 0 || config.includeNone)
+          message.prepend([authenticationResults(authservId, results)]);
+        return undefined;
       },
-      // After other header transforms, so checks that record in `headers` are included.
       { stage: Stage.LAST },
     );
   },

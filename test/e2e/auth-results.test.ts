@@ -3,11 +3,14 @@
  * the server's authserv-id, from the results checks recorded (here `spf`
  * against a loopback DNS zone, and a custom check).
  */
+import { generateKeyPairSync } from 'node:crypto';
+import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { startTestServer, type TestServer } from '../../core/testkit.ts';
 import { authenticationResults } from '../../plugins/auth-results/format.ts';
+import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
 import { recordResult } from '../../plugins/policy/policy.ts';
 
 declare module '../../plugins/policy/policy.ts' {
@@ -83,5 +86,42 @@ describe('auth-results', () => {
       /^Authentication-Results: auth\.example;\r\n\tspf=fail reason="[^"]*" smtp\.mailfrom=alice@fail\.example\r\n/m,
     );
     expect(authenticationResults('auth.example', [])).toBe('Authentication-Results: auth.example; none');
+  });
+
+  it('includes the DKIM and DMARC results recorded after the data, above the Received field', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    t = await startTestServer({
+      dns: {
+        ...zone,
+        's1._domainkey.pass.example': { TXT: [dkimRecord('ed25519', publicKey)] },
+        '_dmarc.pass.example': { TXT: ['v=DMARC1; p=reject'] },
+      },
+      plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const body = 'From: alice@pass.example\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nhello\r\n';
+    const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const data = {
+      signingDomain: 'pass.example',
+      selector: 's1',
+      privateKey: key,
+      algorithm: 'ed25519-sha256',
+    };
+    const signed = await dkimSign(body, { ...data, signatureData: [data] });
+    expect(signed.errors).toEqual([]);
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@pass.example>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData(signed.signatures + body)).code).toBe(250);
+    await c.expect('QUIT', 221);
+    const [message] = await t.waitForMessages(1);
+    const text = message?.text ?? '';
+    expect(text.match(/^Authentication-Results:/gm)).toHaveLength(1);
+    const field = /^Authentication-Results:.*(?:\r\n\t.*)*/m.exec(text)?.[0] ?? '';
+    expect(field).toMatch(/\bspf=pass\b/);
+    expect(field).toMatch(/\bdkim=pass\b[^;]*header\.d=pass\.example/);
+    expect(field).toMatch(/\bdmarc=pass\b/);
+    expect(text.indexOf('Authentication-Results:')).toBeLessThan(text.indexOf('Received:'));
   });
 });
