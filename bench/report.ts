@@ -66,18 +66,22 @@ export function summarize(runs: readonly RunMetrics[]): Summary {
   };
 }
 
-function num(v: number | undefined, digits: number): string {
+export function num(v: number | undefined, digits: number): string {
   if (v === undefined || !Number.isFinite(v)) return '-';
   return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
+export function ratio(a: number | undefined, b: number | undefined): string {
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '-';
   return `${a / b >= 10 ? (a / b).toFixed(1) : (a / b).toFixed(2)}x`;
 }
 
 /** A text table; `align` has one letter per column: `l` (left) or `r` (right). */
-function table(header: readonly string[], rows: readonly (readonly string[])[], align: string): string {
+export function table(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align: string,
+): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells
