@@ -173,6 +173,69 @@ export const SmtpSchema = Type.Object(
   { additionalProperties: false, default: {}, description: 'Protocol policy.' },
 );
 
+export const DnsSchema = Type.Object(
+  {
+    servers: Type.Optional(
+      Type.Array(
+        Type.String({
+          minLength: 1,
+          description: 'An address with an optional port: `"192.0.2.53"`, `"127.0.0.1:5353"`, `"[::1]:53"`.',
+        }),
+        {
+          minItems: 1,
+          description:
+            "Recursive name servers to ask, in order (failover); a bare address means port 53. Default: the system's (`/etc/resolv.conf`), read at start.",
+        },
+      ),
+    ),
+    timeout: Type.Integer({
+      minimum: 1,
+      default: 5000,
+      description: 'Milliseconds to wait for one server to answer one query before asking the next.',
+    }),
+    attempts: Type.Integer({
+      minimum: 1,
+      default: 2,
+      description:
+        'Rounds over `servers` before a lookup gives up with a temporary error (a server that answered SERVFAIL or REFUSED is not asked again in the same lookup).',
+    }),
+    cacheSize: Type.Integer({
+      minimum: 0,
+      default: 10000,
+      description: 'Answers kept in the cache (least recently used dropped first); 0 turns the cache off.',
+    }),
+    minTtl: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'Seconds an answer is cached at least, whatever its TTL says.',
+    }),
+    maxTtl: Type.Integer({
+      minimum: 0,
+      default: 86400,
+      description: 'Seconds an answer is cached at most, whatever its TTL says.',
+    }),
+    negativeTtl: Type.Integer({
+      minimum: 0,
+      default: 900,
+      description:
+        "Seconds a negative answer (no such name, no such record) is cached at most; its own time is the SOA's TTL or MINIMUM, whichever is less (RFC 2308 5); without an SOA it is not cached.",
+    }),
+    errorTtl: Type.Integer({
+      minimum: 0,
+      maximum: 300,
+      default: 5,
+      description:
+        'Seconds a failed lookup (SERVFAIL, REFUSED, timeout) is remembered, so a burst of lookups for a broken name does not wait out the timeouts again; 0: not at all (RFC 2308 7: at most 300).',
+    }),
+    trustAd: Type.Boolean({
+      default: false,
+      description:
+        'Believe the AD bit (DNSSEC-validated) in answers: only when `servers` are validating resolvers you run, on a path you trust (e.g. on this host). Also sets the DO bit in queries.',
+    }),
+  },
+  { additionalProperties: false, default: {}, description: 'The DNS resolver every plugin uses.' },
+);
+
 export const PluginEntrySchema = Type.Object(
   {
     plugin: Type.String({
@@ -216,6 +279,7 @@ export const CoreConfigSchema = Type.Object(
     limits: LimitsSchema,
     timeouts: TimeoutsSchema,
     smtp: SmtpSchema,
+    dns: DnsSchema,
     log: Type.Object(
       {
         level: Type.Union(
@@ -234,5 +298,6 @@ export const CoreConfigSchema = Type.Object(
 );
 
 export type CoreConfig = Static<typeof CoreConfigSchema>;
+export type DnsConfig = Static<typeof DnsSchema>;
 export type ListenerConfig = Static<typeof ListenerSchema>;
 export type PluginEntry = Static<typeof PluginEntrySchema>;

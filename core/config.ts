@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import type { TSchema } from 'typebox';
 import { type CoreConfig, CoreConfigSchema } from './config-schema.ts';
+import { parseNameServer } from './dns/servers.ts';
 import { Errors } from './errors.ts';
 
 export function createAjv(): Ajv {
@@ -58,7 +59,8 @@ export function formatErrors(
 export function validateCoreConfig(ajv: Ajv, raw: unknown): { config: CoreConfig; errors: string[] } {
   const validate = ajv.compile<CoreConfig>(CoreConfigSchema);
   const copy = structuredClone(raw ?? {});
-  if (validate(copy)) return { config: copy, errors: listenerErrors(copy.listeners) };
+  if (validate(copy))
+    return { config: copy, errors: [...listenerErrors(copy.listeners), ...dnsErrors(copy.dns)] };
   // Collapse the noise a union produces into one line per pointer.
   const errors = [...new Set(formatErrors(validate.errors))];
   return { config: copy as CoreConfig, errors };
@@ -72,6 +74,19 @@ function listenerErrors(listeners: CoreConfig['listeners']): string[] {
     if (l.protocol === 'lmtp' && l.port === 25)
       errors.push(`/listeners/${i}/port: LMTP must not use port 25`);
   }
+  return errors;
+}
+
+/** What the schema does not say about DNS servers: each is an IP address with an optional port. */
+function dnsErrors(dns: CoreConfig['dns']): string[] {
+  const errors: string[] = [];
+  for (const [i, s] of (dns.servers ?? []).entries()) {
+    if (!parseNameServer(s))
+      errors.push(
+        `/dns/servers/${i}: must be an IP address with an optional port, e.g. "127.0.0.1:5353" or "[::1]:53"`,
+      );
+  }
+  if (dns.minTtl > dns.maxTtl) errors.push('/dns/minTtl: must not exceed /dns/maxTtl');
   return errors;
 }
 

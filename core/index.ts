@@ -1,7 +1,14 @@
 /** mailframe's public API: what plugin authors and embedders import. */
 export { parseMailbox, parsePath } from './address.ts';
-export type { CoreConfig, ListenerConfig, PluginEntry } from './config-schema.ts';
+export type { CoreConfig, DnsConfig, ListenerConfig, PluginEntry } from './config-schema.ts';
 export { CoreConfigSchema } from './config-schema.ts';
+export type {
+  DnsErrorReason,
+  DnsRecordType,
+  DnsRecordTypes,
+  DnsResolver,
+  DnsResult,
+} from './dns/types.ts';
 export { type ErrorCode, Errors, MailframeError } from './errors.ts';
 export type { BailHookName, HookName, Hooks, ParallelHookName, Verdict, WaterfallHookName } from './hooks.ts';
 export { isReply, Stage } from './hooks.ts';

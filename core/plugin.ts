@@ -10,9 +10,9 @@
  *     },
  *   });
  */
-import type { Resolver } from 'node:dns/promises';
 import type { SecureContextOptions } from 'node:tls';
 import type { Static, TSchema } from 'typebox';
+import type { DnsResolver } from './dns/types.ts';
 import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
 import type { Reply } from './reply.ts';
 import type {
@@ -182,7 +182,8 @@ export interface ServerFacts {
   readonly limits: Readonly<Limits>;
   /** Directory for the server's own state (queue, spool); plugins keep data under it. */
   readonly dataDir: string;
-  readonly dns: Resolver;
+  /** The server's DNS resolver (see `DnsResolver`): configured by the core `dns` settings, injectable in tests. */
+  readonly dns: DnsResolver;
   readonly clock: Clock;
 }
 

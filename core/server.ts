@@ -3,7 +3,6 @@
  * and graceful shutdown. Everything hangs off the instance (no global state),
  * so tests can run several servers in one process.
  */
-import { Resolver } from 'node:dns/promises';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import {
   connect as connectSocket,
@@ -17,6 +16,9 @@ import type { Logger } from 'pino';
 import { formatReply } from './codec/reply-format.ts';
 import { createAjv, deepFreeze, validateCoreConfig, validatePluginConfig } from './config.ts';
 import type { CoreConfig, ListenerConfig } from './config-schema.ts';
+import { StubResolver } from './dns/resolver.ts';
+import { parseNameServer, systemNameServers } from './dns/servers.ts';
+import type { DnsResolver } from './dns/types.ts';
 import { describe, Errors, MailframeError } from './errors.ts';
 import { attachFaultSink, type FaultKind, type FaultScope, type FaultSink, runScoped } from './faults.ts';
 import { createHooks, type Hooks } from './hooks.ts';
@@ -46,7 +48,8 @@ export interface ServerOptions {
   readonly logger?: Logger;
   /** Plugin definitions by name, consulted before files, bundled plugins and npm. */
   readonly definitions?: ReadonlyMap<string, PluginDefinition>;
-  readonly dns?: Resolver;
+  /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
+  readonly dns?: DnsResolver;
   readonly clock?: Clock;
   /**
    * Catch faults plugins raise outside their hook calls (a rejected promise
@@ -101,6 +104,8 @@ export class MailServer implements SessionHost {
   readonly #baseDir: string;
   readonly facts: ServerFacts;
   readonly #clock: Clock;
+  /** The resolver built from the config (closed with the server); `undefined` when one was injected. */
+  readonly #ownResolver: StubResolver | undefined;
   readonly #plugins: LoadedPlugin[] = [];
   readonly #servers: Array<{ listener: ListenerConfig; server: NetServer }> = [];
   readonly #sessions = new Set<SmtpSession>();
@@ -126,11 +131,12 @@ export class MailServer implements SessionHost {
     this.idle = new IdleSweep(Math.min(config.timeouts.command, config.timeouts.data), (now) => {
       for (const s of this.#sessions) s.checkIdle(now);
     });
+    this.#ownResolver = opts.dns ? undefined : createResolver(config.dns, this.#clock);
     this.facts = Object.freeze({
       hostname: this.hostname,
       limits: config.limits,
       dataDir: this.dataDir,
-      dns: opts.dns ?? new Resolver(),
+      dns: opts.dns ?? (this.#ownResolver as DnsResolver),
       clock: this.#clock,
     });
     if (opts.catchFaults) {
@@ -190,6 +196,7 @@ export class MailServer implements SessionHost {
       }
     } catch (err) {
       await server.#closePlugins();
+      server.#ownResolver?.close();
       server.#stopCatchingFaults();
       throw err;
     }
@@ -461,6 +468,7 @@ export class MailServer implements SessionHost {
     this.idle.stop();
     await Promise.all(stopped);
     await this.#closePlugins();
+    this.#ownResolver?.close();
     this.#stopCatchingFaults();
     this.log.info('stopped');
   }
@@ -484,6 +492,22 @@ export class MailServer implements SessionHost {
 }
 
 function ignoreError(): void {}
+
+function createResolver(dns: CoreConfig['dns'], clock: Clock): StubResolver {
+  const servers = dns.servers?.map((s) => parseNameServer(s)).filter((s) => s !== undefined);
+  return new StubResolver({
+    servers: servers && servers.length > 0 ? servers : systemNameServers(),
+    clock,
+    timeout: dns.timeout,
+    attempts: dns.attempts,
+    cacheSize: dns.cacheSize,
+    minTtl: dns.minTtl,
+    maxTtl: dns.maxTtl,
+    negativeTtl: dns.negativeTtl,
+    errorTtl: dns.errorTtl,
+    trustAd: dns.trustAd,
+  });
+}
 
 function refuse(socket: Socket, r: import('./reply.ts').Reply): void {
   socket.end(formatReply(r, true));

@@ -18,7 +18,17 @@ import type { CoreConfig } from './config-schema.ts';
 import { Stage } from './hooks.ts';
 import { type Clock, definePlugin, type PluginDefinition } from './plugin.ts';
 import { type ListeningAddress, MailServer } from './server.ts';
+import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from './testkit-dns.ts';
 import type { EnvelopeAttributes, RecipientAttributes } from './types.ts';
+
+export {
+  startTestDnsServer,
+  type TestDnsName,
+  type TestDnsOptions,
+  type TestDnsQuery,
+  type TestDnsServer,
+  type TestDnsZone,
+} from './testkit-dns.ts';
 
 /** A plugin given as a value, a bundled/npm name, either with config, or a full config entry. */
 export type TestPlugin =
@@ -52,6 +62,12 @@ export interface TestServerOptions {
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
   /**
+   * Point the server's DNS resolver at a test DNS server: a running one, or a
+   * zone to start one for (closed with the test server). Sets `dns.servers`;
+   * other `dns` settings come from `config.dns`.
+   */
+  readonly dns?: TestDnsServer | TestDnsZone;
+  /**
    * Catch faults plugins raise outside their hook calls, as `mailframe start`
    * does (default false: the test runner then reports such a fault as an
    * unhandled error, which is what a plugin's own tests want to see).
@@ -75,6 +91,8 @@ export interface TestServer {
   readonly server: MailServer;
   readonly host: string;
   readonly port: number;
+  /** The test DNS server the server resolves with (the `dns` option). */
+  readonly dns: TestDnsServer | undefined;
   /** Messages the capture queue accepted, in order. */
   readonly queued: readonly CapturedMessage[];
   /** Resolves once at least `n` messages were queued. */
@@ -269,6 +287,10 @@ function normalise(p: TestPlugin): {
   return p as ReturnType<typeof normalise>;
 }
 
+function isTestDnsServer(x: TestDnsServer | TestDnsZone): x is TestDnsServer {
+  return typeof (x as Partial<TestDnsServer>).count === 'function';
+}
+
 /** Merge plain objects recursively (arrays and other values are replaced). */
 function merge(base: Record<string, unknown>, over: object): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
@@ -283,6 +305,9 @@ function merge(base: Record<string, unknown>, over: object): Record<string, unkn
 
 /** Start a server for a test. Remember `await t.close()`. */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const ownDns = opts.dns !== undefined && !isTestDnsServer(opts.dns);
+  const dns =
+    opts.dns === undefined || isTestDnsServer(opts.dns) ? opts.dns : await startTestDnsServer(opts.dns);
   const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-test-'));
   const queued: CapturedMessage[] = [];
   let waiters: Array<() => void> = [];
@@ -345,6 +370,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
         hostname: 'mx.test.example',
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
         timeouts: { command: 10000, data: 10000, hook: 2000, shutdownGrace: 1000 },
+        ...(dns ? { dns: { servers: [dns.address] } } : {}),
       },
       opts.config ?? {},
     ),
@@ -366,6 +392,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     // A server that did not start leaves nothing behind: no plugin open, no data directory.
     await server?.close(0);
     await rm(dataDir, { recursive: true, force: true });
+    if (ownDns) await dns?.close();
     throw err;
   }
   const first = addresses[0];
@@ -374,6 +401,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     server,
     host: first.host,
     port: first.port,
+    dns,
     queued,
     async waitForMessages(n, timeoutMs = 5000) {
       const deadline = Date.now() + timeoutMs;
@@ -402,6 +430,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async close() {
       await server.close(200);
       await rm(dataDir, { recursive: true, force: true });
+      if (ownDns) await dns?.close();
     },
   };
 }
