@@ -329,7 +329,7 @@ function formatDetail(m: QueueDetail, now: number): string {
       String(r.attempts),
       r.status === 'pending' ? next(r.nextAttemptAt, now) : '-',
       r.address,
-      `${replyText(r.reply)}${r.mta ? ` (${r.mta})` : ''}`,
+      `${replyText(r.reply)}${r.mta ? ` (${r.mta}${r.mtaAddress ? ` [${r.mtaAddress}]` : ''})` : ''}`,
     ]),
   ]);
   const headers = m.headers

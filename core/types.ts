@@ -227,7 +227,10 @@ export interface RecipientResult {
   readonly status: 'delivered' | 'deferred' | 'failed';
   /** The remote (or local) reply behind the status. */
   readonly reply?: { readonly code: number; readonly enhanced?: string; readonly text: string };
+  /** The server that gave the reply: a host name (an MX host), or `host:port`. */
   readonly mta?: string;
+  /** The IP address connected to, when `mta` is a name resolved through DNS. */
+  readonly mtaAddress?: string;
   /**
    * For a delivered recipient, who answers a DSN SUCCESS request (RFC 3461 4.1, 6.2):
    * `final` (delivered here: the queue reports `delivered`), `relayed` (the next hop

@@ -88,10 +88,16 @@ export class SmtpConnection {
   }
 
   /** Connect; with `implicitTls` the TLS handshake completes first (port 465, RFC 8314). */
-  static async open(target: Target, timeoutMs: number, implicitTls?: TlsSettings): Promise<SmtpConnection> {
+  static async open(
+    target: Target,
+    timeoutMs: number,
+    implicitTls?: TlsSettings,
+    localAddress?: string,
+  ): Promise<SmtpConnection> {
+    const where = netOptions(target, localAddress);
     const socket: Socket = implicitTls
-      ? tlsConnect({ ...tlsOptions(target, implicitTls), ...netOptions(target) })
-      : netConnect(netOptions(target));
+      ? tlsConnect({ ...tlsOptions(target, implicitTls), ...where })
+      : netConnect(where);
     const ready = implicitTls ? 'secureConnect' : 'connect';
     try {
       await new Promise<void>((resolve, reject) => {
@@ -311,10 +317,16 @@ export class SmtpConnection {
   }
 }
 
-function netOptions(target: Target): { path: string } | { host: string; port: number } {
-  return target.socketPath !== undefined
-    ? { path: target.socketPath }
-    : { host: target.host, port: target.port };
+function netOptions(
+  target: Target,
+  localAddress: string | undefined,
+): { path: string } | { host: string; port: number; localAddress?: string } {
+  if (target.socketPath !== undefined) return { path: target.socketPath };
+  return {
+    host: target.host,
+    port: target.port,
+    ...(localAddress === undefined ? {} : { localAddress }),
+  };
 }
 
 function tlsState(socket: TLSSocket): TlsState {

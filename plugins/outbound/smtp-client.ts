@@ -12,6 +12,7 @@
  * (RFC 6531), DSN (RFC 3461), PIPELINING (RFC 2920), CHUNKING and BINARYMIME
  * (RFC 3030), REQUIRETLS (RFC 8689). Never logs message data or credentials.
  */
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { type Reply, reply } from '../../core/reply.ts';
 import type { DeliveryReport, RecipientResult } from '../../core/types.ts';
@@ -79,6 +80,10 @@ export interface SmtpClientOptions {
   readonly chunkSize?: number;
   /** Use PIPELINING when offered (default true). */
   readonly pipelining?: boolean;
+  /** Source address to connect from (an outbound IP of this host). */
+  readonly localAddress?: string;
+  /** The address connected to, when `mtaName` is a host name (shown in results and logs). */
+  readonly mtaAddress?: string;
   /** Shown in results (`mta`) and logs; default `host:port` or the socket path. */
   readonly mtaName?: string;
   readonly log?: Logger;
@@ -92,10 +97,17 @@ class Settle {
   readonly reply: Reply;
   /** Close without QUIT (the connection is in an unknown state). */
   readonly abort: boolean;
-  constructor(status: Status, r: Reply, abort = false) {
+  /** The failure is this connection's or this host's, not the message's: another host may do. */
+  readonly connection: boolean;
+  constructor(status: Status, r: Reply, abort = false, connection = false) {
     this.status = status;
     this.reply = r;
     this.abort = abort;
+    this.connection = connection;
+  }
+
+  asConnection(): Settle {
+    return new Settle(this.status, this.reply, this.abort, true);
   }
 }
 
@@ -118,46 +130,197 @@ export async function sendMessage(
   options: SmtpClientOptions,
   envelope: OutboundEnvelope,
 ): Promise<DeliveryReport> {
-  return new ClientSession(options, envelope).run();
+  const ready = await prepareMessage(envelope);
+  if (!ready.ok) return failAll(envelope, ready.status, ready.reply, mtaNameOf(options));
+  let conn: ClientConnection;
+  try {
+    conn = await ClientConnection.open(options, envelope.requireTls === true);
+  } catch (err) {
+    if (!(err instanceof OpenFailure)) throw err;
+    return failAll(envelope, err.status, err.reply, mtaNameOf(options));
+  }
+  try {
+    return await conn.send(envelope, ready.facts);
+  } finally {
+    await conn.quit();
+  }
 }
 
-class ClientSession {
+/** What must hold before a message is worth a connection: a sendable sender and a readable message. */
+export type Prepared =
+  | { readonly ok: true; readonly facts: MessageFacts }
+  | { readonly ok: false; readonly status: 'failed' | 'deferred'; readonly reply: Reply };
+
+/** Check the sender and read the message once (size, 8-bit); no connection needed. */
+export async function prepareMessage(envelope: OutboundEnvelope): Promise<Prepared> {
+  if (!validPath(envelope.from)) return { ok: false, status: 'failed', reply: R.badSender() };
+  try {
+    return { ok: true, facts: await scanMessage(envelope.stream()) };
+  } catch {
+    return { ok: false, status: 'deferred', reply: R.readFailed() };
+  }
+}
+
+/** Every recipient gets the same result (nothing was sent). */
+export function failAll(
+  envelope: Pick<OutboundEnvelope, 'recipients'>,
+  status: Status,
+  r: Reply,
+  mta?: string,
+  mtaAddress?: string,
+): DeliveryReport {
+  const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
+  return {
+    results: envelope.recipients.map((rcpt) => ({
+      recipient: rcpt.address,
+      status,
+      reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
+      ...(mta === undefined ? {} : { mta }),
+      ...(mtaAddress === undefined ? {} : { mtaAddress }),
+    })),
+  };
+}
+
+function mtaNameOf(o: Pick<SmtpClientOptions, 'mtaName' | 'target'>): string {
+  const t = o.target;
+  return o.mtaName ?? (t.socketPath !== undefined ? t.socketPath : `${t.host}:${t.port}`);
+}
+
+/**
+ * Why a connection could not be opened and made ready (connect, greeting,
+ * EHLO, STARTTLS, AUTH). `connection` says the failure is the connection's
+ * (refused, lost, timed out, TLS, or a 421), so another host may do better.
+ */
+export class OpenFailure extends Error {
+  readonly status: 'failed' | 'deferred';
+  readonly reply: Reply;
+  readonly connection: boolean;
+  constructor(status: 'failed' | 'deferred', r: Reply, connection: boolean) {
+    super(typeof r.text === 'string' ? r.text : r.text.join(' '));
+    this.name = 'OpenFailure';
+    this.status = status;
+    this.reply = r;
+    this.connection = connection;
+  }
+}
+
+/**
+ * A connection that is greeted, upgraded to TLS and authenticated as the
+ * options say, and carries mail transactions one after another (RSET between
+ * them): what a connection pool keeps.
+ */
+export class ClientConnection {
   readonly #o: SmtpClientOptions;
-  readonly #env: OutboundEnvelope;
   readonly #t: SmtpTimeouts;
   readonly #mta: string;
   readonly #lmtp: boolean;
   readonly #log: Logger | undefined;
-  readonly #results: Array<RecipientResult | undefined>;
   #conn: SmtpConnection | undefined;
   #caps = Capabilities.none();
+  #reusable = true;
+  #transactions = 0;
+  // The transaction under way.
+  #env: OutboundEnvelope = { from: '', recipients: [], stream: () => Readable.from([]) };
+  #results: Array<RecipientResult | undefined> = [];
   #facts: MessageFacts | undefined;
 
-  constructor(options: SmtpClientOptions, envelope: OutboundEnvelope) {
+  private constructor(options: SmtpClientOptions) {
     this.#o = options;
-    this.#env = envelope;
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    const t = options.target;
-    this.#mta = options.mtaName ?? (t.socketPath !== undefined ? t.socketPath : `${t.host}:${t.port}`);
+    this.#mta = mtaNameOf(options);
     this.#lmtp = options.protocol === 'lmtp';
-    this.#log = options.log?.child({ mta: this.#mta });
-    this.#results = envelope.recipients.map(() => undefined);
+    this.#log = options.log?.child({
+      mta: this.#mta,
+      ...(options.mtaAddress === undefined ? {} : { mtaAddress: options.mtaAddress }),
+    });
   }
 
-  async run(): Promise<DeliveryReport> {
-    let abort = false;
+  /**
+   * Connect and get ready for transactions; throws `OpenFailure`. With
+   * `requireTls` (RFC 8689) a failure to get TLS is final, not a deferral.
+   */
+  static async open(options: SmtpClientOptions, requireTls = false): Promise<ClientConnection> {
+    const c = new ClientConnection(options);
     try {
-      await this.#converse();
+      await c.#open(requireTls);
+      return c;
+    } catch (err) {
+      const settle = c.#settleFor(err);
+      c.#conn?.close();
+      if (!(err instanceof Settle)) c.#log?.warn({ err: String(err) }, 'connection failed');
+      const connection = !(err instanceof Settle) || err.connection;
+      // Nothing was sent: a positive reply out of place is still no delivery.
+      const status = settle.status === 'failed' ? 'failed' : 'deferred';
+      throw new OpenFailure(status, settle.reply, connection);
+    }
+  }
+
+  /** The server's name in results and logs (`mtaName`, or `host:port`). */
+  get mta(): string {
+    return this.#mta;
+  }
+
+  /** The address connected to, when known apart from the name. */
+  get mtaAddress(): string | undefined {
+    return this.#o.mtaAddress;
+  }
+
+  /** The server's EHLO keywords. */
+  get capabilities(): Capabilities {
+    return this.#caps;
+  }
+
+  get tls(): SmtpConnection['tls'] {
+    return this.#conn?.tls;
+  }
+
+  /** Transactions attempted on this connection. */
+  get transactions(): number {
+    return this.#transactions;
+  }
+
+  /** Whether another transaction may be tried (the connection is open and in a known state). */
+  get reusable(): boolean {
+    return this.#reusable && this.#conn !== undefined && !this.#conn.closed;
+  }
+
+  /** Send RSET and wait for 250: the connection is alive and out of any transaction. */
+  async reset(): Promise<boolean> {
+    const conn = this.#conn;
+    if (!conn || !this.reusable) return false;
+    try {
+      conn.send(['RSET']);
+      const r = await conn.read(this.#t.command, 'RSET');
+      if (r.code === 250) return true;
+    } catch {
+      // gone
+    }
+    this.#reusable = false;
+    return false;
+  }
+
+  /**
+   * One mail transaction; results in the order of `envelope.recipients`.
+   * Never throws. `facts` from `prepareMessage` saves reading the message again.
+   */
+  async send(envelope: OutboundEnvelope, facts?: MessageFacts): Promise<DeliveryReport> {
+    this.#env = envelope;
+    this.#results = envelope.recipients.map(() => undefined);
+    this.#facts = facts;
+    this.#transactions++;
+    try {
+      if (!validPath(envelope.from)) throw new Settle('failed', R.badSender());
+      this.#facts ??= await scanMessage(envelope.stream());
+      this.#checkRequireTls();
+      await this.#transaction();
     } catch (err) {
       const settle = this.#settleFor(err);
-      abort = settle.abort;
+      if (settle.abort) {
+        this.#reusable = false;
+        this.#conn?.close();
+      }
       this.#settleRest(settle.status, settle.reply);
       if (!(err instanceof Settle)) this.#log?.warn({ err: String(err) }, 'delivery attempt failed');
-    } finally {
-      if (this.#conn) {
-        if (abort) this.#conn.close();
-        else await this.#conn.quit(Math.min(this.#t.command, 10_000));
-      }
     }
     const results = this.#results.map(
       (r, i) =>
@@ -169,10 +332,23 @@ class ClientSession {
         deferred: results.filter((r) => r.status === 'deferred').length,
         failed: results.filter((r) => r.status === 'failed').length,
         tls: this.#conn?.tls?.protocol,
+        transaction: this.#transactions,
       },
       'delivery attempt',
     );
     return { results };
+  }
+
+  /** Send QUIT and close; never throws. */
+  async quit(): Promise<void> {
+    this.#reusable = false;
+    await this.#conn?.quit(Math.min(this.#t.command, 10_000));
+  }
+
+  /** Close at once. */
+  close(): void {
+    this.#reusable = false;
+    this.#conn?.close();
   }
 
   #settleFor(err: unknown): Settle {
@@ -211,6 +387,7 @@ class ClientSession {
       status,
       reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
       mta: this.#mta,
+      ...(this.#o.mtaAddress === undefined ? {} : { mtaAddress: this.#o.mtaAddress }),
       ...(handoff === undefined ? {} : { dsnHandoff: handoff }),
     };
   }
@@ -223,28 +400,28 @@ class ClientSession {
     for (let i = 0; i < this.#results.length; i++) this.#settle(i, status, r);
   }
 
-  /** A reply that ends the attempt for every recipient left, by its class. */
+  /** A reply that ends the attempt for every recipient left, by its class; 421 also ends the connection. */
   #fromRemote(r: RemoteReply): Settle {
+    if (r.code === 421) return new Settle('deferred', remoteReply(r), true, true);
     if (r.code >= 400) return new Settle(statusOf(r.code), remoteReply(r));
     return new Settle('deferred', R.unexpectedReply(this.#mta, describeReply(r)));
   }
 
-  async #converse(): Promise<void> {
-    const env = this.#env;
-    if (!validPath(env.from)) throw new Settle('failed', R.badSender());
-    this.#facts = await scanMessage(env.stream());
+  async #open(requireTls: boolean): Promise<void> {
     const mode = this.#o.tls ?? 'opportunistic';
     const settings: TlsSettings = this.#o.tlsSettings ?? { rejectUnauthorized: true };
-    if (env.requireTls && mode === 'none') throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
+    if (requireTls && mode === 'none') throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
 
     const conn = await SmtpConnection.open(
       this.#o.target,
       this.#t.connect,
       mode === 'implicit' ? settings : undefined,
+      this.#o.localAddress,
     );
     this.#conn = conn;
     const greeting = await conn.read(this.#t.greeting, 'the greeting');
-    if (greeting.code !== 220) throw this.#fromRemote(greeting);
+    // A server that does not want mail now answers 554 (RFC 5321 3.1) or 421: another host may.
+    if (greeting.code !== 220) throw this.#fromRemote(greeting).asConnection();
     await this.#hello();
 
     if (!conn.tls && mode !== 'none' && mode !== 'implicit') {
@@ -256,24 +433,27 @@ class ClientSession {
           await this.#hello();
         } else if (r.code === 421) {
           throw this.#fromRemote(r);
-        } else if (env.requireTls) {
+        } else if (requireTls) {
           throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
         } else if (mode === 'required') {
-          throw new Settle('deferred', R.tlsRefused(this.#mta, describeReply(r)));
+          throw new Settle('deferred', R.tlsRefused(this.#mta, describeReply(r)), false, true);
         }
-      } else if (env.requireTls) {
+      } else if (requireTls) {
         throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
       } else if (mode === 'required') {
-        throw new Settle('deferred', R.tlsNotOffered(this.#mta));
+        throw new Settle('deferred', R.tlsNotOffered(this.#mta), false, true);
       }
     }
-    if (env.requireTls) {
-      if (!conn.tls) throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
-      if (!conn.tls.authorized) throw new Settle('deferred', R.requireTlsUnverified(this.#mta));
-      if (!this.#caps.has('REQUIRETLS')) throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
-    }
     if (this.#o.auth) await this.#authenticate(this.#o.auth);
-    await this.#transaction();
+  }
+
+  /** RFC 8689: a REQUIRETLS message goes only over verified TLS to a server that offers REQUIRETLS. */
+  #checkRequireTls(): void {
+    if (!this.#env.requireTls) return;
+    const conn = this.#conn as SmtpConnection;
+    if (!conn.tls) throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
+    if (!conn.tls.authorized) throw new Settle('deferred', R.requireTlsUnverified(this.#mta));
+    if (!this.#caps.has('REQUIRETLS')) throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
   }
 
   /** EHLO (HELO after a 5xx) or LHLO; records the capabilities. */

@@ -6,7 +6,8 @@
  *
  *   {"v":1,"held":false,"recipients":[{"status":"pending","attempts":2,
  *     "nextAttemptAt":"2026-11-23T16:44:00.000Z","lastAttemptAt":"...",
- *     "reply":{"code":451,"enhanced":"4.4.0","text":"..."},"mta":"mx.example.net"}]}
+ *     "reply":{"code":451,"enhanced":"4.4.0","text":"..."},"mta":"mx.example.net",
+ *     "mtaAddress":"192.0.2.25"}]}
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,6 +27,7 @@ interface StoredRecipient {
   lastAttemptAt?: string;
   reply?: ReplyRecord;
   mta?: string;
+  mtaAddress?: string;
   warned?: boolean;
 }
 
@@ -45,6 +47,7 @@ export function serializeState(state: MessageState): string {
     ...(r.lastAttemptAt === undefined ? {} : { lastAttemptAt: iso(r.lastAttemptAt) }),
     ...(r.reply ? { reply: r.reply } : {}),
     ...(r.mta ? { mta: r.mta } : {}),
+    ...(r.mtaAddress ? { mtaAddress: r.mtaAddress } : {}),
     ...(r.warned ? { warned: true } : {}),
   }));
   return JSON.stringify({ v: 1, held: state.held, recipients });
@@ -73,6 +76,7 @@ export function parseState(text: string, recipients: number): MessageState | und
       ...(last === undefined || !Number.isFinite(last) ? {} : { lastAttemptAt: last }),
       ...(raw.reply && typeof raw.reply.code === 'number' ? { reply: raw.reply } : {}),
       ...(typeof raw.mta === 'string' ? { mta: raw.mta } : {}),
+      ...(typeof raw.mtaAddress === 'string' ? { mtaAddress: raw.mtaAddress } : {}),
       ...(raw.warned === true ? { warned: true } : {}),
     });
   }

@@ -614,6 +614,7 @@ export class FsQueueStore implements QueueStore {
       };
       if (o.reply) next.reply = o.reply;
       if (o.mta) next.mta = o.mta;
+      if (o.mtaAddress) next.mtaAddress = o.mtaAddress;
       if (prev.warned === true || o.warned === true) next.warned = true;
       e.state.recipients[o.index] = next;
     }

@@ -169,6 +169,7 @@ function decide(
     index: r.index,
     ...(result.reply ? { reply: result.reply } : {}),
     ...(result.mta ? { mta: result.mta } : {}),
+    ...(result.mtaAddress ? { mtaAddress: result.mtaAddress } : {}),
   };
   // Made only for a recipient that gets a report (most get none).
   const dsnBase = () => ({
@@ -333,5 +334,6 @@ function pickReply(o: RecipientOutcome): Partial<RecipientOutcome> {
   return {
     ...(o.reply ? { reply: o.reply } : {}),
     ...(o.mta ? { mta: o.mta } : {}),
+    ...(o.mtaAddress ? { mtaAddress: o.mtaAddress } : {}),
   };
 }

@@ -69,6 +69,8 @@ export interface RecipientState {
   readonly reply?: ReplyRecord;
   /** The host that gave the reply, when it was a remote one. */
   readonly mta?: string;
+  /** The address of that host connected to, when it was found through DNS (MX delivery). */
+  readonly mtaAddress?: string;
   /** A DELAY notification (RFC 3464 `Action: delayed`) went out for this recipient. */
   readonly warned?: boolean;
 }
@@ -105,6 +107,7 @@ export interface RecipientOutcome {
   readonly status: 'delivered' | 'deferred' | 'failed';
   readonly reply?: ReplyRecord;
   readonly mta?: string;
+  readonly mtaAddress?: string;
   /** Deferred: when to try again. */
   readonly nextAttemptAt?: number;
   /** A DELAY notification was sent with this attempt. */

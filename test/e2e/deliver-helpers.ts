@@ -173,6 +173,8 @@ export type DataAnswer = undefined | Error | Array<string | Error>;
 export interface PeerOptions extends SMTPServerOptions {
   /** Listen on this Unix socket instead of 127.0.0.1:0. */
   readonly socketPath?: string;
+  /** Listen on this address and port instead of 127.0.0.1:0 (a "remote" mail exchanger). */
+  readonly listenOn?: { readonly address: string; readonly port: number };
   readonly answerData?: (session: SMTPServerSession) => DataAnswer;
 }
 
@@ -184,7 +186,7 @@ export function smtpError(code: number, text: string): Error {
 /** Start an smtp-server peer that records every transaction. */
 export async function startPeer(opts: PeerOptions): Promise<Peer> {
   const received: Received[] = [];
-  const { socketPath, answerData, ...options } = opts;
+  const { socketPath, listenOn, answerData, ...options } = opts;
   const server = new SMTPServer({
     logger: false,
     disableReverseLookup: true,
@@ -222,7 +224,7 @@ export async function startPeer(opts: PeerOptions): Promise<Peer> {
   server.on('error', () => {});
   await new Promise<void>((resolve) => {
     if (socketPath) server.listen(socketPath, resolve);
-    else server.listen(0, '127.0.0.1', resolve);
+    else server.listen(listenOn?.port ?? 0, listenOn?.address ?? '127.0.0.1', resolve);
   });
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;

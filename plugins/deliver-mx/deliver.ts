@@ -1,0 +1,203 @@
+/**
+ * One delivery job to the Internet: resolve the destination, take a pooled
+ * connection (or open one, trying each exchanger and each of its addresses in
+ * turn), send the recipients in as few transactions as the limits allow, and
+ * give the connection back for the next message.
+ */
+import { isIP } from 'node:net';
+import type { DnsResolver } from '../../core/dns/types.ts';
+import type { Reply } from '../../core/reply.ts';
+import type { DeliveryJob, DeliveryReport, Logger, RecipientResult } from '../../core/types.ts';
+import type { TlsSettings } from '../outbound/connection.ts';
+import { envelopeOf, type OutboundEnvelope } from '../outbound/envelope.ts';
+import { OutboundReplies } from '../outbound/local-replies.ts';
+import {
+  ClientConnection,
+  failAll,
+  OpenFailure,
+  prepareMessage,
+  type SmtpClientOptions,
+  type SmtpTimeouts,
+} from '../outbound/smtp-client.ts';
+import { type ConnectionPool, rcptMax } from './pool.ts';
+import { MxReplies } from './replies.ts';
+import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
+import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
+
+export interface Source {
+  readonly address: string;
+  readonly heloName: string;
+}
+
+export interface MxDeliveryOptions {
+  readonly dns: DnsResolver;
+  readonly pool: ConnectionPool;
+  readonly port: number;
+  readonly heloName: string;
+  readonly sources: readonly Source[];
+  readonly localNames: ReadonlySet<string>;
+  readonly literals: boolean;
+  readonly families: readonly AddressFamily[];
+  readonly maxRecipients: number;
+  readonly tlsSources: readonly TlsPolicySource[];
+  readonly tlsDefault: TlsPolicyLevel;
+  readonly ca: TlsSettings['ca'] | undefined;
+  readonly chunking: boolean;
+  readonly timeouts: SmtpTimeouts;
+  readonly clock: { now(): number };
+}
+
+/** The connection a job got, and where it leads (for results and logs). */
+interface Opened {
+  readonly conn: ClientConnection;
+}
+
+interface Failure {
+  readonly status: 'failed' | 'deferred';
+  readonly reply: Reply;
+  readonly mta?: string;
+  readonly mtaAddress?: string;
+}
+
+export class MxDelivery {
+  readonly #o: MxDeliveryOptions;
+  #nextSource = 0;
+
+  constructor(options: MxDeliveryOptions) {
+    this.#o = options;
+  }
+
+  async deliver(job: DeliveryJob): Promise<DeliveryReport> {
+    const o = this.#o;
+    const envelope = envelopeOf(job);
+    const destination = job.destination;
+    const resolution = await resolveDestination(destination, {
+      dns: o.dns,
+      localNames: o.localNames,
+      literals: o.literals,
+    });
+    if (resolution.kind === 'fail') {
+      job.log.info({ reply: resolution.reply }, 'destination not deliverable');
+      return failed(envelope, resolution);
+    }
+    const ready = await prepareMessage(envelope);
+    if (!ready.ok) return failed(envelope, ready);
+
+    const taken = await o.pool.take(destination);
+    if (taken.kind === 'dead') {
+      return failed(envelope, {
+        status: 'deferred',
+        reply: MxReplies.backingOff(destination, new Date(taken.until).toISOString()),
+      });
+    }
+    let conn: ClientConnection;
+    if (taken.kind === 'connection') {
+      conn = taken.conn;
+    } else {
+      const opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
+      if ('status' in opened) return failed(envelope, opened);
+      conn = opened.conn;
+    }
+    try {
+      return await this.#send(conn, destination, envelope, ready.facts);
+    } finally {
+      o.pool.release(destination, conn);
+    }
+  }
+
+  /** Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one transaction each. */
+  async #send(
+    conn: ClientConnection,
+    destination: string,
+    envelope: OutboundEnvelope,
+    facts: Parameters<ClientConnection['send']>[1],
+  ): Promise<DeliveryReport> {
+    const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
+    const results: RecipientResult[] = [];
+    for (let i = 0; i < envelope.recipients.length; i += size) {
+      const batch = { ...envelope, recipients: envelope.recipients.slice(i, i + size) };
+      if (i > 0 && !conn.reusable) {
+        const lost = failAll(
+          batch,
+          'deferred',
+          OutboundReplies.connectionLost(conn.mta),
+          conn.mta,
+          conn.mtaAddress,
+        );
+        results.push(...lost.results);
+        continue;
+      }
+      await this.#o.pool.pace(destination);
+      const report = await conn.send(batch, facts);
+      results.push(...report.results);
+    }
+    return { results };
+  }
+
+  /** Try each exchanger, each of its addresses, until one connection is ready; gives the pool slot back on failure. */
+  async #connect(
+    destination: string,
+    exchangers: readonly Exchanger[],
+    envelope: OutboundEnvelope,
+    log: Logger,
+  ): Promise<Opened | Failure> {
+    const o = this.#o;
+    const policy = await policyFor(destination, o.tlsSources, o.tlsDefault);
+    let last: Failure | undefined;
+    let dnsError: Reply | undefined;
+    let tried = false;
+    for (const exchanger of exchangers) {
+      const found = await addressesOf(exchanger, o.families, o.dns);
+      if (found.kind === 'error') {
+        dnsError ??= found.reply;
+        continue;
+      }
+      if (found.kind === 'none') continue;
+      for (const address of found.addresses) {
+        tried = true;
+        const source = this.#source(address);
+        const options: SmtpClientOptions = {
+          target: { host: address, port: o.port },
+          heloName: source?.heloName ?? o.heloName,
+          ...(source ? { localAddress: source.address } : {}),
+          ...clientTls(policy, exchanger, o.ca),
+          timeouts: o.timeouts,
+          chunking: o.chunking,
+          mtaName: exchanger.name,
+          mtaAddress: address,
+          log,
+        };
+        try {
+          const conn = await ClientConnection.open(options, envelope.requireTls === true);
+          o.pool.opened(destination);
+          log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
+          return { conn };
+        } catch (err) {
+          if (!(err instanceof OpenFailure)) throw err;
+          log.info(
+            { mx: exchanger.name, address, reply: err.reply, tls: policy.level },
+            'mail exchanger not usable, trying the next',
+          );
+          last = { status: err.status, reply: err.reply, mta: exchanger.name, mtaAddress: address };
+        }
+      }
+    }
+    o.pool.failed(destination, tried);
+    if (last) return last.status === 'failed' ? last : { ...last, status: 'deferred' };
+    if (dnsError) return { status: 'deferred', reply: dnsError };
+    return { status: 'failed', reply: MxReplies.noAddress(destination) };
+  }
+
+  /** The next configured source address of the target's family, in turn. */
+  #source(target: string): Source | undefined {
+    const family = isIP(target);
+    const usable = this.#o.sources.filter((s) => isIP(s.address) === family);
+    if (usable.length === 0) return undefined;
+    this.#nextSource = (this.#nextSource + 1) % usable.length;
+    return usable[this.#nextSource];
+  }
+}
+
+function failed(envelope: OutboundEnvelope, f: Failure): DeliveryReport {
+  return failAll(envelope, f.status, f.reply, f.mta, f.mtaAddress);
+}

@@ -1,0 +1,64 @@
+/**
+ * Delivery to the Internet by MX (RFC 5321 section 5): resolves each
+ * destination with the server's DNS resolver, keeps a pool of connections per
+ * destination with limits, slow start and back-off, and applies a TLS policy
+ * per destination. Claims jobs routed to it, and unrouted jobs whose domain
+ * matches `domains`.
+ */
+import { readFile } from 'node:fs/promises';
+import { definePlugin } from '../../core/plugin.ts';
+import { clientTimeouts } from '../outbound/client-schema.ts';
+import { claims, domainMatcher } from '../outbound/routing.ts';
+import { MxDelivery } from './deliver.ts';
+import { ConnectionPool } from './pool.ts';
+import { normalName } from './resolve.ts';
+import { schema } from './schema.ts';
+import { tableSource } from './tls-policy.ts';
+
+export { schema };
+
+export default definePlugin({
+  name: 'deliver-mx',
+  description:
+    'Delivers to the Internet by MX: RFC 5321 routing, null MX, pooled connections per destination, TLS policies.',
+  schema,
+  async register(api, config) {
+    const pool = new ConnectionPool(
+      {
+        perDestination: config.perDestination,
+        total: config.concurrency,
+        initialConcurrency: config.initialConcurrency,
+        maxMessagesPerConnection: config.maxMessagesPerConnection,
+        idleTimeout: config.idleTimeout,
+        failureThreshold: config.failureThreshold,
+        backoff: config.backoff,
+        rateDelay: config.rateDelay,
+      },
+      api.server.clock,
+    );
+    const heloName = config.heloName ?? api.server.hostname;
+    const delivery = new MxDelivery({
+      dns: api.server.dns,
+      pool,
+      port: config.port,
+      heloName,
+      sources: config.sources.map((s) => ({ address: s.address, heloName: s.heloName ?? heloName })),
+      localNames: new Set([api.server.hostname, ...config.localNames].map(normalName)),
+      literals: config.addressLiterals,
+      families: config.addressFamilies,
+      maxRecipients: config.maxRecipients,
+      tlsSources: [tableSource(config.tlsPolicies)],
+      tlsDefault: config.tlsPolicy,
+      ca: config.caFile === undefined ? undefined : await readFile(config.caFile),
+      chunking: config.chunking,
+      timeouts: clientTimeouts(config.timeouts),
+      clock: api.server.clock,
+    });
+    const matches = domainMatcher(config.domains);
+    api.hooks.deliver.tap((job) => {
+      if (!claims(api.name, matches, job)) return undefined;
+      return delivery.deliver(job);
+    });
+    api.onClose(() => pool.close());
+  },
+});

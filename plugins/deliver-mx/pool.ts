@@ -1,0 +1,241 @@
+/**
+ * Connections per destination, as Postfix's qmgr and connection cache do it:
+ *
+ * - a connection that finished a transaction waits idle (up to `idleTimeout`)
+ *   for the next message to the same destination, which takes it after a RSET;
+ *   it carries at most `maxMessagesPerConnection` transactions;
+ * - at most `perDestination` connections to one destination (idle ones
+ *   included) and `total` overall; an idle connection of another destination
+ *   is closed to make room;
+ * - slow start: a destination starts with `initialConcurrency` connections and
+ *   gains one per successful connection, loses one per failed one;
+ * - back-off: after `failureThreshold` connection failures in a row the
+ *   destination is dead for `backoff` ms: its jobs are deferred without
+ *   connecting, then one connection probes it again;
+ * - `rateDelay`: the least time between two transactions to one destination.
+ */
+import type { Clock } from '../../core/plugin.ts';
+import type { ClientConnection } from '../outbound/smtp-client.ts';
+
+export interface PoolLimits {
+  readonly perDestination: number;
+  readonly total: number;
+  readonly initialConcurrency: number;
+  readonly maxMessagesPerConnection: number;
+  readonly idleTimeout: number;
+  readonly failureThreshold: number;
+  readonly backoff: number;
+  readonly rateDelay: number;
+}
+
+interface Idle {
+  readonly conn: ClientConnection;
+  readonly timer: NodeJS.Timeout;
+}
+
+class Destination {
+  readonly name: string;
+  readonly idle: Idle[] = [];
+  /** Connections held: busy, idle, or being opened. */
+  open = 0;
+  window: number;
+  failures = 0;
+  deadUntil = 0;
+  nextSendAt = 0;
+  constructor(name: string, window: number) {
+    this.name = name;
+    this.window = window;
+  }
+}
+
+/** What `take` gives: a ready connection, leave to open one, or "dead until". */
+export type Taken =
+  | { readonly kind: 'connection'; readonly conn: ClientConnection }
+  | { readonly kind: 'slot' }
+  | { readonly kind: 'dead'; readonly until: number };
+
+export class ConnectionPool {
+  readonly #limits: PoolLimits;
+  readonly #clock: Clock;
+  readonly #destinations = new Map<string, Destination>();
+  #total = 0;
+  #waiters: Array<() => void> = [];
+  #closed = false;
+  readonly #quitting = new Set<Promise<void>>();
+
+  constructor(limits: PoolLimits, clock: Clock) {
+    this.#limits = limits;
+    this.#clock = clock;
+  }
+
+  /** Connections held now (busy, idle or opening), overall and for one destination: for tests and metrics. */
+  stats(destination?: string): { open: number; idle: number } {
+    if (destination === undefined) {
+      let idle = 0;
+      for (const d of this.#destinations.values()) idle += d.idle.length;
+      return { open: this.#total, idle };
+    }
+    const d = this.#destinations.get(destination);
+    return { open: d?.open ?? 0, idle: d?.idle.length ?? 0 };
+  }
+
+  #dest(name: string): Destination {
+    let d = this.#destinations.get(name);
+    if (!d) {
+      d = new Destination(name, Math.min(this.#limits.initialConcurrency, this.#limits.perDestination));
+      this.#destinations.set(name, d);
+    }
+    return d;
+  }
+
+  /**
+   * An idle connection to `destination` (checked with RSET), or leave to open
+   * a new one (then call `opened` or `failed`), waiting for room if need be.
+   */
+  async take(destination: string): Promise<Taken> {
+    const d = this.#dest(destination);
+    for (;;) {
+      if (this.#closed) return { kind: 'dead', until: this.#clock.now() };
+      if (d.deadUntil > this.#clock.now()) return { kind: 'dead', until: d.deadUntil };
+      const idle = d.idle.pop();
+      if (idle) {
+        clearTimeout(idle.timer);
+        if (await idle.conn.reset()) return { kind: 'connection', conn: idle.conn };
+        // Gone while idle (the server timed it out): its place is ours to open a new one.
+        idle.conn.close();
+        return { kind: 'slot' };
+      }
+      if (d.open < Math.min(d.window, this.#limits.perDestination)) {
+        if (this.#total < this.#limits.total || this.#evictIdle(d)) {
+          d.open++;
+          this.#total++;
+          return { kind: 'slot' };
+        }
+      }
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  /** A new connection opened: the destination is alive, its window grows. */
+  opened(destination: string): void {
+    const d = this.#dest(destination);
+    d.failures = 0;
+    d.deadUntil = 0;
+    d.window = Math.min(d.window + 1, this.#limits.perDestination);
+  }
+
+  /**
+   * Opening failed on every exchanger (`connectionFailure`: some connection
+   * was tried and failed, rather than nothing to connect to). Gives the slot back.
+   */
+  failed(destination: string, connectionFailure: boolean): void {
+    const d = this.#dest(destination);
+    if (connectionFailure) {
+      d.failures++;
+      d.window = Math.max(1, d.window - 1);
+      if (d.failures >= this.#limits.failureThreshold) {
+        d.deadUntil = this.#clock.now() + this.#limits.backoff;
+        d.window = 1;
+      }
+    }
+    this.#free(d);
+  }
+
+  /** The job is done with `conn`: keep it idle for the next message, or close it. */
+  release(destination: string, conn: ClientConnection): void {
+    const d = this.#dest(destination);
+    const max = Math.min(this.#limits.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
+    if (!this.#closed && conn.reusable && conn.transactions < max && this.#limits.idleTimeout > 0) {
+      const timer = setTimeout(() => {
+        const i = d.idle.findIndex((x) => x.conn === conn);
+        if (i < 0) return;
+        d.idle.splice(i, 1);
+        this.#quit(conn);
+        this.#free(d);
+      }, this.#limits.idleTimeout);
+      timer.unref();
+      d.idle.push({ conn, timer });
+      this.#wake();
+      return;
+    }
+    this.#quit(conn);
+    this.#free(d);
+  }
+
+  /** Wait for the destination's rate delay, then book the next transaction. */
+  async pace(destination: string): Promise<void> {
+    if (this.#limits.rateDelay <= 0) return;
+    const d = this.#dest(destination);
+    const now = this.#clock.now();
+    const at = Math.max(now, d.nextSendAt);
+    d.nextSendAt = at + this.#limits.rateDelay;
+    if (at > now) await new Promise((resolve) => setTimeout(resolve, at - now));
+  }
+
+  /** Close every idle connection and refuse new work; busy connections are closed by their jobs. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const d of this.#destinations.values()) {
+      for (const idle of d.idle.splice(0)) {
+        clearTimeout(idle.timer);
+        this.#quit(idle.conn);
+        this.#free(d);
+      }
+    }
+    this.#wake();
+    await Promise.allSettled([...this.#quitting]);
+  }
+
+  #quit(conn: ClientConnection): void {
+    const p = conn.quit().finally(() => this.#quitting.delete(p));
+    this.#quitting.add(p);
+  }
+
+  #free(d: Destination): void {
+    d.open = Math.max(0, d.open - 1);
+    this.#total = Math.max(0, this.#total - 1);
+    this.#wake();
+  }
+
+  /** Close the longest-idle connection of another destination; whether one was. */
+  #evictIdle(except: Destination): boolean {
+    for (const d of this.#destinations.values()) {
+      if (d === except) continue;
+      const idle = d.idle.shift();
+      if (!idle) continue;
+      clearTimeout(idle.timer);
+      this.#quit(idle.conn);
+      d.open = Math.max(0, d.open - 1);
+      this.#total = Math.max(0, this.#total - 1);
+      return true;
+    }
+    return false;
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/** RFC 9422 LIMITS MAILMAX: transactions the server takes per connection. */
+export function mailMax(conn: ClientConnection): number | undefined {
+  return limitOf(conn, 'MAILMAX');
+}
+
+/** RFC 9422 LIMITS RCPTMAX: recipients the server takes per transaction. */
+export function rcptMax(conn: ClientConnection): number | undefined {
+  return limitOf(conn, 'RCPTMAX');
+}
+
+function limitOf(conn: ClientConnection, name: string): number | undefined {
+  for (const p of conn.capabilities.params('LIMITS')) {
+    const [k, v] = p.split('=');
+    if (k?.toUpperCase() === name && v !== undefined && /^\d{1,9}$/.test(v)) {
+      const n = Number(v);
+      return n > 0 ? n : undefined;
+    }
+  }
+  return undefined;
+}
