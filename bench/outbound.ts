@@ -28,7 +28,7 @@ import { type PostfixInstance, postfixUnavailable, startPostfix } from './postfi
 import { cpuMs } from './proc.ts';
 import { num, ratio, table } from './report.ts';
 import { findProgram, freePort, launch, nodeBinary, ROOT, SMTP_SINK_MISSING } from './servers.ts';
-import { type SinkCounts, type SinkFarm, sinkAddress, startSinks } from './sinks.ts';
+import { openConnections, type SinkCounts, type SinkFarm, sinkAddress, startSinks } from './sinks.ts';
 import { warmupFor } from './workloads.ts';
 
 const USAGE = `Usage: npm run bench:outbound -- [options]
@@ -81,7 +81,7 @@ export interface BatchResult {
   readonly drainMs: number;
   readonly delivered: number;
   readonly msgsPerSec: number;
-  /** Sessions the sinks saw end after the release, once the MTA had stopped. */
+  /** Connections opened after the release: sessions the sinks saw end from then until the MTA stopped, less those already open at the release. */
   readonly connections: number;
   readonly connectionsPerMsg: number;
   /** CPU ms of the MTA, release to an empty queue, per delivered message. */
@@ -159,6 +159,8 @@ async function deliverBatch(mta: Mta, sinks: SinkFarm, count: number, o: BatchOp
   );
   await mta.prepare();
   const before = sinks.counts();
+  // Connections already open now (none when the warm-up's have closed) were not opened by this batch.
+  const openBefore = openConnections(sinks.port);
   const cpu0 = mta.cpuMs();
   const t0 = performance.now();
   await mta.release();
@@ -181,6 +183,7 @@ async function deliverBatch(mta: Mta, sinks: SinkFarm, count: number, o: BatchOp
   return {
     queued,
     before,
+    openBefore,
     delivered: sinks.counts().messages - before.messages,
     t0,
     t1,
@@ -211,11 +214,17 @@ async function measureMta(mta: Mta, sinks: SinkFarm, messages: number, warmup: n
         (w.timedOut ? ' (TIMED OUT)' : ''),
     );
     await mta.hold();
+    // The measured batch starts with no connection open, as the warm-up's idle ones time out.
+    await waitUntil(
+      "the warm-up's connections to close",
+      () => openConnections(sinks.port) === 0,
+      performance.now() + o.timeLimitMs,
+    ).catch((err: unknown) => log(`  ${mta.name}: ${err instanceof Error ? err.message : String(err)}`));
   }
   const b = await deliverBatch(mta, sinks, messages, o);
   await mta.stop();
   const after = await settledCounts(sinks);
-  const connections = after.sessions - b.before.sessions;
+  const connections = after.sessions - b.before.sessions - b.openBefore;
   const missing = b.queued.accepted - b.delivered;
   const errorDetail: Record<string, number> = { ...b.queued.errorDetail };
   if (missing > 0) errorDetail['not delivered'] = missing;
@@ -277,7 +286,14 @@ async function startMailframe(s: MailframeSetup): Promise<Mta> {
       { plugin: 'deliver-mx', config: { port: s.sinkPort } },
       {
         plugin: 'queue-fs',
-        config: { fsync: true, controlSocket: true, routes: [{ domains: '*', via: 'deliver-mx' }] },
+        // Jobs at once as Postfix's smtp processes (100) and per destination as its concurrency limit (20).
+        config: {
+          fsync: true,
+          controlSocket: true,
+          concurrency: 100,
+          perDestination: 20,
+          routes: [{ domains: '*', via: 'deliver-mx' }],
+        },
       },
     ],
   };

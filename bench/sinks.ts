@@ -6,6 +6,7 @@
  * (`mesg`, at each final dot) and SMTP sessions ended (`sess`: once the MTA
  * has closed every connection, the number it opened).
  */
+import { readFileSync } from 'node:fs';
 import { launch, type RunningProcess } from './servers.ts';
 
 export interface SinkCounts {
@@ -41,6 +42,28 @@ export function lastCounts(output: string): SinkCounts {
     messages = Number(m[2]);
   }
   return { sessions, messages };
+}
+
+/**
+ * Connections open right now whose local end is `port` (the sinks' side of
+ * every connection an MTA holds to them), from /proc/net/tcp: established,
+ * or closing but not yet counted by the sink.
+ */
+export function openConnections(port: number): number {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let n = 0;
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/tcp', 'latin1');
+  } catch {
+    return 0;
+  }
+  for (const line of table.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // local_address, rem_address, st: 01 established, 08 close-wait (the MTA closed, the sink has not yet).
+    if (f[1]?.endsWith(hexPort) && (f[3] === '01' || f[3] === '08')) n++;
+  }
+  return n;
 }
 
 /** The loopback address of the i-th sink (0-based): 127.0.0.11 upwards. */
