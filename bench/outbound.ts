@@ -41,6 +41,7 @@ const USAGE = `Usage: npm run bench:outbound -- [options]
   --time-limit S    Give up waiting for one batch's delivery after S seconds (default 120).
   --timeout S       Hard limit for the whole run: everything is stopped after S seconds (default 900).
   --no-warmup       Skip the unmeasured warm-up batch (half the messages, at most 10,000).
+  --deliver-mx JSON More deliver-mx settings for mailframe's side, e.g. '{"concurrency":400}'.
   --help
 `;
 
@@ -258,6 +259,8 @@ interface MailframeSetup {
   readonly sinkPort: number;
   readonly dnsServer: string;
   readonly timeoutMs: number;
+  /** More deliver-mx settings (`--deliver-mx`). */
+  readonly deliverMx: Readonly<Record<string, unknown>>;
 }
 
 async function startMailframe(s: MailframeSetup): Promise<Mta> {
@@ -283,7 +286,7 @@ async function startMailframe(s: MailframeSetup): Promise<Mta> {
         config: { releaseFile },
         timeout: s.timeoutMs,
       },
-      { plugin: 'deliver-mx', config: { port: s.sinkPort } },
+      { plugin: 'deliver-mx', config: { ...s.deliverMx, port: s.sinkPort } },
       {
         plugin: 'queue-fs',
         // Jobs at once as Postfix's smtp processes (100) and per destination as its concurrency limit (20).
@@ -452,6 +455,7 @@ async function main(): Promise<void> {
       'time-limit': { type: 'string', default: '120' },
       timeout: { type: 'string', default: '900' },
       'no-warmup': { type: 'boolean', default: false },
+      'deliver-mx': { type: 'string', default: '{}' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -467,6 +471,9 @@ async function main(): Promise<void> {
     throw new Error(`unknown MTA "${only}" (mailframe or postfix)`);
   const mtas = MTAS.filter((m) => only === undefined || m === only);
   const domains = domainNames(domainCount);
+  const deliverMx = JSON.parse(values['deliver-mx'] ?? '{}') as unknown;
+  if (typeof deliverMx !== 'object' || deliverMx === null || Array.isArray(deliverMx))
+    throw new Error('--deliver-mx takes a JSON object of deliver-mx settings');
 
   const sinkBin = findProgram('smtp-sink');
   if (!sinkBin) throw new Error(`smtp-sink: ${SMTP_SINK_MISSING}`);
@@ -506,7 +513,13 @@ async function main(): Promise<void> {
           if (missing) throw new Error(missing);
           const dns = await startDns(domains);
           cleanups.push(dns.close);
-          mta = await startMailframe({ domains, sinkPort, dnsServer: dns.server, timeoutMs });
+          mta = await startMailframe({
+            domains,
+            sinkPort,
+            dnsServer: dns.server,
+            timeoutMs,
+            deliverMx: deliverMx as Record<string, unknown>,
+          });
         } else {
           const missing = postfixUnavailable();
           if (missing) {
@@ -563,7 +576,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
-    options: { messages, domains: domainCount, size, warmup, timeLimitMs, only },
+    options: { messages, domains: domainCount, size, warmup, timeLimitMs, only, deliverMx },
     results: sides,
     targets: targets(sides),
   };
