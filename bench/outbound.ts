@@ -65,6 +65,8 @@ interface Mta {
   hold(): Promise<void>;
   /** CPU ms of the MTA's processes so far. */
   cpuMs(): number;
+  /** The part of `cpuMs` spent writing its log in a process of its own (Postfix's postlogd). */
+  logCpuMs(): number;
   /** Stop: every connection to the sinks closes. */
   stop(): Promise<void>;
   /** Recent log or output, for error reports. */
@@ -87,6 +89,8 @@ export interface BatchResult {
   readonly connectionsPerMsg: number;
   /** CPU ms of the MTA, release to an empty queue, per delivered message. */
   readonly cpuMsPerMsg: number;
+  /** The part of `cpuMsPerMsg` spent by a logging process (Postfix's postlogd; 0 for mailframe at level warn). */
+  readonly logCpuMsPerMsg: number;
   readonly timedOut: boolean;
 }
 
@@ -163,6 +167,7 @@ async function deliverBatch(mta: Mta, sinks: SinkFarm, count: number, o: BatchOp
   // Connections already open now (none when the warm-up's have closed) were not opened by this batch.
   const openBefore = openConnections(sinks.port);
   const cpu0 = mta.cpuMs();
+  const log0 = mta.logCpuMs();
   const t0 = performance.now();
   await mta.release();
   const deadline = t0 + o.timeLimitMs;
@@ -181,6 +186,7 @@ async function deliverBatch(mta: Mta, sinks: SinkFarm, count: number, o: BatchOp
   }
   const t2 = performance.now();
   const cpu1 = mta.cpuMs();
+  const log1 = mta.logCpuMs();
   return {
     queued,
     before,
@@ -191,6 +197,7 @@ async function deliverBatch(mta: Mta, sinks: SinkFarm, count: number, o: BatchOp
     t2,
     cpu0,
     cpu1,
+    logCpu: log1 - log0,
     timedOut,
   };
 }
@@ -240,6 +247,7 @@ async function measureMta(mta: Mta, sinks: SinkFarm, messages: number, warmup: n
     connections,
     connectionsPerMsg: b.delivered ? connections / b.delivered : Number.NaN,
     cpuMsPerMsg: b.delivered ? (b.cpu1 - b.cpu0) / b.delivered : Number.NaN,
+    logCpuMsPerMsg: b.delivered ? b.logCpu / b.delivered : Number.NaN,
     timedOut: b.timedOut,
   };
   return result;
@@ -328,6 +336,8 @@ async function startMailframe(s: MailframeSetup): Promise<Mta> {
     release: () => writeFile(releaseFile, ''),
     hold: () => rm(releaseFile, { force: true }),
     cpuMs: () => cpuMs(proc.pid),
+    // Logs at warn, from its own process: no delivery is logged.
+    logCpuMs: () => 0,
     stop: proc.stop,
     output: proc.output,
   };
@@ -345,6 +355,7 @@ function postfixMta(pf: PostfixInstance): Mta {
     // Everything Postfix's smtpd accepts goes on hold anyway.
     hold: async () => {},
     cpuMs: () => pf.cpuMs(),
+    logCpuMs: () => pf.logCpuMs(),
     stop: pf.stop,
     output: pf.logTail,
   };
@@ -386,6 +397,7 @@ function resultTable(sides: readonly SideResult[]): string {
     if (!r) return [s.mta, '-', '-', '-', '-', '-', '-', s.skipped ?? ''];
     const notes: string[] = [];
     if (r.timedOut) notes.push('TIMED OUT');
+    if (r.logCpuMsPerMsg > 0) notes.push(`CPU: ${num(r.logCpuMsPerMsg, 3)} ms/msg writing the mail log`);
     const detail = Object.entries(r.errorDetail).map(([k, v]) => `${k}: ${v}`);
     if (detail.length) notes.push(detail.join(', '));
     return [

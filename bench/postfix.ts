@@ -20,7 +20,7 @@ import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { treeCpuMs } from './proc.ts';
+import { childrenCpuMs, treeCpuMs } from './proc.ts';
 import { findProgram, freePort } from './servers.ts';
 import { SmtpConn } from './smtp-conn.ts';
 
@@ -54,6 +54,8 @@ export interface PostfixInstance {
   kick(): Promise<void>;
   /** CPU ms of the master process and every Postfix daemon it started (living or reaped). */
   cpuMs(): number;
+  /** CPU ms of the logging daemon (postlogd, writing the mail log), part of `cpuMs`. */
+  logCpuMs(): number;
   /** The last lines of Postfix's log. */
   logTail(): string;
   /** `postfix stop` (all connections close), then remove every file. */
@@ -239,6 +241,7 @@ export async function startPostfix(
       }
     },
     cpuMs: () => treeCpuMs(pid),
+    logCpuMs: () => childrenCpuMs(pid, 'postlogd'),
     logTail,
     stop,
   };

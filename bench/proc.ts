@@ -28,15 +28,26 @@ export interface ProcSample {
   readonly rssKb: number;
 }
 
-/** The fields of `/proc/<pid>/stat` after the command name (field 3, the state, is index 0). */
-function statFields(pid: number | string): string[] | undefined {
+interface Stat {
+  /** The command name (field 2). */
+  readonly comm: string;
+  /** The fields after the command name: field 3 (the state) is index 0. */
+  readonly fields: readonly string[];
+}
+
+function readStat(pid: number | string): Stat | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // The command name is in parentheses and may hold spaces: count fields after the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const end = stat.lastIndexOf(')');
+    return { comm: stat.slice(stat.indexOf('(') + 1, end), fields: stat.slice(end + 2).split(' ') };
   } catch {
     return undefined;
   }
+}
+
+function statFields(pid: number | string): readonly string[] | undefined {
+  return readStat(pid)?.fields;
 }
 
 const ticksToMs = (ticks: number) => (ticks * 1000) / clkTck();
@@ -79,6 +90,18 @@ export function treeCpuMs(rootPid: number): number {
     stack.push(...(children.get(pid) ?? []));
   }
   return ticksToMs(ticks);
+}
+
+/** Own CPU ms (utime + stime) of the living children of `parentPid` whose command name is `name`. */
+export function childrenCpuMs(parentPid: number, name: string): number {
+  let ms = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const st = readStat(entry);
+    const f = st?.fields;
+    if (f && st.comm === name && Number(f[1]) === parentPid) ms += ticksToMs(Number(f[11]) + Number(f[12]));
+  }
+  return ms;
 }
 
 /** VmRSS of `pid` in KiB; 0 if it cannot be read. */
