@@ -14,20 +14,25 @@
  *   npm run bench:outbound -- [--messages 20000] [--domains 20] [--only mailframe|postfix]
  *                             [--port N] [--time-limit 120] [--timeout 900] [--no-warmup]
  */
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startTestDnsServer, type TestDnsName } from '../core/testkit.ts';
-import { controlRequest } from '../plugins/queue/control.ts';
-import type { QueueStats } from '../plugins/queue/types.ts';
 import { type LoadResult, runLoad } from './loadgen.ts';
-import { type PostfixInstance, postfixUnavailable, startPostfix } from './postfix.ts';
-import { cpuMs } from './proc.ts';
-import { num, ratio, table } from './report.ts';
-import { findProgram, freePort, launch, nodeBinary, ROOT, SMTP_SINK_MISSING } from './servers.ts';
+import { deliverMxUnavailable, type Mta, postfixMta, startDns, startMailframe } from './outbound-mtas.ts';
+import {
+  type BatchResult,
+  MTAS,
+  type MtaName,
+  resultTable,
+  type SideResult,
+  targets,
+  targetTable,
+} from './outbound-report.ts';
+import { postfixUnavailable, startPostfix } from './postfix.ts';
+import { num } from './report.ts';
+import { findProgram, freePort, ROOT, SMTP_SINK_MISSING } from './servers.ts';
 import { openConnections, type SinkCounts, type SinkFarm, sinkAddress, startSinks } from './sinks.ts';
 import { warmupFor } from './workloads.ts';
 
@@ -44,61 +49,6 @@ const USAGE = `Usage: npm run bench:outbound -- [options]
   --deliver-mx JSON More deliver-mx settings for mailframe's side, e.g. '{"concurrency":400}'.
   --help
 `;
-
-export const MTAS = ['mailframe', 'postfix'] as const;
-export type MtaName = (typeof MTAS)[number];
-
-/** What the bench needs from an MTA under test. */
-interface Mta {
-  readonly name: MtaName;
-  readonly host: string;
-  readonly port: number;
-  /** Messages queued and waiting for the release. */
-  held(): Promise<number>;
-  /** Messages still in the queue (0: drained). */
-  pending(): Promise<number>;
-  /** Work before the measured window (Postfix: move held mail where the queue manager finds it). */
-  prepare(): Promise<void>;
-  /** Start delivering everything held: the measured window starts right before. */
-  release(): Promise<void>;
-  /** Hold again what arrives next (after the warm-up). */
-  hold(): Promise<void>;
-  /** CPU ms of the MTA's processes so far. */
-  cpuMs(): number;
-  /** The part of `cpuMs` spent writing its log in a process of its own (Postfix's postlogd). */
-  logCpuMs(): number;
-  /** Stop: every connection to the sinks closes. */
-  stop(): Promise<void>;
-  /** Recent log or output, for error reports. */
-  output(): string;
-}
-
-export interface BatchResult {
-  readonly messages: number;
-  /** Injection errors (not 2xx after data) and messages the sinks never saw. */
-  readonly errors: number;
-  readonly errorDetail: Readonly<Record<string, number>>;
-  /** Release to the sinks' count reaching `messages`. */
-  readonly deliverMs: number;
-  /** Release to an empty queue. */
-  readonly drainMs: number;
-  readonly delivered: number;
-  readonly msgsPerSec: number;
-  /** Connections opened after the release: sessions the sinks saw end from then until the MTA stopped, less those already open at the release. */
-  readonly connections: number;
-  readonly connectionsPerMsg: number;
-  /** CPU ms of the MTA, release to an empty queue, per delivered message. */
-  readonly cpuMsPerMsg: number;
-  /** The part of `cpuMsPerMsg` spent by a logging process (Postfix's postlogd; 0 for mailframe at level warn). */
-  readonly logCpuMsPerMsg: number;
-  readonly timedOut: boolean;
-}
-
-export interface SideResult {
-  readonly mta: MtaName;
-  readonly result?: BatchResult;
-  readonly skipped?: string;
-}
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -253,207 +203,11 @@ async function measureMta(mta: Mta, sinks: SinkFarm, messages: number, warmup: n
   return result;
 }
 
-// ---- the MTAs ----
-
-export const DELIVER_MX_MISSING =
-  'failed: the deliver-mx plugin is not in this tree (plugins/deliver-mx): merge the MX delivery work first';
-
-function deliverMxUnavailable(): string | undefined {
-  return existsSync(join(ROOT, 'plugins', 'deliver-mx')) ? undefined : DELIVER_MX_MISSING;
-}
-
-interface MailframeSetup {
-  readonly domains: readonly string[];
-  readonly sinkPort: number;
-  readonly dnsServer: string;
-  readonly timeoutMs: number;
-  /** More deliver-mx settings (`--deliver-mx`). */
-  readonly deliverMx: Readonly<Record<string, unknown>>;
-}
-
-async function startMailframe(s: MailframeSetup): Promise<Mta> {
-  const dir = await mkdtemp(join(tmpdir(), 'mailframe-bench-outbound-'));
-  const releaseFile = join(dir, 'release');
-  const port = await freePort();
-  const dataDir = join(dir, 'data');
-  const config = {
-    hostname: 'mailframe.bench.local',
-    dataDir,
-    listeners: [{ name: 'smtp', host: '127.0.0.1', port, role: 'mx' }],
-    limits: { maxConnections: 20_000, maxConnectionsPerIp: 20_000 },
-    timeouts: { shutdownGrace: 2000 },
-    dns: { servers: [s.dnsServer] },
-    log: { level: 'warn', pretty: false },
-    plugins: [
-      { plugin: 'enhanced-status-codes' },
-      { plugin: 'pipelining' },
-      { plugin: 'rcpt-local', config: { domains: s.domains } },
-      // Holds delivery until the bench releases it (the queue is filled first).
-      {
-        plugin: join(ROOT, 'bench', 'peers', 'deliver-gate.ts'),
-        config: { releaseFile },
-        timeout: s.timeoutMs,
-      },
-      { plugin: 'deliver-mx', config: { ...s.deliverMx, port: s.sinkPort } },
-      {
-        plugin: 'queue-fs',
-        // Jobs at once as Postfix's smtp processes (100) and per destination as its concurrency limit (20).
-        config: {
-          fsync: true,
-          controlSocket: true,
-          concurrency: 100,
-          perDestination: 20,
-          routes: [{ domains: '*', via: 'deliver-mx' }],
-        },
-      },
-    ],
-  };
-  const file = join(dir, 'mailframe.json');
-  await writeFile(file, JSON.stringify(config, null, 2));
-  const proc = await launch({
-    name: 'mailframe',
-    command: nodeBinary(),
-    args: [join(ROOT, 'bin', 'mailframe.ts'), 'start', '-c', file],
-    port,
-    cleanup: () => rm(dir, { recursive: true, force: true }),
-  }).catch(async (err: unknown) => {
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  });
-  const socket = join(dataDir, 'queue', 'control.sock');
-  const stats = async (): Promise<QueueStats> => {
-    const r = await controlRequest(socket, { op: 'stats' });
-    if (!r?.ok) throw new Error(`queue stats: ${r ? r.error : 'no control socket'}`);
-    return r.result as QueueStats;
-  };
-  return {
-    name: 'mailframe',
-    host: proc.host,
-    port,
-    held: async () => (await stats()).messages,
-    pending: async () => (await stats()).messages,
-    prepare: async () => {},
-    release: () => writeFile(releaseFile, ''),
-    hold: () => rm(releaseFile, { force: true }),
-    cpuMs: () => cpuMs(proc.pid),
-    // Logs at warn, from its own process: no delivery is logged.
-    logCpuMs: () => 0,
-    stop: proc.stop,
-    output: proc.output,
-  };
-}
-
-function postfixMta(pf: PostfixInstance): Mta {
-  return {
-    name: 'postfix',
-    host: pf.host,
-    port: pf.port,
-    held: async () => pf.held(),
-    pending: async () => pf.pending() + pf.held(),
-    prepare: () => pf.unhold(),
-    release: () => pf.kick(),
-    // Everything Postfix's smtpd accepts goes on hold anyway.
-    hold: async () => {},
-    cpuMs: () => pf.cpuMs(),
-    logCpuMs: () => pf.logCpuMs(),
-    stop: pf.stop,
-    output: pf.logTail,
-  };
-}
-
-// ---- DNS: the zone the MX side resolves ----
-
-interface DnsZoneServer {
-  /** `host:port` for the core config's `dns.servers`. */
-  readonly server: string;
-  close(): Promise<void>;
-}
-
-/**
- * The testkit's DNS server on loopback, authoritative for `d01.bench.test MX
- * 10 mx.d01.bench.test`, `mx.d01.bench.test A 127.0.0.11`, and so on (no
- * AAAA: those queries get an empty answer).
- */
-async function startDns(domains: readonly string[]): Promise<DnsZoneServer> {
-  const zone: Record<string, TestDnsName> = {};
-  for (const [i, domain] of domains.entries()) {
-    zone[domain] = { MX: [{ preference: 10, exchange: `mx.${domain}` }] };
-    zone[`mx.${domain}`] = { A: [sinkAddress(i)] };
-  }
-  const dns = await startTestDnsServer(zone);
-  return { server: dns.address, close: () => dns.close() };
-}
-
 // ---- the run ----
 
 function domainNames(n: number): string[] {
   const width = Math.max(2, String(n).length);
   return Array.from({ length: n }, (_, i) => `d${String(i + 1).padStart(width, '0')}.bench.test`);
-}
-
-function resultTable(sides: readonly SideResult[]): string {
-  const rows = sides.map((s) => {
-    const r = s.result;
-    if (!r) return [s.mta, '-', '-', '-', '-', '-', '-', s.skipped ?? ''];
-    const notes: string[] = [];
-    if (r.timedOut) notes.push('TIMED OUT');
-    if (r.logCpuMsPerMsg > 0) notes.push(`CPU: ${num(r.logCpuMsPerMsg, 3)} ms/msg writing the mail log`);
-    const detail = Object.entries(r.errorDetail).map(([k, v]) => `${k}: ${v}`);
-    if (detail.length) notes.push(detail.join(', '));
-    return [
-      s.mta,
-      num(r.delivered, 0),
-      num(r.msgsPerSec, 0),
-      num(r.drainMs / 1000, 2),
-      num(r.connections, 0),
-      num(r.connectionsPerMsg, 4),
-      num(r.cpuMsPerMsg, 3),
-      notes.join('; '),
-    ];
-  });
-  return table(
-    ['MTA', 'delivered', 'msgs/s', 'drain s', 'connections', 'conns/msg', 'CPU ms/msg', 'notes'],
-    rows,
-    'lrrrrrrl',
-  );
-}
-
-interface Target {
-  readonly target: string;
-  readonly measured: string;
-  readonly met: string;
-}
-
-/** The issue's targets: msgs/s >= 1.5x Postfix's, <= 0.02 connections per message, CPU/msg <= Postfix's. */
-export function targets(sides: readonly SideResult[]): Target[] {
-  const mf = sides.find((s) => s.mta === 'mailframe')?.result;
-  const pf = sides.find((s) => s.mta === 'postfix')?.result;
-  const yes = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'yes' : 'NO');
-  return [
-    {
-      target: 'delivered msgs/s >= 1.5x Postfix',
-      measured: mf && pf ? ratio(mf.msgsPerSec, pf.msgsPerSec) : '-',
-      met: yes(mf && pf ? mf.msgsPerSec >= 1.5 * pf.msgsPerSec : undefined),
-    },
-    {
-      target: 'connections opened per message <= 0.02',
-      measured: mf ? num(mf.connectionsPerMsg, 4) : '-',
-      met: yes(mf ? mf.connectionsPerMsg <= 0.02 : undefined),
-    },
-    {
-      target: 'CPU per message <= Postfix',
-      measured: mf && pf ? ratio(mf.cpuMsPerMsg, pf.cpuMsPerMsg) : '-',
-      met: yes(mf && pf ? mf.cpuMsPerMsg <= pf.cpuMsPerMsg : undefined),
-    },
-  ];
-}
-
-export function targetTable(sides: readonly SideResult[]): string {
-  return table(
-    ['target', 'measured', 'met'],
-    targets(sides).map((t) => [t.target, t.measured, t.met]),
-    'lrl',
-  );
 }
 
 async function main(): Promise<void> {
