@@ -94,12 +94,19 @@ export class MxDelivery {
     if (taken.kind === 'connection') {
       conn = taken.conn;
     } else {
-      const opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
+      let opened: Opened | Failure;
+      try {
+        opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
+      } catch (err) {
+        // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
+        o.pool.failed(destination, false);
+        throw err;
+      }
       if ('status' in opened) return failed(envelope, opened);
       conn = opened.conn;
     }
     try {
-      return await this.#send(conn, destination, envelope, ready.facts);
+      return await this.#send(conn, destination, envelope, ready.facts, job.log);
     } finally {
       o.pool.release(destination, conn);
     }
@@ -111,6 +118,7 @@ export class MxDelivery {
     destination: string,
     envelope: OutboundEnvelope,
     facts: Parameters<ClientConnection['send']>[1],
+    log: Logger,
   ): Promise<DeliveryReport> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
@@ -128,7 +136,7 @@ export class MxDelivery {
         continue;
       }
       await this.#o.pool.pace(destination);
-      const report = await conn.send(batch, facts);
+      const report = await conn.send(batch, facts, log);
       results.push(...report.results);
     }
     return { results };

@@ -106,10 +106,16 @@ export class ConnectionPool {
         return { kind: 'slot' };
       }
       if (d.open < Math.min(d.window, this.#limits.perDestination)) {
-        if (this.#total < this.#limits.total || this.#evictIdle(d)) {
+        if (this.#total < this.#limits.total) {
           d.open++;
           this.#total++;
           return { kind: 'slot' };
+        }
+        // Full: an idle connection elsewhere makes room once it is closed; then look again.
+        const evicted = this.#evictIdle(d);
+        if (evicted) {
+          await evicted;
+          continue;
         }
       }
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
@@ -150,16 +156,14 @@ export class ConnectionPool {
         const i = d.idle.findIndex((x) => x.conn === conn);
         if (i < 0) return;
         d.idle.splice(i, 1);
-        this.#quit(conn);
-        this.#free(d);
+        void this.#retire(d, conn);
       }, this.#limits.idleTimeout);
       timer.unref();
       d.idle.push({ conn, timer });
       this.#wake();
       return;
     }
-    this.#quit(conn);
-    this.#free(d);
+    void this.#retire(d, conn);
   }
 
   /** Wait for the destination's rate delay, then book the next transaction. */
@@ -178,17 +182,24 @@ export class ConnectionPool {
     for (const d of this.#destinations.values()) {
       for (const idle of d.idle.splice(0)) {
         clearTimeout(idle.timer);
-        this.#quit(idle.conn);
-        this.#free(d);
+        void this.#retire(d, idle.conn);
       }
     }
     this.#wake();
     await Promise.allSettled([...this.#quitting]);
   }
 
-  #quit(conn: ClientConnection): void {
-    const p = conn.quit().finally(() => this.#quitting.delete(p));
+  /**
+   * QUIT and close; the connection's place is free only once it is closed, so
+   * the limits hold as the remote sees them too.
+   */
+  #retire(d: Destination, conn: ClientConnection): Promise<void> {
+    const p = conn.quit().finally(() => {
+      this.#quitting.delete(p);
+      this.#free(d);
+    });
     this.#quitting.add(p);
+    return p;
   }
 
   #free(d: Destination): void {
@@ -197,19 +208,16 @@ export class ConnectionPool {
     this.#wake();
   }
 
-  /** Close the longest-idle connection of another destination; whether one was. */
-  #evictIdle(except: Destination): boolean {
+  /** Close the longest-idle connection of another destination; resolves once it is closed. */
+  #evictIdle(except: Destination): Promise<void> | undefined {
     for (const d of this.#destinations.values()) {
       if (d === except) continue;
       const idle = d.idle.shift();
       if (!idle) continue;
       clearTimeout(idle.timer);
-      this.#quit(idle.conn);
-      d.open = Math.max(0, d.open - 1);
-      this.#total = Math.max(0, this.#total - 1);
-      return true;
+      return this.#retire(d, idle.conn);
     }
-    return false;
+    return undefined;
   }
 
   #wake(): void {

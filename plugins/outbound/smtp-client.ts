@@ -214,7 +214,10 @@ export class ClientConnection {
   readonly #t: SmtpTimeouts;
   readonly #mta: string;
   readonly #lmtp: boolean;
-  readonly #log: Logger | undefined;
+  /** The logger of the connection (of the job that opened it). */
+  readonly #connLog: Logger | undefined;
+  /** The logger of the transaction under way (its job's), else the connection's. */
+  #log: Logger | undefined;
   #conn: SmtpConnection | undefined;
   #caps = Capabilities.none();
   #reusable = true;
@@ -229,10 +232,7 @@ export class ClientConnection {
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#mta = mtaNameOf(options);
     this.#lmtp = options.protocol === 'lmtp';
-    this.#log = options.log?.child({
-      mta: this.#mta,
-      ...(options.mtaAddress === undefined ? {} : { mtaAddress: options.mtaAddress }),
-    });
+    this.#log = this.#connLog = this.#childLog(options.log);
   }
 
   /**
@@ -253,6 +253,13 @@ export class ClientConnection {
       const status = settle.status === 'failed' ? 'failed' : 'deferred';
       throw new OpenFailure(status, settle.reply, connection);
     }
+  }
+
+  #childLog(log: Logger | undefined): Logger | undefined {
+    return log?.child({
+      mta: this.#mta,
+      ...(this.#o.mtaAddress === undefined ? {} : { mtaAddress: this.#o.mtaAddress }),
+    });
   }
 
   /** The server's name in results and logs (`mtaName`, or `host:port`). */
@@ -301,9 +308,11 @@ export class ClientConnection {
 
   /**
    * One mail transaction; results in the order of `envelope.recipients`.
-   * Never throws. `facts` from `prepareMessage` saves reading the message again.
+   * Never throws. `facts` from `prepareMessage` saves reading the message again;
+   * `log` is the job's logger (a pooled connection serves many jobs).
    */
-  async send(envelope: OutboundEnvelope, facts?: MessageFacts): Promise<DeliveryReport> {
+  async send(envelope: OutboundEnvelope, facts?: MessageFacts, log?: Logger): Promise<DeliveryReport> {
+    this.#log = log === undefined ? this.#connLog : this.#childLog(log);
     this.#env = envelope;
     this.#results = envelope.recipients.map(() => undefined);
     this.#facts = facts;

@@ -115,6 +115,43 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
     expect(one.received[0]?.rcpts.map((r) => r.address)).toEqual(['bob@dest.example']);
   });
 
+  it('spreads mail over exchangers of equal preference', async () => {
+    const one = await remote('127.0.0.2');
+    const two = await remote('127.0.0.3');
+    const zone: Zone = {
+      ...TWO_MX,
+      'even.example': {
+        MX: [
+          { exchange: 'mx1.dest.example', preference: 10 },
+          { exchange: 'mx2.dest.example', preference: 10 },
+        ],
+      },
+    };
+    // No idle connections: every job chooses afresh.
+    const s = await mx(await dns(zone), { idleTimeout: 0 });
+    for (let i = 0; i < 24; i++) await deliver(s, job([`bob${i}@even.example`]));
+    expect(one.received.length + two.received.length).toBe(24);
+    expect(one.received.length).toBeGreaterThan(0);
+    expect(two.received.length).toBeGreaterThan(0);
+  });
+
+  it('connects from the configured source address with its EHLO name', async () => {
+    const peers: string[] = [];
+    const one = await remote('127.0.0.2', {
+      onConnect(session, cb) {
+        peers.push(session.remoteAddress);
+        cb();
+      },
+    });
+    const s = await mx(await dns(TWO_MX), {
+      sources: [{ address: '127.0.0.9', heloName: 'out9.test.example' }],
+    });
+    const report = await deliver(s, job(['bob@dest.example']));
+    expect(report.results[0]?.status).toBe('delivered');
+    expect(peers).toEqual(['127.0.0.9']);
+    expect(one.received[0]?.helo).toBe('out9.test.example');
+  });
+
   it('falls back to the next exchanger when the first refuses connections', async () => {
     // Nothing listens on 127.0.0.2.
     const two = await remote('127.0.0.3');
@@ -159,6 +196,26 @@ describe('deliver-mx: routing (RFC 5321 5.1)', () => {
       mtaAddress: '127.0.0.2',
     });
     expect(one.received).toHaveLength(1);
+  });
+
+  it('follows a CNAME, for the domain and for an exchanger', async () => {
+    const one = await remote('127.0.0.2');
+    const zone: Zone = {
+      ...TWO_MX,
+      'alias.example': { CNAME: 'dest.example' },
+      'other.example': { MX: [{ exchange: 'mail.other.example', preference: 10 }] },
+      'mail.other.example': { CNAME: 'mx1.dest.example' },
+    };
+    const s = await mx(await dns(zone));
+    const viaDomain = await deliver(s, job(['bob@alias.example']));
+    expect(viaDomain.results[0]).toMatchObject({ status: 'delivered', mta: 'mx1.dest.example' });
+    const viaExchanger = await deliver(s, job(['bob@other.example']));
+    expect(viaExchanger.results[0]).toMatchObject({
+      status: 'delivered',
+      mta: 'mail.other.example',
+      mtaAddress: '127.0.0.2',
+    });
+    expect(one.received).toHaveLength(2);
   });
 
   it('fails a null MX at once with 556 5.1.10 and connects nowhere', async () => {
@@ -361,6 +418,39 @@ describe('deliver-mx: connections per destination', () => {
     expect(one.maxSimultaneous()).toBeLessThanOrEqual(3);
     expect(one.maxSimultaneous()).toBeGreaterThan(1);
     expect(one.connections()).toBeLessThanOrEqual(3);
+  });
+
+  it('never opens more connections overall than concurrency, closing idle ones of other destinations', async () => {
+    const hold: PeerOptions = {
+      hideSTARTTLS: true,
+      onData(stream, _session, cb) {
+        stream.resume();
+        stream.on('end', () => setTimeout(() => cb(), 20));
+      },
+    };
+    const one = await remote('127.0.0.2', hold);
+    const two = await remote('127.0.0.3', hold);
+    const zone: Zone = {
+      ...TWO_MX,
+      'second.example': { MX: [{ exchange: 'mx2.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone), { concurrency: 2, idleTimeout: 10_000 });
+    const jobs = Array.from({ length: 20 }, (_, i) =>
+      job([`bob${i}@${i % 2 === 0 ? 'dest' : 'second'}.example`], { id: `job-${i}` }),
+    );
+    const reports = await Promise.all(jobs.map((j) => deliver(s, j)));
+    expect(reports.flatMap((r) => r.results.map((x) => x.status))).toEqual(jobs.map(() => 'delivered'));
+    let open = 0;
+    let max = 0;
+    const events: Array<readonly [number, number]> = [];
+    for (const r of [one, two]) for (const e of r.events()) events.push(e);
+    events.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [, delta] of events) {
+      open += delta;
+      max = Math.max(max, open);
+    }
+    expect(max).toBeLessThanOrEqual(2);
+    expect(one.received.length + two.received.length).toBe(20);
   });
 
   it('backs off a dead destination: after failureThreshold failures its jobs are deferred without connecting', async () => {

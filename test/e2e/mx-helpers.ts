@@ -27,7 +27,12 @@ export interface Remote extends Peer {
   readonly connections: () => number;
   /** The most connections open at once. */
   readonly maxSimultaneous: () => number;
+  /** Connections opening (+1) and ending (-1), each with a sequence number shared by every remote. */
+  readonly events: () => ReadonlyArray<readonly [number, number]>;
 }
+
+/** Orders the connection events of every remote of the process. */
+let sequence = 0;
 
 /** An smtp-server on `address:port` that counts connections. */
 export async function startRemote(address: string, port: number, opts: PeerOptions = {}): Promise<Remote> {
@@ -35,19 +40,29 @@ export async function startRemote(address: string, port: number, opts: PeerOptio
   let open = 0;
   let max = 0;
   const peer = await startPeer({ ...opts, listenOn: { address, port } });
+  const events: Array<readonly [number, number]> = [];
   peer.server.server.on('connection', (socket: Socket) => {
     connections++;
     open++;
     max = Math.max(max, open);
-    socket.once('close', () => {
+    events.push([sequence++, 1]);
+    // The client's end of the connection (EOF) counts as closed: it arrives before the client's next connection.
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
       open--;
-    });
+      events.push([sequence++, -1]);
+    };
+    socket.once('end', end);
+    socket.once('close', end);
   });
   return {
     ...peer,
     address,
     connections: () => connections,
     maxSimultaneous: () => max,
+    events: () => events,
   };
 }
 
