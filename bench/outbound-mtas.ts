@@ -57,6 +57,8 @@ export interface MailframeSetup {
   readonly timeoutMs: number;
   /** More deliver-mx settings (`--deliver-mx`). */
   readonly deliverMx: Readonly<Record<string, unknown>>;
+  /** More queue-fs settings (`--queue`). */
+  readonly queue: Readonly<Record<string, unknown>>;
 }
 
 export async function startMailframe(s: MailframeSetup): Promise<Mta> {
@@ -92,6 +94,7 @@ export async function startMailframe(s: MailframeSetup): Promise<Mta> {
           concurrency: 100,
           perDestination: 20,
           routes: [{ domains: '*', via: 'deliver-mx' }],
+          ...s.queue,
         },
       },
     ],

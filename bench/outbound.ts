@@ -47,6 +47,7 @@ const USAGE = `Usage: npm run bench:outbound -- [options]
   --timeout S       Hard limit for the whole run: everything is stopped after S seconds (default 900).
   --no-warmup       Skip the unmeasured warm-up batch (half the messages, at most 10,000).
   --deliver-mx JSON More deliver-mx settings for mailframe's side, e.g. '{"concurrency":400}'.
+  --queue JSON      More queue-fs settings for mailframe's side, e.g. '{"perDestination":5}'.
   --help
 `;
 
@@ -210,6 +211,14 @@ function domainNames(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `d${String(i + 1).padStart(width, '0')}.bench.test`);
 }
 
+/** A command-line option holding a JSON object of plugin settings. */
+function jsonObject(option: string, text: string | undefined): Record<string, unknown> {
+  const value = JSON.parse(text ?? '{}') as unknown;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error(`${option} takes a JSON object of settings`);
+  return value as Record<string, unknown>;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -222,6 +231,7 @@ async function main(): Promise<void> {
       timeout: { type: 'string', default: '900' },
       'no-warmup': { type: 'boolean', default: false },
       'deliver-mx': { type: 'string', default: '{}' },
+      queue: { type: 'string', default: '{}' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -237,9 +247,8 @@ async function main(): Promise<void> {
     throw new Error(`unknown MTA "${only}" (mailframe or postfix)`);
   const mtas = MTAS.filter((m) => only === undefined || m === only);
   const domains = domainNames(domainCount);
-  const deliverMx = JSON.parse(values['deliver-mx'] ?? '{}') as unknown;
-  if (typeof deliverMx !== 'object' || deliverMx === null || Array.isArray(deliverMx))
-    throw new Error('--deliver-mx takes a JSON object of deliver-mx settings');
+  const deliverMx = jsonObject('--deliver-mx', values['deliver-mx']);
+  const queue = jsonObject('--queue', values.queue);
 
   const sinkBin = findProgram('smtp-sink');
   if (!sinkBin) throw new Error(`smtp-sink: ${SMTP_SINK_MISSING}`);
@@ -284,7 +293,8 @@ async function main(): Promise<void> {
             sinkPort,
             dnsServer: dns.server,
             timeoutMs,
-            deliverMx: deliverMx as Record<string, unknown>,
+            deliverMx,
+            queue,
           });
         } else {
           const missing = postfixUnavailable();
@@ -342,7 +352,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
-    options: { messages, domains: domainCount, size, warmup, timeLimitMs, only, deliverMx },
+    options: { messages, domains: domainCount, size, warmup, timeLimitMs, only, deliverMx, queue },
     results: sides,
     targets: targets(sides),
   };
