@@ -11,7 +11,15 @@ import { MailframeError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { MailServer } from '../core/server.ts';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The package's root: the repository, or node_modules/mailframe when installed (this file is then in dist/bin/). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+const root = packageRoot();
+/** Only in the repository: the installed package ships no examples (a project has its own mailframe.json). */
 const DEFAULT_CONFIG = join(root, 'examples', 'default', 'mailframe.json');
 
 const USAGE = `Usage: mailframe <command> [options]
@@ -22,6 +30,13 @@ Commands:
   check-config [FILE]      Validate a configuration and its plugins' settings, then exit
   queue <command> [-c FILE] Inspect and manage the queue (list, show, hold, release,
                            retry, delete, stats; --json for scripts): see docs/queue.md
+  init [DIR] [--mx|--submission|--relay]
+                           Write a new mail server project (package.json, a commented
+                           mailframe.json for the role, a plugin with its test, README)
+  schema [-c FILE] [-o FILE]
+                           Write mailframe.schema.json: the editor schema with the settings of
+                           the plugin packages and files the config names (point $schema at it)
+  hash-password [PASSWORD] Print an scrypt hash for auth-users-file (reads stdin without PASSWORD)
   --version                Print the version
   --help                   Show this text
 
@@ -41,7 +56,8 @@ function version(): string {
 function pickConfig(file: string | undefined): string {
   if (file) return resolve(file);
   const local = resolve('mailframe.json');
-  return existsSync(local) ? local : DEFAULT_CONFIG;
+  if (existsSync(local) || !existsSync(DEFAULT_CONFIG)) return local;
+  return DEFAULT_CONFIG;
 }
 
 function fail(err: unknown): never {
@@ -94,6 +110,24 @@ async function start(file: string): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'init') {
+    const { runInit } = await import('./init.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = await runInit(argv.slice(1), root, io);
+    return;
+  }
+  if (argv[0] === 'hash-password') {
+    // The users-file tool reads its password argument from process.argv itself.
+    process.argv.splice(2, 1);
+    await import('../plugins/auth-users-file/hash-password.ts');
+    return;
+  }
+  if (argv[0] === 'schema') {
+    const { runSchemaCli } = await import('./schema-cli.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = await runSchemaCli(argv.slice(1), root, pickConfig(undefined), io);
+    return;
+  }
   if (argv[0] === 'queue') {
     const { runQueueCli } = await import('./queue-cli.ts');
     process.exitCode = await runQueueCli(argv.slice(1), pickConfig(undefined));

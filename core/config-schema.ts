@@ -6,8 +6,16 @@ import Type, { type Static } from 'typebox';
 
 const ms = (description: string, dflt: number) => Type.Integer({ minimum: 0, default: dflt, description });
 
+/** JSON has no comments: a `$comment` key holds one, and the server ignores it. */
+const CommentSchema = Type.Optional(
+  Type.Union([Type.String(), Type.Array(Type.String())], {
+    description: 'A comment for people reading the file (one string or one per line); ignored.',
+  }),
+);
+
 export const ListenerSchema = Type.Object(
   {
+    $comment: CommentSchema,
     name: Type.String({
       minLength: 1,
       description: 'Name used in logs and to scope plugins (`listeners` on a plugin entry).',
@@ -238,6 +246,7 @@ export const DnsSchema = Type.Object(
 
 export const PluginEntrySchema = Type.Object(
   {
+    $comment: CommentSchema,
     plugin: Type.String({
       minLength: 1,
       description: 'A bundled plugin name, an npm package, or a path to a file (starting with `./` or `/`).',
@@ -261,6 +270,7 @@ export const PluginEntrySchema = Type.Object(
 export const CoreConfigSchema = Type.Object(
   {
     $schema: Type.Optional(Type.String()),
+    $comment: CommentSchema,
     hostname: Type.Optional(
       Type.String({
         minLength: 1,

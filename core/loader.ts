@@ -1,6 +1,7 @@
 /**
  * Finds plugin definitions: given values first, then files (`./x.ts`, `/abs`),
- * then bundled plugins (`plugins/<name>/index.ts`), then npm packages.
+ * then bundled plugins (`plugins/<name>/index.ts`, or `index.js` in the built
+ * package), then npm packages.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -10,6 +11,8 @@ import { Errors } from './errors.ts';
 import type { PluginDefinition } from './plugin.ts';
 
 export const BUNDLED_PLUGINS_DIR = fileURLToPath(new URL('../plugins/', import.meta.url));
+/** `index.ts` when running from the sources, `index.js` when running the build (dist/) from npm. */
+const BUNDLED_INDEX = import.meta.url.endsWith('.ts') ? 'index.ts' : 'index.js';
 
 function isDefinition(value: unknown): value is PluginDefinition {
   if (typeof value !== 'object' || value === null) return false;
@@ -33,7 +36,7 @@ async function importDefinition(name: string, url: string): Promise<PluginDefini
 
 export function bundledPluginPath(name: string): string | undefined {
   if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) return undefined;
-  const file = join(BUNDLED_PLUGINS_DIR, name, 'index.ts');
+  const file = join(BUNDLED_PLUGINS_DIR, name, BUNDLED_INDEX);
   return existsSync(file) ? file : undefined;
 }
 

@@ -1,4 +1,5 @@
 /** pino loggers: JSON by default, pretty on a TTY. Secrets and bodies are never logged. */
+import { createRequire } from 'node:module';
 import { type Logger, pino } from 'pino';
 
 export interface LogOptions {
@@ -6,8 +7,21 @@ export interface LogOptions {
   readonly pretty?: boolean;
 }
 
+/**
+ * pino-pretty is an optional peer dependency: a development tool that an
+ * installed server does not need. Without it, logs stay JSON.
+ */
+function prettyAvailable(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function createLogger(opts: LogOptions): Logger {
-  const pretty = opts.pretty ?? process.stdout.isTTY === true;
+  const pretty = (opts.pretty ?? process.stdout.isTTY === true) && prettyAvailable();
   const base = {
     level: opts.level,
     base: { pid: process.pid },

@@ -8,6 +8,7 @@ import { BlockList, isIP, type Socket } from 'node:net';
 import type { Endpoint } from './types.ts';
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+/** The longest v1 header, CRLF included (the spec's `PROXY UNKNOWN` worst case). */
 const V1_MAX = 107;
 
 export interface ProxyHeader {
@@ -22,9 +23,11 @@ export type ProxyParse =
   | { readonly kind: 'ok'; readonly header: ProxyHeader; readonly consumed: number };
 
 function parseV1(buf: Buffer): ProxyParse {
+  // The limit holds however the header arrives: one packet or several (V1_MAX includes the CRLF).
   const eol = buf.indexOf('\r\n');
-  if (eol < 0)
-    return buf.length >= V1_MAX ? { kind: 'invalid', reason: 'v1 header too long' } : { kind: 'need-more' };
+  if (eol < 0 ? buf.length >= V1_MAX : eol + 2 > V1_MAX)
+    return { kind: 'invalid', reason: 'v1 header too long' };
+  if (eol < 0) return { kind: 'need-more' };
   const parts = buf.toString('latin1', 0, eol).split(' ');
   if (parts[1] === 'UNKNOWN')
     return { kind: 'ok', header: { remote: undefined, local: undefined }, consumed: eol + 2 };

@@ -48,6 +48,11 @@ export interface ServerOptions {
   readonly logger?: Logger;
   /** Plugin definitions by name, consulted before files, bundled plugins and npm. */
   readonly definitions?: ReadonlyMap<string, PluginDefinition>;
+  /**
+   * Plugin values defined in code (embedding): each is found by its `name`, like
+   * `definitions`, when a `plugins[]` entry of the config names it.
+   */
+  readonly plugins?: readonly PluginDefinition[];
   /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
   readonly dns?: DnsResolver;
   readonly clock?: Clock;
@@ -131,7 +136,9 @@ export class MailServer implements SessionHost {
     this.idle = new IdleSweep(Math.min(config.timeouts.command, config.timeouts.data), (now) => {
       for (const s of this.#sessions) s.checkIdle(now);
     });
-    this.#ownResolver = opts.dns ? undefined : createResolver(config.dns, this.#clock);
+    this.#ownResolver = opts.dns
+      ? undefined
+      : createResolver(config.dns, this.#clock, this.log.child({ component: 'dns' }));
     this.facts = Object.freeze({
       hostname: this.hostname,
       limits: config.limits,
@@ -153,7 +160,8 @@ export class MailServer implements SessionHost {
     const ajv = createAjv();
     const { config, errors } = validateCoreConfig(ajv, opts.config);
     const baseDir = opts.baseDir ?? process.cwd();
-    const given = opts.definitions ?? new Map<string, PluginDefinition>();
+    const given = new Map<string, PluginDefinition>(opts.definitions ?? []);
+    for (const def of opts.plugins ?? []) given.set(def.name, def);
     // Resolve and validate every plugin before running any, so all errors are reported at once.
     const entries = Array.isArray(config.plugins) ? config.plugins : [];
     const prepared: Array<{ id: string; def: PluginDefinition; config: unknown; index: number }> = [];
@@ -493,7 +501,7 @@ export class MailServer implements SessionHost {
 
 function ignoreError(): void {}
 
-function createResolver(dns: CoreConfig['dns'], clock: Clock): StubResolver {
+function createResolver(dns: CoreConfig['dns'], clock: Clock, log: Logger): StubResolver {
   const servers = dns.servers?.map((s) => parseNameServer(s)).filter((s) => s !== undefined);
   return new StubResolver({
     servers: servers && servers.length > 0 ? servers : systemNameServers(),
@@ -506,6 +514,7 @@ function createResolver(dns: CoreConfig['dns'], clock: Clock): StubResolver {
     negativeTtl: dns.negativeTtl,
     errorTtl: dns.errorTtl,
     trustAd: dns.trustAd,
+    log,
   });
 }
 

@@ -14,7 +14,7 @@
  *   await dns.close();
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, isIP, type Server, type Socket } from 'node:net';
 import dnsPacket, { type Answer, type DecodedPacket, type Packet } from 'dns-packet';
 
 /** What one name holds and how the server treats queries for it. */
@@ -57,6 +57,8 @@ export interface TestDnsName {
 export type TestDnsZone = Readonly<Record<string, TestDnsName>>;
 
 export interface TestDnsOptions {
+  /** A loopback address to listen on (default `127.0.0.1`; `::1` for IPv6). */
+  readonly host?: string;
   /** The SOA for negative answers outside any apex in the zone (default ttl 300, minimum 60); `false`: none. */
   readonly soa?: { readonly ttl?: number; readonly minimum: number } | false;
   /** `false`: behave as a server from before EDNS (RFC 6891 7), answering FORMERR to any query with an OPT record. */
@@ -81,7 +83,7 @@ export interface TestDnsQuery {
 export interface TestDnsServer {
   readonly host: string;
   readonly port: number;
-  /** `"127.0.0.1:PORT"`, as `dns.servers` takes it. */
+  /** `"127.0.0.1:PORT"` (or `"[::1]:PORT"`), as `dns.servers` takes it. */
   readonly address: string;
   /** Every query that reached the server, in order (forged answers are not queries). */
   readonly queries: readonly TestDnsQuery[];
@@ -196,7 +198,11 @@ export async function startTestDnsServer(
     if (entry?.drop) return undefined;
     if (opt && opts.edns === false)
       return { type: 'response', id: query.id ?? 0, flags: 1, questions: [question] };
-    let flags = dnsPacket.AUTHORITATIVE_ANSWER | (query.flag_rd ? dnsPacket.RECURSION_DESIRED : 0);
+    // Authoritative, and answering as a recursive resolver would (RA) so that stub resolvers accept it.
+    let flags =
+      dnsPacket.AUTHORITATIVE_ANSWER |
+      dnsPacket.RECURSION_AVAILABLE |
+      (query.flag_rd ? dnsPacket.RECURSION_DESIRED : 0);
     if (entry?.authenticated) flags |= dnsPacket.AUTHENTIC_DATA;
     const reply = (rcode: number, answers: Answer[], authorities: Answer[] = []): Packet => ({
       type: 'response',
@@ -225,7 +231,9 @@ export async function startTestDnsServer(
     return reply(exists(name) ? 0 : 3, answers, soaFor(name));
   };
 
-  const forger = createSocket('udp4');
+  const host = opts.host ?? '127.0.0.1';
+  const family = isIP(host) === 6 ? 'udp6' : 'udp4';
+  const forger = createSocket(family);
   const connections = new Set<Socket>();
   const tcp = createServer((socket) => {
     connections.add(socket);
@@ -271,17 +279,21 @@ export async function startTestDnsServer(
     }, SPOOF_DELAY_MS);
     timers.add(timer);
   };
-  const { udp, port } = await bindBoth(() => {
-    const socket = createSocket('udp4');
-    socket.on('message', (buf, from) => onDatagram(socket, buf, from));
-    return socket;
-  }, tcp);
-  await new Promise<void>((resolve) => forger.bind(0, '127.0.0.1', resolve));
+  const { udp, port } = await bindBoth(
+    host,
+    () => {
+      const socket = createSocket(family);
+      socket.on('message', (buf, from) => onDatagram(socket, buf, from));
+      return socket;
+    },
+    tcp,
+  );
+  await new Promise<void>((resolve) => forger.bind(0, host, resolve));
 
   return {
-    host: '127.0.0.1',
+    host,
     port,
-    address: `127.0.0.1:${port}`,
+    address: family === 'udp6' ? `[${host}]:${port}` : `${host}:${port}`,
     queries,
     count(name, type) {
       const n = key(name);
@@ -334,13 +346,17 @@ function decodeOrUndefined(buf: Buffer): DecodedPacket | undefined {
   }
 }
 
-/** UDP and TCP on one free port of 127.0.0.1 (a few tries: the TCP port may be taken). */
-async function bindBoth(makeUdp: () => UdpSocket, tcp: Server): Promise<{ udp: UdpSocket; port: number }> {
+/** UDP and TCP on one free port of `host` (a few tries: the TCP port may be taken). */
+async function bindBoth(
+  host: string,
+  makeUdp: () => UdpSocket,
+  tcp: Server,
+): Promise<{ udp: UdpSocket; port: number }> {
   for (let attempt = 0; ; attempt++) {
     const udp = makeUdp();
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
-      udp.bind(0, '127.0.0.1', () => {
+      udp.bind(0, host, () => {
         udp.off('error', reject);
         resolve();
       });
@@ -349,7 +365,7 @@ async function bindBoth(makeUdp: () => UdpSocket, tcp: Server): Promise<{ udp: U
     try {
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
-        tcp.listen(port, '127.0.0.1', () => {
+        tcp.listen(port, host, () => {
           tcp.off('error', reject);
           resolve();
         });

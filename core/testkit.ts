@@ -63,8 +63,9 @@ export interface TestServerOptions {
   readonly clock?: Clock;
   /**
    * Point the server's DNS resolver at a test DNS server: a running one, or a
-   * zone to start one for (closed with the test server). Sets `dns.servers`;
-   * other `dns` settings come from `config.dns`.
+   * zone to start one for (closed with the test server). Sets `dns.servers`,
+   * and DNS timeouts that fit in the test hook timeout (`timeout` 500 ms,
+   * `attempts` 2); `config.dns` overrides them.
    */
   readonly dns?: TestDnsServer | TestDnsZone;
   /**
@@ -370,7 +371,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
         hostname: 'mx.test.example',
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
         timeouts: { command: 10000, data: 10000, hook: 2000, shutdownGrace: 1000 },
-        ...(dns ? { dns: { servers: [dns.address] } } : {}),
+        ...(dns ? { dns: { servers: [dns.address], timeout: 500, attempts: 2 } } : {}),
       },
       opts.config ?? {},
     ),

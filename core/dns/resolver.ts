@@ -14,9 +14,10 @@
 import { randomInt } from 'node:crypto';
 import { domainToASCII } from 'node:url';
 import dnsPacket, { type Answer, type DecodedPacket, type OptAnswer, type RecordType } from 'dns-packet';
+import type { Logger } from 'pino';
 import type { Clock } from '../plugin.ts';
 import { TtlCache } from './cache.ts';
-import type { NameServer } from './servers.ts';
+import { formatNameServer, type NameServer } from './servers.ts';
 import { comparableName, encodeQuery, exchangeTcp, exchangeUdp, type Outcome } from './transport.ts';
 import type { DnsErrorReason, DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from './types.ts';
 
@@ -38,6 +39,8 @@ export interface ResolverOptions {
   readonly errorTtl: number;
   /** Believe the AD bit (the servers are validating resolvers the operator trusts, on a trusted path). */
   readonly trustAd: boolean;
+  /** Where failed queries are logged (at debug: one line per server that failed to answer). */
+  readonly log?: Logger;
 }
 
 /** CNAME hops followed inside one answer (BIND and Unbound stop at a dozen or so). */
@@ -87,6 +90,11 @@ export class StubResolver implements DnsResolver {
     const pending = this.#inflight.get(key);
     if (pending) return pending;
     const started = this.#resolve(qname, type)
+      .catch((err: unknown) => {
+        // Nothing here should throw (answers are values); if the codec does, it is still a failed lookup.
+        this.#opts.log?.warn({ err, name: qname, type }, 'dns lookup failed unexpectedly');
+        return { result: { kind: 'error', reason: 'format' } as const, ttl: 0 };
+      })
       .then(({ result, ttl }) => {
         if (ttl > 0 && !this.#closing.signal.aborted) {
           this.#cache.set(key, result, this.#opts.clock.now() + ttl * 1000);
@@ -108,16 +116,22 @@ export class StubResolver implements DnsResolver {
         if (answered.has(index)) continue;
         if (this.#closing.signal.aborted) return { result: { kind: 'error', reason: 'network' }, ttl: 0 };
         const outcome = await this.#ask(server, qname, type);
+        let failure: DnsErrorReason;
         if (outcome.kind !== 'response') {
-          failures.add(outcome.kind);
-          continue;
+          failure = outcome.kind;
+        } else {
+          const rcode = (outcome.message.flags ?? 0) & 0x0f;
+          if (rcode === RCODE_NOERROR || rcode === RCODE_NXDOMAIN) {
+            return this.#interpret(outcome.message, qname, type, rcode === RCODE_NXDOMAIN);
+          }
+          answered.add(index);
+          failure = rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'format';
         }
-        const rcode = outcome.message.flags === undefined ? RCODE_NOERROR : outcome.message.flags & 0x0f;
-        if (rcode === RCODE_NOERROR || rcode === RCODE_NXDOMAIN) {
-          return this.#interpret(outcome.message, qname, type, rcode === RCODE_NXDOMAIN);
-        }
-        answered.add(index);
-        failures.add(rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'format');
+        failures.add(failure);
+        this.#opts.log?.debug(
+          { server: formatNameServer(server), name: qname, type, failure },
+          'dns query failed',
+        );
       }
     }
     const reason = FAILURE_RANK.find((r) => failures.has(r)) ?? 'network';
@@ -204,10 +218,15 @@ export class StubResolver implements DnsResolver {
     if (records.length > 0) {
       const { minTtl, maxTtl } = this.#opts;
       const kept = Math.min(Math.max(ttl, minTtl), maxTtl);
-      return {
-        result: { kind: 'answer', records, ttl: kept, authenticated, canonicalName: owner },
+      // Frozen: the same answer goes to every caller and stays in the cache.
+      const result = {
+        kind: 'answer',
+        records: Object.freeze(records),
         ttl: kept,
-      };
+        authenticated,
+        canonicalName: owner,
+      } as const;
+      return { result: Object.freeze(result), ttl: kept };
     }
     const negative = this.#negativeTtl(message);
     return {
@@ -241,7 +260,7 @@ function toRecord(a: Answer): DnsRecordTypes[DnsRecordType] | undefined {
       return comparableName(a.data);
     case 'MX':
       // The null MX's exchange is the root, "." (RFC 7505): '' here.
-      return { exchange: comparableName(a.data.exchange), preference: a.data.preference ?? 0 };
+      return Object.freeze({ exchange: comparableName(a.data.exchange), preference: a.data.preference ?? 0 });
     case 'TXT': {
       const parts = Array.isArray(a.data) ? a.data : [a.data];
       return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))).toString('utf8');

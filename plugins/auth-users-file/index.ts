@@ -16,7 +16,7 @@ export const schema = Type.Object(
     path: Type.String({
       minLength: 1,
       description:
-        'The users file (`{ "users": { "alice": "scrypt$..." } }`), relative to the working directory. Make hashes with `npx tsx plugins/auth-users-file/hash-password.ts`.',
+        'The users file (`{ "users": { "alice": "scrypt$..." } }`), relative to the working directory. Make hashes with `npx mailframe hash-password`.',
     }),
     watch: Type.Boolean({ default: true, description: 'Reload the file when it changes.' }),
     watchDelay: Type.Integer({

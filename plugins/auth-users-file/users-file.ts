@@ -16,7 +16,7 @@ export interface UserTable {
   readonly dummy: PasswordHash;
 }
 
-const HELP = 'store an scrypt hash made with `npx tsx plugins/auth-users-file/hash-password.ts`';
+const HELP = 'store an scrypt hash made with `npx mailframe hash-password`';
 
 /** Parse the file's text; throws an Error naming every problem (never a password). */
 export function parseUsersFile(text: string, path: string): UserTable {

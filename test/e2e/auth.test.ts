@@ -640,4 +640,17 @@ describe('auth-users-file plugin', () => {
     expect(await verifyPassword('s3cret pass', parsed)).toBe(true);
     expect(await verifyPassword('s3cret pass\n', parsed)).toBe(false);
   });
+
+  it('`mailframe hash-password` is the same tool, for an installed package (no tsx, no sources)', async () => {
+    const bin = join(import.meta.dirname, '../../bin/mailframe.js');
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = execFile(process.execPath, [bin, 'hash-password'], (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      );
+      child.stdin?.end('another pass\n');
+    });
+    const parsed = parseHash(output.trim());
+    if (!parsed) throw new Error(`not a hash: ${output}`);
+    expect(await verifyPassword('another pass', parsed)).toBe(true);
+  });
 });

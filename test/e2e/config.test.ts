@@ -53,6 +53,18 @@ async function createFails(
 }
 
 describe('core config validation', () => {
+  it('accepts $comment keys on the root, a listener and a plugin entry, and still refuses misspelt keys', async () => {
+    const config = await baseConfig({
+      $comment: ['A file people read:', 'comments explain each part.'],
+      listeners: [{ $comment: 'loopback only', name: 'smtp', host: '127.0.0.1', port: 0 }],
+      plugins: [{ $comment: 'ENHANCEDSTATUSCODES', plugin: 'enhanced-status-codes' }],
+    });
+    const server = await MailServer.create({ config });
+    await server.close(0);
+    const err = await createFails(await baseConfig({ $coment: 'typo' }));
+    expect(err.message).toContain('/$coment');
+  });
+
   it('rejects an unknown core key, naming its JSON pointer', async () => {
     const err = await createFails(await baseConfig({ limits: { bogus: 1 } }));
     expect(err.code).toBe('MF_CONFIG_INVALID');
@@ -301,6 +313,29 @@ describe('CLI', () => {
     expect(err?.code).toBe(1);
     expect(err?.stderr).toContain('/limits/bogus');
     expect(err?.stderr).toContain('/plugins/0/config/domains');
+  });
+
+  it('the mailframe command (bin/mailframe.js) runs the sources in the repository, and a plugin importing "mailframe" loads without a build', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'mailframe.json');
+    const plugin = join(ROOT, 'examples', 'block-sender-domains', 'index.ts');
+    await writeFile(
+      file,
+      JSON.stringify({
+        dataDir: './var',
+        listeners: [{ name: 'smtp', port: 0 }],
+        plugins: [{ plugin, config: { domains: ['spam.example'] } }],
+      }),
+    );
+    const { stdout } = await run(
+      join(ROOT, 'node_modules/.bin/node'),
+      [join(ROOT, 'bin/mailframe.js'), 'check-config', file],
+      {
+        cwd: dir,
+        timeout: 15000,
+      },
+    );
+    expect(stdout).toContain(`${file}: OK`);
   });
 
   it('--version prints the package.json version', async () => {

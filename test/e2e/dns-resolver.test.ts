@@ -5,7 +5,7 @@
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -24,6 +24,10 @@ import {
   type TestDnsZone,
   type TestServer,
 } from '../../core/testkit.ts';
+
+const HAVE_IPV6_LOOPBACK = Object.values(networkInterfaces()).some((list) =>
+  list?.some((i) => i.address === '::1'),
+);
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -325,6 +329,19 @@ describe('transport', () => {
     expect(r).toMatchObject({ kind: 'answer', records: ['192.0.2.7'] });
   });
 
+  it.skipIf(!HAVE_IPV6_LOOPBACK)('asks a server on an IPv6 address, over UDP and TCP', async () => {
+    const dns = await startTestDnsServer(
+      { 'big.example.test': { TXT: ['x'.repeat(300)], truncate: true }, ...zone },
+      { host: '::1' },
+    );
+    cleanups.push(() => dns.close());
+    expect(dns.address).toBe(`[::1]:${dns.port}`);
+    const { resolver } = await resolverOf(dns);
+    expect(await resolver.lookup('example.test', 'AAAA')).toMatchObject({ records: ['2001:db8::1'] });
+    expect(await resolver.lookup('big.example.test', 'TXT')).toMatchObject({ records: ['x'.repeat(300)] });
+    expect(dns.queries.map((q) => q.transport)).toEqual(['udp', 'udp', 'tcp']);
+  });
+
   it('looks up internationalised names by their A-labels', async () => {
     const dns = await dnsServer({ 'xn--bcher-kva.example': { A: ['192.0.2.9'] } });
     const { resolver } = await resolverOf(dns);
@@ -364,7 +381,7 @@ describe('failures and failover', () => {
     expect(silent.count('example.test')).toBe(2);
     const { resolver } = await resolverOf(silent, {
       servers: [silent.address, good.address],
-      timeout: 100,
+      timeout: 1000,
       attempts: 1,
     });
     const a = await resolver.lookup('example.test', 'A');
@@ -501,7 +518,7 @@ describe('plugins', () => {
     const t = await startTestServer({
       plugins: [mxCheck],
       clock,
-      config: { dns: { timeout: 100, attempts: 1 } },
+      config: { dns: { timeout: 500, attempts: 2 } },
       dns: { ...zone, 'down.example.test': { drop: true } },
     });
     cleanups.push(() => t.close());
