@@ -18,7 +18,13 @@ interface OutboundResultsFile {
   readonly node: string;
   readonly cpus: number;
   readonly cpuModel?: string;
-  readonly options: { readonly messages: number; readonly size: number; readonly domains: number };
+  readonly options: {
+    readonly messages: number;
+    readonly size: number;
+    readonly domains: number;
+    /** Absent in the first files: one run. */
+    readonly runs?: number;
+  };
   readonly results: readonly SideResult[];
 }
 
@@ -54,7 +60,8 @@ if ('kind' in r && r.kind === 'outbound') {
   const o = r.options;
   process.stdout.write(
     `<!-- ${file.slice(file.lastIndexOf('/') + 1)}: ${r.startedAt}, Node ${r.node}, ${r.cpus} CPUs ` +
-      `(${r.cpuModel ?? 'unknown'}), ${o.messages} messages of ${o.size} octets to ${o.domains} domains -->\n\n` +
+      `(${r.cpuModel ?? 'unknown'}), ${o.messages} messages of ${o.size} octets to ${o.domains} domains, ` +
+      `medians of ${o.runs ?? 1} run(s) -->\n\n` +
       `${outboundMarkdown(r.results)}\n`,
   );
 } else printInbound(r as ResultsFile);

@@ -4,6 +4,7 @@
  * `bench/markdown.ts` prints for an outbound results file.
  */
 import { num, ratio, table } from './report.ts';
+import { median } from './stats.ts';
 
 export const MTAS = ['mailframe', 'postfix'] as const;
 export type MtaName = (typeof MTAS)[number];
@@ -31,8 +32,34 @@ export interface BatchResult {
 
 export interface SideResult {
   readonly mta: MtaName;
+  /** Every run's figures. */
+  readonly runs: readonly BatchResult[];
+  /** The median of each figure over the runs. */
   readonly result?: BatchResult;
   readonly skipped?: string;
+}
+
+/** The median of each figure over runs (errors summed; timed out if any run was). */
+export function medianResult(runs: readonly BatchResult[]): BatchResult {
+  const m = (f: (r: BatchResult) => number) => median(runs.map(f));
+  const errorDetail: Record<string, number> = {};
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.errorDetail)) errorDetail[k] = (errorDetail[k] ?? 0) + v;
+  }
+  return {
+    messages: m((r) => r.messages),
+    errors: runs.reduce((sum, r) => sum + r.errors, 0),
+    errorDetail,
+    deliverMs: m((r) => r.deliverMs),
+    drainMs: m((r) => r.drainMs),
+    delivered: m((r) => r.delivered),
+    msgsPerSec: m((r) => r.msgsPerSec),
+    connections: m((r) => r.connections),
+    connectionsPerMsg: m((r) => r.connectionsPerMsg),
+    cpuMsPerMsg: m((r) => r.cpuMsPerMsg),
+    logCpuMsPerMsg: m((r) => r.logCpuMsPerMsg),
+    timedOut: runs.some((r) => r.timedOut),
+  };
 }
 
 function notesOf(r: BatchResult): string[] {

@@ -25,6 +25,7 @@ import {
   type BatchResult,
   MTAS,
   type MtaName,
+  medianResult,
   resultTable,
   type SideResult,
   targets,
@@ -45,6 +46,7 @@ const USAGE = `Usage: npm run bench:outbound -- [options]
   --port N          The sinks' port, the "remote port" standing in for 25 (default: a free one).
   --time-limit S    Give up waiting for one batch's delivery after S seconds (default 120).
   --timeout S       Hard limit for the whole run: everything is stopped after S seconds (default 900).
+  --runs N          Runs per MTA, each on a fresh instance; the median of each figure is reported (default 1).
   --no-warmup       Skip the unmeasured warm-up batch (half the messages, at most 10,000).
   --deliver-mx JSON More deliver-mx settings for mailframe's side, e.g. '{"concurrency":400}'.
   --queue JSON      More queue-fs settings for mailframe's side, e.g. '{"perDestination":5}'.
@@ -230,6 +232,7 @@ async function main(): Promise<void> {
       'time-limit': { type: 'string', default: '120' },
       timeout: { type: 'string', default: '900' },
       'no-warmup': { type: 'boolean', default: false },
+      runs: { type: 'string', default: '1' },
       'deliver-mx': { type: 'string', default: '{}' },
       queue: { type: 'string', default: '{}' },
       help: { type: 'boolean', short: 'h' },
@@ -237,6 +240,7 @@ async function main(): Promise<void> {
   });
   if (values.help) return void process.stdout.write(USAGE);
   const messages = Math.max(1, Math.floor(Number(values.messages) || 0));
+  const runs = Math.max(1, Math.floor(Number(values.runs) || 1));
   const domainCount = Math.min(200, Math.max(1, Math.floor(Number(values.domains) || 0)));
   const size = Math.max(256, Math.floor(Number(values.size) || 2048));
   const timeLimitMs = Math.max(1, Number(values['time-limit']) || 120) * 1000;
@@ -279,57 +283,62 @@ async function main(): Promise<void> {
     const sinks = await startSinks(sinkBin, domains, sinkPort);
     cleanups.push(sinks.stop);
     const o: BatchOptions = { domains, size, timeLimitMs };
-    for (const name of mtas) {
-      const t = performance.now();
-      try {
-        let mta: Mta;
-        if (name === 'mailframe') {
-          const missing = deliverMxUnavailable();
-          if (missing) throw new Error(missing);
-          const dns = await startDns(domains);
-          cleanups.push(dns.close);
-          mta = await startMailframe({
-            domains,
-            sinkPort,
-            dnsServer: dns.server,
-            timeoutMs,
-            deliverMx,
-            queue,
-          });
-        } else {
-          const missing = postfixUnavailable();
-          if (missing) {
-            sides.push({ mta: name, skipped: missing });
-            log(`  postfix: ${missing}`);
-            continue;
-          }
-          mta = postfixMta(
-            await startPostfix(
-              domains.map((domain, i) => ({ domain, address: sinkAddress(i) })),
+    const dns = mtas.includes('mailframe') && !deliverMxUnavailable() ? await startDns(domains) : undefined;
+    if (dns) cleanups.push(dns.close);
+    /** A fresh instance of the MTA (stopped by `measureMta`, or by the cleanup). */
+    const start = async (name: MtaName): Promise<Mta> => {
+      const mta =
+        name === 'mailframe'
+          ? await startMailframe({
+              domains,
               sinkPort,
-            ),
-          );
-        }
-        cleanups.push(mta.stop);
+              dnsServer: dns?.server ?? '',
+              timeoutMs,
+              deliverMx,
+              queue,
+            })
+          : postfixMta(
+              await startPostfix(
+                domains.map((domain, i) => ({ domain, address: sinkAddress(i) })),
+                sinkPort,
+              ),
+            );
+      cleanups.push(mta.stop);
+      return mta;
+    };
+    for (const name of mtas) {
+      const missing = name === 'mailframe' ? deliverMxUnavailable() : postfixUnavailable();
+      if (missing) {
+        sides.push({ mta: name, runs: [], skipped: missing });
+        log(`  ${name}: ${missing}`);
+        continue;
+      }
+      const results: BatchResult[] = [];
+      let failure: string | undefined;
+      for (let i = 1; i <= runs; i++) {
+        const t = performance.now();
+        let mta: Mta | undefined;
         try {
-          const result = await measureMta(mta, sinks, messages, warmup, o);
-          sides.push({ mta: name, result });
+          mta = await start(name);
+          const r = await measureMta(mta, sinks, messages, warmup, o);
+          results.push(r);
           log(
-            `  ${name}: ${num(result.msgsPerSec, 0)} msgs/s, ${num(result.connectionsPerMsg, 4)} connections/msg, ` +
-              `${num(result.cpuMsPerMsg, 3)} ms CPU/msg (${((performance.now() - t) / 1000).toFixed(0)} s in all)`,
+            `  ${name} run ${i}/${runs}: ${num(r.msgsPerSec, 0)} msgs/s, ${num(r.connectionsPerMsg, 4)} connections/msg, ` +
+              `${num(r.cpuMsPerMsg, 3)} ms CPU/msg (${((performance.now() - t) / 1000).toFixed(0)} s in all)`,
           );
         } catch (err) {
-          throw new Error(`${err instanceof Error ? err.message : String(err)}\n${mta.output()}`);
+          const msg = err instanceof Error ? err.message : String(err);
+          failure = `failed: ${msg.split('\n')[0] ?? msg}`;
+          log(`  ${name} run ${i}/${runs}: ${msg}\n${mta?.output() ?? ''}`);
         } finally {
-          await mta.stop();
+          await mta?.stop();
         }
-      } catch (err) {
-        const msg = err instanceof Error ? err.message : String(err);
-        const first = msg.split('\n')[0] ?? msg;
-        const why = first.startsWith('failed:') ? first : `failed: ${first}`;
-        sides.push({ mta: name, skipped: why });
-        log(`  ${name}: ${msg}`);
       }
+      sides.push({
+        mta: name,
+        runs: results,
+        ...(results.length ? { result: medianResult(results) } : { skipped: failure ?? 'no result' }),
+      });
     }
   } finally {
     await cleanup();
@@ -339,7 +348,8 @@ async function main(): Promise<void> {
   }
 
   process.stdout.write(
-    `\nOutbound: ${messages} messages of ${size} octets to ${domainCount} domains, one smtp-sink each\n` +
+    `\nOutbound: ${messages} messages of ${size} octets to ${domainCount} domains, one smtp-sink each` +
+      `${runs > 1 ? `, medians of ${runs} runs` : ''}\n` +
       `${resultTable(sides)}\n\nTargets (mailframe against Postfix, same run)\n${targetTable(sides)}\n`,
   );
   const resultsDir = join(ROOT, 'bench', 'results');
@@ -352,7 +362,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
-    options: { messages, domains: domainCount, size, warmup, timeLimitMs, only, deliverMx, queue },
+    options: { messages, domains: domainCount, size, runs, warmup, timeLimitMs, only, deliverMx, queue },
     results: sides,
     targets: targets(sides),
   };
