@@ -5,6 +5,7 @@
  * give the connection back for the next message.
  */
 import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { Reply } from '../../core/reply.ts';
 import type { DeliveryJob, DeliveryReport, Logger, RecipientResult } from '../../core/types.ts';
@@ -69,7 +70,7 @@ export class MxDelivery {
 
   async deliver(job: DeliveryJob): Promise<DeliveryReport> {
     const o = this.#o;
-    const envelope = envelopeOf(job);
+    let envelope = envelopeOf(job);
     const destination = job.destination;
     const resolution = await resolveDestination(destination, {
       dns: o.dns,
@@ -80,6 +81,7 @@ export class MxDelivery {
       job.log.info({ reply: resolution.reply }, 'destination not deliverable');
       return failed(envelope, resolution);
     }
+    envelope = await inMemory(envelope, job.size);
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
 
@@ -204,6 +206,29 @@ export class MxDelivery {
     this.#nextSource = (this.#nextSource + 1) % usable.length;
     return usable[this.#nextSource];
   }
+}
+
+/** Messages up to this size are read once and sent from memory (the scan and the send read them). */
+const SMALL_MESSAGE = 256 * 1024;
+
+/** The envelope with a small message read into memory, so the queue's copy is read once. */
+async function inMemory(envelope: OutboundEnvelope, size: number | undefined): Promise<OutboundEnvelope> {
+  if (size === undefined || size > SMALL_MESSAGE) return envelope;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of envelope.stream() as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      // The queue's size was wrong: stream it as it comes instead.
+      if (total > SMALL_MESSAGE) return envelope;
+    }
+  } catch {
+    // A read error: `prepareMessage` reads again and reports it.
+    return envelope;
+  }
+  const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+  return { ...envelope, stream: () => Readable.from([data]) };
 }
 
 function failed(envelope: OutboundEnvelope, f: Failure): DeliveryReport {

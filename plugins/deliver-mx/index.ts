@@ -30,6 +30,7 @@ export default definePlugin({
         initialConcurrency: config.initialConcurrency,
         maxMessagesPerConnection: config.maxMessagesPerConnection,
         idleTimeout: config.idleTimeout,
+        maxIdle: config.maxIdle,
         failureThreshold: config.failureThreshold,
         backoff: config.backoff,
         rateDelay: config.rateDelay,

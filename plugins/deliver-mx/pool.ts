@@ -5,8 +5,10 @@
  *   for the next message to the same destination, which takes it after a RSET;
  *   it carries at most `maxMessagesPerConnection` transactions;
  * - at most `perDestination` connections to one destination (idle ones
- *   included) and `total` overall; an idle connection of another destination
- *   is closed to make room;
+ *   included), and at most `total` in use at once overall (busy or being
+ *   opened: Postfix's process limit); idle connections wait apart, as in its
+ *   connection cache: at most `maxIdle` of them (the longest idle is closed
+ *   first), each for at most `idleTimeout`;
  * - slow start: a destination starts with `initialConcurrency` connections and
  *   gains one per successful connection, loses one per failed one;
  * - back-off: after `failureThreshold` connection failures in a row the
@@ -23,6 +25,7 @@ export interface PoolLimits {
   readonly initialConcurrency: number;
   readonly maxMessagesPerConnection: number;
   readonly idleTimeout: number;
+  readonly maxIdle: number;
   readonly failureThreshold: number;
   readonly backoff: number;
   readonly rateDelay: number;
@@ -31,6 +34,7 @@ export interface PoolLimits {
 interface Idle {
   readonly conn: ClientConnection;
   readonly timer: NodeJS.Timeout;
+  readonly destination: Destination;
 }
 
 class Destination {
@@ -58,7 +62,10 @@ export class ConnectionPool {
   readonly #limits: PoolLimits;
   readonly #clock: Clock;
   readonly #destinations = new Map<string, Destination>();
-  #total = 0;
+  /** Connections in use or being opened, every destination. */
+  #busy = 0;
+  /** Every idle connection, the longest idle first. */
+  readonly #idle = new Set<Idle>();
   #waiters: Array<() => void> = [];
   #closed = false;
   readonly #quitting = new Set<Promise<void>>();
@@ -68,15 +75,10 @@ export class ConnectionPool {
     this.#clock = clock;
   }
 
-  /** Connections held now (busy, idle or opening), overall and for one destination: for tests and metrics. */
-  stats(destination?: string): { open: number; idle: number } {
-    if (destination === undefined) {
-      let idle = 0;
-      for (const d of this.#destinations.values()) idle += d.idle.length;
-      return { open: this.#total, idle };
-    }
+  /** Connections in use overall, and held (busy, idle or opening) and idle for one destination: for metrics. */
+  stats(destination: string): { busy: number; open: number; idle: number } {
     const d = this.#destinations.get(destination);
-    return { open: d?.open ?? 0, idle: d?.idle.length ?? 0 };
+    return { busy: this.#busy, open: d?.open ?? 0, idle: d?.idle.length ?? 0 };
   }
 
   #dest(name: string): Destination {
@@ -97,25 +99,21 @@ export class ConnectionPool {
     for (;;) {
       if (this.#closed) return { kind: 'dead', until: this.#clock.now() };
       if (d.deadUntil > this.#clock.now()) return { kind: 'dead', until: d.deadUntil };
-      const idle = d.idle.pop();
-      if (idle) {
-        clearTimeout(idle.timer);
-        if (await idle.conn.reset()) return { kind: 'connection', conn: idle.conn };
-        // Gone while idle (the server timed it out): its place is ours to open a new one.
-        idle.conn.close();
-        return { kind: 'slot' };
-      }
-      if (d.open < Math.min(d.window, this.#limits.perDestination)) {
-        if (this.#total < this.#limits.total) {
-          d.open++;
-          this.#total++;
+      if (this.#busy < this.#limits.total) {
+        const idle = d.idle.pop();
+        if (idle) {
+          clearTimeout(idle.timer);
+          this.#idle.delete(idle);
+          this.#busy++;
+          if (await idle.conn.reset()) return { kind: 'connection', conn: idle.conn };
+          // Gone while idle (the server timed it out): its place is ours to open a new one.
+          idle.conn.close();
           return { kind: 'slot' };
         }
-        // Full: an idle connection elsewhere makes room once it is closed; then look again.
-        const evicted = this.#evictIdle(d);
-        if (evicted) {
-          await evicted;
-          continue;
+        if (d.open < Math.min(d.window, this.#limits.perDestination)) {
+          d.open++;
+          this.#busy++;
+          return { kind: 'slot' };
         }
       }
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
@@ -144,6 +142,7 @@ export class ConnectionPool {
         d.window = 1;
       }
     }
+    this.#busy--;
     this.#free(d);
   }
 
@@ -151,19 +150,22 @@ export class ConnectionPool {
   release(destination: string, conn: ClientConnection): void {
     const d = this.#dest(destination);
     const max = Math.min(this.#limits.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
-    if (!this.#closed && conn.reusable && conn.transactions < max && this.#limits.idleTimeout > 0) {
-      const timer = setTimeout(() => {
-        const i = d.idle.findIndex((x) => x.conn === conn);
-        if (i < 0) return;
-        d.idle.splice(i, 1);
-        void this.#retire(d, conn);
-      }, this.#limits.idleTimeout);
+    const keep = this.#limits.idleTimeout > 0 && this.#limits.maxIdle > 0;
+    if (!this.#closed && keep && conn.reusable && conn.transactions < max) {
+      const timer = setTimeout(() => this.#drop(entry), this.#limits.idleTimeout);
       timer.unref();
-      d.idle.push({ conn, timer });
+      const entry: Idle = { conn, timer, destination: d };
+      d.idle.push(entry);
+      this.#idle.add(entry);
+      if (this.#idle.size > this.#limits.maxIdle) {
+        const oldest = this.#idle.values().next().value;
+        if (oldest) this.#drop(oldest);
+      }
+      this.#busy--;
       this.#wake();
       return;
     }
-    void this.#retire(d, conn);
+    void this.#retire(d, conn, true);
   }
 
   /** Wait for the destination's rate delay, then book the next transaction. */
@@ -180,10 +182,7 @@ export class ConnectionPool {
   async close(): Promise<void> {
     this.#closed = true;
     for (const d of this.#destinations.values()) {
-      for (const idle of d.idle.splice(0)) {
-        clearTimeout(idle.timer);
-        void this.#retire(d, idle.conn);
-      }
+      for (const idle of [...d.idle]) this.#drop(idle);
     }
     this.#wake();
     await Promise.allSettled([...this.#quitting]);
@@ -193,31 +192,31 @@ export class ConnectionPool {
    * QUIT and close; the connection's place is free only once it is closed, so
    * the limits hold as the remote sees them too.
    */
-  #retire(d: Destination, conn: ClientConnection): Promise<void> {
+  #retire(d: Destination, conn: ClientConnection, busy = false): Promise<void> {
     const p = conn.quit().finally(() => {
       this.#quitting.delete(p);
+      if (busy) this.#busy--;
       this.#free(d);
     });
     this.#quitting.add(p);
     return p;
   }
 
-  #free(d: Destination): void {
-    d.open = Math.max(0, d.open - 1);
-    this.#total = Math.max(0, this.#total - 1);
-    this.#wake();
+  /** Close an idle connection. */
+  #drop(idle: Idle): void {
+    const d = idle.destination;
+    const i = d.idle.indexOf(idle);
+    if (i < 0) return;
+    d.idle.splice(i, 1);
+    this.#idle.delete(idle);
+    clearTimeout(idle.timer);
+    void this.#retire(d, idle.conn);
   }
 
-  /** Close the longest-idle connection of another destination; resolves once it is closed. */
-  #evictIdle(except: Destination): Promise<void> | undefined {
-    for (const d of this.#destinations.values()) {
-      if (d === except) continue;
-      const idle = d.idle.shift();
-      if (!idle) continue;
-      clearTimeout(idle.timer);
-      return this.#retire(d, idle.conn);
-    }
-    return undefined;
+  /** A connection of `d` is closed (or was never opened): its place is free. */
+  #free(d: Destination): void {
+    d.open--;
+    this.#wake();
   }
 
   #wake(): void {

@@ -72,7 +72,8 @@ export const schema = Type.Object(
     concurrency: Type.Integer({
       minimum: 1,
       default: 100,
-      description: 'Connections at most overall (busy and idle); idle ones are closed to make room.',
+      description:
+        'Connections in use at most overall (delivering, or being opened); jobs beyond it wait. Idle connections are bounded by `maxIdle`.',
     }),
     initialConcurrency: Type.Integer({
       minimum: 1,
@@ -88,9 +89,15 @@ export const schema = Type.Object(
     }),
     idleTimeout: Type.Integer({
       minimum: 0,
-      default: 5000,
+      default: 2000,
       description:
-        'Milliseconds an idle connection waits for the next message to its destination (RSET checks it first). 0: close after each job.',
+        "Milliseconds an idle connection waits for the next message to its destination (RSET checks it first), as in Postfix's connection cache. 0: close after each job.",
+    }),
+    maxIdle: Type.Integer({
+      minimum: 0,
+      default: 1000,
+      description:
+        'Idle connections kept at most, all destinations together; past it the longest idle is closed. 0: close after each job.',
     }),
     failureThreshold: Type.Integer({
       minimum: 1,

@@ -217,7 +217,9 @@ export class ClientConnection {
   /** The logger of the connection (of the job that opened it). */
   readonly #connLog: Logger | undefined;
   /** The logger of the transaction under way (its job's), else the connection's. */
-  #log: Logger | undefined;
+  #baseLog: Logger | undefined;
+  /** `#baseLog` with the server's name, made when first needed. */
+  #childCache: Logger | undefined;
   #conn: SmtpConnection | undefined;
   #caps = Capabilities.none();
   #reusable = true;
@@ -232,7 +234,19 @@ export class ClientConnection {
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#mta = mtaNameOf(options);
     this.#lmtp = options.protocol === 'lmtp';
-    this.#log = this.#connLog = this.#childLog(options.log);
+    this.#baseLog = this.#connLog = options.log;
+  }
+
+  /** The logger, with the server's name and address bound (made once per transaction, when needed). */
+  get #log(): Logger | undefined {
+    this.#childCache ??= this.#baseLog?.child(this.#logBindings());
+    return this.#childCache;
+  }
+
+  #logBindings(): { mta: string; mtaAddress?: string } {
+    return this.#o.mtaAddress === undefined
+      ? { mta: this.#mta }
+      : { mta: this.#mta, mtaAddress: this.#o.mtaAddress };
   }
 
   /**
@@ -253,13 +267,6 @@ export class ClientConnection {
       const status = settle.status === 'failed' ? 'failed' : 'deferred';
       throw new OpenFailure(status, settle.reply, connection);
     }
-  }
-
-  #childLog(log: Logger | undefined): Logger | undefined {
-    return log?.child({
-      mta: this.#mta,
-      ...(this.#o.mtaAddress === undefined ? {} : { mtaAddress: this.#o.mtaAddress }),
-    });
   }
 
   /** The server's name in results and logs (`mtaName`, or `host:port`). */
@@ -312,7 +319,8 @@ export class ClientConnection {
    * `log` is the job's logger (a pooled connection serves many jobs).
    */
   async send(envelope: OutboundEnvelope, facts?: MessageFacts, log?: Logger): Promise<DeliveryReport> {
-    this.#log = log === undefined ? this.#connLog : this.#childLog(log);
+    this.#baseLog = log ?? this.#connLog;
+    this.#childCache = undefined;
     this.#env = envelope;
     this.#results = envelope.recipients.map(() => undefined);
     this.#facts = facts;
@@ -335,8 +343,9 @@ export class ClientConnection {
       (r, i) =>
         r ?? this.#result(i, 'deferred', R.unexpectedReply(this.#mta, 'no result for this recipient')),
     );
-    this.#log?.info(
+    this.#baseLog?.info(
       {
+        ...this.#logBindings(),
         delivered: results.filter((r) => r.status === 'delivered').length,
         deferred: results.filter((r) => r.status === 'deferred').length,
         failed: results.filter((r) => r.status === 'failed').length,

@@ -9,6 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../core/log.ts';
+import type { Clock } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from '../../core/testkit-dns.ts';
 import { type Peer, type PeerOptions, startPeer } from './deliver-helpers.ts';
@@ -103,6 +104,7 @@ export async function startMxServer(
   dns: TestDnsServer,
   config: Record<string, unknown>,
   more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
+  clock?: Clock,
 ): Promise<MxServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-mx-'));
   let server: MailServer;
@@ -117,6 +119,7 @@ export async function startMxServer(
         plugins: [{ plugin: 'deliver-mx', config }, ...more],
       },
       logger: silentLogger(),
+      ...(clock ? { clock } : {}),
     });
   } catch (err) {
     await rm(dataDir, { recursive: true, force: true });
