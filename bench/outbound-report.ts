@@ -3,7 +3,7 @@
  * table `npm run bench:outbound` prints, the issue's targets, and the Markdown
  * `bench/markdown.ts` prints for an outbound results file.
  */
-import { num, ratio, table } from './report.ts';
+import { num, ratio, sumErrorDetail, table } from './report.ts';
 import { median } from './stats.ts';
 
 export const MTAS = ['mailframe', 'postfix'] as const;
@@ -42,14 +42,10 @@ export interface SideResult {
 /** The median of each figure over runs (errors summed; timed out if any run was). */
 export function medianResult(runs: readonly BatchResult[]): BatchResult {
   const m = (f: (r: BatchResult) => number) => median(runs.map(f));
-  const errorDetail: Record<string, number> = {};
-  for (const r of runs) {
-    for (const [k, v] of Object.entries(r.errorDetail)) errorDetail[k] = (errorDetail[k] ?? 0) + v;
-  }
   return {
     messages: m((r) => r.messages),
     errors: runs.reduce((sum, r) => sum + r.errors, 0),
-    errorDetail,
+    errorDetail: sumErrorDetail(runs),
     deliverMs: m((r) => r.deliverMs),
     drainMs: m((r) => r.drainMs),
     delivered: m((r) => r.delivered),

@@ -32,12 +32,20 @@ export interface Cell {
   readonly skipped?: string;
 }
 
+/** Error counts by kind, summed over runs. */
+export function sumErrorDetail(
+  runs: readonly { readonly errorDetail: Readonly<Record<string, number>> }[],
+): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.errorDetail)) sum[k] = (sum[k] ?? 0) + v;
+  }
+  return sum;
+}
+
 export function summarize(runs: readonly RunMetrics[]): Summary {
   const m = (f: (r: RunMetrics) => number) => median(runs.map(f));
-  const errorDetail: Record<string, number> = {};
-  for (const r of runs) {
-    for (const [k, v] of Object.entries(r.errorDetail)) errorDetail[k] = (errorDetail[k] ?? 0) + v;
-  }
+  const errorDetail = sumErrorDetail(runs);
   const idleRuns = runs.flatMap((r) => (r.idle ? [r.idle] : []));
   return {
     messages: m((r) => r.messages),
