@@ -11,7 +11,7 @@
  * saw end, after the MTA stopped) and CPU per message (the MTA's processes,
  * from /proc, release to an empty queue).
  *
- *   npm run bench:outbound -- [--messages 20000] [--domains 20] [--only mailframe|postfix]
+ *   npm run bench:outbound -- [--messages 20000] [--domains 20] [--only mailframe|postfix] [--runs 1]
  *                             [--port N] [--time-limit 120] [--timeout 900] [--no-warmup]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -32,14 +32,14 @@ import {
   targetTable,
 } from './outbound-report.ts';
 import { postfixUnavailable, startPostfix } from './postfix.ts';
-import { num } from './report.ts';
+import { num, sumErrorDetail } from './report.ts';
 import { findProgram, freePort, ROOT, SMTP_SINK_MISSING } from './servers.ts';
 import { openConnections, type SinkCounts, type SinkFarm, sinkAddress, startSinks } from './sinks.ts';
 import { warmupFor } from './workloads.ts';
 
 const USAGE = `Usage: npm run bench:outbound -- [options]
 
-  --messages N      Messages delivered in the measured batch (default 20000).
+  --messages N      Messages delivered in the measured batch (default 20000, at most 200000).
   --domains N       Destination domains d01.bench.test ..., one smtp-sink each (default 20, at most 200).
   --size N          Octets per message, headers included (default 2048).
   --only NAME       mailframe or postfix (default: both; Postfix when installed).
@@ -52,6 +52,9 @@ const USAGE = `Usage: npm run bench:outbound -- [options]
   --queue JSON      More queue-fs settings for mailframe's side, e.g. '{"perDestination":5}'.
   --help
 `;
+
+/** Bounds on the load, whatever the options say. */
+const MAX_MESSAGES = 200_000;
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -88,15 +91,12 @@ async function inject(mta: Mta, domains: readonly string[], count: number, size:
       }),
     ),
   );
-  const errorDetail: Record<string, number> = {};
-  for (const r of results) {
-    for (const [k, v] of Object.entries(r.errorDetail))
-      errorDetail[`queueing ${k}`] = (errorDetail[`queueing ${k}`] ?? 0) + v;
-  }
   return {
     accepted: results.reduce((s, r) => s + r.messages, 0),
     errors: results.reduce((s, r) => s + r.errors, 0),
-    errorDetail,
+    errorDetail: Object.fromEntries(
+      Object.entries(sumErrorDetail(results)).map(([k, v]) => [`queueing ${k}`, v]),
+    ),
   };
 }
 
@@ -239,7 +239,7 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) return void process.stdout.write(USAGE);
-  const messages = Math.max(1, Math.floor(Number(values.messages) || 0));
+  const messages = Math.min(MAX_MESSAGES, Math.max(1, Math.floor(Number(values.messages) || 0)));
   const runs = Math.max(1, Math.floor(Number(values.runs) || 1));
   const domainCount = Math.min(200, Math.max(1, Math.floor(Number(values.domains) || 0)));
   const size = Math.max(256, Math.floor(Number(values.size) || 2048));
