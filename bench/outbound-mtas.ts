@@ -127,7 +127,7 @@ export async function startMailframe(s: MailframeSetup): Promise<Mta> {
     release: () => writeFile(releaseFile, ''),
     hold: () => rm(releaseFile, { force: true }),
     cpuMs: () => cpuMs(proc.pid),
-    // Logs at warn, from its own process: no delivery is logged.
+    // It logs from its own process, and at level warn nothing per delivery.
     logCpuMs: () => 0,
     stop: proc.stop,
     output: proc.output,

@@ -198,6 +198,8 @@ export async function startPostfix(
     if (pid && alive(pid)) {
       await run(findProgram('postfix') ?? 'postfix', ['-c', conf, 'abort']).catch(() => {});
       await sleep(500);
+      // The master this instance started; its daemons exit when it is gone.
+      if (alive(pid)) process.kill(pid, 'SIGKILL');
     }
     await rm(root, { recursive: true, force: true });
   };
