@@ -20,7 +20,7 @@ import {
   type SmtpClientOptions,
   type SmtpTimeouts,
 } from '../outbound/smtp-client.ts';
-import { type ConnectionPool, rcptMax } from './pool.ts';
+import { type ConnectionPool, mailMax, rcptMax } from './pool.ts';
 import { MxReplies } from './replies.ts';
 import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
 import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
@@ -40,17 +40,13 @@ export interface MxDeliveryOptions {
   readonly literals: boolean;
   readonly families: readonly AddressFamily[];
   readonly maxRecipients: number;
+  readonly maxMessagesPerConnection: number;
   readonly tlsSources: readonly TlsPolicySource[];
   readonly tlsDefault: TlsPolicyLevel;
   readonly ca: TlsSettings['ca'] | undefined;
   readonly chunking: boolean;
   readonly timeouts: SmtpTimeouts;
   readonly clock: { now(): number };
-}
-
-/** The connection a job got, and where it leads (for results and logs). */
-interface Opened {
-  readonly conn: ClientConnection;
 }
 
 interface Failure {
@@ -69,6 +65,12 @@ export class MxDelivery {
   }
 
   async deliver(job: DeliveryJob): Promise<DeliveryReport> {
+    const report = await this.#deliver(job);
+    logOutcomes(job.log, report);
+    return report;
+  }
+
+  async #deliver(job: DeliveryJob): Promise<DeliveryReport> {
     const o = this.#o;
     let envelope = envelopeOf(job);
     const destination = job.destination;
@@ -77,55 +79,78 @@ export class MxDelivery {
       localNames: o.localNames,
       literals: o.literals,
     });
-    if (resolution.kind === 'fail') {
-      job.log.info({ reply: resolution.reply }, 'destination not deliverable');
-      return failed(envelope, resolution);
-    }
+    if (resolution.kind === 'fail') return failed(envelope, resolution);
     envelope = await inMemory(envelope, job.size);
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
 
+    // Usually one connection; another when the first may carry no more transactions (LIMITS MAILMAX).
+    const results: RecipientResult[] = [];
+    let rest: OutboundEnvelope = envelope;
+    while (rest.recipients.length > 0) {
+      const conn = await this.#acquire(destination, resolution.exchangers, envelope, job.log);
+      if (!(conn instanceof ClientConnection)) {
+        results.push(...failed(rest, conn).results);
+        break;
+      }
+      let sent: { results: RecipientResult[]; rest: OutboundEnvelope };
+      try {
+        sent = await this.#send(conn, destination, rest, ready.facts, job.log);
+      } finally {
+        o.pool.release(destination, conn);
+      }
+      results.push(...sent.results);
+      rest = sent.rest;
+    }
+    return { results };
+  }
+
+  /** A pooled connection, or a new one; a failure when there is none to have. */
+  async #acquire(
+    destination: string,
+    exchangers: readonly Exchanger[],
+    envelope: OutboundEnvelope,
+    log: Logger,
+  ): Promise<ClientConnection | Failure> {
+    const o = this.#o;
     const taken = await o.pool.take(destination);
     if (taken.kind === 'dead') {
-      return failed(envelope, {
+      return {
         status: 'deferred',
         reply: MxReplies.backingOff(destination, new Date(taken.until).toISOString()),
-      });
+      };
     }
-    let conn: ClientConnection;
-    if (taken.kind === 'connection') {
-      conn = taken.conn;
-    } else {
-      let opened: Opened | Failure;
-      try {
-        opened = await this.#connect(destination, resolution.exchangers, envelope, job.log);
-      } catch (err) {
-        // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
-        o.pool.failed(destination, false);
-        throw err;
-      }
-      if ('status' in opened) return failed(envelope, opened);
-      conn = opened.conn;
-    }
+    if (taken.kind === 'connection') return taken.conn;
     try {
-      return await this.#send(conn, destination, envelope, ready.facts, job.log);
-    } finally {
-      o.pool.release(destination, conn);
+      return await this.#connect(destination, exchangers, envelope, log);
+    } catch (err) {
+      // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
+      o.pool.failed(destination, false);
+      throw err;
     }
   }
 
-  /** Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one transaction each. */
+  /**
+   * Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one
+   * transaction each, as many as the connection carries (LIMITS MAILMAX,
+   * `maxMessagesPerConnection`); `rest` is left for another connection.
+   */
   async #send(
     conn: ClientConnection,
     destination: string,
     envelope: OutboundEnvelope,
     facts: Parameters<ClientConnection['send']>[1],
     log: Logger,
-  ): Promise<DeliveryReport> {
+  ): Promise<{ results: RecipientResult[]; rest: OutboundEnvelope }> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
+    const max = Math.min(this.#o.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
-    for (let i = 0; i < envelope.recipients.length; i += size) {
-      const batch = { ...envelope, recipients: envelope.recipients.slice(i, i + size) };
+    const all = envelope.recipients;
+    for (let i = 0; i < all.length; i += size) {
+      const batch = { ...envelope, recipients: all.slice(i, i + size) };
+      if (i > 0 && conn.reusable && conn.transactions >= max) {
+        return { results, rest: { ...envelope, recipients: all.slice(i) } };
+      }
       if (i > 0 && !conn.reusable) {
         const lost = failAll(
           batch,
@@ -141,7 +166,7 @@ export class MxDelivery {
       const report = await conn.send(batch, facts, log);
       results.push(...report.results);
     }
-    return { results };
+    return { results, rest: { ...envelope, recipients: [] } };
   }
 
   /** Try each exchanger, each of its addresses, until one connection is ready; gives the pool slot back on failure. */
@@ -150,7 +175,7 @@ export class MxDelivery {
     exchangers: readonly Exchanger[],
     envelope: OutboundEnvelope,
     log: Logger,
-  ): Promise<Opened | Failure> {
+  ): Promise<ClientConnection | Failure> {
     const o = this.#o;
     const policy = await policyFor(destination, o.tlsSources, o.tlsDefault);
     let last: Failure | undefined;
@@ -177,11 +202,12 @@ export class MxDelivery {
           mtaAddress: address,
           log,
         };
+        const requireTls = envelope.requireTls === true;
         try {
-          const conn = await ClientConnection.open(options, envelope.requireTls === true);
+          const conn = await openWithFallback(options, requireTls, policy.level === 'may', log);
           o.pool.opened(destination);
           log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
-          return { conn };
+          return conn;
         } catch (err) {
           if (!(err instanceof OpenFailure)) throw err;
           log.info(
@@ -205,6 +231,51 @@ export class MxDelivery {
     if (usable.length === 0) return undefined;
     this.#nextSource = (this.#nextSource + 1) % usable.length;
     return usable[this.#nextSource];
+  }
+}
+
+/**
+ * Open a connection; under the opportunistic policy (`may`) a server whose TLS
+ * handshake fails is tried once more without STARTTLS, as Postfix does, since
+ * `may` only wants TLS when it works. A REQUIRETLS message never falls back.
+ */
+async function openWithFallback(
+  options: SmtpClientOptions,
+  requireTls: boolean,
+  opportunistic: boolean,
+  log: Logger,
+): Promise<ClientConnection> {
+  try {
+    return await ClientConnection.open(options, requireTls);
+  } catch (err) {
+    if (!(err instanceof OpenFailure) || !err.tls || !opportunistic || requireTls) throw err;
+    log.info(
+      { mx: options.mtaName, address: options.mtaAddress },
+      'TLS handshake failed; trying without TLS',
+    );
+    return ClientConnection.open({ ...options, tls: 'none' }, requireTls);
+  }
+}
+
+/**
+ * One line per recipient that was not delivered, with the mail exchanger, its
+ * address and the reply (delivered ones are counted in the client's line).
+ */
+function logOutcomes(log: Logger, report: DeliveryReport): void {
+  for (const r of report.results) {
+    if (r.status === 'delivered') continue;
+    log.info(
+      {
+        to: r.recipient,
+        status: r.status,
+        mta: r.mta ?? null,
+        mtaAddress: r.mtaAddress ?? null,
+        code: r.reply?.code,
+        enhanced: r.reply?.enhanced,
+        reply: r.reply?.text,
+      },
+      r.status === 'failed' ? 'recipient failed' : 'recipient deferred',
+    );
   }
 }
 

@@ -46,6 +46,8 @@ class Destination {
   failures = 0;
   deadUntil = 0;
   nextSendAt = 0;
+  /** Jobs inside `take` for this destination (a waiting job keeps its entry alive). */
+  users = 0;
   constructor(name: string, window: number) {
     this.name = name;
     this.window = window;
@@ -70,9 +72,30 @@ export class ConnectionPool {
   #closed = false;
   readonly #quitting = new Set<Promise<void>>();
 
+  readonly #sweeper: NodeJS.Timeout;
+
   constructor(limits: PoolLimits, clock: Clock) {
     this.#limits = limits;
     this.#clock = clock;
+    // Forget destinations with nothing open, nobody waiting and no back-off running,
+    // so a long-running server does not keep an entry for every domain it ever saw.
+    this.#sweeper = setInterval(() => this.sweep(), Math.max(limits.idleTimeout, 60_000));
+    this.#sweeper.unref();
+  }
+
+  /** Drop the entries of idle destinations (slow start starts over for them). Runs every minute. */
+  sweep(): void {
+    const now = this.#clock.now();
+    for (const [name, d] of this.#destinations) {
+      if (d.open === 0 && d.users === 0 && d.deadUntil <= now && d.nextSendAt <= now) {
+        this.#destinations.delete(name);
+      }
+    }
+  }
+
+  /** Destinations the pool keeps state for (for tests and metrics). */
+  get destinations(): number {
+    return this.#destinations.size;
   }
 
   /** Connections in use overall, and held (busy, idle or opening) and idle for one destination: for metrics. */
@@ -96,6 +119,15 @@ export class ConnectionPool {
    */
   async take(destination: string): Promise<Taken> {
     const d = this.#dest(destination);
+    d.users++;
+    try {
+      return await this.#take(d);
+    } finally {
+      d.users--;
+    }
+  }
+
+  async #take(d: Destination): Promise<Taken> {
     for (;;) {
       if (this.#closed) return { kind: 'dead', until: this.#clock.now() };
       if (d.deadUntil > this.#clock.now()) return { kind: 'dead', until: d.deadUntil };
@@ -126,6 +158,8 @@ export class ConnectionPool {
     d.failures = 0;
     d.deadUntil = 0;
     d.window = Math.min(d.window + 1, this.#limits.perDestination);
+    // A job waiting for room at this destination may have it now.
+    this.#wake();
   }
 
   /**
@@ -181,6 +215,7 @@ export class ConnectionPool {
   /** Close every idle connection and refuse new work; busy connections are closed by their jobs. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweeper);
     for (const d of this.#destinations.values()) {
       for (const idle of [...d.idle]) this.#drop(idle);
     }

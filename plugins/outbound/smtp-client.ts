@@ -195,12 +195,15 @@ export class OpenFailure extends Error {
   readonly status: 'failed' | 'deferred';
   readonly reply: Reply;
   readonly connection: boolean;
-  constructor(status: 'failed' | 'deferred', r: Reply, connection: boolean) {
+  /** The TLS handshake failed (after STARTTLS, or implicit TLS). */
+  readonly tls: boolean;
+  constructor(status: 'failed' | 'deferred', r: Reply, connection: boolean, tls = false) {
     super(typeof r.text === 'string' ? r.text : r.text.join(' '));
     this.name = 'OpenFailure';
     this.status = status;
     this.reply = r;
     this.connection = connection;
+    this.tls = tls;
   }
 }
 
@@ -265,7 +268,8 @@ export class ClientConnection {
       const connection = !(err instanceof Settle) || err.connection;
       // Nothing was sent: a positive reply out of place is still no delivery.
       const status = settle.status === 'failed' ? 'failed' : 'deferred';
-      throw new OpenFailure(status, settle.reply, connection);
+      const tls = err instanceof ConnectionError && err.kind === 'tls';
+      throw new OpenFailure(status, settle.reply, connection, tls);
     }
   }
 

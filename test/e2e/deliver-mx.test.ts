@@ -5,9 +5,12 @@
  * NXDOMAIN, DNS failures, loops, per-recipient results, bounces, connection
  * reuse, concurrency limits, back-off, TLS policies.
  */
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runQueueCli } from '../../bin/queue-cli.ts';
 import { isReply } from '../../core/hooks.ts';
+import { startTestServer } from '../../core/testkit.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
@@ -346,6 +349,30 @@ describe('deliver-mx: transactions and results', () => {
     expect(one.connections()).toBe(1);
   });
 
+  it("follows the remote's LIMITS: RCPTMAX recipients per transaction, MAILMAX transactions per connection", async () => {
+    // The remote is a mailframe server with the limits plugin: LIMITS RCPTMAX=2 MAILMAX=2, enforced.
+    let connections = 0;
+    const peer = await startTestServer({
+      config: { listeners: [{ name: 'smtp', host: '127.0.0.2', port }], limits: { maxRecipients: 2 } },
+      plugins: [
+        ['limits', { mailMax: 2 }],
+        ['rcpt-local', { domains: ['dest.example'] }],
+      ],
+    });
+    cleanups.push(() => peer.close());
+    peer.server.hooks.connect.tap('count', () => {
+      connections++;
+      return undefined;
+    });
+    const s = await mx(await dns(TWO_MX));
+    const to = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((l) => `${l}@dest.example`);
+    const report = await deliver(s, job(to));
+    expect(report.results.map((r) => r.status)).toEqual(to.map(() => 'delivered'));
+    const batches = (await peer.waitForMessages(4)).map((m) => m.recipients.length);
+    expect(batches).toEqual([2, 2, 2, 1]);
+    expect(connections).toBe(2);
+  });
+
   it('through the queue: bounces carry Remote-MTA and Diagnostic-Code; the queue shows MX host, address and reply', async () => {
     const one = await remote('127.0.0.2', PER_RECIPIENT);
     const origin = await remote('127.0.0.4');
@@ -384,6 +411,26 @@ describe('deliver-mx: transactions and results', () => {
       mtaAddress: '127.0.0.2',
       reply: expect.objectContaining({ code: 450 }),
     });
+    // The queue CLI shows the exchanger and its address after the last reply.
+    const configFile = join(s.dataDir, 'mailframe.json');
+    await writeFile(configFile, JSON.stringify({ dataDir: s.dataDir, plugins: [{ plugin: 'queue-fs' }] }));
+    let out = '';
+    const code = await runQueueCli(['show', id], configFile, { out: (t) => (out += t), err: () => {} });
+    expect(code).toBe(0);
+    expect(out).toMatch(
+      /pending.*defer@dest\.example.*450 .*Mailbox busy.*\(mx1\.dest\.example \[127\.0\.0\.2\]\)/,
+    );
+    // And so do the logs, per recipient not delivered.
+    expect(s.logs).toContainEqual(
+      expect.objectContaining({
+        msg: 'recipient deferred',
+        to: 'defer@dest.example',
+        mta: 'mx1.dest.example',
+        mtaAddress: '127.0.0.2',
+        code: 450,
+        qid: id,
+      }),
+    );
   });
 
   it('through the queue: a null MX fails at once and is not retried', async () => {
@@ -543,6 +590,23 @@ describe('deliver-mx: TLS policy', () => {
     expect((await deliver(s, job(['bob@clear.example']))).results[0]?.status).toBe('delivered');
     expect(tls.received[0]?.secure).toBe(true);
     expect(clear.received[0]?.secure).toBe(false);
+  });
+
+  it('`may` sends in clear to a remote whose TLS handshake fails; `encrypt` defers (4.7.5)', async () => {
+    // Offers STARTTLS, but only TLS 1.1, which the client refuses: the handshake fails.
+    const broken = await remote('127.0.0.2', { maxVersion: 'TLSv1.1' } as PeerOptions);
+    const zone: Zone = {
+      ...TWO_MX,
+      'strict.example': { MX: [{ exchange: 'mx1.dest.example', preference: 10 }] },
+    };
+    const s = await mx(await dns(zone), { tlsPolicies: { 'strict.example': 'encrypt' } });
+    const may = await deliver(s, job(['bob@dest.example']));
+    expect(may.results[0]).toMatchObject({ status: 'delivered', mta: 'mx1.dest.example' });
+    expect(broken.received).toHaveLength(1);
+    expect(broken.received[0]?.secure).toBe(false);
+    const strict = await deliver(s, job(['bob@strict.example']));
+    expect(strict.results[0]).toMatchObject({ status: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(broken.received).toHaveLength(1);
   });
 
   it('`encrypt` defers (4.7.4) at a remote without STARTTLS; `none` sends in clear', async () => {

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../core/log.ts';
+import { pino } from 'pino';
 import type { Clock } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from '../../core/testkit-dns.ts';
@@ -96,6 +96,9 @@ export async function startSlammer(
 
 export interface MxServer {
   readonly server: MailServer;
+  readonly dataDir: string;
+  /** Every log line, parsed (level info and above). */
+  readonly logs: ReadonlyArray<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -107,6 +110,7 @@ export async function startMxServer(
   clock?: Clock,
 ): Promise<MxServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-mx-'));
+  const logs: Array<Record<string, unknown>> = [];
   let server: MailServer;
   try {
     server = await MailServer.create({
@@ -118,7 +122,7 @@ export async function startMxServer(
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
         plugins: [{ plugin: 'deliver-mx', config }, ...more],
       },
-      logger: silentLogger(),
+      logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
       ...(clock ? { clock } : {}),
     });
   } catch (err) {
@@ -127,6 +131,8 @@ export async function startMxServer(
   }
   return {
     server,
+    dataDir,
+    logs,
     async close() {
       await server.close(0);
       await rm(dataDir, { recursive: true, force: true });
