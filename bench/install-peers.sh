@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the optional benchmark peers from Debian's packages: Postfix's
 # smtp-sink (a discard-everything SMTP server) and smtp-source (a load
-# generator). Needs root (or sudo). The bench never runs this by itself.
+# generator), and Postfix itself, which the outbound bench (npm run
+# bench:outbound) runs as a throw-away instance with its own configuration.
+# Needs root (or sudo). The bench never runs this by itself.
 #
 #   sudo bash bench/install-peers.sh
 #
 # Postfix is installed with "No configuration", and its mail daemon is stopped
-# and disabled afterwards: only the two test programs are wanted.
+# and disabled afterwards: the system's Postfix is never used.
 set -euo pipefail
 
 SUDO=''

@@ -32,12 +32,20 @@ export interface Cell {
   readonly skipped?: string;
 }
 
+/** Error counts by kind, summed over runs. */
+export function sumErrorDetail(
+  runs: readonly { readonly errorDetail: Readonly<Record<string, number>> }[],
+): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.errorDetail)) sum[k] = (sum[k] ?? 0) + v;
+  }
+  return sum;
+}
+
 export function summarize(runs: readonly RunMetrics[]): Summary {
   const m = (f: (r: RunMetrics) => number) => median(runs.map(f));
-  const errorDetail: Record<string, number> = {};
-  for (const r of runs) {
-    for (const [k, v] of Object.entries(r.errorDetail)) errorDetail[k] = (errorDetail[k] ?? 0) + v;
-  }
+  const errorDetail = sumErrorDetail(runs);
   const idleRuns = runs.flatMap((r) => (r.idle ? [r.idle] : []));
   return {
     messages: m((r) => r.messages),
@@ -66,18 +74,22 @@ export function summarize(runs: readonly RunMetrics[]): Summary {
   };
 }
 
-function num(v: number | undefined, digits: number): string {
+export function num(v: number | undefined, digits: number): string {
   if (v === undefined || !Number.isFinite(v)) return '-';
   return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
+export function ratio(a: number | undefined, b: number | undefined): string {
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '-';
   return `${a / b >= 10 ? (a / b).toFixed(1) : (a / b).toFixed(2)}x`;
 }
 
 /** A text table; `align` has one letter per column: `l` (left) or `r` (right). */
-function table(header: readonly string[], rows: readonly (readonly string[])[], align: string): string {
+export function table(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align: string,
+): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells

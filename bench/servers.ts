@@ -25,8 +25,9 @@ export type ServerName = (typeof SERVER_NAMES)[number];
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const HOST = '127.0.0.1';
 
-export interface RunningServer {
-  readonly name: ServerName;
+/** A child process serving SMTP on `host:port`, exec'd directly (its pid is the server's). */
+export interface RunningProcess<N extends string = string> {
+  readonly name: N;
   readonly pid: number;
   readonly host: string;
   readonly port: number;
@@ -35,6 +36,8 @@ export interface RunningServer {
   /** SIGTERM, then SIGKILL after a grace period; removes its temporary files. */
   stop(): Promise<void>;
 }
+
+export type RunningServer = RunningProcess<ServerName>;
 
 export interface ServerSpec {
   readonly name: ServerName;
@@ -45,7 +48,7 @@ export interface ServerSpec {
 }
 
 /** Node 24 from the `node` devDependency when present, else the running one. */
-function nodeBinary(): string {
+export function nodeBinary(): string {
   const local = join(ROOT, 'node_modules', '.bin', 'node');
   return existsSync(local) ? local : process.execPath;
 }
@@ -85,16 +88,19 @@ export function freePort(): Promise<number> {
   });
 }
 
-interface Launch {
-  readonly name: ServerName;
+export interface Launch<N extends string> {
+  readonly name: N;
   readonly command: string;
   readonly args: readonly string[];
+  /** Where it answers SMTP when ready (default 127.0.0.1). */
+  readonly host?: string;
   readonly port: number;
   readonly cleanup?: () => Promise<void>;
 }
 
 async function waitReady(
   child: ChildProcess,
+  host: string,
   port: number,
   output: () => string,
   timeoutMs = 30_000,
@@ -105,19 +111,21 @@ async function waitReady(
       throw new Error(`exited (${child.exitCode ?? child.signalCode}) before listening:\n${output()}`);
     }
     try {
-      const { conn, greeting } = await SmtpConn.open(HOST, port, 2000);
+      const { conn, greeting } = await SmtpConn.open(host, port, 2000);
       await conn.quit().catch(() => {});
       if (greeting === 220) return;
     } catch {
       // not listening yet
     }
     if (Date.now() > until)
-      throw new Error(`not answering on ${HOST}:${port} after ${timeoutMs} ms:\n${output()}`);
+      throw new Error(`not answering on ${host}:${port} after ${timeoutMs} ms:\n${output()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-async function launch(l: Launch): Promise<RunningServer> {
+/** Start `l.command` (open-file limit raised), wait until it greets on its port. */
+export async function launch<N extends string>(l: Launch<N>): Promise<RunningProcess<N>> {
+  const host = l.host ?? HOST;
   // bash only raises the fd limit (W3 holds 10,000 connections), then execs: same pid.
   const child = spawn(
     'bash',
@@ -146,13 +154,13 @@ async function launch(l: Launch): Promise<RunningServer> {
     return stopped;
   };
   try {
-    await waitReady(child, l.port, output);
+    await waitReady(child, host, l.port, output);
   } catch (err) {
     await stop();
     throw new Error(`${l.name}: ${err instanceof Error ? err.message : String(err)}`);
   }
   if (child.pid === undefined) throw new Error(`${l.name}: no pid`);
-  return { name: l.name, pid: child.pid, host: HOST, port: l.port, output, stop };
+  return { name: l.name, pid: child.pid, host, port: l.port, output, stop };
 }
 
 async function startMailframe(name: ServerName, queue: 'discard' | 'fs'): Promise<RunningServer> {
