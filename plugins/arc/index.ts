@@ -67,7 +67,11 @@ const Seal = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description:
+      'Seal every message passing through with the next ARC set (for a forwarder or mailing list). Not set: verify only.',
+  },
 );
 
 export const schema = Type.Object(
@@ -78,12 +82,7 @@ export const schema = Type.Object(
       default: 1024,
       description: 'RSA keys of the chain shorter than this make it `fail` (RFC 8301 section 3.2).',
     }),
-    seal: Type.Optional(
-      Type.Union([Seal], {
-        description:
-          'Seal every message passing through with the next ARC set (for a forwarder or mailing list). Not set: verify only.',
-      }),
-    ),
+    seal: Type.Optional(Seal),
     authservId: Type.Optional(
       Type.String({
         minLength: 1,
