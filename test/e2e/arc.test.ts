@@ -194,6 +194,14 @@ describe('arc: seal', () => {
     expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 3 });
   });
 
+  it('verifies and seals a message that spilled to disk (streamed from the spool file)', async () => {
+    const big = await forwarderSealed(MESSAGE + `${'y'.repeat(76)}\r\n`.repeat(8000), 'none');
+    const r = await deliver(big, sealConfig());
+    expect(r.results[0]?.result).toBe('pass');
+    expect(r.text).toMatch(/^ARC-Seal: i=2; .*cv=pass/m);
+    expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 2 });
+  });
+
   it('seals a broken chain with cv=fail, which then fails for the next verifier', async () => {
     const sealed = await forwarderSealed(MESSAGE, 'none');
     const r = await deliver(sealed.replace('through a list', 'through a thief'), sealConfig());
