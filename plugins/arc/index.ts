@@ -198,7 +198,10 @@ export default definePlugin({
         const bodyHash = (verified.seal as { bodyHash?: string } | undefined)?.bodyHash;
         const results = allResults(tx);
         const authResults =
-          results.length === 0 ? `${authservId}; none` : `${authservId}; ${results.map(resinfo).join('; ')}`;
+          // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
+          results.length === 0
+            ? `${authservId}; none`
+            : `${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
         const sealed = await createSeal(false, {
           headers: verified.headers,
           ...(verified.arc === undefined ? {} : { arc: verified.arc }),

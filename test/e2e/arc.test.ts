@@ -181,16 +181,23 @@ describe('arc: seal', () => {
     expect(r.text).toMatch(/^ARC-Seal: i=1; .*cv=none/m);
     expect(r.text).toMatch(/^ARC-Message-Signature: i=1; /m);
     expect(r.text).toContain(
-      'ARC-Authentication-Results: i=1; mx.test.example; spf=pass reason="mx.test.example: domain of alice@pass.example designates 127.0.0.1 as permitted sender" smtp.mailfrom=alice@pass.example; arc=none smtp.remote-ip=127.0.0.1',
+      'ARC-Authentication-Results: i=1; mx.test.example;\r\n' +
+        '\tspf=pass reason="mx.test.example: domain of alice@pass.example designates 127.0.0.1 as permitted sender" smtp.mailfrom=alice@pass.example;\r\n' +
+        '\tarc=none smtp.remote-ip=127.0.0.1\r\n',
     );
     expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 1 });
+    // The same clauses as our Authentication-Results field.
+    const clauses = (field: RegExp) => field.exec(r.text)?.[1];
+    const aar = clauses(/^ARC-Authentication-Results: i=1; mx\.test\.example;((?:\r\n\t.*)+)/m);
+    expect(aar).toBeDefined();
+    expect(clauses(/^Authentication-Results: mx\.test\.example;((?:\r\n\t.*)+)/m)).toBe(aar);
   });
 
   it('adds i=n+1 with cv=pass to a message with a valid chain', async () => {
     const two = await forwarderSealed(await forwarderSealed(MESSAGE, 'none'), 'pass');
     const r = await deliver(two, sealConfig());
     expect(r.text).toMatch(/^ARC-Seal: i=3; .*cv=pass/m);
-    expect(r.text).toContain('ARC-Authentication-Results: i=3; mx.test.example; ');
+    expect(r.text).toContain('ARC-Authentication-Results: i=3; mx.test.example;\r\n\tspf=pass ');
     expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 3 });
   });
 
