@@ -24,7 +24,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { startTestDnsServer } from '../core/testkit-dns.ts';
+import { startTestServer } from '../core/testkit.ts';
+import { startTestDnsServer, type TestDnsServer } from '../core/testkit-dns.ts';
 import { defaultHeaders } from '../plugins/dkim-sign/index.ts';
 import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
 import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
@@ -88,6 +89,51 @@ async function signRate(text: string, key: KeyObject, seconds: number): Promise<
   return n / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * One message through an in-process server with the checks and dkim-sign, so
+ * the bench measures the passing path: SPF, DKIM and DMARC must all pass and
+ * dkim-sign must add a signature. Returns the Authentication-Results field.
+ */
+async function sanityCheck(
+  dns: TestDnsServer,
+  message: MessageData,
+  signConfig: Record<string, unknown>,
+): Promise<string> {
+  const t = await startTestServer({
+    dns,
+    plugins: [
+      'spf',
+      'dkim-verify',
+      'dmarc',
+      'auth-results',
+      ['dkim-sign', signConfig],
+      ['rcpt-local', { domains: ['example.com'] }],
+    ],
+  });
+  try {
+    const c = await t.connect();
+    await c.expect('EHLO loadgen.bench.example', 250);
+    await c.expect(`MAIL FROM:<loadgen@${SENDER}>`, 250);
+    await c.expect('RCPT TO:<user1@example.com>', 250);
+    await c.expect('DATA', 354);
+    const reply = await c.sendData(message.buffer?.subarray(0, -3).toString('latin1') ?? '');
+    if (reply.code !== 250) throw new Error(`sanity check: DATA answered ${reply.code}`);
+    await c.expect('QUIT', 221);
+    const [queued] = await t.waitForMessages(1);
+    const text = queued?.text ?? '';
+    const field = /^Authentication-Results:.*(?:\r\n\t.*)*/m.exec(text)?.[0] ?? '';
+    for (const m of ['spf', 'dkim', 'dmarc']) {
+      if (!new RegExp(`\\b${m}=pass\\b`).test(field))
+        throw new Error(`sanity check: no ${m}=pass in ${field}`);
+    }
+    if ((text.match(/^DKIM-Signature:/gm) ?? []).length !== 2)
+      throw new Error('sanity check: dkim-sign added no signature');
+    return field;
+  } finally {
+    await t.close();
+  }
+}
+
 function spec(extras: MailframeExtras): ServerSpec {
   return {
     name: 'mailframe-discard',
@@ -137,6 +183,14 @@ async function main(): Promise<void> {
     const message = await signedMessage(buildMessage(w1.load.size), rsaKey);
     const load = { ...w1.load, message };
     const core = { dns: { servers: [dns.address] } };
+    const signConfig = {
+      domains: [
+        { domain: SENDER, selectors: [{ selector: SELECTOR, keyFile: rsaFile }], signUnauthenticated: true },
+      ],
+    };
+    log(
+      `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
+    );
     const configs: { id: string; what: string; extras: MailframeExtras }[] = [
       { id: 'baseline', what: 'mailframe-discard as in npm run bench', extras: {} },
       {
@@ -152,20 +206,7 @@ async function main(): Promise<void> {
         what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
         extras: {
           core,
-          plugins: [
-            {
-              plugin: 'dkim-sign',
-              config: {
-                domains: [
-                  {
-                    domain: SENDER,
-                    selectors: [{ selector: SELECTOR, keyFile: rsaFile }],
-                    signUnauthenticated: true,
-                  },
-                ],
-              },
-            },
-          ],
+          plugins: [{ plugin: 'dkim-sign', config: signConfig }],
         },
       },
     ];
