@@ -215,16 +215,20 @@ async function main(): Promise<void> {
         `${configs.length} configurations; the machine may be shared: compare ratios from one run`,
     );
     const workload: Workload = { ...w1, load };
-    const results: { id: string; what: string; metrics?: RunMetrics; error?: string }[] = [];
+    const results: { id: string; what: string; metrics?: RunMetrics; dnsQueries?: number; error?: string }[] =
+      [];
     for (const c of configs) {
       try {
+        const q0 = dns.queries.length;
         const metrics = await measure(spec(c.extras), workload, {
           timeLimitMs,
           warmup: true,
           generator: 'loadgen',
         });
-        log(`W1 ${c.id}: ${brief(metrics)}`);
-        results.push({ id: c.id, what: c.what, metrics });
+        // Queries over warm-up and run together: a handful means the cache held for the whole run.
+        const dnsQueries = dns.queries.length - q0;
+        log(`W1 ${c.id}: ${brief(metrics)}, DNS queries ${dnsQueries}`);
+        results.push({ id: c.id, what: c.what, metrics, dnsQueries });
       } catch (err) {
         const error = err instanceof Error ? err.message.split('\n')[0] : String(err);
         log(`W1 ${c.id}: failed: ${error}`);
@@ -241,19 +245,19 @@ async function main(): Promise<void> {
     const base = results[0]?.metrics;
     const out = [
       '',
-      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | msgs/s vs baseline | CPU vs baseline |',
+      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs baseline | CPU vs baseline |',
     ];
-    out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of results) {
       const m = r.metrics;
       if (!m) {
-        out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | |`);
+        out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | | |`);
         continue;
       }
       const ratio = base ? (m.msgsPerSec / base.msgsPerSec).toFixed(2) : '-';
       const cpu = base ? (m.cpuMsPerMsg / base.cpuMsPerMsg).toFixed(2) : '-';
       out.push(
-        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${ratio} | ${cpu} |`,
+        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${r.dnsQueries ?? '-'} | ${ratio} | ${cpu} |`,
       );
     }
     const checks = results.find((r) => r.id === 'checks')?.metrics;
