@@ -8,14 +8,16 @@
  * - checks: + spf + dkim-verify + dmarc + auth-results, DNS from a loopback
  *   test server holding the sender domain's SPF, DKIM and DMARC records;
  * - sign: + dkim-sign (RSA-2048) with `signUnauthenticated` for the sender
- *   domain, so the load generator needs no AUTH.
+ *   domain, so the load generator needs no AUTH; sign-ed25519: the same with
+ *   an Ed25519 key;
+ * - with `--each`: spf alone and dkim-verify alone.
  *
  * Every configuration gets the same message: W1's, DKIM-signed beforehand
  * (RSA-2048) so dkim-verify has a real signature to check. Then DKIM
  * signatures per second with dkim-sign's own signer, RSA-2048 and Ed25519,
  * on a 2 KB message, single-threaded, in this process.
  *
- *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3]
+ *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -40,11 +42,12 @@ const SELECTOR = 'bench';
 /** The issue's target: the checks cost at most 35 % of W1 throughput with a warm cache. */
 const TARGET = 0.65;
 
-const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S]
+const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each]
 
   --quick           A tenth of W1 (2,000 messages) and 1 s per signing algorithm.
   --time-limit S    Cap each W1 run at S seconds of load (default 45).
   --sign-seconds S  Time per signing algorithm (default 3).
+  --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
 `;
 
 function log(line: string): void {
@@ -156,11 +159,13 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
       'time-limit': { type: 'string', default: '45' },
       'sign-seconds': { type: 'string' },
+      each: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return void process.stdout.write(USAGE);
   const quick = values.quick ?? false;
+  const each = values.each ?? false;
   const timeLimitMs = Math.max(1, Number(values['time-limit']) || 45) * 1000;
   const signSeconds = Math.max(0.2, Number(values['sign-seconds']) || (quick ? 1 : 3));
   const w1 = allWorkloads(quick).find((w) => w.id === 'W1');
@@ -188,6 +193,13 @@ async function main(): Promise<void> {
         { domain: SENDER, selectors: [{ selector: SELECTOR, keyFile: rsaFile }], signUnauthenticated: true },
       ],
     };
+    const edFile = join(dir, 'ed25519.pem');
+    await writeFile(edFile, ed.privateKeyPem, { mode: 0o600 });
+    const signConfigEd = {
+      domains: [
+        { domain: SENDER, selectors: [{ selector: 'ed', keyFile: edFile }], signUnauthenticated: true },
+      ],
+    };
     log(
       `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
     );
@@ -209,6 +221,18 @@ async function main(): Promise<void> {
           plugins: [{ plugin: 'dkim-sign', config: signConfig }],
         },
       },
+      {
+        id: 'sign-ed25519',
+        what: 'the same with an Ed25519 key',
+        extras: { core, plugins: [{ plugin: 'dkim-sign', config: signConfigEd }] },
+      },
+      ...(each
+        ? ['spf', 'dkim-verify'].map((plugin) => ({
+            id: `${plugin}-only`,
+            what: `${plugin} alone (--each)`,
+            extras: { core, plugins: [{ plugin }] },
+          }))
+        : []),
     ];
     log(
       `mailframe auth bench: W1 (${w1.load.messages} messages of ${message.size} octets, DKIM-signed), ` +
