@@ -36,6 +36,8 @@ export interface LoadOptions {
   readonly timeLimitMs?: number;
   /** Recipient domain (the server must accept it). */
   readonly domain?: string;
+  /** A prebuilt message sent instead of one built from `size` (bench/auth.ts: a DKIM-signed one). */
+  readonly message?: MessageData;
   /** Called once the idle connections are open, right before the load starts. */
   readonly beforeLoad?: () => void | Promise<void>;
   /** Called right after the last transaction, before the idle connections are closed. */
@@ -64,7 +66,7 @@ export interface LoadResult {
 }
 
 interface Run {
-  readonly opts: Required<Omit<LoadOptions, 'beforeLoad' | 'afterLoad' | 'timeLimitMs'>>;
+  readonly opts: Required<Omit<LoadOptions, 'beforeLoad' | 'afterLoad' | 'timeLimitMs' | 'message'>>;
   readonly envelope: Envelope;
   readonly message: MessageData;
   readonly ehlo: Buffer;
@@ -258,7 +260,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     idle: options.idle ?? 0,
     domain: options.domain ?? 'example.com',
   };
-  const message = buildMessage(opts.size);
+  const message = options.message ?? buildMessage(opts.size);
   const run: Run = {
     opts,
     envelope: buildEnvelope(opts.recipients, opts.domain),

@@ -163,10 +163,23 @@ export async function launch<N extends string>(l: Launch<N>): Promise<RunningPro
   return { name: l.name, pid: child.pid, host, port: l.port, output, stop };
 }
 
-async function startMailframe(name: ServerName, queue: 'discard' | 'fs'): Promise<RunningServer> {
+/** What a variant of the mailframe server under test adds (bench/auth.ts: the auth plugins). */
+export interface MailframeExtras {
+  /** Plugin entries placed before the queue plugin. */
+  readonly plugins?: readonly unknown[];
+  /** Core settings merged over the bench's top level (e.g. `dns`). */
+  readonly core?: Readonly<Record<string, unknown>>;
+}
+
+export async function startMailframe(
+  name: ServerName,
+  queue: 'discard' | 'fs',
+  extras: MailframeExtras = {},
+): Promise<RunningServer> {
   const dir = await mkdtemp(join(tmpdir(), `mailframe-bench-${queue}-`));
   const port = await freePort();
   const config = {
+    ...extras.core,
     hostname: 'bench.local',
     dataDir: join(dir, 'data'),
     listeners: [{ name: 'smtp', host: HOST, port, role: 'mx' }],
@@ -177,6 +190,7 @@ async function startMailframe(name: ServerName, queue: 'discard' | 'fs'): Promis
       { plugin: 'enhanced-status-codes' },
       { plugin: 'pipelining' },
       { plugin: 'rcpt-local', config: { domains: ['example.com'] } },
+      ...(extras.plugins ?? []),
       ...(queue === 'fs'
         ? [
             { plugin: 'queue-fs', config: { fsync: true, controlSocket: false } },

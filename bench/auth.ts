@@ -1,0 +1,322 @@
+/**
+ * `npm run bench:auth`: what sender authentication costs. One run measures W1
+ * (2 KB, 1 rcpt, 10 connections) against mailframe with queue-discard in
+ * three configurations, each a fresh server with its own warm-up (which also
+ * fills the DNS cache), and prints the ratios to the first:
+ *
+ * - baseline: the inbound bench's `mailframe-discard`;
+ * - checks: + spf + dkim-verify + dmarc + auth-results, DNS from a loopback
+ *   test server holding the sender domain's SPF, DKIM and DMARC records;
+ * - sign: + dkim-sign (RSA-2048) with `signUnauthenticated` for the sender
+ *   domain, so the load generator needs no AUTH; sign-ed25519: the same with
+ *   an Ed25519 key;
+ * - with `--each`: spf alone and dkim-verify alone.
+ *
+ * Every configuration gets the same message: W1's, DKIM-signed beforehand
+ * (RSA-2048) so dkim-verify has a real signature to check. Then DKIM
+ * signatures per second with dkim-sign's own signer, RSA-2048 and Ed25519,
+ * on a 2 KB message, single-threaded, in this process.
+ *
+ *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
+ */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { startTestServer } from '../core/testkit.ts';
+import { startTestDnsServer, type TestDnsServer } from '../core/testkit-dns.ts';
+import { defaultHeaders } from '../plugins/dkim-sign/index.ts';
+import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
+import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
+import { measure, type RunMetrics } from './measure.ts';
+import { buildMessage, type MessageData } from './message.ts';
+import { type MailframeExtras, ROOT, type ServerSpec, startMailframe } from './servers.ts';
+import { allWorkloads, type Workload } from './workloads.ts';
+
+/** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
+const SENDER = 'bench.example';
+const SELECTOR = 'bench';
+/** The issue's target: the checks cost at most 35 % of W1 throughput with a warm cache. */
+const TARGET = 0.65;
+
+const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each]
+
+  --quick           A tenth of W1 (2,000 messages) and 1 s per signing algorithm.
+  --time-limit S    Cap each W1 run at S seconds of load (default 45).
+  --sign-seconds S  Time per signing algorithm (default 3).
+  --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
+`;
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** W1's message with a DKIM-Signature field on top, made by dkim-sign's own signer. */
+async function signedMessage(base: MessageData, key: KeyObject): Promise<MessageData> {
+  if (!base.buffer) throw new Error('W1 message is not a single buffer');
+  const text = base.buffer.subarray(0, base.buffer.length - 3).toString('latin1'); // without `.CRLF`
+  const field = await sign(text, key);
+  const signed = `${field}\r\n${text}`;
+  return { size: signed.length, buffer: Buffer.from(`${signed}.\r\n`, 'latin1'), stream: undefined };
+}
+
+/** One DKIM-Signature field for `text` (a whole message), as dkim-sign computes it. */
+async function sign(text: string, key: KeyObject): Promise<string> {
+  const end = text.indexOf('\r\n\r\n');
+  const bodyHash = await hashBody(Readable.from([Buffer.from(text, 'latin1')]), 'relaxed');
+  return signatureField(parseFields(text.slice(0, end + 2)), {
+    domain: SENDER,
+    selector: SELECTOR,
+    key,
+    headerCanon: 'relaxed',
+    bodyCanon: 'relaxed',
+    bodyHash,
+    headers: defaultHeaders,
+    oversign: new Set(['from']),
+    time: Math.floor(Date.now() / 1000),
+  });
+}
+
+/** Signatures per second for one key over `seconds`, body hash included. */
+async function signRate(text: string, key: KeyObject, seconds: number): Promise<number> {
+  const until = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() < until || n < 10) {
+    await sign(text, key);
+    n++;
+  }
+  return n / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * One message through an in-process server with the checks and dkim-sign, so
+ * the bench measures the passing path: SPF, DKIM and DMARC must all pass and
+ * dkim-sign must add a signature. Returns the Authentication-Results field.
+ */
+async function sanityCheck(
+  dns: TestDnsServer,
+  message: MessageData,
+  signConfig: Record<string, unknown>,
+): Promise<string> {
+  const t = await startTestServer({
+    dns,
+    plugins: [
+      'spf',
+      'dkim-verify',
+      'dmarc',
+      'auth-results',
+      ['dkim-sign', signConfig],
+      ['rcpt-local', { domains: ['example.com'] }],
+    ],
+  });
+  try {
+    const c = await t.connect();
+    await c.expect('EHLO loadgen.bench.example', 250);
+    await c.expect(`MAIL FROM:<loadgen@${SENDER}>`, 250);
+    await c.expect('RCPT TO:<user1@example.com>', 250);
+    await c.expect('DATA', 354);
+    const reply = await c.sendData(message.buffer?.subarray(0, -3).toString('latin1') ?? '');
+    if (reply.code !== 250) throw new Error(`sanity check: DATA answered ${reply.code}`);
+    await c.expect('QUIT', 221);
+    const [queued] = await t.waitForMessages(1);
+    const text = queued?.text ?? '';
+    const field = /^Authentication-Results:.*(?:\r\n\t.*)*/m.exec(text)?.[0] ?? '';
+    for (const m of ['spf', 'dkim', 'dmarc']) {
+      if (!new RegExp(`\\b${m}=pass\\b`).test(field))
+        throw new Error(`sanity check: no ${m}=pass in ${field}`);
+    }
+    if ((text.match(/^DKIM-Signature:/gm) ?? []).length !== 2)
+      throw new Error('sanity check: dkim-sign added no signature');
+    return field;
+  } finally {
+    await t.close();
+  }
+}
+
+function spec(extras: MailframeExtras): ServerSpec {
+  return {
+    name: 'mailframe-discard',
+    description: 'mailframe, queue-discard',
+    unavailable: () => undefined,
+    start: () => startMailframe('mailframe-discard', 'discard', extras),
+  };
+}
+
+function brief(r: RunMetrics): string {
+  return (
+    `${r.msgsPerSec.toFixed(0)} msgs/s, cpu ${r.cpuMsPerMsg.toFixed(3)} ms/msg, p99 ${r.p99Ms.toFixed(2)} ms, ` +
+    `errors ${r.errors}${r.capped ? ', CAPPED' : ''}${r.stalled ? ', STALLED' : ''}`
+  );
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      'time-limit': { type: 'string', default: '45' },
+      'sign-seconds': { type: 'string' },
+      each: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return void process.stdout.write(USAGE);
+  const quick = values.quick ?? false;
+  const each = values.each ?? false;
+  const timeLimitMs = Math.max(1, Number(values['time-limit']) || 45) * 1000;
+  const signSeconds = Math.max(0.2, Number(values['sign-seconds']) || (quick ? 1 : 3));
+  const w1 = allWorkloads(quick).find((w) => w.id === 'W1');
+  if (!w1) throw new Error('no W1 workload');
+
+  const started = new Date();
+  const rsa = await generateDkimKeyPair('rsa');
+  const ed = await generateDkimKeyPair('ed25519');
+  const rsaKey = createPrivateKey(rsa.privateKeyPem);
+  const edKey = createPrivateKey(ed.privateKeyPem);
+  const dir = await mkdtemp(join(tmpdir(), 'mailframe-bench-auth-'));
+  const dns = await startTestDnsServer({
+    [SENDER]: { TXT: ['v=spf1 ip4:127.0.0.1 -all'], ttl: 3600 },
+    [`${SELECTOR}._domainkey.${SENDER}`]: { TXT: [rsa.record], ttl: 3600 },
+    [`_dmarc.${SENDER}`]: { TXT: ['v=DMARC1; p=reject'], ttl: 3600 },
+  });
+  try {
+    const rsaFile = join(dir, 'rsa.pem');
+    await writeFile(rsaFile, rsa.privateKeyPem, { mode: 0o600 });
+    const message = await signedMessage(buildMessage(w1.load.size), rsaKey);
+    const load = { ...w1.load, message };
+    const core = { dns: { servers: [dns.address] } };
+    const signConfig = {
+      domains: [
+        { domain: SENDER, selectors: [{ selector: SELECTOR, keyFile: rsaFile }], signUnauthenticated: true },
+      ],
+    };
+    const edFile = join(dir, 'ed25519.pem');
+    await writeFile(edFile, ed.privateKeyPem, { mode: 0o600 });
+    const signConfigEd = {
+      domains: [
+        { domain: SENDER, selectors: [{ selector: 'ed', keyFile: edFile }], signUnauthenticated: true },
+      ],
+    };
+    log(
+      `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
+    );
+    const configs: { id: string; what: string; extras: MailframeExtras }[] = [
+      { id: 'baseline', what: 'mailframe-discard as in npm run bench', extras: {} },
+      {
+        id: 'checks',
+        what: 'spf + dkim-verify + dmarc + auth-results, DNS on loopback, cache warm',
+        extras: {
+          core,
+          plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin })),
+        },
+      },
+      {
+        id: 'sign',
+        what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
+        extras: {
+          core,
+          plugins: [{ plugin: 'dkim-sign', config: signConfig }],
+        },
+      },
+      {
+        id: 'sign-ed25519',
+        what: 'the same with an Ed25519 key',
+        extras: { core, plugins: [{ plugin: 'dkim-sign', config: signConfigEd }] },
+      },
+      ...(each
+        ? ['spf', 'dkim-verify'].map((plugin) => ({
+            id: `${plugin}-only`,
+            what: `${plugin} alone (--each)`,
+            extras: { core, plugins: [{ plugin }] },
+          }))
+        : []),
+    ];
+    log(
+      `mailframe auth bench: W1 (${w1.load.messages} messages of ${message.size} octets, DKIM-signed), ` +
+        `${configs.length} configurations; the machine may be shared: compare ratios from one run`,
+    );
+    const workload: Workload = { ...w1, load };
+    const results: { id: string; what: string; metrics?: RunMetrics; dnsQueries?: number; error?: string }[] =
+      [];
+    for (const c of configs) {
+      try {
+        const q0 = dns.queries.length;
+        const metrics = await measure(spec(c.extras), workload, {
+          timeLimitMs,
+          warmup: true,
+          generator: 'loadgen',
+        });
+        // Queries over warm-up and run together: a handful means the cache held for the whole run.
+        const dnsQueries = dns.queries.length - q0;
+        log(`W1 ${c.id}: ${brief(metrics)}, DNS queries ${dnsQueries}`);
+        results.push({ id: c.id, what: c.what, metrics, dnsQueries });
+      } catch (err) {
+        const error = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        log(`W1 ${c.id}: failed: ${error}`);
+        results.push({ id: c.id, what: c.what, ...(error ? { error } : {}) });
+      }
+    }
+
+    const text = buildMessage(2048).buffer?.subarray(0, -3).toString('latin1') ?? '';
+    const signing = [
+      { key: 'RSA-2048', perSec: await signRate(text, rsaKey, signSeconds) },
+      { key: 'Ed25519', perSec: await signRate(text, edKey, signSeconds) },
+    ];
+
+    const base = results[0]?.metrics;
+    const out = [
+      '',
+      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs baseline | CPU vs baseline |',
+    ];
+    out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of results) {
+      const m = r.metrics;
+      if (!m) {
+        out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | | |`);
+        continue;
+      }
+      const ratio = base ? (m.msgsPerSec / base.msgsPerSec).toFixed(2) : '-';
+      const cpu = base ? (m.cpuMsPerMsg / base.cpuMsPerMsg).toFixed(2) : '-';
+      out.push(
+        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${r.dnsQueries ?? '-'} | ${ratio} | ${cpu} |`,
+      );
+    }
+    const checks = results.find((r) => r.id === 'checks')?.metrics;
+    const verdict =
+      base && checks && checks.errors === 0
+        ? `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${checks.msgsPerSec / base.msgsPerSec >= TARGET ? 'MET' : 'NOT MET'} (${((checks.msgsPerSec / base.msgsPerSec) * 100).toFixed(0)} %)`
+        : 'target: not judged (a run failed or had errors)';
+    out.push('', verdict, '', '| DKIM signing, 2 KB message, one thread | signatures/s |', '| --- | ---: |');
+    for (const s of signing) out.push(`| ${s.key} | ${s.perSec.toFixed(0)} |`);
+    process.stdout.write(`${out.join('\n')}\n`);
+
+    const resultsDir = join(ROOT, 'bench', 'results');
+    await mkdir(resultsDir, { recursive: true });
+    const file = join(resultsDir, `auth-${started.toISOString().replace(/[:.]/g, '-')}.json`);
+    const report = {
+      startedAt: started.toISOString(),
+      finishedAt: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      options: { quick, timeLimitMs, signSeconds },
+      workload: { ...w1, messageOctets: message.size },
+      results,
+      target: { minThroughputRatio: TARGET, verdict },
+      signing,
+    };
+    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    process.stdout.write(`\nresults: ${file}\n`);
+  } finally {
+    await dns.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:auth: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
