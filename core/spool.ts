@@ -33,15 +33,10 @@ export class SpoolWriter {
     return this.#size;
   }
 
-  /** Writing the spool file failed (e.g. disk full): the rest of the data is counted and dropped, and `finish` rejects. */
-  get failed(): boolean {
-    return this.#failed !== undefined;
-  }
-
   /**
    * Append data; false means "pause the source until `drain`". After a write
    * failure it is always true: the source reads on (the data is dropped) so
-   * that the message can end and be answered.
+   * that the message can end and be answered (`finish` rejects).
    */
   write(chunk: Buffer): boolean {
     this.#size += chunk.length;
