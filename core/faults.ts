@@ -111,8 +111,6 @@ export function attachFaultSink(sink: FaultSink): () => void {
   }
   sinks.add(sink);
   return () => {
-    if (!sinks.delete(sink) || sinks.size > 0) return;
-    process.off('uncaughtException', onException);
-    process.off('unhandledRejection', onRejection);
+    if (sinks.delete(sink) && sinks.size === 0) uninstall();
   };
 }
