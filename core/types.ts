@@ -149,7 +149,7 @@ export type HeaderField = string;
 export interface Message {
   /** Octets received after unstuffing and line-ending normalisation, excluding prepended headers. */
   readonly size: number;
-  /** Header fields prepended by the core and the `headers` hook (Received first). */
+  /** Header fields on top of the message, top first: those from `prepend`, then the core's Received and the `headers` hook's. */
   readonly prepended: readonly HeaderField[];
   /** Whether the data contained bare CR or LF line endings (normalised to CRLF). */
   readonly hadBareLineEndings: boolean;
