@@ -88,9 +88,8 @@ export interface ListeningAddress {
 }
 
 interface LoadedPlugin {
-  readonly name: string;
+  /** Its name and hook counters are the policy's (`policy.name`, `policy.metrics`). */
   readonly policy: TapPolicy;
-  readonly metrics: Map<string, HookCounters>;
   readonly starters: Array<() => unknown>;
   readonly closers: Array<() => unknown>;
 }
@@ -198,7 +197,7 @@ export class MailServer implements SessionHost {
           try {
             await runScoped(scope, fn);
           } catch (err) {
-            throw Errors.pluginRegister(p.name, err);
+            throw Errors.pluginRegister(p.policy.name, err);
           }
         }
       }
@@ -218,17 +217,16 @@ export class MailServer implements SessionHost {
     entry: CoreConfig['plugins'][number] | undefined,
   ): Promise<void> {
     const log = this.log.child({ plugin: id });
-    const metrics = new Map<string, HookCounters>();
     const policy: TapPolicy = {
       name: id,
       log,
       timeout: entry?.timeout ?? this.config.timeouts.hook,
       deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
       listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
-      metrics,
+      metrics: new Map<string, HookCounters>(),
       faults: this.#faultSink,
     };
-    const loaded: LoadedPlugin = { name: id, policy, metrics, starters: [], closers: [] };
+    const loaded: LoadedPlugin = { policy, starters: [], closers: [] };
     this.#plugins.push(loaded);
     const api = createPluginApi({
       hooks: this.hooks,
@@ -409,8 +407,8 @@ export class MailServer implements SessionHost {
 
   /** A fault plugin code raised outside its hook call: log, count, keep serving. */
   #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
-    const loaded = this.#plugins.find((p) => p.name === scope.plugin);
-    if (loaded) hookCounters(loaded.metrics, scope.hook).faults++;
+    const loaded = this.#plugins.find((p) => p.policy.name === scope.plugin);
+    if (loaded) hookCounters(loaded.policy.metrics, scope.hook).faults++;
     this.log.error(
       { plugin: scope.plugin, hook: scope.hook, fault: kind, err },
       `plugin fault outside its hook call: ${describe(err)}`,
@@ -435,7 +433,7 @@ export class MailServer implements SessionHost {
   hookMetrics(): HookMetric[] {
     const out: HookMetric[] = [];
     for (const p of this.#plugins) {
-      for (const [hook, c] of p.metrics) out.push({ plugin: p.name, hook, ...c });
+      for (const [hook, c] of p.policy.metrics) out.push({ plugin: p.policy.name, hook, ...c });
     }
     return out;
   }
@@ -491,7 +489,7 @@ export class MailServer implements SessionHost {
         try {
           await runScoped(scope, fn);
         } catch (err) {
-          this.log.error({ plugin: p.name, err }, `plugin close failed: ${describe(err)}`);
+          this.log.error({ plugin: p.policy.name, err }, `plugin close failed: ${describe(err)}`);
         }
       }
     }
