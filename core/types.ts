@@ -164,8 +164,8 @@ export interface Message {
   /** The whole message as a Buffer: only for small messages, throws above `maxBytes`. */
   read(maxBytes?: number): Promise<Buffer>;
   /**
-   * Write the whole message to `path` and fsync it. Cheap when the spool already
-   * lives on the same file system (a link, not a copy).
+   * Write the whole message, prepended fields first, to a new file at `path`
+   * (which must not exist) and fsync it unless `fsync` is false. Always a copy.
    */
   saveTo(path: string, opts?: { fsync?: boolean }): Promise<void>;
 }
