@@ -123,11 +123,9 @@ export class MessageReceiver {
       out.queue(r);
       return;
     }
-    for (const [i, rcpt] of tx.recipients.entries()) {
-      const mine = forRecipient(r, rcpt.address.address);
-      if (i === 0) out.queue(mine);
-      else out.queueUncounted(mine);
-    }
+    const [first = r, ...rest] = perRecipient(tx, r);
+    out.queue(first);
+    for (const mine of rest) out.queueUncounted(mine);
   }
 
   /**
@@ -270,13 +268,10 @@ export class MessageReceiver {
         if (s.listener.protocol !== 'lmtp') return r;
         // LMTP: every recipient but the last is answered here; the verb handler's reply (the one
         // that counts toward maxErrors) is the last recipient's.
-        const last = c.tx.recipients.length - 1;
-        for (const [i, rcpt] of c.tx.recipients.entries()) {
-          const mine = forRecipient(r, rcpt.address.address);
-          if (i === last) return mine;
-          s.output.queueUncounted(mine);
-        }
-        return r;
+        const replies = perRecipient(c.tx, r);
+        const last = replies.pop() ?? r;
+        for (const mine of replies) s.output.queueUncounted(mine);
+        return last;
       },
       abort: () => this.abortChunked(),
     };
@@ -354,6 +349,11 @@ export class MessageReceiver {
     raw?.done();
     return abandoned;
   }
+}
+
+/** LMTP (RFC 2033 4.2): `r` for each accepted recipient of `tx`, in RCPT order. */
+function perRecipient(tx: SmtpTransaction, r: Reply): Reply[] {
+  return tx.recipients.map((rcpt) => forRecipient(r, rcpt.address.address));
 }
 
 /** `r` as the reply for one LMTP recipient: the same code, its text prefixed with the address. */
