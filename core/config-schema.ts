@@ -32,7 +32,7 @@ export const ListenerSchema = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          'Unix socket to listen on instead of a TCP port, relative to the config file; a socket file left there by an earlier run is replaced.',
+          'Unix socket to listen on instead of a TCP port, relative to the config file; a stale socket file left there by an earlier run (nothing answers on it) is replaced; a live one makes listening fail.',
       }),
     ),
     pathMode: Type.Optional(
