@@ -91,9 +91,11 @@ function within<T>(pending: PromiseLike<T>, ms: number): Promise<T | typeof TIME
 /** Build the tap-only hook view for one plugin instance. */
 export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   const view: Record<string, { tap(handler: AnyHandler, options?: TapOptions): void }> = {};
-  const inScope = (args: readonly unknown[]): boolean => {
+  // `subject` is the hook argument that carries the session: the first, or for a waterfall the
+  // second (after the value); passed alone so that no call copies its arguments.
+  const inScope = (subject: unknown): boolean => {
     if (!policy.listeners) return true;
-    const session = sessionOf(args[0]);
+    const session = sessionOf(subject);
     return session === undefined || policy.listeners.has(session.listener.name);
   };
   const tapOptions = (options: TapOptions | undefined) => {
@@ -105,11 +107,11 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     return o;
   };
   const counters = (hook: string): HookCounters => hookCounters(policy.metrics, hook);
-  const fail = (hook: string, args: readonly unknown[], err: unknown) => {
+  const fail = (hook: string, subject: unknown, err: unknown) => {
     const c = counters(hook);
     if (err === TIMED_OUT) c.timeouts++;
     else c.failures++;
-    const session = sessionOf(args[0]);
+    const session = sessionOf(subject);
     const log = session?.log ?? policy.log;
     if (err === TIMED_OUT) log.error({ plugin: policy.name, hook }, 'plugin hook timed out');
     else log.error({ plugin: policy.name, hook, err }, `plugin hook failed: ${describe(err)}`);
@@ -122,11 +124,11 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
       within(pending, ms).then(
         (result) => {
           if (result !== TIMED_OUT) return result ?? undefined; // null would stop a bail chain without an answer
-          fail(name, args, TIMED_OUT);
+          fail(name, args[0], TIMED_OUT);
           return Replies.localError;
         },
         (err: unknown) => {
-          fail(name, args, err);
+          fail(name, args[0], err);
           return Replies.localError;
         },
       );
@@ -136,13 +138,13 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         // Synchronous answers stay synchronous (see `callBail`); promises get the timeout.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
-          if (!inScope(args)) return undefined;
+          if (!inScope(args[0])) return undefined;
           count.calls++;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
-            fail(name, args, err);
+            fail(name, args[0], err);
             return Replies.localError;
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
@@ -158,11 +160,11 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
     const settle = (pending: PromiseLike<unknown>, args: readonly unknown[]) =>
       within(pending, policy.timeout).then(
         (result) => {
-          if (result === TIMED_OUT) fail(name, args.slice(1), TIMED_OUT);
+          if (result === TIMED_OUT) fail(name, args[1], TIMED_OUT);
           return result === TIMED_OUT || result === undefined ? args[0] : result;
         },
         (err: unknown) => {
-          fail(name, args.slice(1), err);
+          fail(name, args[1], err);
           return args[0];
         },
       );
@@ -172,13 +174,13 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         // A failing or timed-out transform is skipped: the value passes on unchanged.
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
-          if (!inScope(args.slice(1))) return args[0];
+          if (!inScope(args[1])) return args[0];
           count.calls++;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
-            fail(name, args.slice(1), err);
+            fail(name, args[1], err);
             return args[0];
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
@@ -196,21 +198,21 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         const count = counters(name);
         const call = scoped(faultScope(policy, name), handler as (...a: unknown[]) => unknown);
         hook.tapPromise(tapOptions(options), (...args: unknown[]): Promise<void> => {
-          if (!inScope(args)) return Promise.resolve();
+          if (!inScope(args[0])) return Promise.resolve();
           count.calls++;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
-            fail(name, args, err);
+            fail(name, args[0], err);
             return Promise.resolve();
           }
           if (typeof (result as { then?: unknown } | null)?.then !== 'function') return Promise.resolve();
           return within(result as PromiseLike<unknown>, policy.timeout).then(
             (settled) => {
-              if (settled === TIMED_OUT) fail(name, args, TIMED_OUT);
+              if (settled === TIMED_OUT) fail(name, args[0], TIMED_OUT);
             },
-            (err: unknown) => fail(name, args, err),
+            (err: unknown) => fail(name, args[0], err),
           );
         });
       },
