@@ -11,10 +11,6 @@ export class TtlCache<V> {
     this.#capacity = capacity;
   }
 
-  get size(): number {
-    return this.#entries.size;
-  }
-
   /** The value and its expiry (ms, clock time), if present and not expired at `now`. */
   get(key: string, now: number): { readonly value: V; readonly expires: number } | undefined {
     const entry = this.#entries.get(key);

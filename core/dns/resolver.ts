@@ -286,7 +286,7 @@ function secondsLeft(expires: number, now: number): number {
  * `undefined` when it cannot be a DNS name (empty label, label over 63 octets,
  * name over 253).
  */
-export function normaliseName(name: string): string | undefined {
+function normaliseName(name: string): string | undefined {
   let n = comparableName(name);
   if (/[^\x00-\x7f]/.test(n)) {
     n = domainToASCII(n);
