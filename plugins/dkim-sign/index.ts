@@ -7,13 +7,13 @@
  * only the fields present, so it cannot oversign); python3-dkim checks it in
  * the tests.
  */
-import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import type { KeyObject } from 'node:crypto';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import type { Transaction } from '../../core/types.ts';
 import { readHeaderSection, senderDomain } from './header.ts';
+import { loadSigningKey } from './keys.ts';
 import { type Canon, hashBody, parseFields, signatureField } from './signer.ts';
 
 const Selector = Type.Object(
@@ -129,7 +129,7 @@ export default definePlugin({
       const keys = await Promise.all(
         d.selectors.map(async (s) => ({
           selector: s.selector,
-          key: await loadKey(s.keyFile),
+          key: (await loadSigningKey(s.keyFile)).key,
         })),
       );
       domains.set(d.domain.toLowerCase(), {
@@ -186,12 +186,3 @@ export default definePlugin({
     );
   },
 });
-
-/** A private key for signing: RSA of 1024 bits or more (RFC 8301 section 3.2), or Ed25519. */
-async function loadKey(file: string): Promise<KeyObject> {
-  const key = createPrivateKey(await readFile(file));
-  const type = key.asymmetricKeyType;
-  if (type === 'ed25519') return key;
-  if (type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 1024) return key;
-  throw new Error(`${file}: not an RSA key of 1024 bits or more, nor an Ed25519 key`);
-}
