@@ -23,13 +23,3 @@ export async function readHeaderSection(stream: Readable, max: number): Promise<
     stream.destroy();
   }
 }
-
-/** The domain of the first address in the (last) From field, lower case; undefined when there is none. */
-export function senderDomain(head: string): string | undefined {
-  const m = /^from:((?:[^\r\n]|\r\n[ \t])*)/im.exec(head);
-  if (!m?.[1]) return undefined;
-  const value = m[1].replace(/\r\n[ \t]/g, ' ');
-  const angle = /<[^<>@]*@([^<>\s]+)>/.exec(value);
-  const bare = angle ?? /@([A-Za-z0-9.-]+)/.exec(value);
-  return bare?.[1]?.toLowerCase().replace(/\.$/, '');
-}

@@ -12,7 +12,8 @@ import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import type { Transaction } from '../../core/types.ts';
-import { readHeaderSection, senderDomain } from './header.ts';
+import { authorDomains, fromFields } from '../dmarc/header-from.ts';
+import { readHeaderSection } from './header.ts';
 import { loadSigningKey } from './keys.ts';
 import { type Canon, hashBody, parseFields, signatureField } from './signer.ts';
 
@@ -160,7 +161,8 @@ export default definePlugin({
           tx.log.warn('header section longer than maxHeaderBytes: not signed');
           return undefined;
         }
-        const d = pick(tx, senderDomain(head));
+        // The author domain as DMARC will read it (the first From field's first address), for alignment.
+        const d = pick(tx, authorDomains(fromFields(head)[0] ?? '')[0]);
         if (!d) return undefined;
         const fields = parseFields(head);
         const bodyHash = await hashBody(message.stream(), bodyCanon);
