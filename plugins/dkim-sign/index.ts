@@ -72,7 +72,7 @@ export const defaultHeaders = [
   'list-unsubscribe-post',
 ];
 
-export const defaultOversign = [
+const defaultOversign = [
   'from',
   'to',
   'cc',
