@@ -123,15 +123,14 @@ export default definePlugin({
     validateActions('arc', config.actions);
     const resolver = mailauthResolver(api.server.dns);
     const authservId = config.authservId ?? api.server.hostname;
-    const key = config.seal === undefined ? undefined : (await loadSigningKey(config.seal.keyFile)).pem;
     const pending = new WeakMap<Transaction, SealInput>();
     const sealOptions =
-      config.seal === undefined || key === undefined
+      config.seal === undefined
         ? undefined
         : {
             signingDomain: config.seal.domain,
             selector: config.seal.selector,
-            privateKey: key,
+            privateKey: (await loadSigningKey(config.seal.keyFile)).pem,
             ...(config.seal.algorithm === undefined ? {} : { algorithm: config.seal.algorithm }),
           };
 
