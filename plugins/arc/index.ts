@@ -7,8 +7,6 @@
  * once every check has reported, so that a forwarded message carries our
  * results. The cryptography is mailauth's (`mailauth/lib/arc`).
  */
-import { createPrivateKey } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { ARCData } from 'mailauth';
 import { arc, createSeal } from 'mailauth/lib/arc/index.js';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
@@ -19,6 +17,7 @@ import { reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
 import { resinfo } from '../auth-results/format.ts';
 import { readHeaderSection } from '../dkim-sign/header.ts';
+import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
 import {
   actionsSchema,
@@ -124,15 +123,14 @@ export default definePlugin({
     validateActions('arc', config.actions);
     const resolver = mailauthResolver(api.server.dns);
     const authservId = config.authservId ?? api.server.hostname;
-    const key = config.seal === undefined ? undefined : await loadKey(config.seal.keyFile);
     const pending = new WeakMap<Transaction, SealInput>();
     const sealOptions =
-      config.seal === undefined || key === undefined
+      config.seal === undefined
         ? undefined
         : {
             signingDomain: config.seal.domain,
             selector: config.seal.selector,
-            privateKey: key,
+            privateKey: (await loadSigningKey(config.seal.keyFile)).pem,
             ...(config.seal.algorithm === undefined ? {} : { algorithm: config.seal.algorithm }),
           };
 
@@ -226,13 +224,3 @@ export default definePlugin({
     );
   },
 });
-
-/** A sealing key: RSA of 1024 bits or more (RFC 8301 section 3.2), or Ed25519, as PEM. */
-async function loadKey(file: string): Promise<string> {
-  const pem = await readFile(file, 'utf8');
-  const key = createPrivateKey(pem);
-  const type = key.asymmetricKeyType;
-  if (type === 'ed25519') return pem;
-  if (type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 1024) return pem;
-  throw new Error(`${file}: not an RSA key of 1024 bits or more, nor an Ed25519 key`);
-}

@@ -11,25 +11,21 @@ export async function readHeaderSection(stream: Readable, max: number): Promise<
   try {
     for await (const chunk of stream) {
       const buf = chunk as Buffer;
+      const from = Math.max(0, size - 3);
       parts.push(buf);
       size += buf.length;
       const all = Buffer.concat(parts, size);
-      const end = all.indexOf('\r\n\r\n');
+      // No header fields: the message starts with the empty line.
+      if (size >= 2 && all[0] === 13 && all[1] === 10) return '';
+      // Only the new chunk (and the 3 octets before it) can hold the end not found so far.
+      const end = all.indexOf('\r\n\r\n', from);
       if (end >= 0) return all.subarray(0, end + 2).toString('latin1');
       if (size >= max) return undefined;
+      parts.length = 0;
+      parts.push(all);
     }
     return Buffer.concat(parts, size).toString('latin1');
   } finally {
     stream.destroy();
   }
-}
-
-/** The domain of the first address in the (last) From field, lower case; undefined when there is none. */
-export function senderDomain(head: string): string | undefined {
-  const m = /^from:((?:[^\r\n]|\r\n[ \t])*)/im.exec(head);
-  if (!m?.[1]) return undefined;
-  const value = m[1].replace(/\r\n[ \t]/g, ' ');
-  const angle = /<[^<>@]*@([^<>\s]+)>/.exec(value);
-  const bare = angle ?? /@([A-Za-z0-9.-]+)/.exec(value);
-  return bare?.[1]?.toLowerCase().replace(/\.$/, '');
 }

@@ -7,13 +7,14 @@
  * only the fields present, so it cannot oversign); python3-dkim checks it in
  * the tests.
  */
-import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import type { KeyObject } from 'node:crypto';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import type { Transaction } from '../../core/types.ts';
-import { readHeaderSection, senderDomain } from './header.ts';
+import { authorDomains, fromFields } from '../dmarc/header-from.ts';
+import { readHeaderSection } from './header.ts';
+import { loadSigningKey } from './keys.ts';
 import { type Canon, hashBody, parseFields, signatureField } from './signer.ts';
 
 const Selector = Type.Object(
@@ -71,7 +72,7 @@ export const defaultHeaders = [
   'list-unsubscribe-post',
 ];
 
-export const defaultOversign = [
+const defaultOversign = [
   'from',
   'to',
   'cc',
@@ -129,7 +130,7 @@ export default definePlugin({
       const keys = await Promise.all(
         d.selectors.map(async (s) => ({
           selector: s.selector,
-          key: await loadKey(s.keyFile),
+          key: (await loadSigningKey(s.keyFile)).key,
         })),
       );
       domains.set(d.domain.toLowerCase(), {
@@ -160,7 +161,8 @@ export default definePlugin({
           tx.log.warn('header section longer than maxHeaderBytes: not signed');
           return undefined;
         }
-        const d = pick(tx, senderDomain(head));
+        // The author domain as DMARC will read it (the first From field's first address), for alignment.
+        const d = pick(tx, authorDomains(fromFields(head)[0] ?? '')[0]);
         if (!d) return undefined;
         const fields = parseFields(head);
         const bodyHash = await hashBody(message.stream(), bodyCanon);
@@ -186,12 +188,3 @@ export default definePlugin({
     );
   },
 });
-
-/** A private key for signing: RSA of 1024 bits or more (RFC 8301 section 3.2), or Ed25519. */
-async function loadKey(file: string): Promise<KeyObject> {
-  const key = createPrivateKey(await readFile(file));
-  const type = key.asymmetricKeyType;
-  if (type === 'ed25519') return key;
-  if (type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 1024) return key;
-  throw new Error(`${file}: not an RSA key of 1024 bits or more, nor an Ed25519 key`);
-}

@@ -1,5 +1,6 @@
-/** DKIM key pairs and the DNS TXT record that publishes the public half (RFC 6376 3.6.1, RFC 8463 4). */
-import { generateKeyPair, type KeyObject } from 'node:crypto';
+/** DKIM key pairs, the DNS TXT record that publishes the public half (RFC 6376 3.6.1, RFC 8463 4), and loading a signing key. */
+import { createPrivateKey, generateKeyPair, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 export type DkimKeyType = 'rsa' | 'ed25519';
@@ -37,4 +38,19 @@ export function txtStrings(value: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < value.length; i += 255) out.push(value.slice(i, i + 255));
   return out;
+}
+
+/**
+ * A signing key (DKIM, ARC) from a PEM file, PKCS#8 or PKCS#1: RSA of 1024 bits or more
+ * (RFC 8301 section 3.2), or Ed25519. Both the PEM text and the parsed key are returned.
+ */
+export async function loadSigningKey(
+  file: string,
+): Promise<{ readonly pem: string; readonly key: KeyObject }> {
+  const pem = await readFile(file, 'utf8');
+  const key = createPrivateKey(pem);
+  const type = key.asymmetricKeyType;
+  if (type === 'ed25519' || (type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 1024))
+    return { pem, key };
+  throw new Error(`${file}: not an RSA key of 1024 bits or more, nor an Ed25519 key`);
 }

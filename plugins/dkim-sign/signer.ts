@@ -75,7 +75,7 @@ export function parseFields(section: string): Field[] {
   return out;
 }
 
-export function canonField(raw: string, canon: Canon): string {
+function canonField(raw: string, canon: Canon): string {
   if (canon === 'simple') return raw;
   const colon = raw.indexOf(':');
   const name = raw.slice(0, colon).trim().toLowerCase();

@@ -62,7 +62,7 @@ const KEY_ERRORS = new Set([
 ]);
 
 /** mailauth's status to the result values of RFC 8601 section 2.7.1. */
-export function toResult(status: { result: string; comment?: string }): {
+function toResult(status: { result: string; comment?: string }): {
   result: ResultValue;
   reason?: string;
 } {

@@ -24,7 +24,8 @@ import {
   resultsOf,
   validateActions,
 } from '../policy/policy.ts';
-import { authorDomains, fromFields, readHeaderSection } from './header-from.ts';
+import { readHeaderSection } from '../queue/message-read.ts';
+import { authorDomains, fromFields } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
 
@@ -120,7 +121,8 @@ export default definePlugin({
     api.hooks.message.tap(
       async (tx, message) => {
         if (tx.session.user !== undefined) return undefined;
-        const fields = fromFields(await readHeaderSection(message, config.maxHeaderSize));
+        const head = await readHeaderSection(message.stream(), config.maxHeaderSize);
+        const fields = fromFields(head.toString('latin1'));
         const domains = [...new Set(fields.flatMap(authorDomains))];
         const found = await checkDmarc({
           headerFrom: domains,
@@ -158,7 +160,7 @@ export default definePlugin({
         tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
         return enforce(tx, result);
       },
-      // After the checks whose results it reads (dkim-verify at the `message` hook's default stage).
+      // After the checks whose results it reads (dkim-verify records at `EARLY`, spf at MAIL FROM).
       { stage: Stage.LATE },
     );
   },

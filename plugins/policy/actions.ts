@@ -22,7 +22,7 @@ import {
   recordResult,
 } from './policy.ts';
 
-export const ACTION_NAMES = ['accept', 'tag', 'quarantine', 'tempfail', 'reject'] as const;
+const ACTION_NAMES = ['accept', 'tag', 'quarantine', 'tempfail', 'reject'] as const;
 export type ActionName = (typeof ACTION_NAMES)[number];
 
 const ActionSchema = Type.Object(
@@ -89,7 +89,7 @@ export interface DefaultReplies {
 }
 
 /** 550 5.7.1 / 451 4.7.1: "delivery not authorized" (RFC 3463). Checks pass more precise ones (RFC 7372). */
-export const GENERIC_REPLIES: DefaultReplies = {
+const GENERIC_REPLIES: DefaultReplies = {
   reject: reply(550, '5.7.1', 'Message refused by policy'),
   tempfail: reply(451, '4.7.1', 'Policy check could not complete, try again later'),
 };

@@ -15,15 +15,7 @@
 import type { Transaction } from '../../core/types.ts';
 
 /** The result values of RFC 8601 section 2.7 shared by every check. */
-export const RESULT_VALUES = [
-  'pass',
-  'fail',
-  'softfail',
-  'neutral',
-  'none',
-  'temperror',
-  'permerror',
-] as const;
+const RESULT_VALUES = ['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror'] as const;
 export type ResultValue = (typeof RESULT_VALUES)[number];
 
 /** `value` if it is one of the seven result values (`temperr` is an old spelling of `temperror`). */
