@@ -147,23 +147,18 @@ export class MxDelivery {
     const results: RecipientResult[] = [];
     const all = envelope.recipients;
     for (let i = 0; i < all.length; i += size) {
-      const batch = { ...envelope, recipients: all.slice(i, i + size) };
-      if (i > 0 && conn.reusable && conn.transactions >= max) {
+      if (i > 0 && !conn.reusable) {
+        // Lost after a transaction: the recipients left wait for the queue's retry.
+        const left = { recipients: all.slice(i) };
+        const lost = OutboundReplies.connectionLost(conn.mta);
+        results.push(...failAll(left, 'deferred', lost, conn.mta, conn.mtaAddress).results);
+        break;
+      }
+      if (i > 0 && conn.transactions >= max) {
         return { results, rest: { ...envelope, recipients: all.slice(i) } };
       }
-      if (i > 0 && !conn.reusable) {
-        const lost = failAll(
-          batch,
-          'deferred',
-          OutboundReplies.connectionLost(conn.mta),
-          conn.mta,
-          conn.mtaAddress,
-        );
-        results.push(...lost.results);
-        continue;
-      }
       await this.#o.pool.pace(destination);
-      const report = await conn.send(batch, facts, log);
+      const report = await conn.send({ ...envelope, recipients: all.slice(i, i + size) }, facts, log);
       results.push(...report.results);
     }
     return { results, rest: { ...envelope, recipients: [] } };
