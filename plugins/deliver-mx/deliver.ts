@@ -20,7 +20,7 @@ import {
   type SmtpClientOptions,
   type SmtpTimeouts,
 } from '../outbound/smtp-client.ts';
-import { type ConnectionPool, mailMax, rcptMax } from './pool.ts';
+import { type ConnectionPool, rcptMax } from './pool.ts';
 import { MxReplies } from './replies.ts';
 import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
 import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
@@ -40,7 +40,6 @@ export interface MxDeliveryOptions {
   readonly literals: boolean;
   readonly families: readonly AddressFamily[];
   readonly maxRecipients: number;
-  readonly maxMessagesPerConnection: number;
   readonly tlsSources: readonly TlsPolicySource[];
   readonly tlsDefault: TlsPolicyLevel;
   readonly ca: TlsSettings['ca'] | undefined;
@@ -132,8 +131,8 @@ export class MxDelivery {
 
   /**
    * Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one
-   * transaction each, as many as the connection carries (LIMITS MAILMAX,
-   * `maxMessagesPerConnection`); `rest` is left for another connection.
+   * transaction each, as many as the connection carries (the pool's
+   * `carriesMore`); `rest` is left for another connection.
    */
   async #send(
     conn: ClientConnection,
@@ -143,7 +142,6 @@ export class MxDelivery {
     log: Logger,
   ): Promise<{ results: RecipientResult[]; rest: OutboundEnvelope }> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
-    const max = Math.min(this.#o.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
     const all = envelope.recipients;
     for (let i = 0; i < all.length; i += size) {
@@ -154,7 +152,7 @@ export class MxDelivery {
         results.push(...failAll(left, 'deferred', lost, conn.mta, conn.mtaAddress).results);
         break;
       }
-      if (i > 0 && conn.transactions >= max) {
+      if (i > 0 && !this.#o.pool.carriesMore(conn)) {
         return { results, rest: { ...envelope, recipients: all.slice(i) } };
       }
       await this.#o.pool.pace(destination);
