@@ -366,3 +366,14 @@ export function domainKey(domain: string): string | undefined {
   const parsed = d.charCodeAt(0) === OPEN_BRACKET ? parseAddressLiteral(d) : parseDomainName(d, true);
   return typeof parsed === 'string' ? undefined : parsed.ascii;
 }
+
+/** The local part as a mailbox name: quotes and backslash escapes removed (`"a\"b"` is `a"b`). */
+export function unquotedLocalPart(localPart: string): string {
+  if (!localPart.startsWith('"')) return localPart;
+  return localPart.slice(1, -1).replace(/\\(.)/g, '$1');
+}
+
+/** Whether an (unquoted) local part names a further destination: `%`, `!` or `@` in it (the `%` hack, a bang path). */
+export function isRoutingLocalPart(local: string): boolean {
+  return local.includes('%') || local.includes('!') || local.includes('@');
+}

@@ -5,6 +5,7 @@
  * directory outside the root.
  */
 import { isAbsolute, relative, resolve } from 'node:path';
+import { unquotedLocalPart } from '../../core/address.ts';
 
 export interface MailboxResolverOptions {
   /** Directory all layout paths (and relative `mailboxes` paths) live under. */
@@ -18,12 +19,10 @@ export interface MailboxResolverOptions {
 /** Split `local@domain` at the last `@`; a quoted local part is unquoted. */
 export function splitAddress(address: string, fallbackDomain: string): { local: string; domain: string } {
   const at = address.lastIndexOf('@');
-  let local = at < 0 ? address : address.slice(0, at);
+  const local = at < 0 ? address : address.slice(0, at);
   const domain = at < 0 ? fallbackDomain : address.slice(at + 1);
-  if (local.length >= 2 && local.startsWith('"') && local.endsWith('"')) {
-    local = local.slice(1, -1).replace(/\\(.)/g, '$1');
-  }
-  return { local, domain };
+  const quoted = local.length >= 2 && local.endsWith('"');
+  return { local: quoted ? unquotedLocalPart(local) : local, domain };
 }
 
 /**

@@ -20,7 +20,7 @@ import {
   type SmtpClientOptions,
   type SmtpTimeouts,
 } from '../outbound/smtp-client.ts';
-import { type ConnectionPool, mailMax, rcptMax } from './pool.ts';
+import { type ConnectionPool, rcptMax } from './pool.ts';
 import { MxReplies } from './replies.ts';
 import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
 import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
@@ -40,7 +40,6 @@ export interface MxDeliveryOptions {
   readonly literals: boolean;
   readonly families: readonly AddressFamily[];
   readonly maxRecipients: number;
-  readonly maxMessagesPerConnection: number;
   readonly tlsSources: readonly TlsPolicySource[];
   readonly tlsDefault: TlsPolicyLevel;
   readonly ca: TlsSettings['ca'] | undefined;
@@ -132,8 +131,8 @@ export class MxDelivery {
 
   /**
    * Recipients in batches of the remote's RCPTMAX (or `maxRecipients`), one
-   * transaction each, as many as the connection carries (LIMITS MAILMAX,
-   * `maxMessagesPerConnection`); `rest` is left for another connection.
+   * transaction each, as many as the connection carries (the pool's
+   * `carriesMore`); `rest` is left for another connection.
    */
   async #send(
     conn: ClientConnection,
@@ -143,27 +142,21 @@ export class MxDelivery {
     log: Logger,
   ): Promise<{ results: RecipientResult[]; rest: OutboundEnvelope }> {
     const size = Math.min(this.#o.maxRecipients, rcptMax(conn) ?? Number.POSITIVE_INFINITY);
-    const max = Math.min(this.#o.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
     const results: RecipientResult[] = [];
     const all = envelope.recipients;
     for (let i = 0; i < all.length; i += size) {
-      const batch = { ...envelope, recipients: all.slice(i, i + size) };
-      if (i > 0 && conn.reusable && conn.transactions >= max) {
+      if (i > 0 && !conn.reusable) {
+        // Lost after a transaction: the recipients left wait for the queue's retry.
+        const left = { recipients: all.slice(i) };
+        const lost = OutboundReplies.connectionLost(conn.mta);
+        results.push(...failAll(left, 'deferred', lost, conn.mta, conn.mtaAddress).results);
+        break;
+      }
+      if (i > 0 && !this.#o.pool.carriesMore(conn)) {
         return { results, rest: { ...envelope, recipients: all.slice(i) } };
       }
-      if (i > 0 && !conn.reusable) {
-        const lost = failAll(
-          batch,
-          'deferred',
-          OutboundReplies.connectionLost(conn.mta),
-          conn.mta,
-          conn.mtaAddress,
-        );
-        results.push(...lost.results);
-        continue;
-      }
       await this.#o.pool.pace(destination);
-      const report = await conn.send(batch, facts, log);
+      const report = await conn.send({ ...envelope, recipients: all.slice(i, i + size) }, facts, log);
       results.push(...report.results);
     }
     return { results, rest: { ...envelope, recipients: [] } };

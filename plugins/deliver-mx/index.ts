@@ -48,7 +48,6 @@ export default definePlugin({
       literals: config.addressLiterals,
       families: config.addressFamilies,
       maxRecipients: config.maxRecipients,
-      maxMessagesPerConnection: config.maxMessagesPerConnection,
       tlsSources: [tableSource(config.tlsPolicies)],
       tlsDefault: config.tlsPolicy,
       ca: config.caFile === undefined ? undefined : await readFile(config.caFile),

@@ -180,12 +180,17 @@ export class ConnectionPool {
     this.#free(d);
   }
 
+  /** Whether `conn` may carry another transaction (`maxMessagesPerConnection`, LIMITS MAILMAX). */
+  carriesMore(conn: ClientConnection): boolean {
+    const max = Math.min(this.#limits.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
+    return conn.transactions < max;
+  }
+
   /** The job is done with `conn`: keep it idle for the next message, or close it. */
   release(destination: string, conn: ClientConnection): void {
     const d = this.#dest(destination);
-    const max = Math.min(this.#limits.maxMessagesPerConnection, mailMax(conn) ?? Number.POSITIVE_INFINITY);
     const keep = this.#limits.idleTimeout > 0 && this.#limits.maxIdle > 0;
-    if (!this.#closed && keep && conn.reusable && conn.transactions < max) {
+    if (!this.#closed && keep && conn.reusable && this.carriesMore(conn)) {
       const timer = setTimeout(() => this.#drop(entry), this.#limits.idleTimeout);
       timer.unref();
       const entry: Idle = { conn, timer, destination: d };
@@ -262,7 +267,7 @@ export class ConnectionPool {
 }
 
 /** RFC 9422 LIMITS MAILMAX: transactions the server takes per connection. */
-export function mailMax(conn: ClientConnection): number | undefined {
+function mailMax(conn: ClientConnection): number | undefined {
   return limitOf(conn, 'MAILMAX');
 }
 

@@ -77,7 +77,7 @@ export async function resolveDestination(destination: string, o: ResolveOptions)
 }
 
 /** Ascending preference; equal preferences shuffled (RFC 5321 5.1 spreads the load among them). */
-export function sortByPreference(list: readonly Exchanger[], random: () => number): Exchanger[] {
+function sortByPreference(list: readonly Exchanger[], random: () => number): Exchanger[] {
   const keyed = list.map((e) => ({ e, k: random() }));
   keyed.sort((a, b) => a.e.preference - b.e.preference || a.k - b.k);
   return keyed.map((x) => x.e);

@@ -169,16 +169,21 @@ export function failAll(
   mta?: string,
   mtaAddress?: string,
 ): DeliveryReport {
-  const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
   return {
     results: envelope.recipients.map((rcpt) => ({
       recipient: rcpt.address,
       status,
-      reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
+      reply: replyRecord(r),
       ...(mta === undefined ? {} : { mta }),
       ...(mtaAddress === undefined ? {} : { mtaAddress }),
     })),
   };
+}
+
+/** A reply as a result records it (text on one line). */
+function replyRecord(r: Reply): NonNullable<RecipientResult['reply']> {
+  const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
+  return { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text };
 }
 
 function mtaNameOf(o: Pick<SmtpClientOptions, 'mtaName' | 'target'>): string {
@@ -398,7 +403,6 @@ export class ClientConnection {
 
   #result(i: number, status: Status, r: Reply): RecipientResult {
     const rcpt = this.#env.recipients[i] as OutboundRecipient;
-    const text = typeof r.text === 'string' ? r.text : r.text.join(' ');
     // An SMTP next hop that accepted the message answers DSN requests itself when it
     // offers DSN (we passed NOTIFY on); otherwise it was relayed out of DSN's reach.
     // LMTP is final delivery.
@@ -407,7 +411,7 @@ export class ClientConnection {
     return {
       recipient: rcpt.address,
       status,
-      reply: { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), text },
+      reply: replyRecord(r),
       mta: this.#mta,
       ...(this.#o.mtaAddress === undefined ? {} : { mtaAddress: this.#o.mtaAddress }),
       ...(handoff === undefined ? {} : { dsnHandoff: handoff }),

@@ -5,11 +5,10 @@
  * `"user@remote"@local`) is refused with 550 5.7.1 unless listed as is.
  */
 import Type from 'typebox';
-import { domainKey } from '../../core/address.ts';
+import { domainKey, isRoutingLocalPart, unquotedLocalPart } from '../../core/address.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies, reply } from '../../core/reply.ts';
-import { isRoutingLocalPart, unquotedLocalPart } from './local-part.ts';
 
 export const schema = Type.Object(
   {

@@ -13,13 +13,12 @@
  */
 import { isIP } from 'node:net';
 import Type from 'typebox';
-import { domainKey } from '../../core/address.ts';
+import { domainKey, isRoutingLocalPart, unquotedLocalPart } from '../../core/address.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { addressMatcher } from '../../core/proxy-protocol.ts';
 import { Replies } from '../../core/reply.ts';
 import type { Address, Session } from '../../core/types.ts';
-import { isRoutingLocalPart, unquotedLocalPart } from '../rcpt-local/local-part.ts';
 
 export const schema = Type.Object(
   {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import type { Logger } from 'pino';
 import {
   SMTPServer,
   type SMTPServerAddress,
@@ -17,6 +18,7 @@ import {
   type SMTPServerSession,
 } from 'smtp-server';
 import { silentLogger } from '../../core/log.ts';
+import type { Clock } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import type {
   DeliveryJob,
@@ -33,20 +35,34 @@ export interface DeliveryServer {
   close(): Promise<void>;
 }
 
+/** What a delivery test server may have besides its plugins (mx-helpers uses a DNS server, a logger and a clock). */
+export interface DeliveryServerOptions {
+  /** Resolver settings (core config `dns`). */
+  readonly dns?: Record<string, unknown>;
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  /** Prefix of the temporary data directory's name. */
+  readonly dirPrefix?: string;
+}
+
 /** A mailframe server with the given plugin entries, not listening. */
 export async function startDeliveryServer(
   plugins: ReadonlyArray<{ plugin: string; config?: Record<string, unknown>; id?: string }>,
+  opts: DeliveryServerOptions = {},
 ): Promise<DeliveryServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-deliver-'));
+  const dataDir = await mkdtemp(join(tmpdir(), opts.dirPrefix ?? 'mailframe-deliver-'));
   let server: MailServer;
   try {
     server = await MailServer.create({
       config: {
         hostname: 'mx.test.example',
         dataDir,
+        ...(opts.dns ? { dns: opts.dns } : {}),
         listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
         plugins,
       },
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.clock ? { clock: opts.clock } : {}),
     });
   } catch (err) {
     await rm(dataDir, { recursive: true, force: true });

@@ -4,15 +4,17 @@
  * stands in for 25 and counting their connections, and a mailframe server
  * with deliver-mx pointed at both.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Clock } from '../../core/plugin.ts';
-import { MailServer } from '../../core/server.ts';
 import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from '../../core/testkit-dns.ts';
-import { type Peer, type PeerOptions, startPeer } from './deliver-helpers.ts';
+import {
+  type DeliveryServer,
+  type Peer,
+  type PeerOptions,
+  startDeliveryServer,
+  startPeer,
+} from './deliver-helpers.ts';
 
 /** The test's DNS zone: names to records (see `core/testkit-dns.ts`); a name not listed does not exist. */
 export type Zone = TestDnsZone;
@@ -94,12 +96,9 @@ export async function startSlammer(
   };
 }
 
-export interface MxServer {
-  readonly server: MailServer;
-  readonly dataDir: string;
+export interface MxServer extends DeliveryServer {
   /** Every log line, parsed (level info and above). */
   readonly logs: ReadonlyArray<Record<string, unknown>>;
-  close(): Promise<void>;
 }
 
 /** A mailframe server (not listening for mail) with deliver-mx and then `more`, resolving through `dns`. */
@@ -109,33 +108,13 @@ export async function startMxServer(
   more: ReadonlyArray<{ plugin: string; config?: Record<string, unknown> }> = [],
   clock?: Clock,
 ): Promise<MxServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-mx-'));
   const logs: Array<Record<string, unknown>> = [];
-  let server: MailServer;
-  try {
-    server = await MailServer.create({
-      config: {
-        hostname: 'mx.test.example',
-        dataDir,
-        // A short timeout: the tests' DNS server answers at once or not at all.
-        dns: { servers: [dns.address], timeout: 500, attempts: 1 },
-        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
-        plugins: [{ plugin: 'deliver-mx', config }, ...more],
-      },
-      logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
-      ...(clock ? { clock } : {}),
-    });
-  } catch (err) {
-    await rm(dataDir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    server,
-    dataDir,
-    logs,
-    async close() {
-      await server.close(0);
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+  const started = await startDeliveryServer([{ plugin: 'deliver-mx', config }, ...more], {
+    // A short timeout: the tests' DNS server answers at once or not at all.
+    dns: { servers: [dns.address], timeout: 500, attempts: 1 },
+    logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
+    dirPrefix: 'mailframe-mx-',
+    ...(clock ? { clock } : {}),
+  });
+  return { ...started, logs };
 }
