@@ -20,8 +20,8 @@
  *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
@@ -33,7 +33,8 @@ import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
 import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
 import { measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
-import { type MailframeExtras, ROOT, type ServerSpec, startMailframe } from './servers.ts';
+import { writeResults } from './results.ts';
+import { type MailframeExtras, type ServerSpec, startMailframe } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
@@ -293,22 +294,14 @@ async function main(): Promise<void> {
     for (const s of signing) out.push(`| ${s.key} | ${s.perSec.toFixed(0)} |`);
     process.stdout.write(`${out.join('\n')}\n`);
 
-    const resultsDir = join(ROOT, 'bench', 'results');
-    await mkdir(resultsDir, { recursive: true });
-    const file = join(resultsDir, `auth-${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const report = {
-      startedAt: started.toISOString(),
-      finishedAt: new Date().toISOString(),
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
       options: { quick, timeLimitMs, signSeconds },
       workload: { ...w1, messageOctets: message.size },
       results,
       target: { minThroughputRatio: TARGET, verdict },
       signing,
     };
-    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    const file = await writeResults('auth-', started, report);
     process.stdout.write(`\nresults: ${file}\n`);
   } finally {
     await dns.close();

@@ -43,11 +43,11 @@ interface ResultsFile {
   readonly results: readonly Cell[];
 }
 
-/** The most recently written results file (inbound or outbound). */
+/** The most recently written results file (inbound or outbound; bench:auth's have no tables here). */
 function newest(): string {
   const dir = join(ROOT, 'bench', 'results');
   const files = readdirSync(dir)
-    .filter((f) => f.endsWith('.json'))
+    .filter((f) => f.endsWith('.json') && !f.startsWith('auth-'))
     .sort((a, b) => statSync(join(dir, a)).mtimeMs - statSync(join(dir, b)).mtimeMs);
   const last = files.at(-1);
   if (!last) throw new Error(`no results in ${dir}: run npm run bench first`);

@@ -14,9 +14,6 @@
  *   npm run bench:outbound -- [--messages 20000] [--domains 20] [--only mailframe|postfix] [--runs 1]
  *                             [--port N] [--time-limit 120] [--timeout 900] [--no-warmup]
  */
-import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type LoadResult, runLoad } from './loadgen.ts';
@@ -33,7 +30,8 @@ import {
 } from './outbound-report.ts';
 import { postfixUnavailable, startPostfix } from './postfix.ts';
 import { num, sumErrorDetail } from './report.ts';
-import { findProgram, freePort, ROOT, SMTP_SINK_MISSING } from './servers.ts';
+import { writeResults } from './results.ts';
+import { findProgram, freePort, SMTP_SINK_MISSING } from './servers.ts';
 import { openConnections, type SinkCounts, type SinkFarm, sinkAddress, startSinks } from './sinks.ts';
 import { warmupFor } from './workloads.ts';
 
@@ -352,21 +350,13 @@ async function main(): Promise<void> {
       `${runs > 1 ? `, medians of ${runs} runs` : ''}\n` +
       `${resultTable(sides)}\n\nTargets (mailframe against Postfix, same run)\n${targetTable(sides)}\n`,
   );
-  const resultsDir = join(ROOT, 'bench', 'results');
-  await mkdir(resultsDir, { recursive: true });
-  const file = join(resultsDir, `outbound-${started.toISOString().replace(/[:.]/g, '-')}.json`);
   const report = {
     kind: 'outbound',
-    startedAt: started.toISOString(),
-    finishedAt: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
     options: { messages, domains: domainCount, size, runs, warmup, timeLimitMs, only, deliverMx, queue },
     results: sides,
     targets: targets(sides),
   };
-  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  const file = await writeResults('outbound-', started, report);
   process.stdout.write(`\nresults: ${file}\n`);
 }
 

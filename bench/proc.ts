@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 let clockTicks: number | undefined;
 
 /** Clock ticks per second (`getconf CLK_TCK`, almost always 100). */
-export function clkTck(): number {
+function clkTck(): number {
   if (clockTicks === undefined) {
     try {
       clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;

@@ -7,13 +7,12 @@
  *                    [--time-limit 45] [--no-warmup] [--generator both|loadgen|smtp-source]
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { measure, type RunMetrics } from './measure.ts';
 import { type Cell, cellsOf, type Generator, ratioTable, summarize, workloadTable } from './report.ts';
-import { findProgram, ROOT, SERVER_NAMES, type ServerName, serverSpec } from './servers.ts';
+import { writeResults } from './results.ts';
+import { findProgram, SERVER_NAMES, type ServerName, serverSpec } from './servers.ts';
 import { SMTP_SOURCE_MISSING, smtpSourceUnsupported } from './smtp-source.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
@@ -170,15 +169,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${ratioTable(runnable, cellsOf(cells, generator), generator)}\n`);
   }
 
-  const resultsDir = join(ROOT, 'bench', 'results');
-  await mkdir(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
   const report = {
-    startedAt: started.toISOString(),
-    finishedAt: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
     memoryGb: totalmem() / 2 ** 30,
     options: {
       only,
@@ -196,7 +187,7 @@ async function main(): Promise<void> {
     workloads,
     results: cells,
   };
-  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  const file = await writeResults('', started, report);
   if (generatorSkipped) process.stdout.write(`\nsecond generator ${generatorSkipped}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
 }

@@ -16,7 +16,7 @@ export interface InitOutput {
   err(text: string): void;
 }
 
-export const INIT_USAGE = `Usage: mailframe init [DIR] [--mx | --submission | --relay] [--force]
+const INIT_USAGE = `Usage: mailframe init [DIR] [--mx | --submission | --relay] [--force]
 
 Writes a new mail server project into DIR (default: the current directory):
   --mx          a public MX for your domains, storing mail in Maildirs (default)

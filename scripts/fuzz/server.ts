@@ -9,10 +9,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../bench/servers.ts';
 import { hashPassword } from '../../plugins/auth-users-file/scrypt-hash.ts';
 import { healthCheck } from './client.ts';
 import { FUZZ_PASSWORD, FUZZ_USER } from './generate.ts';
@@ -32,18 +32,6 @@ export interface FuzzServer {
   /** Resident set size in octets, from /proc (undefined where there is none). */
   rss(): Promise<number | undefined>;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
 }
 
 function config(dir: string, ports: Record<ListenerName, number>, usersFile: string): object {

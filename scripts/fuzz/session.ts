@@ -29,7 +29,7 @@ export interface Session {
 const SHOWN = 240;
 
 /** Bytes as a quoted string with escapes, shortened in the middle when long. */
-export function showBytes(data: Buffer): string {
+function showBytes(data: Buffer): string {
   const text = (b: Buffer) =>
     JSON.stringify(b.toString('latin1')).replace(
       /[\u0080-\u00ff]/g,

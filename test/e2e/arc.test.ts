@@ -12,15 +12,12 @@ import { join } from 'node:path';
 import type { ARCData } from 'mailauth';
 import { sealMessage, arc as verifyArc } from 'mailauth/lib/arc/index.js';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
-import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Stage } from '../../core/hooks.ts';
-import { definePlugin } from '../../core/plugin.ts';
 import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import type { ArcResult } from '../../plugins/arc/index.ts';
 import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
-import { resultsOf } from '../../plugins/policy/policy.ts';
+import { resultsProbe } from '../helpers/test-plugins.ts';
 
 let dir: string;
 let forwarderPem: string;
@@ -89,18 +86,8 @@ async function deliver(
   config: Record<string, unknown> = {},
 ): Promise<{ reply: SmtpReply; results: readonly ArcResult[]; text: string }> {
   let seen: readonly ArcResult[] = [];
-  const probe = definePlugin({
-    name: 'test-probe',
-    schema: Type.Object({}),
-    register(api) {
-      api.hooks.message.tap(
-        (tx) => {
-          seen = resultsOf(tx, 'arc');
-          return undefined;
-        },
-        { stage: Stage.LAST },
-      );
-    },
+  const probe = resultsProbe('arc', (results) => {
+    seen = results;
   });
   const t = await startTestServer({
     dns: zone,

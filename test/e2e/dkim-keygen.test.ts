@@ -5,12 +5,11 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDkimCli } from '../../bin/dkim-cli.ts';
-import { definePlugin } from '../../core/plugin.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
+import { loggedInAs } from '../helpers/test-plugins.ts';
 
 let dir: string;
 beforeAll(async () => {
@@ -34,16 +33,7 @@ function recordOf(out: string): string {
   return [...(line ?? '').matchAll(/"([^"]*)"/g)].map((m) => m[1]).join('');
 }
 
-const loggedIn = definePlugin({
-  name: 'test-logged-in',
-  schema: Type.Object({}),
-  register(api) {
-    api.hooks.ehlo.tap((session) => {
-      session.authenticate('alice');
-      return undefined;
-    });
-  },
-});
+const loggedIn = loggedInAs('alice');
 
 describe('mailframe dkim keygen', () => {
   for (const type of ['rsa', 'ed25519'] as const) {

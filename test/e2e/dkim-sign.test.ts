@@ -7,13 +7,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { definePlugin } from '../../core/plugin.ts';
 import type { CapturedMessage, TestPlugin } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { type DkimKeyPair, generateDkimKeyPair } from '../../plugins/dkim-sign/keys.ts';
 import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
+import { loggedInAs } from '../helpers/test-plugins.ts';
 
 let dir: string;
 let rsa: DkimKeyPair;
@@ -38,17 +37,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** Marks every session authenticated as alice, as the auth plugin would after a good AUTH. */
-const loggedIn = definePlugin({
-  name: 'test-logged-in',
-  schema: Type.Object({}),
-  register(api) {
-    api.hooks.ehlo.tap((session) => {
-      session.authenticate('alice');
-      return undefined;
-    });
-  },
-});
+const loggedIn = loggedInAs('alice');
 
 function signer(
   selectors?: readonly { selector: string; keyFile: string }[],

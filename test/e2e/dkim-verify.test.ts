@@ -9,16 +9,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
-import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Stage } from '../../core/hooks.ts';
-import { definePlugin } from '../../core/plugin.ts';
 import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
 import type { DkimResult } from '../../plugins/dkim-verify/index.ts';
-import { resultsOf } from '../../plugins/policy/policy.ts';
 import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
+import { resultsProbe } from '../helpers/test-plugins.ts';
 
 let dir: string;
 let rsaPem: string;
@@ -105,18 +102,8 @@ async function verifyWith(
   config: Record<string, unknown>,
 ): Promise<{ reply: SmtpReply; results: readonly DkimResult[] | undefined }> {
   let seen: readonly DkimResult[] | undefined;
-  const probe = definePlugin({
-    name: 'test-probe',
-    schema: Type.Object({}),
-    register(api) {
-      api.hooks.message.tap(
-        (tx) => {
-          seen = resultsOf(tx, 'dkim');
-          return undefined;
-        },
-        { stage: Stage.LAST },
-      );
-    },
+  const probe = resultsProbe('dkim', (results) => {
+    seen = results;
   });
   const t = await startTestServer({
     dns: zone,

@@ -6,14 +6,14 @@
  */
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { startTestServer, type TestDnsZone, type TestServer } from '../../core/testkit.ts';
 // The `dkim` check's result type (declared by dkim-verify on PolicyChecks).
 import type {} from '../../plugins/dkim-verify/index.ts';
 import { authorDomains, fromFields } from '../../plugins/dmarc/header-from.ts';
 import type { DmarcResult } from '../../plugins/dmarc/index.ts';
-import { recordResult, resultsOf } from '../../plugins/policy/policy.ts';
+import { recordResult } from '../../plugins/policy/policy.ts';
+import { resultsProbe } from '../helpers/test-plugins.ts';
 
 const spfOk = { TXT: ['v=spf1 ip4:127.0.0.1 -all'] };
 const spfFail = { TXT: ['v=spf1 -all'] };
@@ -47,22 +47,6 @@ const fakeDkim = definePlugin({
   },
 });
 
-function collector(seen: DmarcResult[]) {
-  return definePlugin({
-    name: 'collect-dmarc',
-    schema: Type.Object({}),
-    register(api) {
-      api.hooks.message.tap(
-        (tx) => {
-          seen.push(...resultsOf(tx, 'dmarc'));
-          return undefined;
-        },
-        { stage: Stage.LAST },
-      );
-    },
-  });
-}
-
 let t: TestServer | undefined;
 afterEach(async () => {
   await t?.close();
@@ -77,7 +61,7 @@ async function start(extra: unknown[] = []) {
       'spf',
       ...(extra as []),
       'dmarc',
-      collector(seen),
+      resultsProbe('dmarc', (results) => seen.push(...results)),
       ['rcpt-local', { domains: ['example.com'] }],
     ],
   });
@@ -155,7 +139,7 @@ describe('dmarc', () => {
       plugins: [
         'spf',
         ['dmarc', { actions: { fail: { action: 'tag' }, temperror: { action: 'tempfail' } } }],
-        collector(seen),
+        resultsProbe('dmarc', (results) => seen.push(...results)),
         ['rcpt-local', { domains: ['example.com'] }],
       ],
     });

@@ -45,11 +45,11 @@ export const atom: fc.Arbitrary<string> = fc.string({
   maxLength: 8,
 });
 /** RFC 5321 Dot-string. */
-export const dotString: fc.Arbitrary<string> = fc
+const dotString: fc.Arbitrary<string> = fc
   .array(atom, { minLength: 1, maxLength: 4 })
   .map((atoms) => atoms.join('.'));
 /** RFC 5321 Quoted-string: qtextSMTP or a backslash pair. */
-export const quotedString: fc.Arbitrary<string> = fc
+const quotedString: fc.Arbitrary<string> = fc
   .array(
     fc.oneof(
       fc

@@ -10,8 +10,8 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 /** Debian's own interpreter: the one python3-dkim installs into (a python3 earlier on PATH may not see it). */
-export const PYTHON = '/usr/bin/python3';
-export const INTEROP_SCRIPT = fileURLToPath(new URL('./dkim-interop.py', import.meta.url));
+const PYTHON = '/usr/bin/python3';
+const INTEROP_SCRIPT = fileURLToPath(new URL('./dkim-interop.py', import.meta.url));
 
 async function haveDkim(): Promise<boolean> {
   try {

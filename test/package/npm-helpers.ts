@@ -34,7 +34,7 @@ const PACK_INPUTS = [
 /** npm's cache for this run: inside the temporary directory, so nothing is cached outside it. */
 let npmCache: string | undefined;
 
-export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'NODE_OPTIONS') env[k] = v;
