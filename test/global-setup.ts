@@ -4,12 +4,16 @@
  * and the run fails if a `mailframe-*` file or directory is left in it at the
  * end: every test server and helper cleans up, even when its start fails. The
  * folder is removed either way, so a failed run leaves nothing behind either.
+ * First it installs the Debian packages the tests use (system-packages.ts).
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ensureSystemPackages } from './system-packages.ts';
 
 export default function setup(): () => void {
+  // Real peers (python3-dkim, ...) before any test file starts: see system-packages.ts.
+  ensureSystemPackages();
   const previous = process.env['TMPDIR'];
   const dir = mkdtempSync(join(tmpdir(), 'mailframe-run-'));
   process.env['TMPDIR'] = dir;

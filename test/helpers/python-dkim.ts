@@ -1,11 +1,12 @@
 /**
  * Debian's python3-dkim, the independent DKIM implementation of the interop
- * tests: installed with apt-get when missing (once per run, as root). A test
- * that needs it fails with the reason when it cannot be had; it never skips.
+ * tests, installed by the global setup (test/system-packages.ts). A test that
+ * needs it fails with the reason when it cannot be had; it never skips.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { ensureSystemPackages } from '../system-packages.ts';
 
 const run = promisify(execFile);
 
@@ -22,18 +23,10 @@ async function haveDkim(): Promise<boolean> {
   }
 }
 
-/** Make sure `import dkim` works in `PYTHON`, installing python3-dkim if needed; throws why not. */
+/** Make sure `import dkim` works in `PYTHON` (the global setup installs python3-dkim); throws why not. */
 export async function ensurePythonDkim(): Promise<void> {
   if (await haveDkim()) return;
-  if (process.getuid?.() !== 0)
-    throw new Error('python3-dkim is missing and installing it needs root (apt-get install python3-dkim)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  try {
-    await run('apt-get', ['update'], { env, maxBuffer: 16 * 1024 * 1024 });
-    await run('apt-get', ['install', '-y', 'python3-dkim'], { env, maxBuffer: 16 * 1024 * 1024 });
-  } catch (err) {
-    throw new Error(`could not install python3-dkim with apt-get: ${(err as Error).message}`);
-  }
+  ensureSystemPackages(['python3-dkim']);
   if (!(await haveDkim())) throw new Error(`python3-dkim installed but ${PYTHON} cannot import dkim`);
 }
 
