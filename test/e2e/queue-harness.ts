@@ -3,6 +3,7 @@
  * delivery plugin whose answers the test scripts, a stand-in for the DSN
  * extension's parameters, and a small SMTP sender.
  */
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
+import { usePostgres } from '../helpers/postgres.ts';
 import { useScope } from '../helpers/scope.ts';
 
 export class FakeClock {
@@ -88,9 +90,37 @@ export class Deliverer {
   }
 }
 
+/**
+ * A queue backend the behaviour tests run against: its plugin name and the
+ * config that makes its queue belong to `dataDir` (a server started again on
+ * the same directory finds the same queue).
+ */
+export interface QueueStoreKind {
+  readonly name: 'queue-fs' | 'queue-pg';
+  config(dataDir: string): Promise<Record<string, unknown>>;
+}
+
+export const fsStore: QueueStoreKind = {
+  name: 'queue-fs',
+  config: () => Promise.resolve({ fsync: false }),
+};
+
+/** queue-pg on this test file's database, one schema per data directory. */
+export function pgStore(databaseUrl: () => Promise<string>): QueueStoreKind {
+  return {
+    name: 'queue-pg',
+    async config(dataDir) {
+      const schema = `q_${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}`;
+      return { connectionString: await databaseUrl(), schema };
+    },
+  };
+}
+
 export interface QueueServerOptions {
   readonly clock: FakeClock;
   readonly dataDir: string;
+  /** The queue backend (default queue-fs). */
+  readonly store?: QueueStoreKind;
   readonly queue?: Record<string, unknown>;
   /** Plugins loaded before queue-fs (delivery plugins, `dsn`): definitions or bundled names. */
   readonly plugins?: ReadonlyArray<
@@ -117,6 +147,8 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 export interface QueueScope {
+  /** Every queue backend, for `describe.each`: queue-fs, and queue-pg on a database started on first use. */
+  readonly stores: readonly QueueStoreKind[];
   /** A temporary directory removed after the test. */
   tempDir(): Promise<string>;
   /** Start a queue server (as `startQueueServer`) that is closed after the test. */
@@ -130,7 +162,9 @@ export interface QueueScope {
  */
 export function useQueueScope(): QueueScope {
   const scope = useScope();
+  const database = usePostgres();
   return {
+    stores: [fsStore, pgStore(database)],
     async tempDir() {
       const dir = await tempDir();
       scope.defer(() => removeDir(dir));
@@ -144,7 +178,7 @@ export function useQueueScope(): QueueScope {
   };
 }
 
-/** Start a server with rcpt-local, the given plugins and queue-fs, on a fake clock. */
+/** Start a server with rcpt-local, the given plugins and the queue (queue-fs unless told), on a fake clock. */
 export async function startQueueServer(o: QueueServerOptions): Promise<QueueServer> {
   const definitions = new Map<string, PluginDefinition>();
   const entries: Array<Record<string, unknown>> = [
@@ -166,7 +200,8 @@ export async function startQueueServer(o: QueueServerOptions): Promise<QueueServ
     if (typeof p.plugin !== 'string') definitions.set(name, p.plugin);
     entries.push({ plugin: name, id: p.id, ...(p.config ? { config: p.config } : {}) });
   }
-  entries.push({ plugin: 'queue-fs', config: { fsync: false, ...o.queue } });
+  const store = o.store ?? fsStore;
+  entries.push({ plugin: store.name, config: { ...(await store.config(o.dataDir)), ...o.queue } });
   const server = await MailServer.create({
     config: {
       hostname: 'mx.test.example',
