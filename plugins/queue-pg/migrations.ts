@@ -75,9 +75,12 @@ CREATE INDEX jobs_leased ON ${s}.jobs (destination) WHERE lease_token IS NOT NUL
 -- Lease up to p_limit due jobs for p_owner, at most p_per running (unexpired
 -- leases, all nodes) per destination. A destination another node is leasing
 -- for at this moment (its advisory lock is taken) is skipped: that node fills it.
+-- p_mine: the tokens of leases the calling node still runs (even if expired:
+-- it never races itself for a job; they count against the destination's room).
 -- Returns each leased job with its message and pending recipients there (read
 -- after the lock, so the message row committed with the job is always seen).
-CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint)
+CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
+  p_mine bigint[])
 RETURNS TABLE (id text, destination text, token bigint, sender text, attributes jsonb, received_at bigint,
   size bigint, body bytea, recipients jsonb)
 LANGUAGE plpgsql AS $$
@@ -94,10 +97,10 @@ DECLARE
 BEGIN
   IF p_limit <= 0 THEN RETURN; END IF;
   FOR j IN
-    SELECT x.message_id, x.destination FROM ${s}.jobs x
+    SELECT x.message_id, x.destination, x.lease_token FROM ${s}.jobs x
     WHERE x.due_at <= p_now AND NOT x.held ORDER BY x.due_at, x.message_id
   LOOP
-    CONTINUE WHEN j.destination = ANY (skip);
+    CONTINUE WHEN j.destination = ANY (skip) OR j.lease_token = ANY (p_mine);
     room := (rooms ->> j.destination)::integer;
     IF room IS NULL THEN
       IF p_per IS NULL THEN
@@ -108,7 +111,8 @@ BEGIN
           CONTINUE;
         END IF;
         SELECT p_per - count(*) INTO room FROM ${s}.jobs l
-        WHERE l.destination = j.destination AND l.lease_token IS NOT NULL AND l.lease_expires > p_now;
+        WHERE l.destination = j.destination AND l.lease_token IS NOT NULL
+          AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
       END IF;
     END IF;
     IF room <= 0 THEN
@@ -117,6 +121,7 @@ BEGIN
     END IF;
     PERFORM 1 FROM ${s}.jobs x
     WHERE x.message_id = j.message_id AND x.destination = j.destination AND x.due_at <= p_now AND NOT x.held
+      AND x.lease_token IS NOT DISTINCT FROM j.lease_token
     FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
       t := nextval('${s}.lease_tokens');

@@ -214,6 +214,11 @@ export class PgQueueStore implements QueueStore {
     });
   }
 
+  /** The tokens of the leases this node holds (its deliveries running). */
+  #tokens(): number[] {
+    return [...this.#held.values()].map((h) => h.token);
+  }
+
   #newId(now: number): string {
     return (
       Math.max(0, Math.floor(now)).toString(36).padStart(9, '0') +
@@ -319,12 +324,13 @@ SELECT DISTINCT $1, e ->> 'domain', $5::bigint FROM jsonb_array_elements($8::jso
   async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
     if (this.#closed || limit <= 0) return [];
     const s = this.#s;
-    const { rows } = await this.pool.query<LeaseRow>(`SELECT * FROM ${s}.lease_due($1, $2, $3, $4, $5)`, [
+    const { rows } = await this.pool.query<LeaseRow>(`SELECT * FROM ${s}.lease_due($1, $2, $3, $4, $5, $6)`, [
       this.#o.nodeId,
       now,
       limit,
       room?.perDestination ?? null,
       now + this.#o.leaseDuration,
+      this.#tokens(),
     ]);
     const leases: Lease[] = [];
     for (const row of rows) {
@@ -392,11 +398,12 @@ SELECT DISTINCT $1, e ->> 'domain', $5::bigint FROM jsonb_array_elements($8::jso
     const { rows } = await this.pool.query<{ at: number | null }>(
       `SELECT min(j.due_at) AS at FROM ${s}.jobs j
 WHERE NOT j.held
-  AND (j.lease_token IS NULL OR j.lease_expires <= $1 OR NOT j.lease_token = ANY ($3::bigint[]))
+  AND (j.lease_token IS NULL OR NOT j.lease_token = ANY ($3::bigint[]))
   AND ($2::integer IS NULL OR j.destination NOT IN (
-    SELECT l.destination FROM ${s}.jobs l WHERE l.lease_token IS NOT NULL AND l.lease_expires > $1
+    SELECT l.destination FROM ${s}.jobs l
+    WHERE l.lease_token IS NOT NULL AND (l.lease_expires > $1 OR l.lease_token = ANY ($3::bigint[]))
     GROUP BY l.destination HAVING count(*) >= $2))`,
-      [now, room?.perDestination ?? null, [...this.#held.values()].map((h) => h.token)],
+      [now, room?.perDestination ?? null, this.#tokens()],
     );
     return rows[0]?.at ?? undefined;
   }

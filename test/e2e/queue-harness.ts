@@ -153,6 +153,8 @@ export interface QueueScope {
   tempDir(): Promise<string>;
   /** Start a queue server (as `startQueueServer`) that is closed after the test. */
   start(o: QueueServerOptions): Promise<QueueServer>;
+  /** Register any other cleanup. */
+  defer(fn: () => unknown): void;
 }
 
 /**
@@ -175,6 +177,7 @@ export function useQueueScope(): QueueScope {
       scope.defer(() => server.close());
       return server;
     },
+    defer: (fn) => scope.defer(fn),
   };
 }
 

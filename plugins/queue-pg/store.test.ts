@@ -1,0 +1,318 @@
+/**
+ * What only a shared database brings: two stores (two nodes) on one schema,
+ * leases taken over after expiry, stale settles, per-destination limits across
+ * nodes, NOTIFY wake-ups, migrations, and large messages in chunk rows. On a
+ * real PostgreSQL (test/helpers/postgres.ts), with an injected clock.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../core/log.ts';
+import type { Logger } from '../../core/types.ts';
+import { freshSchema, usePostgres } from '../../test/helpers/postgres.ts';
+import type { DestinationRoom, EnvelopeInput, Lease } from '../queue/types.ts';
+import { ident, migrate, SCHEMA_VERSION } from './migrations.ts';
+import { PgQueueStore } from './store.ts';
+
+const database = usePostgres();
+
+class Clock {
+  t = Date.parse('2026-03-02T10:00:00.000Z');
+  now(): number {
+    return this.t;
+  }
+}
+
+let cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+  cleanup = [];
+});
+
+const LEASE = 60_000;
+
+interface Node {
+  readonly store: PgQueueStore;
+  readonly logs: Array<{ msg: string; qid?: string }>;
+}
+
+async function node(
+  schema: string,
+  clock: Clock,
+  nodeId: string,
+  opts: { chunkSize?: number; log?: Logger } = {},
+): Promise<Node> {
+  const logs: Node['logs'] = [];
+  const log =
+    opts.log ??
+    pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line) as Node['logs'][number]) });
+  const store = await PgQueueStore.open({
+    connection: { connectionString: await database() },
+    poolSize: 4,
+    schema,
+    nodeId,
+    leaseDuration: LEASE,
+    clock,
+    log,
+    ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+  });
+  cleanup.push(() => store.close());
+  return { store, logs };
+}
+
+function envelope(clock: Clock, to: string): EnvelopeInput {
+  return {
+    from: 'alice@example.net',
+    recipients: [{ address: to, domain: to.slice(to.indexOf('@') + 1), attributes: {} }],
+    attributes: {},
+    receivedAt: clock.now(),
+  };
+}
+
+const body = (n: number) => Buffer.from(`Subject: message ${n}\r\n\r\nHello ${n}.\r\n`);
+
+function room(perDestination: number): DestinationRoom {
+  return { perDestination, busy: new Map() };
+}
+
+const delivered = (lease: Lease) =>
+  lease.recipients.map((r) => ({
+    index: r.index,
+    status: 'delivered' as const,
+    reply: { code: 250, text: 'OK' },
+  }));
+
+describe('queue-pg: two nodes on one database', () => {
+  it('lets another node take a job over once its lease expires, and drops the late settle of the first', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+
+    const [first] = await a.store.leaseDue(clock.now(), 10, room(5));
+    expect(first?.id).toBe(id);
+    expect(await b.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    expect((await b.store.show(id))?.state).toBe('active');
+
+    clock.t += LEASE + 1; // node a stopped renewing (it died, or hung)
+    const [taken] = await b.store.leaseDue(clock.now(), 10, room(5));
+    expect(taken?.id).toBe(id);
+    expect(taken?.recipients.map((r) => r.address)).toEqual(['bob@example.com']);
+
+    // Node a's delivery finishes after all: its results must not count.
+    await a.store.settle(first as Lease, delivered(first as Lease), clock.now());
+    expect(a.logs.map((l) => l.msg)).toContain(
+      'delivery finished after its lease was taken over (or the message was deleted): its results are not recorded',
+    );
+    const still = await b.store.show(id);
+    expect(still?.recipientStates.map((r) => [r.status, r.attempts])).toEqual([['pending', 0]]);
+
+    await b.store.settle(
+      taken as Lease,
+      [
+        {
+          index: 0,
+          status: 'deferred',
+          reply: { code: 451, text: 'later' },
+          nextAttemptAt: clock.now() + 300_000,
+        },
+      ],
+      clock.now(),
+    );
+    const after = await a.store.show(id);
+    expect(after?.recipientStates.map((r) => [r.status, r.attempts, r.reply?.text])).toEqual([
+      ['pending', 1, 'later'],
+    ]);
+    expect(after?.state).toBe('deferred');
+  });
+
+  it('never races itself: a node does not lease again a job it is still delivering, even past the expiry', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    const [lease] = await a.store.leaseDue(clock.now(), 10, room(5));
+    clock.t += LEASE + 1;
+    expect(await a.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    expect(await a.store.nextDue(room(5))).toBeUndefined();
+    // Another node may take it over (a's renewals stopped).
+    expect((await b.store.leaseDue(clock.now(), 10, room(5))).map((l) => l.id)).toEqual([lease?.id]);
+  });
+
+  it('keeps a lease while its node renews it', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    const [lease] = await a.store.leaseDue(clock.now(), 10, room(5));
+    clock.t += LEASE - 1000;
+    await a.store.renewLeases();
+    clock.t += LEASE - 1000; // past the first expiry, within the renewed one
+    expect(await b.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    await a.store.settle(lease as Lease, delivered(lease as Lease), clock.now());
+    expect(await b.store.list()).toEqual([]);
+    expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
+  });
+
+  it('holds the per-destination limit across nodes', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    for (let i = 0; i < 5; i++) await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i));
+
+    const fromA = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(fromA).toHaveLength(2);
+    // Node b has no job running, but example.com already has 2 between the nodes.
+    expect(await b.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect(await b.store.nextDue(room(2))).toBeUndefined();
+
+    await a.store.enqueue(envelope(clock, 'x@example.org'), body(9));
+    const other = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(other.map((l) => l.destination)).toEqual(['example.org']);
+
+    await a.store.settle(fromA[0] as Lease, delivered(fromA[0] as Lease), clock.now());
+    const next = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(next.map((l) => l.destination)).toEqual(['example.com']);
+    expect((await a.store.stats()).active).toBe(3);
+  });
+
+  it('wakes the other node by NOTIFY when mail is queued, released or retried', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    let wakes = 0;
+    let waiting: (() => void) | undefined;
+    b.store.onWake(() => {
+      wakes++;
+      waiting?.();
+    });
+    const woken = () =>
+      new Promise<void>((resolve) => {
+        waiting = resolve;
+      });
+
+    let wake = woken();
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    await wake;
+    expect(wakes).toBe(1);
+
+    expect(await a.store.hold(id)).toBe(true);
+    wake = woken();
+    expect(await a.store.release(id)).toBe(true);
+    await wake;
+    wake = woken();
+    expect(await a.store.retryNow(id)).toBe(true);
+    await wake;
+    expect(wakes).toBe(3);
+  });
+});
+
+describe('queue-pg: schema', () => {
+  it('applies its migrations once and refuses a schema newer than it knows', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    await node(schema, clock, 'node-a', { log: silentLogger() });
+    const pool = new pg.Pool({ connectionString: await database() });
+    cleanup.push(() => pool.end());
+    expect(await migrate(pool, schema)).toEqual([]);
+    const { rows } = await pool.query(`SELECT version FROM ${ident(schema)}.schema_version`);
+    expect(rows).toEqual([{ version: SCHEMA_VERSION }]);
+
+    await pool.query(`INSERT INTO ${ident(schema)}.schema_version (version) VALUES ($1)`, [
+      SCHEMA_VERSION + 1,
+    ]);
+    await expect(node(schema, clock, 'node-b', { log: silentLogger() })).rejects.toThrow(
+      `the queue schema "${schema}" is at version ${SCHEMA_VERSION + 1}, newer than this mailframe knows (${SCHEMA_VERSION})`,
+    );
+  });
+});
+
+describe('queue-pg: message storage', () => {
+  it('queues a message held in memory with one database round trip', async () => {
+    const clock = new Clock();
+    const { store } = await node(freshSchema(), clock, 'node-a');
+    await store.stats(); // the pool's connection is open
+    const sql: string[] = [];
+    const query = store.pool.query.bind(store.pool);
+    store.pool.query = ((text: string, values?: unknown[]) => {
+      sql.push(text);
+      return query(text, values);
+    }) as typeof store.pool.query;
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    expect(sql).toHaveLength(1);
+    expect(sql[0]).toMatch(/^WITH m AS \(\s*INSERT INTO/);
+    expect((await store.show(id))?.recipientStates.map((r) => r.address)).toEqual(['bob@example.com']);
+  });
+
+  it('streams a 20 MB message into chunk rows and out again, one chunk at a time', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const { store } = await node(schema, clock, 'node-a');
+    const MiB = 1024 * 1024;
+    const size = 20 * MiB;
+    const piece = 64 * 1024;
+    const octet = (i: number) => (i * 7 + (i >> 16)) & 0xff;
+    let generated = 0;
+    const inHash = createHash('sha256');
+    const source = () =>
+      new Readable({
+        read() {
+          if (generated >= size) {
+            this.push(null);
+            return;
+          }
+          const b = Buffer.allocUnsafe(piece);
+          for (let i = 0; i < piece; i++) b[i] = octet(generated + i);
+          generated += piece;
+          inHash.update(b);
+          this.push(b);
+        },
+      });
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), { size, stream: source });
+
+    const s = ident(schema);
+    const { rows } = await store.pool.query(
+      `SELECT count(*)::integer AS n, max(length(data))::integer AS biggest, sum(length(data))::bigint AS total,
+         (SELECT body IS NULL FROM ${s}.messages WHERE id = $1) AS chunked
+       FROM ${s}.message_chunks WHERE message_id = $1`,
+      [id],
+    );
+    expect(rows[0]).toEqual({ n: 20, biggest: MiB, total: size, chunked: true });
+
+    const [lease] = await store.leaseDue(clock.now(), 1, room(5));
+    expect(lease?.size).toBe(size);
+    const outHash = createHash('sha256');
+    const pieces: number[] = [];
+    for await (const chunk of (lease as Lease).stream()) {
+      pieces.push((chunk as Buffer).length);
+      outHash.update(chunk as Buffer);
+    }
+    expect(pieces.reduce((x, y) => x + y, 0)).toBe(size);
+    expect(Math.max(...pieces)).toBeLessThanOrEqual(MiB);
+    expect(outHash.digest('hex')).toBe(inHash.digest('hex'));
+    const detail = await store.show(id);
+    expect(detail?.size).toBe(size);
+  });
+
+  it('never hands out a message cut short: a stream that ends early fails', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const { store } = await node(schema, clock, 'node-a', { chunkSize: 1024 });
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), Buffer.alloc(300 * 1024, 'x'));
+    await store.pool.query(`DELETE FROM ${ident(schema)}.message_chunks WHERE message_id = $1 AND seq > 10`, [
+      id,
+    ]);
+    const [lease] = await store.leaseDue(clock.now(), 1, room(5));
+    const read = async () => {
+      for await (const _ of (lease as Lease).stream());
+    };
+    await expect(read()).rejects.toThrow(/ends after 11264 of 307200 octets/);
+  });
+});
