@@ -13,6 +13,7 @@ import Type, { type Static } from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
+import type { Logger } from '../../core/types.ts';
 import { requireDuration } from '../queue/duration.ts';
 import { startQueue } from '../queue/engine.ts';
 import { contentOf, envelopeOf } from '../queue/intake.ts';
@@ -60,6 +61,11 @@ export const schema = Type.Object(
       description:
         "How long a node's claim on a job lasts unless renewed (it is renewed every third of it while the delivery runs): after a node dies, its jobs are taken over this long after its last renewal.",
     }),
+    migrate: Type.Boolean({
+      default: true,
+      description:
+        'Apply schema migrations at start. Off: refuse to start unless the schema is current (apply them with `mailframe queue migrate`, e.g. as a user with more rights).',
+    }),
     connectTimeout: Type.String({
       default: '10s',
       description:
@@ -88,7 +94,7 @@ export function connectionOf(config: QueuePgConfig): pg.ClientConfig {
 /** Open the store a config describes (the plugin, and `mailframe queue` without a server). */
 export function openStore(
   config: QueuePgConfig,
-  env: { clock: { now(): number }; log: import('../../core/types.ts').Logger; listen?: boolean },
+  env: { clock: { now(): number }; log: Logger; listen?: boolean; migrate?: boolean },
 ): Promise<PgQueueStore> {
   const leaseDuration = requireDuration(config.leaseDuration, 'leaseDuration');
   if (leaseDuration < 1000) throw new Error(`leaseDuration: ${config.leaseDuration} is shorter than 1s`);
@@ -100,6 +106,7 @@ export function openStore(
     leaseDuration,
     clock: env.clock,
     log: env.log,
+    migrate: env.migrate ?? config.migrate,
     ...(env.listen === undefined ? {} : { listen: env.listen }),
   });
 }

@@ -154,6 +154,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
   next_due bigint;
 BEGIN
+  -- The message row first (as hold, release, retry and delete take it): settles of
+  -- one message's jobs at several destinations run one after the other, so the
+  -- last one sees every recipient final and removes the message.
+  PERFORM 1 FROM ${s}.messages WHERE id = p_id FOR UPDATE;
+  IF NOT FOUND THEN RETURN 'stale'; END IF;
   PERFORM 1 FROM ${s}.jobs WHERE message_id = p_id AND destination = p_destination AND lease_token = p_token
   FOR UPDATE;
   IF NOT FOUND THEN RETURN 'stale'; END IF;
@@ -209,6 +214,34 @@ async function versionOf(client: PoolClient, s: string): Promise<number> {
     `SELECT max(version)::int AS version FROM ${s}.schema_version`,
   );
   return r.rows[0]?.version ?? 0;
+}
+
+export class OlderSchemaError extends Error {
+  readonly code = 'ESCHEMAOLDER';
+  constructor(schema: string, found: number) {
+    super(
+      found === 0
+        ? `the queue schema "${schema}" has no queue tables yet: run "mailframe queue migrate", or set "migrate": true`
+        : `the queue schema "${schema}" is at version ${found}, older than this mailframe needs (${SCHEMA_VERSION}): run "mailframe queue migrate", or set "migrate": true`,
+    );
+  }
+}
+
+/** Check that `schema` is at exactly `SCHEMA_VERSION` without changing it. */
+export async function checkSchema(pool: Pool, schema: string): Promise<void> {
+  const s = ident(schema);
+  const table = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
+    `${s}.schema_version`,
+  ]);
+  let found = 0;
+  if (table.rows[0]?.present) {
+    const r = await pool.query<{ version: number | null }>(
+      `SELECT max(version)::int AS version FROM ${s}.schema_version`,
+    );
+    found = r.rows[0]?.version ?? 0;
+  }
+  if (found > SCHEMA_VERSION) throw new NewerSchemaError(schema, found);
+  if (found < SCHEMA_VERSION) throw new OlderSchemaError(schema, found);
 }
 
 /**

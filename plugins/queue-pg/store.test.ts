@@ -159,6 +159,42 @@ describe('queue-pg: two nodes on one database', () => {
     expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
   });
 
+  it('removes a message whose jobs at two destinations settle at the same moment', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(
+      {
+        ...envelope(clock, 'bob@example.com'),
+        recipients: [
+          { address: 'bob@example.com', domain: 'example.com', attributes: {} },
+          { address: 'bob@example.org', domain: 'example.org', attributes: {} },
+        ],
+      },
+      body(1),
+    );
+    const [first] = await a.store.leaseDue(clock.now(), 1, room(5));
+    const [second] = await b.store.leaseDue(clock.now(), 1, room(5));
+    expect([first?.destination, second?.destination].sort()).toEqual(['example.com', 'example.org']);
+    // Slow each settle down before and after it looks for pending recipients, so
+    // that both look while the other is still open.
+    const s = ident(schema);
+    await a.store.pool.query(`CREATE FUNCTION ${s}.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`);
+    await a.store.pool.query(
+      `CREATE TRIGGER slow AFTER UPDATE ON ${s}.recipients FOR EACH STATEMENT EXECUTE FUNCTION ${s}.slow()`,
+    );
+    await a.store.pool.query(
+      `CREATE TRIGGER slow AFTER UPDATE OR DELETE ON ${s}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${s}.slow()`,
+    );
+    await Promise.all([
+      a.store.settle(first as Lease, delivered(first as Lease), clock.now()),
+      b.store.settle(second as Lease, delivered(second as Lease), clock.now()),
+    ]);
+    expect(await a.store.list()).toEqual([]);
+  });
+
   it('holds the per-destination limit across nodes', async () => {
     const clock = new Clock();
     const schema = freshSchema();

@@ -38,7 +38,7 @@ import type {
   RecipientOutcome,
   ReplyRecord,
 } from '../queue/types.ts';
-import { ident, migrate } from './migrations.ts';
+import { checkSchema, ident, migrate } from './migrations.ts';
 import { WAKE_CHANNEL, WakeListener, wakePayload } from './wake.ts';
 
 export interface PgQueueOptions {
@@ -58,6 +58,8 @@ export interface PgQueueOptions {
   readonly chunkSize?: number;
   /** LISTEN for other nodes' wake-ups (default true; the CLI needs none). */
   readonly listen?: boolean;
+  /** Apply migrations (default true); false: refuse a schema not at this code's version. */
+  readonly migrate?: boolean;
 }
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -168,8 +170,12 @@ export class PgQueueStore implements QueueStore {
   static async open(opts: PgQueueOptions): Promise<PgQueueStore> {
     const store = new PgQueueStore(opts);
     try {
-      const applied = await migrate(store.pool, opts.schema);
-      if (applied.length > 0) opts.log.info({ schema: opts.schema, applied }, 'queue schema migrated');
+      if (opts.migrate ?? true) {
+        const applied = await migrate(store.pool, opts.schema);
+        if (applied.length > 0) opts.log.info({ schema: opts.schema, applied }, 'queue schema migrated');
+      } else {
+        await checkSchema(store.pool, opts.schema);
+      }
       if (opts.listen ?? true) {
         const listener = new WakeListener({
           connection: { ...opts.connection, types },
@@ -587,14 +593,15 @@ SELECT (SELECT count(*) FROM m)::integer AS n, CASE WHEN $2 THEN NULL ELSE pg_no
   async retryNow(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
     const s = this.#s;
+    // Due as of the message's arrival: due now on every node, whatever this one's clock says.
     const { rows } = await this.pool.query<{ n: number }>(
-      `WITH m AS (SELECT id FROM ${s}.messages WHERE id = $1),
-r AS (UPDATE ${s}.recipients SET next_attempt_at = least(next_attempt_at, $2)
+      `WITH m AS (SELECT id, received_at FROM ${s}.messages WHERE id = $1 FOR UPDATE),
+r AS (UPDATE ${s}.recipients SET next_attempt_at = least(next_attempt_at, (SELECT received_at FROM m))
       WHERE message_id IN (SELECT id FROM m) AND status = 'pending'),
-j AS (UPDATE ${s}.jobs SET due_at = least(due_at, $2)
+j AS (UPDATE ${s}.jobs SET due_at = least(due_at, (SELECT received_at FROM m))
       WHERE message_id IN (SELECT id FROM m) AND lease_token IS NULL)
-SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($3, $4)`,
-      [id, this.#o.clock.now(), WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
+SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
+      [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
     );
     const found = (rows[0]?.n ?? 0) > 0;
     if (found) this.#wakeUp();
