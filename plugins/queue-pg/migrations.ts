@@ -95,6 +95,8 @@ DECLARE
   taken integer := 0;
   t bigint;
 BEGIN
+  -- A lease lost in a database crash only lets the job run again (at least once): no WAL flush to wait for.
+  PERFORM set_config('synchronous_commit', 'off', true);
   IF p_limit <= 0 THEN RETURN; END IF;
   FOR j IN
     SELECT x.message_id, x.destination, x.lease_token FROM ${s}.jobs x
@@ -154,6 +156,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
   next_due bigint;
 BEGIN
+  -- A result lost in a database crash repeats the attempt (delivery is at least once,
+  -- as with queue-fs; a bounce is queued, durably, before this): no WAL flush to wait for.
+  PERFORM set_config('synchronous_commit', 'off', true);
   -- The message row first (as hold, release, retry and delete take it): settles of
   -- one message's jobs at several destinations run one after the other, so the
   -- last one sees every recipient final and removes the message.

@@ -271,20 +271,42 @@ describe('queue-pg: schema', () => {
 });
 
 describe('queue-pg: message storage', () => {
-  it('queues a message held in memory with one database round trip', async () => {
-    const clock = new Clock();
-    const { store } = await node(freshSchema(), clock, 'node-a');
-    await store.stats(); // the pool's connection is open
+  /** Record the SQL of every query the store's pool runs. */
+  function recordQueries(store: PgQueueStore): string[] {
     const sql: string[] = [];
     const query = store.pool.query.bind(store.pool);
     store.pool.query = ((text: string, values?: unknown[]) => {
       sql.push(text);
       return query(text, values);
     }) as typeof store.pool.query;
+    return sql;
+  }
+
+  it('queues a message held in memory with one database round trip', async () => {
+    const clock = new Clock();
+    const { store } = await node(freshSchema(), clock, 'node-a');
+    await store.stats(); // the pool's connection is open
+    const sql = recordQueries(store);
     const id = await store.enqueue(envelope(clock, 'bob@example.com'), body(1));
     expect(sql).toHaveLength(1);
-    expect(sql[0]).toMatch(/^WITH m AS \(\s*INSERT INTO/);
+    expect(sql[0]).toMatch(/^WITH input AS/);
     expect((await store.show(id))?.recipientStates.map((r) => r.address)).toEqual(['bob@example.com']);
+  });
+
+  it('commits messages arriving together in one statement (group commit)', async () => {
+    const clock = new Clock();
+    const { store } = await node(freshSchema(), clock, 'node-a');
+    await store.stats();
+    const sql = recordQueries(store);
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => store.enqueue(envelope(clock, `u${i}@example.com`), body(i))),
+    );
+    const inserts = sql.filter((q) => q.startsWith('WITH input AS'));
+    expect(inserts.length).toBeLessThanOrEqual(4);
+    expect((await store.list()).map((m) => m.id).sort()).toEqual([...ids].sort());
+    const shown = await store.show(ids[7] as string);
+    expect(shown?.recipientStates.map((r) => r.address)).toEqual(['u7@example.com']);
+    expect(shown?.headers).toBe('Subject: message 7\r\n');
   });
 
   it('streams a 20 MB message into chunk rows and out again, one chunk at a time', async () => {

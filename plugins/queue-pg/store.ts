@@ -116,6 +116,24 @@ interface RecipientRow {
   warned: boolean;
 }
 
+/** A message waiting to be inserted (group commit). */
+interface Insert {
+  readonly id: string;
+  readonly input: EnvelopeInput;
+  readonly size: number;
+  readonly body: Buffer | null;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/** Other nodes hear of new mail at most this late (ms). */
+const NOTIFY_EVERY = 20;
+
+/** Insert statements under way at once; messages arriving meanwhile are grouped into the next. */
+const GROUP_IN_FLIGHT = 2;
+const GROUP_MAX = 64;
+const GROUP_OCTETS = 4 * 1024 * 1024;
+
 /** A lease this node holds: the token that proves it. */
 interface Held {
   readonly id: string;
@@ -140,6 +158,8 @@ export class PgQueueStore implements QueueStore {
   readonly #tag = randomBytes(4).toString('hex');
   readonly #wake: Array<() => void> = [];
   readonly #held = new Map<Lease, Held>();
+  readonly #waiting: Insert[] = [];
+  #inFlight = 0;
   /** Tokens of leases whose settle is under way. */
   readonly #settling = new Set<number>();
   #listener: WakeListener | undefined;
@@ -207,17 +227,21 @@ export class PgQueueStore implements QueueStore {
     for (const fn of this.#wake) fn();
   }
 
-  /** Tell the other nodes, once per event-loop turn however many messages it queued. */
+  /**
+   * Tell the other nodes, at most once per NOTIFY_EVERY ms however many
+   * messages it queued meanwhile (each NOTIFY is a statement of its own, and
+   * PostgreSQL serialises the commits of notifying transactions).
+   */
   #notifySoon(): void {
     if (this.#notifying || this.#closed) return;
     this.#notifying = true;
-    setImmediate(() => {
+    setTimeout(() => {
       this.#notifying = false;
       if (this.#closed) return;
       this.pool
         .query('SELECT pg_notify($1, $2)', [WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)])
         .catch((err: unknown) => this.#o.log.warn({ err }, 'could not notify the other queue nodes'));
-    });
+    }, NOTIFY_EVERY).unref();
   }
 
   /** The tokens of the leases this node holds (its deliveries running). */
@@ -235,34 +259,48 @@ export class PgQueueStore implements QueueStore {
 
   // ---- enqueue ----------------------------------------------------------------
 
-  /** Inserts the message row (octets inline or NULL), its recipients and its jobs: one statement. */
-  #insertSql(): string {
+  /**
+   * Inserts `n` messages (rows, octets inline or NULL), their recipients and
+   * their jobs: one statement, so one transaction and one WAL flush for all.
+   * `$1` is the envelopes as JSON, `$2..$n+1` the octets.
+   */
+  #insertSql(n: number): string {
     const s = this.#s;
-    return `WITH m AS (
+    const bodies = Array.from({ length: n }, (_, i) => `$${i + 2}::bytea`).join(', ');
+    return `WITH input AS (
+  SELECT e.n::integer AS n, e.m FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(m, n)
+), m AS (
   INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, body)
-  VALUES ($1, $2, $3, $4, $5, $6, $7)
+  SELECT i.m ->> 'id', i.m ->> 'from', i.m -> 'attributes', i.m -> 'source', (i.m ->> 'receivedAt')::bigint,
+    (i.m ->> 'size')::bigint, (ARRAY[${bodies}])[i.n]
+  FROM input i
 ), r AS (
   INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at)
-  SELECT $1, (e.n - 1)::integer, e.r ->> 'address', e.r ->> 'domain', e.r -> 'attributes', $5
-  FROM jsonb_array_elements($8::jsonb) WITH ORDINALITY AS e(r, n)
+  SELECT i.m ->> 'id', (x.k - 1)::integer, x.r ->> 'address', x.r ->> 'domain', x.r -> 'attributes',
+    (i.m ->> 'receivedAt')::bigint
+  FROM input i, jsonb_array_elements(i.m -> 'recipients') WITH ORDINALITY AS x(r, k)
 )
 INSERT INTO ${s}.jobs (message_id, destination, due_at)
-SELECT DISTINCT $1, e ->> 'domain', $5::bigint FROM jsonb_array_elements($8::jsonb) AS e`;
+SELECT DISTINCT i.m ->> 'id', x.r ->> 'domain', (i.m ->> 'receivedAt')::bigint
+FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
   }
 
-  #insertParams(id: string, input: EnvelopeInput, size: number, body: Buffer | null): unknown[] {
-    return [
-      id,
-      input.from,
-      JSON.stringify(input.attributes),
-      input.source === undefined ? null : JSON.stringify(input.source),
-      Math.trunc(input.receivedAt),
-      size,
-      body,
-      JSON.stringify(
-        input.recipients.map((r) => ({ address: r.address, domain: r.domain, attributes: r.attributes })),
-      ),
-    ];
+  /** The statement's parameters for `messages` (an absent source is left out: SQL NULL). */
+  #insertParams(messages: readonly Insert[]): unknown[] {
+    const envelopes = messages.map((m) => ({
+      id: m.id,
+      from: m.input.from,
+      attributes: m.input.attributes,
+      source: m.input.source,
+      receivedAt: Math.trunc(m.input.receivedAt),
+      size: m.size,
+      recipients: m.input.recipients.map((r) => ({
+        address: r.address,
+        domain: r.domain,
+        attributes: r.attributes,
+      })),
+    }));
+    return [JSON.stringify(envelopes), ...messages.map((m) => m.body)];
   }
 
   enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
@@ -276,11 +314,47 @@ SELECT DISTINCT $1, e ->> 'domain', $5::bigint FROM jsonb_array_elements($8::jso
       return id;
     };
     if (Buffer.isBuffer(content) && content.length <= INLINE_LIMIT) {
-      return this.pool
-        .query(this.#insertSql(), this.#insertParams(id, input, content.length, content))
-        .then(queued);
+      return new Promise<void>((resolve, reject) => {
+        this.#waiting.push({ id, input, size: content.length, body: content, resolve, reject });
+        this.#flush();
+      }).then(queued);
     }
     return this.#enqueueChunked(id, input, content).then(queued);
+  }
+
+  /**
+   * Group commit: while GROUP_IN_FLIGHT statements are under way, messages
+   * that arrive wait and go together in the next one (up to GROUP_MAX).
+   */
+  #flush(): void {
+    while (this.#inFlight < GROUP_IN_FLIGHT && this.#waiting.length > 0) {
+      const group: Insert[] = [];
+      let octets = 0;
+      while (group.length < GROUP_MAX && this.#waiting.length > 0 && octets < GROUP_OCTETS) {
+        const m = this.#waiting.shift() as Insert;
+        group.push(m);
+        octets += m.size;
+      }
+      this.#inFlight++;
+      this.#insert(group).finally(() => {
+        this.#inFlight--;
+        this.#flush();
+      });
+    }
+  }
+
+  /** Insert a group; if it fails, each message alone (one bad message must not fail the others). */
+  async #insert(group: readonly Insert[]): Promise<void> {
+    try {
+      await this.pool.query(this.#insertSql(group.length), this.#insertParams(group));
+      for (const m of group) m.resolve();
+    } catch (err) {
+      if (group.length === 1) {
+        (group[0] as Insert).reject(err);
+        return;
+      }
+      await Promise.all(group.map((m) => this.#insert([m])));
+    }
   }
 
   /** A large message: its octets in chunk rows, all in one transaction. */
@@ -293,7 +367,10 @@ SELECT DISTINCT $1, e ->> 'domain', $5::bigint FROM jsonb_array_elements($8::jso
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      await client.query(this.#insertSql(), this.#insertParams(id, input, size, null));
+      await client.query(
+        this.#insertSql(1),
+        this.#insertParams([{ id, input, size, body: null, resolve: () => {}, reject: () => {} }]),
+      );
       const insert = `INSERT INTO ${this.#s}.message_chunks (message_id, seq, data) VALUES ($1, $2, $3)`;
       const cap = this.#chunkSize;
       let parts: Buffer[] = [];
