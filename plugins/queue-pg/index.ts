@@ -36,7 +36,7 @@ export const schema = Type.Object(
     database: Type.Optional(Type.String({ minLength: 1, description: 'Database name.' })),
     user: Type.Optional(Type.String({ minLength: 1, description: 'Database user.' })),
     password: Type.Optional(
-      Type.String({ description: 'Database password (prefer `PGPASSWORD` or a `.pgpass` file).' }),
+      Type.String({ description: 'Database password (prefer the `PGPASSWORD` environment variable).' }),
     ),
     schema: Type.String({
       pattern: '^[a-z_][a-z0-9_]{0,62}$',
