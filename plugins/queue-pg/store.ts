@@ -159,6 +159,8 @@ export class PgQueueStore implements QueueStore {
   readonly #wake: Array<() => void> = [];
   readonly #held = new Map<Lease, Held>();
   readonly #waiting: Insert[] = [];
+  /** Inserts and settles under way: close waits for them. */
+  readonly #writes = new Set<Promise<void>>();
   #inFlight = 0;
   /** Tokens of leases whose settle is under way. */
   readonly #settling = new Set<number>();
@@ -336,10 +338,12 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
         octets += m.size;
       }
       this.#inFlight++;
-      this.#insert(group).finally(() => {
+      const done = this.#insert(group).finally(() => {
         this.#inFlight--;
+        this.#writes.delete(done);
         this.#flush();
       });
+      this.#writes.add(done);
     }
   }
 
@@ -523,6 +527,11 @@ RETURNING lease_token AS token`,
     // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
     this.#settling.add(held.token);
     let rows: Array<{ result: string }>;
+    let done: (() => void) | undefined;
+    const writing = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.#writes.add(writing);
     try {
       ({ rows } = await this.pool.query<{ result: string }>(
         `SELECT ${this.#s}.settle($1, $2, $3, $4, $5) AS result`,
@@ -531,6 +540,8 @@ RETURNING lease_token AS token`,
     } finally {
       this.#held.delete(lease);
       this.#settling.delete(held.token);
+      this.#writes.delete(writing);
+      done?.();
     }
     if (rows[0]?.result === 'stale') {
       this.#o.log.warn(
@@ -743,6 +754,8 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#renewal);
+    // Messages being stored still get their answer; results being recorded still land.
+    while (this.#writes.size > 0) await Promise.allSettled([...this.#writes]);
     await this.#listener?.close();
     await this.pool.end();
   }
