@@ -69,7 +69,7 @@ CREATE TABLE ${s}.jobs (
   lease_expires bigint,
   PRIMARY KEY (message_id, destination)
 );
-CREATE INDEX jobs_due ON ${s}.jobs (due_at) WHERE NOT held;
+CREATE INDEX jobs_due ON ${s}.jobs (due_at, message_id) WHERE NOT held;
 CREATE INDEX jobs_leased ON ${s}.jobs (destination) WHERE lease_token IS NOT NULL;
 
 -- Lease up to p_limit due jobs for p_owner, at most p_per running (unexpired
