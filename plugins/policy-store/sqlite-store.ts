@@ -1,0 +1,186 @@
+/**
+ * The embedded policy state store: one SQLite database (Node's built-in
+ * `node:sqlite`, no native addon) under the server's data directory.
+ *
+ * Each operation is one `INSERT ... ON CONFLICT (key) DO UPDATE ...
+ * RETURNING` statement, the same single round trip a PostgreSQL store makes
+ * (there `min`/`max` of two values are `LEAST`/`GREATEST`); SQLite runs it
+ * atomically, and other processes opening the same file wait on its lock
+ * (`busy_timeout`), so no two sessions can take the same token.
+ *
+ * Durability: WAL with `synchronous=NORMAL`. A committed statement is in the
+ * WAL before it returns, so it survives the process being killed; what the
+ * last checkpoint did not sync may be lost if the machine loses power. For
+ * greylisting that costs at most a repeated delay for a few triplets, and
+ * for rate limits a bucket that refills early: not worth an fsync per
+ * RCPT. Both greylist entries and buckets are stored (one write each), so a
+ * restart forgets neither.
+ */
+import { closeSync, openSync } from 'node:fs';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type {
+  GreylistEntry,
+  GreylistStatus,
+  GreylistTimes,
+  PolicyStateStore,
+  TakeResult,
+  TokenBucket,
+} from '../policy/state-store.ts';
+import { TOKEN_EPSILON } from '../policy/state-store.ts';
+
+/** The schema this code writes; a database with a newer one is refused. */
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS greylist (
+  key        TEXT PRIMARY KEY,
+  first_seen INTEGER NOT NULL,
+  passed     INTEGER NOT NULL,
+  expires    INTEGER NOT NULL,
+  status     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS greylist_expires ON greylist (expires);
+CREATE TABLE IF NOT EXISTS rate_bucket (
+  key      TEXT PRIMARY KEY,
+  tokens   REAL NOT NULL,
+  updated  INTEGER NOT NULL,
+  expires  REAL NOT NULL,
+  admitted INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rate_bucket_expires ON rate_bucket (expires);
+`;
+
+/*
+ * In an upsert's SET, a bare column is the row's old value (every right-hand
+ * side is evaluated before any assignment), `:now` and friends the caller's.
+ * `expires <= :now`: the entry is gone (or as good as gone); start over.
+ * The three CASEs share one condition: passed before, or the delay is over.
+ */
+const GREYLIST_SEEN = `
+INSERT INTO greylist (key, first_seen, passed, expires, status)
+VALUES (:key, :now, 0, :now + :window, 'new')
+ON CONFLICT (key) DO UPDATE SET
+  status = CASE WHEN expires <= :now THEN 'new'
+                WHEN passed = 1 OR :now >= first_seen + :delay THEN 'passed'
+                ELSE 'early' END,
+  first_seen = CASE WHEN expires <= :now THEN :now ELSE first_seen END,
+  passed = CASE WHEN expires <= :now THEN 0
+                WHEN passed = 1 OR :now >= first_seen + :delay THEN 1
+                ELSE 0 END,
+  expires = CASE WHEN expires <= :now THEN :now + :window
+                 WHEN passed = 1 OR :now >= first_seen + :delay THEN :now + :lifetime
+                 ELSE expires END
+RETURNING status, first_seen AS firstSeen, expires`;
+
+/**
+ * The bucket's level at `:now`: what it held, refilled for the time since
+ * (one token per `:interval` ms), capped. `:enough` is `:n` less
+ * `TOKEN_EPSILON`. `CAST`: whole-number values bind as INTEGER, and SQLite
+ * divides integers as integers.
+ */
+const LEVEL = 'min(:cap, tokens + max(0, :now - updated) / CAST(:interval AS REAL))';
+const AFTER = `CASE WHEN ${LEVEL} >= :enough THEN ${LEVEL} - :n ELSE ${LEVEL} END`;
+/*
+ * A new bucket starts full. `expires` is when it is full again: after that
+ * the row says nothing an absent row would not, and `prune` may drop it.
+ */
+const TAKE_TOKENS = `
+INSERT INTO rate_bucket (key, tokens, updated, expires, admitted)
+VALUES (:key, CASE WHEN :cap >= :enough THEN :cap - :n ELSE :cap END, :now,
+        :now + CASE WHEN :cap >= :enough THEN :n * :interval ELSE 0 END, :cap >= :enough)
+ON CONFLICT (key) DO UPDATE SET
+  admitted = ${LEVEL} >= :enough,
+  tokens = ${AFTER},
+  updated = max(updated, :now),
+  expires = max(updated, :now) + (:cap - ${AFTER}) * :interval
+RETURNING tokens, admitted`;
+
+/** At most this many rows per DELETE, so pruning a large table never holds the event loop long. */
+const PRUNE_BATCH = 5000;
+
+export interface SqliteStoreOptions {
+  /** The database file (created with mode 0600 if missing). */
+  readonly path: string;
+  /** How long a statement waits for another process's lock (ms). */
+  readonly busyTimeout?: number;
+}
+
+export class SqlitePolicyStore implements PolicyStateStore {
+  readonly description: string;
+  readonly #db: DatabaseSync;
+  readonly #greylist: StatementSync;
+  readonly #take: StatementSync;
+  readonly #prune: readonly StatementSync[];
+
+  constructor(options: SqliteStoreOptions) {
+    this.description = `sqlite ${options.path}`;
+    // Created here first so the file (and SQLite's -wal and -shm beside it, which copy its mode) is private.
+    closeSync(openSync(options.path, 'a', 0o600));
+    const db = new DatabaseSync(options.path, { timeout: options.busyTimeout ?? 5000 });
+    try {
+      const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+      if (version > SCHEMA_VERSION)
+        throw new Error(
+          `${options.path} has policy state schema ${version}; this mailframe knows up to ${SCHEMA_VERSION}`,
+        );
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec('PRAGMA synchronous = NORMAL');
+      db.exec(`BEGIN IMMEDIATE; ${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+      this.#greylist = db.prepare(GREYLIST_SEEN);
+      this.#take = db.prepare(TAKE_TOKENS);
+      this.#prune = ['greylist', 'rate_bucket'].map((table) =>
+        db.prepare(
+          `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE expires <= :now LIMIT ${PRUNE_BATCH})`,
+        ),
+      );
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    this.#db = db;
+  }
+
+  async greylistSeen(key: string, now: number, times: GreylistTimes): Promise<GreylistEntry> {
+    const row = this.#greylist.get({
+      key,
+      now,
+      delay: times.delay,
+      window: times.retryWindow,
+      lifetime: times.lifetime,
+    }) as { status: GreylistStatus; firstSeen: number; expires: number };
+    return { status: row.status, firstSeen: row.firstSeen, expires: row.expires };
+  }
+
+  async takeTokens(key: string, now: number, bucket: TokenBucket, n: number): Promise<TakeResult> {
+    const { capacity: cap, intervalMs: interval } = bucket;
+    const row = this.#take.get({ key, now, cap, interval, n, enough: n - TOKEN_EPSILON }) as {
+      tokens: number;
+      admitted: number;
+    };
+    const allowed = row.admitted === 1;
+    return {
+      allowed,
+      remaining: row.tokens,
+      retryAfterMs: allowed ? 0 : Math.ceil((n - row.tokens) * interval),
+    };
+  }
+
+  async prune(now: number): Promise<number> {
+    let total = 0;
+    for (const statement of this.#prune) {
+      for (;;) {
+        const { changes } = statement.run({ now });
+        total += Number(changes);
+        if (Number(changes) < PRUNE_BATCH) break;
+        // Let sessions in between batches.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    return total;
+  }
+
+  /** Close the database (the store is unusable afterwards). */
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+}
