@@ -35,7 +35,10 @@ export default definePlugin({
   register(api, config) {
     const every = requireDuration(config.pruneInterval, 'pruneInterval');
     const path = isAbsolute(config.path) ? config.path : join(api.server.dataDir, config.path);
-    const store = new SqlitePolicyStore({ path });
+    const store = new SqlitePolicyStore({
+      path,
+      onCommitError: (err) => api.log.warn({ err }, 'policy state commit failed'),
+    });
     api.provide('policyState', store);
     api.log.info({ store: store.description }, 'policy state store open');
 

@@ -169,6 +169,16 @@ describe('the database', () => {
     expect((await stat(path)).mode & 0o777).toBe(0o600);
   });
 
+  it('commits the writes of a turn at its end, where another connection sees them', async () => {
+    const path = await dbPath();
+    const writer = open(path);
+    await writer.greylistSeen('t', T0, TIMES);
+    await new Promise((resolve) => setImmediate(resolve));
+    // Not closed: only the group commit can have put the write where a second connection reads it.
+    const reader = open(path);
+    expect((await reader.greylistSeen('t', T0 + TIMES.delay, TIMES)).status).toBe('passed');
+  });
+
   it('prunes expired entries and full buckets only', async () => {
     const store = open(await dbPath());
     const bucket: TokenBucket = { capacity: 2, intervalMs: MINUTE / 2 };
