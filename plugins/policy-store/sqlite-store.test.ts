@@ -5,6 +5,9 @@
  * connections racing on one bucket (two worker threads, as two processes or
  * nodes would) never take more tokens than it has.
  */
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,6 +180,35 @@ describe('the database', () => {
     // Not closed: only the group commit can have put the write where a second connection reads it.
     const reader = open(path);
     expect((await reader.greylistSeen('t', T0 + TIMES.delay, TIMES)).status).toBe('passed');
+  });
+
+  it('keeps what a process wrote in a finished turn when the process is killed (SIGKILL)', async () => {
+    const path = await dbPath();
+    const storeUrl = new URL('./sqlite-store.ts', import.meta.url).href;
+    const code = `
+      const { SqlitePolicyStore } = await import(${JSON.stringify(storeUrl)});
+      const store = new SqlitePolicyStore({ path: ${JSON.stringify(path)} });
+      await store.greylistSeen('t', ${T0}, ${JSON.stringify(TIMES)});
+      await store.takeTokens('k', ${T0}, { capacity: 1, intervalMs: ${MINUTE} }, 1);
+      setImmediate(() => { process.stdout.write('written\\n'); setInterval(() => {}, 1000); });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(child, 'exit');
+    try {
+      let out = '';
+      for await (const chunk of child.stdout) {
+        out += String(chunk);
+        if (out.includes('written')) break;
+      }
+      expect(out).toContain('written');
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(await exited).toEqual([null, 'SIGKILL']);
+    const after = open(path);
+    expect((await after.greylistSeen('t', T0 + TIMES.delay, TIMES)).status).toBe('passed');
+    expect((await after.takeTokens('k', T0, { capacity: 1, intervalMs: MINUTE }, 1)).allowed).toBe(false);
   });
 
   it('prunes expired entries and full buckets only', async () => {

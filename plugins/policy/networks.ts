@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { addressMatcher } from '../../core/proxy-protocol.ts';
 
 /** The IPv4 address of an IPv4 client on a dual-stack socket (`::ffff:192.0.2.7`), else the address as is. */
-export function plainAddress(address: string): string {
+function plainAddress(address: string): string {
   const lower = address.toLowerCase();
   return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice(7) : lower;
 }

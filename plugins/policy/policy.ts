@@ -122,3 +122,4 @@ export function headerResults(tx: Transaction): readonly RecordedResult[] {
 }
 
 export * from './actions.ts';
+export * from './state-store.ts';

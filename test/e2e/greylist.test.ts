@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { SmtpReply, TestPlugin, TestServer } from '../../core/testkit.ts';
 import type { GreylistResult } from '../../plugins/greylist/index.ts';
-import { connectFrom, DAY, FakeClock, fakeDnswl, MINUTE } from '../helpers/policy-state.ts';
+import { brokenStore, connectFrom, DAY, FakeClock, fakeDnswl, MINUTE } from '../helpers/policy-state.ts';
 import { useScope } from '../helpers/scope.ts';
 import { loggedInAs, resultsProbe } from '../helpers/test-plugins.ts';
 
@@ -211,6 +211,28 @@ describe('greylist', () => {
   it('follows the action map: tag only records', async () => {
     const t = await start({ greylist: { actions: { fail: { action: 'tag' } } } });
     expect(await rcptCode(t)).toBe('250 2.1.5');
+  });
+
+  it('fails open when the store fails (temperror), or closed when the action map says so', async () => {
+    const seen: GreylistResult[][] = [];
+    const plugins = (actions: Record<string, unknown>): TestPlugin[] => [
+      brokenStore,
+      ['greylist', { actions }],
+      ['rcpt-local', { domains: ['example.com'] }],
+      resultsProbe('greylist', (r) => seen.push([...r])),
+    ];
+    const open = await scope.start({ plugins: plugins({}) });
+    const c = await connectFrom(open);
+    await c.expect('EHLO client.example.org', 250);
+    await c.expect('MAIL FROM:<alice@example.org>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData('Subject: x\r\n\r\nx')).code).toBe(250);
+    await c.close();
+    expect(seen[0]?.[0]).toMatchObject({ result: 'temperror', reason: 'store failed' });
+
+    const closed = await scope.start({ plugins: plugins({ temperror: { action: 'tempfail' } }) });
+    expect(await rcptCode(closed)).toBe('451 4.7.1');
   });
 
   it('will not start without a policy state store', async () => {

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { type SmtpClient, type TestPlugin, type TestServer, takeReply } from '../../core/testkit.ts';
 import type { RateLimitResult } from '../../plugins/rate-limit/index.ts';
-import { connectFrom, FakeClock, MINUTE } from '../helpers/policy-state.ts';
+import { brokenStore, connectFrom, FakeClock, MINUTE } from '../helpers/policy-state.ts';
 import { useScope } from '../helpers/scope.ts';
 import { resultsProbe } from '../helpers/test-plugins.ts';
 
@@ -214,6 +214,27 @@ describe('rate-limit', () => {
     );
     expect(greetings.filter((code) => code === 220)).toHaveLength(5);
     expect(greetings.filter((code) => code === 421)).toHaveLength(n - 5);
+  });
+
+  it('fails open when the store fails', async () => {
+    const t = await scope.start({
+      plugins: [
+        brokenStore,
+        [
+          'rate-limit',
+          {
+            rules: [
+              { key: 'ip', count: 'connections', limit: 1, per: '1h' },
+              { key: 'ip', count: 'messages', limit: 1, per: '1h' },
+            ],
+          },
+        ],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const c = await session(t);
+    expect(await mail(c)).toBe('250 2.1.0');
+    expect(await mail(c)).toBe('250 2.1.0');
   });
 
   it('refuses a connection rule on a key unknown at connect', async () => {

@@ -11,6 +11,7 @@ import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { SmtpClient, type TestServer } from '../../core/testkit.ts';
 import { policyNotes } from '../../plugins/policy/policy.ts';
+import '../../plugins/policy/state-store.ts';
 
 export const MINUTE = 60_000;
 export const DAY = 24 * 60 * MINUTE;
@@ -55,3 +56,23 @@ export function fakeDnswl(address: string) {
     },
   });
 }
+
+/**
+ * A `policyState` store whose every operation fails, as an unreachable
+ * database would: in place of `policy-store`, as another backend would be.
+ */
+export const brokenStore = definePlugin({
+  name: 'test-broken-store',
+  schema: Type.Object({}),
+  register(api) {
+    const down = async (): Promise<never> => {
+      throw new Error('store unreachable');
+    };
+    api.provide('policyState', {
+      description: 'broken',
+      greylistSeen: down,
+      takeTokens: down,
+      prune: down,
+    });
+  },
+});
