@@ -159,6 +159,31 @@ describe('greylist', () => {
     expect(await rcptCode(exact, { client: '127.0.0.3' })).toBe('450 4.7.1');
   });
 
+  it('keys an IPv6 client by its /64', async () => {
+    const clock = new FakeClock();
+    const seen: GreylistResult[][] = [];
+    const t = await scope.start({
+      clock,
+      config: { listeners: [{ name: 'smtp', host: '::1', port: 0 }] },
+      plugins: [
+        'policy-store',
+        'greylist',
+        ['rcpt-local', { domains: ['example.com'] }],
+        resultsProbe('greylist', (r) => seen.push([...r])),
+      ],
+    });
+    expect(await rcptCode(t, { client: '::1' })).toBe('450 4.7.1');
+    clock.advance(5 * MINUTE);
+    const c = await connectFrom(t, '::1');
+    await c.expect('EHLO client.example.org', 250);
+    await c.expect('MAIL FROM:<alice@example.org>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData('Subject: x\r\n\r\nx')).code).toBe(250);
+    await c.close();
+    expect(seen[0]?.[0]?.triplet).toBe('::/64|alice@example.org|bob@example.com');
+  });
+
   it('greylists the null sender per recipient, and each recipient of a transaction on its own', async () => {
     const clock = new FakeClock();
     const t = await start({ clock });

@@ -99,6 +99,20 @@ describe('rate-limit', () => {
     expect(await greeting(t)).toBe('421');
   });
 
+  it('refuses the connection with 554 when the action is reject, and only records with tag', async () => {
+    const rule = { key: 'ip', count: 'connections', limit: 1, per: '1h' };
+    const reject = await start([rule], { config: { actions: { fail: { action: 'reject' } } } });
+    expect(await greeting(reject)).toBe('220');
+    const refused = await connectFrom(reject);
+    scope.defer(() => refused.close());
+    expect(refused.greeting?.raw).toBe('554 Too many connections\r\n');
+    expect((await refused.command('MAIL FROM:<a@example.org>')).code).toBe(503);
+
+    const tag = await start([rule], { config: { actions: { fail: { action: 'tag' } } } });
+    expect(await greeting(tag)).toBe('220');
+    expect(await greeting(tag)).toBe('220');
+  });
+
   it('answers 450 4.7.1 at MAIL over a message limit, with the wait', async () => {
     const clock = new FakeClock();
     const t = await start([{ key: 'ip', count: 'messages', limit: 2, per: '1h' }], { clock });
