@@ -26,7 +26,12 @@ import {
   report,
   validateActions,
 } from '../policy/policy.ts';
-import type { GreylistStatus, GreylistTimes, PolicyStateStore } from '../policy/state-store.ts';
+import type {
+  GreylistEntry,
+  GreylistStatus,
+  GreylistTimes,
+  PolicyStateStore,
+} from '../policy/state-store.ts';
 import { formatDuration, requireDuration } from '../queue/duration.ts';
 
 /** What `greylist` records for each recipient. */
@@ -197,7 +202,7 @@ export default definePlugin({
         const network = clientNetwork(tx.session.remote.address, config.ipv4Prefix, config.ipv6Prefix);
         const triplet = `${network}|${envelopeAddress(tx.from.address)}|${envelopeAddress(recipient)}`;
         const now = api.server.clock.now();
-        let entry: Awaited<ReturnType<PolicyStateStore['greylistSeen']>>;
+        let entry: GreylistEntry;
         try {
           entry = await (store as PolicyStateStore).greylistSeen(triplet, now, greylistTimes);
         } catch (err) {

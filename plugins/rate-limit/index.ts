@@ -22,11 +22,10 @@ import {
   actionsSchema,
   type CheckResult,
   type DefaultReplies,
-  type ResultValue,
   report,
   validateActions,
 } from '../policy/policy.ts';
-import type { PolicyStateStore, TokenBucket } from '../policy/state-store.ts';
+import type { PolicyStateStore, TakeResult, TokenBucket } from '../policy/state-store.ts';
 import { formatDuration, requireDuration } from '../queue/duration.ts';
 
 const KEYS = ['ip', 'network', 'user', 'senderDomain', 'recipient'] as const;
@@ -231,7 +230,7 @@ export default definePlugin({
         const key = keyOf(rule, session, tx, to);
         if (key === undefined) continue;
         checked++;
-        let taken: Awaited<ReturnType<PolicyStateStore['takeTokens']>>;
+        let taken: TakeResult;
         try {
           taken = await (store as PolicyStateStore).takeTokens(key, now, rule.bucket, 1);
         } catch (err) {
@@ -257,7 +256,7 @@ export default definePlugin({
           if (result === undefined) return undefined;
           session.notes.rateLimit = result;
           if (result.result === 'pass') return undefined;
-          const action = config.actions[result.result as ResultValue]?.action;
+          const action = config.actions[result.result]?.action;
           if (action !== 'tempfail' && action !== 'reject') return undefined;
           session.log.info({ check: 'rate-limit', rule: result.rule }, 'policy refused');
           return CONNECT_REPLIES[action];

@@ -264,5 +264,10 @@ describe('greylist', () => {
     await expect(
       scope.start({ plugins: ['greylist', ['rcpt-local', { domains: ['example.com'] }]] }),
     ).rejects.toThrow(/add the `policy-store` plugin/);
+    // Listed after it is as good: the store is looked up once every plugin registered.
+    const after = await scope.start({
+      plugins: ['greylist', ['rcpt-local', { domains: ['example.com'] }], 'policy-store'],
+    });
+    expect(await rcptCode(after)).toBe('450 4.7.1');
   });
 });
