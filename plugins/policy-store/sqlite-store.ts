@@ -98,6 +98,22 @@ ON CONFLICT (key) DO UPDATE SET
   expires = max(updated, :now) + (:cap - ${AFTER}) * :interval
 RETURNING tokens, admitted`;
 
+/**
+ * The statement with its `:name` parameters numbered (`?1`, ...) in the
+ * order of `names`, so it is bound by position: about half the cost of
+ * binding an object by name, which is much of a statement this small.
+ */
+function numbered(sql: string, names: readonly string[]): string {
+  return sql.replace(/:([a-z]+)/g, (_, name: string) => {
+    const i = names.indexOf(name);
+    if (i < 0) throw new Error(`unknown SQL parameter :${name}`);
+    return `?${i + 1}`;
+  });
+}
+
+const GREYLIST_PARAMS = ['key', 'now', 'delay', 'window', 'lifetime'] as const;
+const TAKE_PARAMS = ['key', 'now', 'cap', 'interval', 'n', 'enough'] as const;
+
 /** At most this many rows per DELETE, so pruning a large table never holds the event loop long. */
 const PRUNE_BATCH = 5000;
 
@@ -138,8 +154,8 @@ export class SqlitePolicyStore implements PolicyStateStore {
       db.exec('PRAGMA journal_mode = WAL');
       db.exec('PRAGMA synchronous = NORMAL');
       db.exec(`BEGIN IMMEDIATE; ${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
-      this.#greylist = db.prepare(GREYLIST_SEEN);
-      this.#take = db.prepare(TAKE_TOKENS);
+      this.#greylist = db.prepare(numbered(GREYLIST_SEEN, GREYLIST_PARAMS));
+      this.#take = db.prepare(numbered(TAKE_TOKENS, TAKE_PARAMS));
       this.#prune = ['greylist', 'rate_bucket'].map((table) =>
         db.prepare(
           `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE expires <= :now LIMIT ${PRUNE_BATCH})`,
@@ -182,8 +198,8 @@ export class SqlitePolicyStore implements PolicyStateStore {
   }
 
   async greylistSeen(key: string, now: number, times: GreylistTimes): Promise<GreylistEntry> {
-    const params = { key, now, delay: times.delay, window: times.retryWindow, lifetime: times.lifetime };
-    const row = this.#write(() => this.#greylist.get(params)) as {
+    const { delay, retryWindow, lifetime } = times;
+    const row = this.#write(() => this.#greylist.get(key, now, delay, retryWindow, lifetime)) as {
       status: GreylistStatus;
       firstSeen: number;
       expires: number;
@@ -193,8 +209,8 @@ export class SqlitePolicyStore implements PolicyStateStore {
 
   async takeTokens(key: string, now: number, bucket: TokenBucket, n: number): Promise<TakeResult> {
     const { capacity: cap, intervalMs: interval } = bucket;
-    const params = { key, now, cap, interval, n, enough: n - TOKEN_EPSILON };
-    const row = this.#write(() => this.#take.get(params)) as {
+    const enough = n - TOKEN_EPSILON;
+    const row = this.#write(() => this.#take.get(key, now, cap, interval, n, enough)) as {
       tokens: number;
       admitted: number;
     };
