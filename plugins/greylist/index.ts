@@ -15,7 +15,7 @@ import Type, { type Static } from 'typebox';
 import { domainKey } from '../../core/address.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { reply } from '../../core/reply.ts';
+import { type Reply, reply } from '../../core/reply.ts';
 import type { Address, Transaction } from '../../core/types.ts';
 import { clientNetwork, networkMatcher } from '../policy/networks.ts';
 import {
@@ -30,6 +30,7 @@ import type {
   GreylistEntry,
   GreylistStatus,
   GreylistTimes,
+  MaybePromise,
   PolicyStateStore,
 } from '../policy/state-store.ts';
 import { formatDuration, requireDuration } from '../queue/duration.ts';
@@ -191,8 +192,40 @@ export default definePlugin({
       return undefined;
     }
 
+    /** What policy says about one triplet's entry. */
+    function decideEntry(
+      tx: Transaction,
+      triplet: string,
+      now: number,
+      entry: GreylistEntry,
+    ): Reply | undefined {
+      if (entry.status === 'passed') {
+        const result: GreylistResult = { result: 'pass', status: entry.status, triplet, header: false };
+        return report(tx, 'greylist', result, config.actions);
+      }
+      const retryAfterMs = entry.firstSeen + greylistTimes.delay - now;
+      const result: GreylistResult = {
+        result: 'fail',
+        reason: entry.status === 'new' ? 'new triplet' : 'retried too early',
+        status: entry.status,
+        triplet,
+        retryAfterMs,
+        header: false,
+      };
+      tx.log.debug({ triplet, status: entry.status, retryAfterMs }, 'greylisted');
+      return report(tx, 'greylist', result, config.actions, replies(retryAfterMs));
+    }
+
+    /** The store failed: `temperror`, which is accepted unless the action map says otherwise. */
+    function storeFailed(tx: Transaction, triplet: string, err: unknown): Reply | undefined {
+      tx.log.warn({ err, triplet }, 'greylist store failed');
+      const result: GreylistResult = { result: 'temperror', reason: 'store failed', header: false, triplet };
+      return report(tx, 'greylist', result, config.actions);
+    }
+
     api.hooks.rcpt.tap(
-      async (tx, to) => {
+      // Synchronous while the store answers synchronously (the embedded one does): no promise per RCPT.
+      (tx, to) => {
         const recipient = to.address;
         // `<Postmaster>` must always be reachable (RFC 5321 4.5.1).
         if (recipient.domain === '') return undefined;
@@ -202,34 +235,17 @@ export default definePlugin({
         const network = clientNetwork(tx.session.remote.address, config.ipv4Prefix, config.ipv6Prefix);
         const triplet = `${network}|${envelopeAddress(tx.from.address)}|${envelopeAddress(recipient)}`;
         const now = api.server.clock.now();
-        let entry: GreylistEntry;
+        let entry: MaybePromise<GreylistEntry>;
         try {
-          entry = await (store as PolicyStateStore).greylistSeen(triplet, now, greylistTimes);
+          entry = (store as PolicyStateStore).greylistSeen(triplet, now, greylistTimes);
         } catch (err) {
-          tx.log.warn({ err, triplet }, 'greylist store failed');
-          const result: GreylistResult = {
-            result: 'temperror',
-            reason: 'store failed',
-            header: false,
-            triplet,
-          };
-          return report(tx, 'greylist', result, config.actions);
+          return storeFailed(tx, triplet, err);
         }
-        if (entry.status === 'passed') {
-          const result: GreylistResult = { result: 'pass', status: entry.status, triplet, header: false };
-          return report(tx, 'greylist', result, config.actions);
-        }
-        const retryAfterMs = entry.firstSeen + greylistTimes.delay - now;
-        const result: GreylistResult = {
-          result: 'fail',
-          reason: entry.status === 'new' ? 'new triplet' : 'retried too early',
-          status: entry.status,
-          triplet,
-          retryAfterMs,
-          header: false,
-        };
-        tx.log.debug({ triplet, status: entry.status, retryAfterMs }, 'greylisted');
-        return report(tx, 'greylist', result, config.actions, replies(retryAfterMs));
+        if (!(entry instanceof Promise)) return decideEntry(tx, triplet, now, entry);
+        return entry.then(
+          (e) => decideEntry(tx, triplet, now, e),
+          (err: unknown) => storeFailed(tx, triplet, err),
+        );
       },
       // Before acceptance at LATE. Within NORMAL, list greylist after the other RCPT checks: a 5xx beats a 450.
       { stage: Stage.NORMAL },

@@ -5,14 +5,20 @@
  * store of the `policy-store` plugin, and a PostgreSQL store when several
  * nodes share one database.
  *
- * Every operation is one atomic read-modify-write on one key, so a backend
- * implements it as a single statement (`INSERT ... ON CONFLICT (key) DO
- * UPDATE ... RETURNING`, one round trip) and two sessions, or two nodes,
- * racing on the same key can never both take the last token or both open a
- * triplet. The caller passes `now` (the server clock, so tests inject one);
- * a store never reads a clock of its own. The reference semantics are the
- * pure functions below (`greylistStep`, `bucketStep`); a backend's SQL must
- * give the same answers (the SQLite store's tests check it against them).
+ * Every operation is one atomic read-modify-write of one key, so two
+ * sessions (or, on a shared database, two nodes) racing on the same key can
+ * never both take the last token or both open a triplet. A database store
+ * implements each as a single statement (`INSERT ... ON CONFLICT (key) DO
+ * UPDATE ... RETURNING`, one round trip). The caller passes `now` (the
+ * server clock, so tests inject one); a store never reads a clock of its
+ * own. The reference semantics are the pure functions below
+ * (`greylistStep`, `bucketStep`).
+ *
+ * An operation answers with a value or a promise of one: a store that
+ * answers from memory (the embedded one) returns the value, so the hook
+ * call that asked stays synchronous, which the core makes much cheaper
+ * than a promise; a remote one returns a promise. Callers handle both
+ * (`andThen`).
  */
 
 /** Greylisting's three times, in milliseconds. */
@@ -62,6 +68,14 @@ export interface TakeResult {
   readonly retryAfterMs: number;
 }
 
+/** A value, or a promise of one. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/** `f(value)`, at once for a value, after it settles for a promise: keeps a synchronous answer synchronous. */
+export function andThen<T, R>(value: MaybePromise<T>, f: (value: T) => MaybePromise<R>): MaybePromise<R> {
+  return value instanceof Promise ? value.then(f) : f(value);
+}
+
 export interface PolicyStateStore {
   /** What the store is, for logs (`sqlite /var/lib/mailframe/policy-state.sqlite`). */
   readonly description: string;
@@ -70,11 +84,11 @@ export interface PolicyStateStore {
    * entry (`new`), leaves it as it is (`early`), or marks it passed and
    * renews it for `lifetime` (`passed`).
    */
-  greylistSeen(key: string, now: number, times: GreylistTimes): Promise<GreylistEntry>;
+  greylistSeen(key: string, now: number, times: GreylistTimes): MaybePromise<GreylistEntry>;
   /** Rate limits: take `n` tokens from the bucket `key` at `now`, if it holds them. */
-  takeTokens(key: string, now: number, bucket: TokenBucket, n: number): Promise<TakeResult>;
+  takeTokens(key: string, now: number, bucket: TokenBucket, n: number): MaybePromise<TakeResult>;
   /** Forget entries that expired by `now` (a full bucket is as good as none). Returns how many. */
-  prune(now: number): Promise<number>;
+  prune(now: number): MaybePromise<number>;
 }
 
 declare module '../../core/plugin.ts' {

@@ -25,7 +25,13 @@ import {
   report,
   validateActions,
 } from '../policy/policy.ts';
-import type { PolicyStateStore, TakeResult, TokenBucket } from '../policy/state-store.ts';
+import {
+  andThen,
+  type MaybePromise,
+  type PolicyStateStore,
+  type TakeResult,
+  type TokenBucket,
+} from '../policy/state-store.ts';
 import { formatDuration, requireDuration } from '../queue/duration.ts';
 
 const KEYS = ['ip', 'network', 'user', 'senderDomain', 'recipient'] as const;
@@ -216,84 +222,98 @@ export default definePlugin({
       return value === undefined ? undefined : `${rule.name}|${value}`;
     }
 
-    /** Take one token per applicable rule; the first rule without one refuses. */
-    async function take(
+    /**
+     * Take one token per applicable rule, in order; the first rule without
+     * one refuses. Synchronous while the store answers synchronously.
+     */
+    function take(
       list: readonly CompiledRule[],
       session: Session,
       tx?: Transaction,
       to?: Address,
-    ): Promise<RateLimitResult | undefined> {
+    ): MaybePromise<RateLimitResult | undefined> {
       if (list.length === 0 || exempt(session)) return undefined;
       const now = api.server.clock.now();
-      let checked = 0;
-      for (const rule of list) {
-        const key = keyOf(rule, session, tx, to);
-        if (key === undefined) continue;
-        checked++;
-        let taken: TakeResult;
-        try {
-          taken = await (store as PolicyStateStore).takeTokens(key, now, rule.bucket, 1);
-        } catch (err) {
-          session.log.warn({ err, rule: rule.name }, 'rate-limit store failed');
-          return { result: 'temperror', reason: 'store failed', rule: rule.name, header: false };
+      let checked = false;
+      const failed = (rule: CompiledRule, err: unknown): RateLimitResult => {
+        session.log.warn({ err, rule: rule.name }, 'rate-limit store failed');
+        return { result: 'temperror', reason: 'store failed', rule: rule.name, header: false };
+      };
+      const verdict = (rule: CompiledRule, taken: TakeResult): RateLimitResult | undefined =>
+        taken.allowed
+          ? undefined
+          : {
+              result: 'fail',
+              reason: `over ${rule.name}`,
+              rule: rule.name,
+              retryAfterMs: taken.retryAfterMs,
+              header: false,
+            };
+      const from = (i: number): MaybePromise<RateLimitResult | undefined> => {
+        for (; i < list.length; i++) {
+          const rule = list[i] as CompiledRule;
+          const key = keyOf(rule, session, tx, to);
+          if (key === undefined) continue;
+          checked = true;
+          let taken: MaybePromise<TakeResult>;
+          try {
+            taken = (store as PolicyStateStore).takeTokens(key, now, rule.bucket, 1);
+          } catch (err) {
+            return failed(rule, err);
+          }
+          if (taken instanceof Promise) {
+            const next = i + 1;
+            return taken.then(
+              (t) => verdict(rule, t) ?? from(next),
+              (err: unknown) => failed(rule, err),
+            );
+          }
+          const refused = verdict(rule, taken);
+          if (refused !== undefined) return refused;
         }
-        if (!taken.allowed)
-          return {
-            result: 'fail',
-            reason: `over ${rule.name}`,
-            rule: rule.name,
-            retryAfterMs: taken.retryAfterMs,
-            header: false,
-          };
-      }
-      return checked === 0 ? undefined : { result: 'pass', header: false };
+        return checked ? { result: 'pass', header: false } : undefined;
+      };
+      return from(0);
     }
+
+    /** Record the result and apply the action map (MAIL, RCPT). */
+    const decideTx = (
+      tx: Transaction,
+      result: RateLimitResult | undefined,
+      what: 'messages' | 'recipients',
+    ) =>
+      result === undefined
+        ? undefined
+        : report(tx, 'rate-limit', result, config.actions, messageReplies(what, result.retryAfterMs ?? 0));
 
     if (atConnect.length > 0)
       api.hooks.connect.tap(
-        async (session) => {
-          const result = await take(atConnect, session);
-          if (result === undefined) return undefined;
-          session.notes.rateLimit = result;
-          if (result.result === 'pass') return undefined;
-          const action = config.actions[result.result]?.action;
-          if (action !== 'tempfail' && action !== 'reject') return undefined;
-          session.log.info({ check: 'rate-limit', rule: result.rule }, 'policy refused');
-          return CONNECT_REPLIES[action];
-        },
+        (session) =>
+          andThen(take(atConnect, session), (result) => {
+            if (result === undefined) return undefined;
+            session.notes.rateLimit = result;
+            if (result.result === 'pass') return undefined;
+            const action = config.actions[result.result]?.action;
+            if (action !== 'tempfail' && action !== 'reject') return undefined;
+            session.log.info({ check: 'rate-limit', rule: result.rule }, 'policy refused');
+            return CONNECT_REPLIES[action];
+          }),
         { stage: Stage.FIRST },
       );
 
     if (atMail.length > 0)
       api.hooks.mail.tap(
-        async (tx) => {
-          const result = await take(atMail, tx.session, tx);
-          if (result === undefined) return undefined;
-          return report(
-            tx,
-            'rate-limit',
-            result,
-            config.actions,
-            messageReplies('messages', result.retryAfterMs ?? 0),
-          );
-        },
+        (tx) => andThen(take(atMail, tx.session, tx), (result) => decideTx(tx, result, 'messages')),
         { stage: Stage.EARLY },
       );
 
     if (atRcpt.length > 0)
       api.hooks.rcpt.tap(
-        async (tx, to) => {
+        (tx, to) => {
           // `<Postmaster>` must always be reachable (RFC 5321 4.5.1).
           if (to.address.domain === '') return undefined;
-          const result = await take(atRcpt, tx.session, tx, to.address);
-          if (result === undefined) return undefined;
-          const what = result.rule?.includes(':messages') ? 'messages' : 'recipients';
-          return report(
-            tx,
-            'rate-limit',
-            result,
-            config.actions,
-            messageReplies(what, result.retryAfterMs ?? 0),
+          return andThen(take(atRcpt, tx.session, tx, to.address), (result) =>
+            decideTx(tx, result, result?.rule?.includes(':messages') ? 'messages' : 'recipients'),
           );
         },
         { stage: Stage.EARLY },
