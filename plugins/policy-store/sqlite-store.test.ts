@@ -176,6 +176,24 @@ describe('the database', () => {
     expect((await stat(path)).mode & 0o777).toBe(0o600);
   });
 
+  it('writes in batches with the event loop running between them, losing no change made meanwhile', async () => {
+    const path = await dbPath();
+    // Two entries cached: whatever the test reads back comes from the database.
+    const store = open(path, { maxCached: 2 });
+    const keys = Array.from({ length: 5000 }, (_, i) => `t${i}`);
+    for (const key of keys) store.greylistSeen(key, T0, TIMES);
+    const flushing = store.flushInBatches();
+    // The first batch is written; this change to one of its entries comes between batches.
+    store.greylistSeen('t0', T0 + TIMES.retryWindow, TIMES); // expired: new again, first seen now
+    await flushing;
+    await store.flushInBatches();
+    expect(store.greylistSeen('t4999', T0 + TIMES.delay, TIMES).status).toBe('passed');
+    expect(store.greylistSeen('t0', T0 + TIMES.retryWindow + 1, TIMES)).toMatchObject({
+      status: 'early',
+      firstSeen: T0 + TIMES.retryWindow,
+    });
+  });
+
   it('belongs to one process: a second store on the same file is refused', async () => {
     const path = await dbPath();
     open(path);

@@ -8,7 +8,9 @@
  * rate-limit tap then keeps its hook call synchronous, and an operation
  * costs a map lookup instead of a database write. An entry not in memory is
  * read from the database once. Changed entries are written every
- * `flushIntervalMs` (default 1 s) in one transaction, and at close.
+ * `flushIntervalMs` (default 1 s), in transactions of at most
+ * `FLUSH_BATCH` rows with a turn of the event loop between them (a burst of
+ * changed entries never holds the sessions up for long), and at close.
  *
  * Durability: a restart finds everything written before it (close flushes);
  * a crash loses the changes of the last interval at most, and a power loss
@@ -56,6 +58,9 @@ CREATE TABLE IF NOT EXISTS rate_bucket (
 CREATE INDEX IF NOT EXISTS rate_bucket_expires ON rate_bucket (expires);
 `;
 
+/** Rows one write-behind transaction carries at most before the event loop gets a turn. */
+const FLUSH_BATCH = 2000;
+
 /** At most this many rows per DELETE, so pruning a large table never holds the event loop long. */
 const PRUNE_BATCH = 5000;
 
@@ -93,6 +98,8 @@ export class SqlitePolicyStore implements PolicyStateStore {
   readonly #buckets = new Map<string, CachedBucket>();
   readonly #dirtyGreylist = new Set<string>();
   readonly #dirtyBuckets = new Set<string>();
+  /** A timer flush is running (it yields between batches). */
+  #flushing = false;
 
   constructor(options: SqliteStoreOptions) {
     this.description = `sqlite ${options.path}`;
@@ -142,7 +149,7 @@ export class SqlitePolicyStore implements PolicyStateStore {
       throw err;
     }
     this.#db = db;
-    this.#timer = setInterval(() => this.flush(), options.flushIntervalMs ?? 1000);
+    this.#timer = setInterval(() => void this.flushInBatches(), options.flushIntervalMs ?? 1000);
     this.#timer.unref();
   }
 
@@ -181,32 +188,60 @@ export class SqlitePolicyStore implements PolicyStateStore {
     return step.result;
   }
 
-  /** Write every changed entry in one transaction; then forget the least recently used beyond `maxCached`. */
+  /** Write every changed entry now; then forget the least recently used beyond `maxCached`. */
   flush(): void {
-    if (!this.#db.isOpen) return;
-    if (this.#dirtyGreylist.size > 0 || this.#dirtyBuckets.size > 0) {
-      try {
-        this.#db.exec('BEGIN');
-        for (const key of this.#dirtyGreylist) {
-          const row = this.#greylist.get(key);
-          if (row !== undefined)
-            this.#sql.writeGreylist.run(key, row.firstSeen, row.passed ? 1 : 0, row.expires);
-        }
-        for (const key of this.#dirtyBuckets) {
-          const row = this.#buckets.get(key);
-          if (row !== undefined) this.#sql.writeBucket.run(key, row.tokens, row.updated, row.expires);
-        }
-        this.#db.exec('COMMIT');
-        this.#dirtyGreylist.clear();
-        this.#dirtyBuckets.clear();
-      } catch (err) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-        this.#onFlushError(err);
-        return;
-      }
+    while (this.#writeBatch(Number.POSITIVE_INFINITY));
+    this.#evict();
+  }
+
+  /** The timer's flush: batches of `FLUSH_BATCH` rows, the event loop running in between. */
+  async flushInBatches(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      while (this.#writeBatch(FLUSH_BATCH)) await new Promise((resolve) => setImmediate(resolve));
+      this.#evict();
+    } finally {
+      this.#flushing = false;
     }
-    evict(this.#greylist, this.#maxCached);
-    evict(this.#buckets, this.#maxCached);
+  }
+
+  /**
+   * Write up to `max` changed entries in one transaction. True when more
+   * remain; false when none do, or the write failed (they stay pending,
+   * and the next flush tries again).
+   */
+  #writeBatch(max: number): boolean {
+    if (!this.#db.isOpen) return false;
+    const greylist = take(this.#dirtyGreylist, max);
+    const buckets = take(this.#dirtyBuckets, max - greylist.length);
+    if (greylist.length === 0 && buckets.length === 0) return false;
+    try {
+      this.#db.exec('BEGIN');
+      for (const key of greylist) {
+        const row = this.#greylist.get(key);
+        if (row !== undefined)
+          this.#sql.writeGreylist.run(key, row.firstSeen, row.passed ? 1 : 0, row.expires);
+      }
+      for (const key of buckets) {
+        const row = this.#buckets.get(key);
+        if (row !== undefined) this.#sql.writeBucket.run(key, row.tokens, row.updated, row.expires);
+      }
+      this.#db.exec('COMMIT');
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      this.#onFlushError(err);
+      return false;
+    }
+    for (const key of greylist) this.#dirtyGreylist.delete(key);
+    for (const key of buckets) this.#dirtyBuckets.delete(key);
+    return this.#dirtyGreylist.size > 0 || this.#dirtyBuckets.size > 0;
+  }
+
+  /** Forget the least recently used written entries beyond `maxCached`. */
+  #evict(): void {
+    evict(this.#greylist, this.#dirtyGreylist, this.#maxCached);
+    evict(this.#buckets, this.#dirtyBuckets, this.#maxCached);
   }
 
   async prune(now: number): Promise<number> {
@@ -236,11 +271,24 @@ export class SqlitePolicyStore implements PolicyStateStore {
   }
 }
 
-/** Drop the least recently used entries of `map` beyond `max` (all written: flush ran first). */
-function evict<V>(map: Map<string, V>, max: number): void {
+/** The first `max` keys of `set` (all of them when it has no more). */
+function take(set: ReadonlySet<string>, max: number): string[] {
+  const out: string[] = [];
+  if (max <= 0) return out;
+  for (const key of set) {
+    out.push(key);
+    if (out.length >= max) break;
+  }
+  return out;
+}
+
+/** Drop the least recently used entries of `map` beyond `max`, but none still to be written. */
+function evict<V>(map: Map<string, V>, dirty: ReadonlySet<string>, max: number): void {
   let excess = map.size - max;
   for (const key of map.keys()) {
-    if (excess-- <= 0) break;
+    if (excess <= 0) break;
+    if (dirty.has(key)) continue;
     map.delete(key);
+    excess--;
   }
 }
