@@ -21,10 +21,10 @@ import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
 import {
   actionsSchema,
+  allResults,
   type CheckResult,
   type DefaultReplies,
   decide,
-  headerResults,
   recordResult,
   resultsOf,
   validateActions,
@@ -194,7 +194,7 @@ export default definePlugin({
         const { verified, cv } = input;
         // Set on the seal options by the verification pass (relaxed body hash of the spooled message).
         const bodyHash = (verified.seal as { bodyHash?: string } | undefined)?.bodyHash;
-        const results = headerResults(tx);
+        const results = allResults(tx);
         const authResults =
           // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
           results.length === 0

@@ -200,7 +200,7 @@ export default definePlugin({
       entry: GreylistEntry,
     ): Reply | undefined {
       if (entry.status === 'passed') {
-        const result: GreylistResult = { result: 'pass', status: entry.status, triplet, header: false };
+        const result: GreylistResult = { result: 'pass', status: entry.status, triplet };
         return report(tx, 'greylist', result, config.actions);
       }
       const retryAfterMs = entry.firstSeen + greylistTimes.delay - now;
@@ -210,7 +210,6 @@ export default definePlugin({
         status: entry.status,
         triplet,
         retryAfterMs,
-        header: false,
       };
       tx.log.debug({ triplet, status: entry.status, retryAfterMs }, 'greylisted');
       return report(tx, 'greylist', result, config.actions, replies(retryAfterMs));
@@ -219,7 +218,7 @@ export default definePlugin({
     /** The store failed: `temperror`, which is accepted unless the action map says otherwise. */
     function storeFailed(tx: Transaction, triplet: string, err: unknown): Reply | undefined {
       tx.log.warn({ err, triplet }, 'greylist store failed');
-      const result: GreylistResult = { result: 'temperror', reason: 'store failed', header: false, triplet };
+      const result: GreylistResult = { result: 'temperror', reason: 'store failed', triplet };
       return report(tx, 'greylist', result, config.actions);
     }
 
@@ -230,8 +229,7 @@ export default definePlugin({
         // `<Postmaster>` must always be reachable (RFC 5321 4.5.1).
         if (recipient.domain === '') return undefined;
         const why = allowedBy(tx, recipient);
-        if (why !== undefined)
-          return report(tx, 'greylist', { result: 'none', reason: why, header: false }, config.actions);
+        if (why !== undefined) return report(tx, 'greylist', { result: 'none', reason: why }, config.actions);
         const network = clientNetwork(tx.session.remote.address, config.ipv4Prefix, config.ipv6Prefix);
         const triplet = `${network}|${envelopeAddress(tx.from.address)}|${envelopeAddress(recipient)}`;
         const now = api.server.clock.now();

@@ -36,13 +36,6 @@ export interface CheckResult {
   readonly properties?: Readonly<Record<string, string>>;
   /** The Authentication-Results method (default: the check's name). */
   readonly method?: string;
-  /**
-   * Whether Authentication-Results (and ARC-Authentication-Results) show the
-   * result; default true. Checks with no RFC 8601 method of their own
-   * (greylisting, rate limits) say false: their results are for the action
-   * map, later plugins and the log.
-   */
-  readonly header?: boolean;
 }
 
 /**
@@ -114,11 +107,6 @@ export function resultsOf<K extends CheckName>(tx: Transaction, check: K): reado
 /** Every result recorded on the transaction, in the order recorded. */
 export function allResults(tx: Transaction): readonly RecordedResult[] {
   return tx.notes.policy?.results ?? [];
-}
-
-/** The results Authentication-Results shows: all but those recorded with `header: false`. */
-export function headerResults(tx: Transaction): readonly RecordedResult[] {
-  return allResults(tx).filter((r) => r.result.header !== false);
 }
 
 export * from './actions.ts';

@@ -237,7 +237,7 @@ export default definePlugin({
       let checked = false;
       const failed = (rule: CompiledRule, err: unknown): RateLimitResult => {
         session.log.warn({ err, rule: rule.name }, 'rate-limit store failed');
-        return { result: 'temperror', reason: 'store failed', rule: rule.name, header: false };
+        return { result: 'temperror', reason: 'store failed', rule: rule.name };
       };
       const verdict = (rule: CompiledRule, taken: TakeResult): RateLimitResult | undefined =>
         taken.allowed
@@ -247,7 +247,6 @@ export default definePlugin({
               reason: `over ${rule.name}`,
               rule: rule.name,
               retryAfterMs: taken.retryAfterMs,
-              header: false,
             };
       const from = (i: number): MaybePromise<RateLimitResult | undefined> => {
         for (; i < list.length; i++) {
@@ -271,7 +270,7 @@ export default definePlugin({
           const refused = verdict(rule, taken);
           if (refused !== undefined) return refused;
         }
-        return checked ? { result: 'pass', header: false } : undefined;
+        return checked ? { result: 'pass' } : undefined;
       };
       return from(0);
     }

@@ -102,7 +102,6 @@ describe('greylist', () => {
           result: 'pass',
           status: 'passed',
           triplet: '127.0.0.0/24|alice@example.org|bob@example.com',
-          header: false,
         },
       ],
     ]);
