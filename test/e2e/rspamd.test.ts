@@ -6,24 +6,30 @@
  * (quarantine included), and an outage or a scanner that never answers is
  * accepted (failOpen) or refused for now.
  */
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
 import Type from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runQueueCli } from '../../bin/queue-cli.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import type { TestPlugin, TestServer } from '../../core/testkit.ts';
 // The `spf`, `dkim` and `dmarc` result types (declared by their plugins on PolicyChecks).
 import type {} from '../../plugins/dkim-verify/index.ts';
 import type {} from '../../plugins/dmarc/index.ts';
 import { recordResult } from '../../plugins/policy/policy.ts';
+import type { QueueSummary } from '../../plugins/queue/types.ts';
 import type { RspamdResult } from '../../plugins/rspamd/index.ts';
 import type {} from '../../plugins/spf/index.ts';
 import { freePort, type RspamdPeer, startRspamd } from '../helpers/rspamd.ts';
 import { useScope } from '../helpers/scope.ts';
 import { resultsProbe } from '../helpers/test-plugins.ts';
+import { Deliverer, FakeClock, sendMail, useQueueScope } from './queue-harness.ts';
 
 const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
 
 const scope = useScope();
+const queues = useQueueScope();
 let rspamd: RspamdPeer;
 
 beforeAll(async () => {
@@ -53,13 +59,18 @@ async function start(config: Record<string, unknown> = {}, before: TestPlugin[] 
   const t = await scope.start({
     plugins: [
       ...before,
-      ['rspamd', { url: rspamd.url, ...config }],
+      // The plugin's hook timeout above its scan timeout: a scan on a loaded machine may take seconds.
+      { plugin: 'rspamd', config: { url: rspamd.url, timeout: 8000, ...config }, timeout: 10_000 },
       resultsProbe('rspamd', (results) => seen.push(...results)),
       ['rcpt-local', { domains: ['example.com'] }],
     ],
   });
   return { t, seen };
 }
+
+/** A well-formed message from a@example.org to bob@example.com with `body`. */
+const message = (body: string) =>
+  `From: A <a@example.org>\r\nTo: Bob <bob@example.com>\r\nSubject: Lunch\r\nMessage-ID: <m1@example.org>\r\nDate: Fri, 04 Dec 2026 08:00:00 +0000\r\n\r\n${body}\r\n`;
 
 /** Send one message from a@example.org to bob@example.com; the reply to the end of data. */
 async function send(t: TestServer, body: string) {
@@ -68,9 +79,7 @@ async function send(t: TestServer, body: string) {
   await c.expect('MAIL FROM:<a@example.org>', 250);
   await c.expect('RCPT TO:<bob@example.com>', 250);
   await c.expect('DATA', 354);
-  const r = await c.sendData(
-    `From: A <a@example.org>\r\nTo: Bob <bob@example.com>\r\nSubject: Lunch\r\nMessage-ID: <m1@example.org>\r\nDate: Fri, 04 Dec 2026 08:00:00 +0000\r\n\r\n${body}\r\n`,
-  );
+  const r = await c.sendData(message(body));
   await c.expect('QUIT', 221);
   return r;
 }
@@ -216,5 +225,44 @@ describe('rspamd', () => {
     expect(got[0]?.['queue-id']?.[0]).toMatch(/\S/);
     // The prepended Received field is part of what is sent.
     expect(Number(got[0]?.['content-length']?.[0])).toBeGreaterThan('Subject: x\r\n\r\nhi\r\n'.length);
+  });
+
+  it('rspamd verdict mapped to quarantine: queued apart, listed by `queue quarantine list`, released to delivery', async () => {
+    const clock = new FakeClock();
+    const dir = await queues.tempDir();
+    const config = join(dir, 'mailframe.json');
+    await writeFile(config, JSON.stringify({ dataDir: './data', plugins: [{ plugin: 'queue-fs' }] }));
+    const d = new Deliverer(clock);
+    const s = await queues.start({
+      clock,
+      dataDir: join(dir, 'data'),
+      plugins: [
+        failingChecks,
+        {
+          plugin: 'rspamd',
+          id: 'rspamd',
+          config: { url: rspamd.url, timeout: 8000, actions: { 'add header': { action: 'quarantine' } } },
+        },
+        d.plugin,
+      ],
+    });
+    const spam = await sendMail(s.port, {
+      from: 'a@example.org',
+      to: ['bob@example.com'],
+      body: message(PLAIN),
+    });
+    await s.queue.runDue();
+    expect(d.seen).toEqual([]);
+    let out = '';
+    const cli = (...argv: string[]) => runQueueCli(argv, config, { out: (t) => (out += t), err: () => {} });
+    expect(await cli('quarantine', 'list', '--json')).toBe(0);
+    const listed = JSON.parse(out) as QueueSummary[];
+    expect(listed.map((m) => [m.id, m.quarantine])).toEqual([
+      [spam, { check: 'rspamd', result: 'add header' }],
+    ]);
+    expect(await cli('quarantine', 'release', spam)).toBe(0);
+    await s.queue.runDue();
+    expect(d.seen.map((x) => x.job.id)).toEqual([spam]);
+    expect(d.seen[0]?.message).toMatch(/^X-Spam: Yes\r\n/);
   });
 });

@@ -56,6 +56,31 @@ function ping(url: string): Promise<boolean> {
   });
 }
 
+/** Scan a tiny message; rejects unless rspamd answers with an action. */
+function warmUp(url: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const body = 'From: warm@example.org\r\nSubject: warm-up\r\n\r\nHello.\r\n';
+    const req = request(
+      `${url}/checkv2`,
+      { method: 'POST', timeout: START_TIMEOUT, headers: { IP: '127.0.0.1', 'content-length': body.length } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () =>
+          /"action"\s*:/.test(text)
+            ? resolve()
+            : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`)),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('warm-up scan timed out')));
+    req.end(body);
+  });
+}
+
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
@@ -124,5 +149,11 @@ export async function startRspamd(): Promise<RspamdPeer> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  // The first scan after start loads what the worker loads lazily (seconds on a busy machine): do it here.
+  await warmUp(url).catch(async (err: Error) => {
+    const log = await logTail();
+    await stop();
+    throw new Error(`rspamd started on ${url} but cannot scan: ${err.message}\n${log}`);
+  });
   return { url, port, logTail, stop };
 }
