@@ -193,6 +193,32 @@ describe('rspamd', () => {
     expect(silent.requests()).toBe(2);
   });
 
+  it('an HTTP error or an answer that is not rspamd JSON is an outage too', async () => {
+    const answers = [
+      { status: 503, body: 'overloaded' },
+      { status: 200, body: '<html>hello</html>' },
+    ];
+    const server: Server = createServer((req, res) => {
+      req.resume();
+      const a = answers.shift() ?? { status: 500, body: '' };
+      req.on('end', () => {
+        res.statusCode = a.status;
+        res.end(a.body);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    scope.defer(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const address = server.address();
+    if (typeof address !== 'object' || address === null) throw new Error('no address');
+    const { t, seen } = await start({ url: `http://127.0.0.1:${address.port}` });
+    expect((await send(t, PLAIN)).code).toBe(250);
+    expect((await send(t, PLAIN)).code).toBe(250);
+    expect(seen.map((r) => [r.result, r.reason])).toEqual([
+      ['temperror', 'rspamd answered HTTP 503: overloaded'],
+      ['temperror', 'rspamd answered with something that is not JSON'],
+    ]);
+  });
+
   it('sends the envelope: the client address, HELO, sender, every recipient and the queue id', async () => {
     const got: Array<Record<string, string[] | undefined>> = [];
     const server: Server = createServer((req, res) => {
