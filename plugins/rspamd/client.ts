@@ -4,7 +4,7 @@
  * the body; the answer is a JSON object (`action`, `score`,
  * `required_score`, `symbols`, ...). One deadline covers the whole exchange.
  */
-import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
 
@@ -21,13 +21,7 @@ export interface RspamdAnswer {
   readonly action: string;
   readonly score: number;
   readonly requiredScore: number;
-  /** Whether rspamd stopped early (a prefilter such as GTUBE or a settings rule decided). */
-  readonly skipped: boolean;
   readonly symbols: readonly RspamdSymbol[];
-  /** rspamd's suggested reply text (`messages.smtp_message`), if any. */
-  readonly smtpMessage: string | undefined;
-  /** The new Subject for `rewrite subject`, if rspamd gave one. */
-  readonly subject: string | undefined;
 }
 
 export interface CheckRequest {
@@ -86,20 +80,7 @@ export function parseAnswer(text: string): RspamdAnswer {
       });
     }
   }
-  const messages = d['messages'];
-  const smtp =
-    typeof messages === 'object' && messages !== null
-      ? (messages as Record<string, unknown>)['smtp_message']
-      : undefined;
-  return {
-    action,
-    score,
-    requiredScore: num(d['required_score']) ?? 0,
-    skipped: d['is_skipped'] === true,
-    symbols,
-    smtpMessage: typeof smtp === 'string' ? smtp : undefined,
-    subject: typeof d['subject'] === 'string' ? d['subject'] : undefined,
-  };
+  return { action, score, requiredScore: num(d['required_score']) ?? 0, symbols };
 }
 
 /** POST the message to `/checkv2`. Rejects with an `RspamdError` on a timeout, an outage or a bad answer. */
@@ -141,12 +122,7 @@ export function checkV2(req: CheckRequest): Promise<RspamdAnswer> {
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         if (res.statusCode !== 200) {
-          finish(
-            new RspamdError(
-              'http',
-              `rspamd answered HTTP ${res.statusCode}: ${errorText(res.headers, text)}`,
-            ),
-          );
+          finish(new RspamdError('http', `rspamd answered HTTP ${res.statusCode}: ${errorText(text)}`));
           return;
         }
         try {
@@ -161,8 +137,7 @@ export function checkV2(req: CheckRequest): Promise<RspamdAnswer> {
   });
 }
 
-function errorText(headers: IncomingHttpHeaders, text: string): string {
-  const type = headers['content-type'] ?? '';
-  const short = text.slice(0, 200).replace(/[^\x20-\x7e]/g, ' ');
-  return type.includes('json') ? short : short || 'no text';
+/** The start of an error answer, printable, for the log. */
+function errorText(text: string): string {
+  return text.slice(0, 200).replace(/[^\x20-\x7e]/g, ' ') || 'no text';
 }
