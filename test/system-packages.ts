@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 /** Every Debian package a test uses, and what for. */
 export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
   'python3-dkim': 'DKIM interoperability (dkimverify/dkimsign), test/helpers/python-dkim.ts',
+  rspamd: 'the content scanner the rspamd plugin talks to, test/helpers/rspamd.ts',
 };
 
 function installed(pkg: string): boolean {

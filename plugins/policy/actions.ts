@@ -25,7 +25,8 @@ import {
 const ACTION_NAMES = ['accept', 'tag', 'quarantine', 'tempfail', 'reject'] as const;
 export type ActionName = (typeof ACTION_NAMES)[number];
 
-const ActionSchema = Type.Object(
+/** One action: what to do, and for `reject`/`tempfail` optionally the reply. */
+export const ActionSchema = Type.Object(
   {
     action: Type.Union(
       [
@@ -106,9 +107,9 @@ function configured(action: Action, fallback: Reply): Reply {
 }
 
 /** Check an action map at start-up: a `reject` with a 4xx code or a `tempfail` with a 5xx is a mistake. */
-export function validateActions(check: string, actions: ActionMap): void {
-  for (const [value, action] of Object.entries(actions) as [ResultValue, Action][]) {
-    if (action.code === undefined) continue;
+export function validateActions(check: string, actions: Readonly<Partial<Record<string, Action>>>): void {
+  for (const [value, action] of Object.entries(actions)) {
+    if (action?.code === undefined) continue;
     const want = action.action === 'reject' ? 5 : action.action === 'tempfail' ? 4 : undefined;
     if (want !== undefined && Math.floor(action.code / 100) !== want)
       throw new Error(
@@ -129,7 +130,22 @@ export function decide(
   actions: ActionMap,
   replies: DefaultReplies = GENERIC_REPLIES,
 ): Reply | undefined {
-  const action = actions[result];
+  return applyAction(tx, check, result, actions[result], replies);
+}
+
+/**
+ * Apply one configured action to what `check` found (`verdict`: the result
+ * value, or a verdict of the check's own, such as rspamd's `add header`),
+ * for checks whose action map is not keyed by result value. Same effects as
+ * `decide`.
+ */
+export function applyAction(
+  tx: Transaction,
+  check: string,
+  verdict: string,
+  action: Action | undefined,
+  replies: DefaultReplies = GENERIC_REPLIES,
+): Reply | undefined {
   if (action === undefined) return undefined;
   switch (action.action) {
     case 'accept':
@@ -138,8 +154,8 @@ export function decide(
     case 'quarantine': {
       const notes = policyNotes(tx);
       if (notes.quarantine === undefined) {
-        notes.quarantine = { check, result };
-        tx.attributes.quarantine = { check, result };
+        notes.quarantine = { check, result: verdict };
+        tx.attributes.quarantine = { check, result: verdict };
       }
       return undefined;
     }

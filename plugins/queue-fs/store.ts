@@ -89,6 +89,11 @@ const LOAD_PARALLEL = 16;
 /** Empty files kept open in `tmp/` for the next writes. */
 const TMP_FILES_AHEAD = 8;
 
+/** A policy action asked for the message to be set aside (see `QueueStore.enqueue`). */
+function quarantinedOnArrival(envelope: { readonly attributes: QueueEnvelope['attributes'] }): boolean {
+  return envelope.attributes.quarantine !== undefined;
+}
+
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 }
@@ -256,7 +261,7 @@ export class FsQueueStore implements QueueStore {
       );
       await this.#quarantine(statePath, `${name}.state`);
     }
-    state ??= freshState(envelope.recipients.length, receivedAt);
+    state ??= freshState(envelope.recipients.length, receivedAt, quarantinedOnArrival(envelope));
     const entry = this.#entry(envelope, path, bodyOffset, state);
     entry.hasState = text !== undefined;
     if (!state.recipients.some((r) => r.status === 'pending')) {
@@ -285,7 +290,11 @@ export class FsQueueStore implements QueueStore {
         envelope,
         slot.segment.path,
         slot.bodyStart,
-        freshState(envelope.recipients.length, Date.parse(envelope.receivedAt)),
+        freshState(
+          envelope.recipients.length,
+          Date.parse(envelope.receivedAt),
+          quarantinedOnArrival(envelope),
+        ),
       );
       entry.slot = slot;
       this.#entries.set(envelope.id, entry);
@@ -334,7 +343,7 @@ export class FsQueueStore implements QueueStore {
 
   /** Bring the due index in line with the entry's state. */
   #index(e: Entry): void {
-    const earliest = e.removed || e.state.held ? undefined : earliestAttempts(e);
+    const earliest = e.removed || e.state.held || e.state.quarantined ? undefined : earliestAttempts(e);
     for (const d of e.destinations) {
       const at = earliest?.get(d);
       if (at === undefined || e.leased.has(d)) this.#due.delete(d, e.id);
@@ -488,11 +497,11 @@ export class FsQueueStore implements QueueStore {
       written.envelope,
       written.path,
       written.bodyOffset,
-      freshState(input.recipients.length, input.receivedAt),
+      freshState(input.recipients.length, input.receivedAt, quarantinedOnArrival(input)),
       Math.trunc(input.receivedAt),
     );
     this.#entries.set(id, entry);
-    if (Buffer.isBuffer(content)) this.#bodies.add(id, content);
+    if (Buffer.isBuffer(content) && !entry.state.quarantined) this.#bodies.add(id, content);
     this.#index(entry);
     this.#wakeUp();
     return id;
@@ -509,12 +518,13 @@ export class FsQueueStore implements QueueStore {
           envelope,
           slot.segment.path,
           slot.bodyStart,
-          freshState(input.recipients.length, input.receivedAt),
+          freshState(input.recipients.length, input.receivedAt, quarantinedOnArrival(input)),
           Math.trunc(input.receivedAt),
         );
         entry.slot = slot;
         this.#entries.set(id, entry);
-        this.#bodies.add(id, body);
+        // A quarantined message waits for an operator: no point keeping it in memory.
+        if (!entry.state.quarantined) this.#bodies.add(id, body);
         this.#index(entry);
         this.#wakeUp();
         return id;
@@ -695,8 +705,9 @@ export class FsQueueStore implements QueueStore {
   async release(id: string): Promise<boolean> {
     const e = await this.#get(id);
     if (!e) return false;
-    if (e.state.held) {
+    if (e.state.held || e.state.quarantined) {
       e.state.held = false;
+      e.state.quarantined = false;
       this.#index(e);
       await this.#persist(e);
       this.#wakeUp();
@@ -727,6 +738,7 @@ export class FsQueueStore implements QueueStore {
   async stats(): Promise<QueueStats> {
     await this.ready;
     let held = 0;
+    let quarantined = 0;
     let deferred = 0;
     let active = 0;
     let pending = 0;
@@ -736,6 +748,7 @@ export class FsQueueStore implements QueueStore {
     for (const e of this.#entries.values()) {
       const s = this.#summary(e);
       if (s.state === 'held') held++;
+      if (s.state === 'quarantined') quarantined++;
       if (s.state === 'deferred') deferred++;
       active += e.leased.size;
       pending += s.pending;
@@ -754,6 +767,7 @@ export class FsQueueStore implements QueueStore {
     return {
       messages: this.#entries.size,
       held,
+      quarantined,
       deferred,
       active,
       recipients: { pending },
@@ -781,7 +795,16 @@ export class FsQueueStore implements QueueStore {
         last = r;
       }
     }
-    const state = e.state.held ? 'held' : e.leased.size > 0 ? 'active' : attempts > 0 ? 'deferred' : 'queued';
+    const state = e.state.quarantined
+      ? 'quarantined'
+      : e.state.held
+        ? 'held'
+        : e.leased.size > 0
+          ? 'active'
+          : attempts > 0
+            ? 'deferred'
+            : 'queued';
+    const quarantine = e.state.quarantined ? e.envelope.attributes.quarantine : undefined;
     return {
       id: e.id,
       from: e.envelope.from,
@@ -793,6 +816,7 @@ export class FsQueueStore implements QueueStore {
       attempts,
       nextAttemptAt: next,
       lastReply: last?.reply,
+      ...(quarantine === undefined ? {} : { quarantine }),
     };
   }
 
