@@ -62,3 +62,15 @@ declare module '../../core/plugin.ts' {
     tlsReport: TlsReportSink;
   }
 }
+
+declare module '../../core/types.ts' {
+  interface EnvelopeAttributes {
+    /**
+     * Set by a TLS reporting plugin on the report mail it queues. RFC 8460
+     * section 5.3: a report is delivered despite TLS failures at the
+     * destination, and its own session is not counted in the next report.
+     * A delivery plugin that enforces TLS policies reads it.
+     */
+    tlsReport?: boolean;
+  }
+}
