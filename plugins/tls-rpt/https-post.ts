@@ -12,6 +12,8 @@ export interface PostOptions {
   readonly extraCa?: string;
   readonly timeoutMs: number;
   readonly userAgent: string;
+  /** Abort the request (the server is stopping). */
+  readonly signal?: AbortSignal;
 }
 
 /** Undefined on success, else why it failed (for the log). */
@@ -34,6 +36,7 @@ export function postReport(uri: string, body: Buffer, opts: PostOptions): Promis
         },
         ...(opts.extraCa ? { ca: [...rootCertificates, opts.extraCa] } : {}),
         timeout: opts.timeoutMs,
+        ...(opts.signal ? { signal: opts.signal } : {}),
       });
     } catch (err) {
       done(`bad request: ${(err as Error).message}`);

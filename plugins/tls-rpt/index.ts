@@ -158,6 +158,8 @@ export default definePlugin({
     const log = api.log;
 
     const pending = new PendingCounters(config.maxFailureGroups);
+    // Aborted on close: a POST in flight does not hold up the shutdown.
+    const stopping = new AbortController();
     const store = new CounterStore(
       join(api.server.dataDir, 'tls-rpt', `${api.name}.sqlite`),
       config.maxFailureGroups,
@@ -185,6 +187,7 @@ export default definePlugin({
           ...(extraCa ? { extraCa } : {}),
           timeoutMs: httpsTimeoutMs,
           userAgent: `mailframe tls-rpt (${submitter})`,
+          signal: stopping.signal,
         });
       }
       const queue = api.service('queue');
@@ -258,6 +261,12 @@ export default definePlugin({
       for (const endpoint of policy.endpoints) {
         if (done.includes(endpoint.uri)) continue;
         const why = await sendTo(endpoint, report, gzipped, now);
+        if (stopping.signal.aborted) {
+          // Stopped half way: keep what was reached, and try the rest after the restart, as due as before.
+          if (why === undefined) done.push(endpoint.uri);
+          store.retryLater(report.day, report.domain, report.attempts, report.nextAttemptAt, done);
+          return;
+        }
         if (why === undefined) done.push(endpoint.uri);
         else errors.push(`${endpoint.uri}: ${why}`);
       }
@@ -278,6 +287,7 @@ export default definePlugin({
         store.createReport(day, domain, `tlsrpt.${day}.${randomBytes(8).toString('hex')}@${submitter}`, now);
       }
       for (const report of store.dueReports(now)) {
+        if (stopping.signal.aborted) return;
         try {
           await attempt(report, clock.now());
         } catch (err) {
@@ -324,6 +334,7 @@ export default definePlugin({
     });
     api.onClose(async () => {
       if (timer) clearInterval(timer);
+      stopping.abort();
       await running?.catch(() => {});
       closed = true;
       try {

@@ -6,6 +6,7 @@
  * folded into one group per result type without details (the store applies
  * the same cap to what is already on disk).
  */
+import { domainToASCII } from 'node:url';
 import type { TlsSessionEvent } from '../outbound/tls-report.ts';
 import { type CounterRow, NO_DETAIL } from './store.ts';
 
@@ -35,10 +36,10 @@ export function detailKey(e: TlsSessionEvent): string {
   return JSON.stringify(d);
 }
 
-/** Lower-case domain without a trailing dot; undefined when the event cannot be counted. */
+/** Lower-case A-label domain without a trailing dot; undefined when the event cannot be counted. */
 function normalDomain(domain: string): string | undefined {
-  const d = domain.trim().toLowerCase().replace(/\.$/, '');
-  return d === '' || /[\s/@]/.test(d) ? undefined : d;
+  const d = domainToASCII(domain.trim().replace(/\.$/, '')).toLowerCase();
+  return d === '' ? undefined : d;
 }
 
 export class PendingCounters {

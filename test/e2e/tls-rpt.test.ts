@@ -180,6 +180,8 @@ interface HttpsSink {
   readonly caPath: string;
   /** HTTP status to answer each request with (default 200). */
   status: () => number;
+  /** Leave requests unanswered (the connection stays open). */
+  hold: boolean;
   waitForPosts(n: number): Promise<void>;
 }
 
@@ -246,6 +248,7 @@ async function startHttpsSink(): Promise<HttpsSink> {
     posts,
     caPath,
     status: () => 200,
+    hold: false,
     async waitForPosts(n: number) {
       const deadline = Date.now() + 10_000;
       while (posts.length < n) {
@@ -269,15 +272,23 @@ async function startHttpsSink(): Promise<HttpsSink> {
         contentType: req.headers['content-type'],
         body: Buffer.concat(chunks),
       });
-      res.statusCode = sink.status();
-      res.end();
+      if (!sink.hold) {
+        res.statusCode = sink.status();
+        res.end();
+      }
       const w = waiters;
       waiters = [];
       for (const fn of w) fn();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  scope.defer(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  scope.defer(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   sink.url = `https://127.0.0.1:${port}/tlsrpt`;
@@ -637,6 +648,52 @@ describe('tls-rpt config', () => {
     clock.t = DAY1_DUE;
     await t.rpt.runDue();
     expect(sink.posts).toHaveLength(1);
+  });
+});
+
+describe('tls-rpt robustness', () => {
+  it('takes any event without throwing; unusable ones are not counted, IDN domains count as A-labels', async () => {
+    const clock = new FakeClock(DAY1);
+    const sink = await startHttpsSink();
+    const dns = await dnsServer({
+      '_smtp._tls.xn--bcher-kva.example': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] },
+    });
+    const t = await startRptServer({ dataDir: await dir(), clock, dns, config: { caFile: sink.caPath } });
+    expect(() => t.rpt.record({ ...event(STS, Number.NaN) })).not.toThrow();
+    expect(() => t.rpt.record({ ...event(STS, clock.now()), policyDomain: '' })).not.toThrow();
+    expect(() => t.rpt.record({ ...event(STS, clock.now()), policyDomain: 'a b' })).not.toThrow();
+    t.rpt.record({ ...event(STS, clock.now()), policyDomain: 'Bücher.example.' });
+    clock.t = DAY1_DUE;
+    await t.rpt.runDue();
+    expect(t.rpt.reports().map((r) => [r.domain, r.state])).toEqual([['xn--bcher-kva.example', 'sent']]);
+    const posted = postedReport(sink.posts[0] as Post);
+    assertValidTlsReport(posted);
+    expect(policyOf(posted, 'sts').policy['policy-domain']).toBe('xn--bcher-kva.example');
+  });
+
+  it('stops a POST in flight when the server stops; the report stays due for after the restart', async () => {
+    const clock = new FakeClock(DAY1);
+    const sink = await startHttpsSink();
+    sink.hold = true;
+    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
+    const dataDir = await dir();
+    const config = { caFile: sink.caPath, httpsTimeout: '1h' };
+    const first = await startRptServer({ dataDir, clock, dns, config });
+    first.rpt.record(event(STS, clock.now()));
+    clock.t = DAY1_DUE;
+    const pass = first.rpt.runDue();
+    await sink.waitForPosts(1);
+    // Without the abort, closing would wait for the hour-long POST timeout (and the test time out).
+    await first.close();
+    await pass;
+
+    sink.hold = false;
+    const second = await startRptServer({ dataDir, clock, dns, config });
+    expect(second.rpt.reports()).toMatchObject([{ state: 'pending', attempts: 0 }]);
+    await second.rpt.runDue();
+    expect(sink.posts).toHaveLength(2);
+    expect(second.rpt.reports()).toMatchObject([{ state: 'sent', attempts: 1 }]);
+    expect(postedReport(sink.posts[1] as Post)).toEqual(postedReport(sink.posts[0] as Post));
   });
 });
 
