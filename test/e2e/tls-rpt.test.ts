@@ -6,7 +6,7 @@
  * own DNS server) says: as mail through queue-fs into a Maildir, and as an
  * HTTPS POST to a server whose certificate comes from a test CA.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
@@ -710,5 +710,45 @@ describe('tls-rpt https endpoint trust', () => {
     expect(t.rpt.reports()[0]).toMatchObject({ state: 'pending', attempts: 1 });
     const retry = t.logs.find((l) => l['msg'] === 'TLS report not sent; will retry');
     expect(String(retry?.['why'])).toMatch(/certificate/i);
+  });
+});
+
+describe('tls-rpt under SIGKILL', () => {
+  it('keeps every flushed counter; only the sessions since the last flush are lost', async () => {
+    const dataDir = await dir();
+    const child = spawn(
+      process.execPath,
+      [join(import.meta.dirname, 'tls-rpt-crash-child.ts'), dataDir, String(DAY1), '5', '3'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
+      child.on('exit', (code, signal) => resolve(signal ?? code)),
+    );
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (out.includes('ready\n')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`child exited before it was ready: ${stderr}`)));
+    });
+    child.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+
+    const clock = new FakeClock(DAY1_DUE);
+    const sink = await startHttpsSink();
+    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
+    const t = await startRptServer({ dataDir, clock, dns, config: { caFile: sink.caPath } });
+    await t.rpt.runDue();
+    const posted = postedReport(sink.posts[0] as Post);
+    assertValidTlsReport(posted);
+    expect(policyOf(posted, 'no-policy-found')).toEqual({
+      policy: { 'policy-type': 'no-policy-found', 'policy-domain': 'example.net' },
+      summary: { 'total-successful-session-count': 5, 'total-failure-session-count': 0 },
+    });
   });
 });
