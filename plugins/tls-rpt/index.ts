@@ -168,7 +168,14 @@ export default definePlugin({
     const flush = () => {
       if (pending.size === 0) return;
       const rows = pending.take();
-      const r = store.add(rows);
+      let r: ReturnType<CounterStore['add']>;
+      try {
+        r = store.add(rows);
+      } catch (err) {
+        // Nothing of the batch was written (one transaction): keep it for the next flush.
+        pending.restore(rows);
+        throw err;
+      }
       if (r.late > 0) log.info({ sessions: r.late }, 'sessions for a day already reported were not counted');
       if (r.folded > 0) {
         log.info({ sessions: r.folded, maxFailureGroups: config.maxFailureGroups }, 'failure groups capped');
@@ -298,12 +305,14 @@ export default definePlugin({
 
     let running: Promise<void> | undefined;
     let closed = false;
+    /** Passes run one after another; `running` (the last one, never rejecting) is what close waits for. */
     const runDue = (): Promise<void> => {
-      const previous = running ?? Promise.resolve();
-      const next = previous.then(pass);
-      const tracked = next.finally(() => {
-        if (running === tracked) running = undefined;
-      });
+      const next = (running ?? Promise.resolve()).then(pass);
+      const tracked: Promise<void> = next
+        .catch(() => {})
+        .finally(() => {
+          if (running === tracked) running = undefined;
+        });
       running = tracked;
       return next;
     };
@@ -335,7 +344,7 @@ export default definePlugin({
     api.onClose(async () => {
       if (timer) clearInterval(timer);
       stopping.abort();
-      await running?.catch(() => {});
+      await running;
       closed = true;
       try {
         flush();

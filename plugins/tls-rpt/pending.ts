@@ -77,6 +77,23 @@ export class PendingCounters {
     return true;
   }
 
+  /** Put back rows `take` gave out (a flush that failed), adding to what was counted since. */
+  restore(rows: readonly CounterRow[]): void {
+    for (const { count, ...row } of rows) {
+      const key = `${row.day}\u0000${row.domain}\u0000${row.policy}\u0000${row.result}\u0000${row.detail}`;
+      const entry = this.#rows.get(key);
+      if (entry) {
+        entry.count += count;
+        continue;
+      }
+      this.#rows.set(key, { row, count });
+      if (row.detail !== NO_DETAIL) {
+        const dayKey = `${row.day}\u0000${row.domain}`;
+        this.#groups.set(dayKey, (this.#groups.get(dayKey) ?? 0) + 1);
+      }
+    }
+  }
+
   get size(): number {
     return this.#rows.size;
   }
