@@ -66,10 +66,11 @@ declare module '../../core/plugin.ts' {
 declare module '../../core/types.ts' {
   interface EnvelopeAttributes {
     /**
-     * Set by a TLS reporting plugin on the report mail it queues. RFC 8460
-     * section 5.3: a report is delivered despite TLS failures at the
-     * destination, and its own session is not counted in the next report.
-     * A delivery plugin that enforces TLS policies reads it.
+     * Set by a TLS reporting plugin on the report mail it queues (which also
+     * carries `TLS-Required: No`). RFC 8460: a report is delivered despite TLS
+     * failures at the destination, and its own session is not counted in the
+     * next report; a delivery plugin that records TLS session events reads it
+     * to leave such sessions out.
      */
     tlsReport?: boolean;
   }

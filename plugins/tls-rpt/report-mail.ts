@@ -3,7 +3,8 @@
  * report-type="tlsrpt"` message with a short text part and the gzip'd JSON
  * as an `application/tlsrpt+gzip` attachment (base64), Subject
  * `Report Domain: <domain> Submitter: <submitter> Report-ID: <id>`, and the
- * `TLS-Report-Domain` / `TLS-Report-Submitter` header fields.
+ * `TLS-Report-Domain` / `TLS-Report-Submitter` header fields, and
+ * `TLS-Required: No` (RFC 8689) so the report gets through a broken policy.
  */
 import { randomBytes } from 'node:crypto';
 import { foldField, rfc5322Date } from '../queue/mail-format.ts';
@@ -45,6 +46,8 @@ export function buildReportMail(input: ReportMailInput): Buffer {
     foldField('TLS-Report-Domain', input.domain),
     foldField('TLS-Report-Submitter', input.submitter),
     'Auto-Submitted: auto-generated',
+    // RFC 8689: deliver even where the destination's TLS policy fails, as RFC 8460 asks of reports.
+    'TLS-Required: No',
     'MIME-Version: 1.0',
     `Content-Type: multipart/report; report-type="tlsrpt";\r\n boundary="${boundary}"`,
     '',

@@ -355,6 +355,7 @@ describe('tls-rpt', () => {
     expect(reportId).toMatch(/^[^\s<>@]+@mx\.test\.example$/);
     expect(header(headers, 'TLS-Report-Domain')).toBe('example.net');
     expect(header(headers, 'TLS-Report-Submitter')).toBe('mx.test.example');
+    expect(header(headers, 'TLS-Required')).toBe('No');
     expect(header(headers, 'From')).toBe('<noreply-tlsrpt@mx.test.example>');
     expect(header(headers, 'To')).toBe('<tlsrpt@reports.example>');
     const begin = Date.parse('2026-03-02T00:00:00Z') / 1000;
