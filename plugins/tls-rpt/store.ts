@@ -85,7 +85,7 @@ export class CounterStore {
   };
 
   constructor(file: string, maxFailureGroups: number) {
-    mkdirSync(dirname(file), { recursive: true });
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     this.#db = new DatabaseSync(file);
     // WAL: a flush appends to the log; FULL: a committed flush survives power loss too.
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 1000;');

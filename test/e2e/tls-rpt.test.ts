@@ -473,6 +473,14 @@ describe('tls-rpt', () => {
     expect(sts['failure-details']).toEqual([
       { 'result-type': 'validation-failure', 'receiving-ip': '203.0.113.7', 'failed-session-count': 2 },
     ]);
+
+    // What was sent is remembered across a restart too: nothing goes out again.
+    await second.close();
+    const third = await startRptServer({ dataDir, clock, dns, config: { caFile: sink.caPath } });
+    clock.advance(24 * HOUR);
+    await third.rpt.runDue();
+    expect(sink.posts).toHaveLength(1);
+    expect(third.rpt.reports()).toMatchObject([{ day: '2026-03-02', domain: 'example.net', state: 'sent' }]);
   });
 
   it('sends no report to a domain without a _smtp._tls record (logged), nor for a malformed one', async () => {
