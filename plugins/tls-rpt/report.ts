@@ -107,6 +107,7 @@ export function buildReport(meta: ReportMeta, rows: readonly CounterRow[]): TlsR
  */
 export function reportFilename(submitter: string, domain: string, day: string, uniqueId: string): string {
   const { start, end } = dayBounds(day);
-  const safeId = uniqueId.replace(/[^A-Za-z0-9._-]/g, '_');
+  // The unique id is letters and digits only in the file name's grammar.
+  const safeId = uniqueId.replace(/[^A-Za-z0-9]/g, '');
   return `${submitter}!${domain}!${start / 1000}!${end / 1000}!${safeId}.json.gz`;
 }

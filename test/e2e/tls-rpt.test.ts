@@ -361,7 +361,7 @@ describe('tls-rpt', () => {
     const begin = Date.parse('2026-03-02T00:00:00Z') / 1000;
     const filename = /filename="([^"]+)"/.exec(attachmentHeaders.replace(/\r\n[ \t]+/g, ' '))?.[1];
     expect(filename).toMatch(
-      new RegExp(`^mx\\.test\\.example!example\\.net!${begin}!${begin + 86399}![A-Za-z0-9._-]+\\.json\\.gz$`),
+      new RegExp(`^mx\\.test\\.example!example\\.net!${begin}!${begin + 86399}![A-Za-z0-9]+\\.json\\.gz$`),
     );
 
     expect(json['organization-name']).toBe('mx.test.example');
