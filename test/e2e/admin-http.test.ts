@@ -5,13 +5,16 @@
  */
 import { execFile } from 'node:child_process';
 import { rename, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
-import { parseTokens } from '../../plugins/admin-http/tokens.ts';
+import { connectClient } from '../../core/testkit.ts';
+import { newToken, parseTokens } from '../../plugins/admin-http/tokens.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
+import { makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
 import { adminTokensFile, startAdminServer } from './admin-harness.ts';
 import { FakeClock, MINUTE, sendMail, useQueueScope } from './queue-harness.ts';
 
@@ -82,6 +85,8 @@ describe('admin-http: auth', () => {
       const basic = await fetch(t.base + path, { method, headers: { authorization: `Basic ${t.token}` } });
       expect(basic.status).toBe(401);
     }
+    // HEAD, which Fastify adds for every GET, is guarded the same way.
+    expect((await fetch(`${t.base}/api/config`, { method: 'HEAD' })).status).toBe(401);
   });
 
   it('serves health and readiness without a token, with security headers', async () => {
@@ -436,11 +441,10 @@ describe('admin tokens', () => {
     expect((await run('bad name!')).code).toBe(2);
 
     // The printed line admits the printed token, and only it.
-    const t = await startAdminServer(scope);
-    await writeFile(t.tokensFile, `${line}\n`);
-    const fresh = await startAdminServer(scope, { admin: { tokensFile: t.tokensFile } });
-    const as = (tok: string) =>
-      fetch(`${fresh.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } });
+    const file = join(await scope.tempDir(), 'tokens');
+    await writeFile(file, `${line}\n`);
+    const t = await startAdminServer(scope, { admin: { tokensFile: file } });
+    const as = (tok: string) => fetch(`${t.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } });
     expect((await as(token ?? '')).status).toBe(200);
     expect((await as(t.token)).status).toBe(401);
   });
@@ -451,5 +455,77 @@ describe('admin tokens', () => {
     expect(() => parseTokens('ok mft_plaintext-token\n', 'f')).not.toThrow(/plaintext/);
     const dup = `a sha256:${'a'.repeat(64)}\na sha256:${'b'.repeat(64)}\n`;
     expect(() => parseTokens(dup, 'f')).toThrow(/f:2: token name "a" appears twice/);
+  });
+});
+
+describe('admin-http: transport and lifecycle', () => {
+  it('serves HTTPS with the configured certificate', async () => {
+    const certs = await makeCertDir();
+    try {
+      const cert = await makeCertificate(certs, 'admin', 'admin.test.example');
+      const t = await startAdminServer(scope, { admin: { tls: { cert: cert.certPath, key: cert.keyPath } } });
+      expect(t.s.server.registry.service('admin-http')?.address()?.tls).toBe(true);
+      const port = new URL(t.base).port;
+      const get = (path: string, token?: string) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = httpsRequest(
+            {
+              host: '127.0.0.1',
+              port,
+              path,
+              servername: 'admin.test.example',
+              ca: cert.cert,
+              headers: token ? { authorization: `Bearer ${token}` } : {},
+            },
+            (res) => {
+              let body = '';
+              res.setEncoding('utf8');
+              res.on('data', (c: string) => (body += c));
+              res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+            },
+          );
+          req.on('error', reject);
+          req.end();
+        });
+      expect(await get('/healthz')).toEqual({ status: 200, body: '{"status":"ok"}' });
+      expect((await get('/api/stats')).status).toBe(401);
+      expect((await get('/api/stats', t.token)).status).toBe(200);
+      // Plain HTTP is not served on the TLS port.
+      await expect(fetch(`${t.base}/healthz`)).rejects.toThrow();
+    } finally {
+      await removeCertDir(certs);
+    }
+  });
+
+  it('reloads the tokens file when it changes: a new token works, a removed one stops working', async () => {
+    const t = await startAdminServer(scope, { admin: { watch: true } });
+    const as = async (tok: string) =>
+      (await fetch(`${t.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } })).status;
+    expect(await as(t.token)).toBe(200);
+    const next = newToken('rotated');
+    await writeFile(`${t.tokensFile}.new`, `${next.line}\n`);
+    await rename(`${t.tokensFile}.new`, t.tokensFile);
+    await expect.poll(() => as(next.token), { timeout: 5000 }).toBe(200);
+    expect(await as(t.token)).toBe(401);
+  });
+
+  it('is not ready once shutdown begins, while open transactions finish', async () => {
+    const t = await startAdminServer(scope);
+    const c = await connectClient(t.s.port);
+    try {
+      await c.expect('EHLO client.test', 250);
+      await c.expect('MAIL FROM:<a@example.net>', 250);
+      const closing = t.s.server.close(10_000);
+      await expect
+        .poll(async () => {
+          const r = await fetch(`${t.base}/readyz`);
+          return [r.status, ((await r.json()) as { checks: { started: unknown } }).checks.started];
+        })
+        .toEqual([503, { ok: false, detail: 'shutting down' }]);
+      await c.expect('QUIT', 221);
+      await closing;
+    } finally {
+      await c.close();
+    }
   });
 });
