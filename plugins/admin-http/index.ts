@@ -124,6 +124,9 @@ export default definePlugin({
       );
       api.onClose(() => watcher.close());
     }
+    const ui = config.console ? consoleDir() : undefined;
+    if (config.console && ui === undefined)
+      api.log.warn('the web console files are missing: serving the API only');
     // Listen once every plugin registered, so the routes find the services they use.
     api.onStart(async () => {
       server = await startAdminServer({
@@ -134,7 +137,7 @@ export default definePlugin({
         routes: ROUTES,
         ctx,
         log: api.log,
-        consoleDir: config.console ? consoleDir() : undefined,
+        consoleDir: ui,
       });
     });
     api.onClose(async () => {

@@ -120,6 +120,20 @@ describe('web console (headless Chromium)', () => {
         await copyFile(shot, DOCS_SCREENSHOT);
       }
 
+      // Bulk by filter: every message with a recipient at example.com, after a confirmation.
+      await page.getByRole('button', { name: 'Release' }).click();
+      await expect.poll(() => row.locator('td.state').textContent()).toBe('deferred');
+      await page.getByLabel('Destination domain').fill('example.com');
+      await page.getByRole('button', { name: 'Apply filters' }).click();
+      await expect
+        .poll(() => rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id'))))
+        .toEqual([a, b]);
+      page.once('dialog', (d) => void d.accept());
+      await page.getByRole('button', { name: 'Hold all' }).click();
+      await expect.poll(() => rows.locator('td.state').allTextContents()).toEqual(['held', 'held']);
+      expect(await page.locator('#status').textContent()).toBe('Hold: 2 of 2 matching messages');
+      expect((await t.s.queue.list({ state: 'held' })).map((m) => m.id)).toEqual([a, b]);
+
       // Message detail: recipients with their attempts; the body only on request.
       await page.locator(`tr[data-id="${a}"] a`).click();
       await expect.poll(() => page.locator('#page-title').textContent()).toBe(`Message ${a}`);

@@ -210,6 +210,8 @@ describe('admin-http: queue', () => {
       await json(t.api(`/api/queue/nope/${action}`, { method: 'POST' }), 404);
     }
     await json(t.api('/api/queue/nope', { method: 'DELETE' }), 404);
+    // An id that cannot be a queue id is a bad request, not a lookup.
+    expect((await json<{ error: string }>(t.api('/api/queue/a%22b'), 400)).error).toBe('bad-request');
   });
 
   it('applies bulk actions by filter and by ids', async () => {

@@ -175,6 +175,42 @@ async function queuePage(root) {
   await loadQueue(results);
 }
 
+/** The applied filter, as the bulk API takes it (empty: no filter set). */
+function appliedFilter() {
+  const f = {};
+  for (const k of ['state', 'search', 'destination']) if (queueView[k]) f[k] = queueView[k];
+  return f;
+}
+
+/** Actions on every message the applied filters match (the API refuses an empty filter). */
+function bulkBar(page, after) {
+  const filter = appliedFilter();
+  if (Object.keys(filter).length === 0 || page.messages.length === 0)
+    return h('p', { class: 'hint' }, 'Set a filter to act on every matching message at once.');
+  const run = async (action) => {
+    if (!confirm(`${ACTIONS[action].label}: every message matching the filters?`)) return;
+    try {
+      const r = await api('/api/queue/bulk', { method: 'POST', body: { action, filter } });
+      say(`${ACTIONS[action].label}: ${r.done.length} of ${r.matched} matching messages`);
+    } catch (err) {
+      return fail(err);
+    }
+    await after();
+  };
+  return h(
+    'div',
+    { class: 'actions bulk', role: 'group', 'aria-label': 'Every matching message' },
+    h('span', {}, 'Every matching message:'),
+    ['hold', 'release', 'retry', 'delete'].map((action) =>
+      h(
+        'button',
+        { type: 'button', class: action === 'delete' ? 'danger' : undefined, onclick: () => run(action) },
+        `${ACTIONS[action].label} all`,
+      ),
+    ),
+  );
+}
+
 async function loadQueue(results) {
   const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(queueView.offset) });
   for (const k of ['state', 'search', 'destination']) if (queueView[k]) q.set(k, queueView[k]);
@@ -237,6 +273,7 @@ async function loadQueue(results) {
     ),
   );
   results.replaceChildren(
+    bulkBar(page, reload),
     table(
       [
         ['ID'],

@@ -9,10 +9,15 @@ const MAX_PAGE = 500;
 /** A bulk action by filter touches at most this many messages per request. */
 export const MAX_BULK = 10_000;
 
-const IdParams = Type.Object(
-  { id: Type.String({ minLength: 1, maxLength: 64, description: 'Queue id.' }) },
-  { additionalProperties: false },
-);
+/** Queue ids are short runs of letters, digits and `._-` (queue-fs: base 36). */
+const QueueId = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  pattern: '^[A-Za-z0-9._-]+$',
+  description: 'Queue id.',
+});
+
+const IdParams = Type.Object({ id: QueueId }, { additionalProperties: false });
 
 const ListQuery = Type.Object(
   {
@@ -52,7 +57,7 @@ const BulkBody = Type.Object(
   {
     action: ActionName,
     ids: Type.Optional(
-      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+      Type.Array(QueueId, {
         minItems: 1,
         maxItems: 1000,
         description: 'These messages.',
