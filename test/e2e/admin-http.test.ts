@@ -183,7 +183,7 @@ describe('admin-http: queue', () => {
   it('holds, releases, retries and deletes one message; 404 for an unknown id', async () => {
     const t = await withDeferredMail();
     const state = async (id: string) =>
-      await json<{ state: string; nextAttemptAt: number }>(t.api(`/api/queue/${id}`));
+      await json<{ state: string; nextAttemptAt: number; attempts: number }>(t.api(`/api/queue/${id}`));
 
     expect(await json(t.api(`/api/queue/${t.a}/hold`, { method: 'POST' }))).toEqual({
       id: t.a,
@@ -194,9 +194,12 @@ describe('admin-http: queue', () => {
     await json(t.api(`/api/queue/${t.a}/release`, { method: 'POST' }));
     expect((await state(t.a)).state).toBe('deferred');
 
+    // Retry makes b due now: it is tried again at once, without the clock moving.
     expect((await state(t.b)).nextAttemptAt).toBeGreaterThan(t.clock.now());
     await json(t.api(`/api/queue/${t.b}/retry`, { method: 'POST' }));
-    expect((await state(t.b)).nextAttemptAt).toBe(t.clock.now());
+    await t.s.queue.runDue();
+    expect(t.d.from('dave@example.net')).toHaveLength(2);
+    expect((await state(t.b)).attempts).toBe(2);
 
     expect(await json(t.api(`/api/queue/${t.c}`, { method: 'DELETE' }))).toEqual({
       id: t.c,
