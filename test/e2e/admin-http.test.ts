@@ -265,6 +265,19 @@ describe('admin-http: queue', () => {
 describe('admin-http: server state', () => {
   it('reports live counters, hook metrics and queue statistics', async () => {
     const t = await withDeferredMail();
+    // A fourth connection whose message is refused at its end: a mail loop (RFC 5321 6.3).
+    const c = await connectClient(t.s.port);
+    try {
+      await c.expect('EHLO client.test', 250);
+      await c.expect('MAIL FROM:<loop@example.net>', 250);
+      await c.expect('RCPT TO:<bob@example.com>', 250);
+      await c.expect('DATA', 354);
+      const looped = `${'Received: from a by b; Mon, 2 Mar 2026 10:00:00 +0000\r\n'.repeat(101)}Subject: x\r\n\r\nx\r\n`;
+      expect((await c.sendData(looped)).code).toBe(554);
+      await c.expect('QUIT', 221);
+    } finally {
+      await c.close();
+    }
     const stats = await json<{
       at: number;
       ready: boolean;
@@ -275,12 +288,12 @@ describe('admin-http: server state', () => {
     }>(t.api('/api/stats'));
     expect(stats.at).toBe(t.clock.now());
     expect(stats.ready).toBe(true);
-    expect(stats.connections).toEqual({ open: 0, total: 3 });
+    expect(stats.connections.total).toBe(4);
     expect(stats.messages.accepted).toBe(3);
-    expect(stats.messages.refused).toBe(0);
+    expect(stats.messages.refused).toBe(1);
     expect(stats.messages.bytes).toBeGreaterThan(3 * 80);
     expect(stats.hooks).toContainEqual(
-      expect.objectContaining({ plugin: 'rcpt-local', hook: 'rcpt', calls: 4 }),
+      expect.objectContaining({ plugin: 'rcpt-local', hook: 'rcpt', calls: 5 }),
     );
     expect(stats.hooks).toContainEqual(
       // a has two destinations: four jobs.
