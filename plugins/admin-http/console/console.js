@@ -117,7 +117,8 @@ async function act(action, id, after) {
 }
 
 function actionButtons(m, after) {
-  const held = m.state === 'held';
+  // A quarantined message (set aside by a policy action) is released like a held one.
+  const held = m.state === 'held' || m.state === 'quarantined';
   const button = (action, cls) =>
     h(
       'button',

@@ -28,6 +28,12 @@ export const QueueSummarySchema = Type.Object({
   attempts: Type.Integer({ description: 'Most attempts made for any pending recipient.' }),
   nextAttemptAt: Type.Optional(Type.Number()),
   lastReply: Type.Optional(ReplyRecordSchema),
+  quarantine: Type.Optional(
+    Type.Object(
+      { check: Type.String(), result: Type.String() },
+      { description: 'Set while a policy action keeps the message in quarantine: the check and its result.' },
+    ),
+  ),
 });
 
 export const RecipientDetailSchema = Type.Object({
@@ -57,6 +63,7 @@ export const QueueDetailSchema = Type.Object({
 export const QueueStatsSchema = Type.Object({
   messages: Type.Integer(),
   held: Type.Integer(),
+  quarantined: Type.Optional(Type.Integer({ description: 'With a queue that quarantines messages.' })),
   deferred: Type.Integer(),
   active: Type.Integer(),
   recipients: Type.Object({ pending: Type.Integer() }),
