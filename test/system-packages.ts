@@ -14,6 +14,8 @@ import { execFileSync } from 'node:child_process';
 export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
   'python3-dkim': 'DKIM interoperability (dkimverify/dkimsign), test/helpers/python-dkim.ts',
   rspamd: 'the content scanner the rspamd plugin talks to, test/helpers/rspamd.ts',
+  chromium: 'the web console in a real browser (driven by playwright-core), test/e2e/admin-console.test.ts',
+  'fonts-dejavu-core': "a font for the console's screenshots, test/e2e/admin-console.test.ts",
 };
 
 function installed(pkg: string): boolean {

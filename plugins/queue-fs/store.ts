@@ -12,8 +12,8 @@
  * (message x destination) for the scheduler, and the text of recently queued
  * small messages, within a bound, for their first delivery attempt.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
+import { createReadStream, constants as fsConstants } from 'node:fs';
+import { access, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Clock } from '../../core/plugin.ts';
@@ -647,6 +647,8 @@ export class FsQueueStore implements QueueStore {
   async list(filter: QueueFilter = {}): Promise<QueueSummary[]> {
     await this.ready;
     const search = filter.search?.toLowerCase();
+    const destination = filter.destination?.toLowerCase();
+    let skip = filter.offset ?? 0;
     const out: QueueSummary[] = [];
     const all = [...this.#entries.values()].sort(
       (a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : 1),
@@ -659,6 +661,18 @@ export class FsQueueStore implements QueueStore {
         !e.envelope.from.toLowerCase().includes(search) &&
         !e.envelope.recipients.some((r) => r.address.toLowerCase().includes(search))
       ) {
+        continue;
+      }
+      if (
+        destination !== undefined &&
+        !e.envelope.recipients.some(
+          (r, i) => r.domain === destination && e.state.recipients[i]?.status === 'pending',
+        )
+      ) {
+        continue;
+      }
+      if (skip > 0) {
+        skip--;
         continue;
       }
       out.push(s);
@@ -733,6 +747,20 @@ export class FsQueueStore implements QueueStore {
     if (!e) return false;
     await this.#remove(e, true);
     return true;
+  }
+
+  async content(id: string): Promise<{ size: number; stream(): Readable } | undefined> {
+    const e = await this.#get(id);
+    if (!e) return undefined;
+    return { size: e.envelope.size, stream: () => this.#stream(e) };
+  }
+
+  async check(): Promise<void> {
+    if (this.#closed) throw new Error('the queue store is closed');
+    await this.ready;
+    for (const dir of [this.dirs.messages, this.dirs.state, this.dirs.tmp]) {
+      await access(dir, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+    }
   }
 
   async stats(): Promise<QueueStats> {

@@ -126,6 +126,10 @@ export interface QueueFilter {
   readonly state?: QueueState;
   /** Case-insensitive substring of the sender or a recipient. */
   readonly search?: string;
+  /** Only messages with a pending recipient at this destination (a domain, case-insensitive). */
+  readonly destination?: string;
+  /** Skip this many matching messages first (paging with `limit`). */
+  readonly offset?: number;
   /** At most this many, oldest first. */
   readonly limit?: number;
 }
@@ -191,6 +195,13 @@ export interface QueueManagement {
   /** Remove the message without delivering or bouncing it. */
   delete(id: string): Promise<boolean>;
   stats(): Promise<QueueStats>;
+  /** The queued message's octets (headers and body, as stored), or undefined if there is none. */
+  content(id: string): Promise<{ readonly size: number; stream(): Readable } | undefined>;
+  /**
+   * Resolve when the store can be used, reject saying why when not (its
+   * directory is gone, its database does not answer): readiness probes.
+   */
+  check(): Promise<void>;
 }
 
 /** What a storage backend implements. */
