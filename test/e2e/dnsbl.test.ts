@@ -5,10 +5,17 @@
  * codes, a list that answers for everything, a list that never answers, and
  * the allow list exempting a client from the block lists.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../core/testkit.ts';
 import type { TestDnsZone } from '../../core/testkit-dns.ts';
 import type { ListResult } from '../../plugins/dnsbl/lists.ts';
+import {
+  makeCertDir,
+  makeCertificate,
+  removeCertDir,
+  type TestCertificate,
+  upgradeClient,
+} from '../helpers/certs.ts';
 import { captureLog, connectFrom, mailProbe, manualClock } from '../helpers/connection-checks.ts';
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
@@ -45,6 +52,16 @@ const zone: TestDnsZone = {
   '*.all.example': { A: ['127.0.0.2'] },
   '*.slow.example': { drop: true },
 };
+
+let certDir = '';
+let cert: TestCertificate;
+beforeAll(async () => {
+  certDir = await makeCertDir();
+  cert = await makeCertificate(certDir, 'main', 'mx.test.example');
+});
+afterAll(async () => {
+  if (certDir) await removeCertDir(certDir);
+});
 
 let t: TestServer | undefined;
 afterEach(async () => {
@@ -207,6 +224,29 @@ describe('dnsbl', () => {
     });
     const r = await deliver('127.0.0.9');
     expect([r.code, r.enhanced]).toEqual([451, '4.7.1']);
+  });
+
+  it('keeps its results across STARTTLS (fresh session notes, same client): recorded and refused after it', async () => {
+    const seen: (readonly ListResult[])[] = [];
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        ['tls', { cert: cert.certPath, key: cert.keyPath, watch: false, reloadOnSighup: false }],
+        ['dnsbl', { zones: [{ zone: 'bl.example' }] }],
+        mailProbe('dnsbl', (r) => seen.push(r)),
+        LOCAL,
+      ],
+    });
+    const plain = await connectFrom(t, '127.0.0.5');
+    await plain.expect('EHLO client.example', 250);
+    await plain.expect('STARTTLS', 220);
+    const { client } = await upgradeClient(plain, 'mx.test.example');
+    await client.expect('EHLO client.example', 250);
+    await client.expect('MAIL FROM:<alice@sender.example>', 250);
+    await client.expect('RCPT TO:<bob@example.com>', 550, '5.7.1');
+    await client.close();
+    expect(seen[0]?.map((r) => r.result)).toEqual(['fail']);
+    expect(t.dns?.count('5.0.0.127.bl.example')).toBe(1);
   });
 
   it('looks up an IPv6 client under its reversed nibbles (from ::1)', async () => {
