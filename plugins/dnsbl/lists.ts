@@ -66,6 +66,8 @@ export interface ListResult extends CheckResult {
 
 /** Spamhaus and others answer 127.255.255.x when they refuse the query (open resolver, over the limit, typo). */
 const REFUSAL_PREFIX = '127.255.255.';
+/** A list that refuses us refuses every query: say so once a minute, not once a connection. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /** The address as the lists see it: an IPv4 client on a dual-stack socket is IPv4. */
 export function clientAddress(address: string): string {
@@ -156,6 +158,8 @@ export class DnsLists {
   readonly #opts: DnsListsOptions;
   readonly #zones: ZoneState[];
   #nextProbe = 0;
+  /** When each zone's refusal was last logged (clock ms): at most once a minute per zone. */
+  readonly #refusalLogged = new Map<string, number>();
   #probing: Promise<void> | undefined;
 
   constructor(opts: DnsListsOptions) {
@@ -275,11 +279,16 @@ export class DnsLists {
         };
       case 'clear':
         return { result: results.clear, zone, codes: [], meanings: [], properties };
-      case 'refused':
-        this.#opts.log.warn(
-          { zone, codes: answer.codes },
-          'dns list refused the query (over its limit, or asked through a public resolver): not listed',
-        );
+      case 'refused': {
+        const now = this.#opts.clock.now();
+        const last = this.#refusalLogged.get(zone);
+        if (last === undefined || now - last >= REFUSAL_LOG_INTERVAL_MS) {
+          this.#refusalLogged.set(zone, now);
+          this.#opts.log.warn(
+            { zone, codes: answer.codes },
+            'dns list refused the query (over its limit, or asked through a public resolver): not listed',
+          );
+        }
         return {
           result: results.clear,
           zone,
@@ -288,6 +297,7 @@ export class DnsLists {
           properties,
           reason: `query refused by ${zone} (${answer.codes.join(', ')})`,
         };
+      }
       case 'error':
         return {
           result: 'temperror',

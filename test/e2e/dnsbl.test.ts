@@ -151,9 +151,12 @@ describe('dnsbl', () => {
       reason: 'query refused by zen.example (127.255.255.254)',
     });
     expect(lines.some((l) => /refused the query/.test(l.msg) && l['zone'] === 'zen.example')).toBe(true);
+    // Said once a minute, not once a connection.
+    expect((await deliver('127.0.0.7')).code).toBe(250);
+    expect(lines.filter((l) => /refused the query/.test(l.msg))).toHaveLength(1);
     // An answer the map does not know is no listing.
     expect((await deliver('127.0.0.9')).code).toBe(250);
-    expect(seen[2]?.[0]).toMatchObject({ result: 'none', codes: [] });
+    expect(seen[3]?.[0]).toMatchObject({ result: 'none', codes: [] });
   });
 
   it('ignores a zone that answers for everything (lists 127.0.0.1), with a log line, and uses the others', async () => {
@@ -263,6 +266,7 @@ describe('dnsbl', () => {
 describe('dnswl', () => {
   it('records pass for a listed client (Authentication-Results dnswl), which dnsbl then does not refuse', async () => {
     const seen: (readonly ListResult[])[] = [];
+    const allowed: (readonly ListResult[])[] = [];
     t = await startTestServer({
       dns: zone,
       plugins: [
@@ -270,6 +274,7 @@ describe('dnswl', () => {
         ['dnswl', { zones: [{ zone: 'wl.example' }] }],
         'auth-results',
         mailProbe('dnsbl', (r) => seen.push(r)),
+        mailProbe('dnswl', (r) => allowed.push(r)),
         LOCAL,
       ],
     });
@@ -289,5 +294,6 @@ describe('dnswl', () => {
     );
     // A client on neither list: dnswl none, and the block list refuses as before.
     expect((await deliver('127.0.0.5')).code).toBe(550);
+    expect(allowed.map((rs) => rs.map((r) => r.result))).toEqual([['pass'], ['none']]);
   });
 });
