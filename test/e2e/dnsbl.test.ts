@@ -201,8 +201,11 @@ describe('dnsbl', () => {
 
   it('gives up on a zone that does not answer in time; the other zone still counts; temperror has its action', async () => {
     const seen: (readonly ListResult[])[] = [];
+    // The resolver would wait 5 s, beyond the hook's 2 s: only the check's own timeout answers in time.
+    const slowDns = { dns: { timeout: 5000, attempts: 1 } };
     t = await startTestServer({
       dns: zone,
+      config: slowDns,
       plugins: [
         ['dnsbl', { zones: [{ zone: 'slow.example' }, { zone: 'bl.example' }], timeout: 200 }],
         mailProbe('dnsbl', (r) => seen.push(r)),
@@ -217,6 +220,7 @@ describe('dnsbl', () => {
     await t.close();
     t = await startTestServer({
       dns: zone,
+      config: slowDns,
       plugins: [
         [
           'dnsbl',

@@ -74,6 +74,8 @@ describe('fcrdns', () => {
   it('applies the action map (fail refused with 550 5.7.25, temperror deferred) and shows iprev in Authentication-Results', async () => {
     t = await startTestServer({
       dns: zone,
+      // The resolver would wait 5 s, beyond the hook's 2 s: the 300 ms check timeout gives the temperror.
+      config: { dns: { timeout: 5000, attempts: 1 } },
       plugins: [
         [
           'fcrdns',
