@@ -69,6 +69,8 @@ export interface ConnectionCheck<K extends CheckName> {
 interface Entry<R> {
   readonly key: string;
   readonly results: Promise<readonly R[]>;
+  /** The results, once they are in. */
+  value?: readonly R[];
 }
 
 /** The subject a check's results belong to: the client's address (and the EHLO name for EHLO checks). */
@@ -116,23 +118,43 @@ export function connectionCheck<K extends CheckName>(
   if (trigger === 'connect' && at === 'ehlo')
     throw new Error(`${check}: a check of the client address decides at connect, mail or rcpt`);
 
-  function start(session: Session, helo: string | undefined): Promise<readonly R[]> {
+  /**
+   * The session's results for this subject, starting the lookups if needed:
+   * the results themselves once they are in, so that the taps on MAIL and
+   * RCPT answer synchronously (no promise and no timer per call).
+   */
+  function start(session: Session, helo: string | undefined): readonly R[] | Promise<readonly R[]> {
     const key = subjectOf(session, trigger, helo);
     const known = sessions.get(session);
-    if (known?.key === key) return known.results;
-    const results = opts.evaluate(session, helo).catch((err: unknown) => {
-      session.log.warn({ err, check }, 'connection check failed');
-      return [];
-    });
-    sessions.set(session, { key, results });
-    return results;
+    if (known?.key === key) return known.value ?? known.results;
+    const entry: Entry<R> = {
+      key,
+      results: opts.evaluate(session, helo).then(
+        (value) => {
+          entry.value = value;
+          return value;
+        },
+        (err: unknown) => {
+          session.log.warn({ err, check }, 'connection check failed');
+          entry.value = [];
+          return [];
+        },
+      ),
+    };
+    sessions.set(session, entry);
+    return entry.results;
   }
 
-  async function refusal(
+  /** `then` for a value that may already be there: synchronous when it is. */
+  function next<T, U>(value: T | Promise<T>, fn: (v: T) => U | Promise<U>): U | Promise<U> {
+    return value instanceof Promise ? value.then(fn) : fn(value);
+  }
+
+  function refusal(
     session: Session,
     tx: Transaction | undefined,
     results: readonly R[],
-  ): Promise<Reply | undefined> {
+  ): Reply | undefined | Promise<Reply | undefined> {
     const found = verdict(
       tx,
       session,
@@ -142,70 +164,72 @@ export function connectionCheck<K extends CheckName>(
       opts.replies,
     );
     if (found === undefined) return undefined;
-    if (opts.mayRefuse && !(await opts.mayRefuse(session))) {
-      (tx ?? session).log.info(
-        { check, result: found.result.result },
-        'policy refusal waived (allow-listed)',
+    const log = (tx ?? session).log;
+    const refuse = () => {
+      log.info(
+        {
+          check,
+          result: found.result.result,
+          reason: found.result.reason,
+          properties: found.result.properties,
+        },
+        'policy refused',
       );
+      return found.reply;
+    };
+    if (opts.mayRefuse === undefined) return refuse();
+    return opts.mayRefuse(session).then((may) => {
+      if (may) return refuse();
+      log.info({ check, result: found.result.result }, 'policy refusal waived (allow-listed)');
       return undefined;
-    }
-    (tx ?? session).log.info(
-      {
-        check,
-        result: found.result.result,
-        reason: found.result.reason,
-        properties: found.result.properties,
-      },
-      'policy refused',
-    );
-    return found.reply;
+    });
   }
 
   const skipped = (session: Session) => opts.skipAuthenticated && session.user !== undefined;
 
   if (trigger === 'connect') {
     api.hooks.connect.tap(
-      async (session) => {
+      (session) => {
         const results = start(session, undefined);
-        return at === 'connect' ? refusal(session, undefined, await results) : undefined;
+        return at === 'connect' ? next(results, (r) => refusal(session, undefined, r)) : undefined;
       },
       { stage: Stage.EARLY },
     );
   } else {
     api.hooks.ehlo.tap(
-      async (session, helo) => {
+      (session, helo) => {
         const results = start(session, helo.domain);
-        if (at !== 'ehlo') return undefined;
-        return refusal(session, undefined, await results);
+        return at === 'ehlo' ? next(results, (r) => refusal(session, undefined, r)) : undefined;
       },
       { stage: Stage.EARLY },
     );
   }
 
   api.hooks.mail.tap(
-    async (tx) => {
+    (tx) => {
       const session = tx.session;
       if (skipped(session)) return undefined;
-      const results = await start(session, session.helo?.domain);
-      for (const r of results) recordResult(tx, check, r as R & CheckResult);
-      opts.settled?.(session, results);
-      // Decided at connect or EHLO already; again here so that `quarantine` marks the transaction.
-      return at === 'rcpt' ? undefined : refusal(session, tx, results);
+      return next(start(session, session.helo?.domain), (results) => {
+        for (const r of results) recordResult(tx, check, r as R & CheckResult);
+        opts.settled?.(session, results);
+        // Decided at connect or EHLO already; again here so that `quarantine` marks the transaction.
+        return at === 'rcpt' ? undefined : refusal(session, tx, results);
+      });
     },
     { stage: Stage.EARLY },
   );
 
   if (at === 'rcpt') {
     api.hooks.rcpt.tap(
-      async (tx, to) => {
+      (tx, to) => {
         const session = tx.session;
         if (skipped(session)) return undefined;
         if (opts.allowPostmaster && isPostmaster(to)) return undefined;
-        return refusal(session, tx, await start(session, session.helo?.domain));
+        return next(start(session, session.helo?.domain), (results) => refusal(session, tx, results));
       },
       { stage: Stage.EARLY },
     );
   }
 
-  return { results: (session) => start(session, session.helo?.domain) };
+  return { results: async (session) => start(session, session.helo?.domain) };
 }
