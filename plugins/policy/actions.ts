@@ -78,7 +78,7 @@ export function actionsSchema(check: string, defaults: ActionMap) {
     {
       additionalProperties: false,
       default: defaults,
-      description: `What to do with each ${check} result: \`{ "fail": { "action": "reject" } }\`. Results not listed are accepted (and shown in Authentication-Results).`,
+      description: `What to do with each ${check} result: \`{ "fail": { "action": "reject" } }\`. Results not listed are accepted (and still recorded for later checks and the log).`,
     },
   );
 }
@@ -121,10 +121,13 @@ export function validateActions(check: string, actions: Readonly<Partial<Record<
 /**
  * What policy says about one result: the reply for `reject`/`tempfail`,
  * `undefined` otherwise (no opinion: the hook asks the next plugin). A
- * `quarantine` marks the transaction.
+ * `quarantine` marks the transaction. A check about the connection may decide
+ * before any transaction exists (at connect or EHLO): `tx` is then
+ * `undefined` and `quarantine` has nothing to mark yet (the check decides
+ * again on the transaction, see `connection-checks.ts`).
  */
 export function decide(
-  tx: Transaction,
+  tx: Transaction | undefined,
   check: string,
   result: ResultValue,
   actions: ActionMap,
@@ -140,7 +143,7 @@ export function decide(
  * `decide`.
  */
 export function applyAction(
-  tx: Transaction,
+  tx: Transaction | undefined,
   check: string,
   verdict: string,
   action: Action | undefined,
@@ -152,6 +155,7 @@ export function applyAction(
     case 'tag':
       return undefined;
     case 'quarantine': {
+      if (tx === undefined) return undefined;
       const notes = policyNotes(tx);
       if (notes.quarantine === undefined) {
         notes.quarantine = { check, result: verdict };
