@@ -275,11 +275,13 @@ export class MxDelivery {
     result: 'success' | TlsFailureType,
     sendingIp?: string,
   ): void {
+    const scope = plan.report;
+    if (!scope) return;
     this.#o.tlsReport()?.record({
       policyDomain: policy.destination,
-      policyType: plan.report.policyType,
-      policyStrings: plan.report.policyStrings,
-      mxHosts: plan.report.mxHosts,
+      policyType: scope.policyType,
+      policyStrings: scope.policyStrings,
+      mxHosts: scope.mxHosts,
       result,
       at: this.#o.clock.now(),
       receivingMxHostname: exchanger.name,

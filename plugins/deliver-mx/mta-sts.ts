@@ -75,6 +75,8 @@ export interface MtaStsOptions {
 /** RFC 8461 3.3: policy bodies larger than this are refused. */
 const MAX_POLICY_OCTETS = 64 * 1024;
 const POLICY_PATH = '/.well-known/mta-sts.txt';
+/** After a failed fetch, the same policy id is not fetched again for this long (ms). */
+const FETCH_RETRY_DELAY = 10 * 60 * 1000;
 
 /** Does the policy allow an MX host of this name (RFC 8461 4.1: exact, or `*.` for one left-most label)? */
 export function allowsMx(policy: StsPolicy, name: string): boolean {
@@ -93,6 +95,8 @@ export class MtaStsPolicies {
   readonly #o: MtaStsOptions;
   readonly #cache = new Map<string, StsPolicy>();
   readonly #inflight = new Map<string, Promise<StsLookup>>();
+  /** Domains whose policy `id` could not be fetched, until when not to try again. */
+  readonly #failed = new Map<string, { readonly id: string; readonly until: number }>();
   #writing: Promise<void> = Promise.resolve();
 
   constructor(options: MtaStsOptions) {
@@ -151,6 +155,8 @@ export class MtaStsPolicies {
     }
     if (id === false) return useCached();
     if (cached && cached.id === id) return useCached();
+    const failed = this.#failed.get(domain);
+    if (failed && failed.id === id && failed.until > now) return useCached();
 
     try {
       const text = await this.#fetch(domain);
@@ -170,6 +176,7 @@ export class MtaStsPolicies {
           .filter((l) => l !== ''),
       };
       this.#cache.set(domain, policy);
+      this.#failed.delete(domain);
       await this.#save();
       this.#o.log.info(
         { domain, id, mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge },
@@ -181,6 +188,7 @@ export class MtaStsPolicies {
         err instanceof FetchError
           ? { type: err.type, reason: err.message }
           : { type: 'sts-policy-fetch-error' as const, reason: String(err) };
+      this.#failed.set(domain, { id, until: this.#o.clock.now() + FETCH_RETRY_DELAY });
       this.#o.log.info(
         { domain, id, failure: failure.type, reason: failure.reason },
         'MTA-STS policy not fetched',

@@ -73,7 +73,8 @@ export interface ExchangerPolicy {
   readonly reportOnly: boolean;
   /** For `reportOnly`: the MX host is not in the policy. */
   readonly mxMismatch: boolean;
-  readonly report: ReportScope;
+  /** What TLS reports say about sessions under this plan; undefined: nothing (the policy was set aside). */
+  readonly report: ReportScope | undefined;
 }
 
 /** One destination's policy: a way to ask about each of its exchangers. */
@@ -342,7 +343,8 @@ function relaxed(req: PolicyRequest, p: ExchangerPolicy): ExchangerPolicy {
     fallbackToClear: true,
     reportOnly: false,
     mxMismatch: false,
-    report: p.report,
+    // The sender set the policy aside: its sessions say nothing about it.
+    report: undefined,
   };
 }
 
