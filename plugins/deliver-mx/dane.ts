@@ -35,8 +35,13 @@ export function usableRecord(r: TlsaRecord): boolean {
   return (r.usage === 2 || r.usage === 3) && (r.selector === 0 || r.selector === 1) && r.matchingType <= 2;
 }
 
-/** Look up the TLSA records of `host`; only for a host whose MX lookup was itself secure (RFC 7672 2.2.1). */
+/**
+ * Look up the TLSA records of `host`; only for a host whose MX lookup was
+ * itself secure (RFC 7672 2.2.1). A host whose address records are not
+ * authenticated gets no DANE either (RFC 7672 2.2.2).
+ */
 export async function lookupTlsa(dns: DnsResolver, host: string): Promise<DaneLookup> {
+  if (!(await addressSecure(dns, host))) return { kind: 'none' };
   const answer = await dns.lookup(tlsaName(host), 'TLSA');
   switch (answer.kind) {
     case 'error':
@@ -53,6 +58,15 @@ export async function lookupTlsa(dns: DnsResolver, host: string): Promise<DaneLo
         : { kind: 'unusable', all: answer.records };
     }
   }
+}
+
+/** The host's A records (or, without any, its AAAA records) came authenticated. */
+async function addressSecure(dns: DnsResolver, host: string): Promise<boolean> {
+  for (const type of ['A', 'AAAA'] as const) {
+    const r = await dns.lookup(host, type);
+    if (r.kind === 'answer') return r.authenticated;
+  }
+  return false;
 }
 
 /** TLSA records in presentation format (`3 1 1 ab12...`), as TLS reports quote them. */

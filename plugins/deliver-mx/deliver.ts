@@ -85,13 +85,17 @@ export class MxDelivery {
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
     const requireTls = envelope.requireTls === true;
-    // RFC 8689 4.1: with REQUIRETLS the header field is ignored.
-    const tlsOptional = !requireTls && (await tlsRequiredNo(envelope.stream()));
+    // Read once, and only when a published policy would need it (RFC 8689 4.1: REQUIRETLS ignores it).
+    let tlsOptional: Promise<boolean> | undefined;
+    const read = envelope;
     const policy = await o.policies.policyFor({
       destination,
       mxAuthenticated: resolution.authenticated,
       requireTls,
-      tlsOptional,
+      tlsOptional: () => {
+        tlsOptional ??= tlsRequiredNo(read.stream());
+        return tlsOptional;
+      },
     });
     this.#reportDiscovery(policy);
 

@@ -95,8 +95,8 @@ export interface PolicyRequest {
   readonly mxAuthenticated: boolean;
   /** The message asks for REQUIRETLS (RFC 8689). */
   readonly requireTls: boolean;
-  /** The message carries `TLS-Required: No` (and no REQUIRETLS). */
-  readonly tlsOptional: boolean;
+  /** Whether the message carries `TLS-Required: No`: asked only when DANE or MTA-STS applies. */
+  readonly tlsOptional: () => Promise<boolean>;
 }
 
 export interface TlsPoliciesOptions {
@@ -162,7 +162,11 @@ export class TlsPolicies {
       level,
       levelSource,
       sts,
-      forExchanger: (exchanger) => this.#forExchanger(req, level, levelSource, sts, exchanger),
+      forExchanger: async (exchanger) => {
+        const p = await this.#forExchanger(req, level, levelSource, sts, exchanger);
+        const published = p.source === 'dane' || p.source === 'mta-sts';
+        return published && !req.requireTls && (await req.tlsOptional()) ? setAside(p) : p;
+      },
     };
   }
 
@@ -180,16 +184,17 @@ export class TlsPolicies {
       ...(o.ca === undefined ? {} : { ca: o.ca }),
       ...(named ? { servername: name } : {}),
     };
-    const plan = (p: Partial<ExchangerPolicy> & Pick<ExchangerPolicy, 'source' | 'mode'>): ExchangerPolicy =>
-      relaxed(req, {
-        tls: 'required',
-        tlsSettings: { rejectUnauthorized: true, ...base },
-        fallbackToClear: false,
-        reportOnly: false,
-        mxMismatch: false,
-        report: NO_POLICY,
-        ...p,
-      });
+    const plan = (
+      p: Partial<ExchangerPolicy> & Pick<ExchangerPolicy, 'source' | 'mode'>,
+    ): ExchangerPolicy => ({
+      tls: 'required',
+      tlsSettings: { rejectUnauthorized: true, ...base },
+      fallbackToClear: false,
+      reportOnly: false,
+      mxMismatch: false,
+      report: NO_POLICY,
+      ...p,
+    });
 
     if (level === 'none') {
       if (req.requireTls) {
@@ -332,8 +337,7 @@ export class TlsPolicies {
  * recipient domain's policies (DANE, MTA-STS) be ignored: TLS when it works,
  * else in clear. The operator's own table is kept.
  */
-function relaxed(req: PolicyRequest, p: ExchangerPolicy): ExchangerPolicy {
-  if (!req.tlsOptional || req.requireTls || (p.source !== 'dane' && p.source !== 'mta-sts')) return p;
+function setAside(p: ExchangerPolicy): ExchangerPolicy {
   const { verify: _dropped, ...settings } = p.tlsSettings;
   return {
     source: p.source,

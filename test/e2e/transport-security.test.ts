@@ -353,12 +353,12 @@ function daneDomain(
   domain: string,
   address: string,
   records: ReturnType<typeof tlsa>[],
-  secure: { mx?: boolean; tlsa?: boolean } = {},
+  secure: { mx?: boolean; tlsa?: boolean; address?: boolean } = {},
 ): Zone {
   const host = `mx.${domain}`;
   return {
     [domain]: { MX: [{ exchange: host, preference: 10 }], authenticated: secure.mx ?? true },
-    [host]: { A: [address], authenticated: true },
+    [host]: { A: [address], authenticated: secure.address ?? true },
     [`_25._tcp.${host}`]: { TLSA: records, authenticated: secure.tlsa ?? true },
   };
 }
@@ -438,23 +438,24 @@ describe('DANE (RFC 7672)', () => {
     ]);
   });
 
-  it('ignores TLSA records from an insecure answer, and any TLSA below an insecure MX lookup', async () => {
+  it('ignores TLSA records from an insecure answer, and any TLSA below an insecure MX or address lookup', async () => {
     const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
     const wrong = [tlsa((certs['selfSigned'] as TestCertificate).cert, 3, 1, 1)];
     const zone: Zone = {
       ...daneDomain('insecure-tlsa.example', '127.0.0.2', wrong, { tlsa: false }),
       ...daneDomain('insecure-mx.example', '127.0.0.2', wrong, { mx: false }),
+      ...daneDomain('insecure-a.example', '127.0.0.2', wrong, { address: false }),
     };
     const s = await mx(await dns(zone));
     expect(outcome(await deliver(s, job('bob@insecure-tlsa.example')))).toEqual([
       ['delivered', 250, '2.6.0'],
     ]);
     expect(outcome(await deliver(s, job('bob@insecure-mx.example')))).toEqual([['delivered', 250, '2.6.0']]);
-    expect(r.received).toHaveLength(2);
-    expect(s.events.map((e) => [e.policyType, e.result])).toEqual([
-      ['no-policy-found', 'success'],
-      ['no-policy-found', 'success'],
-    ]);
+    expect(outcome(await deliver(s, job('bob@insecure-a.example')))).toEqual([['delivered', 250, '2.6.0']]);
+    expect(r.received).toHaveLength(3);
+    expect(s.events.map((e) => [e.policyType, e.result])).toEqual(
+      Array(3).fill(['no-policy-found', 'success']),
+    );
   });
 
   it('without dns.trustAd the AD bit is not believed: no DANE (with it, the mismatch defers)', async () => {
