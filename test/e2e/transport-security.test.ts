@@ -9,15 +9,17 @@
  * checked against the `tlsReport` events a test sink collects.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runQueueCli } from '../../bin/queue-cli.ts';
 import { isReply } from '../../core/hooks.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { TlsSessionEvent } from '../../plugins/outbound/tls-report.ts';
+import type { QueueService } from '../../plugins/queue/types.ts';
 import {
   issueCertificate,
   makeCertificate,
@@ -65,7 +67,17 @@ beforeAll(async () => {
   await issue('wrongName', ['elsewhere.example']);
   await issue('rogueGood', ['mx1.sts.example'], 1, rogue);
   certs['selfSigned'] = await makeCertificate(dir, 'self', 'mx1.sts.example');
-  const policyDomains = ['sts', 'unlisted.sts', 'bad-type', 'gone', 'garbled', 'cached', 'aging', 'both'];
+  const policyDomains = [
+    'sts',
+    'unlisted.sts',
+    'bad-type',
+    'gone',
+    'garbled',
+    'huge',
+    'cached',
+    'aging',
+    'both',
+  ];
   await issue(
     'policy',
     policyDomains.map((d) => `mta-sts.${d}.example`),
@@ -109,8 +121,9 @@ interface Sts extends DeliveryServer {
 async function mx(
   d: TestDnsServer,
   config: Record<string, unknown> = {},
-  opts: { dataDir?: string; clock?: { now(): number } } = {},
+  opts: { dataDir?: string; clock?: { now(): number }; more?: ReadonlyArray<{ plugin: string }> } = {},
 ): Promise<Sts> {
+  const { more = [], ...serverOpts } = opts;
   const events: TlsSessionEvent[] = [];
   const logs: Array<Record<string, unknown>> = [];
   const sink = tlsReportSink(events);
@@ -127,13 +140,14 @@ async function mx(
         },
       },
       { plugin: sink.name },
+      ...more,
     ],
     {
       dns: { servers: [d.address], timeout: 500, attempts: 1, trustAd: true },
       logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
       dirPrefix: 'mailframe-sts-',
       definitions: [sink],
-      ...opts,
+      ...serverOpts,
     },
   );
   cleanups.push(() => s.close());
@@ -265,12 +279,26 @@ describe('MTA-STS (RFC 8461)', () => {
       ...stsDomain('rogue.example', '127.0.0.2'),
       ...stsDomain('gone.example', '127.0.0.2'),
       ...stsDomain('garbled.example', '127.0.0.2'),
+      ...stsDomain('huge.example', '127.0.0.2'),
     };
+    // Over 64 KiB (RFC 8461 3.3).
+    policyHost.set('mta-sts.huge.example', {
+      body: stsPolicy(
+        'enforce',
+        Array.from({ length: 3000 }, (_, i) => `mx${i}.huge.example`),
+      ),
+    });
     policyHost.set('mta-sts.garbled.example', {
       body: 'version: STSv1\r\nmode: enforce\r\nmax_age: 99999999999\r\n',
     });
     const s = await mx(await dns(zone));
-    for (const d of ['bad-type.example', 'rogue.example', 'gone.example', 'garbled.example']) {
+    for (const d of [
+      'bad-type.example',
+      'rogue.example',
+      'gone.example',
+      'garbled.example',
+      'huge.example',
+    ]) {
       // No policy: opportunistic, the self-signed certificate is fine.
       expect([d, ...(outcome(await deliver(s, job(`bob@${d}`)))[0] ?? [])]).toEqual([
         d,
@@ -279,13 +307,14 @@ describe('MTA-STS (RFC 8461)', () => {
         '2.6.0',
       ]);
     }
-    expect(r.received).toHaveLength(4);
+    expect(r.received).toHaveLength(5);
     const failures = s.events.filter((e) => e.result !== 'success');
     expect(failures.map((e) => [e.policyDomain, e.policyType, e.result])).toEqual([
       ['bad-type.example', 'sts', 'sts-policy-invalid'],
       ['rogue.example', 'sts', 'sts-webpki-invalid'],
       ['gone.example', 'sts', 'sts-policy-fetch-error'],
       ['garbled.example', 'sts', 'sts-policy-invalid'],
+      ['huge.example', 'sts', 'sts-policy-invalid'],
     ]);
     // The redirect was not followed.
     expect(policyHost.requests('mta-sts.sts.example')).toBe(redirectedTo);
@@ -621,5 +650,41 @@ describe('TLS-Required: No (RFC 8689 section 4)', () => {
     expect(outcome(report)).toEqual([['deferred', 451, '4.7.5']]);
     expect(report.results[0]?.reply?.text).toMatch(/TLS policy mta-sts\/enforce/);
     expect(r.received).toHaveLength(0);
+  });
+});
+
+describe('through the queue', () => {
+  it('`queue show` names the policy behind a TLS deferral; a REQUIRETLS bounce (5.7.30) is not retried', async () => {
+    const r = await remote('127.0.0.2', certs['expired'] as TestCertificate);
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const zone: Zone = {
+      ...stsDomain('sts.example', '127.0.0.2'),
+      'plain.example': { MX: [{ exchange: 'mx.plain.example', preference: 10 }] },
+      'mx.plain.example': { A: ['127.0.0.2'] },
+    };
+    const s = await mx(await dns(zone), {}, { more: [{ plugin: 'queue-fs' }] });
+    const queue = s.server.registry.service('queue') as QueueService;
+    const message = (to: string, requireTls: boolean) =>
+      queue.enqueue(
+        {
+          from: '',
+          recipients: [{ address: to, domain: to.slice(to.indexOf('@') + 1), attributes: {} }],
+          attributes: requireTls ? { requireTls: true } : {},
+          receivedAt: Date.now(),
+        },
+        Buffer.from(MESSAGE),
+      );
+    const deferred = await message('bob@sts.example', false);
+    await message('bob@plain.example', true);
+    await queue.runDue();
+    // The REQUIRETLS message failed for good (null sender: no bounce to send); the other waits.
+    expect((await queue.list()).map((m) => m.id)).toEqual([deferred]);
+    expect(r.received).toHaveLength(0);
+    const configFile = join(s.dataDir, 'mailframe.json');
+    await writeFile(configFile, JSON.stringify({ dataDir: s.dataDir, plugins: [{ plugin: 'queue-fs' }] }));
+    let out = '';
+    const code = await runQueueCli(['show', deferred], configFile, { out: (t) => (out += t), err: () => {} });
+    expect(code).toBe(0);
+    expect(out).toMatch(/bob@sts\.example.*451 4\.7\.5 .*\(TLS policy mta-sts\/enforce\)/);
   });
 });
