@@ -357,7 +357,7 @@ describe('MTA-STS (RFC 8461)', () => {
     expect(saved.policies).toEqual([expect.objectContaining({ domain: 'cached.example', id: 'three' })]);
   });
 
-  it('an expired cached policy is not used', async () => {
+  it('a cached policy outlives its TXT record and policy host until max_age, not after', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-sts-cache-'));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
     const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
@@ -367,13 +367,19 @@ describe('MTA-STS (RFC 8461)', () => {
     const clock = { now: () => now };
     const first = await mx(d, {}, { dataDir, clock });
     expect(outcome(await deliver(first, job('bob@aging.example')))).toEqual([['deferred', 451, '4.7.5']]);
-    await first.close();
-    // max_age is 60 s; the TXT record is gone: after expiry there is no policy left.
+    // The policy host and the TXT record go away: the unexpired cached policy still holds.
+    policyHost.set('mta-sts.aging.example', undefined);
     d.set('_mta-sts.aging.example', undefined);
-    now += 61_000;
+    now += 30_000;
+    expect(outcome(await deliver(first, job('bob@aging.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    // max_age is 60 s: past it there is no policy left, in memory ...
+    now += 31_000;
+    expect(outcome(await deliver(first, job('bob@aging.example')))).toEqual([['delivered', 250, '2.6.0']]);
+    await first.close();
+    // ... nor after a restart.
     const second = await mx(d, {}, { dataDir, clock });
     expect(outcome(await deliver(second, job('bob@aging.example')))).toEqual([['delivered', 250, '2.6.0']]);
-    expect(r.received).toHaveLength(1);
+    expect(r.received).toHaveLength(2);
   });
 });
 
