@@ -13,6 +13,8 @@ import { execFileSync } from 'node:child_process';
 /** Every Debian package a test uses, and what for. */
 export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
   'python3-dkim': 'DKIM interoperability (dkimverify/dkimsign), test/helpers/python-dkim.ts',
+  openssl:
+    'test certificates: a test CA, leaf certificates it issues (expired ones too), test/helpers/certs.ts and deliver-helpers.ts',
 };
 
 function installed(pkg: string): boolean {
