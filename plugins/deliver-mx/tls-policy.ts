@@ -321,7 +321,8 @@ export class TlsPolicies {
         });
       default:
         return plan({
-          source: levelSource,
+          // Unusable TLSA records: the domain's DANE publication is what makes TLS mandatory.
+          source: tlsMandatory ? 'dane' : levelSource,
           mode: tlsMandatory ? 'encrypt' : 'may',
           tls: tlsMandatory ? 'required' : 'opportunistic',
           tlsSettings: { rejectUnauthorized: false, ...base },

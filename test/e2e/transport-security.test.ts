@@ -523,7 +523,9 @@ describe('DANE (RFC 7672)', () => {
     };
     const s = await mx(await dns(zone));
     expect(outcome(await deliver(s, job('bob@stripped.example')))).toEqual([['deferred', 451, '4.7.4']]);
-    expect(outcome(await deliver(s, job('bob@unusable.example')))).toEqual([['deferred', 451, '4.7.4']]);
+    const unusable = await deliver(s, job('bob@unusable.example'));
+    expect(outcome(unusable)).toEqual([['deferred', 451, '4.7.4']]);
+    expect(unusable.results[0]?.reply?.text).toMatch(/\(TLS policy dane\/encrypt\)$/);
     expect(r.received).toHaveLength(0);
     expect(s.events.map((e) => [e.policyType, e.result])).toEqual([
       ['tlsa', 'starttls-not-supported'],
