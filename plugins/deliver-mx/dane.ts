@@ -27,11 +27,11 @@ export type DaneLookup =
   | { readonly kind: 'error'; readonly reason: string };
 
 /** The TLSA owner name of an SMTP server (RFC 7672 2.2.3): port 25 whatever port the tests stand in with. */
-export function tlsaName(host: string): string {
+function tlsaName(host: string): string {
   return `_25._tcp.${host}`;
 }
 
-export function usableRecord(r: TlsaRecord): boolean {
+function usableRecord(r: TlsaRecord): boolean {
   return (r.usage === 2 || r.usage === 3) && (r.selector === 0 || r.selector === 1) && r.matchingType <= 2;
 }
 

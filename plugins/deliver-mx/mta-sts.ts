@@ -41,7 +41,7 @@ export interface StsPolicy {
   readonly lines: readonly string[];
 }
 
-export type StsFailure = Extract<
+type StsFailure = Extract<
   TlsFailureType,
   'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid'
 >;
@@ -120,11 +120,6 @@ export class MtaStsPolicies {
     } catch (err) {
       this.#o.log.warn({ err, file: this.#o.file }, 'MTA-STS cache unreadable; starting empty');
     }
-  }
-
-  /** The cached policy of `domain`, expired or not (for tests and the CLI). */
-  cached(domain: string): StsPolicy | undefined {
-    return this.#cache.get(domain);
   }
 
   /** The policy that applies to `domain` now; one discovery at a time per domain. */

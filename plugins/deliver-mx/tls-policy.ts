@@ -39,7 +39,7 @@ import { domainMatcher } from '../outbound/routing.ts';
 import type { TlsMode } from '../outbound/smtp-client.ts';
 import type { TlsFailureType, TlsPolicyType } from '../outbound/tls-report.ts';
 import { daneVerifier, lookupTlsa, presentation } from './dane.ts';
-import { allowsMx, type MtaStsPolicies, type StsLookup, type StsPolicy } from './mta-sts.ts';
+import { allowsMx, type MtaStsPolicies, type StsLookup } from './mta-sts.ts';
 import type { Exchanger } from './resolve.ts';
 
 export type TlsPolicyLevel = 'none' | 'may' | 'encrypt' | 'verify' | 'dane' | 'dane-only' | 'mta-sts';
@@ -118,7 +118,7 @@ const NO_POLICY: ReportScope = Object.freeze({
   mxHosts: [],
 });
 
-export const PolicyReplies = Object.freeze({
+const PolicyReplies = Object.freeze({
   daneMismatchRequired: (host: string): Reply =>
     reply(451, '4.7.5', `DANE is required for ${host}, but it has no usable TLSA records (policy dane-only)`),
   tlsaLookupFailed: (host: string, why: string): Reply =>
@@ -363,9 +363,4 @@ export function testingProblem(
   if (plan.mxMismatch) return { failure: 'validation-failure', reason: 'MX host not in the MTA-STS policy' };
   if (tls.verifyError) return { failure: classify(tls.verifyError), reason: tls.verifyError };
   return undefined;
-}
-
-/** The MTA-STS policy's description for logs. */
-export function describeSts(policy: StsPolicy): string {
-  return `${policy.mode} (id ${policy.id}, mx ${policy.mx.join(' ')})`;
 }

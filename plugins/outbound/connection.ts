@@ -399,7 +399,7 @@ function checkedTlsState(socket: TLSSocket, settings: TlsSettings): TlsState {
 }
 
 /** The certificates the server presented, leaf first (as far as they link by issuer). */
-export function peerChain(socket: TLSSocket): X509Certificate[] {
+function peerChain(socket: TLSSocket): X509Certificate[] {
   const chain: X509Certificate[] = [];
   const seen = new Set<string>();
   let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
