@@ -10,6 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -318,6 +319,32 @@ describe('MTA-STS (RFC 8461)', () => {
     ]);
     // The redirect was not followed.
     expect(policyHost.requests('mta-sts.sts.example')).toBe(redirectedTo);
+  });
+
+  it('a policy host that never answers times out: no policy, reported as a fetch error', async () => {
+    const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
+    // Accepts on the policy port and says nothing, not even the TLS handshake.
+    const held: Socket[] = [];
+    const silent = createNetServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(policyHost.port, '127.0.0.5', resolve));
+    cleanups.push(async () => {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const zone: Zone = {
+      ...stsDomain('silent.example', '127.0.0.2', '1', 'mx1.sts.example'),
+      'mta-sts.silent.example': { A: ['127.0.0.5'] },
+    };
+    const s = await mx(await dns(zone), {
+      mtaSts: { caFile: ca.certPath, port: policyHost.port, timeout: 300 },
+    });
+    expect(outcome(await deliver(s, job('bob@silent.example')))).toEqual([['delivered', 250, '2.6.0']]);
+    expect(held.length).toBe(1);
+    expect(s.events.map((e) => [e.policyType, e.result])).toEqual([
+      ['sts', 'sts-policy-fetch-error'],
+      ['no-policy-found', 'success'],
+    ]);
+    expect(r.received).toHaveLength(1);
   });
 
   it('the cache survives a restart, is used while the policy host fails, and is replaced when the id changes', async () => {
