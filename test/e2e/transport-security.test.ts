@@ -721,5 +721,14 @@ describe('through the queue', () => {
     const code = await runQueueCli(['show', deferred], configFile, { out: (t) => (out += t), err: () => {} });
     expect(code).toBe(0);
     expect(out).toMatch(/bob@sts\.example.*451 4\.7\.5 .*\(TLS policy mta-sts\/enforce\)/);
+    // The log names the policy and the failure.
+    expect(s.logs).toContainEqual(
+      expect.objectContaining({
+        msg: 'mail exchanger not usable, trying the next',
+        mx: 'mx1.sts.example',
+        tlsPolicy: 'mta-sts/enforce',
+        tlsFailure: 'certificate-expired',
+      }),
+    );
   });
 });
