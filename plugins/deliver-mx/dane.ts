@@ -19,8 +19,17 @@ export type TlsaRecord = DnsRecordTypes['TLSA'];
 export type DaneLookup =
   /** DANE does not apply: no TLSA records, or the answer was not authenticated. */
   | { readonly kind: 'none' }
-  /** Authenticated TLSA records of which these are usable: TLS is mandatory and must match them. */
-  | { readonly kind: 'tlsa'; readonly records: readonly TlsaRecord[]; readonly all: readonly TlsaRecord[] }
+  /**
+   * Authenticated TLSA records of which these are usable: TLS is mandatory and
+   * must match them; `names` are the reference identifiers (the MX host, and
+   * the name its CNAME chain led to).
+   */
+  | {
+      readonly kind: 'tlsa';
+      readonly records: readonly TlsaRecord[];
+      readonly all: readonly TlsaRecord[];
+      readonly names: readonly string[];
+    }
   /** Authenticated TLSA records, none usable: no authentication, but TLS is mandatory (RFC 7672 2.2). */
   | { readonly kind: 'unusable'; readonly all: readonly TlsaRecord[] }
   /** The lookup failed (a validating resolver answers SERVFAIL to bogus data): the host is not to be used (RFC 7672 2.2). */
@@ -38,11 +47,22 @@ function usableRecord(r: TlsaRecord): boolean {
 /**
  * Look up the TLSA records of `host`; only for a host whose MX lookup was
  * itself secure (RFC 7672 2.2.1). A host whose address records are not
- * authenticated gets no DANE either (RFC 7672 2.2.2).
+ * authenticated gets no DANE either; when they came through a CNAME chain,
+ * the records at the chain's target come first, then those at the MX host
+ * name (RFC 7672 2.2.2).
  */
 export async function lookupTlsa(dns: DnsResolver, host: string): Promise<DaneLookup> {
-  if (!(await addressSecure(dns, host))) return { kind: 'none' };
-  const answer = await dns.lookup(tlsaName(host), 'TLSA');
+  const address = await addressOf(dns, host);
+  if (!address.secure) return { kind: 'none' };
+  if (address.canonical !== host) {
+    const expanded = await tlsaAt(dns, address.canonical, [host, address.canonical]);
+    if (expanded.kind !== 'none') return expanded;
+  }
+  return tlsaAt(dns, host, [host]);
+}
+
+async function tlsaAt(dns: DnsResolver, base: string, names: readonly string[]): Promise<DaneLookup> {
+  const answer = await dns.lookup(tlsaName(base), 'TLSA');
   switch (answer.kind) {
     case 'error':
       return { kind: 'error', reason: answer.reason };
@@ -54,19 +74,19 @@ export async function lookupTlsa(dns: DnsResolver, host: string): Promise<DaneLo
       if (!answer.authenticated) return { kind: 'none' };
       const records = answer.records.filter(usableRecord);
       return records.length > 0
-        ? { kind: 'tlsa', records, all: answer.records }
+        ? { kind: 'tlsa', records, all: answer.records, names }
         : { kind: 'unusable', all: answer.records };
     }
   }
 }
 
-/** The host's A records (or, without any, its AAAA records) came authenticated. */
-async function addressSecure(dns: DnsResolver, host: string): Promise<boolean> {
+/** Whether the host's A records (or, without any, its AAAA records) came authenticated, and the name they belong to. */
+async function addressOf(dns: DnsResolver, host: string): Promise<{ secure: boolean; canonical: string }> {
   for (const type of ['A', 'AAAA'] as const) {
     const r = await dns.lookup(host, type);
-    if (r.kind === 'answer') return r.authenticated;
+    if (r.kind === 'answer') return { secure: r.authenticated, canonical: r.canonicalName };
   }
-  return false;
+  return { secure: false, canonical: host };
 }
 
 /** TLSA records in presentation format (`3 1 1 ab12...`), as TLS reports quote them. */

@@ -224,7 +224,7 @@ export class TlsPolicies {
           tlsSettings: {
             rejectUnauthorized: false,
             ...base,
-            verify: daneVerifier(tlsa.records, [name], () => o.clock.now()),
+            verify: daneVerifier(tlsa.records, tlsa.names, () => o.clock.now()),
           },
           report: { policyType: 'tlsa', policyStrings: presentation(tlsa.all), mxHosts: [] },
         });

@@ -500,6 +500,36 @@ describe('DANE (RFC 7672)', () => {
     ]);
   });
 
+  it('an MX host behind a CNAME: TLSA records at the CNAME target apply, and it is a reference name', async () => {
+    const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
+    const zone: Zone = {
+      // DANE-TA: the certificate names mx.ta.example, the CNAME target, not the MX host name.
+      'cname.example': { MX: [{ exchange: 'alias.cname.example', preference: 10 }], authenticated: true },
+      'alias.cname.example': { CNAME: 'mx.ta.example', authenticated: true },
+      'mx.ta.example': { A: ['127.0.0.2'], authenticated: true },
+      '_25._tcp.mx.ta.example': { TLSA: [tlsa(ca.cert, 2, 0, 1)], authenticated: true },
+      // A record at the target that the certificate does not match: DANE says no.
+      'cname-bad.example': {
+        MX: [{ exchange: 'alias.cname-bad.example', preference: 10 }],
+        authenticated: true,
+      },
+      'alias.cname-bad.example': { CNAME: 'mx.dane.example', authenticated: true },
+      'mx.dane.example': { A: ['127.0.0.2'], authenticated: true },
+      '_25._tcp.mx.dane.example': {
+        TLSA: [tlsa((certs['selfSigned'] as TestCertificate).cert, 3, 1, 1)],
+        authenticated: true,
+      },
+    };
+    const s = await mx(await dns(zone));
+    expect(outcome(await deliver(s, job('bob@cname.example')))).toEqual([['delivered', 250, '2.6.0']]);
+    expect(outcome(await deliver(s, job('bob@cname-bad.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(1);
+    expect(s.events.map((e) => [e.policyDomain, e.policyType, e.result])).toEqual([
+      ['cname.example', 'tlsa', 'success'],
+      ['cname-bad.example', 'tlsa', 'validation-failure'],
+    ]);
+  });
+
   it('ignores TLSA records from an insecure answer, and any TLSA below an insecure MX or address lookup', async () => {
     const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
     const wrong = [tlsa((certs['selfSigned'] as TestCertificate).cert, 3, 1, 1)];
