@@ -235,7 +235,8 @@ export class MxDelivery {
           const conn = await openWithFallback(options, requireTls, plan.fallbackToClear, log);
           o.pool.opened(destination);
           const problem = plan.reportOnly ? testingProblem(plan, conn.tls, certificateFailure) : undefined;
-          this.#record(policy, plan, exchanger, address, problem?.failure ?? 'success', source?.address);
+          const result = problem?.failure ?? plan.unauthenticated ?? 'success';
+          this.#record(policy, plan, exchanger, address, result, source?.address);
           log.info(
             {
               mx: exchanger.name,

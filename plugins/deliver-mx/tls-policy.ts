@@ -73,6 +73,11 @@ export interface ExchangerPolicy {
   readonly reportOnly: boolean;
   /** For `reportOnly`: the MX host is not in the policy. */
   readonly mxMismatch: boolean;
+  /**
+   * What a session that got TLS counts as in reports when the policy could not
+   * authenticate it (TLSA records all unusable: `tlsa-invalid`); default `success`.
+   */
+  readonly unauthenticated?: TlsFailureType;
   /** What TLS reports say about sessions under this plan; undefined: nothing (the policy was set aside). */
   readonly report: ReportScope | undefined;
 }
@@ -328,6 +333,7 @@ export class TlsPolicies {
           tlsSettings: { rejectUnauthorized: false, ...base },
           fallbackToClear: !tlsMandatory,
           report: scope,
+          ...(tlsMandatory ? { unauthenticated: 'tlsa-invalid' as const } : {}),
         });
     }
   }

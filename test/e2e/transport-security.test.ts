@@ -577,16 +577,22 @@ describe('DANE (RFC 7672)', () => {
       ...daneDomain('stripped.example', '127.0.0.2', [tlsa(good.cert, 3, 1, 1)]),
       // PKIX-EE (1) is unusable for SMTP (RFC 7672 3.1.3).
       ...daneDomain('unusable.example', '127.0.0.2', [tlsa(good.cert, 1, 1, 1)]),
+      ...daneDomain('unusable-tls.example', '127.0.0.3', [tlsa(good.cert, 0, 1, 1)]),
     };
+    const tls = await remote('127.0.0.3', certs['selfSigned'] as TestCertificate);
     const s = await mx(await dns(zone));
     expect(outcome(await deliver(s, job('bob@stripped.example')))).toEqual([['deferred', 451, '4.7.4']]);
     const unusable = await deliver(s, job('bob@unusable.example'));
     expect(outcome(unusable)).toEqual([['deferred', 451, '4.7.4']]);
     expect(unusable.results[0]?.reply?.text).toMatch(/\(TLS policy dane\/encrypt\)$/);
     expect(r.received).toHaveLength(0);
+    // With STARTTLS, any certificate will do: delivered, reported as not validated.
+    expect(outcome(await deliver(s, job('bob@unusable-tls.example')))).toEqual([['delivered', 250, '2.6.0']]);
+    expect(tls.received[0]?.secure).toBe(true);
     expect(s.events.map((e) => [e.policyType, e.result])).toEqual([
       ['tlsa', 'starttls-not-supported'],
       ['tlsa', 'starttls-not-supported'],
+      ['tlsa', 'tlsa-invalid'],
     ]);
   });
 
