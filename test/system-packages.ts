@@ -16,6 +16,8 @@ export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
   rspamd: 'the content scanner the rspamd plugin talks to, test/helpers/rspamd.ts',
   chromium: 'the web console in a real browser (driven by playwright-core), test/e2e/admin-console.test.ts',
   'fonts-dejavu-core': "a font for the console's screenshots, test/e2e/admin-console.test.ts",
+  openssl:
+    'test certificates: a test CA, leaf certificates it issues (expired ones too), test/helpers/certs.ts and deliver-helpers.ts',
 };
 
 function installed(pkg: string): boolean {
