@@ -60,6 +60,8 @@ interface Failure {
 export class MxDelivery {
   readonly #o: MxDeliveryOptions;
   #nextSource = 0;
+  /** Policies of jobs whose sessions are not reported (TLS reports themselves). */
+  readonly #unreported = new WeakSet<TlsPolicy>();
 
   constructor(options: MxDeliveryOptions) {
     this.#o = options;
@@ -97,6 +99,8 @@ export class MxDelivery {
         return tlsOptional;
       },
     });
+    // A TLS report's own delivery is left out of the reports (`tlsReport` in outbound/tls-report.ts).
+    if (envelope.tlsReport === true) this.#unreported.add(policy);
     this.#reportDiscovery(policy);
 
     // Usually one connection; another when the first may carry no more transactions (LIMITS MAILMAX).
@@ -281,7 +285,7 @@ export class MxDelivery {
     sendingIp?: string,
   ): void {
     const scope = plan.report;
-    if (!scope) return;
+    if (!scope || this.#unreported.has(policy)) return;
     this.#o.tlsReport()?.record({
       policyDomain: policy.destination,
       policyType: scope.policyType,
@@ -298,7 +302,7 @@ export class MxDelivery {
   /** MTA-STS discovery failures (the policy could not be fetched or was invalid) are reported once per lookup. */
   #reportDiscovery(policy: TlsPolicy): void {
     const failure = policy.sts?.failure;
-    if (!failure) return;
+    if (!failure || this.#unreported.has(policy)) return;
     const cached = policy.sts?.kind === 'policy' ? policy.sts.policy : undefined;
     this.#o.tlsReport()?.record({
       policyDomain: policy.destination,

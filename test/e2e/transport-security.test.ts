@@ -722,6 +722,30 @@ describe('TLS-Required: No (RFC 8689 section 4)', () => {
     expect(report.results[0]?.reply?.text).toMatch(/TLS policy mta-sts\/enforce/);
     expect(r.received).toHaveLength(0);
   });
+
+  it("a TLS report's own delivery (tlsReport attribute) goes through and is left out of the reports", async () => {
+    const r = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const zone = await dns(stsDomain('sts.example', '127.0.0.2'));
+    // The report mail carries TLS-Required: No, so it goes despite the policy failure.
+    const s = await mx(zone);
+    const report = await deliver(
+      s,
+      job('tlsrpt@sts.example', { message: TLS_OPTIONAL, attributes: { tlsReport: true } }),
+    );
+    expect(outcome(report)).toEqual([['delivered', 250, '2.6.0']]);
+    expect(r.received).toHaveLength(1);
+    // Its sessions are never counted: the same failure is reported for other mail only
+    // (servers of their own, so no pooled connection is shared).
+    const quiet = await mx(zone);
+    await deliver(quiet, job('tlsrpt@sts.example', { attributes: { tlsReport: true } }));
+    expect(quiet.events).toEqual([]);
+    const other = await mx(zone);
+    await deliver(other, job('tlsrpt@sts.example'));
+    expect(seen(other.events)).toEqual([
+      ['sts.example', 'sts', 'certificate-not-trusted', 'mx1.sts.example'],
+    ]);
+  });
 });
 
 describe('through the queue', () => {
