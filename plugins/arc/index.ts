@@ -15,7 +15,7 @@ import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
-import { resinfo } from '../auth-results/format.ts';
+import { registeredResults, resinfo } from '../auth-results/format.ts';
 import { readHeaderSection } from '../dkim-sign/header.ts';
 import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
@@ -194,7 +194,7 @@ export default definePlugin({
         const { verified, cv } = input;
         // Set on the seal options by the verification pass (relaxed body hash of the spooled message).
         const bodyHash = (verified.seal as { bodyHash?: string } | undefined)?.bodyHash;
-        const results = allResults(tx);
+        const results = registeredResults(allResults(tx));
         const authResults =
           // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
           results.length === 0

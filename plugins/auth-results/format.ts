@@ -16,6 +16,35 @@ function pvalue(value: string): string {
   return TOKEN.test(value) || ADDRESS.test(value) ? value : quoted(value);
 }
 
+/**
+ * The methods of IANA's "Email Authentication Methods" registry (RFC 8601
+ * sections 2.7 and 6). Only these may appear in the field: a check that is
+ * not one (`dnsbl`, `helo`, a custom check) is for policy and the log, and
+ * a check that implements a registered method names it in `method`
+ * (`fcrdns` records `iprev`).
+ */
+export const REGISTERED_METHODS: ReadonlySet<string> = new Set([
+  'arc',
+  'auth',
+  'dkim',
+  'dkim-adsp',
+  'dkim-atps',
+  'dmarc',
+  'dnswl',
+  'domainkeys',
+  'iprev',
+  'rrvs',
+  'sender-id',
+  'smime',
+  'spf',
+  'vbr',
+]);
+
+/** The results the field may carry: those of registered methods, in order. */
+export function registeredResults(results: readonly RecordedResult[]): readonly RecordedResult[] {
+  return results.filter((r) => REGISTERED_METHODS.has(r.result.method ?? r.check));
+}
+
 /** One `method=result reason="..." ptype.property=value` clause. */
 export function resinfo(r: RecordedResult): string {
   const { result } = r;

@@ -8,7 +8,7 @@ import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { allResults } from '../policy/policy.ts';
-import { authenticationResults } from './format.ts';
+import { authenticationResults, registeredResults } from './format.ts';
 
 export const schema = Type.Object(
   {
@@ -37,7 +37,7 @@ export default definePlugin({
     // After every check (DKIM and DMARC record at the `message` hook), the field goes on top of the message.
     api.hooks.message.tap(
       (tx, message) => {
-        const results = allResults(tx);
+        const results = registeredResults(allResults(tx));
         if (results.length > 0 || config.includeNone)
           message.prepend([authenticationResults(authservId, results)]);
         return undefined;

@@ -56,7 +56,8 @@ export interface RecordedResult {
 /** What a policy action set aside for the transaction (see `actions.ts`). */
 export interface Quarantine {
   readonly check: string;
-  readonly result: ResultValue;
+  /** The result value, or the verdict of a check with verdicts of its own (rspamd's `add header`). */
+  readonly result: string;
 }
 
 /** The transaction's policy state. */
