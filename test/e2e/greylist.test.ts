@@ -11,7 +11,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { SmtpReply, TestPlugin, TestServer } from '../../core/testkit.ts';
 import type { GreylistResult } from '../../plugins/greylist/index.ts';
-import { brokenStore, connectFrom, DAY, FakeClock, fakeDnswl, MINUTE } from '../helpers/policy-state.ts';
+import {
+  asyncStore,
+  brokenStore,
+  connectFrom,
+  DAY,
+  FakeClock,
+  fakeDnswl,
+  MINUTE,
+} from '../helpers/policy-state.ts';
 import { useScope } from '../helpers/scope.ts';
 import { loggedInAs, resultsProbe } from '../helpers/test-plugins.ts';
 
@@ -234,6 +242,19 @@ describe('greylist', () => {
 
   it('follows the action map: tag only records', async () => {
     const t = await start({ greylist: { actions: { fail: { action: 'tag' } } } });
+    expect(await rcptCode(t)).toBe('250 2.1.5');
+  });
+
+  it('works the same on a store that answers with promises (as a database store does)', async () => {
+    const clock = new FakeClock();
+    const t = await scope.start({
+      clock,
+      plugins: [asyncStore, 'greylist', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    expect(await rcptCode(t)).toBe('450 4.7.1');
+    clock.advance(4 * MINUTE);
+    expect(await rcptCode(t)).toBe('450 4.7.1');
+    clock.advance(MINUTE);
     expect(await rcptCode(t)).toBe('250 2.1.5');
   });
 

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { type SmtpClient, type TestPlugin, type TestServer, takeReply } from '../../core/testkit.ts';
 import type { RateLimitResult } from '../../plugins/rate-limit/index.ts';
-import { brokenStore, connectFrom, FakeClock, MINUTE } from '../helpers/policy-state.ts';
+import { asyncStore, brokenStore, connectFrom, FakeClock, MINUTE } from '../helpers/policy-state.ts';
 import { useScope } from '../helpers/scope.ts';
 import { resultsProbe } from '../helpers/test-plugins.ts';
 
@@ -228,6 +228,36 @@ describe('rate-limit', () => {
     );
     expect(greetings.filter((code) => code === 220)).toHaveLength(5);
     expect(greetings.filter((code) => code === 421)).toHaveLength(n - 5);
+  });
+
+  it('works the same on a store that answers with promises (as a database store does)', async () => {
+    const clock = new FakeClock();
+    const t = await scope.start({
+      clock,
+      plugins: [
+        asyncStore,
+        [
+          'rate-limit',
+          {
+            rules: [
+              { key: 'ip', count: 'connections', limit: 2, per: '1h' },
+              { key: 'ip', count: 'messages', limit: 5, per: '1h' },
+              { key: 'senderDomain', count: 'messages', limit: 1, per: '1h' },
+              { key: 'ip', count: 'recipients', limit: 1, per: '1h' },
+            ],
+          },
+        ],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const c = await session(t);
+    expect(await mail(c, 'a@example.org')).toBe('250 2.1.0');
+    expect(await rcpt(c, 'a@example.com')).toBe('250 2.1.5');
+    expect(await rcpt(c, 'b@example.com')).toBe('450 4.7.1');
+    // The second rule (sender domain) refuses after the first took its token.
+    expect(await mail(c, 'b@example.org')).toBe('450 4.7.1');
+    expect(await greeting(t)).toBe('220');
+    expect(await greeting(t)).toBe('421');
   });
 
   it('fails open when the store fails', async () => {

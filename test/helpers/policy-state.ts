@@ -11,7 +11,12 @@ import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { SmtpClient, type TestServer } from '../../core/testkit.ts';
 import { policyNotes } from '../../plugins/policy/policy.ts';
-import '../../plugins/policy/state-store.ts';
+import {
+  type BucketRow,
+  bucketStep,
+  type GreylistRow,
+  greylistStep,
+} from '../../plugins/policy/state-store.ts';
 
 export const MINUTE = 60_000;
 export const DAY = 24 * 60 * MINUTE;
@@ -73,6 +78,37 @@ export const brokenStore = definePlugin({
       greylistSeen: down,
       takeTokens: down,
       prune: down,
+    });
+  },
+});
+
+/**
+ * A `policyState` store that answers every operation with a promise, a turn
+ * of the event loop later, as a database store would: the reference
+ * semantics over two maps. Tests run the plugins' asynchronous path with it.
+ */
+export const asyncStore = definePlugin({
+  name: 'test-async-store',
+  schema: Type.Object({}),
+  register(api) {
+    const greylist = new Map<string, GreylistRow>();
+    const buckets = new Map<string, BucketRow>();
+    const later = <T>(f: () => T) => new Promise<T>((resolve) => setImmediate(() => resolve(f())));
+    api.provide('policyState', {
+      description: 'test async',
+      greylistSeen: (key, now, times) =>
+        later(() => {
+          const { row, status } = greylistStep(greylist.get(key), now, times);
+          greylist.set(key, row);
+          return { status, firstSeen: row.firstSeen, expires: row.expires };
+        }),
+      takeTokens: (key, now, bucket, n) =>
+        later(() => {
+          const { row, result } = bucketStep(buckets.get(key), now, bucket, n);
+          buckets.set(key, row);
+          return result;
+        }),
+      prune: () => later(() => 0),
     });
   },
 });
