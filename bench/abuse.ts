@@ -6,8 +6,10 @@
  *
  * - baseline: the inbound bench's `mailframe-discard`;
  * - abuse: + every check in `ABUSE_CHECKS` (dnsbl with two zones, fcrdns,
- *   helo-checks), DNS from a loopback test server whose answers (negative
- *   ones included) live an hour, so the cache stays warm;
+ *   helo-checks, greylist, rate-limit), DNS from a loopback test server whose
+ *   answers (negative ones included) live an hour, so the cache stays warm;
+ *   greylist and rate-limit on a `policy-store` database seeded with the load
+ *   generator's triplet as passed (all triplets known);
  * - abuse-churn: the same with one message per connection (connect, EHLO,
  *   MAIL, RCPT, DATA, QUIT), where the connection checks run for every
  *   message; compared with baseline-churn;
@@ -20,6 +22,9 @@
  *
  *   npm run bench:abuse -- [--quick] [--time-limit 45] [--each]
  */
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Type from 'typebox';
 import { definePlugin } from '../core/plugin.ts';
@@ -28,7 +33,11 @@ import { startTestDnsServer, type TestDnsZone } from '../core/testkit-dns.ts';
 import '../plugins/dnsbl/index.ts';
 import '../plugins/fcrdns/index.ts';
 import '../plugins/helo-checks/index.ts';
+import '../plugins/greylist/index.ts';
+import { clientNetwork } from '../plugins/policy/networks.ts';
 import { type CheckName, resultsOf } from '../plugins/policy/policy.ts';
+import '../plugins/rate-limit/index.ts';
+import { SqlitePolicyStore } from '../plugins/policy-store/sqlite-store.ts';
 import { measure, type RunMetrics } from './measure.ts';
 import { writeResults } from './results.ts';
 import { type MailframeExtras, type ServerSpec, startMailframe } from './servers.ts';
@@ -46,18 +55,58 @@ const ZONE: TestDnsZone = {
   'loadgen.bench.example': { A: ['127.0.0.1'], ttl: HOUR },
 };
 
-/** The checks under test, in load order: one line each (greylist and rate-limit join here). */
+/** Limits the load never reaches: the buckets are taken from, never empty. */
+const UNREACHED = { limit: 1_000_000, per: '1m' };
+
+/** The checks under test, in load order: one line each. */
 const ABUSE_CHECKS: readonly { readonly plugin: string; readonly config?: object }[] = [
   { plugin: 'dnsbl', config: { zones: [{ zone: 'bl1.bench.example' }, { zone: 'bl2.bench.example' }] } },
   { plugin: 'fcrdns' },
   { plugin: 'helo-checks' },
+  {
+    plugin: 'rate-limit',
+    config: {
+      rules: [
+        { key: 'ip', count: 'connections', ...UNREACHED },
+        { key: 'ip', count: 'messages', ...UNREACHED },
+        { key: 'senderDomain', count: 'messages', ...UNREACHED },
+        { key: 'network', count: 'recipients', ...UNREACHED },
+      ],
+    },
+  },
+  { plugin: 'greylist' },
 ];
+
+/** The policy state greylist and rate-limit share, seeded before the runs (each server opens it in turn). */
+const POLICY_STATE = join(tmpdir(), `mailframe-bench-abuse-${process.pid}.sqlite`);
+const NEEDS_STATE = new Set(['greylist', 'rate-limit']);
+
+/** `checks`, with the `policy-store` they need first. */
+function withStore(checks: readonly { readonly plugin: string; readonly config?: object }[]) {
+  return checks.some((c) => NEEDS_STATE.has(c.plugin))
+    ? [{ plugin: 'policy-store', config: { path: POLICY_STATE } }, ...checks]
+    : checks;
+}
+
+/** The load generator's triplet (127.0.0.1, its sender, W1's recipient) greylisted and passed: all triplets known. */
+function seedPolicyState(): void {
+  const store = new SqlitePolicyStore({ path: POLICY_STATE });
+  const triplet = `${clientNetwork('127.0.0.1', 24, 64)}|loadgen@bench.example|user1@example.com`;
+  const times = { delay: 5 * 60_000, retryWindow: 2 * 86_400_000, lifetime: 35 * 86_400_000 };
+  const now = Date.now();
+  store.greylistSeen(triplet, now - times.delay, times);
+  if (store.greylistSeen(triplet, now, times).status !== 'passed') throw new Error('seeding greylist failed');
+  store.close();
+}
 
 /** What each check must have recorded for the load generator's message (the accepting path). */
 const EXPECTED: Readonly<Record<string, readonly string[]>> = {
   dnsbl: ['none', 'none'],
   fcrdns: ['pass'],
   helo: ['pass', 'pass', 'pass', 'pass'],
+  greylist: ['pass'],
+  // At MAIL (ip, senderDomain) and at RCPT (network).
+  'rate-limit': ['pass', 'pass'],
 };
 
 const USAGE = `Usage: npm run bench:abuse -- [--quick] [--time-limit S] [--each]
@@ -77,7 +126,7 @@ async function sanityCheck(dnsAddress: string): Promise<string> {
   const t = await startTestServer({
     config: { dns: { servers: [dnsAddress] } },
     plugins: [
-      ...ABUSE_CHECKS.map((c) =>
+      ...withStore(ABUSE_CHECKS).map((c) =>
         c.config ? { plugin: c.plugin, config: c.config as Record<string, unknown> } : c.plugin,
       ),
       definePlugin({
@@ -157,9 +206,10 @@ async function main(): Promise<void> {
   // Negative answers (the lists' NXDOMAIN, the EHLO name's missing AAAA and MX) cached for the hour too.
   const dns = await startTestDnsServer(ZONE, { soa: { ttl: HOUR, minimum: HOUR } });
   try {
+    seedPolicyState();
     log(`sanity check (one message, in process): ${await sanityCheck(dns.address)}`);
     const core = { dns: { servers: [dns.address] } };
-    const all = { core, plugins: ABUSE_CHECKS };
+    const all = { core, plugins: withStore(ABUSE_CHECKS) };
     const configs: Config[] = [
       {
         id: 'baseline',
@@ -193,7 +243,7 @@ async function main(): Promise<void> {
         ? ABUSE_CHECKS.map((c) => ({
             id: `${c.plugin}-only`,
             what: `${c.plugin} alone (--each)`,
-            extras: { core, plugins: [c] },
+            extras: { core, plugins: withStore([c]) },
             churn: false,
             baseline: 'baseline',
           }))
@@ -269,6 +319,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\nresults: ${file}\n`);
   } finally {
     await dns.close();
+    for (const suffix of ['', '-wal']) await rm(`${POLICY_STATE}${suffix}`, { force: true });
   }
 }
 

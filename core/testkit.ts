@@ -62,6 +62,12 @@ export interface TestServerOptions {
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
   /**
+   * The server's data directory. Default: a new temporary one, removed on
+   * close. A given one is kept, so a second server can start on what the
+   * first left (state that must survive a restart).
+   */
+  readonly dataDir?: string;
+  /**
    * Point the server's DNS resolver at a test DNS server: a running one, or a
    * zone to start one for (closed with the test server). Sets `dns.servers`,
    * and DNS timeouts that fit in the test hook timeout (`timeout` 500 ms,
@@ -309,7 +315,8 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const ownDns = opts.dns !== undefined && !isTestDnsServer(opts.dns);
   const dns =
     opts.dns === undefined || isTestDnsServer(opts.dns) ? opts.dns : await startTestDnsServer(opts.dns);
-  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-test-'));
+  const ownDataDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mailframe-test-')));
   const queued: CapturedMessage[] = [];
   let waiters: Array<() => void> = [];
   const definitions = new Map<string, PluginDefinition>();
@@ -392,7 +399,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   } catch (err) {
     // A server that did not start leaves nothing behind: no plugin open, no data directory.
     await server?.close(0);
-    await rm(dataDir, { recursive: true, force: true });
+    if (ownDataDir) await rm(dataDir, { recursive: true, force: true });
     if (ownDns) await dns?.close();
     throw err;
   }
@@ -430,7 +437,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
     async close() {
       await server.close(200);
-      await rm(dataDir, { recursive: true, force: true });
+      if (ownDataDir) await rm(dataDir, { recursive: true, force: true });
       if (ownDns) await dns?.close();
     },
   };

@@ -111,3 +111,4 @@ export function allResults(tx: Transaction): readonly RecordedResult[] {
 }
 
 export * from './actions.ts';
+export * from './state-store.ts';
