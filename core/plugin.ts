@@ -185,6 +185,8 @@ export interface ServerFacts {
   /** The server's DNS resolver (see `DnsResolver`): configured by the core `dns` settings, injectable in tests. */
   readonly dns: DnsResolver;
   readonly clock: Clock;
+  /** Uniform numbers in [0, 1) for sampling decisions (e.g. DMARC `pct`); `Math.random` unless injected (tests). */
+  readonly random: () => number;
 }
 
 export interface Limits {

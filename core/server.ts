@@ -56,6 +56,8 @@ export interface ServerOptions {
   /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
   readonly dns?: DnsResolver;
   readonly clock?: Clock;
+  /** The source of `api.server.random` (default `Math.random`): tests make sampling decisions deterministic. */
+  readonly random?: () => number;
   /**
    * Catch faults plugins raise outside their hook calls (a rejected promise
    * nobody awaits, a throw in a timer, tick or listener) with process-level
@@ -144,6 +146,7 @@ export class MailServer implements SessionHost {
       dataDir: this.dataDir,
       dns: opts.dns ?? (this.#ownResolver as DnsResolver),
       clock: this.#clock,
+      random: opts.random ?? Math.random,
     });
     if (opts.catchFaults) {
       this.#faultSink = {

@@ -61,6 +61,8 @@ export interface TestServerOptions {
   readonly logger?: Logger;
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
+  /** Injected random source (`api.server.random`): deterministic sampling in tests. */
+  readonly random?: () => number;
   /**
    * Point the server's DNS resolver at a test DNS server: a running one, or a
    * zone to start one for (closed with the test server). Sets `dns.servers`,
@@ -386,6 +388,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       definitions,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.random ? { random: opts.random } : {}),
       ...(opts.catchFaults ? { catchFaults: true } : {}),
     });
     addresses = await server.listen();

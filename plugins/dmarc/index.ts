@@ -140,7 +140,7 @@ export default definePlugin({
           const value = asResultValue(found.status.result) ?? 'temperror';
           let applied: DmarcPolicy | undefined;
           if (value === 'fail' && policy !== undefined)
-            applied = pct >= 100 || Math.random() * 100 < pct ? policy : milder(policy);
+            applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
           const spf = found.alignment?.spf?.result;
           const dkim = found.alignment?.dkim?.result;
           result = {

@@ -26,6 +26,8 @@ const zone: TestDnsZone = {
   'reject.example': spfFail,
   '_dmarc.sample.example': { TXT: ['v=DMARC1; p=reject; pct=0'] },
   'sample.example': spfFail,
+  '_dmarc.half.example': { TXT: ['v=DMARC1; p=reject; pct=50'] },
+  'half.example': spfFail,
   '_dmarc.quar.example': { TXT: ['v=DMARC1; p=quarantine'] },
   'quar.example': spfFail,
   '_dmarc.parent.example': { TXT: ['v=DMARC1; p=reject; sp=none'] },
@@ -130,6 +132,29 @@ describe('dmarc', () => {
 
     expect((await send('a@broken.example', 'a@broken.example')).code).toBe(250);
     expect(seen.pop()?.result).toBe('temperror');
+  });
+
+  it('samples pct with the server’s random source: inside the sample the policy, outside the next milder one', async () => {
+    // Draws 0.49 (inside pct=50), then 0.5 (outside), then 0.1 (inside).
+    const draws = [0.49, 0.5, 0.1];
+    const seen: DmarcResult[] = [];
+    t = await startTestServer({
+      dns: zone,
+      random: () => draws.shift() ?? 0.99,
+      plugins: [
+        'spf',
+        'dmarc',
+        resultsProbe('dmarc', (results) => seen.push(...results)),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    expect((await send('a@half.example', 'a@half.example')).raw).toMatch(/^550 5\.7\.26 /);
+    expect((await send('a@half.example', 'a@half.example')).code).toBe(250);
+    expect(seen.at(-1)).toMatchObject({ result: 'fail', pct: 50, applied: 'quarantine' });
+    expect((await send('a@half.example', 'a@half.example')).raw).toMatch(/^550 5\.7\.26 /);
+    // Refused messages never reach the probe (it taps after dmarc): only the sampled-out one is seen.
+    expect(seen.map((r) => r.applied)).toEqual(['quarantine']);
+    expect(draws).toEqual([]);
   });
 
   it('lets the action map override the published policy', async () => {
