@@ -11,6 +11,7 @@ import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { KeyCache, type SignatureVerdict, verifyMessage } from '../dkim/verify.ts';
+import { messageSource } from '../policy/message-source.ts';
 import {
   actionsSchema,
   type CheckResult,
@@ -89,7 +90,7 @@ export default definePlugin({
     const keys = new KeyCache();
     api.hooks.message.tap(
       async (tx, message) => {
-        const verified = await verifyMessage(message.stream(), {
+        const verified = await verifyMessage(await messageSource(message), {
           dns: api.server.dns,
           now: api.server.clock.now(),
           minKeyBits: config.minKeyBits,

@@ -278,8 +278,11 @@ async function fetchKey(
   return { ok: true, key: parsed };
 }
 
-/** Verify every DKIM signature of the message in `stream` (CRLF line endings, as spooled). */
-export async function verifyMessage(stream: Readable, opts: VerifyOptions): Promise<Verification> {
+/**
+ * Verify every DKIM signature of `message` (CRLF line endings, as spooled):
+ * a stream, or a small message already in memory as one buffer.
+ */
+export async function verifyMessage(message: Readable | Buffer, opts: VerifyOptions): Promise<Verification> {
   const head: Buffer[] = [];
   let headSize = 0;
   let signatures: (Signature | SignatureVerdict)[] | undefined;
@@ -304,29 +307,35 @@ export async function verifyMessage(stream: Readable, opts: VerifyOptions): Prom
     }
   };
 
-  try {
-    for await (const c of stream) {
-      const chunk = c as Buffer;
-      if (signatures !== undefined) {
-        for (const hasher of hashers.values()) hasher.update(chunk);
-        continue;
-      }
-      const from = Math.max(0, headSize - 3);
-      head.push(chunk);
-      headSize += chunk.length;
-      const all = head.length === 1 ? chunk : Buffer.concat(head, headSize);
-      head.length = 0;
-      head.push(all);
-      // A message without header fields starts with the empty line.
-      const end = all[0] === 13 && all[1] === 10 ? -2 : all.indexOf('\r\n\r\n', from);
-      if (end === -1) continue;
-      startBody(all.subarray(0, end + 2));
-      if (hashers.size === 0) break; // nothing to hash: no need to read the body
-      const body = all.subarray(end + 4);
-      for (const hasher of hashers.values()) hasher.update(body);
+  /** Take the next chunk; false once nothing more is needed. */
+  const feed = (chunk: Buffer): boolean => {
+    if (signatures !== undefined) {
+      for (const hasher of hashers.values()) hasher.update(chunk);
+      return true;
     }
-  } finally {
-    stream.destroy();
+    const from = Math.max(0, headSize - 3);
+    head.push(chunk);
+    headSize += chunk.length;
+    const all = head.length === 1 ? chunk : Buffer.concat(head, headSize);
+    head.length = 0;
+    head.push(all);
+    // A message without header fields starts with the empty line.
+    const end = all[0] === 13 && all[1] === 10 ? -2 : all.indexOf('\r\n\r\n', from);
+    if (end === -1) return true;
+    startBody(all.subarray(0, end + 2));
+    if (hashers.size === 0) return false; // nothing to hash: no need to read the body
+    const body = all.subarray(end + 4);
+    for (const hasher of hashers.values()) hasher.update(body);
+    return true;
+  };
+
+  if (Buffer.isBuffer(message)) feed(message);
+  else {
+    try {
+      for await (const c of message) if (!feed(c as Buffer)) break;
+    } finally {
+      message.destroy();
+    }
   }
   // A message that is all header section (no empty line): its body is empty.
   if (signatures === undefined) startBody(Buffer.concat(head, headSize));

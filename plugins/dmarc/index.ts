@@ -9,11 +9,13 @@
  */
 import { dmarc as checkDmarc } from 'mailauth/lib/dmarc/index.js';
 import Type from 'typebox';
+import { TtlCache } from '../../core/dns/cache.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import { headerSection } from '../policy/message-source.ts';
 import {
   actionsSchema,
   allResults,
@@ -24,7 +26,6 @@ import {
   resultsOf,
   validateActions,
 } from '../policy/policy.ts';
-import { readHeaderSection } from '../queue/message-read.ts';
 import { authorDomains, fromFields } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
@@ -59,6 +60,17 @@ export const schema = Type.Object(
       description:
         'For a `fail` that `actions` does not name, do what the domain publishes: `p=reject` refuses (550 5.7.26), `p=quarantine` quarantines, `p=none` accepts.',
     }),
+    cacheTtl: Type.Integer({
+      minimum: 0,
+      default: 60,
+      description:
+        'Seconds an evaluation is reused for the same author domain and the same SPF- and DKIM-authenticated domains (never longer than the DNS records it read live; `temperror` is not kept; `pct` is still sampled per message). 0: no cache.',
+    }),
+    cacheSize: Type.Integer({
+      minimum: 1,
+      default: 10000,
+      description: 'Evaluations kept at most (least recently used dropped first).',
+    }),
     maxHeaderSize: Type.Integer({
       minimum: 1024,
       default: 65536,
@@ -92,7 +104,26 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dmarc', config.actions);
-    const resolver = mailauthResolver(api.server.dns);
+    const clock = api.server.clock;
+    type Evaluation = Awaited<ReturnType<typeof checkDmarc>>;
+    const cache = new TtlCache<Evaluation>(config.cacheTtl > 0 ? config.cacheSize : 0);
+
+    /** mailauth's evaluation, or the one made for the same inputs while its DNS records live. */
+    async function evaluate(input: Parameters<typeof checkDmarc>[0]): Promise<Evaluation> {
+      const key = JSON.stringify([input.headerFrom, input.fromFields, input.spfDomains, input.dkimDomains]);
+      const hit = cache.get(key, clock.now());
+      if (hit) return hit.value;
+      let ttl = config.cacheTtl;
+      const found = await checkDmarc({
+        ...input,
+        resolver: mailauthResolver(api.server.dns, (t) => {
+          ttl = Math.min(ttl, t);
+        }),
+      });
+      if (ttl > 0 && (found === false || found.status.result !== 'temperror'))
+        cache.set(key, found, clock.now() + ttl * 1000);
+      return found;
+    }
 
     function authenticated(tx: Transaction) {
       const spfDomains = resultsOf(tx, 'spf')
@@ -121,14 +152,13 @@ export default definePlugin({
     api.hooks.message.tap(
       async (tx, message) => {
         if (tx.session.user !== undefined) return undefined;
-        const head = await readHeaderSection(message.stream(), config.maxHeaderSize);
+        const head = await headerSection(message, config.maxHeaderSize);
         const fields = fromFields(head.toString('latin1'));
         const domains = [...new Set(fields.flatMap(authorDomains))];
-        const found = await checkDmarc({
+        const found = await evaluate({
           headerFrom: domains,
           fromFields: fields.length,
           ...authenticated(tx),
-          resolver,
         });
         let result: DmarcResult;
         if (found === false) {

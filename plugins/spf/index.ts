@@ -27,7 +27,9 @@ import {
   asResultValue,
   type CheckResult,
   type DefaultReplies,
+  decide,
   report,
+  reserveResult,
   validateActions,
 } from '../policy/policy.ts';
 
@@ -118,7 +120,10 @@ export default definePlugin({
     const clock = api.server.clock;
     const cache = new TtlCache<SpfResult>(config.cacheTtl > 0 ? config.cacheSize : 0);
     /** Checks started at MAIL FROM and not yet recorded (deferred mode). */
-    const pending = new WeakMap<Transaction, Promise<SpfResult>>();
+    const pending = new WeakMap<
+      Transaction,
+      { readonly started: Promise<SpfResult>; readonly record: (r: SpfResult) => void }
+    >();
     // An action that refuses must refuse at MAIL FROM: the check has to finish there.
     const refusesEarly = Object.values(config.actions).some(
       (a) => a.action === 'reject' || a.action === 'tempfail',
@@ -172,10 +177,15 @@ export default definePlugin({
       return out;
     }
 
-    function decideOn(tx: Transaction, result: SpfResult) {
+    function decideOn(tx: Transaction, result: SpfResult, record?: (r: SpfResult) => void) {
       tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
       const replies = result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
-      return report(tx, 'spf', result, config.actions, replies);
+      if (record === undefined) return report(tx, 'spf', result, config.actions, replies);
+      record(result);
+      const verdict = decide(tx, 'spf', result.result, config.actions, replies);
+      if (verdict !== undefined)
+        tx.log.info({ check: 'spf', result: result.result, reason: result.reason }, 'policy refused');
+      return verdict;
     }
 
     api.hooks.mail.tap(
@@ -187,7 +197,8 @@ export default definePlugin({
           tx.log.warn({ err }, 'SPF check failed');
           return { result: 'temperror', identity: 'mailfrom', domain: '', reason: 'check failed' };
         });
-        pending.set(tx, started);
+        // Its result goes where SPF started, before those of checks that start later.
+        pending.set(tx, { started, record: reserveResult(tx, 'spf') });
         return undefined;
       },
       // After cheap local checks, before plugins that answer MAIL for good.
@@ -198,10 +209,10 @@ export default definePlugin({
     // Before every check that reads SPF's result (DMARC) and before DKIM: the result is usually in by now.
     api.hooks.message.tap(
       async (tx) => {
-        const started = pending.get(tx);
-        if (started === undefined) return undefined;
+        const check = pending.get(tx);
+        if (check === undefined) return undefined;
         pending.delete(tx);
-        return decideOn(tx, await started);
+        return decideOn(tx, await check.started, check.record);
       },
       { stage: Stage.FIRST },
     );

@@ -157,6 +157,32 @@ describe('dmarc', () => {
     expect(draws).toEqual([]);
   });
 
+  it('reuses an evaluation for the same author and authenticated domains for cacheTtl (the resolver caching nothing)', async () => {
+    const run = async (cacheTtl: number) => {
+      const seen: DmarcResult[] = [];
+      t = await startTestServer({
+        dns: zone,
+        config: { dns: { cacheSize: 0 } },
+        plugins: [
+          'spf',
+          ['dmarc', { cacheTtl }],
+          resultsProbe('dmarc', (results) => seen.push(...results)),
+          ['rcpt-local', { domains: ['example.com'] }],
+        ],
+      });
+      for (let i = 0; i < 3; i++) await send('ret@bounce.relaxed.example', 'a@relaxed.example');
+      // Another author domain is another evaluation.
+      await send('a@quar.example', 'a@quar.example');
+      const queries = t.dns?.count('_dmarc.relaxed.example', 'TXT');
+      await t.close();
+      t = undefined;
+      expect(seen.map((r) => r.result)).toEqual(['pass', 'pass', 'pass', 'fail']);
+      return queries;
+    };
+    expect(await run(60)).toBe(1);
+    expect(await run(0)).toBe(3);
+  });
+
   it('lets the action map override the published policy', async () => {
     const seen: DmarcResult[] = [];
     t = await startTestServer({
