@@ -16,6 +16,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
 import { resinfo } from '../auth-results/format.ts';
+import type {} from '../auth-results/index.ts';
 import { readHeaderSection } from '../dkim-sign/header.ts';
 import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
@@ -83,14 +84,6 @@ export const schema = Type.Object(
       description: 'RSA keys of the chain shorter than this make it `fail` (RFC 8301 section 3.2).',
     }),
     seal: Type.Optional(Seal),
-    authservId: Type.Optional(
-      Type.String({
-        minLength: 1,
-        pattern: "^[!#$%&'*+\\-.0-9A-Z^_`a-z{|}~]+$",
-        description:
-          'The authserv-id of ARC-Authentication-Results (RFC 8617 section 4.1.1). Default: the server’s `hostname`; set it to `auth-results`’s if that has its own.',
-      }),
-    ),
   },
   { additionalProperties: false },
 );
@@ -122,7 +115,8 @@ export default definePlugin({
   async register(api, config) {
     validateActions('arc', config.actions);
     const resolver = mailauthResolver(api.server.dns);
-    const authservId = config.authservId ?? api.server.hostname;
+    // One authserv-id for the server: auth-results' (its `authservId`), else the hostname.
+    const authservId = () => api.service('authserv')?.id ?? api.server.hostname;
     const pending = new WeakMap<Transaction, SealInput>();
     const sealOptions =
       config.seal === undefined
@@ -198,8 +192,8 @@ export default definePlugin({
         const authResults =
           // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
           results.length === 0
-            ? `${authservId}; none`
-            : `${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+            ? `${authservId()}; none`
+            : `${authservId()};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
         const sealed = await createSeal(false, {
           headers: verified.headers,
           ...(verified.arc === undefined ? {} : { arc: verified.arc }),

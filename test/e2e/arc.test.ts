@@ -84,6 +84,7 @@ async function mailauthArc(text: string): Promise<{ result: string; i: number | 
 async function deliver(
   data: string,
   config: Record<string, unknown> = {},
+  authResults: Record<string, unknown> = {},
 ): Promise<{ reply: SmtpReply; results: readonly ArcResult[]; text: string }> {
   let seen: readonly ArcResult[] = [];
   const probe = resultsProbe('arc', (results) => {
@@ -91,7 +92,13 @@ async function deliver(
   });
   const t = await startTestServer({
     dns: zone,
-    plugins: ['spf', ['arc', config], probe, 'auth-results', ['rcpt-local', { domains: ['example.net'] }]],
+    plugins: [
+      'spf',
+      ['arc', config],
+      probe,
+      ['auth-results', authResults],
+      ['rcpt-local', { domains: ['example.net'] }],
+    ],
   });
   try {
     const c = await t.connect();
@@ -178,6 +185,13 @@ describe('arc: seal', () => {
     const aar = clauses(/^ARC-Authentication-Results: i=1; mx\.test\.example;((?:\r\n\t.*)+)/m);
     expect(aar).toBeDefined();
     expect(clauses(/^Authentication-Results: mx\.test\.example;((?:\r\n\t.*)+)/m)).toBe(aar);
+  });
+
+  it('names the server with auth-results’ authserv-id: one setting for both fields', async () => {
+    const r = await deliver(MESSAGE, sealConfig(), { authservId: 'auth.example' });
+    expect(r.text).toMatch(/^ARC-Authentication-Results: i=1; auth\.example;\r\n\tspf=pass /m);
+    expect(r.text).toMatch(/^Authentication-Results: auth\.example;\r\n\tspf=pass /m);
+    expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 1 });
   });
 
   it('adds i=n+1 with cv=pass to a message with a valid chain', async () => {
