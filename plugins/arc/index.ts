@@ -5,11 +5,16 @@
  * key is configured, it adds the next ARC set (ARC-Seal,
  * ARC-Message-Signature, ARC-Authentication-Results) on top of the message
  * once every check has reported, so that a forwarded message carries our
- * results. The cryptography is mailauth's (`mailauth/lib/arc`).
+ * results. The cryptography is mailauth's (`mailauth/lib/arc`); its DKIM pass
+ * is skipped (DKIM-Signature fields are dkim-verify's, whose results are on
+ * the transaction).
  */
+import { createRequire } from 'node:module';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ARCData } from 'mailauth';
 import { arc, createSeal } from 'mailauth/lib/arc/index.js';
-import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import type { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
@@ -99,7 +104,45 @@ const ARC_FIELD = /^arc-(?:seal|message-signature|authentication-results)[ \t]*:
 /** How much of the header section is looked at for ARC fields (longer ones are verified in full). */
 const HEADER_PEEK_BYTES = 1024 * 1024;
 
-type Verified = Awaited<ReturnType<typeof dkimVerify>>;
+/** What the verification pass leaves for the seal: the parsed headers, the chain, the body hash. */
+type Verified = Pick<Awaited<ReturnType<typeof dkimVerify>>, 'headers' | 'arc' | 'seal'>;
+
+/** The parts of mailauth's streaming DKIM verifier (`lib/dkim/dkim-verifier.js`, untyped) used here. */
+interface MailauthVerifier extends Writable {
+  prepareSignature(signature: { type?: string; skip?: boolean }): void;
+  readonly headers: Verified['headers'];
+  readonly arc: Verified['arc'] | undefined;
+  readonly seal: Verified['seal'] | undefined;
+}
+const { DkimVerifier } = createRequire(import.meta.url)('mailauth/lib/dkim/dkim-verifier.js') as {
+  DkimVerifier: new (options: object) => MailauthVerifier;
+};
+
+/**
+ * mailauth's verifier without its DKIM pass: DKIM-Signature fields are
+ * dkim-verify's business (its results are on the transaction and go into
+ * ARC-Authentication-Results), so here they are skipped (no key lookup, no
+ * body hash, no signature check) and only the newest ARC-Message-Signature is
+ * verified, which `arc()` needs for the chain.
+ */
+class ArcVerifier extends DkimVerifier {
+  override prepareSignature(signature: { type?: string; skip?: boolean }): void {
+    super.prepareSignature(signature);
+    if (signature.type === 'DKIM') signature.skip = true;
+  }
+}
+
+async function verifyArcSets(source: Readable, options: object): Promise<Verified> {
+  const verifier = new ArcVerifier(options);
+  await pipeline(source, verifier);
+  const { headers, arc, seal } = verifier;
+  // As dkimVerify returns them: each only when the verifier set it.
+  return {
+    ...(headers === undefined ? {} : { headers }),
+    ...(arc === undefined ? {} : { arc }),
+    ...(seal === undefined ? {} : { seal }),
+  };
+}
 
 /** What the seal needs from the verification pass (headers, the chain, the body hash). */
 interface SealInput {
@@ -147,7 +190,7 @@ export default definePlugin({
           }
         }
         // With `seal`, mailauth also hashes the body for the ARC-Message-Signature in the same pass.
-        const verified = await dkimVerify(message.stream(), {
+        const verified = await verifyArcSets(message.stream(), {
           resolver,
           minBitLength: config.minKeyBits,
           ...(sealOptions === undefined ? {} : { seal: { ...sealOptions } }),
