@@ -7,6 +7,8 @@
  * `sp` for subdomains, sampled by `pct`: a message outside the sample gets the
  * next milder policy, RFC 7489 6.6.4) unless `actions` names that result.
  */
+
+import { resolve } from 'node:path';
 import { dmarc as checkDmarc } from 'mailauth/lib/dmarc/index.js';
 import Type from 'typebox';
 import { TtlCache } from '../../core/dns/cache.ts';
@@ -26,6 +28,7 @@ import {
   resultsOf,
   validateActions,
 } from '../policy/policy.ts';
+import { AggregateRecorder } from './aggregate.ts';
 import { authorDomains, fromFields } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
@@ -70,6 +73,16 @@ export const schema = Type.Object(
       minimum: 1,
       default: 10000,
       description: 'Evaluations kept at most (least recently used dropped first).',
+    }),
+    aggregateData: Type.Boolean({
+      default: true,
+      description:
+        'Record aggregate-report data (RFC 7489 7.2): per UTC day, messages counted by author domain, source IP, disposition and aligned DKIM/SPF results, in `<dataDir>/dmarc/<YYYY-MM-DD>.json`. Sending reports is not done yet.',
+    }),
+    aggregateFlushSeconds: Type.Integer({
+      minimum: 1,
+      default: 300,
+      description: 'Seconds between writes of the aggregate data (and once at shutdown).',
     }),
     maxHeaderSize: Type.Integer({
       minimum: 1024,
@@ -139,6 +152,21 @@ export default definePlugin({
       return { spfDomains, dkimDomains };
     }
 
+    // Aggregate-report data: counted per message, written now and then and at shutdown.
+    const aggregate = config.aggregateData
+      ? new AggregateRecorder(resolve(api.server.dataDir, 'dmarc'))
+      : undefined;
+    if (aggregate !== undefined) {
+      const write = () =>
+        aggregate.flush().catch((err: unknown) => api.log.error({ err }, 'DMARC aggregate data not written'));
+      const timer = setInterval(write, config.aggregateFlushSeconds * 1000);
+      timer.unref();
+      api.onClose(async () => {
+        clearInterval(timer);
+        await write();
+      });
+    }
+
     function enforce(tx: Transaction, result: DmarcResult): Reply | undefined {
       if (config.actions[result.result] !== undefined)
         return decide(tx, 'dmarc', result.result, config.actions, { reject: REJECT, tempfail: TEMPFAIL });
@@ -188,7 +216,26 @@ export default definePlugin({
         }
         recordResult(tx, 'dmarc', result);
         tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
-        return enforce(tx, result);
+        const verdict = enforce(tx, result);
+        // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
+        if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {
+          const disposition =
+            verdict !== undefined
+              ? 'reject'
+              : tx.notes.policy?.quarantine?.check === 'dmarc'
+                ? 'quarantine'
+                : 'none';
+          aggregate.add(api.server.clock.now(), {
+            headerFrom: result.domain,
+            // An IPv4 client on a dual-stack socket is reported as IPv4.
+            sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
+            disposition,
+            dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
+            spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
+            policy: result.policy,
+          });
+        }
+        return verdict;
       },
       // After the checks whose results it reads (dkim-verify records at `EARLY`, spf at MAIL FROM).
       { stage: Stage.LATE },

@@ -4,6 +4,8 @@
  * stand-in check under the name `dkim`, as dkim-verify records them), strict
  * and relaxed, the domain's p/sp/pct, and every result it gives.
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
@@ -181,6 +183,54 @@ describe('dmarc', () => {
     };
     expect(await run(60)).toBe(1);
     expect(await run(0)).toBe(3);
+  });
+
+  it('records aggregate-report data per day, author domain, source IP, disposition and aligned results', async () => {
+    const day = Date.UTC(2026, 11, 4, 12);
+    t = await startTestServer({
+      dns: zone,
+      clock: { now: () => day },
+      plugins: ['spf', 'dmarc', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    for (let i = 0; i < 2; i++) await send('ret@bounce.relaxed.example', 'a@relaxed.example');
+    await send('a@reject.example', 'a@reject.example');
+    await send('a@quar.example', 'a@quar.example');
+    await send('a@nodmarc.example', 'a@nodmarc.example'); // no record: nobody to report to
+    // Shutdown writes what was counted.
+    await t.server.close(200);
+    const saved = JSON.parse(await readFile(join(t.server.dataDir, 'dmarc', '2026-12-04.json'), 'utf8'));
+    expect(saved).toEqual({
+      day: '2026-12-04',
+      rows: [
+        {
+          headerFrom: 'relaxed.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'none',
+          dkim: 'fail',
+          spf: 'pass',
+          policy: 'reject',
+          count: 2,
+        },
+        {
+          headerFrom: 'reject.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'reject',
+          dkim: 'fail',
+          spf: 'fail',
+          policy: 'reject',
+          count: 1,
+        },
+        {
+          headerFrom: 'quar.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'quarantine',
+          dkim: 'fail',
+          spf: 'fail',
+          policy: 'quarantine',
+          count: 1,
+        },
+      ],
+    });
   });
 
   it('lets the action map override the published policy', async () => {
