@@ -122,7 +122,12 @@ export default definePlugin({
     /** Checks started at MAIL FROM and not yet recorded (deferred mode). */
     const pending = new WeakMap<
       Transaction,
-      { readonly started: Promise<SpfResult>; readonly record: (r: SpfResult) => void }
+      {
+        readonly started: Promise<SpfResult>;
+        readonly record: (r: SpfResult) => void;
+        /** Set once the check is done: the message tap then answers without a promise. */
+        done?: SpfResult;
+      }
     >();
     // An action that refuses must refuse at MAIL FROM: the check has to finish there.
     const refusesEarly = Object.values(config.actions).some(
@@ -198,7 +203,14 @@ export default definePlugin({
           return { result: 'temperror', identity: 'mailfrom', domain: '', reason: 'check failed' };
         });
         // Its result goes where SPF started, before those of checks that start later.
-        pending.set(tx, { started, record: reserveResult(tx, 'spf') });
+        const check: { started: Promise<SpfResult>; record: (r: SpfResult) => void; done?: SpfResult } = {
+          started,
+          record: reserveResult(tx, 'spf'),
+        };
+        started.then((r) => {
+          check.done = r;
+        });
+        pending.set(tx, check);
         return undefined;
       },
       // After cheap local checks, before plugins that answer MAIL for good.
@@ -208,11 +220,13 @@ export default definePlugin({
     if (waitAtMail) return;
     // Before every check that reads SPF's result (DMARC) and before DKIM: the result is usually in by now.
     api.hooks.message.tap(
-      async (tx) => {
+      (tx) => {
         const check = pending.get(tx);
         if (check === undefined) return undefined;
         pending.delete(tx);
-        return decideOn(tx, await check.started, check.record);
+        // Usually done long before the data ends: no promise, no wait.
+        if (check.done !== undefined) return decideOn(tx, check.done, check.record);
+        return check.started.then((result) => decideOn(tx, result, check.record));
       },
       { stage: Stage.FIRST },
     );
