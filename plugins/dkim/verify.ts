@@ -204,7 +204,7 @@ function parseSignature(field: Field, opts: VerifyOptions): Signature | Signatur
     h === undefined
   )
     return bad('missing required tag');
-  if (!DOMAIN.test(d) || !DOMAIN.test(s.replace(/\./g, 'a'))) return bad('malformed d= or s=');
+  if (!DOMAIN.test(d) || !DOMAIN.test(s)) return bad('malformed d= or s=');
   if (a === 'rsa-sha1') return bad('weak algorithm rsa-sha1'); // RFC 8301 3.1
   const keyType = ALGORITHMS[a];
   if (keyType === undefined) return bad(`unknown algorithm ${a}`);
