@@ -125,7 +125,7 @@ export function parseFields(section: string): Field[] {
   const out: Field[] = [];
   for (const raw of section.replace(/\r\n$/, '').split(/\r\n(?![ \t])/)) {
     const colon = raw.indexOf(':');
-    if (colon > 0) out.push({ name: raw.slice(0, colon).trim().toLowerCase(), raw });
+    if (colon > 0) out.push({ name: fieldName(raw.slice(0, colon)), raw });
   }
   return out;
 }
@@ -136,13 +136,22 @@ const WSP_RUN = /[ \t]+/g;
 export function canonField(raw: string, canon: Canon): string {
   if (canon === 'simple') return raw;
   const colon = raw.indexOf(':');
-  const name = raw.slice(0, colon).trim().toLowerCase();
+  // Runs of WSP become one SP in the whole unfolded field, name included (3.4.2).
+  const name = fieldName(raw.slice(0, colon).replace(/\r\n/g, '')).replace(WSP_RUN, ' ');
+  // Only WSP is white space here: `trim()` would also take U+00A0, the last octet of many UTF-8 characters.
   const value = raw
     .slice(colon + 1)
     .replace(/\r\n/g, '')
     .replace(WSP_RUN, ' ')
-    .trim();
+    .replace(WSP_EDGES, '');
   return `${name}:${value}`;
+}
+
+const WSP_EDGES = /^[ \t]+|[ \t]+$/g;
+
+/** A field name as canonicalisation and `h=` compare it: WSP around it removed, ASCII letters in lower case. */
+function fieldName(text: string): string {
+  return text.replace(WSP_EDGES, '').replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
 /**
@@ -154,7 +163,7 @@ export function signedHeaderData(fields: readonly Field[], h: readonly string[],
   const used = new Map<string, number>();
   let data = '';
   for (const listed of h) {
-    const name = listed.trim().toLowerCase();
+    const name = fieldName(listed);
     const k = used.get(name) ?? 0;
     used.set(name, k + 1);
     let seen = 0;
