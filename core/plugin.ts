@@ -188,6 +188,8 @@ export interface ServerFacts {
   readonly clock: Clock;
   /** Live state of the server, for health checks, metrics and admin tools (read-only). */
   readonly status: ServerStatus;
+  /** Uniform numbers in [0, 1) for sampling decisions (e.g. DMARC `pct`); `Math.random` unless injected (tests). */
+  readonly random: () => number;
 }
 
 /** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */

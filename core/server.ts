@@ -64,6 +64,8 @@ export interface ServerOptions {
   /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
   readonly dns?: DnsResolver;
   readonly clock?: Clock;
+  /** The source of `api.server.random` (default `Math.random`): tests make sampling decisions deterministic. */
+  readonly random?: () => number;
   /**
    * Catch faults plugins raise outside their hook calls (a rejected promise
    * nobody awaits, a throw in a timer, tick or listener) with process-level
@@ -155,6 +157,7 @@ export class MailServer implements SessionHost {
       dns: opts.dns ?? (this.#ownResolver as DnsResolver),
       clock: this.#clock,
       status: this.#status(),
+      random: opts.random ?? Math.random,
     });
     if (opts.catchFaults) {
       this.#faultSink = {

@@ -61,6 +61,8 @@ export interface TestServerOptions {
   readonly logger?: Logger;
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
+  /** Injected random source (`api.server.random`): deterministic sampling in tests. */
+  readonly random?: () => number;
   /**
    * The server's data directory. Default: a new temporary one, removed on
    * close. A given one is kept, so a second server can start on what the
@@ -393,6 +395,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       definitions,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.random ? { random: opts.random } : {}),
       ...(opts.catchFaults ? { catchFaults: true } : {}),
     });
     addresses = await server.listen();

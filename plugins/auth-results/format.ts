@@ -62,3 +62,30 @@ export function authenticationResults(authservId: string, results: readonly Reco
   if (results.length === 0) return `Authentication-Results: ${authservId}; none`;
   return `Authentication-Results: ${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
 }
+
+/**
+ * The authserv-id of an Authentication-Results field (`Authentication-Results:
+ * [CFWS] authserv-id [CFWS authres-version] ";" ...`), or undefined when it
+ * has none. Comments before it are skipped; a quoted authserv-id is unquoted.
+ */
+export function authservIdOf(field: string): string | undefined {
+  let value = field.slice(field.indexOf(':') + 1).replace(/\r\n/g, '');
+  // Comments (possibly nested) and white space before the authserv-id.
+  for (;;) {
+    value = value.replace(/^[ \t]+/, '');
+    if (!value.startsWith('(')) break;
+    let depth = 0;
+    let i = 0;
+    for (; i < value.length; i++) {
+      const c = value[i];
+      if (c === '\\') i++;
+      else if (c === '(') depth++;
+      else if (c === ')' && --depth === 0) break;
+    }
+    value = value.slice(i + 1);
+  }
+  const quoted = /^"((?:[^"\\]|\\.)*)"/.exec(value);
+  if (quoted) return quoted[1]?.replace(/\\(.)/g, '$1');
+  const token = /^[^\s;()"]+/.exec(value)?.[0];
+  return token === undefined || token === '' ? undefined : token;
+}
