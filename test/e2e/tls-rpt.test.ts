@@ -182,6 +182,8 @@ interface HttpsSink {
   status: () => number;
   /** Leave requests unanswered (the connection stays open). */
   hold: boolean;
+  /** Answer 200 at once, then one octet of body every 100 ms for this long before ending it (0: off). */
+  trickleMs: number;
   waitForPosts(n: number): Promise<void>;
 }
 
@@ -249,6 +251,7 @@ async function startHttpsSink(): Promise<HttpsSink> {
     caPath,
     status: () => 200,
     hold: false,
+    trickleMs: 0,
     async waitForPosts(n: number) {
       const deadline = Date.now() + 10_000;
       while (posts.length < n) {
@@ -272,7 +275,15 @@ async function startHttpsSink(): Promise<HttpsSink> {
         contentType: req.headers['content-type'],
         body: Buffer.concat(chunks),
       });
-      if (!sink.hold) {
+      if (sink.trickleMs > 0) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        const drip = setInterval(() => res.write('.'), 100);
+        const stop = setTimeout(() => res.end(), sink.trickleMs);
+        res.on('close', () => {
+          clearInterval(drip);
+          clearTimeout(stop);
+        });
+      } else if (!sink.hold) {
         res.statusCode = sink.status();
         res.end();
       }
@@ -703,6 +714,29 @@ describe('tls-rpt robustness', () => {
     expect(sink.posts).toHaveLength(2);
     expect(second.rpt.reports()).toMatchObject([{ state: 'sent', attempts: 1 }]);
     expect(postedReport(sink.posts[1] as Post)).toEqual(postedReport(sink.posts[0] as Post));
+  });
+});
+
+describe('tls-rpt https endpoint deadline', () => {
+  it('gives up a POST whose answer trickles in past httpsTimeout: the whole exchange has one deadline', async () => {
+    const clock = new FakeClock(DAY1);
+    const sink = await startHttpsSink();
+    // A body octet every 100 ms keeps the socket busy: an idle timeout alone would wait the 8 s out.
+    sink.trickleMs = 8000;
+    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
+    const t = await startRptServer({
+      dataDir: await dir(),
+      clock,
+      dns,
+      config: { caFile: sink.caPath, httpsTimeout: '1s' },
+    });
+    t.rpt.record(event(STS, clock.now()));
+    clock.t = DAY1_DUE;
+    await t.rpt.runDue();
+    expect(sink.posts).toHaveLength(1);
+    expect(t.rpt.reports()[0]).toMatchObject({ state: 'pending', attempts: 1 });
+    const retry = t.logs.find((l) => l['msg'] === 'TLS report not sent; will retry');
+    expect(String(retry?.['why'])).toContain('no answer within 1000 ms');
   });
 });
 
