@@ -103,12 +103,16 @@ export default definePlugin({
       address: () => server && { host: server.host, port: server.port, tls: tls !== undefined },
     });
     if (config.watch) {
+      // Reads may overlap and finish out of order: only the latest one's tokens are taken.
+      let reloads = 0;
       const watcher = watchFiles(
         [tokensPath],
         200,
         () => {
+          const reload = ++reloads;
           readTokens(tokensPath).then(
             (next) => {
+              if (reload !== reloads) return;
               tokens = next;
               api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
             },

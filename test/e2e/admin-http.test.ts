@@ -4,7 +4,7 @@
  * ids and by filter, readiness, and redaction of secrets.
  */
 import { execFile } from 'node:child_process';
-import { rename, writeFile } from 'node:fs/promises';
+import { chmod, rename, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import Type from 'typebox';
@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
-import { newToken, parseTokens } from '../../plugins/admin-http/tokens.ts';
+import { newToken, parseTokens, readTokens } from '../../plugins/admin-http/tokens.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
 import { makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
 import { adminTokensFile, startAdminServer } from './admin-harness.ts';
@@ -465,6 +465,26 @@ describe('admin tokens', () => {
     const as = (tok: string) => fetch(`${t.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } });
     expect((await as(token ?? '')).status).toBe(200);
     expect((await as(t.token)).status).toBe(401);
+  });
+
+  it('a tokens file every user may write is refused (anyone could add a token)', async () => {
+    const dir = await scope.tempDir();
+    const { path } = await adminTokensFile(dir);
+    await chmod(path, 0o666);
+    const create = MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir: join(dir, 'data'),
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins: [{ plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false } }],
+      },
+    });
+    await expect(create).rejects.toThrow(/admin-tokens is writable by every user/);
+
+    // The reload reads it the same way (a failed reload keeps the previous tokens).
+    await expect(readTokens(path)).rejects.toThrow(/writable by every user/);
+    await chmod(path, 0o644);
+    expect(await readTokens(path)).toHaveLength(1);
   });
 
   it('a tokens file with a bad line is refused naming the line, never its content', () => {
