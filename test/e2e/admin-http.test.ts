@@ -15,8 +15,8 @@ import { connectClient } from '../../core/testkit.ts';
 import { newToken, parseTokens, readTokens } from '../../plugins/admin-http/tokens.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
 import { makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
-import { adminTokensFile, startAdminServer } from './admin-harness.ts';
-import { FakeClock, MINUTE, sendMail, useQueueScope } from './queue-harness.ts';
+import { adminTokensFile, startAdminServer, withDeferredMail } from './admin-harness.ts';
+import { FakeClock, MINUTE, useQueueScope } from './queue-harness.ts';
 
 const scope = useQueueScope();
 
@@ -38,19 +38,6 @@ async function json<T>(r: Response | Promise<Response>, status = 200): Promise<T
   const text = await res.text();
   expect(res.status, text).toBe(status);
   return JSON.parse(text) as T;
-}
-
-/** Three deferred messages: a (to example.com and example.org), b (example.com), c (example.net). */
-async function withDeferredMail(opts: Parameters<typeof startAdminServer>[1] = {}) {
-  const t = await startAdminServer(scope, opts);
-  const a = await sendMail(t.s.port, {
-    from: 'alice@example.net',
-    to: ['bob@example.com', 'carol@example.org'],
-  });
-  const b = await sendMail(t.s.port, { from: 'dave@example.net', to: ['erin@example.com'] });
-  const c = await sendMail(t.s.port, { from: 'frank@example.org', to: ['grace@example.net'] });
-  await t.s.queue.runDue();
-  return { ...t, a, b, c };
 }
 
 describe('admin-http: auth', () => {
@@ -107,7 +94,7 @@ describe('admin-http: auth', () => {
 
 describe('admin-http: queue', () => {
   it('lists with filters and pages', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const all = await json<ListBody>(t.api('/api/queue'));
     expect(all.messages.map((m) => [m.id, m.state, m.pending, m.attempts])).toEqual([
       [t.a, 'deferred', 2, 1],
@@ -138,7 +125,7 @@ describe('admin-http: queue', () => {
   });
 
   it('shows a message with per-recipient history, streams it on request, 404 for an unknown id', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     t.clock.advance(10 * MINUTE);
     await t.s.queue.runDue();
     const shown = await json<{
@@ -181,7 +168,7 @@ describe('admin-http: queue', () => {
   });
 
   it('holds, releases, retries and deletes one message; 404 for an unknown id', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const state = async (id: string) =>
       await json<{ state: string; nextAttemptAt: number; attempts: number }>(t.api(`/api/queue/${id}`));
 
@@ -218,7 +205,7 @@ describe('admin-http: queue', () => {
   });
 
   it('applies bulk actions by filter and by ids', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const bulk = (body: unknown, status = 200) =>
       json<{ action: string; matched: number; done: string[]; notFound: string[] }>(
         t.api('/api/queue/bulk', { method: 'POST', body: JSON.stringify(body) }),
@@ -264,7 +251,7 @@ describe('admin-http: queue', () => {
 
 describe('admin-http: server state', () => {
   it('reports live counters, hook metrics and queue statistics', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     // A fourth connection whose message is refused at its end: a mail loop (RFC 5321 6.3).
     const c = await connectClient(t.s.port);
     try {
@@ -303,7 +290,7 @@ describe('admin-http: server state', () => {
   });
 
   it('lists plugins in load order with the health of their hooks', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const body = await json<{
       ready: boolean;
       plugins: Array<{
@@ -328,7 +315,7 @@ describe('admin-http: server state', () => {
   });
 
   it('shows the effective configuration with secrets redacted (writeOnly in the schema, or a secret key name)', async () => {
-    const t = await withDeferredMail({
+    const t = await withDeferredMail(scope, {
       plugins: [
         {
           plugin: 'relay-smarthost',

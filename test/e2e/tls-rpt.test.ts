@@ -306,6 +306,19 @@ async function startHttpsSink(): Promise<HttpsSink> {
   return sink;
 }
 
+/** An HTTPS sink as example.net's only `rua`, and a tls-rpt server trusting its CA (`config` added). */
+async function startWithHttpsRua(clock: FakeClock, config: Record<string, unknown> = {}) {
+  const sink = await startHttpsSink();
+  const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
+  const t = await startRptServer({
+    dataDir: await dir(),
+    clock,
+    dns,
+    config: { caFile: sink.caPath, ...config },
+  });
+  return { sink, t };
+}
+
 function postedReport(post: Post): Record<string, unknown> {
   return JSON.parse(gunzipSync(post.body).toString('utf8')) as Record<string, unknown>;
 }
@@ -534,9 +547,7 @@ describe('tls-rpt', () => {
 
   it('sends a report once: a failed POST is retried later, then nothing more, late sessions included', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({ dataDir: await dir(), clock, dns, config: { caFile: sink.caPath } });
+    const { sink, t } = await startWithHttpsRua(clock);
     t.rpt.record(event(STS, clock.now()));
     clock.t = DAY1_DUE;
     sink.status = () => 503;
@@ -572,15 +583,8 @@ describe('tls-rpt', () => {
 
   it('drops a report after the configured retries, with a log line', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
+    const { sink, t } = await startWithHttpsRua(clock, { retries: 2, retryDelay: '10m' });
     sink.status = () => 500;
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, retries: 2, retryDelay: '10m' },
-    });
     t.rpt.record(event(STS, clock.now()));
     clock.t = DAY1_DUE;
     for (let i = 0; i < 6; i++) {
@@ -596,14 +600,7 @@ describe('tls-rpt', () => {
 
   it('keeps at most maxFailureGroups failure groups per domain and day; the rest count without details', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, maxFailureGroups: 2 },
-    });
+    const { sink, t } = await startWithHttpsRua(clock, { maxFailureGroups: 2 });
     const fail = (ip: string, result: TlsSessionEvent['result'] = 'certificate-not-trusted') =>
       t.rpt.record(event(STS, clock.now(), { result, receivingIp: ip }));
     fail('203.0.113.1');
@@ -638,14 +635,7 @@ describe('tls-rpt', () => {
 
   it('its own timer sends the report once the server clock passes the report hour', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, flushInterval: '50ms', reportHour: 6 },
-    });
+    const { sink, t } = await startWithHttpsRua(clock, { flushInterval: '50ms', reportHour: 6 });
     t.rpt.record(event(STS, clock.now()));
     clock.t = Date.parse('2026-03-03T06:00:00Z');
     await sink.waitForPosts(1);
@@ -720,16 +710,9 @@ describe('tls-rpt robustness', () => {
 describe('tls-rpt https endpoint deadline', () => {
   it('gives up a POST whose answer trickles in past httpsTimeout: the whole exchange has one deadline', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
+    const { sink, t } = await startWithHttpsRua(clock, { httpsTimeout: '1s' });
     // A body octet every 100 ms keeps the socket busy: an idle timeout alone would wait the 8 s out.
     sink.trickleMs = 8000;
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, httpsTimeout: '1s' },
-    });
     t.rpt.record(event(STS, clock.now()));
     clock.t = DAY1_DUE;
     await t.rpt.runDue();
