@@ -4,6 +4,7 @@
  * routes of `routes/index.ts`.
  */
 import { readFile } from 'node:fs/promises';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Fastify, { type FastifyRequest, LogController } from 'fastify';
@@ -28,6 +29,8 @@ export interface AdminServerOptions {
 export interface AdminServer {
   readonly host: string;
   readonly port: number;
+  /** With TLS: serve this certificate and key to new connections from now on. */
+  setCertificate(tls: { readonly key: Buffer; readonly cert: Buffer }): void;
   close(): Promise<void>;
 }
 
@@ -127,5 +130,13 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
     { address: address.address, port: address.port, tls: o.tls !== undefined },
     'admin API listening',
   );
-  return { host: address.address, port: address.port, close: () => app.close() };
+  return {
+    host: address.address,
+    port: address.port,
+    setCertificate: (tls) => {
+      if (o.tls === undefined) throw new Error('the admin API serves plain HTTP: no certificate to replace');
+      (app.server as HttpsServer).setSecureContext({ key: tls.key, cert: tls.cert });
+    },
+    close: () => app.close(),
+  };
 }

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { chmod, rename, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
@@ -14,7 +15,7 @@ import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
 import { newToken, parseTokens, readTokens } from '../../plugins/admin-http/tokens.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
-import { makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
+import { installCertificate, makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
 import { adminTokensFile, startAdminServer, withDeferredMail } from './admin-harness.ts';
 import { FakeClock, MINUTE, useQueueScope } from './queue-harness.ts';
 
@@ -517,6 +518,31 @@ describe('admin-http: transport and lifecycle', () => {
       expect((await get('/api/stats', t.token)).status).toBe(200);
       // Plain HTTP is not served on the TLS port.
       await expect(fetch(`${t.base}/healthz`)).rejects.toThrow();
+    } finally {
+      await removeCertDir(certs);
+    }
+  });
+
+  it('serves a renewed certificate without a restart (watch)', async () => {
+    const certs = await makeCertDir();
+    try {
+      const live = await makeCertificate(certs, 'admin', 'admin.test.example');
+      const fresh = await makeCertificate(certs, 'fresh', 'admin.test.example');
+      const t = await startAdminServer(scope, {
+        admin: { watch: true, tls: { cert: live.certPath, key: live.keyPath } },
+      });
+      const port = Number(new URL(t.base).port);
+      const served = () =>
+        new Promise<string>((resolve, reject) => {
+          const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+            resolve(socket.getPeerCertificate().fingerprint256);
+            socket.destroy();
+          });
+          socket.on('error', reject);
+        });
+      expect(await served()).toBe(live.fingerprint256);
+      await installCertificate(fresh, live);
+      await expect.poll(served, { timeout: 5000 }).toBe(fresh.fingerprint256);
     } finally {
       await removeCertDir(certs);
     }
