@@ -750,6 +750,10 @@ describe('tls-rpt under SIGKILL', () => {
     const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
       child.on('exit', (code, signal) => resolve(signal ?? code)),
     );
+    // Killed after the test whatever happens to it (a no-op once the test killed it).
+    scope.defer(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => {
       stderr += c.toString();
