@@ -134,11 +134,19 @@ export default definePlugin({
               tokens = next;
               api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
             },
-            (err: unknown) =>
+            (err: unknown) => {
+              if (reload !== reloads) return;
+              if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+                // Deleting the file is how an operator in a hurry revokes every token: honour it.
+                tokens = [];
+                api.log.warn({ path: tokensPath }, 'admin tokens file removed: every API call is refused');
+                return;
+              }
               api.log.error(
                 { err: describe(err) },
                 'admin tokens file reload failed; keeping the previous tokens',
-              ),
+              );
+            },
           );
         },
         (err, dir) =>

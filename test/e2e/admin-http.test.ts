@@ -4,7 +4,7 @@
  * ids and by filter, readiness, and redaction of secrets.
  */
 import { execFile } from 'node:child_process';
-import { chmod, rename, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -558,6 +558,19 @@ describe('admin-http: transport and lifecycle', () => {
     await rename(`${t.tokensFile}.new`, t.tokensFile);
     await expect.poll(() => as(next.token), { timeout: 5000 }).toBe(200);
     expect(await as(t.token)).toBe(401);
+  });
+
+  it('refuses every token once the tokens file is removed (watch), and admits them again when it is back', async () => {
+    const t = await startAdminServer(scope, { admin: { watch: true } });
+    const as = async (tok: string) =>
+      (await fetch(`${t.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } })).status;
+    expect(await as(t.token)).toBe(200);
+    const saved = await readFile(t.tokensFile);
+    await unlink(t.tokensFile);
+    await expect.poll(() => as(t.token), { timeout: 5000 }).toBe(401);
+    await writeFile(`${t.tokensFile}.new`, saved, { mode: 0o600 });
+    await rename(`${t.tokensFile}.new`, t.tokensFile);
+    await expect.poll(() => as(t.token), { timeout: 5000 }).toBe(200);
   });
 
   it('is not ready once shutdown begins, while open transactions finish', async () => {
