@@ -45,6 +45,15 @@ const CONSOLE_FILES: ReadonlyArray<{ url: string; file: string; type: string }> 
 export const CONTENT_SECURITY_POLICY =
   "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
+/**
+ * A request URL for the log: the path without the query, where a client may
+ * have put a credential (`?access_token=`, RFC 6750 2.3, which we do not take).
+ */
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : `${url.slice(0, q)}?...`;
+}
+
 export async function startAdminServer(o: AdminServerOptions): Promise<AdminServer> {
   const app = Fastify({
     loggerInstance: o.log,
@@ -71,7 +80,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
         token === undefined ? 'Bearer realm="mailframe"' : 'Bearer realm="mailframe", error="invalid_token"',
       );
       o.log.info(
-        { url: req.url, remote: req.ip, presented: token !== undefined },
+        { url: pathOf(req.url), remote: req.ip, presented: token !== undefined },
         'admin API: refused token',
       );
       return sendError(reply, 401, 'unauthorized', 'a valid bearer token is required');
@@ -94,7 +103,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
     if (e.validation !== undefined) return sendError(reply, 400, 'bad-request', describe(err));
     if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500)
       return sendError(reply, e.statusCode, 'bad-request', describe(err));
-    o.log.error({ err, url: req.url }, `admin API: request failed: ${describe(err)}`);
+    o.log.error({ err, url: pathOf(req.url) }, `admin API: request failed: ${describe(err)}`);
     return sendError(reply, 500, 'internal', 'internal error (see the server log)');
   });
   app.setNotFoundHandler((req, reply) =>

@@ -8,6 +8,7 @@ import { chmod, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import pino from 'pino';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
@@ -75,6 +76,31 @@ describe('admin-http: auth', () => {
     }
     // HEAD, which Fastify adds for every GET, is guarded the same way.
     expect((await fetch(`${t.base}/api/config`, { method: 'HEAD' })).status).toBe(401);
+  });
+
+  it('never logs a credential put in the query string (RFC 6750 2.3 access_token, which is not taken)', async () => {
+    const dir = await scope.tempDir();
+    const { token, path } = await adminTokensFile(dir);
+    const logs: string[] = [];
+    const server = await MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir: join(dir, 'data'),
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins: [{ plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false } }],
+      },
+      logger: pino({ level: 'debug' }, { write: (line: string) => void logs.push(line) }),
+    });
+    try {
+      const port = server.registry.service('admin-http')?.address()?.port;
+      const res = await fetch(`http://127.0.0.1:${port}/api/stats?access_token=${token}`);
+      expect(res.status).toBe(401);
+      const refused = logs.find((l) => l.includes('admin API: refused token'));
+      expect(refused).toContain('"url":"/api/stats?..."');
+      expect(logs.join('\n')).not.toContain(token);
+    } finally {
+      await server.close(0);
+    }
   });
 
   it('serves health and readiness without a token, with security headers', async () => {
