@@ -15,7 +15,7 @@ import { createSecureContext } from 'node:tls';
 import Type from 'typebox';
 import { describe } from '../../core/errors.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { watchFiles } from '../tls/watch-files.ts';
+import { type FileWatch, watchFiles } from '../tls/watch-files.ts';
 import { type AdminServer, startAdminServer } from './app.ts';
 import type { AdminContext } from './route.ts';
 import { ROUTES } from './routes/index.ts';
@@ -71,6 +71,37 @@ declare module '../../core/plugin.ts' {
   }
 }
 
+/**
+ * Read `files` again whenever they change (debounced) and hand the result to
+ * `apply`, or the error to `failed`. Reads may overlap and finish out of
+ * order: only the latest one's outcome is taken.
+ */
+function reloadOnChange<T>(
+  files: readonly string[],
+  read: () => Promise<T>,
+  apply: (value: T) => void,
+  failed: (err: unknown) => void,
+  watchFailed: (err: Error, dir: string) => void,
+): FileWatch {
+  let reloads = 0;
+  return watchFiles(
+    files,
+    200,
+    () => {
+      const reload = ++reloads;
+      read().then(
+        (value) => {
+          if (reload === reloads) apply(value);
+        },
+        (err: unknown) => {
+          if (reload === reloads) failed(err);
+        },
+      );
+    },
+    watchFailed,
+  );
+}
+
 /** `127.0.0.0/8`, `::1` or `localhost`. */
 function isLoopback(host: string): boolean {
   if (host === 'localhost' || host === '::1') return true;
@@ -121,64 +152,49 @@ export default definePlugin({
       address: () => server && { host: server.host, port: server.port, tls: tls !== undefined },
     });
     if (config.watch) {
-      // Reads may overlap and finish out of order: only the latest one's tokens are taken.
-      let reloads = 0;
-      const watcher = watchFiles(
+      const tokensWatch = reloadOnChange(
         [tokensPath],
-        200,
-        () => {
-          const reload = ++reloads;
-          readTokens(tokensPath).then(
-            (next) => {
-              if (reload !== reloads) return;
-              tokens = next;
-              api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
-            },
-            (err: unknown) => {
-              if (reload !== reloads) return;
-              if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-                // Deleting the file is how an operator in a hurry revokes every token: honour it.
-                tokens = [];
-                api.log.warn({ path: tokensPath }, 'admin tokens file removed: every API call is refused');
-                return;
-              }
-              api.log.error(
-                { err: describe(err) },
-                'admin tokens file reload failed; keeping the previous tokens',
-              );
-            },
+        () => readTokens(tokensPath),
+        (next) => {
+          tokens = next;
+          api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
+        },
+        (err) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            // Deleting the file is how an operator in a hurry revokes every token: honour it.
+            tokens = [];
+            api.log.warn({ path: tokensPath }, 'admin tokens file removed: every API call is refused');
+            return;
+          }
+          api.log.error(
+            { err: describe(err) },
+            'admin tokens file reload failed; keeping the previous tokens',
           );
         },
         (err, dir) =>
           api.log.error({ err: err.message, dir }, 'cannot watch the admin tokens file directory'),
       );
-      api.onClose(() => watcher.close());
+      api.onClose(() => tokensWatch.close());
     }
     if (config.watch && tlsFiles) {
       // A renewed certificate (certbot, a Kubernetes secret) is served without a restart.
-      let reloads = 0;
-      const watcher = watchFiles(
+      const certWatch = reloadOnChange(
         [tlsFiles.cert, tlsFiles.key],
-        200,
-        () => {
-          const reload = ++reloads;
-          readTls(tlsFiles).then(
-            (pair) => {
-              if (reload !== reloads || server === undefined) return;
-              server.setCertificate(pair);
-              api.log.info({ cert: tlsFiles.cert }, 'admin API certificate reloaded');
-            },
-            (err: unknown) =>
-              api.log.error(
-                { err: describe(err) },
-                'admin API certificate reload failed; keeping the previous certificate',
-              ),
-          );
+        () => readTls(tlsFiles),
+        (pair) => {
+          if (server === undefined) return;
+          server.setCertificate(pair);
+          api.log.info({ cert: tlsFiles.cert }, 'admin API certificate reloaded');
         },
+        (err) =>
+          api.log.error(
+            { err: describe(err) },
+            'admin API certificate reload failed; keeping the previous certificate',
+          ),
         (err, dir) =>
           api.log.error({ err: err.message, dir }, 'cannot watch the admin certificate directory'),
       );
-      api.onClose(() => watcher.close());
+      api.onClose(() => certWatch.close());
     }
     const ui = config.console ? consoleDir() : undefined;
     if (config.console && ui === undefined)
