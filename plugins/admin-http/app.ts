@@ -4,6 +4,7 @@
  * routes of `routes/index.ts`.
  */
 import { readFile } from 'node:fs/promises';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Fastify, { type FastifyRequest, LogController } from 'fastify';
@@ -28,6 +29,8 @@ export interface AdminServerOptions {
 export interface AdminServer {
   readonly host: string;
   readonly port: number;
+  /** With TLS: serve this certificate and key to new connections from now on. */
+  setCertificate(tls: { readonly key: Buffer; readonly cert: Buffer }): void;
   close(): Promise<void>;
 }
 
@@ -41,6 +44,15 @@ const CONSOLE_FILES: ReadonlyArray<{ url: string; file: string; type: string }> 
 
 export const CONTENT_SECURITY_POLICY =
   "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
+/**
+ * A request URL for the log: the path without the query, where a client may
+ * have put a credential (`?access_token=`, RFC 6750 2.3, which we do not take).
+ */
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : `${url.slice(0, q)}?...`;
+}
 
 export async function startAdminServer(o: AdminServerOptions): Promise<AdminServer> {
   const app = Fastify({
@@ -68,7 +80,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
         token === undefined ? 'Bearer realm="mailframe"' : 'Bearer realm="mailframe", error="invalid_token"',
       );
       o.log.info(
-        { url: req.url, remote: req.ip, presented: token !== undefined },
+        { url: pathOf(req.url), remote: req.ip, presented: token !== undefined },
         'admin API: refused token',
       );
       return sendError(reply, 401, 'unauthorized', 'a valid bearer token is required');
@@ -91,7 +103,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
     if (e.validation !== undefined) return sendError(reply, 400, 'bad-request', describe(err));
     if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500)
       return sendError(reply, e.statusCode, 'bad-request', describe(err));
-    o.log.error({ err, url: req.url }, `admin API: request failed: ${describe(err)}`);
+    o.log.error({ err, url: pathOf(req.url) }, `admin API: request failed: ${describe(err)}`);
     return sendError(reply, 500, 'internal', 'internal error (see the server log)');
   });
   app.setNotFoundHandler((req, reply) =>
@@ -127,5 +139,13 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
     { address: address.address, port: address.port, tls: o.tls !== undefined },
     'admin API listening',
   );
-  return { host: address.address, port: address.port, close: () => app.close() };
+  return {
+    host: address.address,
+    port: address.port,
+    setCertificate: (tls) => {
+      if (o.tls === undefined) throw new Error('the admin API serves plain HTTP: no certificate to replace');
+      (app.server as HttpsServer).setSecureContext({ key: tls.key, cert: tls.cert });
+    },
+    close: () => app.close(),
+  };
 }

@@ -9,11 +9,13 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import Type from 'typebox';
 import { describe } from '../../core/errors.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { watchFiles } from '../tls/watch-files.ts';
+import { type FileWatch, watchFiles } from '../tls/watch-files.ts';
 import { type AdminServer, startAdminServer } from './app.ts';
 import type { AdminContext } from './route.ts';
 import { ROUTES } from './routes/index.ts';
@@ -41,7 +43,8 @@ export const schema = Type.Object(
     }),
     watch: Type.Boolean({
       default: true,
-      description: 'Reload the tokens file when it changes (a bad file keeps the previous tokens).',
+      description:
+        'Reload the tokens file, and with `tls` the certificate and key, when they change (a bad file keeps the previous ones).',
     }),
     tls: Type.Optional(
       Type.Object(
@@ -68,6 +71,43 @@ declare module '../../core/plugin.ts' {
   }
 }
 
+/**
+ * Read `files` again whenever they change (debounced) and hand the result to
+ * `apply`, or the error to `failed`. Reads may overlap and finish out of
+ * order: only the latest one's outcome is taken.
+ */
+function reloadOnChange<T>(
+  files: readonly string[],
+  read: () => Promise<T>,
+  apply: (value: T) => void,
+  failed: (err: unknown) => void,
+  watchFailed: (err: Error, dir: string) => void,
+): FileWatch {
+  let reloads = 0;
+  return watchFiles(
+    files,
+    200,
+    () => {
+      const reload = ++reloads;
+      read().then(
+        (value) => {
+          if (reload === reloads) apply(value);
+        },
+        (err: unknown) => {
+          if (reload === reloads) failed(err);
+        },
+      );
+    },
+    watchFailed,
+  );
+}
+
+/** `127.0.0.0/8`, `::1` or `localhost`. */
+function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
 /** The console's files: beside this module in the repository, under the package root once built. */
 function consoleDir(): string | undefined {
   for (const dir of [
@@ -89,9 +129,18 @@ export default definePlugin({
     let tokens: readonly TokenEntry[] = await readTokens(tokensPath);
     if (tokens.length === 0)
       api.log.warn({ path: tokensPath }, 'the admin tokens file has no token: every API call is refused');
-    const tls = config.tls
-      ? { cert: await readFile(resolve(config.tls.cert)), key: await readFile(resolve(config.tls.key)) }
-      : undefined;
+    const tlsFiles = config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) };
+    const readTls = async (files: { cert: string; key: string }) => {
+      const pair = { cert: await readFile(files.cert), key: await readFile(files.key) };
+      createSecureContext(pair); // throws on a bad file or a key that does not match
+      return pair;
+    };
+    const tls = tlsFiles && (await readTls(tlsFiles));
+    if (!tls && !isLoopback(config.host))
+      api.log.warn(
+        { host: config.host },
+        'the admin API listens beyond loopback without TLS: bearer tokens cross the network in the clear',
+      );
     const ctx: AdminContext = {
       status: api.server.status,
       queue: () => api.service('queue'),
@@ -103,26 +152,49 @@ export default definePlugin({
       address: () => server && { host: server.host, port: server.port, tls: tls !== undefined },
     });
     if (config.watch) {
-      const watcher = watchFiles(
+      const tokensWatch = reloadOnChange(
         [tokensPath],
-        200,
-        () => {
-          readTokens(tokensPath).then(
-            (next) => {
-              tokens = next;
-              api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
-            },
-            (err: unknown) =>
-              api.log.error(
-                { err: describe(err) },
-                'admin tokens file reload failed; keeping the previous tokens',
-              ),
+        () => readTokens(tokensPath),
+        (next) => {
+          tokens = next;
+          api.log.info({ path: tokensPath, tokens: next.length }, 'admin tokens file reloaded');
+        },
+        (err) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            // Deleting the file is how an operator in a hurry revokes every token: honour it.
+            tokens = [];
+            api.log.warn({ path: tokensPath }, 'admin tokens file removed: every API call is refused');
+            return;
+          }
+          api.log.error(
+            { err: describe(err) },
+            'admin tokens file reload failed; keeping the previous tokens',
           );
         },
         (err, dir) =>
           api.log.error({ err: err.message, dir }, 'cannot watch the admin tokens file directory'),
       );
-      api.onClose(() => watcher.close());
+      api.onClose(() => tokensWatch.close());
+    }
+    if (config.watch && tlsFiles) {
+      // A renewed certificate (certbot, a Kubernetes secret) is served without a restart.
+      const certWatch = reloadOnChange(
+        [tlsFiles.cert, tlsFiles.key],
+        () => readTls(tlsFiles),
+        (pair) => {
+          if (server === undefined) return;
+          server.setCertificate(pair);
+          api.log.info({ cert: tlsFiles.cert }, 'admin API certificate reloaded');
+        },
+        (err) =>
+          api.log.error(
+            { err: describe(err) },
+            'admin API certificate reload failed; keeping the previous certificate',
+          ),
+        (err, dir) =>
+          api.log.error({ err: err.message, dir }, 'cannot watch the admin certificate directory'),
+      );
+      api.onClose(() => certWatch.close());
     }
     const ui = config.console ? consoleDir() : undefined;
     if (config.console && ui === undefined)

@@ -3,9 +3,14 @@
  * schema says `writeOnly: true` (the JSON Schema annotation for "may be given,
  * never returned": a plugin marks its password or key fields so), or when its
  * key is one of the usual secret names (`pass`, `password`, `secret`, `token`,
- * `apiKey`, `privateKey`, ...), so a plugin that forgot the annotation still
- * does not leak. Values are replaced by `"[redacted]"`; paths to files that
- * hold secrets are not secrets and are shown.
+ * `apiKey`, `privateKey`, ...) and its value is a string or a number, so a
+ * plugin that forgot the annotation still does not leak (an object under such
+ * a name, like the `pass` entry of an action map, is structure: its members
+ * are looked at one by one). In any string that is a URL, the password of its
+ * user info and query parameters with a secret name are hidden
+ * (`postgres://mail:[redacted]@db/mail`). Values are replaced by
+ * `"[redacted]"`; paths to files that hold secrets are not secrets and are
+ * shown.
  */
 import type { TSchema } from 'typebox';
 
@@ -30,8 +35,24 @@ function branches(s: Schema | undefined): Schema[] {
   return out;
 }
 
-function isSecret(key: string, schemas: readonly Schema[]): boolean {
-  return SECRET_KEY.test(key) || schemas.some((s) => s['writeOnly'] === true);
+function isSecret(key: string, value: unknown, schemas: readonly Schema[]): boolean {
+  if (schemas.some((s) => s['writeOnly'] === true)) return true;
+  return (typeof value === 'string' || typeof value === 'number') && SECRET_KEY.test(key);
+}
+
+/** `scheme://user:PASSWORD@`: the password (up to the authority's last `@`). */
+const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^/?#:@\s]*):[^/?#\s]*@/i;
+/** A query parameter `NAME=VALUE` of a URL. */
+const QUERY_PARAM = /([?&])([^=&#]+)=([^&#]*)/g;
+
+/** A string with the secrets of a URL in it hidden (other strings unchanged). */
+function redactUrl(text: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return text;
+  return text
+    .replace(URL_PASSWORD, `$1:${REDACTED}@`)
+    .replace(QUERY_PARAM, (all, sep: string, name: string) =>
+      SECRET_KEY.test(name) ? `${sep}${name}=${REDACTED}` : all,
+    );
 }
 
 function childSchemas(schemas: readonly Schema[], key: string | number): Schema[] {
@@ -64,11 +85,12 @@ export function redact(value: unknown, schema: TSchema | undefined): unknown {
 
 function walk(value: unknown, schemas: readonly Schema[]): unknown {
   if (Array.isArray(value)) return value.map((v, i) => walk(v, childSchemas(schemas, i)));
+  if (typeof value === 'string') return redactUrl(value);
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     const child = childSchemas(schemas, k);
-    out[k] = v !== undefined && isSecret(k, child) ? REDACTED : walk(v, child);
+    out[k] = v !== undefined && isSecret(k, v, child) ? REDACTED : walk(v, child);
   }
   return out;
 }

@@ -12,7 +12,7 @@
  * hash, or how much of it, matched.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 
 export const TOKEN_PREFIX = 'mft_';
 const HASH_RE = /^sha256:([0-9a-f]{64})$/;
@@ -54,8 +54,20 @@ export function parseTokens(text: string, path: string): TokenEntry[] {
   return out;
 }
 
+/**
+ * Read and parse the tokens file. One that every user may write is refused:
+ * its hashes are harmless to read, but whoever can add a line admits a token
+ * of their own.
+ */
 export async function readTokens(path: string): Promise<TokenEntry[]> {
-  return parseTokens(await readFile(path, 'utf8'), path);
+  const file = await open(path, 'r');
+  try {
+    if (((await file.stat()).mode & 0o002) !== 0)
+      throw new Error(`${path} is writable by every user: anyone could add a token (chmod o-w ${path})`);
+    return parseTokens(await file.readFile('utf8'), path);
+  } finally {
+    await file.close();
+  }
 }
 
 /** The name of the entry `token` matches, or undefined. Every entry is compared, in constant time each. */

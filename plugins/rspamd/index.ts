@@ -109,6 +109,7 @@ export const schema = Type.Object(
     password: Type.Optional(
       Type.String({
         minLength: 1,
+        writeOnly: true,
         description:
           'Sent as the `Password` request header, for an rspamd proxy or controller that asks for one.',
       }),

@@ -2,7 +2,9 @@
  * A report over HTTPS (RFC 8460 section 5.4): POST the gzip'd JSON with
  * `Content-Type: application/tlsrpt+gzip`. Any 2xx is success; redirects are
  * not followed. The server's certificate is checked against the system roots
- * and, when configured, the operator's extra CA certificates.
+ * and, when configured, the operator's extra CA certificates. One deadline
+ * covers the whole exchange (connect, send, the answer to its end), so an
+ * endpoint that answers slowly cannot hold up the other reports.
  */
 import { request } from 'node:https';
 import { rootCertificates } from 'node:tls';
@@ -10,6 +12,7 @@ import { rootCertificates } from 'node:tls';
 export interface PostOptions {
   /** Extra trusted CA certificates (PEM), added to the system roots. */
   readonly extraCa?: string;
+  /** Milliseconds for the whole exchange. */
   readonly timeoutMs: number;
   readonly userAgent: string;
   /** Abort the request (the server is stopping). */
@@ -20,9 +23,11 @@ export interface PostOptions {
 export function postReport(uri: string, body: Buffer, opts: PostOptions): Promise<string | undefined> {
   return new Promise((resolve) => {
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const done = (why: string | undefined) => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
       resolve(why);
     };
     let req: ReturnType<typeof request>;
@@ -35,7 +40,6 @@ export function postReport(uri: string, body: Buffer, opts: PostOptions): Promis
           'user-agent': opts.userAgent,
         },
         ...(opts.extraCa ? { ca: [...rootCertificates, opts.extraCa] } : {}),
-        timeout: opts.timeoutMs,
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
     } catch (err) {
@@ -48,9 +52,11 @@ export function postReport(uri: string, body: Buffer, opts: PostOptions): Promis
       res.on('end', () => done(status >= 200 && status < 300 ? undefined : `HTTP ${status}`));
       res.on('error', (err) => done(err.message));
     });
-    req.on('timeout', () => {
-      req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`));
-    });
+    // Not the socket's idle timeout: an answer that trickles in would reset that one forever.
+    timer = setTimeout(() => {
+      done(`no answer within ${opts.timeoutMs} ms`);
+      req.destroy();
+    }, opts.timeoutMs);
     req.on('error', (err) => done(err.message));
     req.end(body);
   });

@@ -74,6 +74,19 @@ export interface AddResult {
   readonly folded: number;
 }
 
+/** A `reports` table row as the store hands it out. */
+function reportRow(r: Record<string, string | number>): ReportRow {
+  return {
+    day: String(r['day']),
+    domain: String(r['domain']),
+    reportId: String(r['report_id']),
+    state: String(r['state']) as ReportState,
+    attempts: Number(r['attempts']),
+    nextAttemptAt: Number(r['next_attempt_at']),
+    done: JSON.parse(String(r['done'])) as string[],
+  };
+}
+
 export class CounterStore {
   readonly #db: DatabaseSync;
   readonly #maxGroups: number;
@@ -177,15 +190,7 @@ export class CounterStore {
          WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY day, domain`,
       )
       .all(now) as Array<Record<string, string | number>>;
-    return rows.map((r) => ({
-      day: String(r['day']),
-      domain: String(r['domain']),
-      reportId: String(r['report_id']),
-      state: String(r['state']) as ReportState,
-      attempts: Number(r['attempts']),
-      nextAttemptAt: Number(r['next_attempt_at']),
-      done: JSON.parse(String(r['done'])) as string[],
-    }));
+    return rows.map(reportRow);
   }
 
   /** Every report row (tests and diagnostics). */
@@ -193,15 +198,7 @@ export class CounterStore {
     const rows = this.#db
       .prepare('SELECT day, domain, report_id, state, attempts, next_attempt_at, done FROM reports')
       .all() as Array<Record<string, string | number>>;
-    return rows.map((r) => ({
-      day: String(r['day']),
-      domain: String(r['domain']),
-      reportId: String(r['report_id']),
-      state: String(r['state']) as ReportState,
-      attempts: Number(r['attempts']),
-      nextAttemptAt: Number(r['next_attempt_at']),
-      done: JSON.parse(String(r['done'])) as string[],
-    }));
+    return rows.map(reportRow);
   }
 
   /** The counters of one domain's day. */

@@ -10,8 +10,8 @@ import { copyFile, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BrowserContext, chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import { startAdminServer } from './admin-harness.ts';
-import { sendMail, useQueueScope } from './queue-harness.ts';
+import { withDeferredMail } from './admin-harness.ts';
+import { useQueueScope } from './queue-harness.ts';
 
 const scope = useQueueScope();
 const CHROMIUM = '/usr/bin/chromium';
@@ -49,14 +49,8 @@ async function browser(userDataDir: string): Promise<BrowserContext> {
 
 describe('web console (headless Chromium)', () => {
   it('filters the queue, holds a message and releases it, the page showing each state', async () => {
-    const t = await startAdminServer(scope);
-    const a = await sendMail(t.s.port, {
-      from: 'alice@example.net',
-      to: ['bob@example.com', 'carol@example.org'],
-    });
-    const b = await sendMail(t.s.port, { from: 'dave@example.net', to: ['erin@example.com'] });
-    const c = await sendMail(t.s.port, { from: 'frank@example.org', to: ['grace@example.net'] });
-    await t.s.queue.runDue();
+    const t = await withDeferredMail(scope);
+    const { a, b, c } = t;
 
     const out = await scope.tempDir();
     const context = await browser(join(out, 'profile'));

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { newToken } from '../../plugins/admin-http/tokens.ts';
-import { Deliverer, FakeClock, type QueueScope, type QueueServer } from './queue-harness.ts';
+import { Deliverer, FakeClock, type QueueScope, type QueueServer, sendMail } from './queue-harness.ts';
 
 export interface AdminSetup {
   readonly clock: FakeClock;
@@ -64,4 +64,17 @@ export async function startAdminServer(
       },
     });
   return { clock, dir, d, s, base, token, tokensFile: path, api };
+}
+
+/** Three deferred messages: a (to example.com and example.org), b (example.com), c (example.net). */
+export async function withDeferredMail(scope: QueueScope, opts: Parameters<typeof startAdminServer>[1] = {}) {
+  const t = await startAdminServer(scope, opts);
+  const a = await sendMail(t.s.port, {
+    from: 'alice@example.net',
+    to: ['bob@example.com', 'carol@example.org'],
+  });
+  const b = await sendMail(t.s.port, { from: 'dave@example.net', to: ['erin@example.com'] });
+  const c = await sendMail(t.s.port, { from: 'frank@example.org', to: ['grace@example.net'] });
+  await t.s.queue.runDue();
+  return { ...t, a, b, c };
 }

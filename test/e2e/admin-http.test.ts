@@ -4,19 +4,21 @@
  * ids and by filter, readiness, and redaction of secrets.
  */
 import { execFile } from 'node:child_process';
-import { rename, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import pino from 'pino';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
-import { newToken, parseTokens } from '../../plugins/admin-http/tokens.ts';
+import { newToken, parseTokens, readTokens } from '../../plugins/admin-http/tokens.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
-import { makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
-import { adminTokensFile, startAdminServer } from './admin-harness.ts';
-import { FakeClock, MINUTE, sendMail, useQueueScope } from './queue-harness.ts';
+import { installCertificate, makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
+import { adminTokensFile, startAdminServer, withDeferredMail } from './admin-harness.ts';
+import { FakeClock, MINUTE, useQueueScope } from './queue-harness.ts';
 
 const scope = useQueueScope();
 
@@ -38,19 +40,6 @@ async function json<T>(r: Response | Promise<Response>, status = 200): Promise<T
   const text = await res.text();
   expect(res.status, text).toBe(status);
   return JSON.parse(text) as T;
-}
-
-/** Three deferred messages: a (to example.com and example.org), b (example.com), c (example.net). */
-async function withDeferredMail(opts: Parameters<typeof startAdminServer>[1] = {}) {
-  const t = await startAdminServer(scope, opts);
-  const a = await sendMail(t.s.port, {
-    from: 'alice@example.net',
-    to: ['bob@example.com', 'carol@example.org'],
-  });
-  const b = await sendMail(t.s.port, { from: 'dave@example.net', to: ['erin@example.com'] });
-  const c = await sendMail(t.s.port, { from: 'frank@example.org', to: ['grace@example.net'] });
-  await t.s.queue.runDue();
-  return { ...t, a, b, c };
 }
 
 describe('admin-http: auth', () => {
@@ -89,6 +78,31 @@ describe('admin-http: auth', () => {
     expect((await fetch(`${t.base}/api/config`, { method: 'HEAD' })).status).toBe(401);
   });
 
+  it('never logs a credential put in the query string (RFC 6750 2.3 access_token, which is not taken)', async () => {
+    const dir = await scope.tempDir();
+    const { token, path } = await adminTokensFile(dir);
+    const logs: string[] = [];
+    const server = await MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir: join(dir, 'data'),
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins: [{ plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false } }],
+      },
+      logger: pino({ level: 'debug' }, { write: (line: string) => void logs.push(line) }),
+    });
+    try {
+      const port = server.registry.service('admin-http')?.address()?.port;
+      const res = await fetch(`http://127.0.0.1:${port}/api/stats?access_token=${token}`);
+      expect(res.status).toBe(401);
+      const refused = logs.find((l) => l.includes('admin API: refused token'));
+      expect(refused).toContain('"url":"/api/stats?..."');
+      expect(logs.join('\n')).not.toContain(token);
+    } finally {
+      await server.close(0);
+    }
+  });
+
   it('serves health and readiness without a token, with security headers', async () => {
     const t = await startAdminServer(scope);
     const health = await fetch(`${t.base}/healthz`);
@@ -107,7 +121,7 @@ describe('admin-http: auth', () => {
 
 describe('admin-http: queue', () => {
   it('lists with filters and pages', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const all = await json<ListBody>(t.api('/api/queue'));
     expect(all.messages.map((m) => [m.id, m.state, m.pending, m.attempts])).toEqual([
       [t.a, 'deferred', 2, 1],
@@ -138,7 +152,7 @@ describe('admin-http: queue', () => {
   });
 
   it('shows a message with per-recipient history, streams it on request, 404 for an unknown id', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     t.clock.advance(10 * MINUTE);
     await t.s.queue.runDue();
     const shown = await json<{
@@ -181,7 +195,7 @@ describe('admin-http: queue', () => {
   });
 
   it('holds, releases, retries and deletes one message; 404 for an unknown id', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const state = async (id: string) =>
       await json<{ state: string; nextAttemptAt: number; attempts: number }>(t.api(`/api/queue/${id}`));
 
@@ -218,7 +232,7 @@ describe('admin-http: queue', () => {
   });
 
   it('applies bulk actions by filter and by ids', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const bulk = (body: unknown, status = 200) =>
       json<{ action: string; matched: number; done: string[]; notFound: string[] }>(
         t.api('/api/queue/bulk', { method: 'POST', body: JSON.stringify(body) }),
@@ -264,7 +278,7 @@ describe('admin-http: queue', () => {
 
 describe('admin-http: server state', () => {
   it('reports live counters, hook metrics and queue statistics', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     // A fourth connection whose message is refused at its end: a mail loop (RFC 5321 6.3).
     const c = await connectClient(t.s.port);
     try {
@@ -303,7 +317,7 @@ describe('admin-http: server state', () => {
   });
 
   it('lists plugins in load order with the health of their hooks', async () => {
-    const t = await withDeferredMail();
+    const t = await withDeferredMail(scope);
     const body = await json<{
       ready: boolean;
       plugins: Array<{
@@ -328,7 +342,7 @@ describe('admin-http: server state', () => {
   });
 
   it('shows the effective configuration with secrets redacted (writeOnly in the schema, or a secret key name)', async () => {
-    const t = await withDeferredMail({
+    const t = await withDeferredMail(scope, {
       plugins: [
         {
           plugin: 'relay-smarthost',
@@ -467,6 +481,26 @@ describe('admin tokens', () => {
     expect((await as(t.token)).status).toBe(401);
   });
 
+  it('a tokens file every user may write is refused (anyone could add a token)', async () => {
+    const dir = await scope.tempDir();
+    const { path } = await adminTokensFile(dir);
+    await chmod(path, 0o666);
+    const create = MailServer.create({
+      config: {
+        hostname: 'mx.test.example',
+        dataDir: join(dir, 'data'),
+        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+        plugins: [{ plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false } }],
+      },
+    });
+    await expect(create).rejects.toThrow(/admin-tokens is writable by every user/);
+
+    // The reload reads it the same way (a failed reload keeps the previous tokens).
+    await expect(readTokens(path)).rejects.toThrow(/writable by every user/);
+    await chmod(path, 0o644);
+    expect(await readTokens(path)).toHaveLength(1);
+  });
+
   it('a tokens file with a bad line is refused naming the line, never its content', () => {
     expect(() => parseTokens('# c\n\nok sha256:' + 'a'.repeat(64) + '\n', 'f')).not.toThrow();
     expect(() => parseTokens('ok mft_plaintext-token\n', 'f')).toThrow(/^f:1: expected "NAME sha256:HEX"/);
@@ -515,6 +549,31 @@ describe('admin-http: transport and lifecycle', () => {
     }
   });
 
+  it('serves a renewed certificate without a restart (watch)', async () => {
+    const certs = await makeCertDir();
+    try {
+      const live = await makeCertificate(certs, 'admin', 'admin.test.example');
+      const fresh = await makeCertificate(certs, 'fresh', 'admin.test.example');
+      const t = await startAdminServer(scope, {
+        admin: { watch: true, tls: { cert: live.certPath, key: live.keyPath } },
+      });
+      const port = Number(new URL(t.base).port);
+      const served = () =>
+        new Promise<string>((resolve, reject) => {
+          const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+            resolve(socket.getPeerCertificate().fingerprint256);
+            socket.destroy();
+          });
+          socket.on('error', reject);
+        });
+      expect(await served()).toBe(live.fingerprint256);
+      await installCertificate(fresh, live);
+      await expect.poll(served, { timeout: 5000 }).toBe(fresh.fingerprint256);
+    } finally {
+      await removeCertDir(certs);
+    }
+  });
+
   it('reloads the tokens file when it changes: a new token works, a removed one stops working', async () => {
     const t = await startAdminServer(scope, { admin: { watch: true } });
     const as = async (tok: string) =>
@@ -525,6 +584,19 @@ describe('admin-http: transport and lifecycle', () => {
     await rename(`${t.tokensFile}.new`, t.tokensFile);
     await expect.poll(() => as(next.token), { timeout: 5000 }).toBe(200);
     expect(await as(t.token)).toBe(401);
+  });
+
+  it('refuses every token once the tokens file is removed (watch), and admits them again when it is back', async () => {
+    const t = await startAdminServer(scope, { admin: { watch: true } });
+    const as = async (tok: string) =>
+      (await fetch(`${t.base}/api/stats`, { headers: { authorization: `Bearer ${tok}` } })).status;
+    expect(await as(t.token)).toBe(200);
+    const saved = await readFile(t.tokensFile);
+    await unlink(t.tokensFile);
+    await expect.poll(() => as(t.token), { timeout: 5000 }).toBe(401);
+    await writeFile(`${t.tokensFile}.new`, saved, { mode: 0o600 });
+    await rename(`${t.tokensFile}.new`, t.tokensFile);
+    await expect.poll(() => as(t.token), { timeout: 5000 }).toBe(200);
   });
 
   it('is not ready once shutdown begins, while open transactions finish', async () => {

@@ -1,19 +1,17 @@
-/**
- * The quarantine: a message a policy action marked `quarantine` is accepted
- * (250) but kept apart in the queue instead of delivered, and managed with
- * `mailframe queue quarantine list|show|release|delete` over the control
- * socket (or on the files with the server stopped). A tiny check plugin
- * quarantines mail from spammer@example.net through the policy model.
- */
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
-import { runQueueCli } from '../../bin/queue-cli.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { decide } from '../../plugins/policy/policy.ts';
 import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/types.ts';
-import { Deliverer, FakeClock, MINUTE, sendMail, useQueueScope } from './queue-harness.ts';
+import {
+  queueCli as cli,
+  Deliverer,
+  queueCliJson as json,
+  MINUTE,
+  sendMail,
+  startForCli,
+  useQueueScope,
+} from './queue-harness.ts';
 
 const scope = useQueueScope();
 
@@ -30,32 +28,7 @@ const quarantineSpammer = definePlugin({
   },
 });
 
-async function cli(config: string, ...argv: string[]) {
-  let out = '';
-  let err = '';
-  const code = await runQueueCli(argv, config, { out: (t) => (out += t), err: (t) => (err += t) });
-  return { code, out, err };
-}
-
-async function json<T>(config: string, ...argv: string[]): Promise<T> {
-  const r = await cli(config, ...argv, '--json');
-  expect(r.code, r.err).toBe(0);
-  return JSON.parse(r.out) as T;
-}
-
-async function setup() {
-  const clock = new FakeClock();
-  const dir = await scope.tempDir();
-  const dataDir = join(dir, 'data');
-  const config = join(dir, 'mailframe.json');
-  await writeFile(
-    config,
-    JSON.stringify({ dataDir: './data', plugins: [{ plugin: 'queue-fs', config: {} }] }),
-  );
-  const d = new Deliverer(clock);
-  const s = await scope.start({ clock, dataDir, plugins: [quarantineSpammer, d.plugin] });
-  return { clock, dataDir, config, d, s };
-}
+const setup = () => startForCli(scope, { plugins: [quarantineSpammer] });
 
 const delivered = (d: Deliverer) => d.seen.map((x) => x.job.id);
 

@@ -1,7 +1,8 @@
 /**
  * Child process for the tls-rpt crash test: a server with tls-rpt on the
  * given data directory records `flushed` sessions, flushes them (as the timer
- * would), records `unflushed` more, prints `ready` and waits to be killed.
+ * would), records `unflushed` more, prints `ready` and waits to be killed
+ * (a minute at most).
  *
  *   node test/e2e/tls-rpt-crash-child.ts <dataDir> <at> <flushed> <unflushed>
  */
@@ -31,4 +32,5 @@ for (let i = 0; i < Number(flushed); i++) rpt.record(event);
 rpt.flush();
 for (let i = 0; i < Number(unflushed); i++) rpt.record(event);
 process.stdout.write('ready\n');
-setInterval(() => {}, 60_000);
+// Bounded: should the test die before it kills us, we do not linger.
+setTimeout(() => process.exit(1), 60_000);

@@ -182,6 +182,8 @@ interface HttpsSink {
   status: () => number;
   /** Leave requests unanswered (the connection stays open). */
   hold: boolean;
+  /** Answer 200 at once, then one octet of body every 100 ms for this long before ending it (0: off). */
+  trickleMs: number;
   waitForPosts(n: number): Promise<void>;
 }
 
@@ -249,6 +251,7 @@ async function startHttpsSink(): Promise<HttpsSink> {
     caPath,
     status: () => 200,
     hold: false,
+    trickleMs: 0,
     async waitForPosts(n: number) {
       const deadline = Date.now() + 10_000;
       while (posts.length < n) {
@@ -272,7 +275,15 @@ async function startHttpsSink(): Promise<HttpsSink> {
         contentType: req.headers['content-type'],
         body: Buffer.concat(chunks),
       });
-      if (!sink.hold) {
+      if (sink.trickleMs > 0) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        const drip = setInterval(() => res.write('.'), 100);
+        const stop = setTimeout(() => res.end(), sink.trickleMs);
+        res.on('close', () => {
+          clearInterval(drip);
+          clearTimeout(stop);
+        });
+      } else if (!sink.hold) {
         res.statusCode = sink.status();
         res.end();
       }
@@ -293,6 +304,19 @@ async function startHttpsSink(): Promise<HttpsSink> {
   const port = typeof address === 'object' && address ? address.port : 0;
   sink.url = `https://127.0.0.1:${port}/tlsrpt`;
   return sink;
+}
+
+/** An HTTPS sink as example.net's only `rua`, and a tls-rpt server trusting its CA (`config` added). */
+async function startWithHttpsRua(clock: FakeClock, config: Record<string, unknown> = {}) {
+  const sink = await startHttpsSink();
+  const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
+  const t = await startRptServer({
+    dataDir: await dir(),
+    clock,
+    dns,
+    config: { caFile: sink.caPath, ...config },
+  });
+  return { sink, t };
 }
 
 function postedReport(post: Post): Record<string, unknown> {
@@ -523,9 +547,7 @@ describe('tls-rpt', () => {
 
   it('sends a report once: a failed POST is retried later, then nothing more, late sessions included', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({ dataDir: await dir(), clock, dns, config: { caFile: sink.caPath } });
+    const { sink, t } = await startWithHttpsRua(clock);
     t.rpt.record(event(STS, clock.now()));
     clock.t = DAY1_DUE;
     sink.status = () => 503;
@@ -561,15 +583,8 @@ describe('tls-rpt', () => {
 
   it('drops a report after the configured retries, with a log line', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
+    const { sink, t } = await startWithHttpsRua(clock, { retries: 2, retryDelay: '10m' });
     sink.status = () => 500;
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, retries: 2, retryDelay: '10m' },
-    });
     t.rpt.record(event(STS, clock.now()));
     clock.t = DAY1_DUE;
     for (let i = 0; i < 6; i++) {
@@ -585,14 +600,7 @@ describe('tls-rpt', () => {
 
   it('keeps at most maxFailureGroups failure groups per domain and day; the rest count without details', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, maxFailureGroups: 2 },
-    });
+    const { sink, t } = await startWithHttpsRua(clock, { maxFailureGroups: 2 });
     const fail = (ip: string, result: TlsSessionEvent['result'] = 'certificate-not-trusted') =>
       t.rpt.record(event(STS, clock.now(), { result, receivingIp: ip }));
     fail('203.0.113.1');
@@ -627,14 +635,7 @@ describe('tls-rpt', () => {
 
   it('its own timer sends the report once the server clock passes the report hour', async () => {
     const clock = new FakeClock(DAY1);
-    const sink = await startHttpsSink();
-    const dns = await dnsServer({ '_smtp._tls.example.net': { TXT: [`v=TLSRPTv1; rua=${sink.url}`] } });
-    const t = await startRptServer({
-      dataDir: await dir(),
-      clock,
-      dns,
-      config: { caFile: sink.caPath, flushInterval: '50ms', reportHour: 6 },
-    });
+    const { sink, t } = await startWithHttpsRua(clock, { flushInterval: '50ms', reportHour: 6 });
     t.rpt.record(event(STS, clock.now()));
     clock.t = Date.parse('2026-03-03T06:00:00Z');
     await sink.waitForPosts(1);
@@ -706,6 +707,22 @@ describe('tls-rpt robustness', () => {
   });
 });
 
+describe('tls-rpt https endpoint deadline', () => {
+  it('gives up a POST whose answer trickles in past httpsTimeout: the whole exchange has one deadline', async () => {
+    const clock = new FakeClock(DAY1);
+    const { sink, t } = await startWithHttpsRua(clock, { httpsTimeout: '1s' });
+    // A body octet every 100 ms keeps the socket busy: an idle timeout alone would wait the 8 s out.
+    sink.trickleMs = 8000;
+    t.rpt.record(event(STS, clock.now()));
+    clock.t = DAY1_DUE;
+    await t.rpt.runDue();
+    expect(sink.posts).toHaveLength(1);
+    expect(t.rpt.reports()[0]).toMatchObject({ state: 'pending', attempts: 1 });
+    const retry = t.logs.find((l) => l['msg'] === 'TLS report not sent; will retry');
+    expect(String(retry?.['why'])).toContain('no answer within 1000 ms');
+  });
+});
+
 describe('tls-rpt https endpoint trust', () => {
   it('does not POST to a server whose certificate no trusted CA issued; the report waits for a retry', async () => {
     const clock = new FakeClock(DAY1);
@@ -733,6 +750,10 @@ describe('tls-rpt under SIGKILL', () => {
     const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
       child.on('exit', (code, signal) => resolve(signal ?? code)),
     );
+    // Killed after the test whatever happens to it (a no-op once the test killed it).
+    scope.defer(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => {
       stderr += c.toString();

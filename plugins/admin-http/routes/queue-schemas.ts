@@ -22,7 +22,7 @@ export const QueueSummarySchema = Type.Object({
   from: Type.String({ description: "Reverse-path; '' for the null reverse-path (bounces)." }),
   receivedAt: Type.Number({ description: 'ms since the epoch' }),
   size: Type.Integer(),
-  state: Type.String({ description: 'active, deferred, held or queued (not tried yet).' }),
+  state: Type.String({ description: 'active, deferred, held, quarantined or queued (not tried yet).' }),
   recipients: Type.Integer(),
   pending: Type.Integer({ description: 'Recipients still to be delivered.' }),
   attempts: Type.Integer({ description: 'Most attempts made for any pending recipient.' }),

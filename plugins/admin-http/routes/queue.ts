@@ -114,10 +114,11 @@ function filterOf(f: { state?: QueueFilter['state']; search?: string; destinatio
 const notFound = (reply: FastifyReply, id: string) =>
   sendError(reply, 404, 'not-found', `no message ${id} in the queue`);
 
-function actionRoute(action: Exclude<ActionName, 'delete'>, summary: string) {
+/** One message's action: `POST /api/queue/:id/<action>`, and `DELETE /api/queue/:id` for delete. */
+function actionRoute(action: ActionName, summary: string) {
   return defineRoute({
-    method: 'POST',
-    url: `/api/queue/:id/${action}`,
+    method: action === 'delete' ? 'DELETE' : 'POST',
+    url: action === 'delete' ? '/api/queue/:id' : `/api/queue/:id/${action}`,
     summary,
     params: IdParams,
     response: { 200: ActionResult, 404: ErrorBody, 503: ErrorBody },
@@ -186,22 +187,12 @@ export const queueRoutes = [
     },
   }),
   actionRoute('hold', 'Keep the message but stop scheduling it.'),
-  actionRoute('release', 'Schedule a held message again.'),
+  actionRoute(
+    'release',
+    'Schedule a held or quarantined message again (a quarantined one is then delivered).',
+  ),
   actionRoute('retry', 'Make every pending recipient due now.'),
-  defineRoute({
-    method: 'DELETE',
-    url: '/api/queue/:id',
-    summary: 'Remove the message without delivering or bouncing it.',
-    params: IdParams,
-    response: { 200: ActionResult, 404: ErrorBody, 503: ErrorBody },
-    handle: async ({ params, caller }, reply, ctx) => {
-      const q = queueOr503(ctx, reply);
-      if (!q) return reply;
-      if (!(await q.delete(params.id))) return notFound(reply, params.id);
-      ctx.log.info({ op: 'delete', qid: params.id, token: caller }, 'admin queue action');
-      return { id: params.id, action: 'delete', done: true };
-    },
-  }),
+  actionRoute('delete', 'Remove the message without delivering or bouncing it.'),
   defineRoute({
     method: 'POST',
     url: '/api/queue/bulk',
