@@ -39,6 +39,7 @@ Commands:
   dkim keygen --domain D --selector S [--type rsa|ed25519] [--out DIR]
                            Write a DKIM private key for dkim-sign and print the TXT record
   hash-password [PASSWORD] Print an scrypt hash for auth-users-file (reads stdin without PASSWORD)
+  admin-token [NAME]       Print a new admin-http API token and the tokens-file line that admits it
   --version                Print the version
   --help                   Show this text
 
@@ -122,6 +123,12 @@ async function main(argv: string[]): Promise<void> {
     // The users-file tool reads its password argument from process.argv itself.
     process.argv.splice(2, 1);
     await import('../plugins/auth-users-file/hash-password.ts');
+    return;
+  }
+  if (argv[0] === 'admin-token') {
+    const { runAdminTokenCli } = await import('../plugins/admin-http/admin-token.ts');
+    const io = { out: (s: string) => process.stdout.write(s), err: (s: string) => process.stderr.write(s) };
+    process.exitCode = runAdminTokenCli(argv.slice(1), io);
     return;
   }
   if (argv[0] === 'schema') {

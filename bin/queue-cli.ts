@@ -2,8 +2,9 @@
  * `mailframe queue ...`: look at and manage the queue of a queue-fs or
  * queue-pg server.
  *
- *   queue list [--state active|deferred|held] [--search TEXT] [--limit N]
+ *   queue list [--state active|deferred|held|quarantined] [--search TEXT] [--limit N]
  *   queue show ID | hold ID | release ID | retry ID | delete ID | stats
+ *   queue quarantine list | show ID | release ID | delete ID
  *   queue migrate   (queue-pg: bring the database schema up to date)
  *   every command takes --json for scripts
  *
@@ -63,7 +64,7 @@ export const QUEUE_USAGE = `Usage: mailframe queue <command> [options]
 
 Commands:
   list                 Messages in the queue, oldest first
-      --state S        only active (being delivered), deferred or held ones
+      --state S        only active (being delivered), deferred, held or quarantined ones
       --search TEXT    only those whose sender or a recipient contains TEXT
       --limit N        at most N
   show ID              Envelope, per-recipient state and header section of a message
@@ -72,6 +73,11 @@ Commands:
   retry ID             Make a message's pending recipients due now
   delete ID            Remove a message without delivering or bouncing it
   stats                Counts, size, oldest message, busiest destinations
+  quarantine list      Messages a policy action set aside on arrival, with the reason
+                       (takes --search and --limit)
+  quarantine show ID   A quarantined message (as show)
+  quarantine release ID  Deliver a quarantined message normally
+  quarantine delete ID   Remove a quarantined message (no delivery, no bounce)
   migrate              queue-pg: apply the database schema migrations
 
 Options:
@@ -195,7 +201,7 @@ export async function runQueueCli(
     io.err(`mailframe queue: ${(err as Error).message}\n\n${QUEUE_USAGE}`);
     return 2;
   }
-  const { values, command, id } = parsed;
+  const { values, command, sub, id } = parsed;
   if (values.help || command === undefined || command === 'help') {
     (command === undefined && !values.help ? io.err : io.out)(QUEUE_USAGE);
     return command === undefined && !values.help ? 2 : 0;
@@ -212,7 +218,8 @@ export async function runQueueCli(
       return 1;
     }
   }
-  const request = toRequest(command, id, values);
+  const request =
+    command === 'quarantine' ? quarantineRequest(sub, id, values) : toRequest(command, id, values);
   if (typeof request === 'string') {
     io.err(`mailframe queue: ${request}\n\n${QUEUE_USAGE}`);
     return 2;
@@ -236,7 +243,11 @@ export async function runQueueCli(
   const now = Date.now();
   switch (request.op) {
     case 'list':
-      io.out(formatList(res.result as QueueSummary[], now));
+      io.out(
+        request.area === 'quarantine'
+          ? formatQuarantine(res.result as QueueSummary[], now)
+          : formatList(res.result as QueueSummary[], now),
+      );
       break;
     case 'show':
       io.out(formatDetail(res.result as QueueDetail, now));
@@ -270,9 +281,12 @@ function parse(argv: string[]) {
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const [command, id, extra] = positionals;
+  const [command, ...rest] = positionals;
+  // `quarantine <sub> [ID]`: one word more than the other commands.
+  const sub = command === 'quarantine' ? rest.shift() : undefined;
+  const [id, extra] = rest;
   if (extra !== undefined) throw new Error(`unexpected argument "${extra}"`);
-  return { values, command, id };
+  return { values, command, sub, id };
 }
 
 function toRequest(
@@ -285,8 +299,8 @@ function toRequest(
       if (id !== undefined) return `list takes no argument (got "${id}")`;
       const filter: { state?: QueueState; search?: string; limit?: number } = {};
       if (values.state !== undefined) {
-        if (!['active', 'deferred', 'held'].includes(values.state)) {
-          return `--state must be active, deferred or held`;
+        if (!['active', 'deferred', 'held', 'quarantined'].includes(values.state)) {
+          return `--state must be active, deferred, held or quarantined`;
         }
         filter.state = values.state as QueueState;
       }
@@ -308,6 +322,29 @@ function toRequest(
       return id === undefined ? `${command} needs a message id` : { op: command, id };
     default:
       return `unknown command "${command}"`;
+  }
+}
+
+/** `quarantine list | show ID | release ID | delete ID`: the same ops, limited to quarantined messages. */
+function quarantineRequest(
+  sub: string | undefined,
+  id: string | undefined,
+  values: ReturnType<typeof parse>['values'],
+): ControlRequest | string {
+  switch (sub) {
+    case 'list': {
+      if (values.state !== undefined) return 'quarantine list takes no --state';
+      const request = toRequest('list', id, values);
+      return typeof request === 'string' ? `quarantine ${request}` : { ...request, area: 'quarantine' };
+    }
+    case 'show':
+    case 'release':
+    case 'delete':
+      return id === undefined ? `quarantine ${sub} needs a message id` : { op: sub, id, area: 'quarantine' };
+    case undefined:
+      return 'quarantine needs list, show, release or delete';
+    default:
+      return `unknown quarantine command "${sub}"`;
   }
 }
 
@@ -366,7 +403,7 @@ function formatList(items: QueueSummary[], now: number): string {
       m.state,
       `${m.pending}/${m.recipients}`,
       String(m.attempts),
-      m.state === 'held' ? 'held' : next(m.nextAttemptAt, now),
+      m.state === 'held' || m.state === 'quarantined' ? m.state : next(m.nextAttemptAt, now),
       m.from === '' ? '<>' : m.from,
     ]);
   }
@@ -385,6 +422,22 @@ function formatList(items: QueueSummary[], now: number): string {
   return `${lines.join('\n')}\n`;
 }
 
+function formatQuarantine(items: QueueSummary[], now: number): string {
+  if (items.length === 0) return 'The quarantine is empty.\n';
+  const rows = [['ID', 'AGE', 'SIZE', 'RCPTS', 'REASON', 'FROM']];
+  for (const m of items) {
+    rows.push([
+      m.id,
+      formatDuration(Math.max(0, now - m.receivedAt)),
+      size(m.size),
+      String(m.recipients),
+      m.quarantine ? `${m.quarantine.check} ${m.quarantine.result}` : '-',
+      m.from === '' ? '<>' : m.from,
+    ]);
+  }
+  return `${table(rows)}\n\n${items.length} quarantined message${items.length === 1 ? '' : 's'}\n`;
+}
+
 function formatDetail(m: QueueDetail, now: number): string {
   const src = m.source;
   const source =
@@ -397,7 +450,7 @@ function formatDetail(m: QueueDetail, now: number): string {
           : `queued by ${src.by}`;
   const head = table([
     ['Queue id:', m.id],
-    ['State:', m.state],
+    ['State:', m.quarantine ? `quarantined (${m.quarantine.check} ${m.quarantine.result})` : m.state],
     ['Arrived:', `${stamp(m.receivedAt)} (${when(m.receivedAt, now)})`],
     ['From:', m.from === '' ? '<> (null reverse-path)' : `<${m.from}>`],
     ['Size:', `${m.size} octets`],
@@ -425,7 +478,10 @@ function formatDetail(m: QueueDetail, now: number): string {
 function formatStats(s: QueueStats, now: number): string {
   const lines = [
     table([
-      ['Messages:', `${s.messages} (${s.deferred} deferred, ${s.held} held)`],
+      [
+        'Messages:',
+        `${s.messages} (${s.deferred} deferred, ${s.held} held${s.quarantined > 0 ? `, ${s.quarantined} quarantined` : ''})`,
+      ],
       ['Being delivered:', `${s.active} job${s.active === 1 ? '' : 's'}`],
       ['Pending recipients:', String(s.recipients.pending)],
       ['Size:', `${size(s.bytes)} octets`],

@@ -12,6 +12,7 @@
  */
 import type { SecureContextOptions } from 'node:tls';
 import type { Static, TSchema } from 'typebox';
+import type { CoreConfig } from './config-schema.ts';
 import type { DnsResolver } from './dns/types.ts';
 import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
 import type { Reply } from './reply.ts';
@@ -185,6 +186,65 @@ export interface ServerFacts {
   /** The server's DNS resolver (see `DnsResolver`): configured by the core `dns` settings, injectable in tests. */
   readonly dns: DnsResolver;
   readonly clock: Clock;
+  /** Live state of the server, for health checks, metrics and admin tools (read-only). */
+  readonly status: ServerStatus;
+  /** Uniform numbers in [0, 1) for sampling decisions (e.g. DMARC `pct`); `Math.random` unless injected (tests). */
+  readonly random: () => number;
+}
+
+/** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */
+export interface HookMetric {
+  readonly plugin: string;
+  readonly hook: string;
+  readonly calls: number;
+  readonly failures: number;
+  readonly timeouts: number;
+  /** Faults raised outside the hook call by code the plugin started there (only with `catchFaults`). */
+  readonly faults: number;
+}
+
+/** Counters of the SMTP side since the server was created. */
+export interface TrafficCounters {
+  /** Connections accepted (refused ones, over a connection limit, are not counted). */
+  readonly connections: number;
+  /** Messages answered with a queue id (2xx after the `queue` hook). */
+  readonly messages: number;
+  /** Octets of those messages, as received (before added header fields). */
+  readonly bytes: number;
+  /** Messages whose data arrived but that were refused (size, loop, a verdict, no queue). */
+  readonly refused: number;
+}
+
+/** One loaded plugin instance, its validated config (defaults filled in) and the schema it was checked against. */
+export interface PluginInstance {
+  /** The instance name (`id` in config, or the plugin's name). */
+  readonly id: string;
+  /** The plugin's own name. */
+  readonly plugin: string;
+  readonly config: unknown;
+  readonly schema: TSchema;
+}
+
+/**
+ * What a running server says about itself (`api.server.status`). Every
+ * member reads live state: it is no snapshot.
+ */
+export interface ServerStatus {
+  /**
+   * Every plugin registered and ran its `onStart` callbacks, and the listeners
+   * are open; false before that and again once shutdown begins.
+   */
+  readonly ready: boolean;
+  /** Graceful shutdown began. */
+  readonly draining: boolean;
+  /** Open SMTP sessions. */
+  readonly connections: number;
+  traffic(): TrafficCounters;
+  hookMetrics(): HookMetric[];
+  /** The effective core settings (validated, defaults filled in; `plugins[]` as written in the file). */
+  readonly config: Readonly<CoreConfig>;
+  /** The loaded plugin instances in load order, with their effective config. */
+  plugins(): readonly PluginInstance[];
 }
 
 export interface Limits {

@@ -25,7 +25,15 @@ import { createHooks, type Hooks } from './hooks.ts';
 import { IdleSweep } from './idle-sweep.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
-import type { Clock, PluginDefinition, ServerFacts } from './plugin.ts';
+import type {
+  Clock,
+  HookMetric,
+  PluginDefinition,
+  PluginInstance,
+  ServerFacts,
+  ServerStatus,
+  TrafficCounters,
+} from './plugin.ts';
 import {
   createOutbound,
   createPluginApi,
@@ -56,6 +64,8 @@ export interface ServerOptions {
   /** A DNS resolver to use instead of the one built from the `dns` settings (tests, embedders). */
   readonly dns?: DnsResolver;
   readonly clock?: Clock;
+  /** The source of `api.server.random` (default `Math.random`): tests make sampling decisions deterministic. */
+  readonly random?: () => number;
   /**
    * Catch faults plugins raise outside their hook calls (a rejected promise
    * nobody awaits, a throw in a timer, tick or listener) with process-level
@@ -68,15 +78,7 @@ export interface ServerOptions {
   readonly catchFaults?: boolean;
 }
 
-export interface HookMetric {
-  readonly plugin: string;
-  readonly hook: string;
-  readonly calls: number;
-  readonly failures: number;
-  readonly timeouts: number;
-  /** Faults raised outside the hook call by code the plugin started there (only with `catchFaults`). */
-  readonly faults: number;
-}
+export type { HookMetric } from './plugin.ts';
 
 export interface ListeningAddress {
   readonly name: string;
@@ -90,6 +92,7 @@ export interface ListeningAddress {
 interface LoadedPlugin {
   /** Its name and hook counters are the policy's (`policy.name`, `policy.metrics`). */
   readonly policy: TapPolicy;
+  readonly instance: PluginInstance;
   readonly starters: Array<() => unknown>;
   readonly closers: Array<() => unknown>;
 }
@@ -118,6 +121,15 @@ export class MailServer implements SessionHost {
   readonly #idPrefix: string;
   #idSeq = 0;
   #draining = false;
+  /** Every plugin's start callbacks ran (see `ServerStatus.ready`). */
+  #started = false;
+  #listening = false;
+  readonly traffic: { -readonly [K in keyof TrafficCounters]: number } = {
+    connections: 0,
+    messages: 0,
+    bytes: 0,
+    refused: 0,
+  };
   #closing: Promise<void> | undefined;
   /** Where process-level faults are routed while `catchFaults` is on (kept off the public surface). */
   readonly #faultSink: FaultSink | undefined;
@@ -144,6 +156,8 @@ export class MailServer implements SessionHost {
       dataDir: this.dataDir,
       dns: opts.dns ?? (this.#ownResolver as DnsResolver),
       clock: this.#clock,
+      status: this.#status(),
+      random: opts.random ?? Math.random,
     });
     if (opts.catchFaults) {
       this.#faultSink = {
@@ -152,6 +166,25 @@ export class MailServer implements SessionHost {
       };
       this.#detachFaults = attachFaultSink(this.#faultSink);
     }
+  }
+
+  #status(): ServerStatus {
+    const server = this;
+    return Object.freeze({
+      get ready() {
+        return server.#started && server.#listening && !server.#draining;
+      },
+      get draining() {
+        return server.#draining;
+      },
+      get connections() {
+        return server.#sessions.size;
+      },
+      traffic: () => ({ ...server.traffic }),
+      hookMetrics: () => server.hookMetrics(),
+      config: server.config,
+      plugins: () => server.#plugins.map((p) => p.instance),
+    });
   }
 
   /** Validate the config, load every plugin in order, and prepare the data directory. Does not listen yet. */
@@ -201,6 +234,7 @@ export class MailServer implements SessionHost {
           }
         }
       }
+      server.#started = true;
     } catch (err) {
       await server.#closePlugins();
       server.#ownResolver?.close();
@@ -226,7 +260,8 @@ export class MailServer implements SessionHost {
       metrics: new Map<string, HookCounters>(),
       faults: this.#faultSink,
     };
-    const loaded: LoadedPlugin = { policy, starters: [], closers: [] };
+    const instance: PluginInstance = Object.freeze({ id, plugin: def.name, config, schema: def.schema });
+    const loaded: LoadedPlugin = { policy, instance, starters: [], closers: [] };
     this.#plugins.push(loaded);
     const api = createPluginApi({
       hooks: this.hooks,
@@ -329,6 +364,7 @@ export class MailServer implements SessionHost {
       this.#servers.push({ listener, server });
       log.info({ address: this.#addressOf(server, listener) }, 'listening');
     }
+    this.#listening = true;
     return this.addresses();
   }
 
@@ -389,6 +425,7 @@ export class MailServer implements SessionHost {
       return;
     }
     this.#perIp.set(ip, count + 1);
+    this.traffic.connections++;
     socket.off('error', ignoreError);
     const session = new SmtpSession(this, socket, listener, log, proxied);
     this.#sessions.add(session);

@@ -118,18 +118,106 @@ export class SpoolWriter {
 
 type Body = { readonly chunks: readonly Buffer[] } | { readonly path: string };
 
+/** Header sections are bounded by `limits.maxHeaderSize` long before this; a guard, not a limit. */
+const MAX_HEADER_SECTION = 64 * 1024 * 1024;
+
 export class SpooledMessage implements Message {
   #prepended: readonly HeaderField[];
-  readonly size: number;
+  /** Octets received. */
+  readonly #received: number;
   readonly hadBareLineEndings: boolean;
   readonly #body: Body;
   #head: Buffer | undefined;
+  /**
+   * After `removeFields`: the received header section without the removed
+   * fields, standing in for the first `#skip` octets of the received data.
+   */
+  #section: Buffer | undefined;
+  #skip = 0;
 
   constructor(prepended: readonly HeaderField[], size: number, hadBareLineEndings: boolean, body: Body) {
     this.#prepended = prepended;
-    this.size = size;
+    this.#received = size;
     this.hadBareLineEndings = hadBareLineEndings;
     this.#body = body;
+  }
+
+  /** Octets of the received data, without prepended fields and without fields `removeFields` took out. */
+  get size(): number {
+    return this.#received - this.#skip + (this.#section?.length ?? 0);
+  }
+
+  /**
+   * Take header fields out of the received header section: every field for
+   * which `remove(name, field)` is true (`name` in lower case, `field` the
+   * whole field as received, folded lines and all, without the final CRLF).
+   * Reads only the header section; the body is not touched. Streams opened
+   * afterwards, `read`, `saveTo` and `size` reflect it. Returns how many
+   * fields were removed.
+   */
+  async removeFields(remove: (name: string, field: string) => boolean): Promise<number> {
+    const section = this.#section ?? (await this.#receivedSection());
+    if (section === undefined) return 0;
+    const text = section.toString('latin1');
+    let kept = '';
+    let removed = 0;
+    for (const field of splitFields(text)) {
+      const colon = field.indexOf(':');
+      const name = colon > 0 ? field.slice(0, colon).trim().toLowerCase() : '';
+      if (name !== '' && remove(name, Buffer.from(field, 'latin1').toString('utf8'))) removed++;
+      else kept += `${field}\r\n`;
+    }
+    if (removed === 0) return 0;
+    if (this.#section === undefined) this.#skip = section.length;
+    this.#section = Buffer.from(kept, 'latin1');
+    return removed;
+  }
+
+  /** The received header section (fields with their CRLF, no empty line), or undefined when there is none. */
+  async #receivedSection(): Promise<Buffer | undefined> {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const source: AsyncIterable<Buffer> | Iterable<Buffer> =
+      'chunks' in this.#body ? this.#body.chunks : createReadStream(this.#body.path);
+    let all = Buffer.alloc(0);
+    try {
+      for await (const chunk of source) {
+        parts.push(chunk);
+        size += chunk.length;
+        all = Buffer.concat(parts, size);
+        parts.length = 0;
+        parts.push(all);
+        if (all.length >= 2 && all[0] === 13 && all[1] === 10) return undefined;
+        const end = all.indexOf('\r\n\r\n');
+        if (end >= 0) return all.subarray(0, end + 2);
+        if (size > MAX_HEADER_SECTION) return undefined;
+      }
+    } finally {
+      if (!('chunks' in this.#body)) (source as ReturnType<typeof createReadStream>).destroy();
+    }
+    // All header, no body: the section runs to the end (cut after its last CRLF).
+    const eol = all.lastIndexOf('\r\n');
+    return eol < 0 ? undefined : all.subarray(0, eol + 2);
+  }
+
+  /** The received data, after `removeFields`, as buffers (in memory) or a file range. */
+  #data():
+    | { readonly chunks: readonly Buffer[] }
+    | { readonly path: string; readonly start: number; readonly lead: readonly Buffer[] } {
+    const lead = this.#section === undefined ? [] : [this.#section];
+    if ('path' in this.#body) return { path: this.#body.path, start: this.#skip, lead };
+    if (this.#skip === 0) return { chunks: this.#body.chunks };
+    const out: Buffer[] = [...lead];
+    let skip = this.#skip;
+    for (const c of this.#body.chunks) {
+      if (skip >= c.length) {
+        skip -= c.length;
+        continue;
+      }
+      out.push(skip > 0 ? c.subarray(skip) : c);
+      skip = 0;
+    }
+    return { chunks: out };
   }
 
   get prepended(): readonly HeaderField[] {
@@ -157,12 +245,13 @@ export class SpooledMessage implements Message {
 
   stream(): Readable {
     const head = this.head;
-    const body = this.#body;
-    if ('chunks' in body) return Readable.from([head, ...body.chunks], { objectMode: false });
+    const data = this.#data();
+    if ('chunks' in data) return Readable.from([head, ...data.chunks], { objectMode: false });
     return Readable.from(
       (async function* () {
         yield head;
-        yield* createReadStream(body.path);
+        yield* data.lead;
+        yield* createReadStream(data.path, { start: data.start });
       })(),
       { objectMode: false },
     );
@@ -172,11 +261,11 @@ export class SpooledMessage implements Message {
     const total = this.head.length + this.size;
     if (total > maxBytes)
       return Promise.reject(new RangeError(`message of ${total} octets is larger than ${maxBytes}`));
-    const body = this.#body;
-    if ('chunks' in body) return Promise.resolve(Buffer.concat([this.head, ...body.chunks], total));
+    const data = this.#data();
+    if ('chunks' in data) return Promise.resolve(Buffer.concat([this.head, ...data.chunks], total));
     return (async () => {
-      const parts: Buffer[] = [this.head];
-      for await (const c of createReadStream(body.path)) parts.push(c as Buffer);
+      const parts: Buffer[] = [this.head, ...data.lead];
+      for await (const c of createReadStream(data.path, { start: data.start })) parts.push(c as Buffer);
       return Buffer.concat(parts, total);
     })();
   }
@@ -184,11 +273,12 @@ export class SpooledMessage implements Message {
   async saveTo(path: string, opts: { fsync?: boolean } = {}): Promise<void> {
     const fh = await open(path, 'wx', 0o600);
     try {
-      if ('chunks' in this.#body) {
-        await fh.writev([this.head, ...this.#body.chunks]);
+      const data = this.#data();
+      if ('chunks' in data) {
+        await fh.writev([this.head, ...data.chunks]);
       } else {
-        await fh.write(this.head);
-        for await (const c of createReadStream(this.#body.path)) await fh.write(c as Buffer);
+        await fh.writev([this.head, ...data.lead]);
+        for await (const c of createReadStream(data.path, { start: data.start })) await fh.write(c as Buffer);
       }
       if (opts.fsync !== false) await fh.sync();
     } catch (err) {
@@ -204,4 +294,9 @@ export class SpooledMessage implements Message {
     if ('path' in this.#body) return rm(this.#body.path, { force: true });
     return undefined;
   }
+}
+
+/** The fields of a header section (latin1 text), each without its final CRLF. */
+function splitFields(section: string): string[] {
+  return section.replace(/\r\n$/, '').split(/\r\n(?![ \t])/);
 }

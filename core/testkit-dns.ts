@@ -53,7 +53,11 @@ export interface TestDnsName {
   readonly spoof?: boolean;
 }
 
-/** Names (any case, trailing dot or not) to what they hold. */
+/**
+ * Names (any case, trailing dot or not) to what they hold. A name `*.zone`
+ * is a wildcard: it answers for every name under `zone` the map does not
+ * hold (the nearest wildcard wins), as a DNS list that lists everything does.
+ */
 export type TestDnsZone = Readonly<Record<string, TestDnsName>>;
 
 export interface TestDnsOptions {
@@ -161,8 +165,20 @@ export async function startTestDnsServer(
   const timers = new Set<NodeJS.Timeout>();
   const fallbackSoa = opts.soa === false ? undefined : { ttl: 300, ...(opts.soa ?? { minimum: 60 }) };
 
+  /** What `name` holds: its own entry, else the nearest wildcard above it. */
+  const entryFor = (name: string): TestDnsName | undefined => {
+    const own = names.get(name);
+    if (own !== undefined || name === '') return own;
+    const labels = name.split('.');
+    for (let i = 1; i < labels.length; i++) {
+      const wildcard = names.get(`*.${labels.slice(i).join('.')}`);
+      if (wildcard !== undefined) return wildcard;
+    }
+    return undefined;
+  };
+
   const exists = (name: string) => {
-    if (names.has(name)) return true;
+    if (entryFor(name) !== undefined) return true;
     const suffix = `.${name}`;
     for (const n of names.keys()) if (name === '' || n.endsWith(suffix)) return true;
     return false;
@@ -194,7 +210,7 @@ export async function startTestDnsServer(
       edns: opt !== undefined,
       dnssecOk: opt?.type === 'OPT' ? opt.flag_do : false,
     });
-    const entry = names.get(qname);
+    const entry = entryFor(qname);
     if (entry?.drop) return undefined;
     if (opt && opts.edns === false)
       return { type: 'response', id: query.id ?? 0, flags: 1, questions: [question] };
@@ -220,12 +236,12 @@ export async function startTestDnsServer(
     const answers: Answer[] = [];
     let name = qname;
     for (let hops = 0; question.type !== 'CNAME' && hops < MAX_ALIAS_HOPS; hops++) {
-      const alias = names.get(name);
+      const alias = entryFor(name);
       if (alias?.CNAME === undefined) break;
       answers.push(...records(name, alias, 'CNAME'));
       name = key(alias.CNAME);
     }
-    const final = names.get(name);
+    const final = entryFor(name);
     const found = final ? records(name, final, question.type) : [];
     if (found.length > 0) return reply(0, [...answers, ...found]);
     return reply(exists(name) ? 0 : 3, answers, soaFor(name));
@@ -263,7 +279,7 @@ export async function startTestDnsServer(
     if (!response) return;
     const send = () => udp.send(dnsPacket.encode(response), from.port, from.address);
     const question = message.questions?.[0];
-    if (!question || !names.get(key(question.name))?.spoof) return send();
+    if (!question || !entryFor(key(question.name))?.spoof) return send();
     const forged = (over: Partial<Packet>): Buffer =>
       dnsPacket.encode({ ...response, flags: dnsPacket.AUTHORITATIVE_ANSWER | 3, answers: [], ...over });
     udp.send(forged({ id: ((message.id ?? 0) + 1) & 0xffff }), from.port, from.address);

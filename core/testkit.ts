@@ -61,6 +61,14 @@ export interface TestServerOptions {
   readonly logger?: Logger;
   /** Injected clock (drive retries and timers in tests). */
   readonly clock?: Clock;
+  /** Injected random source (`api.server.random`): deterministic sampling in tests. */
+  readonly random?: () => number;
+  /**
+   * The server's data directory. Default: a new temporary one, removed on
+   * close. A given one is kept, so a second server can start on what the
+   * first left (state that must survive a restart).
+   */
+  readonly dataDir?: string;
   /**
    * Point the server's DNS resolver at a test DNS server: a running one, or a
    * zone to start one for (closed with the test server). Sets `dns.servers`,
@@ -309,7 +317,8 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const ownDns = opts.dns !== undefined && !isTestDnsServer(opts.dns);
   const dns =
     opts.dns === undefined || isTestDnsServer(opts.dns) ? opts.dns : await startTestDnsServer(opts.dns);
-  const dataDir = await mkdtemp(join(tmpdir(), 'mailframe-test-'));
+  const ownDataDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'mailframe-test-')));
   const queued: CapturedMessage[] = [];
   let waiters: Array<() => void> = [];
   const definitions = new Map<string, PluginDefinition>();
@@ -386,13 +395,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       definitions,
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.random ? { random: opts.random } : {}),
       ...(opts.catchFaults ? { catchFaults: true } : {}),
     });
     addresses = await server.listen();
   } catch (err) {
     // A server that did not start leaves nothing behind: no plugin open, no data directory.
     await server?.close(0);
-    await rm(dataDir, { recursive: true, force: true });
+    if (ownDataDir) await rm(dataDir, { recursive: true, force: true });
     if (ownDns) await dns?.close();
     throw err;
   }
@@ -430,7 +440,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
     async close() {
       await server.close(200);
-      await rm(dataDir, { recursive: true, force: true });
+      if (ownDataDir) await rm(dataDir, { recursive: true, force: true });
       if (ownDns) await dns?.close();
     },
   };

@@ -147,7 +147,10 @@ export type HeaderField = string;
 
 /** A received message, spooled in memory (small) or on disk (large). */
 export interface Message {
-  /** Octets received after unstuffing and line-ending normalisation, excluding prepended headers. */
+  /**
+   * Octets received after unstuffing and line-ending normalisation, excluding
+   * prepended headers (and fields `removeFields` took out).
+   */
   readonly size: number;
   /** Header fields on top of the message, top first: those from `prepend`, then the core's Received and the `headers` hook's. */
   readonly prepended: readonly HeaderField[];
@@ -159,6 +162,17 @@ export interface Message {
    * Streams opened afterwards include them; `size` does not count them.
    */
   prepend(fields: readonly HeaderField[]): void;
+  /**
+   * Take fields out of the header section the message arrived with (not the
+   * prepended ones): each field for which `remove(name, field)` is true, with
+   * `name` in lower case and `field` the whole field as received (folded, no
+   * final CRLF). Only the header section is read. Streams opened afterwards,
+   * `read`, `saveTo`, `size` and the `queue` hook see the message without
+   * them; earlier `message` taps saw it as it arrived. Resolves to how many
+   * fields went. For fields a receiver must not pass on, such as an
+   * Authentication-Results claiming this server's authserv-id (RFC 8601 5).
+   */
+  removeFields(remove: (name: string, field: string) => boolean): Promise<number>;
   /** The whole message, prepended headers first. A new stream each call. */
   stream(): Readable;
   /** The whole message as a Buffer: only for small messages, throws above `maxBytes`. */

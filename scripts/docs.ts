@@ -6,7 +6,9 @@
  * - `docs/configuration.md`: the core settings as tables, and a full example;
  * - `docs/plugins/README.md`: the index of bundled plugins;
  * - the table between `<!-- config:start -->` and `<!-- config:end -->` in each
- *   `docs/plugins/<name>.md` (a missing page is created as a stub).
+ *   `docs/plugins/<name>.md` (a missing page is created as a stub);
+ * - the admin API reference between `<!-- admin-api:start -->` and
+ *   `<!-- admin-api:end -->` in `docs/operations.md` (from the admin-http routes).
  *
  *   npx tsx scripts/docs.ts           write the files
  *   npx tsx scripts/docs.ts --check   only compare; exit 1 listing what would change
@@ -16,6 +18,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreConfigSchema } from '../core/config-schema.ts';
+import { ROUTES } from '../plugins/admin-http/routes/index.ts';
+import { ADMIN_API_END, ADMIN_API_START, adminApiBlock } from './docs/admin-routes.ts';
 import { bundledPlugins } from './docs/bundled-plugins.ts';
 import { editorSchema } from './docs/editor-schema.ts';
 import type { JsonSchema } from './docs/json-schema.ts';
@@ -83,6 +87,14 @@ export async function generateDocs(options: GenerateOptions): Promise<GenerateRe
       result.warnings.push(`plugin ${plugin.name}: setting "${key}" has no description`);
     }
   }
+  // A hand-written page with one generated block; where the page is absent (a bare outDir) there is nothing to fill.
+  const operations = 'docs/operations.md';
+  const opsPage = await readIfExists(join(outDir, operations));
+  if (opsPage !== undefined) {
+    const filled = fillMarkers(opsPage, adminApiBlock(ROUTES), ADMIN_API_START, ADMIN_API_END);
+    if (filled === undefined) result.missing.push(operations);
+    else files.set(operations, filled);
+  }
   for (const key of undocumented(settingRows(core))) {
     result.warnings.push(`core: setting "${key}" has no description`);
   }
@@ -100,6 +112,8 @@ export async function generateDocs(options: GenerateOptions): Promise<GenerateRe
 }
 
 function whyMissing(rel: string): string {
+  if (rel === 'docs/operations.md')
+    return `${rel}: needs one "${ADMIN_API_START}" line followed by one "${ADMIN_API_END}" line`;
   return existsSync(join(REPO_ROOT, rel))
     ? `${rel}: needs one "${CONFIG_START}" line followed by one "${CONFIG_END}" line`
     : `${rel}: page missing (\`npm run docs\` creates a stub to fill in)`;

@@ -13,6 +13,11 @@ import { execFileSync } from 'node:child_process';
 /** Every Debian package a test uses, and what for. */
 export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
   'python3-dkim': 'DKIM interoperability (dkimverify/dkimsign), test/helpers/python-dkim.ts',
+  rspamd: 'the content scanner the rspamd plugin talks to, test/helpers/rspamd.ts',
+  chromium: 'the web console in a real browser (driven by playwright-core), test/e2e/admin-console.test.ts',
+  'fonts-dejavu-core': "a font for the console's screenshots, test/e2e/admin-console.test.ts",
+  openssl:
+    'test certificates: a test CA, leaf certificates it issues (expired ones too), test/helpers/certs.ts and deliver-helpers.ts',
 };
 
 function installed(pkg: string): boolean {

@@ -201,6 +201,12 @@ export class MessageReceiver {
   #end(tx: SmtpTransaction, size: number, r: Reply, queueId?: string): Reply | Promise<Reply> {
     const s = this.#session;
     s.transactionCount++;
+    const traffic = s.host.traffic;
+    if (queueId === undefined) traffic.refused++;
+    else {
+      traffic.messages++;
+      traffic.bytes += size;
+    }
     if (s.logs('info')) {
       s.log.info(
         {

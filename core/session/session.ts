@@ -47,6 +47,8 @@ export interface SessionHost {
   nextId(): string;
   /** True once graceful shutdown began. */
   readonly draining: boolean;
+  /** Counters the sessions update (messages queued and refused, their octets). */
+  readonly traffic: { messages: number; bytes: number; refused: number };
   /** The connection is closed and the disconnect hook ran. */
   sessionClosed(session: SmtpSession): void;
 }

@@ -5,17 +5,23 @@
  * key is configured, it adds the next ARC set (ARC-Seal,
  * ARC-Message-Signature, ARC-Authentication-Results) on top of the message
  * once every check has reported, so that a forwarded message carries our
- * results. The cryptography is mailauth's (`mailauth/lib/arc`).
+ * results. The cryptography is mailauth's (`mailauth/lib/arc`); its DKIM pass
+ * is skipped (DKIM-Signature fields are dkim-verify's, whose results are on
+ * the transaction).
  */
+import { createRequire } from 'node:module';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ARCData } from 'mailauth';
 import { arc, createSeal } from 'mailauth/lib/arc/index.js';
-import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import type { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
-import { resinfo } from '../auth-results/format.ts';
+import { registeredResults, resinfo } from '../auth-results/format.ts';
+import type {} from '../auth-results/index.ts';
 import { readHeaderSection } from '../dkim-sign/header.ts';
 import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
@@ -83,14 +89,6 @@ export const schema = Type.Object(
       description: 'RSA keys of the chain shorter than this make it `fail` (RFC 8301 section 3.2).',
     }),
     seal: Type.Optional(Seal),
-    authservId: Type.Optional(
-      Type.String({
-        minLength: 1,
-        pattern: "^[!#$%&'*+\\-.0-9A-Z^_`a-z{|}~]+$",
-        description:
-          'The authserv-id of ARC-Authentication-Results (RFC 8617 section 4.1.1). Default: the server’s `hostname`; set it to `auth-results`’s if that has its own.',
-      }),
-    ),
   },
   { additionalProperties: false },
 );
@@ -106,7 +104,45 @@ const ARC_FIELD = /^arc-(?:seal|message-signature|authentication-results)[ \t]*:
 /** How much of the header section is looked at for ARC fields (longer ones are verified in full). */
 const HEADER_PEEK_BYTES = 1024 * 1024;
 
-type Verified = Awaited<ReturnType<typeof dkimVerify>>;
+/** What the verification pass leaves for the seal: the parsed headers, the chain, the body hash. */
+type Verified = Pick<Awaited<ReturnType<typeof dkimVerify>>, 'headers' | 'arc' | 'seal'>;
+
+/** The parts of mailauth's streaming DKIM verifier (`lib/dkim/dkim-verifier.js`, untyped) used here. */
+interface MailauthVerifier extends Writable {
+  prepareSignature(signature: { type?: string; skip?: boolean }): void;
+  readonly headers: Verified['headers'];
+  readonly arc: Verified['arc'] | undefined;
+  readonly seal: Verified['seal'] | undefined;
+}
+const { DkimVerifier } = createRequire(import.meta.url)('mailauth/lib/dkim/dkim-verifier.js') as {
+  DkimVerifier: new (options: object) => MailauthVerifier;
+};
+
+/**
+ * mailauth's verifier without its DKIM pass: DKIM-Signature fields are
+ * dkim-verify's business (its results are on the transaction and go into
+ * ARC-Authentication-Results), so here they are skipped (no key lookup, no
+ * body hash, no signature check) and only the newest ARC-Message-Signature is
+ * verified, which `arc()` needs for the chain.
+ */
+class ArcVerifier extends DkimVerifier {
+  override prepareSignature(signature: { type?: string; skip?: boolean }): void {
+    super.prepareSignature(signature);
+    if (signature.type === 'DKIM') signature.skip = true;
+  }
+}
+
+async function verifyArcSets(source: Readable, options: object): Promise<Verified> {
+  const verifier = new ArcVerifier(options);
+  await pipeline(source, verifier);
+  const { headers, arc, seal } = verifier;
+  // As dkimVerify returns them: each only when the verifier set it.
+  return {
+    ...(headers === undefined ? {} : { headers }),
+    ...(arc === undefined ? {} : { arc }),
+    ...(seal === undefined ? {} : { seal }),
+  };
+}
 
 /** What the seal needs from the verification pass (headers, the chain, the body hash). */
 interface SealInput {
@@ -122,7 +158,8 @@ export default definePlugin({
   async register(api, config) {
     validateActions('arc', config.actions);
     const resolver = mailauthResolver(api.server.dns);
-    const authservId = config.authservId ?? api.server.hostname;
+    // One authserv-id for the server: auth-results' (its `authservId`), else the hostname.
+    const authservId = () => api.service('authserv')?.id ?? api.server.hostname;
     const pending = new WeakMap<Transaction, SealInput>();
     const sealOptions =
       config.seal === undefined
@@ -153,7 +190,7 @@ export default definePlugin({
           }
         }
         // With `seal`, mailauth also hashes the body for the ARC-Message-Signature in the same pass.
-        const verified = await dkimVerify(message.stream(), {
+        const verified = await verifyArcSets(message.stream(), {
           resolver,
           minBitLength: config.minKeyBits,
           ...(sealOptions === undefined ? {} : { seal: { ...sealOptions } }),
@@ -194,12 +231,12 @@ export default definePlugin({
         const { verified, cv } = input;
         // Set on the seal options by the verification pass (relaxed body hash of the spooled message).
         const bodyHash = (verified.seal as { bodyHash?: string } | undefined)?.bodyHash;
-        const results = allResults(tx);
+        const results = registeredResults(allResults(tx));
         const authResults =
           // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
           results.length === 0
-            ? `${authservId}; none`
-            : `${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+            ? `${authservId()}; none`
+            : `${authservId()};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
         const sealed = await createSeal(false, {
           headers: verified.headers,
           ...(verified.arc === undefined ? {} : { arc: verified.arc }),

@@ -16,6 +16,35 @@ function pvalue(value: string): string {
   return TOKEN.test(value) || ADDRESS.test(value) ? value : quoted(value);
 }
 
+/**
+ * The methods of IANA's "Email Authentication Methods" registry (RFC 8601
+ * sections 2.7 and 6). Only these may appear in the field: a check that is
+ * not one (`dnsbl`, `helo`, a custom check) is for policy and the log, and
+ * a check that implements a registered method names it in `method`
+ * (`fcrdns` records `iprev`).
+ */
+export const REGISTERED_METHODS: ReadonlySet<string> = new Set([
+  'arc',
+  'auth',
+  'dkim',
+  'dkim-adsp',
+  'dkim-atps',
+  'dmarc',
+  'dnswl',
+  'domainkeys',
+  'iprev',
+  'rrvs',
+  'sender-id',
+  'smime',
+  'spf',
+  'vbr',
+]);
+
+/** The results the field may carry: those of registered methods, in order. */
+export function registeredResults(results: readonly RecordedResult[]): readonly RecordedResult[] {
+  return results.filter((r) => REGISTERED_METHODS.has(r.result.method ?? r.check));
+}
+
 /** One `method=result reason="..." ptype.property=value` clause. */
 export function resinfo(r: RecordedResult): string {
   const { result } = r;
@@ -32,4 +61,31 @@ export function resinfo(r: RecordedResult): string {
 export function authenticationResults(authservId: string, results: readonly RecordedResult[]): string {
   if (results.length === 0) return `Authentication-Results: ${authservId}; none`;
   return `Authentication-Results: ${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+}
+
+/**
+ * The authserv-id of an Authentication-Results field (`Authentication-Results:
+ * [CFWS] authserv-id [CFWS authres-version] ";" ...`), or undefined when it
+ * has none. Comments before it are skipped; a quoted authserv-id is unquoted.
+ */
+export function authservIdOf(field: string): string | undefined {
+  let value = field.slice(field.indexOf(':') + 1).replace(/\r\n/g, '');
+  // Comments (possibly nested) and white space before the authserv-id.
+  for (;;) {
+    value = value.replace(/^[ \t]+/, '');
+    if (!value.startsWith('(')) break;
+    let depth = 0;
+    let i = 0;
+    for (; i < value.length; i++) {
+      const c = value[i];
+      if (c === '\\') i++;
+      else if (c === '(') depth++;
+      else if (c === ')' && --depth === 0) break;
+    }
+    value = value.slice(i + 1);
+  }
+  const quoted = /^"((?:[^"\\]|\\.)*)"/.exec(value);
+  if (quoted) return quoted[1]?.replace(/\\(.)/g, '$1');
+  const token = /^[^\s;()"]+/.exec(value)?.[0];
+  return token === undefined || token === '' ? undefined : token;
 }

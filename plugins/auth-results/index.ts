@@ -3,12 +3,29 @@
  * recorded on the transaction (see docs/policy.md), with this server's
  * authserv-id; put on top of the message at the end of the `message` hook,
  * once every check (SPF at MAIL, DKIM and DMARC after the data) has reported.
+ * Fields of the arriving message that claim our authserv-id are forgeries
+ * (or our own, from a loop) and are removed first (RFC 8601 section 5).
+ *
+ * The authserv-id is published as the `authserv` service, so that every
+ * plugin naming this server in results (ARC's ARC-Authentication-Results)
+ * uses the same one.
  */
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { allResults } from '../policy/policy.ts';
-import { authenticationResults } from './format.ts';
+import { authenticationResults, authservIdOf, registeredResults } from './format.ts';
+
+/** The authserv-id this server writes in Authentication-Results (the `authserv` service). */
+export interface AuthservService {
+  readonly id: string;
+}
+
+declare module '../../core/plugin.ts' {
+  interface Services {
+    authserv: AuthservService;
+  }
+}
 
 export const schema = Type.Object(
   {
@@ -17,12 +34,17 @@ export const schema = Type.Object(
         minLength: 1,
         pattern: "^[!#$%&'*+\\-.0-9A-Z^_`a-z{|}~]+$",
         description:
-          'The authserv-id naming this server in the field (RFC 8601 2.5). Default: the server’s `hostname`.',
+          'The authserv-id naming this server in the field (RFC 8601 2.5), and in ARC-Authentication-Results (`arc` reads it). Default: the server’s `hostname`.',
       }),
     ),
     includeNone: Type.Boolean({
       default: true,
       description: 'Add `<authserv-id>; none` when no check reported anything (RFC 8601 2.2).',
+    }),
+    removeIncoming: Type.Boolean({
+      default: true,
+      description:
+        'Remove Authentication-Results fields of the arriving message that claim this authserv-id (RFC 8601 section 5: they are forged, or ours from a loop). Fields of other authserv-ids are kept.',
     }),
   },
   { additionalProperties: false },
@@ -34,10 +56,19 @@ export default definePlugin({
   schema,
   register(api, config) {
     const authservId = config.authservId ?? api.server.hostname;
+    const ours = authservId.toLowerCase();
+    api.provide('authserv', { id: authservId });
     // After every check (DKIM and DMARC record at the `message` hook), the field goes on top of the message.
     api.hooks.message.tap(
-      (tx, message) => {
-        const results = allResults(tx);
+      async (tx, message) => {
+        if (config.removeIncoming) {
+          const removed = await message.removeFields(
+            (name, field) => name === 'authentication-results' && authservIdOf(field)?.toLowerCase() === ours,
+          );
+          if (removed > 0)
+            tx.log.info({ removed }, 'removed incoming Authentication-Results claiming our authserv-id');
+        }
+        const results = registeredResults(allResults(tx));
         if (results.length > 0 || config.includeNone)
           message.prepend([authenticationResults(authservId, results)]);
         return undefined;

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { Reply } from '../../core/reply.ts';
 import type { DeliveryJob, DeliveryReport, Logger, RecipientResult } from '../../core/types.ts';
-import type { TlsSettings } from '../outbound/connection.ts';
+import { certificateFailure } from '../outbound/connection.ts';
 import { envelopeOf, type OutboundEnvelope } from '../outbound/envelope.ts';
 import { OutboundReplies } from '../outbound/local-replies.ts';
 import {
@@ -20,10 +20,12 @@ import {
   type SmtpClientOptions,
   type SmtpTimeouts,
 } from '../outbound/smtp-client.ts';
+import type { TlsFailureType, TlsReportSink } from '../outbound/tls-report.ts';
 import { type ConnectionPool, rcptMax } from './pool.ts';
 import { MxReplies } from './replies.ts';
 import { type AddressFamily, addressesOf, type Exchanger, resolveDestination } from './resolve.ts';
-import { clientTls, policyFor, type TlsPolicyLevel, type TlsPolicySource } from './tls-policy.ts';
+import { type ExchangerPolicy, type TlsPolicies, type TlsPolicy, testingProblem } from './tls-policy.ts';
+import { tlsRequiredNo } from './tls-required.ts';
 
 export interface Source {
   readonly address: string;
@@ -40,9 +42,9 @@ export interface MxDeliveryOptions {
   readonly literals: boolean;
   readonly families: readonly AddressFamily[];
   readonly maxRecipients: number;
-  readonly tlsSources: readonly TlsPolicySource[];
-  readonly tlsDefault: TlsPolicyLevel;
-  readonly ca: TlsSettings['ca'] | undefined;
+  readonly policies: TlsPolicies;
+  /** The `tlsReport` service, when a TLS reporting plugin publishes one. */
+  readonly tlsReport: () => TlsReportSink | undefined;
   readonly chunking: boolean;
   readonly timeouts: SmtpTimeouts;
   readonly clock: { now(): number };
@@ -58,6 +60,8 @@ interface Failure {
 export class MxDelivery {
   readonly #o: MxDeliveryOptions;
   #nextSource = 0;
+  /** Policies of jobs whose sessions are not reported (TLS reports themselves). */
+  readonly #unreported = new WeakSet<TlsPolicy>();
 
   constructor(options: MxDeliveryOptions) {
     this.#o = options;
@@ -82,12 +86,28 @@ export class MxDelivery {
     envelope = await inMemory(envelope, job.size);
     const ready = await prepareMessage(envelope);
     if (!ready.ok) return failed(envelope, ready);
+    const requireTls = envelope.requireTls === true;
+    // Read once, and only when a published policy would need it (RFC 8689 4.1: REQUIRETLS ignores it).
+    let tlsOptional: Promise<boolean> | undefined;
+    const read = envelope;
+    const policy = await o.policies.policyFor({
+      destination,
+      mxAuthenticated: resolution.authenticated,
+      requireTls,
+      tlsOptional: () => {
+        tlsOptional ??= tlsRequiredNo(read.stream());
+        return tlsOptional;
+      },
+    });
+    // A TLS report's own delivery is left out of the reports (`tlsReport` in outbound/tls-report.ts).
+    if (envelope.tlsReport === true) this.#unreported.add(policy);
+    this.#reportDiscovery(policy);
 
     // Usually one connection; another when the first may carry no more transactions (LIMITS MAILMAX).
     const results: RecipientResult[] = [];
     let rest: OutboundEnvelope = envelope;
     while (rest.recipients.length > 0) {
-      const conn = await this.#acquire(destination, resolution.exchangers, envelope, job.log);
+      const conn = await this.#acquire(destination, resolution.exchangers, policy, requireTls, job.log);
       if (!(conn instanceof ClientConnection)) {
         results.push(...failed(rest, conn).results);
         break;
@@ -108,11 +128,18 @@ export class MxDelivery {
   async #acquire(
     destination: string,
     exchangers: readonly Exchanger[],
-    envelope: OutboundEnvelope,
+    policy: TlsPolicy,
+    requireTls: boolean,
     log: Logger,
   ): Promise<ClientConnection | Failure> {
     const o = this.#o;
-    const taken = await o.pool.take(destination);
+    let taken = await o.pool.take(destination);
+    // A REQUIRETLS message needs authenticated TLS: an idle connection without it is no use to it.
+    while (taken.kind === 'connection' && requireTls && !taken.conn.tls?.authorized) {
+      taken.conn.close();
+      o.pool.release(destination, taken.conn);
+      taken = await o.pool.take(destination);
+    }
     if (taken.kind === 'dead') {
       return {
         status: 'deferred',
@@ -121,7 +148,7 @@ export class MxDelivery {
     }
     if (taken.kind === 'connection') return taken.conn;
     try {
-      return await this.#connect(destination, exchangers, envelope, log);
+      return await this.#connect(destination, exchangers, policy, requireTls, log);
     } catch (err) {
       // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
       o.pool.failed(destination, false);
@@ -166,15 +193,27 @@ export class MxDelivery {
   async #connect(
     destination: string,
     exchangers: readonly Exchanger[],
-    envelope: OutboundEnvelope,
+    policy: TlsPolicy,
+    requireTls: boolean,
     log: Logger,
   ): Promise<ClientConnection | Failure> {
     const o = this.#o;
-    const policy = await policyFor(destination, o.tlsSources, o.tlsDefault);
     let last: Failure | undefined;
     let dnsError: Reply | undefined;
     let tried = false;
     for (const exchanger of exchangers) {
+      const plan = await policy.forExchanger(exchanger);
+      const tlsPolicy = `${plan.source}/${plan.mode}`;
+      if (plan.refuse) {
+        // The policy rules this exchanger out: no connection, never plaintext instead.
+        log.info(
+          { mx: exchanger.name, tlsPolicy, reply: plan.refuse.reply },
+          'mail exchanger ruled out by the TLS policy',
+        );
+        if (plan.refuse.failure) this.#record(policy, plan, exchanger, undefined, plan.refuse.failure);
+        last = { status: plan.refuse.status, reply: plan.refuse.reply, mta: exchanger.name };
+        continue;
+      }
       const found = await addressesOf(exchanger, o.families, o.dns);
       if (found.kind === 'error') {
         dnsError ??= found.reply;
@@ -188,26 +227,45 @@ export class MxDelivery {
           target: { host: address, port: o.port },
           heloName: source?.heloName ?? o.heloName,
           ...(source ? { localAddress: source.address } : {}),
-          ...clientTls(policy, exchanger, o.ca),
+          tls: plan.tls,
+          tlsSettings: plan.tlsSettings,
           timeouts: o.timeouts,
           chunking: o.chunking,
           mtaName: exchanger.name,
           mtaAddress: address,
           log,
         };
-        const requireTls = envelope.requireTls === true;
         try {
-          const conn = await openWithFallback(options, requireTls, policy.level === 'may', log);
+          const conn = await openWithFallback(options, requireTls, plan.fallbackToClear, log);
           o.pool.opened(destination);
-          log.debug({ mx: exchanger.name, address, tls: policy.level }, 'connected');
+          const problem = plan.reportOnly ? testingProblem(plan, conn.tls, certificateFailure) : undefined;
+          const result = problem?.failure ?? plan.unauthenticated ?? 'success';
+          this.#record(policy, plan, exchanger, address, result, source?.address);
+          log.info(
+            {
+              mx: exchanger.name,
+              address,
+              tlsPolicy,
+              tls: conn.tls?.protocol ?? null,
+              authenticated: conn.tls?.authorized ?? false,
+              ...(problem ? { policyProblem: problem.failure, why: problem.reason } : {}),
+            },
+            problem ? 'connected; the TLS policy in testing mode failed' : 'connected',
+          );
           return conn;
         } catch (err) {
           if (!(err instanceof OpenFailure)) throw err;
+          if (err.tlsFailure) this.#record(policy, plan, exchanger, address, err.tlsFailure, source?.address);
+          // Name the policy in the reply: it is what the queue (and `queue show`) keeps.
+          const r =
+            err.tlsFailure === undefined
+              ? err.reply
+              : { ...err.reply, text: `${replyLine(err.reply)} (TLS policy ${tlsPolicy})` };
           log.info(
-            { mx: exchanger.name, address, reply: err.reply, tls: policy.level },
+            { mx: exchanger.name, address, reply: r, tlsPolicy, tlsFailure: err.tlsFailure ?? null },
             'mail exchanger not usable, trying the next',
           );
-          last = { status: err.status, reply: err.reply, mta: exchanger.name, mtaAddress: address };
+          last = { status: err.status, reply: r, mta: exchanger.name, mtaAddress: address };
         }
       }
     }
@@ -215,6 +273,46 @@ export class MxDelivery {
     if (last) return last.status === 'failed' ? last : { ...last, status: 'deferred' };
     if (dnsError) return { status: 'deferred', reply: dnsError };
     return { status: 'failed', reply: MxReplies.noAddress(destination) };
+  }
+
+  /** Tell the `tlsReport` service about one session (or a policy failure before any). */
+  #record(
+    policy: TlsPolicy,
+    plan: ExchangerPolicy,
+    exchanger: Exchanger,
+    address: string | undefined,
+    result: 'success' | TlsFailureType,
+    sendingIp?: string,
+  ): void {
+    const scope = plan.report;
+    if (!scope || this.#unreported.has(policy)) return;
+    this.#o.tlsReport()?.record({
+      policyDomain: policy.destination,
+      policyType: scope.policyType,
+      policyStrings: scope.policyStrings,
+      mxHosts: scope.mxHosts,
+      result,
+      at: this.#o.clock.now(),
+      receivingMxHostname: exchanger.name,
+      ...(address === undefined ? {} : { receivingIp: address }),
+      ...(sendingIp === undefined ? {} : { sendingMtaIp: sendingIp }),
+    });
+  }
+
+  /** MTA-STS discovery failures (the policy could not be fetched or was invalid) are reported once per lookup. */
+  #reportDiscovery(policy: TlsPolicy): void {
+    const failure = policy.sts?.failure;
+    if (!failure || this.#unreported.has(policy)) return;
+    const cached = policy.sts?.kind === 'policy' ? policy.sts.policy : undefined;
+    this.#o.tlsReport()?.record({
+      policyDomain: policy.destination,
+      policyType: 'sts',
+      policyStrings: cached?.lines ?? [],
+      mxHosts: cached?.mx ?? [],
+      result: failure.type,
+      at: this.#o.clock.now(),
+      failureReasonCode: failure.reason.slice(0, 200),
+    });
   }
 
   /** The next configured source address of the target's family, in turn. */
@@ -293,6 +391,10 @@ async function inMemory(envelope: OutboundEnvelope, size: number | undefined): P
   }
   const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
   return { ...envelope, stream: () => Readable.from([data]) };
+}
+
+function replyLine(r: Reply): string {
+  return typeof r.text === 'string' ? r.text : r.text.join(' ');
 }
 
 function failed(envelope: OutboundEnvelope, f: Failure): DeliveryReport {

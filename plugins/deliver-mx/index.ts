@@ -6,21 +6,23 @@
  * matches `domains`.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { definePlugin } from '../../core/plugin.ts';
 import { clientTimeouts } from '../outbound/client-schema.ts';
 import { claims, domainMatcher } from '../outbound/routing.ts';
 import { MxDelivery } from './deliver.ts';
+import { MtaStsPolicies } from './mta-sts.ts';
 import { ConnectionPool } from './pool.ts';
 import { normalName } from './resolve.ts';
 import { schema } from './schema.ts';
-import { tableSource } from './tls-policy.ts';
+import { TlsPolicies } from './tls-policy.ts';
 
 export { schema };
 
 export default definePlugin({
   name: 'deliver-mx',
   description:
-    'Delivers to the Internet by MX: RFC 5321 routing, null MX, pooled connections per destination, TLS policies.',
+    'Delivers to the Internet by MX: RFC 5321 routing, null MX, pooled connections per destination, TLS policies (DANE, MTA-STS, table).',
   schema,
   async register(api, config) {
     const pool = new ConnectionPool(
@@ -38,6 +40,28 @@ export default definePlugin({
       api.server.clock,
     );
     const heloName = config.heloName ?? api.server.hostname;
+    let mtaSts: MtaStsPolicies | undefined;
+    if (config.mtaSts.enabled) {
+      mtaSts = new MtaStsPolicies({
+        dns: api.server.dns,
+        clock: api.server.clock,
+        file: join(api.server.dataDir, api.name, 'mta-sts.json'),
+        ca: config.mtaSts.caFile === undefined ? undefined : await readFile(config.mtaSts.caFile),
+        port: config.mtaSts.port,
+        timeout: config.mtaSts.timeout,
+        log: api.log,
+      });
+      await mtaSts.load();
+    }
+    const policies = new TlsPolicies({
+      table: config.tlsPolicies,
+      fallback: config.tlsPolicy,
+      dns: api.server.dns,
+      ca: config.caFile === undefined ? undefined : await readFile(config.caFile),
+      dane: config.dane,
+      mtaSts,
+      clock: api.server.clock,
+    });
     const delivery = new MxDelivery({
       dns: api.server.dns,
       pool,
@@ -48,9 +72,8 @@ export default definePlugin({
       literals: config.addressLiterals,
       families: config.addressFamilies,
       maxRecipients: config.maxRecipients,
-      tlsSources: [tableSource(config.tlsPolicies)],
-      tlsDefault: config.tlsPolicy,
-      ca: config.caFile === undefined ? undefined : await readFile(config.caFile),
+      policies,
+      tlsReport: () => api.service('tlsReport'),
       chunking: config.chunking,
       timeouts: clientTimeouts(config.timeouts),
       clock: api.server.clock,

@@ -23,7 +23,13 @@ export interface Exchanger {
 }
 
 export type Resolution =
-  | { readonly kind: 'exchangers'; readonly exchangers: readonly Exchanger[]; readonly implicit: boolean }
+  | {
+      readonly kind: 'exchangers';
+      readonly exchangers: readonly Exchanger[];
+      readonly implicit: boolean;
+      /** The MX lookup was DNSSEC-authenticated (trusted AD bit): DANE may apply (RFC 7672 2.2.1). */
+      readonly authenticated: boolean;
+    }
   | { readonly kind: 'fail'; readonly status: 'failed' | 'deferred'; readonly reply: Reply };
 
 export type AddressFamily = 'ipv4' | 'ipv6';
@@ -58,7 +64,12 @@ export async function resolveDestination(destination: string, o: ResolveOptions)
     case 'nodata':
       // RFC 5321 5.1: no MX records, the domain itself is the implicit MX (its A/AAAA are looked up when tried).
       if (o.localNames.has(domain)) return fail('failed', R.loopsBack(domain));
-      return { kind: 'exchangers', exchangers: [{ name: domain, preference: 0 }], implicit: true };
+      return {
+        kind: 'exchangers',
+        exchangers: [{ name: domain, preference: 0 }],
+        implicit: true,
+        authenticated: mx.authenticated,
+      };
     case 'answer':
       break;
   }
@@ -73,7 +84,7 @@ export async function resolveDestination(destination: string, o: ResolveOptions)
   const self = sorted.find((e) => o.localNames.has(e.name));
   const usable = self === undefined ? sorted : sorted.filter((e) => e.preference < self.preference);
   if (usable.length === 0) return fail('failed', R.loopsBack(domain));
-  return { kind: 'exchangers', exchangers: usable, implicit: false };
+  return { kind: 'exchangers', exchangers: usable, implicit: false, authenticated: mx.authenticated };
 }
 
 /** Ascending preference; equal preferences shuffled (RFC 5321 5.1 spreads the load among them). */
@@ -92,6 +103,7 @@ function literal(destination: string, enabled: boolean): Resolution {
     kind: 'exchangers',
     exchangers: [{ name: address, preference: 0, addresses: [address] }],
     implicit: true,
+    authenticated: false,
   };
 }
 

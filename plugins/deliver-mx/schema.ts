@@ -3,10 +3,18 @@ import Type, { type Static } from 'typebox';
 import { ChunkingProperty, TimeoutsSchema } from '../outbound/client-schema.ts';
 
 const LEVELS =
-  '`none`: no STARTTLS; `may`: STARTTLS when offered, any certificate; `encrypt`: STARTTLS or defer (4.7.4), any certificate; `verify`: STARTTLS with a certificate that verifies and names the MX host, or defer.';
+  'DANE (when the MX host publishes usable TLSA records under DNSSEC) and then MTA-STS (when the domain publishes an enforce or testing policy) take precedence; otherwise: `may`: STARTTLS when offered, any certificate; `encrypt`: STARTTLS or defer (4.7.4), any certificate; `verify`: STARTTLS with a certificate that verifies and names the MX host, or defer. `none`: no STARTTLS, and neither DANE nor MTA-STS is consulted. `dane`: DANE when it applies, else `may` (MTA-STS not consulted); `dane-only`: DANE or defer; `mta-sts`: MTA-STS when published, else `may` (DANE not consulted).';
 const Level = (options: { default?: string; description: string }) =>
   Type.Union(
-    [Type.Literal('none'), Type.Literal('may'), Type.Literal('encrypt'), Type.Literal('verify')],
+    [
+      Type.Literal('none'),
+      Type.Literal('may'),
+      Type.Literal('encrypt'),
+      Type.Literal('verify'),
+      Type.Literal('dane'),
+      Type.Literal('dane-only'),
+      Type.Literal('mta-sts'),
+    ],
     options,
   );
 
@@ -128,8 +136,42 @@ export const schema = Type.Object(
     caFile: Type.Optional(
       Type.String({
         minLength: 1,
-        description: 'PEM file of CA certificates to trust for `verify` instead of the system store.',
+        description:
+          'PEM file of CA certificates to trust for `verify` and MTA-STS MX certificates instead of the system store.',
       }),
+    ),
+    dane: Type.Boolean({
+      default: true,
+      description:
+        'DANE (RFC 7672): look up TLSA records of MX hosts whose MX lookup was DNSSEC-authenticated. Takes effect only with a validating resolver trusted by `dns.trustAd`.',
+    }),
+    mtaSts: Type.Object(
+      {
+        enabled: Type.Boolean({
+          default: true,
+          description:
+            'MTA-STS (RFC 8461): look up `_mta-sts.<domain>` and apply the published policy; policies are cached for their `max_age` under the data directory.',
+        }),
+        caFile: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              'PEM file of more CA certificates to trust for policy hosts (`mta-sts.<domain>`), besides the default ones.',
+          }),
+        ),
+        timeout: Type.Integer({
+          minimum: 1,
+          default: 60_000,
+          description: 'Milliseconds a policy fetch may take in all (RFC 8461 3.3 suggests a minute).',
+        }),
+        port: Type.Integer({
+          minimum: 1,
+          maximum: 65535,
+          default: 443,
+          description: 'HTTPS port of policy hosts: 443; another only for tests.',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'MTA-STS policy discovery.' },
     ),
     chunking: ChunkingProperty,
     timeouts: TimeoutsSchema,

@@ -6,86 +6,9 @@
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { BodyHasher, type Canon, canonField, type Field, signedHeaderData } from '../dkim/canon.ts';
 
-export type Canon = 'simple' | 'relaxed';
-
-const WSP_RUN = /[ \t]+/g;
-
-/** Canonicalises and hashes a body given in chunks (CRLF line endings, as the spool holds them). */
-export class BodyHasher {
-  readonly #hash = createHash('sha256');
-  readonly #relaxed: boolean;
-  #partial: Buffer = Buffer.alloc(0);
-  #emptyLines = 0;
-  #any = false;
-
-  constructor(canon: Canon) {
-    this.#relaxed = canon === 'relaxed';
-  }
-
-  update(chunk: Buffer): void {
-    let data = this.#partial.length > 0 ? Buffer.concat([this.#partial, chunk]) : chunk;
-    let start = 0;
-    for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
-      const end = nl > start && data[nl - 1] === 13 ? nl - 1 : nl;
-      this.#line(data.subarray(start, end));
-      start = nl + 1;
-    }
-    data = data.subarray(start);
-    this.#partial = Buffer.from(data);
-  }
-
-  #line(raw: Buffer): void {
-    let line = raw;
-    if (this.#relaxed) {
-      const text = raw.toString('latin1').replace(WSP_RUN, ' ').replace(/ $/, '');
-      line = Buffer.from(text, 'latin1');
-    }
-    if (line.length === 0) {
-      this.#emptyLines++;
-      return;
-    }
-    for (; this.#emptyLines > 0; this.#emptyLines--) this.#hash.update('\r\n');
-    this.#hash.update(line);
-    this.#hash.update('\r\n');
-    this.#any = true;
-  }
-
-  /** The `bh=` value. An empty body is CRLF in simple and nothing in relaxed canonicalisation (3.4.3, 3.4.4). */
-  digest(): string {
-    if (this.#partial.length > 0) this.#line(this.#partial);
-    if (!this.#any && !this.#relaxed) this.#hash.update('\r\n');
-    return this.#hash.digest('base64');
-  }
-}
-
-/** One header field as it stands in the message (folded lines joined by CRLF, no final CRLF). */
-export interface Field {
-  readonly name: string;
-  readonly raw: string;
-}
-
-/** The header section's fields, in order. */
-export function parseFields(section: string): Field[] {
-  const out: Field[] = [];
-  for (const raw of section.replace(/\r\n$/, '').split(/\r\n(?![ \t])/)) {
-    const colon = raw.indexOf(':');
-    if (colon > 0) out.push({ name: raw.slice(0, colon).trim().toLowerCase(), raw });
-  }
-  return out;
-}
-
-function canonField(raw: string, canon: Canon): string {
-  if (canon === 'simple') return raw;
-  const colon = raw.indexOf(':');
-  const name = raw.slice(0, colon).trim().toLowerCase();
-  const value = raw
-    .slice(colon + 1)
-    .replace(/\r\n/g, '')
-    .replace(WSP_RUN, ' ')
-    .trim();
-  return `${name}:${value}`;
-}
+export { type Canon, parseFields } from '../dkim/canon.ts';
 
 export interface SignOptions {
   readonly domain: string;
@@ -110,16 +33,7 @@ export function signatureField(fields: readonly Field[], o: SignOptions): string
     const n = fields.filter((f) => f.name === name).length + (o.oversign.has(name) ? 1 : 0);
     for (let i = 0; i < n; i++) h.push(name);
   }
-  // Each listed name takes the next instance from the bottom; a name with none left adds nothing (5.4.2).
-  const used = new Map<string, number>();
-  let data = '';
-  for (const name of h) {
-    const instances = fields.filter((f) => f.name === name);
-    const k = used.get(name) ?? 0;
-    used.set(name, k + 1);
-    const field = instances[instances.length - 1 - k];
-    if (field) data += `${canonField(field.raw, o.headerCanon)}\r\n`;
-  }
+  let data = signedHeaderData(fields, h, o.headerCanon);
   const head =
     `DKIM-Signature: v=1; a=${ed ? 'ed25519-sha256' : 'rsa-sha256'}; c=${o.headerCanon}/${o.bodyCanon};` +
     ` d=${o.domain}; s=${o.selector};\r\n\tt=${o.time}; bh=${o.bodyHash};\r\n\th=${h.join(':')};\r\n\tb=`;

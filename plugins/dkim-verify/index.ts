@@ -1,16 +1,17 @@
 /**
  * DKIM verification (RFC 6376) of every signature of an arriving message, in
- * the `message` hook, reading the spooled message as a stream. Each
- * signature's result is recorded on the transaction (check `dkim`, see
- * docs/policy.md); the `actions` map decides on the best of them (by default
- * nothing is refused: DMARC and other policy read the results).
+ * the `message` hook, reading the spooled message as a stream once
+ * (`plugins/dkim/verify.ts`). Each signature's result is recorded on the
+ * transaction (check `dkim`, see docs/policy.md); the `actions` map decides
+ * on the best of them (by default nothing is refused: DMARC and other policy
+ * read the results).
  */
-import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
-import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import { KeyCache, type SignatureVerdict, verifyMessage } from '../dkim/verify.ts';
+import { messageSource } from '../policy/message-source.ts';
 import {
   actionsSchema,
   type CheckResult,
@@ -29,6 +30,8 @@ export interface DkimResult extends CheckResult {
   readonly selector?: string;
   /** The algorithm (`a=`), e.g. `rsa-sha256`, `ed25519-sha256`. */
   readonly algorithm?: string;
+  /** `l=`: the signature covers only this many octets of the body (content after them is unsigned). */
+  readonly bodyLength?: number;
   /** The key record has `t=y`: the domain is testing DKIM. */
   readonly testing?: boolean;
 }
@@ -47,47 +50,20 @@ export const schema = Type.Object(
       default: 1024,
       description: 'RSA keys shorter than this fail as `permerror` (RFC 8301 section 3.2: at least 1024).',
     }),
+    maxSignatures: Type.Integer({
+      minimum: 1,
+      default: 10,
+      description:
+        'Signatures checked per message, from the top; those past it are not checked (nor recorded), and a log line says how many. Each costs a key lookup and a signature check.',
+    }),
+    clockSkew: Type.Integer({
+      minimum: 0,
+      default: 300,
+      description: 'Seconds a signature’s `t=` may lie in the future before the signature is `neutral`.',
+    }),
   },
   { additionalProperties: false },
 );
-
-/** Key record problems: the signature cannot be verified, and will not be later (RFC 6376 section 6.1.2). */
-const KEY_ERRORS = new Set([
-  'no key',
-  'unknown key version',
-  'unknown key type',
-  'invalid public key',
-  'inappropriate hash algorithm',
-  'key not for email',
-]);
-
-/** mailauth's status to the result values of RFC 8601 section 2.7.1. */
-function toResult(status: { result: string; comment?: string }): {
-  result: ResultValue;
-  reason?: string;
-} {
-  const reason = status.comment;
-  const withReason = <R extends ResultValue>(result: R) => (reason ? { result, reason } : { result });
-  switch (status.result) {
-    case 'pass':
-    case 'fail':
-    case 'temperror':
-    case 'permerror':
-      return withReason(status.result);
-    case 'temperr':
-      return withReason('temperror');
-    case 'policy':
-      return { result: 'permerror', reason: reason ?? 'weak key' };
-    case 'neutral':
-      // A body hash mismatch fails verification (RFC 6376 6.1.3, RFC 8601 2.7.1); mailauth's lenient mode says neutral.
-      if (reason === 'body hash did not verify') return { result: 'fail', reason };
-      return reason !== undefined && KEY_ERRORS.has(reason)
-        ? { result: 'permerror', reason }
-        : withReason('neutral');
-    default:
-      return withReason('neutral');
-  }
-}
 
 /** RFC 7372: 5.7.20 "No passing DKIM signature found". */
 const REPLIES: DefaultReplies = {
@@ -110,33 +86,24 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dkim-verify', config.actions);
-    const resolver = mailauthResolver(api.server.dns);
+    // Parsed public keys, by key record: a key is parsed once, not per message.
+    const keys = new KeyCache();
     api.hooks.message.tap(
       async (tx, message) => {
-        const sender = tx.from.address?.address;
-        const out = await dkimVerify(message.stream(), {
-          resolver,
-          minBitLength: config.minKeyBits,
-          // RFC 8301 section 3.1: rsa-sha1 signatures are not valid (a permerror, "weak algorithm").
-          rejectRsaSha1: true,
-          ...(sender === undefined ? {} : { sender }),
+        const verified = await verifyMessage(await messageSource(message), {
+          dns: api.server.dns,
+          now: api.server.clock.now(),
+          minKeyBits: config.minKeyBits,
+          maxSignatures: config.maxSignatures,
+          clockSkew: config.clockSkew,
+          keys,
         });
-        const results: DkimResult[] = out.results
-          .filter((r) => r.signingDomain !== undefined || r.status.result !== 'none')
-          .map((r) => {
-            const properties: Record<string, string> = {};
-            if (r.signingDomain !== undefined) properties['header.d'] = r.signingDomain;
-            if (r.selector !== undefined) properties['header.s'] = r.selector;
-            if (r.algo !== undefined) properties['header.a'] = r.algo;
-            return {
-              ...toResult(r.status),
-              ...(r.signingDomain === undefined ? {} : { domain: r.signingDomain }),
-              ...(r.selector === undefined ? {} : { selector: r.selector }),
-              ...(r.algo === undefined ? {} : { algorithm: r.algo }),
-              ...(r.status.testing ? { testing: true } : {}),
-              properties,
-            };
-          });
+        if (verified.skipped > 0)
+          tx.log.info(
+            { checked: config.maxSignatures, skipped: verified.skipped },
+            'DKIM: signatures past maxSignatures not checked',
+          );
+        const results: DkimResult[] = verified.signatures.map(toResult);
         if (results.length === 0) results.push({ result: 'none' });
         for (const r of results) recordResult(tx, 'dkim', r);
         tx.log.debug({ dkim: results }, 'DKIM verified');
@@ -146,3 +113,23 @@ export default definePlugin({
     );
   },
 });
+
+/** A signature's verdict as recorded, with its RFC 8601 properties (`header.d`, `header.i`, ...). */
+function toResult(v: SignatureVerdict): DkimResult {
+  const properties: Record<string, string> = {};
+  if (v.domain !== undefined) properties['header.d'] = v.domain;
+  if (v.identity !== undefined) properties['header.i'] = v.identity;
+  if (v.selector !== undefined) properties['header.s'] = v.selector;
+  if (v.algorithm !== undefined) properties['header.a'] = v.algorithm;
+  if (v.b !== undefined) properties['header.b'] = v.b;
+  return {
+    result: v.result,
+    ...(v.reason === undefined ? {} : { reason: v.reason }),
+    ...(v.domain === undefined ? {} : { domain: v.domain }),
+    ...(v.selector === undefined ? {} : { selector: v.selector }),
+    ...(v.algorithm === undefined ? {} : { algorithm: v.algorithm }),
+    ...(v.bodyLength === undefined ? {} : { bodyLength: v.bodyLength }),
+    ...(v.testing ? { testing: true } : {}),
+    properties,
+  };
+}

@@ -7,13 +7,17 @@
  * `sp` for subdomains, sampled by `pct`: a message outside the sample gets the
  * next milder policy, RFC 7489 6.6.4) unless `actions` names that result.
  */
+
+import { resolve } from 'node:path';
 import { dmarc as checkDmarc } from 'mailauth/lib/dmarc/index.js';
 import Type from 'typebox';
+import { TtlCache } from '../../core/dns/cache.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
 import type { Transaction } from '../../core/types.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import { headerSection } from '../policy/message-source.ts';
 import {
   actionsSchema,
   allResults,
@@ -24,7 +28,7 @@ import {
   resultsOf,
   validateActions,
 } from '../policy/policy.ts';
-import { readHeaderSection } from '../queue/message-read.ts';
+import { AggregateRecorder } from './aggregate.ts';
 import { authorDomains, fromFields } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
@@ -59,6 +63,27 @@ export const schema = Type.Object(
       description:
         'For a `fail` that `actions` does not name, do what the domain publishes: `p=reject` refuses (550 5.7.26), `p=quarantine` quarantines, `p=none` accepts.',
     }),
+    cacheTtl: Type.Integer({
+      minimum: 0,
+      default: 60,
+      description:
+        'Seconds an evaluation is reused for the same author domain and the same SPF- and DKIM-authenticated domains (never longer than the DNS records it read live; `temperror` is not kept; `pct` is still sampled per message). 0: no cache.',
+    }),
+    cacheSize: Type.Integer({
+      minimum: 1,
+      default: 10000,
+      description: 'Evaluations kept at most (least recently used dropped first).',
+    }),
+    aggregateData: Type.Boolean({
+      default: true,
+      description:
+        'Record aggregate-report data (RFC 7489 7.2): per UTC day, messages counted by author domain, source IP, disposition and aligned DKIM/SPF results, in `<dataDir>/dmarc/<YYYY-MM-DD>.json`. Sending reports is not done yet.',
+    }),
+    aggregateFlushSeconds: Type.Integer({
+      minimum: 1,
+      default: 300,
+      description: 'Seconds between writes of the aggregate data (and once at shutdown).',
+    }),
     maxHeaderSize: Type.Integer({
       minimum: 1024,
       default: 65536,
@@ -92,7 +117,26 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dmarc', config.actions);
-    const resolver = mailauthResolver(api.server.dns);
+    const clock = api.server.clock;
+    type Evaluation = Awaited<ReturnType<typeof checkDmarc>>;
+    const cache = new TtlCache<Evaluation>(config.cacheTtl > 0 ? config.cacheSize : 0);
+
+    /** mailauth's evaluation, or the one made for the same inputs while its DNS records live. */
+    async function evaluate(input: Parameters<typeof checkDmarc>[0]): Promise<Evaluation> {
+      const key = JSON.stringify([input.headerFrom, input.fromFields, input.spfDomains, input.dkimDomains]);
+      const hit = cache.get(key, clock.now());
+      if (hit) return hit.value;
+      let ttl = config.cacheTtl;
+      const found = await checkDmarc({
+        ...input,
+        resolver: mailauthResolver(api.server.dns, (t) => {
+          ttl = Math.min(ttl, t);
+        }),
+      });
+      if (ttl > 0 && (found === false || found.status.result !== 'temperror'))
+        cache.set(key, found, clock.now() + ttl * 1000);
+      return found;
+    }
 
     function authenticated(tx: Transaction) {
       const spfDomains = resultsOf(tx, 'spf')
@@ -108,6 +152,21 @@ export default definePlugin({
       return { spfDomains, dkimDomains };
     }
 
+    // Aggregate-report data: counted per message, written now and then and at shutdown.
+    const aggregate = config.aggregateData
+      ? new AggregateRecorder(resolve(api.server.dataDir, 'dmarc'))
+      : undefined;
+    if (aggregate !== undefined) {
+      const write = () =>
+        aggregate.flush().catch((err: unknown) => api.log.error({ err }, 'DMARC aggregate data not written'));
+      const timer = setInterval(write, config.aggregateFlushSeconds * 1000);
+      timer.unref();
+      api.onClose(async () => {
+        clearInterval(timer);
+        await write();
+      });
+    }
+
     function enforce(tx: Transaction, result: DmarcResult): Reply | undefined {
       if (config.actions[result.result] !== undefined)
         return decide(tx, 'dmarc', result.result, config.actions, { reject: REJECT, tempfail: TEMPFAIL });
@@ -121,14 +180,13 @@ export default definePlugin({
     api.hooks.message.tap(
       async (tx, message) => {
         if (tx.session.user !== undefined) return undefined;
-        const head = await readHeaderSection(message.stream(), config.maxHeaderSize);
+        const head = await headerSection(message, config.maxHeaderSize);
         const fields = fromFields(head.toString('latin1'));
         const domains = [...new Set(fields.flatMap(authorDomains))];
-        const found = await checkDmarc({
+        const found = await evaluate({
           headerFrom: domains,
           fromFields: fields.length,
           ...authenticated(tx),
-          resolver,
         });
         let result: DmarcResult;
         if (found === false) {
@@ -140,7 +198,7 @@ export default definePlugin({
           const value = asResultValue(found.status.result) ?? 'temperror';
           let applied: DmarcPolicy | undefined;
           if (value === 'fail' && policy !== undefined)
-            applied = pct >= 100 || Math.random() * 100 < pct ? policy : milder(policy);
+            applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
           const spf = found.alignment?.spf?.result;
           const dkim = found.alignment?.dkim?.result;
           result = {
@@ -158,7 +216,26 @@ export default definePlugin({
         }
         recordResult(tx, 'dmarc', result);
         tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
-        return enforce(tx, result);
+        const verdict = enforce(tx, result);
+        // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
+        if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {
+          const disposition =
+            verdict !== undefined
+              ? 'reject'
+              : tx.notes.policy?.quarantine?.check === 'dmarc'
+                ? 'quarantine'
+                : 'none';
+          aggregate.add(api.server.clock.now(), {
+            headerFrom: result.domain,
+            // An IPv4 client on a dual-stack socket is reported as IPv4.
+            sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
+            disposition,
+            dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
+            spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
+            policy: result.policy,
+          });
+        }
+        return verdict;
       },
       // After the checks whose results it reads (dkim-verify records at `EARLY`, spf at MAIL FROM).
       { stage: Stage.LATE },

@@ -3,9 +3,12 @@
  * implicit TLS or STARTTLS, replies read with a deadline, writes that honour
  * backpressure. Knows nothing about mail transactions (see smtp-client.ts).
  */
+
+import { X509Certificate } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
-import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type DetailedPeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { type RemoteReply, ReplyReader, ReplySyntaxError } from './reply-reader.ts';
+import type { TlsFailureType } from './tls-report.ts';
 
 /** Where to connect: a TCP host and port, or a Unix socket path. */
 export type Target =
@@ -22,6 +25,19 @@ export interface TlsSettings {
   readonly ca?: string | Buffer | ReadonlyArray<string | Buffer>;
   /** Lowest TLS version accepted (default TLSv1.2). */
   readonly minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /**
+   * A check of the client's own after the handshake (DANE, RFC 7672), used with
+   * `rejectUnauthorized: false`: given the chain the server presented (leaf
+   * first), a problem ends the connection as a certificate failure; none makes
+   * the session `authorized`.
+   */
+  readonly verify?: (chain: readonly X509Certificate[]) => CertificateProblem | undefined;
+}
+
+/** Why a certificate was not accepted: the TLS-RPT result type (RFC 8460 4.3.2.1) and a reason for logs. */
+export interface CertificateProblem {
+  readonly failure: TlsFailureType;
+  readonly reason: string;
 }
 
 export type ConnectionErrorKind = 'connect' | 'timeout' | 'closed' | 'protocol' | 'tls';
@@ -33,24 +49,33 @@ export class ConnectionError extends Error {
   readonly certificate: boolean;
   /** For `timeout`: what the client was waiting for. */
   readonly stage: string | undefined;
+  /** For `tls`: the failure as TLS reporting (RFC 8460) names it. */
+  readonly tlsFailure: TlsFailureType | undefined;
   constructor(
     kind: ConnectionErrorKind,
     message: string,
-    options?: { cause?: unknown; certificate?: boolean; stage?: string },
+    options?: { cause?: unknown; certificate?: boolean; stage?: string; tlsFailure?: TlsFailureType },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ConnectionError';
     this.kind = kind;
     this.certificate = options?.certificate ?? false;
     this.stage = options?.stage;
+    this.tlsFailure = options?.tlsFailure ?? (kind === 'tls' ? 'validation-failure' : undefined);
   }
 }
 
 export interface TlsState {
   readonly protocol: string;
   readonly cipher: string;
-  /** The certificate verified (chain and host name). */
+  /**
+   * The certificate was checked and passed: the chain and host name verified
+   * under `rejectUnauthorized`, or the settings' own `verify` accepted it. A
+   * certificate nobody asked to check is not `authorized`.
+   */
   readonly authorized: boolean;
+  /** Why the chain or host name did not verify against the trusted CAs (an OpenSSL/Node code), checked or not. */
+  readonly verifyError: string | undefined;
 }
 
 const isIp = (host: string): boolean => /^[\d.]+$/.test(host) || host.includes(':');
@@ -58,6 +83,25 @@ const isIp = (host: string): boolean => /^[\d.]+$/.test(host) || host.includes('
 /** Certificate verification failures, as opposed to handshake failures. */
 const CERT_ERROR =
   /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ISSUER|DEPTH_ZERO|CHAIN|HOSTNAME|UNTRUSTED|EXPIRED/i;
+
+/** A certificate verification error code as a TLS-RPT result type (RFC 8460 4.3.2.1). */
+export function certificateFailure(code: string): TlsFailureType {
+  if (/ALTNAME|HOSTNAME/i.test(code)) return 'certificate-host-mismatch';
+  if (/EXPIRED|NOT_YET_VALID/i.test(code)) return 'certificate-expired';
+  if (/SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ISSUER|UNTRUSTED|DEPTH_ZERO|CHAIN/i.test(code))
+    return 'certificate-not-trusted';
+  return 'validation-failure';
+}
+
+function tlsError(err: NodeJS.ErrnoException): ConnectionError {
+  const code = err.code ?? err.message;
+  const cert = CERT_ERROR.test(code);
+  return new ConnectionError('tls', err.message, {
+    cause: err,
+    certificate: cert,
+    tlsFailure: cert ? certificateFailure(code) : 'validation-failure',
+  });
+}
 
 function tlsOptions(target: Target, settings: TlsSettings) {
   const servername =
@@ -111,7 +155,7 @@ export class SmtpConnection {
           const cert = implicitTls !== undefined && CERT_ERROR.test(err.code ?? err.message);
           reject(
             implicitTls && (cert || !err.syscall)
-              ? new ConnectionError('tls', err.message, { cause: err, certificate: cert })
+              ? tlsError(err)
               : new ConnectionError('connect', err.message, { cause: err }),
           );
         });
@@ -122,7 +166,14 @@ export class SmtpConnection {
     }
     socket.setNoDelay(true);
     const conn = new SmtpConnection(socket, target);
-    if (implicitTls) conn.#tls = tlsState(socket as TLSSocket);
+    if (implicitTls) {
+      try {
+        conn.#tls = checkedTlsState(socket as TLSSocket, implicitTls);
+      } catch (err) {
+        socket.destroy();
+        throw err;
+      }
+    }
     return conn;
   }
 
@@ -279,11 +330,11 @@ export class SmtpConnection {
         });
         secure.once('error', (err: NodeJS.ErrnoException) => {
           clearTimeout(timer);
-          const cert = CERT_ERROR.test(err.code ?? err.message);
-          reject(new ConnectionError('tls', err.message, { cause: err, certificate: cert }));
+          reject(tlsError(err));
         });
         raw.once('close', () => reject(new ConnectionError('closed', 'closed during the TLS handshake')));
       });
+      this.#tls = checkedTlsState(secure, settings);
     } catch (err) {
       secure.destroy();
       raw.destroy();
@@ -292,7 +343,6 @@ export class SmtpConnection {
     }
     this.#socket = secure;
     this.#attach(secure);
-    this.#tls = tlsState(secure);
     return this.#tls;
   }
 
@@ -329,10 +379,34 @@ function netOptions(
   };
 }
 
-function tlsState(socket: TLSSocket): TlsState {
+/** The session's state after the settings' own `verify` ran; throws a `tls` ConnectionError when it refused the certificate. */
+function checkedTlsState(socket: TLSSocket, settings: TlsSettings): TlsState {
+  let authorized = settings.rejectUnauthorized && socket.authorized;
+  if (settings.verify) {
+    const problem = settings.verify(peerChain(socket));
+    if (problem) {
+      throw new ConnectionError('tls', problem.reason, { certificate: true, tlsFailure: problem.failure });
+    }
+    authorized = true;
+  }
+  const error = socket.authorizationError as unknown;
   return {
     protocol: socket.getProtocol() ?? 'unknown',
     cipher: socket.getCipher()?.name ?? 'unknown',
-    authorized: socket.authorized,
+    authorized,
+    verifyError: socket.authorized ? undefined : error instanceof Error ? error.message : String(error ?? ''),
   };
+}
+
+/** The certificates the server presented, leaf first (as far as they link by issuer). */
+function peerChain(socket: TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (cert?.raw && !seen.has(cert.fingerprint256)) {
+    seen.add(cert.fingerprint256);
+    chain.push(new X509Certificate(cert.raw));
+    cert = cert.issuerCertificate;
+  }
+  return chain;
 }

@@ -28,6 +28,8 @@ export interface OutboundEnvelope {
   readonly smtputf8?: boolean;
   /** RFC 8689 REQUIRETLS: send only over verified TLS to a server that offers REQUIRETLS. */
   readonly requireTls?: boolean;
+  /** A TLS report (RFC 8460) being delivered: its sessions are left out of the reports. */
+  readonly tlsReport?: boolean;
   /** RFC 3461 RET and ENVID. */
   readonly dsn?: { readonly ret?: 'FULL' | 'HDRS'; readonly envid?: string };
   /** The message, a new stream each call. */
@@ -61,6 +63,7 @@ export function envelopeOf(job: DeliveryJob): OutboundEnvelope {
     ...(body ? { body } : {}),
     ...(attrs['smtputf8'] === true ? { smtputf8: true } : {}),
     ...(attrs['requireTls'] === true ? { requireTls: true } : {}),
+    ...(attrs['tlsReport'] === true ? { tlsReport: true } : {}),
     ...(Object.keys(dsn).length > 0 ? { dsn } : {}),
     stream: () => job.stream(),
   };

@@ -22,6 +22,7 @@ import type { OutboundEnvelope, OutboundRecipient } from './envelope.ts';
 import { OutboundReplies as R } from './local-replies.ts';
 import { chunks, dotStuffed, type MessageFacts, scanMessage } from './message-body.ts';
 import { type RemoteReply, replyText } from './reply-reader.ts';
+import type { TlsFailureType } from './tls-report.ts';
 import { encodeOrcpt, encodeXtext } from './xtext.ts';
 
 /** Timeouts in milliseconds (RFC 5321 4.5.3.2 gives the defaults). */
@@ -99,18 +100,22 @@ class Settle {
   readonly abort: boolean;
   /** The failure is this connection's or this host's, not the message's: another host may do. */
   readonly connection: boolean;
-  constructor(status: Status, r: Reply, abort = false, connection = false) {
+  /** TLS could not be had as required: the failure as TLS reporting names it. */
+  readonly tlsFailure: TlsFailureType | undefined;
+  constructor(status: Status, r: Reply, abort = false, connection = false, tlsFailure?: TlsFailureType) {
     this.status = status;
     this.reply = r;
     this.abort = abort;
     this.connection = connection;
+    this.tlsFailure = tlsFailure;
   }
 
   asConnection(): Settle {
-    return new Settle(this.status, this.reply, this.abort, true);
+    return new Settle(this.status, this.reply, this.abort, true, this.tlsFailure);
   }
 }
 
+const NO_STARTTLS: TlsFailureType = 'starttls-not-supported';
 const statusOf = (code: number): Status => (code < 400 ? 'delivered' : code < 500 ? 'deferred' : 'failed');
 const positive = (r: RemoteReply): boolean => r.code >= 200 && r.code < 300;
 const negative = (r: RemoteReply): boolean => r.code >= 400;
@@ -202,13 +207,22 @@ export class OpenFailure extends Error {
   readonly connection: boolean;
   /** The TLS handshake failed (after STARTTLS, or implicit TLS). */
   readonly tls: boolean;
-  constructor(status: 'failed' | 'deferred', r: Reply, connection: boolean, tls = false) {
+  /** TLS was required and could not be had: the failure as TLS reporting (RFC 8460) names it. */
+  readonly tlsFailure: TlsFailureType | undefined;
+  constructor(
+    status: 'failed' | 'deferred',
+    r: Reply,
+    connection: boolean,
+    tls = false,
+    tlsFailure?: TlsFailureType,
+  ) {
     super(typeof r.text === 'string' ? r.text : r.text.join(' '));
     this.name = 'OpenFailure';
     this.status = status;
     this.reply = r;
     this.connection = connection;
     this.tls = tls;
+    this.tlsFailure = tlsFailure;
   }
 }
 
@@ -274,7 +288,8 @@ export class ClientConnection {
       // Nothing was sent: a positive reply out of place is still no delivery.
       const status = settle.status === 'failed' ? 'failed' : 'deferred';
       const tls = err instanceof ConnectionError && err.kind === 'tls';
-      throw new OpenFailure(status, settle.reply, connection, tls);
+      const tlsFailure = err instanceof ConnectionError ? err.tlsFailure : settle.tlsFailure;
+      throw new OpenFailure(status, settle.reply, connection, tls, tlsFailure);
     }
   }
 
@@ -460,14 +475,14 @@ export class ClientConnection {
         } else if (r.code === 421) {
           throw this.#fromRemote(r);
         } else if (requireTls) {
-          throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
+          throw new Settle('failed', R.requireTlsUnsupported(this.#mta), false, false, NO_STARTTLS);
         } else if (mode === 'required') {
-          throw new Settle('deferred', R.tlsRefused(this.#mta, describeReply(r)), false, true);
+          throw new Settle('deferred', R.tlsRefused(this.#mta, describeReply(r)), false, true, NO_STARTTLS);
         }
       } else if (requireTls) {
-        throw new Settle('failed', R.requireTlsUnsupported(this.#mta));
+        throw new Settle('failed', R.requireTlsUnsupported(this.#mta), false, false, NO_STARTTLS);
       } else if (mode === 'required') {
-        throw new Settle('deferred', R.tlsNotOffered(this.#mta), false, true);
+        throw new Settle('deferred', R.tlsNotOffered(this.#mta), false, true, NO_STARTTLS);
       }
     }
     if (this.#o.auth) await this.#authenticate(this.#o.auth);

@@ -62,3 +62,16 @@ declare module '../../core/plugin.ts' {
     tlsReport: TlsReportSink;
   }
 }
+
+declare module '../../core/types.ts' {
+  interface EnvelopeAttributes {
+    /**
+     * Set by a TLS reporting plugin on the report mail it queues (which also
+     * carries `TLS-Required: No`). RFC 8460: a report is delivered despite TLS
+     * failures at the destination, and its own session is not counted in the
+     * next report; a delivery plugin that records TLS session events reads it
+     * to leave such sessions out.
+     */
+    tlsReport?: boolean;
+  }
+}

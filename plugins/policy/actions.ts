@@ -25,7 +25,8 @@ import {
 const ACTION_NAMES = ['accept', 'tag', 'quarantine', 'tempfail', 'reject'] as const;
 export type ActionName = (typeof ACTION_NAMES)[number];
 
-const ActionSchema = Type.Object(
+/** One action: what to do, and for `reject`/`tempfail` optionally the reply. */
+export const ActionSchema = Type.Object(
   {
     action: Type.Union(
       [
@@ -77,7 +78,7 @@ export function actionsSchema(check: string, defaults: ActionMap) {
     {
       additionalProperties: false,
       default: defaults,
-      description: `What to do with each ${check} result: \`{ "fail": { "action": "reject" } }\`. Results not listed are accepted (and shown in Authentication-Results).`,
+      description: `What to do with each ${check} result: \`{ "fail": { "action": "reject" } }\`. Results not listed are accepted (and still recorded for later checks and the log).`,
     },
   );
 }
@@ -106,9 +107,9 @@ function configured(action: Action, fallback: Reply): Reply {
 }
 
 /** Check an action map at start-up: a `reject` with a 4xx code or a `tempfail` with a 5xx is a mistake. */
-export function validateActions(check: string, actions: ActionMap): void {
-  for (const [value, action] of Object.entries(actions) as [ResultValue, Action][]) {
-    if (action.code === undefined) continue;
+export function validateActions(check: string, actions: Readonly<Partial<Record<string, Action>>>): void {
+  for (const [value, action] of Object.entries(actions)) {
+    if (action?.code === undefined) continue;
     const want = action.action === 'reject' ? 5 : action.action === 'tempfail' ? 4 : undefined;
     if (want !== undefined && Math.floor(action.code / 100) !== want)
       throw new Error(
@@ -120,26 +121,45 @@ export function validateActions(check: string, actions: ActionMap): void {
 /**
  * What policy says about one result: the reply for `reject`/`tempfail`,
  * `undefined` otherwise (no opinion: the hook asks the next plugin). A
- * `quarantine` marks the transaction.
+ * `quarantine` marks the transaction. A check about the connection may decide
+ * before any transaction exists (at connect or EHLO): `tx` is then
+ * `undefined` and `quarantine` has nothing to mark yet (the check decides
+ * again on the transaction, see `connection-checks.ts`).
  */
 export function decide(
-  tx: Transaction,
+  tx: Transaction | undefined,
   check: string,
   result: ResultValue,
   actions: ActionMap,
   replies: DefaultReplies = GENERIC_REPLIES,
 ): Reply | undefined {
-  const action = actions[result];
+  return applyAction(tx, check, result, actions[result], replies);
+}
+
+/**
+ * Apply one configured action to what `check` found (`verdict`: the result
+ * value, or a verdict of the check's own, such as rspamd's `add header`),
+ * for checks whose action map is not keyed by result value. Same effects as
+ * `decide`.
+ */
+export function applyAction(
+  tx: Transaction | undefined,
+  check: string,
+  verdict: string,
+  action: Action | undefined,
+  replies: DefaultReplies = GENERIC_REPLIES,
+): Reply | undefined {
   if (action === undefined) return undefined;
   switch (action.action) {
     case 'accept':
     case 'tag':
       return undefined;
     case 'quarantine': {
+      if (tx === undefined) return undefined;
       const notes = policyNotes(tx);
       if (notes.quarantine === undefined) {
-        notes.quarantine = { check, result };
-        tx.attributes.quarantine = { check, result };
+        notes.quarantine = { check, result: verdict };
+        tx.attributes.quarantine = { check, result: verdict };
       }
       return undefined;
     }

@@ -34,9 +34,15 @@ const ERROR_CODES: Record<DnsErrorReason, string> = {
 
 const SUPPORTED = new Set<string>(['A', 'AAAA', 'MX', 'TXT', 'PTR', 'CNAME']);
 
-function records<T>(result: DnsResult<T>, name: string, rrtype: string): readonly T[] {
+function records<T>(
+  result: DnsResult<T>,
+  name: string,
+  rrtype: string,
+  onTtl: ((ttl: number) => void) | undefined,
+): readonly T[] {
   switch (result.kind) {
     case 'answer':
+      onTtl?.(result.ttl);
       return result.records;
     case 'nodata':
       throw new DnsLookupError('ENODATA', name, rrtype);
@@ -47,22 +53,28 @@ function records<T>(result: DnsResult<T>, name: string, rrtype: string): readonl
   }
 }
 
-/** mailauth's resolver over the server's (one per server: pass `api.server.dns`). */
-export function mailauthResolver(dns: DnsResolver): MailauthResolver {
+/**
+ * mailauth's resolver over the server's (one per server: pass `api.server.dns`).
+ * `onTtl` hears the TTL of every answer with records, so a caller can keep
+ * what it computed from them no longer than the records live.
+ */
+export function mailauthResolver(dns: DnsResolver, onTtl?: (ttl: number) => void): MailauthResolver {
   return async (name, rrtype) => {
     const type = rrtype.toUpperCase();
     if (!SUPPORTED.has(type)) throw new DnsLookupError('ENOTIMP', name, type);
     switch (type as DnsRecordType) {
       case 'TXT':
         // One record, one character-string: the service has joined them already (RFC 7208 3.3).
-        return records(await dns.lookup(name, 'TXT'), name, type).map((txt) => [txt]);
+        return records(await dns.lookup(name, 'TXT'), name, type, onTtl).map((txt) => [txt]);
       case 'MX': {
-        const mx = records(await dns.lookup(name, 'MX'), name, type);
+        const mx = records(await dns.lookup(name, 'MX'), name, type, onTtl);
         // `dns.promises.resolve` shape; mailauth only reads `exchange` and `priority`.
         return mx.map((r) => ({ exchange: r.exchange, priority: r.preference })) as unknown as string[];
       }
       default:
-        return [...records(await dns.lookup(name, type as 'A' | 'AAAA' | 'PTR' | 'CNAME'), name, type)];
+        return [
+          ...records(await dns.lookup(name, type as 'A' | 'AAAA' | 'PTR' | 'CNAME'), name, type, onTtl),
+        ];
     }
   };
 }

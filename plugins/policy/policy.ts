@@ -56,12 +56,18 @@ export interface RecordedResult {
 /** What a policy action set aside for the transaction (see `actions.ts`). */
 export interface Quarantine {
   readonly check: string;
-  readonly result: ResultValue;
+  /** The result value, or the verdict of a check with verdicts of its own (rspamd's `add header`). */
+  readonly result: string;
 }
 
 /** The transaction's policy state. */
 export interface PolicyNotes {
+  /** In the order the checks recorded them, or reserved their place (`reserveResult`). */
   readonly results: RecordedResult[];
+  /** The place of each entry of `results` (the order checks took theirs). */
+  readonly places: number[];
+  /** The next place to hand out. */
+  next: number;
   /** Set when an action said `quarantine` (the first one wins). */
   quarantine?: Quarantine;
 }
@@ -82,7 +88,7 @@ declare module '../../core/types.ts' {
 
 /** The transaction's policy state, created on first use. */
 export function policyNotes(tx: Transaction): PolicyNotes {
-  tx.notes.policy ??= { results: [] };
+  tx.notes.policy ??= { results: [], places: [], next: 0 };
   return tx.notes.policy;
 }
 
@@ -92,7 +98,30 @@ export function recordResult<K extends CheckName>(
   check: K,
   result: PolicyChecks[K] & CheckResult,
 ): void {
-  policyNotes(tx).results.push({ check, result });
+  const notes = policyNotes(tx);
+  notes.results.push({ check, result });
+  notes.places.push(notes.next++);
+}
+
+/**
+ * Take `check`'s place among the results now, for a check that starts now and
+ * reports later (SPF starts at MAIL FROM and records at the message): its
+ * result then comes where it started, not where it finished, in `allResults`
+ * and the Authentication-Results field. Call the returned function once, with
+ * the result; until then the check has no result.
+ */
+export function reserveResult<K extends CheckName>(
+  tx: Transaction,
+  check: K,
+): (result: PolicyChecks[K] & CheckResult) => void {
+  const notes = policyNotes(tx);
+  const place = notes.next++;
+  return (result) => {
+    let i = notes.places.length;
+    while (i > 0 && (notes.places[i - 1] as number) > place) i--;
+    notes.results.splice(i, 0, { check, result });
+    notes.places.splice(i, 0, place);
+  };
 }
 
 /** The results `check` recorded, in order (empty when it did not run). */
@@ -110,3 +139,4 @@ export function allResults(tx: Transaction): readonly RecordedResult[] {
 }
 
 export * from './actions.ts';
+export * from './state-store.ts';

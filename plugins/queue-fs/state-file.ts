@@ -1,10 +1,11 @@
 /**
- * The state sidecar: `state/<id>`, one small JSON document with the hold flag
- * and each recipient's delivery state, replaced atomically (write to `tmp/`,
+ * The state sidecar: `state/<id>`, one small JSON document with the hold and
+ * quarantine flags and each recipient's delivery state, replaced atomically (write to `tmp/`,
  * fsync, rename, directory fsync). The queue file itself is never rewritten.
- * No sidecar means "never attempted": every recipient pending and due at arrival.
+ * No sidecar means "never attempted": every recipient pending and due at arrival,
+ * and quarantined if the envelope's `attributes.quarantine` is set.
  *
- *   {"v":1,"held":false,"recipients":[{"status":"pending","attempts":2,
+ *   {"v":1,"held":false,"quarantined":false,"recipients":[{"status":"pending","attempts":2,
  *     "nextAttemptAt":"2026-11-23T16:44:00.000Z","lastAttemptAt":"...",
  *     "reply":{"code":451,"enhanced":"4.4.0","text":"..."},"mta":"mx.example.net",
  *     "mtaAddress":"192.0.2.25"}]}
@@ -17,6 +18,8 @@ import type { DirSync } from './group-sync.ts';
 
 export interface MessageState {
   held: boolean;
+  /** Set aside by a policy action on arrival until released (or deleted). */
+  quarantined: boolean;
   recipients: RecipientState[];
 }
 
@@ -33,10 +36,10 @@ interface StoredRecipient {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-export function freshState(recipients: number, dueAt: number): MessageState {
+export function freshState(recipients: number, dueAt: number, quarantined = false): MessageState {
   const states: RecipientState[] = [];
   for (let i = 0; i < recipients; i++) states.push({ status: 'pending', attempts: 0, nextAttemptAt: dueAt });
-  return { held: false, recipients: states };
+  return { held: false, quarantined, recipients: states };
 }
 
 export function serializeState(state: MessageState): string {
@@ -50,12 +53,12 @@ export function serializeState(state: MessageState): string {
     ...(r.mtaAddress ? { mtaAddress: r.mtaAddress } : {}),
     ...(r.warned ? { warned: true } : {}),
   }));
-  return JSON.stringify({ v: 1, held: state.held, recipients });
+  return JSON.stringify({ v: 1, held: state.held, quarantined: state.quarantined, recipients });
 }
 
 /** Parse a sidecar; undefined when it is not a valid state for `recipients` recipients. */
 export function parseState(text: string, recipients: number): MessageState | undefined {
-  let doc: { v?: unknown; held?: unknown; recipients?: unknown };
+  let doc: { v?: unknown; held?: unknown; quarantined?: unknown; recipients?: unknown };
   try {
     doc = JSON.parse(text) as typeof doc;
   } catch {
@@ -80,7 +83,7 @@ export function parseState(text: string, recipients: number): MessageState | und
       ...(raw.warned === true ? { warned: true } : {}),
     });
   }
-  return { held: doc.held === true, recipients: out };
+  return { held: doc.held === true, quarantined: doc.quarantined === true, recipients: out };
 }
 
 export async function readStateFile(path: string): Promise<string | undefined> {

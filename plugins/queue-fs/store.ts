@@ -12,8 +12,8 @@
  * (message x destination) for the scheduler, and the text of recently queued
  * small messages, within a bound, for their first delivery attempt.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
+import { createReadStream, constants as fsConstants } from 'node:fs';
+import { access, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Clock } from '../../core/plugin.ts';
@@ -88,6 +88,11 @@ interface Entry {
 const LOAD_PARALLEL = 16;
 /** Empty files kept open in `tmp/` for the next writes. */
 const TMP_FILES_AHEAD = 8;
+
+/** A policy action asked for the message to be set aside (see `QueueStore.enqueue`). */
+function quarantinedOnArrival(envelope: { readonly attributes: QueueEnvelope['attributes'] }): boolean {
+  return envelope.attributes.quarantine !== undefined;
+}
 
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
@@ -256,7 +261,7 @@ export class FsQueueStore implements QueueStore {
       );
       await this.#quarantine(statePath, `${name}.state`);
     }
-    state ??= freshState(envelope.recipients.length, receivedAt);
+    state ??= freshState(envelope.recipients.length, receivedAt, quarantinedOnArrival(envelope));
     const entry = this.#entry(envelope, path, bodyOffset, state);
     entry.hasState = text !== undefined;
     if (!state.recipients.some((r) => r.status === 'pending')) {
@@ -285,7 +290,11 @@ export class FsQueueStore implements QueueStore {
         envelope,
         slot.segment.path,
         slot.bodyStart,
-        freshState(envelope.recipients.length, Date.parse(envelope.receivedAt)),
+        freshState(
+          envelope.recipients.length,
+          Date.parse(envelope.receivedAt),
+          quarantinedOnArrival(envelope),
+        ),
       );
       entry.slot = slot;
       this.#entries.set(envelope.id, entry);
@@ -334,7 +343,7 @@ export class FsQueueStore implements QueueStore {
 
   /** Bring the due index in line with the entry's state. */
   #index(e: Entry): void {
-    const earliest = e.removed || e.state.held ? undefined : earliestAttempts(e);
+    const earliest = e.removed || e.state.held || e.state.quarantined ? undefined : earliestAttempts(e);
     for (const d of e.destinations) {
       const at = earliest?.get(d);
       if (at === undefined || e.leased.has(d)) this.#due.delete(d, e.id);
@@ -488,11 +497,11 @@ export class FsQueueStore implements QueueStore {
       written.envelope,
       written.path,
       written.bodyOffset,
-      freshState(input.recipients.length, input.receivedAt),
+      freshState(input.recipients.length, input.receivedAt, quarantinedOnArrival(input)),
       Math.trunc(input.receivedAt),
     );
     this.#entries.set(id, entry);
-    if (Buffer.isBuffer(content)) this.#bodies.add(id, content);
+    if (Buffer.isBuffer(content) && !entry.state.quarantined) this.#bodies.add(id, content);
     this.#index(entry);
     this.#wakeUp();
     return id;
@@ -509,12 +518,13 @@ export class FsQueueStore implements QueueStore {
           envelope,
           slot.segment.path,
           slot.bodyStart,
-          freshState(input.recipients.length, input.receivedAt),
+          freshState(input.recipients.length, input.receivedAt, quarantinedOnArrival(input)),
           Math.trunc(input.receivedAt),
         );
         entry.slot = slot;
         this.#entries.set(id, entry);
-        this.#bodies.add(id, body);
+        // A quarantined message waits for an operator: no point keeping it in memory.
+        if (!entry.state.quarantined) this.#bodies.add(id, body);
         this.#index(entry);
         this.#wakeUp();
         return id;
@@ -637,6 +647,8 @@ export class FsQueueStore implements QueueStore {
   async list(filter: QueueFilter = {}): Promise<QueueSummary[]> {
     await this.ready;
     const search = filter.search?.toLowerCase();
+    const destination = filter.destination?.toLowerCase();
+    let skip = filter.offset ?? 0;
     const out: QueueSummary[] = [];
     const all = [...this.#entries.values()].sort(
       (a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : 1),
@@ -649,6 +661,18 @@ export class FsQueueStore implements QueueStore {
         !e.envelope.from.toLowerCase().includes(search) &&
         !e.envelope.recipients.some((r) => r.address.toLowerCase().includes(search))
       ) {
+        continue;
+      }
+      if (
+        destination !== undefined &&
+        !e.envelope.recipients.some(
+          (r, i) => r.domain === destination && e.state.recipients[i]?.status === 'pending',
+        )
+      ) {
+        continue;
+      }
+      if (skip > 0) {
+        skip--;
         continue;
       }
       out.push(s);
@@ -695,8 +719,9 @@ export class FsQueueStore implements QueueStore {
   async release(id: string): Promise<boolean> {
     const e = await this.#get(id);
     if (!e) return false;
-    if (e.state.held) {
+    if (e.state.held || e.state.quarantined) {
       e.state.held = false;
+      e.state.quarantined = false;
       this.#index(e);
       await this.#persist(e);
       this.#wakeUp();
@@ -724,9 +749,24 @@ export class FsQueueStore implements QueueStore {
     return true;
   }
 
+  async content(id: string): Promise<{ size: number; stream(): Readable } | undefined> {
+    const e = await this.#get(id);
+    if (!e) return undefined;
+    return { size: e.envelope.size, stream: () => this.#stream(e) };
+  }
+
+  async check(): Promise<void> {
+    if (this.#closed) throw new Error('the queue store is closed');
+    await this.ready;
+    for (const dir of [this.dirs.messages, this.dirs.state, this.dirs.tmp]) {
+      await access(dir, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+    }
+  }
+
   async stats(): Promise<QueueStats> {
     await this.ready;
     let held = 0;
+    let quarantined = 0;
     let deferred = 0;
     let active = 0;
     let pending = 0;
@@ -736,6 +776,7 @@ export class FsQueueStore implements QueueStore {
     for (const e of this.#entries.values()) {
       const s = this.#summary(e);
       if (s.state === 'held') held++;
+      if (s.state === 'quarantined') quarantined++;
       if (s.state === 'deferred') deferred++;
       active += e.leased.size;
       pending += s.pending;
@@ -754,6 +795,7 @@ export class FsQueueStore implements QueueStore {
     return {
       messages: this.#entries.size,
       held,
+      quarantined,
       deferred,
       active,
       recipients: { pending },
@@ -781,7 +823,16 @@ export class FsQueueStore implements QueueStore {
         last = r;
       }
     }
-    const state = e.state.held ? 'held' : e.leased.size > 0 ? 'active' : attempts > 0 ? 'deferred' : 'queued';
+    const state = e.state.quarantined
+      ? 'quarantined'
+      : e.state.held
+        ? 'held'
+        : e.leased.size > 0
+          ? 'active'
+          : attempts > 0
+            ? 'deferred'
+            : 'queued';
+    const quarantine = e.state.quarantined ? e.envelope.attributes.quarantine : undefined;
     return {
       id: e.id,
       from: e.envelope.from,
@@ -793,6 +844,7 @@ export class FsQueueStore implements QueueStore {
       attempts,
       nextAttemptAt: next,
       lastReply: last?.reply,
+      ...(quarantine === undefined ? {} : { quarantine }),
     };
   }
 

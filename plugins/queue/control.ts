@@ -6,6 +6,7 @@
  *   {"op":"list","filter":{"state":"deferred"}}   -> {"ok":true,"result":[...]}
  *   {"op":"hold","id":"..."}                       -> {"ok":true,"result":true}
  *   {"op":"show","id":"nope"}                      -> {"ok":false,"code":"not-found","error":"..."}
+ *   {"op":"release","id":"...","area":"quarantine"} -> only if it is quarantined
  *
  * The same `dispatch` serves the socket and the CLI's offline mode, so both
  * answer alike.
@@ -18,10 +19,15 @@ import type { QueueFilter, QueueManagement, QueueState } from './types.ts';
 export const CONTROL_OPS = ['list', 'show', 'hold', 'release', 'retry', 'delete', 'stats'] as const;
 export type ControlOp = (typeof CONTROL_OPS)[number];
 
+/** Ops that may be limited to the quarantine (`area: "quarantine"`, `mailframe queue quarantine ...`). */
+const QUARANTINE_OPS: readonly ControlOp[] = ['list', 'show', 'release', 'delete'];
+
 export interface ControlRequest {
   readonly op: ControlOp;
   readonly id?: string;
   readonly filter?: QueueFilter;
+  /** `quarantine`: list only quarantined messages; show, release or delete one only if it is quarantined. */
+  readonly area?: 'quarantine';
 }
 
 export type ControlResponse =
@@ -31,7 +37,7 @@ export type ControlResponse =
 /** Linux allows 108 octets for a socket path, including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
 const MAX_REQUEST = 64 * 1024;
-const STATES: readonly QueueState[] = ['active', 'deferred', 'held'];
+const STATES: readonly QueueState[] = ['active', 'deferred', 'held', 'quarantined'];
 
 function badRequest(error: string): ControlResponse {
   return { ok: false, code: 'bad-request', error };
@@ -65,11 +71,19 @@ export async function dispatch(queue: QueueManagement, raw: unknown): Promise<Co
   const op = req['op'];
   if (!CONTROL_OPS.includes(op as ControlOp))
     return badRequest(`op must be one of ${CONTROL_OPS.join(', ')}`);
+  const area = req['area'];
+  if (area !== undefined && area !== 'quarantine') return badRequest('area must be "quarantine"');
+  const quarantine = area === 'quarantine';
+  if (quarantine && !QUARANTINE_OPS.includes(op as ControlOp))
+    return badRequest(`${String(op)} does not apply to the quarantine`);
   try {
     if (op === 'list') {
       const filter = parseFilter(req['filter']);
       if (typeof filter === 'string') return badRequest(filter);
-      return { ok: true, result: await queue.list(filter) };
+      return {
+        ok: true,
+        result: await queue.list(quarantine ? { ...filter, state: 'quarantined' } : filter),
+      };
     }
     if (op === 'stats') return { ok: true, result: await queue.stats() };
     const id = req['id'];
@@ -77,8 +91,10 @@ export async function dispatch(queue: QueueManagement, raw: unknown): Promise<Co
     const notFound: ControlResponse = {
       ok: false,
       code: 'not-found',
-      error: `no message ${id} in the queue`,
+      error: `no message ${id} in the ${quarantine ? 'quarantine' : 'queue'}`,
     };
+    // Checked here, not by the store: a quarantined message changes state only through these same ops.
+    if (quarantine && (await queue.show(id))?.state !== 'quarantined') return notFound;
     if (op === 'show') {
       const detail = await queue.show(id);
       return detail ? { ok: true, result: detail } : notFound;
@@ -161,9 +177,9 @@ export async function listenControl(
         const result = dispatch(queue, req);
         answered = answered.then(async () => {
           const res = await result;
-          const { op, id } = req as ControlRequest;
+          const { op, id, area } = req as ControlRequest;
           if (res.ok && op !== 'list' && op !== 'show' && op !== 'stats')
-            log.info({ op, qid: id }, 'queue control');
+            log.info({ op, qid: id, ...(area === undefined ? {} : { area }) }, 'queue control');
           if (!socket.destroyed) socket.write(`${JSON.stringify(res)}\n`);
         });
       }

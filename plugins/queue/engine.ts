@@ -62,6 +62,8 @@ export async function startQueue(api: PluginApi<unknown>, opts: StartQueueOption
     retryNow: (id) => store.retryNow(id),
     delete: (id) => store.delete(id),
     stats: () => store.stats(),
+    content: (id) => store.content(id),
+    check: () => store.check(),
     runDue: () => scheduler.runDue(),
   } satisfies QueueService);
 

@@ -114,13 +114,22 @@ export interface RecipientOutcome {
   readonly warned?: boolean;
 }
 
-export type QueueState = 'active' | 'deferred' | 'held';
+/**
+ * `held`: an operator stopped it (`hold`). `quarantined`: a policy action
+ * set it aside on arrival (`attributes.quarantine`); it waits for an
+ * operator to `release` (deliver) or `delete` it.
+ */
+export type QueueState = 'active' | 'deferred' | 'held' | 'quarantined';
 
 export interface QueueFilter {
   /** Only messages in this state (`active`: being delivered now; `deferred`: tried at least once). */
   readonly state?: QueueState;
   /** Case-insensitive substring of the sender or a recipient. */
   readonly search?: string;
+  /** Only messages with a pending recipient at this destination (a domain, case-insensitive). */
+  readonly destination?: string;
+  /** Skip this many matching messages first (paging with `limit`). */
+  readonly offset?: number;
   /** At most this many, oldest first. */
   readonly limit?: number;
 }
@@ -140,6 +149,8 @@ export interface QueueSummary {
   readonly nextAttemptAt: number | undefined;
   /** The last reply a pending recipient got. */
   readonly lastReply: ReplyRecord | undefined;
+  /** While quarantined: the check and result that put it there (its `attributes.quarantine`). */
+  readonly quarantine?: { readonly check: string; readonly result: string };
 }
 
 export interface RecipientDetail extends RecipientState {
@@ -159,6 +170,7 @@ export interface QueueDetail extends QueueSummary {
 export interface QueueStats {
   readonly messages: number;
   readonly held: number;
+  readonly quarantined: number;
   readonly deferred: number;
   /** Jobs being delivered right now. */
   readonly active: number;
@@ -174,24 +186,36 @@ export interface QueueStats {
 export interface QueueManagement {
   list(filter?: QueueFilter): Promise<QueueSummary[]>;
   show(id: string): Promise<QueueDetail | undefined>;
-  /** Keep the message but stop scheduling it. */
+  /** Keep the message but stop scheduling it (a quarantined one stays quarantined). */
   hold(id: string): Promise<boolean>;
-  /** Schedule a held message again (its recorded retry times stand). */
+  /** Schedule a held or quarantined message again (its recorded retry times stand): release = deliver normally. */
   release(id: string): Promise<boolean>;
-  /** Make every pending recipient due now (a held message stays held). */
+  /** Make every pending recipient due now (a held or quarantined message stays so). */
   retryNow(id: string): Promise<boolean>;
   /** Remove the message without delivering or bouncing it. */
   delete(id: string): Promise<boolean>;
   stats(): Promise<QueueStats>;
+  /** The queued message's octets (headers and body, as stored), or undefined if there is none. */
+  content(id: string): Promise<{ readonly size: number; stream(): Readable } | undefined>;
+  /**
+   * Resolve when the store can be used, reject saying why when not (its
+   * directory is gone, its database does not answer): readiness probes.
+   */
+  check(): Promise<void>;
 }
 
 /** What a storage backend implements. */
 export interface QueueStore extends QueueManagement {
-  /** Store a message durably; resolves with its queue id only once it would survive a crash. */
+  /**
+   * Store a message durably; resolves with its queue id only once it would
+   * survive a crash. A message whose `attributes.quarantine` is set is stored
+   * quarantined, in the same durable write: never offered by `leaseDue` until
+   * released.
+   */
   enqueue(envelope: EnvelopeInput, content: MessageContent): Promise<string>;
   /**
    * Lease up to `limit` jobs due at `now`, taking at most the room each
-   * destination has left. Held messages and leased jobs are never returned.
+   * destination has left. Held or quarantined messages and leased jobs are never returned.
    * Fewer than `limit` means nothing more can be leased now: the scheduler
    * asks again only on its next wake-up (an enqueue, a finished job, or the
    * time `nextDue` gives).

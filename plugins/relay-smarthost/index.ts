@@ -32,7 +32,7 @@ export const schema = Type.Object(
       Type.Object(
         {
           user: Type.String({ minLength: 1, description: 'User name for AUTH PLAIN or LOGIN.' }),
-          pass: Type.Optional(Type.String({ description: 'Password (prefer `passEnv`).' })),
+          pass: Type.Optional(Type.String({ writeOnly: true, description: 'Password (prefer `passEnv`).' })),
           passEnv: Type.Optional(
             Type.String({ minLength: 1, description: 'Environment variable holding the password.' }),
           ),

@@ -6,9 +6,17 @@
  * Authentication-Results header, and the `actions` map decides: by default
  * every result is accepted, `{ "fail": { "action": "reject" } }` refuses
  * `fail` early with 550 5.7.23 (RFC 7372).
+ *
+ * Without an early refusal in the action map, the check starts at MAIL FROM
+ * but does not hold the reply: it runs while the client sends RCPT and the
+ * data, and its result is recorded (and acted on) at the start of the
+ * `message` hook, before DKIM and DMARC. Results are kept for a short while
+ * (`cacheTtl`), per client address, sender and HELO name: the inputs of the
+ * evaluation, so a cached result is the one a new evaluation would give.
  */
 import { spf as checkSpf } from 'mailauth/lib/spf/index.js';
 import Type from 'typebox';
+import { TtlCache } from '../../core/dns/cache.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
@@ -19,7 +27,9 @@ import {
   asResultValue,
   type CheckResult,
   type DefaultReplies,
+  decide,
   report,
+  reserveResult,
   validateActions,
 } from '../policy/policy.ts';
 
@@ -65,6 +75,22 @@ export const schema = Type.Object(
       description:
         'Milliseconds one check may take before it is `temperror` (RFC 7208 4.6.4: at least 20 s). Keep the plugin’s tap `timeout` above it.',
     }),
+    waitAtMail: Type.Boolean({
+      default: false,
+      description:
+        'Hold the MAIL FROM reply until the check is done and record the result there. Otherwise the check runs in the background and is recorded at the start of the `message` hook, unless `actions` refuses some result (`reject` or `tempfail`): then MAIL FROM waits, to refuse early.',
+    }),
+    cacheTtl: Type.Integer({
+      minimum: 0,
+      default: 60,
+      description:
+        'Seconds a result is reused for the same client address, sender and HELO name (never longer than the DNS records it came from live; `temperror` is not kept). 0: no cache.',
+    }),
+    cacheSize: Type.Integer({
+      minimum: 1,
+      default: 10000,
+      description: 'Results kept at most (least recently used dropped first).',
+    }),
   },
   { additionalProperties: false },
 );
@@ -90,7 +116,24 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('spf', config.actions);
-    const resolver = mailauthResolver(api.server.dns);
+    const dns = api.server.dns;
+    const clock = api.server.clock;
+    const cache = new TtlCache<SpfResult>(config.cacheTtl > 0 ? config.cacheSize : 0);
+    /** Checks started at MAIL FROM and not yet recorded (deferred mode). */
+    const pending = new WeakMap<
+      Transaction,
+      {
+        readonly started: Promise<SpfResult>;
+        readonly record: (r: SpfResult) => void;
+        /** Set once the check is done: the message tap then answers without a promise. */
+        done?: SpfResult;
+      }
+    >();
+    // An action that refuses must refuse at MAIL FROM: the check has to finish there.
+    const refusesEarly = Object.values(config.actions).some(
+      (a) => a.action === 'reject' || a.action === 'tempfail',
+    );
+    const waitAtMail = config.waitAtMail || refusesEarly;
 
     async function evaluate(tx: Transaction): Promise<SpfResult> {
       const session = tx.session;
@@ -108,12 +151,20 @@ export default definePlugin({
         sender?.domainKind === 'ipv6'
       )
         return { result: 'none', identity, domain, properties: property, reason: 'no domain to check' };
+      const ip = clientIp(session.remote.address);
+      // Every input of the evaluation (the macros read sender, client address and HELO name).
+      const key = `${ip} ${checked} ${helo ?? ''}`;
+      const hit = cache.get(key, clock.now());
+      if (hit) return hit.value;
+      let ttl = config.cacheTtl;
       const found = await checkSpf({
         ...(sender === null ? { sender: `postmaster@${domain}` } : { sender: checked }),
-        ip: clientIp(session.remote.address),
+        ip,
         ...(helo === undefined ? {} : { helo }),
         mta: session.hostname,
-        resolver,
+        resolver: mailauthResolver(dns, (t) => {
+          ttl = Math.min(ttl, t);
+        }),
         maxResolveCount: config.maxLookups,
         maxVoidCount: config.maxVoidLookups,
         maxElapsedTime: config.timeout,
@@ -127,20 +178,57 @@ export default definePlugin({
         ...(found.rr === undefined ? {} : { record: found.rr }),
         ...(found.explanation === undefined ? {} : { explanation: found.explanation }),
       };
+      if (ttl > 0 && out.result !== 'temperror') cache.set(key, out, clock.now() + ttl * 1000);
       return out;
     }
 
+    function decideOn(tx: Transaction, result: SpfResult, record?: (r: SpfResult) => void) {
+      tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
+      const replies = result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
+      if (record === undefined) return report(tx, 'spf', result, config.actions, replies);
+      record(result);
+      const verdict = decide(tx, 'spf', result.result, config.actions, replies);
+      if (verdict !== undefined)
+        tx.log.info({ check: 'spf', result: result.result, reason: result.reason }, 'policy refused');
+      return verdict;
+    }
+
     api.hooks.mail.tap(
-      async (tx) => {
+      (tx) => {
         if (config.skipAuthenticated && tx.session.user !== undefined) return undefined;
-        const result = await evaluate(tx);
-        tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
-        const replies =
-          result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
-        return report(tx, 'spf', result, config.actions, replies);
+        if (waitAtMail) return evaluate(tx).then((result) => decideOn(tx, result));
+        // Started now, recorded at `message`: the MAIL FROM reply does not wait for DNS.
+        const started = evaluate(tx).catch((err: unknown): SpfResult => {
+          tx.log.warn({ err }, 'SPF check failed');
+          return { result: 'temperror', identity: 'mailfrom', domain: '', reason: 'check failed' };
+        });
+        // Its result goes where SPF started, before those of checks that start later.
+        const check: { started: Promise<SpfResult>; record: (r: SpfResult) => void; done?: SpfResult } = {
+          started,
+          record: reserveResult(tx, 'spf'),
+        };
+        started.then((r) => {
+          check.done = r;
+        });
+        pending.set(tx, check);
+        return undefined;
       },
       // After cheap local checks, before plugins that answer MAIL for good.
       { stage: Stage.NORMAL },
+    );
+
+    if (waitAtMail) return;
+    // Before every check that reads SPF's result (DMARC) and before DKIM: the result is usually in by now.
+    api.hooks.message.tap(
+      (tx) => {
+        const check = pending.get(tx);
+        if (check === undefined) return undefined;
+        pending.delete(tx);
+        // Usually done long before the data ends: no promise, no wait.
+        if (check.done !== undefined) return decideOn(tx, check.done, check.record);
+        return check.started.then((result) => decideOn(tx, result, check.record));
+      },
+      { stage: Stage.FIRST },
     );
   },
 });

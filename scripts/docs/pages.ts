@@ -34,15 +34,20 @@ export function pluginConfigBlock(plugin: BundledPlugin): string {
 }
 
 /**
- * Replace what lies between the config markers. `undefined` when the page has
+ * Replace what lies between the config markers (or the given pair). `undefined` when the page has
  * not exactly one start marker followed by one end marker.
  */
-export function fillMarkers(page: string, block: string): string | undefined {
-  const start = page.indexOf(CONFIG_START);
-  const end = page.indexOf(CONFIG_END);
+export function fillMarkers(
+  page: string,
+  block: string,
+  startMarker = CONFIG_START,
+  endMarker = CONFIG_END,
+): string | undefined {
+  const start = page.indexOf(startMarker);
+  const end = page.indexOf(endMarker);
   if (start < 0 || end < start) return undefined;
-  if (page.indexOf(CONFIG_START, start + 1) >= 0 || page.indexOf(CONFIG_END, end + 1) >= 0) return undefined;
-  return `${page.slice(0, start + CONFIG_START.length)}\n\n${block}\n\n${page.slice(end)}`;
+  if (page.indexOf(startMarker, start + 1) >= 0 || page.indexOf(endMarker, end + 1) >= 0) return undefined;
+  return `${page.slice(0, start + startMarker.length)}\n\n${block}\n\n${page.slice(end)}`;
 }
 
 /** A new page for a bundled plugin that has none yet: title, description, example, markers. */

@@ -11,12 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ARCData } from 'mailauth';
 import { sealMessage, arc as verifyArc } from 'mailauth/lib/arc/index.js';
+import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import type { ArcResult } from '../../plugins/arc/index.ts';
 import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
+import type { DkimResult } from '../../plugins/dkim-verify/index.ts';
 import { resultsProbe } from '../helpers/test-plugins.ts';
 
 let dir: string;
@@ -84,6 +86,7 @@ async function mailauthArc(text: string): Promise<{ result: string; i: number | 
 async function deliver(
   data: string,
   config: Record<string, unknown> = {},
+  authResults: Record<string, unknown> = {},
 ): Promise<{ reply: SmtpReply; results: readonly ArcResult[]; text: string }> {
   let seen: readonly ArcResult[] = [];
   const probe = resultsProbe('arc', (results) => {
@@ -91,7 +94,13 @@ async function deliver(
   });
   const t = await startTestServer({
     dns: zone,
-    plugins: ['spf', ['arc', config], probe, 'auth-results', ['rcpt-local', { domains: ['example.net'] }]],
+    plugins: [
+      'spf',
+      ['arc', config],
+      probe,
+      ['auth-results', authResults],
+      ['rcpt-local', { domains: ['example.net'] }],
+    ],
   });
   try {
     const c = await t.connect();
@@ -151,6 +160,47 @@ describe('arc: verify', () => {
     expect(r.text).toMatch(/arc=fail reason="[^"]+" smtp\.remote-ip=127\.0\.0\.1/);
   });
 
+  it('leaves DKIM-Signature fields to dkim-verify: their keys are looked up once, by it (no second DKIM pass)', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const data = { signingDomain: 'pass.example', selector: 'dk1', privateKey: key };
+    const signed = await dkimSign(MESSAGE, { ...data, signatureData: [data] });
+    expect(signed.errors).toEqual([]);
+    const sealed = await forwarderSealed(signed.signatures + MESSAGE, 'none');
+    let arcSeen: readonly ArcResult[] = [];
+    let dkimSeen: readonly DkimResult[] = [];
+    const t = await startTestServer({
+      dns: { ...zone, 'dk1._domainkey.pass.example': { TXT: [dkimRecord('ed25519', publicKey)] } },
+      // No answer cache: every lookup reaches the DNS server and is counted.
+      config: { dns: { cacheSize: 0 } },
+      plugins: [
+        'dkim-verify',
+        'arc',
+        resultsProbe('arc', (r) => {
+          arcSeen = r;
+        }),
+        resultsProbe('dkim', (r) => {
+          dkimSeen = r;
+        }),
+        ['rcpt-local', { domains: ['example.net'] }],
+      ],
+    });
+    try {
+      const c = await t.connect();
+      await c.expect('EHLO client.example', 250);
+      await c.expect('MAIL FROM:<alice@pass.example>', 250);
+      await c.expect('RCPT TO:<bob@example.net>', 250);
+      await c.expect('DATA', 354);
+      expect((await c.sendData(sealed)).code).toBe(250);
+      await c.close();
+      expect(arcSeen).toMatchObject([{ result: 'pass', instance: 1 }]);
+      expect(dkimSeen).toMatchObject([{ result: 'pass', selector: 'dk1' }]);
+      expect(t.dns?.count('dk1._domainkey.pass.example', 'TXT')).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('refuses a failing chain when the actions say so', async () => {
     const sealed = await forwarderSealed(MESSAGE, 'none');
     const r = await deliver(sealed.replace('through a list', 'through a thief'), {
@@ -178,6 +228,13 @@ describe('arc: seal', () => {
     const aar = clauses(/^ARC-Authentication-Results: i=1; mx\.test\.example;((?:\r\n\t.*)+)/m);
     expect(aar).toBeDefined();
     expect(clauses(/^Authentication-Results: mx\.test\.example;((?:\r\n\t.*)+)/m)).toBe(aar);
+  });
+
+  it('names the server with auth-results’ authserv-id: one setting for both fields', async () => {
+    const r = await deliver(MESSAGE, sealConfig(), { authservId: 'auth.example' });
+    expect(r.text).toMatch(/^ARC-Authentication-Results: i=1; auth\.example;\r\n\tspf=pass /m);
+    expect(r.text).toMatch(/^Authentication-Results: auth\.example;\r\n\tspf=pass /m);
+    expect(await mailauthArc(r.text)).toEqual({ result: 'pass', i: 1 });
   });
 
   it('adds i=n+1 with cv=pass to a message with a valid chain', async () => {

@@ -124,4 +124,59 @@ describe('auth-results', () => {
     expect(field).toMatch(/\bdmarc=pass\b/);
     expect(text.indexOf('Authentication-Results:')).toBeLessThan(text.indexOf('Received:'));
   });
+
+  it('removes arriving Authentication-Results that claim our authserv-id and keeps the others, byte for byte (RFC 8601 5)', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: ['spf', 'auth-results', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const kept =
+      'Authentication-Results: other.example;\r\n\tspf=pass smtp.mailfrom=alice@pass.example\r\n' +
+      'From: alice@pass.example\r\n' +
+      'Subject: hi\r\n';
+    const forged = [
+      'Authentication-Results: mx.test.example; dkim=pass header.d=pass.example\r\n',
+      // Case, a comment before the id, a version after it, folding: still ours.
+      'Authentication-Results: (forged) MX.Test.Example 1;\r\n\tdmarc=pass\r\n',
+    ];
+    const body = '\r\nhello\r\n';
+    const sent = forged[0] + kept + forged[1] + body;
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@pass.example>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData(sent)).code).toBe(250);
+    await c.expect('QUIT', 221);
+    const [m] = await t.waitForMessages(1);
+    const text = m?.text ?? '';
+    // Ours on top, then Received, then the message as sent without the two forged fields.
+    const ours = /^Authentication-Results: mx\.test\.example;(?:\r\n\t.*)*\r\n/.exec(text)?.[0];
+    const received = /^Received: .*(?:\r\n\t.*)*\r\n/m.exec(text)?.[0];
+    expect(ours).toMatch(/\tspf=pass /);
+    expect(text).toBe(`${ours}${received}${kept}${body}`);
+    expect(m?.data.length).toBe(Buffer.byteLength(text));
+  });
+
+  it('removes them from a message that spilled to disk, the body streamed untouched', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: ['spf', 'auth-results', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const body = `\r\n${`${'z'.repeat(76)}\r\n`.repeat(8000)}`;
+    const head = 'From: alice@pass.example\r\nSubject: big\r\n';
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@pass.example>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect(
+      (await c.sendData(`Authentication-Results: mx.test.example; spf=pass\r\n${head}${body}`)).code,
+    ).toBe(250);
+    await c.expect('QUIT', 221);
+    const [m] = await t.waitForMessages(1);
+    const text = m?.text ?? '';
+    expect(text.endsWith(head + body)).toBe(true);
+    expect(text.split('Authentication-Results:')).toHaveLength(2);
+  });
 });

@@ -18,7 +18,7 @@ import {
   type SMTPServerSession,
 } from 'smtp-server';
 import { silentLogger } from '../../core/log.ts';
-import type { Clock } from '../../core/plugin.ts';
+import type { Clock, PluginDefinition } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import type {
   DeliveryJob,
@@ -43,6 +43,10 @@ export interface DeliveryServerOptions {
   readonly clock?: Clock;
   /** Prefix of the temporary data directory's name. */
   readonly dirPrefix?: string;
+  /** Use this data directory (kept on close) instead of a temporary one. */
+  readonly dataDir?: string;
+  /** Plugin definitions the config's entries may name (test plugins). */
+  readonly definitions?: readonly PluginDefinition[];
 }
 
 /** A mailframe server with the given plugin entries, not listening. */
@@ -50,7 +54,9 @@ export async function startDeliveryServer(
   plugins: ReadonlyArray<{ plugin: string; config?: Record<string, unknown>; id?: string }>,
   opts: DeliveryServerOptions = {},
 ): Promise<DeliveryServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), opts.dirPrefix ?? 'mailframe-deliver-'));
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), opts.dirPrefix ?? 'mailframe-deliver-')));
+  const removeDir = () =>
+    opts.dataDir === undefined ? rm(dataDir, { recursive: true, force: true }) : Promise.resolve();
   let server: MailServer;
   try {
     server = await MailServer.create({
@@ -63,9 +69,10 @@ export async function startDeliveryServer(
       },
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.definitions ? { plugins: opts.definitions } : {}),
     });
   } catch (err) {
-    await rm(dataDir, { recursive: true, force: true });
+    await removeDir();
     throw err;
   }
   return {
@@ -73,7 +80,7 @@ export async function startDeliveryServer(
     dataDir,
     async close() {
       await server.close(0);
-      await rm(dataDir, { recursive: true, force: true });
+      await removeDir();
     },
   };
 }

@@ -8,7 +8,9 @@ import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:cryp
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SmtpReply, TestDnsZone } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
@@ -48,6 +50,7 @@ beforeAll(async () => {
     'weak._domainkey.example.org': { TXT: [weak.record] },
     'broken._domainkey.example.org': { TXT: ['v=DKIM1; k=rsa; p=bm90IGEga2V5'] },
     'down._domainkey.example.org': { rcode: 'SERVFAIL' },
+    'revoked._domainkey.example.org': { TXT: ['v=DKIM1; k=rsa; p='] },
   };
 }, 300_000);
 
@@ -73,8 +76,9 @@ async function mailauthSigned(
   selector: string,
   privateKey: string,
   extra: { signTime?: Date; expires?: Date } = {},
+  signature: { canonicalization?: string; maxBodyLength?: number } = {},
 ): Promise<string> {
-  const data = { signingDomain: 'example.org', selector, privateKey };
+  const data = { signingDomain: 'example.org', selector, privateKey, ...signature };
   const r = await dkimSign(message, { ...data, signatureData: [data], ...extra });
   expect(r.errors).toEqual([]);
   return r.signatures + message;
@@ -100,6 +104,7 @@ async function verify(data: string): Promise<readonly DkimResult[] | undefined> 
 async function verifyWith(
   data: string,
   config: Record<string, unknown>,
+  logger?: Logger,
 ): Promise<{ reply: SmtpReply; results: readonly DkimResult[] | undefined }> {
   let seen: readonly DkimResult[] | undefined;
   const probe = resultsProbe('dkim', (results) => {
@@ -108,6 +113,7 @@ async function verifyWith(
   const t = await startTestServer({
     dns: zone,
     plugins: [['dkim-verify', config], probe, ['rcpt-local', { domains: ['example.net'] }]],
+    ...(logger ? { logger } : {}),
   });
   try {
     const c = await t.connect();
@@ -132,7 +138,14 @@ describe('dkim-verify', () => {
         domain: 'example.org',
         selector: 'r1',
         algorithm: 'rsa-sha256',
-        properties: { 'header.d': 'example.org', 'header.s': 'r1', 'header.a': 'rsa-sha256' },
+        properties: {
+          'header.d': 'example.org',
+          'header.i': '@example.org',
+          'header.s': 'r1',
+          'header.a': 'rsa-sha256',
+          // RFC 6008: the first characters of b=, to tell signatures apart.
+          'header.b': expect.stringMatching(/^[A-Za-z0-9+/]{8}$/),
+        },
       },
     ]);
   });
@@ -215,5 +228,72 @@ describe('dkim-verify', () => {
     const down = await verifyWith(await mailauthSigned(MESSAGE, 'down', rsaPem), actions);
     expect([down.reply.code, down.reply.enhanced]).toEqual([451, '4.7.20']);
     expect((await verifyWith(one, actions)).reply.code).toBe(250);
+  });
+
+  it('l= signs part of the body: appended text still passes (recorded bodyLength), a body shorter than l= fails', async () => {
+    // The relaxed canonical body of MESSAGE starts "Hello Bob,\r\n\r\nsigned text.\r\n" (28 octets).
+    const signed = await mailauthSigned(MESSAGE, 'r1', rsaPem, {}, { maxBodyLength: 14 });
+    expect(signed).toMatch(/l=14/);
+    const appended = await verify(`${signed}P.S. added by a list\r\n`);
+    expect(appended).toMatchObject([{ result: 'pass', selector: 'r1', bodyLength: 14 }]);
+    const cut = await verify(signed.replace('Hello Bob,\r\n\r\nsigned text.\r\n', 'Hi\r\n'));
+    expect(cut).toMatchObject([{ result: 'fail', reason: 'body shorter than l=' }]);
+  });
+
+  it('fails a signature over changed header fields (bad signature), the body hash intact', async () => {
+    const signed = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    const r = await verify(signed.replace('Subject: verify me', 'Subject: verify you'));
+    expect(r).toMatchObject([{ result: 'fail', selector: 'r1', reason: 'signature did not verify' }]);
+  });
+
+  it('header canonicalisation: relaxed survives whitespace and case changes in transit, simple does not', async () => {
+    const simple = await mailauthSigned(MESSAGE, 'r1', rsaPem, {}, { canonicalization: 'simple/simple' });
+    const both = await mailauthSigned(simple, 'e1', edPem, {}, { canonicalization: 'relaxed/relaxed' });
+    expect(await verify(both)).toMatchObject([
+      { result: 'pass', selector: 'e1' },
+      { result: 'pass', selector: 'r1' },
+    ]);
+    const rewritten = both.replace('Subject: verify me', 'SUBJECT :  verify \t me ');
+    expect(await verify(rewritten)).toMatchObject([
+      { result: 'pass', selector: 'e1' },
+      { result: 'fail', selector: 'r1', reason: 'signature did not verify' },
+    ]);
+  });
+
+  it('neutral for a signature dated in the future (t=), permerror for an unknown algorithm and a revoked key', async () => {
+    const future = await mailauthSigned(MESSAGE, 'r1', rsaPem, {
+      signTime: new Date(Date.now() + 86400_000),
+    });
+    expect(await verify(future)).toMatchObject([
+      { result: 'neutral', selector: 'r1', reason: 'signed in the future' },
+    ]);
+    const signed = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    expect(await verify(signed.replace('a=rsa-sha256', 'a=rsa-sha512'))).toMatchObject([
+      { result: 'permerror', algorithm: 'rsa-sha512', reason: 'unknown algorithm rsa-sha512' },
+    ]);
+    expect(await verify(await mailauthSigned(MESSAGE, 'revoked', rsaPem))).toMatchObject([
+      { result: 'permerror', selector: 'revoked', reason: 'key revoked' },
+    ]);
+  });
+
+  it('checks at most maxSignatures signatures from the top, and logs how many it skipped', async () => {
+    let signed = MESSAGE;
+    for (const selector of ['r1', 'e1', 'r1'])
+      signed = await mailauthSigned(signed, selector, selector === 'e1' ? edPem : rsaPem);
+    const lines: { msg: string; skipped?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l));
+        done();
+      },
+    });
+    const r = await verifyWith(signed, { maxSignatures: 2 }, pino({ level: 'info' }, sink));
+    expect(r.results?.map((x) => [x.selector, x.result])).toEqual([
+      ['r1', 'pass'],
+      ['e1', 'pass'],
+    ]);
+    expect(lines.find((l) => /maxSignatures/.test(l.msg))).toMatchObject({ skipped: 1 });
+    const all = await verify(signed);
+    expect(all).toHaveLength(3);
   });
 });

@@ -4,6 +4,8 @@
  * stand-in check under the name `dkim`, as dkim-verify records them), strict
  * and relaxed, the domain's p/sp/pct, and every result it gives.
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
@@ -26,6 +28,8 @@ const zone: TestDnsZone = {
   'reject.example': spfFail,
   '_dmarc.sample.example': { TXT: ['v=DMARC1; p=reject; pct=0'] },
   'sample.example': spfFail,
+  '_dmarc.half.example': { TXT: ['v=DMARC1; p=reject; pct=50'] },
+  'half.example': spfFail,
   '_dmarc.quar.example': { TXT: ['v=DMARC1; p=quarantine'] },
   'quar.example': spfFail,
   '_dmarc.parent.example': { TXT: ['v=DMARC1; p=reject; sp=none'] },
@@ -130,6 +134,103 @@ describe('dmarc', () => {
 
     expect((await send('a@broken.example', 'a@broken.example')).code).toBe(250);
     expect(seen.pop()?.result).toBe('temperror');
+  });
+
+  it('samples pct with the server’s random source: inside the sample the policy, outside the next milder one', async () => {
+    // Draws 0.49 (inside pct=50), then 0.5 (outside), then 0.1 (inside).
+    const draws = [0.49, 0.5, 0.1];
+    const seen: DmarcResult[] = [];
+    t = await startTestServer({
+      dns: zone,
+      random: () => draws.shift() ?? 0.99,
+      plugins: [
+        'spf',
+        'dmarc',
+        resultsProbe('dmarc', (results) => seen.push(...results)),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    expect((await send('a@half.example', 'a@half.example')).raw).toMatch(/^550 5\.7\.26 /);
+    expect((await send('a@half.example', 'a@half.example')).code).toBe(250);
+    expect(seen.at(-1)).toMatchObject({ result: 'fail', pct: 50, applied: 'quarantine' });
+    expect((await send('a@half.example', 'a@half.example')).raw).toMatch(/^550 5\.7\.26 /);
+    // Refused messages never reach the probe (it taps after dmarc): only the sampled-out one is seen.
+    expect(seen.map((r) => r.applied)).toEqual(['quarantine']);
+    expect(draws).toEqual([]);
+  });
+
+  it('reuses an evaluation for the same author and authenticated domains for cacheTtl (the resolver caching nothing)', async () => {
+    const run = async (cacheTtl: number) => {
+      const seen: DmarcResult[] = [];
+      t = await startTestServer({
+        dns: zone,
+        config: { dns: { cacheSize: 0 } },
+        plugins: [
+          'spf',
+          ['dmarc', { cacheTtl }],
+          resultsProbe('dmarc', (results) => seen.push(...results)),
+          ['rcpt-local', { domains: ['example.com'] }],
+        ],
+      });
+      for (let i = 0; i < 3; i++) await send('ret@bounce.relaxed.example', 'a@relaxed.example');
+      // Another author domain is another evaluation.
+      await send('a@quar.example', 'a@quar.example');
+      const queries = t.dns?.count('_dmarc.relaxed.example', 'TXT');
+      await t.close();
+      t = undefined;
+      expect(seen.map((r) => r.result)).toEqual(['pass', 'pass', 'pass', 'fail']);
+      return queries;
+    };
+    expect(await run(60)).toBe(1);
+    expect(await run(0)).toBe(3);
+  });
+
+  it('records aggregate-report data per day, author domain, source IP, disposition and aligned results', async () => {
+    const day = Date.UTC(2026, 11, 4, 12);
+    t = await startTestServer({
+      dns: zone,
+      clock: { now: () => day },
+      plugins: ['spf', 'dmarc', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    for (let i = 0; i < 2; i++) await send('ret@bounce.relaxed.example', 'a@relaxed.example');
+    await send('a@reject.example', 'a@reject.example');
+    await send('a@quar.example', 'a@quar.example');
+    await send('a@nodmarc.example', 'a@nodmarc.example'); // no record: nobody to report to
+    // Shutdown writes what was counted.
+    await t.server.close(200);
+    const saved = JSON.parse(await readFile(join(t.server.dataDir, 'dmarc', '2026-12-04.json'), 'utf8'));
+    expect(saved).toEqual({
+      day: '2026-12-04',
+      rows: [
+        {
+          headerFrom: 'relaxed.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'none',
+          dkim: 'fail',
+          spf: 'pass',
+          policy: 'reject',
+          count: 2,
+        },
+        {
+          headerFrom: 'reject.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'reject',
+          dkim: 'fail',
+          spf: 'fail',
+          policy: 'reject',
+          count: 1,
+        },
+        {
+          headerFrom: 'quar.example',
+          sourceIp: '127.0.0.1',
+          disposition: 'quarantine',
+          dkim: 'fail',
+          spf: 'fail',
+          policy: 'quarantine',
+          count: 1,
+        },
+      ],
+    });
   });
 
   it('lets the action map override the published policy', async () => {

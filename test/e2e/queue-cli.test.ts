@@ -2,56 +2,25 @@ import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runQueueCli } from '../../bin/queue-cli.ts';
 import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/types.ts';
 import {
+  queueCli as cli,
   Deliverer,
   FakeClock,
   fsStore,
+  queueCliJson as json,
   MINUTE,
   type QueueStoreKind,
   sendMail,
+  startForCli,
   startQueueServer,
   useQueueScope,
 } from './queue-harness.ts';
 
 const scope = useQueueScope();
 
-interface Run {
-  readonly code: number;
-  readonly out: string;
-  readonly err: string;
-}
-
-async function cli(config: string, ...argv: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const code = await runQueueCli(argv, config, { out: (t) => (out += t), err: (t) => (err += t) });
-  return { code, out, err };
-}
-
-async function json<T>(config: string, ...argv: string[]): Promise<T> {
-  const r = await cli(config, ...argv, '--json');
-  expect(r.code, r.err).toBe(0);
-  return JSON.parse(r.out) as T;
-}
-
 /** A server whose deliveries defer until told otherwise, and a config file pointing at its queue. */
-async function setup(store: QueueStoreKind = fsStore) {
-  const clock = new FakeClock();
-  const dir = await scope.tempDir();
-  const dataDir = join(dir, 'data');
-  const config = join(dir, 'mailframe.json');
-  const queueConfig = store.name === 'queue-fs' ? {} : await store.config(dataDir);
-  await writeFile(
-    config,
-    JSON.stringify({ dataDir: './data', plugins: [{ plugin: store.name, config: queueConfig }] }),
-  );
-  const d = new Deliverer(clock);
-  d.behaviour = () => ({ code: 451, enhanced: '4.3.0', text: 'not now' });
-  const s = await scope.start({ store, clock, dataDir, plugins: [d.plugin] });
-  return { clock, dataDir, config, d, s };
-}
+const setup = (store: QueueStoreKind = fsStore) => startForCli(scope, { store, defer: true });
 
 const deliverAll = () => ({ code: 250, enhanced: '2.0.0', text: 'OK' });
 

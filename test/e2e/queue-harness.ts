@@ -4,10 +4,12 @@
  * extension's parameters, and a small SMTP sender.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Type from 'typebox';
+import { expect } from 'vitest';
+import { runQueueCli } from '../../bin/queue-cli.ts';
 import { definePlugin, type PluginDefinition } from '../../core/plugin.ts';
 import type { Reply } from '../../core/reply.ts';
 import { MailServer } from '../../core/server.ts';
@@ -295,4 +297,51 @@ export function parseFieldGroups(text: string): Array<Map<string, string>> {
       }
       return m;
     });
+}
+
+/** What `mailframe queue ...` printed and its exit code. */
+export interface CliRun {
+  readonly code: number;
+  readonly out: string;
+  readonly err: string;
+}
+
+/** Run `mailframe queue ARGV` in this process against the config file `config`. */
+export async function queueCli(config: string, ...argv: string[]): Promise<CliRun> {
+  let out = '';
+  let err = '';
+  const code = await runQueueCli(argv, config, { out: (t) => (out += t), err: (t) => (err += t) });
+  return { code, out, err };
+}
+
+/** `mailframe queue ARGV --json`, which must succeed: its parsed output. */
+export async function queueCliJson<T>(config: string, ...argv: string[]): Promise<T> {
+  const r = await queueCli(config, ...argv, '--json');
+  expect(r.code, r.err).toBe(0);
+  return JSON.parse(r.out) as T;
+}
+
+/**
+ * A queue server (`plugins`, then a scripted delivery plugin, then the queue:
+ * `store`, default queue-fs) and a config file pointing the CLI at its queue.
+ * `defer`: deliveries answer 451 until the test says otherwise.
+ */
+export async function startForCli(
+  scope: QueueScope,
+  o: { plugins?: QueueServerOptions['plugins']; defer?: boolean; store?: QueueStoreKind } = {},
+) {
+  const clock = new FakeClock();
+  const dir = await scope.tempDir();
+  const dataDir = join(dir, 'data');
+  const config = join(dir, 'mailframe.json');
+  const store = o.store ?? fsStore;
+  const queueConfig = store.name === 'queue-fs' ? {} : await store.config(dataDir);
+  await writeFile(
+    config,
+    JSON.stringify({ dataDir: './data', plugins: [{ plugin: store.name, config: queueConfig }] }),
+  );
+  const d = new Deliverer(clock);
+  if (o.defer) d.behaviour = () => ({ code: 451, enhanced: '4.3.0', text: 'not now' });
+  const s = await scope.start({ store, clock, dataDir, plugins: [...(o.plugins ?? []), d.plugin] });
+  return { clock, dataDir, config, d, s };
 }

@@ -11,6 +11,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { startTestServer, type TestDnsZone, type TestServer } from '../../core/testkit.ts';
 import { resultsOf } from '../../plugins/policy/policy.ts';
 import type { SpfResult } from '../../plugins/spf/index.ts';
+import { resultsProbe } from '../helpers/test-plugins.ts';
 
 const tooMany = Array.from({ length: 11 }, (_, i) => `a:h${i}.many.example`).join(' ');
 const manyHosts = Object.fromEntries(
@@ -60,9 +61,13 @@ afterEach(async () => {
   t = undefined;
 });
 
+/** A server whose SPF results a `mail` tap collects: the check waits at MAIL FROM (`waitAtMail`). */
 async function results(config: Record<string, unknown> = {}) {
   const seen: SpfResult[] = [];
-  t = await startTestServer({ dns: zone, plugins: [['spf', config], collector(seen)] });
+  t = await startTestServer({
+    dns: zone,
+    plugins: [['spf', { waitAtMail: true, ...config }], collector(seen)],
+  });
   return seen;
 }
 
@@ -159,5 +164,70 @@ describe('spf', () => {
         plugins: [['spf', { actions: { fail: { action: 'reject', code: 451 } } }]],
       }),
     ).rejects.toThrow(/reject needs a 5xx code/);
+  });
+
+  it('by default does not hold the MAIL FROM reply: the check runs meanwhile and is recorded at the message', async () => {
+    const atMail: SpfResult[] = [];
+    const atMessage: SpfResult[] = [];
+    t = await startTestServer({
+      dns: {
+        ...zone,
+        // Never answered: a check that held the MAIL FROM reply would hold it for `timeout`.
+        'silent.example': { drop: true },
+      },
+      config: { dns: { timeout: 60_000, attempts: 1 } },
+      plugins: [
+        // quarantine refuses nothing: the check still does not hold MAIL FROM, and is acted on at the message.
+        ['spf', { timeout: 120_000, actions: { fail: { action: 'quarantine' } } }],
+        collector(atMail),
+        resultsProbe('spf', (r) => atMessage.push(...r)),
+        ['rcpt-local', { domains: ['example.net'] }],
+      ],
+    });
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@silent.example>', 250, '2.1.0');
+    await c.expect('RCPT TO:<bob@example.net>', 250);
+    // The reply came while the lookup is still unanswered.
+    expect(t.dns?.count('silent.example', 'TXT')).toBe(1);
+    expect(atMail).toEqual([]);
+    await c.expect('RSET', 250);
+    // A check that finishes: recorded once the message is in, for DMARC and Authentication-Results.
+    await c.expect('MAIL FROM:<alice@fail.example>', 250);
+    expect(atMail).toEqual([]);
+    await c.expect('RCPT TO:<bob@example.net>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData('Subject: x\r\n\r\nhi\r\n')).code).toBe(250);
+    expect(atMessage).toMatchObject([{ result: 'fail', domain: 'fail.example' }]);
+    const [m] = await t.waitForMessages(1);
+    expect(m?.attributes.quarantine).toEqual({ check: 'spf', result: 'fail' });
+    await c.close();
+  });
+
+  it('reuses a result for the same client, sender and HELO for cacheTtl (the resolver caching nothing)', async () => {
+    const run = async (cacheTtl: number) => {
+      const seen: SpfResult[] = [];
+      t = await startTestServer({
+        dns: { 'cached.example': { TXT: ['v=spf1 ip4:127.0.0.1 -all'], ttl: 300 } },
+        config: { dns: { cacheSize: 0 } },
+        plugins: [['spf', { waitAtMail: true, cacheTtl }], collector(seen)],
+      });
+      const c = await t.connect();
+      await c.expect('EHLO client.example', 250);
+      for (let i = 0; i < 3; i++) {
+        await c.expect('MAIL FROM:<alice@cached.example>', 250);
+        await c.expect('RSET', 250);
+      }
+      // Another sender of the same domain is another evaluation (macros may read the local part).
+      await c.expect('MAIL FROM:<bob@cached.example>', 250);
+      await c.expect('QUIT', 221);
+      const queries = t.dns?.count('cached.example', 'TXT');
+      await t.close();
+      t = undefined;
+      expect(seen.map((r) => r.result)).toEqual(['pass', 'pass', 'pass', 'pass']);
+      return queries;
+    };
+    expect(await run(60)).toBe(2);
+    expect(await run(0)).toBe(4);
   });
 });

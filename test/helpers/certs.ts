@@ -183,3 +183,103 @@ export async function startTls(c: SmtpClient, servername?: string): Promise<TlsC
   await c.expect('STARTTLS', 220, '2.0.0');
   return upgradeClient(c, servername);
 }
+
+/** A throwaway certificate authority for tests (one day), to sign leaf certificates with `issueCertificate`. */
+export interface TestCa extends TestCertificate {
+  readonly name: string;
+}
+
+/** Make a test CA (P-256, CA:TRUE) as `<dir>/<name>.crt` and `.key`. Needs openssl. */
+export async function makeTestCa(dir: string, name: string): Promise<TestCa> {
+  if (!OPENSSL) throw new Error('a test CA needs the openssl command');
+  const certPath = join(dir, `${name}.crt`);
+  const keyPath = join(dir, `${name}.key`);
+  await run(OPENSSL, [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-keyout',
+    keyPath,
+    '-out',
+    certPath,
+  ]);
+  const cert = await readFile(certPath, 'utf8');
+  const key = await readFile(keyPath, 'utf8');
+  return { name, certPath, keyPath, cert, key, fingerprint256: new X509Certificate(cert).fingerprint256 };
+}
+
+export interface IssueOptions {
+  /** DNS names of the subjectAltName (the first is also the CN). */
+  readonly dnsNames: readonly string[];
+  /** Validity in days from now; negative: expired that many days ago. Default 1. */
+  readonly days?: number;
+}
+
+/**
+ * A leaf certificate signed by `ca`, as `<dir>/<name>.crt` (the leaf, then the
+ * CA: the chain a server presents) and `<dir>/<name>.key`. Needs openssl.
+ */
+export async function issueCertificate(
+  dir: string,
+  ca: TestCa,
+  name: string,
+  o: IssueOptions,
+): Promise<TestCertificate> {
+  if (!OPENSSL) throw new Error('issuing a test certificate needs the openssl command');
+  const certPath = join(dir, `${name}.crt`);
+  const keyPath = join(dir, `${name}.key`);
+  const csrPath = join(dir, `${name}.csr`);
+  const extPath = join(dir, `${name}.ext`);
+  await run(OPENSSL, [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    `/CN=${o.dnsNames[0] ?? name}`,
+    '-keyout',
+    keyPath,
+    '-out',
+    csrPath,
+  ]);
+  await writeFile(
+    extPath,
+    `subjectAltName=${o.dnsNames.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\n`,
+  );
+  await run(OPENSSL, [
+    'x509',
+    '-req',
+    '-in',
+    csrPath,
+    '-CA',
+    ca.certPath,
+    '-CAkey',
+    ca.keyPath,
+    '-CAcreateserial',
+    '-days',
+    String(o.days ?? 1),
+    '-extfile',
+    extPath,
+    '-out',
+    certPath,
+  ]);
+  const leaf = await readFile(certPath, 'utf8');
+  const cert = `${leaf.trimEnd()}\n${ca.cert}`;
+  await writeFile(certPath, cert);
+  const key = await readFile(keyPath, 'utf8');
+  return { certPath, keyPath, cert, key, fingerprint256: new X509Certificate(leaf).fingerprint256 };
+}

@@ -1,0 +1,180 @@
+/**
+ * DKIM canonicalisation (RFC 6376 section 3.4), shared by the signer
+ * (`dkim-sign`) and the verifier (`dkim-verify`): header fields as they stand
+ * in the message, "simple" and "relaxed" header canonicalisation, and a body
+ * hasher fed in chunks, with the `l=` body length limit.
+ */
+import { createHash, type Hash } from 'node:crypto';
+
+export type Canon = 'simple' | 'relaxed';
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Canonicalises and hashes a body given in chunks (CRLF line endings, as the
+ * spool holds them). With `limit`, only the first `limit` octets of the
+ * canonical body are hashed (the `l=` tag, RFC 6376 3.5).
+ */
+export class BodyHasher {
+  readonly #hash: Hash = createHash('sha256');
+  readonly #relaxed: boolean;
+  readonly #limit: number;
+  #partial: Buffer = EMPTY;
+  #emptyLines = 0;
+  #any = false;
+  /** Canonical octets seen (all of them, hashed or not past the limit). */
+  #length = 0;
+
+  constructor(canon: Canon, limit = Number.POSITIVE_INFINITY) {
+    this.#relaxed = canon === 'relaxed';
+    this.#limit = limit;
+  }
+
+  /** Octets of the canonical body so far (after `digest`: the whole canonical body). */
+  get length(): number {
+    return this.#length;
+  }
+
+  update(chunk: Buffer): void {
+    const data = this.#partial.length > 0 ? Buffer.concat([this.#partial, chunk]) : chunk;
+    let start = 0;
+    for (let nl = data.indexOf(LF, start); nl >= 0; nl = data.indexOf(LF, start)) {
+      const end = nl > start && data[nl - 1] === CR ? nl - 1 : nl;
+      this.#line(data.subarray(start, end));
+      start = nl + 1;
+    }
+    // The unfinished line is copied: the caller may reuse its chunk.
+    this.#partial = start < data.length ? Buffer.from(data.subarray(start)) : EMPTY;
+  }
+
+  #line(raw: Buffer): void {
+    const line = this.#relaxed ? relaxedLine(raw) : raw;
+    if (line.length === 0) {
+      this.#emptyLines++;
+      return;
+    }
+    // Empty lines count only once something follows them (trailing empty lines are dropped).
+    for (; this.#emptyLines > 0; this.#emptyLines--) this.#emit(CRLF);
+    this.#emit(line);
+    this.#emit(CRLF);
+    this.#any = true;
+  }
+
+  #emit(octets: Buffer): void {
+    const room = this.#limit - this.#length;
+    if (room >= octets.length) this.#hash.update(octets);
+    else if (room > 0) this.#hash.update(octets.subarray(0, room));
+    this.#length += octets.length;
+  }
+
+  /** The `bh=` value. An empty body is CRLF in simple and nothing in relaxed canonicalisation (3.4.3, 3.4.4). */
+  digest(): string {
+    if (this.#partial.length > 0) this.#line(this.#partial);
+    this.#partial = EMPTY;
+    if (!this.#any && !this.#relaxed) this.#emit(CRLF);
+    return this.#hash.digest('base64');
+  }
+}
+
+/**
+ * One body line in relaxed canonicalisation: every run of WSP becomes one
+ * space, WSP at the end goes. Most lines need no change and are returned as is.
+ */
+function relaxedLine(raw: Buffer): Buffer {
+  let clean = true;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (c === HTAB || (c === SP && (i + 1 === raw.length || raw[i + 1] === SP || raw[i + 1] === HTAB))) {
+      clean = false;
+      break;
+    }
+  }
+  if (clean) return raw;
+  const out = Buffer.allocUnsafe(raw.length);
+  let n = 0;
+  let space = false;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i] as number;
+    if (c === SP || c === HTAB) {
+      space = true;
+      continue;
+    }
+    if (space) {
+      out[n++] = SP;
+      space = false;
+    }
+    out[n++] = c;
+  }
+  return out.subarray(0, n);
+}
+
+/** One header field as it stands in the message (folded lines joined by CRLF, no final CRLF). */
+export interface Field {
+  /** Lower case, without surrounding WSP. */
+  readonly name: string;
+  readonly raw: string;
+}
+
+/** The header section's fields, in order (the section as text, latin1: one char per octet). */
+export function parseFields(section: string): Field[] {
+  const out: Field[] = [];
+  for (const raw of section.replace(/\r\n$/, '').split(/\r\n(?![ \t])/)) {
+    const colon = raw.indexOf(':');
+    if (colon > 0) out.push({ name: fieldName(raw.slice(0, colon)), raw });
+  }
+  return out;
+}
+
+const WSP_RUN = /[ \t]+/g;
+
+/** A field in `canon` canonicalisation, without the final CRLF (RFC 6376 3.4.1, 3.4.2). */
+export function canonField(raw: string, canon: Canon): string {
+  if (canon === 'simple') return raw;
+  const colon = raw.indexOf(':');
+  // Runs of WSP become one SP in the whole unfolded field, name included (3.4.2).
+  const name = fieldName(raw.slice(0, colon).replace(/\r\n/g, '')).replace(WSP_RUN, ' ');
+  // Only WSP is white space here: `trim()` would also take U+00A0, the last octet of many UTF-8 characters.
+  const value = raw
+    .slice(colon + 1)
+    .replace(/\r\n/g, '')
+    .replace(WSP_RUN, ' ')
+    .replace(WSP_EDGES, '');
+  return `${name}:${value}`;
+}
+
+const WSP_EDGES = /^[ \t]+|[ \t]+$/g;
+
+/** A field name as canonicalisation and `h=` compare it: WSP around it removed, ASCII letters in lower case. */
+function fieldName(text: string): string {
+  return text.replace(WSP_EDGES, '').replace(/[A-Z]+/g, (s) => s.toLowerCase());
+}
+
+/**
+ * The header data a signature covers (RFC 6376 5.4.2): for each name of `h`,
+ * the next instance of that field from the bottom, canonicalised, each with
+ * its CRLF; a name with no instance left adds nothing.
+ */
+export function signedHeaderData(fields: readonly Field[], h: readonly string[], canon: Canon): string {
+  const used = new Map<string, number>();
+  let data = '';
+  for (const listed of h) {
+    const name = fieldName(listed);
+    const k = used.get(name) ?? 0;
+    used.set(name, k + 1);
+    let seen = 0;
+    for (let i = fields.length - 1; i >= 0; i--) {
+      const f = fields[i] as Field;
+      if (f.name !== name) continue;
+      if (seen++ === k) {
+        data += `${canonField(f.raw, canon)}\r\n`;
+        break;
+      }
+    }
+  }
+  return data;
+}

@@ -1,0 +1,404 @@
+/**
+ * A streaming DKIM verifier (RFC 6376; Ed25519-SHA256 by RFC 8463; RSA-SHA1
+ * refused by RFC 8301). One pass over the message: the header section is
+ * collected, every DKIM-Signature field (up to a cap) is parsed and its key
+ * lookup started at once (through the server's DNS resolver and its cache),
+ * then the body streams through one hasher per distinct body
+ * canonicalisation and `l=`; nothing holds the body. Each signature gets an
+ * RFC 8601 result value:
+ *
+ *   pass       body hash and signature verify
+ *   fail       body hash or signature does not verify
+ *   neutral    expired (`x=`) or dated in the future (`t=`)
+ *   permerror  unusable signature (syntax, unknown algorithm, rsa-sha1) or key (absent, revoked, weak, malformed)
+ *   temperror  the key lookup failed for now (SERVFAIL, timeout)
+ */
+import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { DnsResolver } from '../../core/dns/types.ts';
+import { BodyHasher, type Canon, canonField, type Field, parseFields, signedHeaderData } from './canon.ts';
+import { base64Value, colonList, parseTagList } from './tags.ts';
+
+export type DkimVerdict = 'pass' | 'fail' | 'neutral' | 'permerror' | 'temperror';
+
+/** One signature's outcome. */
+export interface SignatureVerdict {
+  readonly result: DkimVerdict;
+  /** Why, when not `pass`. */
+  readonly reason?: string;
+  /** `d=`, lower case. */
+  readonly domain?: string;
+  /** `s=`. */
+  readonly selector?: string;
+  /** `a=`. */
+  readonly algorithm?: string;
+  /** `i=`, or `@d` when absent. */
+  readonly identity?: string;
+  /** The first characters of `b=`, enough to tell signatures apart (RFC 6008). */
+  readonly b?: string;
+  /** `l=`: the signature covers only this many octets of the canonical body. */
+  readonly bodyLength?: number;
+  /** The key record has `t=y`: the domain is testing DKIM. */
+  readonly testing?: boolean;
+}
+
+export interface Verification {
+  /** One verdict per DKIM-Signature field checked, top of the header first. */
+  readonly signatures: readonly SignatureVerdict[];
+  /** Signatures past `maxSignatures`, not checked. */
+  readonly skipped: number;
+}
+
+export interface VerifyOptions {
+  readonly dns: DnsResolver;
+  /** Milliseconds since the epoch (the server's clock). */
+  readonly now: number;
+  /** RSA keys shorter than this are `permerror` (RFC 8301 3.2). */
+  readonly minKeyBits: number;
+  /** Signatures checked per message; the rest are counted in `skipped`. */
+  readonly maxSignatures: number;
+  /** Seconds a `t=` may lie in the future (clocks differ) before the signature is `neutral`. */
+  readonly clockSkew: number;
+  /** Parsed public keys by key record (shared between messages). */
+  readonly keys: KeyCache;
+}
+
+/** Public keys parsed from key records, least recently used evicted first. */
+export class KeyCache {
+  readonly #capacity: number;
+  readonly #entries = new Map<string, ParsedKey>();
+
+  constructor(capacity = 256) {
+    this.#capacity = capacity;
+  }
+
+  get(record: string, minKeyBits: number): ParsedKey {
+    const key = `${minKeyBits} ${record}`;
+    let parsed = this.#entries.get(key);
+    if (parsed) {
+      this.#entries.delete(key);
+    } else {
+      parsed = parseKeyRecord(record, minKeyBits);
+      if (this.#capacity <= 0) return parsed;
+    }
+    this.#entries.set(key, parsed);
+    if (this.#entries.size > this.#capacity) {
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    return parsed;
+  }
+}
+
+type KeyType = 'rsa' | 'ed25519';
+
+/** A key record (RFC 6376 3.6.1) made usable, or why it is not. */
+type ParsedKey =
+  | {
+      readonly ok: true;
+      readonly type: KeyType;
+      readonly key: KeyObject;
+      readonly hashes: readonly string[] | undefined;
+      readonly testing: boolean;
+      /** `t=s`: the `i=` domain must be `d=` itself. */
+      readonly strict: boolean;
+    }
+  | { readonly ok: false; readonly reason: string };
+
+/** The DER SubjectPublicKeyInfo prefix of an Ed25519 key: `p=` holds only the 32 key octets (RFC 8463 4.2). */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+function parseKeyRecord(record: string, minKeyBits: number): ParsedKey {
+  const tags = parseTagList(record);
+  if (!tags) return { ok: false, reason: 'invalid key record' };
+  const v = tags.get('v');
+  if (v !== undefined && v !== 'DKIM1') return { ok: false, reason: 'unknown key version' };
+  const k = (tags.get('k') ?? 'rsa').toLowerCase();
+  if (k !== 'rsa' && k !== 'ed25519') return { ok: false, reason: 'unknown key type' };
+  const s = tags.get('s');
+  if (s !== undefined && !colonList(s).some((t) => t === '*' || t.toLowerCase() === 'email'))
+    return { ok: false, reason: 'key not for email' };
+  const p = tags.get('p');
+  if (p === undefined) return { ok: false, reason: 'invalid public key' };
+  const der = Buffer.from(base64Value(p), 'base64');
+  if (der.length === 0) return { ok: false, reason: 'key revoked' };
+  let key: KeyObject;
+  try {
+    if (k === 'ed25519') {
+      if (der.length !== 32) return { ok: false, reason: 'invalid public key' };
+      key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, der]), format: 'der', type: 'spki' });
+    } else {
+      key = rsaKey(der);
+      const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+      if (bits < minKeyBits) return { ok: false, reason: `weak key (${bits} bits)` };
+    }
+  } catch {
+    return { ok: false, reason: 'invalid public key' };
+  }
+  if (key.asymmetricKeyType !== k) return { ok: false, reason: 'invalid public key' };
+  const h = tags.get('h');
+  const flags = colonList(tags.get('t') ?? '');
+  return {
+    ok: true,
+    type: k,
+    key,
+    hashes: h === undefined ? undefined : colonList(h).map((x) => x.toLowerCase()),
+    testing: flags.includes('y'),
+    strict: flags.includes('s'),
+  };
+}
+
+/** RSA keys are published as SubjectPublicKeyInfo; some publish the bare RSAPublicKey (PKCS#1). */
+function rsaKey(der: Buffer): KeyObject {
+  try {
+    return createPublicKey({ key: der, format: 'der', type: 'spki' });
+  } catch {
+    return createPublicKey({ key: der, format: 'der', type: 'pkcs1' });
+  }
+}
+
+/** A DKIM-Signature field parsed (RFC 6376 3.5), or the verdict it already earned. */
+interface Signature {
+  readonly field: Field;
+  readonly verdict: SignatureVerdict;
+  readonly keyType: KeyType;
+  readonly headerCanon: Canon;
+  readonly bodyCanon: Canon;
+  readonly h: readonly string[];
+  readonly bh: string;
+  readonly b: string;
+  readonly length: number | undefined;
+}
+
+const ALGORITHMS: Readonly<Record<string, KeyType>> = { 'rsa-sha256': 'rsa', 'ed25519-sha256': 'ed25519' };
+const DIGITS = /^\d{1,12}$/;
+const DOMAIN = /^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
+
+/** The signature in `field`, or a verdict when it cannot be checked at all. */
+function parseSignature(field: Field, opts: VerifyOptions): Signature | SignatureVerdict {
+  const tags = parseTagList(field.raw.slice(field.raw.indexOf(':') + 1));
+  if (!tags) return { result: 'permerror', reason: 'malformed signature' };
+  const d = tags.get('d')?.toLowerCase().replace(/\.$/, '');
+  const s = tags.get('s');
+  const a = tags.get('a')?.toLowerCase();
+  const b = base64Value(tags.get('b') ?? '');
+  const i = tags.get('i');
+  const known: SignatureVerdict = {
+    result: 'permerror',
+    ...(d === undefined ? {} : { domain: d }),
+    ...(s === undefined ? {} : { selector: s }),
+    ...(a === undefined ? {} : { algorithm: a }),
+    ...(d === undefined ? {} : { identity: i ?? `@${d}` }),
+    ...(b === '' ? {} : { b: b.slice(0, 8) }),
+  };
+  const bad = (reason: string): SignatureVerdict => ({ ...known, reason });
+  if (tags.get('v') !== '1') return bad('incompatible version');
+  const bh = tags.get('bh');
+  const h = tags.get('h');
+  if (
+    d === undefined ||
+    s === undefined ||
+    a === undefined ||
+    b === '' ||
+    bh === undefined ||
+    h === undefined
+  )
+    return bad('missing required tag');
+  if (!DOMAIN.test(d) || !DOMAIN.test(s)) return bad('malformed d= or s=');
+  if (a === 'rsa-sha1') return bad('weak algorithm rsa-sha1'); // RFC 8301 3.1
+  const keyType = ALGORITHMS[a];
+  if (keyType === undefined) return bad(`unknown algorithm ${a}`);
+  const c = (tags.get('c') ?? 'simple/simple').toLowerCase().split('/');
+  const headerCanon = c[0];
+  const bodyCanon = c[1] ?? 'simple';
+  if (c.length > 2 || !isCanon(headerCanon) || !isCanon(bodyCanon)) return bad('unknown canonicalization');
+  const signed = colonList(h).map((n) => n.toLowerCase());
+  if (!signed.includes('from')) return bad('From field not signed');
+  if (i !== undefined) {
+    const at = i.lastIndexOf('@');
+    const idDomain = i.slice(at + 1).toLowerCase();
+    if (at < 0 || (idDomain !== d && !idDomain.endsWith(`.${d}`))) return bad('i= not within d=');
+  }
+  const q = tags.get('q');
+  if (q !== undefined && !colonList(q).some((m) => m.toLowerCase() === 'dns/txt'))
+    return bad('unknown query method');
+  const l = tags.get('l');
+  const t = tags.get('t');
+  const x = tags.get('x');
+  if ((l !== undefined && !DIGITS.test(l)) || (t !== undefined && !DIGITS.test(t)))
+    return bad('malformed l= or t=');
+  if (x !== undefined && (!DIGITS.test(x) || (t !== undefined && Number(x) < Number(t))))
+    return bad('malformed x=');
+  const length = l === undefined ? undefined : Number(l);
+  const verdict: SignatureVerdict = {
+    ...known,
+    result: 'pass',
+    ...(length === undefined ? {} : { bodyLength: length }),
+  };
+  const nowSeconds = Math.floor(opts.now / 1000);
+  // RFC 6376 3.5: an expired signature is not valid; one from the future MAY be ignored.
+  if (x !== undefined && Number(x) < nowSeconds) return { ...verdict, result: 'neutral', reason: 'expired' };
+  if (t !== undefined && Number(t) > nowSeconds + opts.clockSkew)
+    return { ...verdict, result: 'neutral', reason: 'signed in the future' };
+  return { field, verdict, keyType, headerCanon, bodyCanon, h: signed, bh: base64Value(bh), b, length };
+}
+
+function isCanon(c: string | undefined): c is Canon {
+  return c === 'simple' || c === 'relaxed';
+}
+
+/** The key for `sig`, fetched from DNS (`<s>._domainkey.<d>` TXT, RFC 6376 3.6.2). */
+async function fetchKey(
+  sig: Signature,
+  opts: VerifyOptions,
+): Promise<{ ok: true; key: Extract<ParsedKey, { ok: true }> } | { ok: false; verdict: SignatureVerdict }> {
+  const { verdict } = sig;
+  const answer = await opts.dns.lookup(`${verdict.selector}._domainkey.${verdict.domain}`, 'TXT');
+  if (answer.kind === 'error')
+    return {
+      ok: false,
+      verdict: { ...verdict, result: 'temperror', reason: `key lookup: ${answer.reason}` },
+    };
+  const record = answer.kind === 'answer' ? answer.records[0] : undefined;
+  if (record === undefined)
+    return { ok: false, verdict: { ...verdict, result: 'permerror', reason: 'no key' } };
+  const parsed = opts.keys.get(record, opts.minKeyBits);
+  if (!parsed.ok) return { ok: false, verdict: { ...verdict, result: 'permerror', reason: parsed.reason } };
+  const fail = (reason: string) => ({
+    ok: false as const,
+    verdict: { ...verdict, result: 'permerror' as const, reason },
+  });
+  if (parsed.type !== sig.keyType) return fail('inappropriate key algorithm');
+  if (parsed.hashes !== undefined && !parsed.hashes.includes('sha256'))
+    return fail('inappropriate hash algorithm');
+  if (parsed.strict && verdict.identity !== undefined) {
+    const idDomain = verdict.identity.slice(verdict.identity.lastIndexOf('@') + 1).toLowerCase();
+    if (idDomain !== verdict.domain) return fail('i= must be d= (key t=s)');
+  }
+  return { ok: true, key: parsed };
+}
+
+/**
+ * Verify every DKIM signature of `message` (CRLF line endings, as spooled):
+ * a stream, or a small message already in memory as one buffer.
+ */
+export async function verifyMessage(message: Readable | Buffer, opts: VerifyOptions): Promise<Verification> {
+  const head: Buffer[] = [];
+  let headSize = 0;
+  let signatures: (Signature | SignatureVerdict)[] | undefined;
+  let skipped = 0;
+  const hashers = new Map<string, BodyHasher>();
+  const keys = new Map<Signature, ReturnType<typeof fetchKey>>();
+  let fields: Field[] = [];
+
+  const startBody = (section: Buffer) => {
+    fields = parseFields(section.toString('latin1'));
+    const found = fields.filter((f) => f.name === 'dkim-signature');
+    skipped = Math.max(0, found.length - opts.maxSignatures);
+    signatures = found.slice(0, opts.maxSignatures).map((f) => parseSignature(f, opts));
+    for (const sig of signatures) {
+      if (!('field' in sig)) continue;
+      const fetching = fetchKey(sig, opts);
+      // Awaited after the body; until then a rejection must not go unhandled.
+      fetching.catch(() => {});
+      keys.set(sig, fetching);
+      const id = hasherId(sig);
+      if (!hashers.has(id)) hashers.set(id, new BodyHasher(sig.bodyCanon, sig.length));
+    }
+  };
+
+  /** Take the next chunk; false once nothing more is needed. */
+  const feed = (chunk: Buffer): boolean => {
+    if (signatures !== undefined) {
+      for (const hasher of hashers.values()) hasher.update(chunk);
+      return true;
+    }
+    const from = Math.max(0, headSize - 3);
+    head.push(chunk);
+    headSize += chunk.length;
+    const all = head.length === 1 ? chunk : Buffer.concat(head, headSize);
+    head.length = 0;
+    head.push(all);
+    // A message without header fields starts with the empty line.
+    const end = all[0] === 13 && all[1] === 10 ? -2 : all.indexOf('\r\n\r\n', from);
+    if (end === -1) return true;
+    startBody(all.subarray(0, end + 2));
+    if (hashers.size === 0) return false; // nothing to hash: no need to read the body
+    const body = all.subarray(end + 4);
+    for (const hasher of hashers.values()) hasher.update(body);
+    return true;
+  };
+
+  if (Buffer.isBuffer(message)) feed(message);
+  else {
+    try {
+      for await (const c of message) if (!feed(c as Buffer)) break;
+    } finally {
+      message.destroy();
+    }
+  }
+  // A message that is all header section (no empty line): its body is empty.
+  if (signatures === undefined) startBody(Buffer.concat(head, headSize));
+
+  const digests = new Map<string, { bh: string; length: number }>();
+  for (const [id, hasher] of hashers) digests.set(id, { bh: hasher.digest(), length: hasher.length });
+  const out: SignatureVerdict[] = [];
+  for (const sig of signatures ?? []) {
+    if (!('field' in sig)) {
+      out.push(sig);
+      continue;
+    }
+    const key = await (keys.get(sig) as ReturnType<typeof fetchKey>);
+    if (!key.ok) {
+      out.push(key.verdict);
+      continue;
+    }
+    const verdict = key.key.testing ? { ...sig.verdict, testing: true } : sig.verdict;
+    const digest = digests.get(hasherId(sig)) as { bh: string; length: number };
+    if (sig.length !== undefined && sig.length > digest.length) {
+      out.push({ ...verdict, result: 'fail', reason: 'body shorter than l=' });
+      continue;
+    }
+    if (digest.bh !== sig.bh) {
+      out.push({ ...verdict, result: 'fail', reason: 'body hash did not verify' });
+      continue;
+    }
+    out.push(
+      checkSignature(sig, fields, key.key)
+        ? verdict
+        : { ...verdict, result: 'fail', reason: 'signature did not verify' },
+    );
+  }
+  return { signatures: out, skipped };
+}
+
+function hasherId(sig: Signature): string {
+  return `${sig.bodyCanon} ${sig.length ?? ''}`;
+}
+
+/** The header hash check (RFC 6376 3.7): the signed fields, then this field with an empty `b=`. */
+function checkSignature(
+  sig: Signature,
+  fields: readonly Field[],
+  key: Extract<ParsedKey, { ok: true }>,
+): boolean {
+  let data = signedHeaderData(fields, sig.h, sig.headerCanon);
+  data += canonField(withoutB(sig.field.raw), sig.headerCanon);
+  const signature = Buffer.from(sig.b, 'base64');
+  const octets = Buffer.from(data, 'latin1');
+  try {
+    return key.type === 'ed25519'
+      ? verify(null, createHash('sha256').update(octets).digest(), key.key, signature)
+      : verify('sha256', octets, key.key, signature);
+  } catch {
+    return false;
+  }
+}
+
+/** The field with the value of its `b=` tag deleted (3.7: "b=" stays, its value is the empty string). */
+function withoutB(raw: string): string {
+  const colon = raw.indexOf(':') + 1;
+  // Tag names are case-sensitive, and `bh=` does not match (`h` is not `=`).
+  const tags = raw.slice(colon).replace(/((?:^|;)(?:[ \t]|\r\n)*b(?:[ \t]|\r\n)*=)[^;]*/, '$1');
+  return raw.slice(0, colon) + tags;
+}
