@@ -27,7 +27,10 @@ CREATE TABLE ${s}.messages (
   source jsonb,
   received_at bigint NOT NULL,
   size bigint NOT NULL,
+  -- held: an operator stopped it. quarantined: a policy action set it aside on
+  -- arrival (attributes.quarantine), in the same transaction that stored it.
   held boolean NOT NULL DEFAULT false,
+  quarantined boolean NOT NULL DEFAULT false,
   body bytea
 );
 
@@ -58,7 +61,8 @@ CREATE TABLE ${s}.recipients (
 
 -- A job: one message's pending recipients at one destination. due_at is the
 -- earliest next attempt; while leased it is the lease expiry, so a job whose
--- node died becomes due again by itself.
+-- node died becomes due again by itself. held: not scheduled, because its
+-- message is held or quarantined (or both).
 CREATE TABLE ${s}.jobs (
   message_id text NOT NULL REFERENCES ${s}.messages (id) ON DELETE CASCADE,
   destination text NOT NULL,

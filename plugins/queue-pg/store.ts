@@ -15,6 +15,9 @@
  * - settle: `settle()`, one round trip, records nothing when the lease token no
  *   longer matches (another node took the job over).
  * - wake-ups: NOTIFY after enqueue, release and retry; LISTEN in `wake.ts`.
+ * - quarantine: a message whose `attributes.quarantine` is set is inserted
+ *   quarantined (its jobs not scheduled) by the same statement that stores it;
+ *   `release` clears hold and quarantine together.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -100,6 +103,8 @@ interface SummaryRow {
   next_attempt_at: number | null;
   last_reply: ReplyRecord | null;
   state: QueueSummary['state'];
+  /** Its `attributes.quarantine` while quarantined, else null. */
+  quarantine: { check: string; result: string } | null;
 }
 
 interface RecipientRow {
@@ -264,17 +269,19 @@ export class PgQueueStore implements QueueStore {
   /**
    * Inserts `n` messages (rows, octets inline or NULL), their recipients and
    * their jobs: one statement, so one transaction and one WAL flush for all.
-   * `$1` is the envelopes as JSON, `$2..$n+1` the octets.
+   * `$1` is the envelopes as JSON, `$2..$n+1` the octets. A message whose
+   * attributes carry `quarantine` is stored quarantined, its jobs not scheduled.
    */
   #insertSql(n: number): string {
     const s = this.#s;
     const bodies = Array.from({ length: n }, (_, i) => `$${i + 2}::bytea`).join(', ');
     return `WITH input AS (
-  SELECT e.n::integer AS n, e.m FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(m, n)
+  SELECT e.n::integer AS n, e.m, (e.m -> 'attributes' -> 'quarantine') IS NOT NULL AS q
+  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(m, n)
 ), m AS (
-  INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, body)
+  INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, quarantined, body)
   SELECT i.m ->> 'id', i.m ->> 'from', i.m -> 'attributes', i.m -> 'source', (i.m ->> 'receivedAt')::bigint,
-    (i.m ->> 'size')::bigint, (ARRAY[${bodies}])[i.n]
+    (i.m ->> 'size')::bigint, i.q, (ARRAY[${bodies}])[i.n]
   FROM input i
 ), r AS (
   INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at)
@@ -282,8 +289,8 @@ export class PgQueueStore implements QueueStore {
     (i.m ->> 'receivedAt')::bigint
   FROM input i, jsonb_array_elements(i.m -> 'recipients') WITH ORDINALITY AS x(r, k)
 )
-INSERT INTO ${s}.jobs (message_id, destination, due_at)
-SELECT DISTINCT i.m ->> 'id', x.r ->> 'domain', (i.m ->> 'receivedAt')::bigint
+INSERT INTO ${s}.jobs (message_id, destination, due_at, held)
+SELECT DISTINCT i.m ->> 'id', x.r ->> 'domain', (i.m ->> 'receivedAt')::bigint, i.q
 FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
   }
 
@@ -566,7 +573,9 @@ RETURNING lease_token AS token`,
     (SELECT p.reply FROM ${s}.recipients p
      WHERE p.message_id = m.id AND p.status = 'pending' AND p.last_attempt_at IS NOT NULL
      ORDER BY p.last_attempt_at DESC, p.idx LIMIT 1) AS last_reply,
+    CASE WHEN m.quarantined THEN m.attributes -> 'quarantine' END AS quarantine,
     CASE
+      WHEN m.quarantined THEN 'quarantined'
       WHEN m.held THEN 'held'
       WHEN EXISTS (SELECT 1 FROM ${s}.jobs j
                    WHERE j.message_id = m.id AND j.lease_token IS NOT NULL AND j.lease_expires > $1) THEN 'active'
@@ -577,15 +586,19 @@ RETURNING lease_token AS token`,
   WHERE ($4::text IS NULL OR m.id = $4)
     AND ($2::text IS NULL OR strpos(lower(m.sender), $2) > 0
          OR EXISTS (SELECT 1 FROM ${s}.recipients q WHERE q.message_id = m.id AND strpos(lower(q.address), $2) > 0))
+    AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ${s}.recipients d
+                                     WHERE d.message_id = m.id AND d.status = 'pending' AND d.domain = $6))
   GROUP BY m.id
 ) x WHERE ($3::text IS NULL OR x.state = $3)
-ORDER BY x.received_at, x.id COLLATE "C" LIMIT $5`,
+ORDER BY x.received_at, x.id COLLATE "C" LIMIT $5 OFFSET $7`,
       [
         this.#o.clock.now(),
         filter.search?.toLowerCase() ?? null,
         filter.state ?? null,
         id ?? null,
         filter.limit ?? null,
+        filter.destination?.toLowerCase() ?? null,
+        filter.offset ?? 0,
       ],
     );
     return rows;
@@ -603,6 +616,7 @@ ORDER BY x.received_at, x.id COLLATE "C" LIMIT $5`,
       attempts: r.attempts,
       nextAttemptAt: r.next_attempt_at ?? undefined,
       lastReply: r.last_reply ?? undefined,
+      ...(r.quarantine === null ? {} : { quarantine: r.quarantine }),
     };
   }
 
@@ -656,26 +670,32 @@ FROM ${s}.messages m WHERE m.id = $1`,
     };
   }
 
-  async #setHeld(id: string, held: boolean): Promise<boolean> {
+  /** hold: stop scheduling (a quarantined message stays quarantined). */
+  async hold(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
     const s = this.#s;
-    const { rows } = await this.pool.query<{ n: number; notified: unknown }>(
-      `WITH m AS (UPDATE ${s}.messages SET held = $2 WHERE id = $1 RETURNING id),
-j AS (UPDATE ${s}.jobs SET held = $2 WHERE message_id IN (SELECT id FROM m))
-SELECT (SELECT count(*) FROM m)::integer AS n, CASE WHEN $2 THEN NULL ELSE pg_notify($3, $4) END AS notified`,
-      [id, held, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
+    const { rows } = await this.pool.query<{ n: number }>(
+      `WITH m AS (UPDATE ${s}.messages SET held = true WHERE id = $1 RETURNING id),
+j AS (UPDATE ${s}.jobs SET held = true WHERE message_id IN (SELECT id FROM m))
+SELECT (SELECT count(*) FROM m)::integer AS n`,
+      [id],
+    );
+    return (rows[0]?.n ?? 0) > 0;
+  }
+
+  /** release: out of hold and out of quarantine, scheduled again; the other nodes are told. */
+  async release(id: string): Promise<boolean> {
+    if (!ID.test(id)) return false;
+    const s = this.#s;
+    const { rows } = await this.pool.query<{ n: number }>(
+      `WITH m AS (UPDATE ${s}.messages SET held = false, quarantined = false WHERE id = $1 RETURNING id),
+j AS (UPDATE ${s}.jobs SET held = false WHERE message_id IN (SELECT id FROM m))
+SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
+      [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
     );
     const found = (rows[0]?.n ?? 0) > 0;
-    if (found && !held) this.#wakeUp();
+    if (found) this.#wakeUp();
     return found;
-  }
-
-  hold(id: string): Promise<boolean> {
-    return this.#setHeld(id, true);
-  }
-
-  release(id: string): Promise<boolean> {
-    return this.#setHeld(id, false);
   }
 
   async retryNow(id: string): Promise<boolean> {
@@ -702,11 +722,30 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
     return (rowCount ?? 0) > 0;
   }
 
+  async content(id: string): Promise<{ size: number; stream(): Readable } | undefined> {
+    if (!ID.test(id)) return undefined;
+    const { rows } = await this.pool.query<{ size: number; body: Buffer | null }>(
+      `SELECT size, body FROM ${this.#s}.messages WHERE id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    const { size, body } = row;
+    return { size, stream: () => (body ? memoryStream(body) : this.#chunkStream(id, size)) };
+  }
+
+  /** A round trip to the queue's tables: rejects when the database or the schema cannot be reached. */
+  async check(): Promise<void> {
+    if (this.#closed) throw new Error('the queue store is closed');
+    await this.pool.query(`SELECT max(version) FROM ${this.#s}.schema_version`);
+  }
+
   async stats(): Promise<QueueStats> {
     const s = this.#s;
     const { rows } = await this.pool.query<{
       messages: number;
       held: number;
+      quarantined: number;
       deferred: number;
       active: number;
       pending: number;
@@ -717,8 +756,9 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
     }>(
       `SELECT
   (SELECT count(*)::integer FROM ${s}.messages) AS messages,
-  (SELECT count(*)::integer FROM ${s}.messages WHERE held) AS held,
-  (SELECT count(*)::integer FROM ${s}.messages m WHERE NOT m.held
+  (SELECT count(*)::integer FROM ${s}.messages WHERE held AND NOT quarantined) AS held,
+  (SELECT count(*)::integer FROM ${s}.messages WHERE quarantined) AS quarantined,
+  (SELECT count(*)::integer FROM ${s}.messages m WHERE NOT m.held AND NOT m.quarantined
      AND NOT EXISTS (SELECT 1 FROM ${s}.jobs j
                      WHERE j.message_id = m.id AND j.lease_token IS NOT NULL AND j.lease_expires > $1)
      AND EXISTS (SELECT 1 FROM ${s}.recipients r
@@ -739,6 +779,7 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
     return {
       messages: r.messages,
       held: r.held,
+      quarantined: r.quarantined,
       deferred: r.deferred,
       active: r.active,
       recipients: { pending: r.pending },
