@@ -2,53 +2,14 @@
  * queue-pg in running servers: nodes sharing one database, and a database
  * that goes away and comes back (through a TCP proxy the test cuts).
  */
-import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { connectClient } from '../../core/testkit.ts';
 import { usePostgres } from '../helpers/postgres.ts';
+import { Relay } from '../helpers/tcp-relay.ts';
 import { Deliverer, FakeClock, pgStore, sendMail, useQueueScope } from './queue-harness.ts';
 
 const scope = useQueueScope();
 const database = usePostgres();
-
-/** A TCP relay to the database that the test can cut and restore on the same port. */
-class Relay {
-  readonly #target: { host: string; port: number };
-  readonly #sockets = new Set<Socket>();
-  #server: Server | undefined;
-  port = 0;
-
-  constructor(target: { host: string; port: number }) {
-    this.#target = target;
-  }
-
-  async open(): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = tcpConnect(this.#target);
-      for (const s of [client, upstream]) {
-        this.#sockets.add(s);
-        s.on('close', () => this.#sockets.delete(s));
-        s.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
-    const address = server.address();
-    if (typeof address === 'object' && address) this.port = address.port;
-    this.#server = server;
-  }
-
-  /** Refuse new connections and break the open ones. */
-  async cut(): Promise<void> {
-    const server = this.#server;
-    this.#server = undefined;
-    for (const s of this.#sockets) s.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
 
 describe('queue-pg in running servers', () => {
   it('answers 451 4.3.0 while PostgreSQL is unreachable, loses nothing it acknowledged, and reconnects by itself', async () => {
