@@ -1,7 +1,7 @@
 /**
  * What only a shared database brings: two stores (two nodes) on one schema,
  * leases taken over after expiry, stale settles, per-destination limits across
- * nodes, NOTIFY wake-ups, migrations, and large messages in chunk rows. On a
+ * nodes, NOTIFY wake-ups, migrations, the quarantine, and large messages in chunk rows. On a
  * real PostgreSQL (test/helpers/postgres.ts), with an injected clock.
  */
 import { createHash } from 'node:crypto';
@@ -307,6 +307,61 @@ describe('queue-pg: message storage', () => {
     const shown = await store.show(ids[7] as string);
     expect(shown?.recipientStates.map((r) => r.address)).toEqual(['u7@example.com']);
     expect(shown?.headers).toBe('Subject: message 7\r\n');
+  });
+
+  it('stores quarantined messages quarantined by the statements that store them (groups mix both kinds); no node leases one until released', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.stats(); // the pool's connection is open
+    const sql = recordQueries(a.store);
+    const reason = { check: 'rspamd', result: 'add header' };
+    // Alternating: in at most 4 statements for 10 messages, some statement carries both kinds.
+    const ids = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        a.store.enqueue(
+          {
+            ...envelope(clock, `u${i}@example.com`),
+            attributes: i % 2 === 0 ? { quarantine: reason } : {},
+          },
+          body(i),
+        ),
+      ),
+    );
+    expect(sql.filter((x) => x.startsWith('WITH input AS')).length).toBeLessThanOrEqual(4);
+    expect(sql.filter((x) => !x.startsWith('WITH input AS'))).toEqual([]);
+    const quarantined = ids.filter((_, i) => i % 2 === 0);
+    const ordinary = ids.filter((_, i) => i % 2 === 1);
+    // A large message (chunk rows, a transaction of its own) too.
+    const big = await a.store.enqueue(
+      { ...envelope(clock, 'big@example.com'), attributes: { quarantine: reason } },
+      Buffer.alloc(300 * 1024, 'x'),
+    );
+    quarantined.push(big);
+
+    const leased = [
+      ...(await a.store.leaseDue(clock.now(), 20)),
+      ...(await b.store.leaseDue(clock.now(), 20)),
+    ];
+    expect(leased.map((l) => l.id).sort()).toEqual([...ordinary].sort());
+    const listed = await b.store.list({ state: 'quarantined' });
+    expect(listed.map((m) => m.id).sort()).toEqual([...quarantined].sort());
+    expect(listed.every((m) => m.quarantine?.check === 'rspamd')).toBe(true);
+    expect(await b.store.stats()).toMatchObject({ messages: 11, quarantined: 6, held: 0 });
+
+    // hold and retry leave it quarantined; release (on the other node) lets it be leased.
+    const q = quarantined[0] as string;
+    expect(await b.store.hold(q)).toBe(true);
+    expect(await b.store.retryNow(q)).toBe(true);
+    expect(await a.store.leaseDue(clock.now(), 20)).toEqual([]);
+    expect((await a.store.show(q))?.state).toBe('quarantined');
+    expect(await b.store.release(q)).toBe(true);
+    const released = await a.store.leaseDue(clock.now(), 20);
+    expect(released.map((l) => [l.id, l.attributes.quarantine])).toEqual([[q, reason]]);
+    const summary = (await a.store.list()).find((m) => m.id === q);
+    expect([summary?.state, summary?.quarantine]).toEqual(['active', undefined]);
+    expect((await a.store.stats()).quarantined).toBe(5);
   });
 
   it('streams a 20 MB message into chunk rows and out again, one chunk at a time', async () => {
