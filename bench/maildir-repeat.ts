@@ -4,7 +4,10 @@
  * (retries, messages queued before a restart), which must make sure that the
  * message is not in the Maildir already.
  *
- *   npx tsx bench/maildir-repeat.ts [--existing 50000] [--deliveries 500] [--time-limit 60] [--no-fsync]
+ *   npx tsx bench/maildir-repeat.ts [--existing 50000] [--deliveries 500] [--time-limit 60] [--no-fsync] [--first]
+ *
+ * --first: first attempts instead (never a repeat: nothing is looked up), for
+ * the cost of the normal path.
  *
  * Bounded: at most --deliveries deliveries, stopping early after --time-limit
  * seconds (the rate is then over what was done). The mailbox is filled by
@@ -27,6 +30,7 @@ const { values } = parseArgs({
     deliveries: { type: 'string', default: '500' },
     'time-limit': { type: 'string', default: '60' },
     'no-fsync': { type: 'boolean', default: false },
+    first: { type: 'boolean', default: false },
   },
 });
 const existing = Number(values.existing);
@@ -69,8 +73,8 @@ try {
     from: 'sender@origin.example',
     recipients: [{ address: 'alice@example.com', attributes: {} }],
     attributes: {} as EnvelopeAttributes,
-    // A retry: the delivery may repeat an earlier attempt.
-    attempts: 1,
+    // A retry (the delivery may repeat an earlier attempt), or with --first a first attempt.
+    attempts: values.first ? 0 : 1,
     receivedAt: Date.now(),
     stream: () => Readable.from([message]),
     log: silentLogger(),
@@ -85,7 +89,7 @@ try {
   }
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
   process.stdout.write(
-    `${done} repeatable deliveries to a Maildir of ${existing} messages (fsync ${!values['no-fsync']}): ` +
+    `${done} ${values.first ? 'first' : 'repeatable'} deliveries to a Maildir of ${existing} messages (fsync ${!values['no-fsync']}): ` +
       `${(done / (ms / 1000)).toFixed(1)} deliveries/s${done < deliveries ? ' (time limit reached)' : ''}\n`,
   );
   await server.close(0);

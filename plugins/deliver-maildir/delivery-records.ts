@@ -79,7 +79,15 @@ export class DeliveryRecords {
 
   /** The record of delivery `tag`, `'unreadable'` when one is there but cannot be read whole. */
   async find(tag: string): Promise<DeliveryRecord | 'unreadable' | undefined> {
-    const days = (await readdir(this.#dir)).filter((d) => DAY.test(d)).sort();
+    let names: string[];
+    try {
+      names = await readdir(this.#dir);
+    } catch (err) {
+      // The records are gone (removed by hand): what they would have said is unknown.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'unreadable';
+      throw err;
+    }
+    const days = names.filter((d) => DAY.test(d)).sort();
     for (let i = days.length - 1; i >= 0; i--) {
       let text: string;
       try {
