@@ -250,6 +250,13 @@ describe('deliver-maildir across crashes and failures', () => {
     expect((await deliver(server, job('Q1', 2))).results[0]?.status).toBe('delivered');
     expect(await maildirFiles(maildir)).toMatchObject({ tmp: [], cur: [`${first[0]}:2,S`] });
     expect((await maildirFiles(maildir)).new).toHaveLength(2);
+    // Killed between its record and the link: the record names a file that is nowhere; the retry writes it.
+    await writeFile(
+      join(records, day, deliveryTag({ queueId: 'Q3', recipient: 'alice@example.com' })),
+      `${maildir}\n1700000000.M1P1Xnothing.mx.test.example,S=5\n`,
+    );
+    expect((await deliver(server, job('Q3', 1))).results[0]?.status).toBe('delivered');
+    expect((await maildirFiles(maildir)).new).toHaveLength(3);
   });
 
   it('removes abandoned tmp/ files of its own and any older than 36 hours before delivering, and leaves the rest', async () => {
