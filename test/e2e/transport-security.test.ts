@@ -710,6 +710,23 @@ describe('TLS-Required: No (RFC 8689 section 4)', () => {
     expect(r.received.map((m) => m.secure)).toEqual([true, true]);
   });
 
+  it('a connection opened with the policy set aside is not reused for mail the policy covers', async () => {
+    const r = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const s = await mx(await dns(stsDomain('sts.example', '127.0.0.2')), { idleTimeout: 60_000 });
+    const optional = job('bob@sts.example', { message: TLS_OPTIONAL });
+    expect(outcome(await deliver(s, optional))).toEqual([['delivered', 250, '2.6.0']]);
+    // The idle connection has an unverified certificate: the next message under `enforce` must not take it.
+    const report = await deliver(s, job('bob@sts.example'));
+    expect(outcome(report)).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(1);
+    // Another TLS-Required: No message may still use an idle connection opened like its own.
+    expect(outcome(await deliver(s, job('bob@sts.example', { message: TLS_OPTIONAL })))).toEqual([
+      ['delivered', 250, '2.6.0'],
+    ]);
+    expect(r.received).toHaveLength(2);
+  });
+
   it('is ignored for a REQUIRETLS message', async () => {
     const r = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
     policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
