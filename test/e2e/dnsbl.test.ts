@@ -48,6 +48,8 @@ const zone: TestDnsZone = {
     '127.0.0.9': ['127.0.0.99'],
   }),
   ...list('wl.example', { '127.0.0.8': ['127.0.10.3'] }),
+  // list.dnswl.org answers 127.0.0.255 to resolvers it refuses (over the free-use limit).
+  ...list('wl-refusing.example', { '127.0.0.5': ['127.0.0.255'] }),
   [`${IPV6_LOOPBACK_NIBBLES}.bl.example`]: { A: ['127.0.0.2'] },
   '*.all.example': { A: ['127.0.0.2'] },
   '*.slow.example': { drop: true },
@@ -299,5 +301,28 @@ describe('dnswl', () => {
     // A client on neither list: dnswl none, and the block list refuses as before.
     expect((await deliver('127.0.0.5')).code).toBe(550);
     expect(allowed.map((rs) => rs.map((r) => r.result))).toEqual([['pass'], ['none']]);
+  });
+
+  it('an allow list refusing the query (127.0.0.255) lists nobody: the block list still refuses', async () => {
+    const allowed: (readonly ListResult[])[] = [];
+    const log = captureLog();
+    t = await startTestServer({
+      dns: zone,
+      logger: log.logger,
+      plugins: [
+        ['dnsbl', { zones: [{ zone: 'bl.example' }] }],
+        ['dnswl', { zones: [{ zone: 'wl-refusing.example' }] }],
+        mailProbe('dnswl', (r) => allowed.push(r)),
+        LOCAL,
+      ],
+    });
+    const r = await deliver('127.0.0.5');
+    expect([r.code, r.enhanced]).toEqual([550, '5.7.1']);
+    expect(allowed[0]).toEqual([
+      expect.objectContaining({ result: 'none', zone: 'wl-refusing.example', codes: [] }),
+    ]);
+    expect(
+      log.lines.some((l) => /refused the query/.test(l.msg) && l['zone'] === 'wl-refusing.example'),
+    ).toBe(true);
   });
 });
