@@ -710,6 +710,28 @@ describe('TLS-Required: No (RFC 8689 section 4)', () => {
     expect(r.received.map((m) => m.secure)).toEqual([true, true]);
   });
 
+  it("sets aside the domain's policy only: the operator's `verify` or `encrypt` still holds", async () => {
+    const self = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
+    const plain = await remote('127.0.0.3', certs['good'] as TestCertificate, { hideSTARTTLS: true });
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    policyHost.set('mta-sts.unlisted.sts.example', { body: stsPolicy('enforce', ['mx7.sts.example']) });
+    const zone: Zone = {
+      ...stsDomain('sts.example', '127.0.0.2'),
+      ...stsDomain('unlisted.sts.example', '127.0.0.3', '1', 'mx7.sts.example'),
+    };
+    const s = await mx(await dns(zone), {
+      tlsPolicies: { 'sts.example': 'verify', 'unlisted.sts.example': 'encrypt' },
+    });
+    const optional = { message: TLS_OPTIONAL };
+    const unverified = await deliver(s, job('bob@sts.example', optional));
+    expect(outcome(unverified)).toEqual([['deferred', 451, '4.7.5']]);
+    expect(unverified.results[0]?.reply?.text).toMatch(/TLS policy table\/verify/);
+    const clear = await deliver(s, job('bob@unlisted.sts.example', optional));
+    expect(outcome(clear)).toEqual([['deferred', 451, '4.7.4']]);
+    expect(self.received).toHaveLength(0);
+    expect(plain.received).toHaveLength(0);
+  });
+
   it('a connection opened with the policy set aside is not reused for mail the policy covers', async () => {
     const r = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
     policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
