@@ -500,6 +500,19 @@ describe('DANE (RFC 7672)', () => {
     ]);
   });
 
+  it('DANE-TA: a certificate the anchor issued to someone else (not a CA) cannot issue one for the MX host', async () => {
+    // Anyone with a leaf certificate from the trust anchor (CA:FALSE, no key usage) signs a leaf for the MX.
+    const other = await issueCertificate(dir, ca, 'ta-holder', { dnsNames: ['holder.example'] });
+    const forged = await issueCertificate(dir, { ...other, name: 'ta-holder' }, 'ta-forged', {
+      dnsNames: ['mx.ta.example'],
+    });
+    const r = await remote('127.0.0.2', forged);
+    const s = await mx(await dns(daneDomain('ta.example', '127.0.0.2', [tlsa(ca.cert, 2, 0, 1)])));
+    expect(outcome(await deliver(s, job('bob@ta.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(0);
+    expect(s.events.map((e) => [e.policyDomain, e.result])).toEqual([['ta.example', 'validation-failure']]);
+  });
+
   it('an MX host behind a CNAME: TLSA records at the CNAME target apply, and it is a reference name', async () => {
     const r = await remote('127.0.0.2', certs['good'] as TestCertificate);
     const zone: Zone = {
