@@ -13,7 +13,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { connectionCheck, decisionPointSchema } from '../policy/connection-checks.ts';
 import { actionsSchema, validateActions } from '../policy/policy.ts';
-import { clientAddress, DnsLists, type ListResult, listSettings } from './lists.ts';
+import { clientAddress, dnsListsOf, type ListResult, listSettings } from './lists.ts';
 
 declare module '../policy/policy.ts' {
   interface PolicyChecks {
@@ -52,15 +52,7 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dnsbl', config.actions);
-    const lists = new DnsLists({
-      dns: api.server.dns,
-      clock: api.server.clock,
-      log: api.log,
-      zones: config.zones,
-      timeout: config.timeout,
-      probeInterval: config.probeInterval,
-    });
-    api.onStart(() => lists.probe());
+    const lists = dnsListsOf(api, config);
     connectionCheck(api, {
       check: 'dnsbl',
       trigger: 'connect',

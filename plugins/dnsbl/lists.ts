@@ -10,7 +10,7 @@
 import { isIP } from 'node:net';
 import Type, { type Static } from 'typebox';
 import type { DnsResolver } from '../../core/dns/types.ts';
-import type { Clock } from '../../core/plugin.ts';
+import type { Clock, PluginApi } from '../../core/plugin.ts';
 import type { Logger } from '../../core/types.ts';
 import type { CheckResult } from '../policy/policy.ts';
 
@@ -316,4 +316,21 @@ export class DnsLists {
         };
     }
   }
+}
+
+/** A list plugin's zones, built from its `listSettings` and checked at start (RFC 5782 section 5). */
+export function dnsListsOf(
+  api: PluginApi<unknown>,
+  config: Pick<DnsListsOptions, 'zones' | 'timeout' | 'probeInterval'>,
+): DnsLists {
+  const lists = new DnsLists({
+    dns: api.server.dns,
+    clock: api.server.clock,
+    log: api.log,
+    zones: config.zones,
+    timeout: config.timeout,
+    probeInterval: config.probeInterval,
+  });
+  api.onStart(() => lists.probe());
+  return lists;
 }

@@ -16,7 +16,13 @@ import {
   type TestCertificate,
   upgradeClient,
 } from '../helpers/certs.ts';
-import { captureLog, connectFrom, mailProbe, manualClock } from '../helpers/connection-checks.ts';
+import {
+  captureLog,
+  connectFrom,
+  mailProbe,
+  manualClock,
+  sendMessageFrom,
+} from '../helpers/connection-checks.ts';
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
@@ -284,13 +290,7 @@ describe('dnswl', () => {
         LOCAL,
       ],
     });
-    const c = await connectFrom(t, '127.0.0.8');
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<alice@sender.example>', 250);
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
-    expect((await c.sendData('Subject: hi\r\n\r\nhello\r\n')).code).toBe(250);
-    await c.close();
+    await sendMessageFrom(t, '127.0.0.8');
     expect(seen[0]?.[0]?.result).toBe('fail'); // listed, and recorded, but exempt
     const [message] = await t.waitForMessages(1);
     const field = /^Authentication-Results:.*(?:\r\n\t.*)*/m.exec(message?.text ?? '')?.[0];

@@ -16,9 +16,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runQueueCli } from '../../bin/queue-cli.ts';
-import { isReply } from '../../core/hooks.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
-import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
+import type { DeliveryReport } from '../../core/types.ts';
 import type { TlsSessionEvent } from '../../plugins/outbound/tls-report.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
 import {
@@ -30,6 +29,7 @@ import {
 } from '../helpers/certs.ts';
 import {
   type DeliveryServer,
+  deliverJob,
   deliveryJob,
   type PeerOptions,
   startDeliveryServer,
@@ -155,12 +155,7 @@ async function mx(
   return { ...s, events, logs };
 }
 
-async function deliver(s: DeliveryServer, job: DeliveryJob): Promise<DeliveryReport> {
-  const report = await s.server.outbound.deliver(job);
-  if (report === undefined || isReply(report))
-    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
-  return report;
-}
+const deliver = deliverJob;
 
 const job = (to: string, extra: Partial<Parameters<typeof deliveryJob>[0]> = {}) =>
   deliveryJob({ to: [to], message: MESSAGE, ...extra });

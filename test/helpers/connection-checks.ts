@@ -24,6 +24,18 @@ export async function connectFrom(t: TestServer, localAddress: string): Promise<
   return client;
 }
 
+/** One whole message from `localAddress` to bob@example.com; every reply must be a success. */
+export async function sendMessageFrom(t: TestServer, localAddress: string): Promise<void> {
+  const c = await connectFrom(t, localAddress);
+  await c.expect('EHLO client.example', 250);
+  await c.expect('MAIL FROM:<alice@sender.example>', 250);
+  await c.expect('RCPT TO:<bob@example.com>', 250);
+  await c.expect('DATA', 354);
+  const sent = await c.sendData('Subject: hi\r\n\r\nhello\r\n');
+  await c.close();
+  if (sent.code !== 250) throw new Error(`message refused: ${sent.code} ${sent.lines.join(' ')}`);
+}
+
 /** Hands `check`'s results to `see` at MAIL FROM, after the checks (`Stage.LATE`). */
 export function mailProbe<K extends CheckName>(check: K, see: (results: readonly PolicyChecks[K][]) => void) {
   return definePlugin({
