@@ -22,7 +22,7 @@ import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
 import type { Logger } from 'pino';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { Clock } from '../../core/plugin.ts';
-import { certificateFailure } from '../outbound/connection.ts';
+import { certificateFailure, checkDnsId } from '../outbound/connection.ts';
 import type { TlsFailureType } from '../outbound/tls-report.ts';
 
 export type StsMode = 'enforce' | 'testing' | 'none';
@@ -226,6 +226,8 @@ export class MtaStsPolicies {
           servername: host,
           headers: { host, accept: 'text/plain' },
           rejectUnauthorized: true,
+          // DNS-ID only, a wildcard only as the whole left-most label (RFC 8461 3.3).
+          checkServerIdentity: checkDnsId,
           ...(extra === undefined ? {} : { ca: [...rootCertificates, extra.toString()] }),
           // A fresh connection: never one verified with other options.
           agent: false,

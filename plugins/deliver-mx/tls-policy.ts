@@ -286,14 +286,19 @@ export class TlsPolicies {
             report: scope,
           });
         }
-        return plan({ source: 'mta-sts', mode: policy.mode, report: scope });
+        return plan({
+          source: 'mta-sts',
+          mode: policy.mode,
+          tlsSettings: { rejectUnauthorized: true, ...base, dnsIdOnly: true },
+          report: scope,
+        });
       }
       // `testing`: deliver as opportunistic, but check everything and report what failed.
       return plan({
         source: 'mta-sts',
         mode: 'testing',
         tls: tlsMandatory ? 'required' : 'opportunistic',
-        tlsSettings: { rejectUnauthorized: false, ...base },
+        tlsSettings: { rejectUnauthorized: false, ...base, dnsIdOnly: true },
         fallbackToClear: !tlsMandatory,
         reportOnly: true,
         mxMismatch: !listed,
@@ -353,7 +358,7 @@ function setAside(
   level: TlsPolicyLevel,
   levelSource: 'table' | 'default',
 ): ExchangerPolicy {
-  const { verify: _dropped, ...settings } = p.tlsSettings;
+  const { verify: _dropped, dnsIdOnly: _domains, ...settings } = p.tlsSettings;
   const kept = level === 'verify' || level === 'encrypt' ? level : undefined;
   return {
     source: kept ? levelSource : p.source,

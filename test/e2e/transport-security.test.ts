@@ -84,8 +84,21 @@ beforeAll(async () => {
     policyDomains.map((d) => `mta-sts.${d}.example`),
   );
   const policyRogue = await issue('policyRogue', ['mta-sts.rogue.example'], 1, rogue);
+  // Names only in the CN, or as a partial wildcard: not a DNS-ID for MTA-STS (RFC 8461 3.3, 4.2).
+  const cnOnly = (name: string, cn: string) =>
+    issueCertificate(dir, ca, name, { dnsNames: [], commonName: cn }).then((c) => (certs[name] = c));
+  await cnOnly('mxCnOnly', 'mx1.sts.example');
+  const policyCnOnly = await cnOnly('policyCnOnly', 'mta-sts.cn-only.example');
+  const policyPartial = await issue('policyPartial', ['mta*.partial.example']);
   const good = certs['policy'] as TestCertificate;
-  policyHost = await startPolicyServer(new Map([['mta-sts.rogue.example', policyRogue]]), good);
+  policyHost = await startPolicyServer(
+    new Map([
+      ['mta-sts.rogue.example', policyRogue],
+      ['mta-sts.cn-only.example', policyCnOnly],
+      ['mta-sts.partial.example', policyPartial],
+    ]),
+    good,
+  );
   smtpPort = await freePort();
 });
 
@@ -314,6 +327,35 @@ describe('MTA-STS (RFC 8461)', () => {
     ]);
     // The redirect was not followed.
     expect(policyHost.requests('mta-sts.sts.example')).toBe(redirectedTo);
+  });
+
+  it('a certificate naming the host only in its CN, or by a partial wildcard, is no DNS-ID (policy host and MX)', async () => {
+    const r = await remote('127.0.0.2', certs['mxCnOnly'] as TestCertificate);
+    for (const d of ['cn-only', 'partial'])
+      policyHost.set(`mta-sts.${d}.example`, { body: stsPolicy('enforce', ['x.example']) });
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const zone: Zone = {
+      ...stsDomain('cn-only.example', '127.0.0.2', '1', 'mx1.sts.example'),
+      ...stsDomain('partial.example', '127.0.0.2', '1', 'mx1.sts.example'),
+      ...stsDomain('sts.example', '127.0.0.2'),
+    };
+    const s = await mx(await dns(zone));
+    // No policy could be had: opportunistic delivery.
+    for (const d of ['cn-only.example', 'partial.example'])
+      expect([d, ...(outcome(await deliver(s, job(`bob@${d}`)))[0] ?? [])]).toEqual([
+        d,
+        'delivered',
+        250,
+        '2.6.0',
+      ]);
+    // Under `enforce` the MX certificate must carry the name as a DNS-ID.
+    expect(outcome(await deliver(s, job('bob@sts.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(2);
+    expect(s.events.filter((e) => e.result !== 'success').map((e) => [e.policyDomain, e.result])).toEqual([
+      ['cn-only.example', 'sts-webpki-invalid'],
+      ['partial.example', 'sts-webpki-invalid'],
+      ['sts.example', 'certificate-host-mismatch'],
+    ]);
   });
 
   it('a policy host that never answers times out: no policy, reported as a fetch error', async () => {

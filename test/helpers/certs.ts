@@ -219,8 +219,10 @@ export async function makeTestCa(dir: string, name: string): Promise<TestCa> {
 }
 
 export interface IssueOptions {
-  /** DNS names of the subjectAltName (the first is also the CN). */
+  /** DNS names of the subjectAltName (the first is also the CN); none: no subjectAltName at all. */
   readonly dnsNames: readonly string[];
+  /** The CN, when it is not the first DNS name. */
+  readonly commonName?: string;
   /** Validity in days from now; negative: expired that many days ago. Default 1. */
   readonly days?: number;
 }
@@ -240,10 +242,10 @@ export async function issueCertificate(
   const keyPath = join(dir, `${name}.key`);
   const csrPath = join(dir, `${name}.csr`);
   const extPath = join(dir, `${name}.ext`);
-  await opensslRequest(keyPath, csrPath, `/CN=${o.dnsNames[0] ?? name}`);
+  await opensslRequest(keyPath, csrPath, `/CN=${o.commonName ?? o.dnsNames[0] ?? name}`);
   await writeFile(
     extPath,
-    `subjectAltName=${o.dnsNames.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\n`,
+    `${o.dnsNames.length === 0 ? '' : `subjectAltName=${o.dnsNames.map((n) => `DNS:${n}`).join(',')}\n`}basicConstraints=CA:FALSE\n`,
   );
   await run(OPENSSL, [
     'x509',
