@@ -183,7 +183,9 @@ export class MtaStsPolicies {
         err instanceof FetchError
           ? { type: err.type, reason: err.message }
           : { type: 'sts-policy-fetch-error' as const, reason: String(err) };
-      this.#failed.set(domain, { id, until: this.#o.clock.now() + FETCH_RETRY_DELAY });
+      const until = this.#o.clock.now() + FETCH_RETRY_DELAY;
+      for (const [name, f] of this.#failed) if (f.until <= now) this.#failed.delete(name);
+      this.#failed.set(domain, { id, until });
       this.#o.log.info(
         { domain, id, failure: failure.type, reason: failure.reason },
         'MTA-STS policy not fetched',
@@ -287,6 +289,9 @@ export class MtaStsPolicies {
   #save(): Promise<void> {
     const file = this.#o.file;
     const now = this.#o.clock.now();
+    // Expired policies and failures are forgotten here too, so memory holds only what still counts.
+    for (const [domain, p] of this.#cache) if (p.expires <= now) this.#cache.delete(domain);
+    for (const [domain, f] of this.#failed) if (f.until <= now) this.#failed.delete(domain);
     const next = this.#writing.then(async () => {
       const policies = [...this.#cache.values()].filter((p) => p.expires > now);
       const tmp = `${file}.${process.pid}.tmp`;
