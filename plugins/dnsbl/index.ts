@@ -4,7 +4,8 @@
  * recorded as a result of check `dnsbl` (`fail` listed, `none` not listed,
  * `temperror` no answer in time) with the zone and return code; the action map
  * decides, by default `550 5.7.1` naming the zone at RCPT TO (see `at`). A
- * client a DNS allow list (`dnswl`) lists is never refused by this check.
+ * client a DNS allow list (`dnswl`) lists is never refused nor quarantined by
+ * this check.
  * `dnsbl` is not an Authentication-Results method: the results are for
  * policy, the log and scanners, not the header.
  */

@@ -303,6 +303,22 @@ describe('dnswl', () => {
     expect(allowed.map((rs) => rs.map((r) => r.result))).toEqual([['pass'], ['none']]);
   });
 
+  it('an allow-listed client is not quarantined by the block list either; others still are', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        ['dnsbl', { zones: [{ zone: 'bl.example' }], actions: { fail: { action: 'quarantine' } } }],
+        ['dnswl', { zones: [{ zone: 'wl.example' }] }],
+        LOCAL,
+      ],
+    });
+    await sendMessageFrom(t, '127.0.0.8'); // on both lists
+    await sendMessageFrom(t, '127.0.0.5'); // on the block list only
+    const [allowed, blocked] = await t.waitForMessages(2);
+    expect(allowed?.attributes.quarantine).toBeUndefined();
+    expect(blocked?.attributes.quarantine).toEqual({ check: 'dnsbl', result: 'fail' });
+  });
+
   it('an allow list refusing the query (127.0.0.255) lists nobody: the block list still refuses', async () => {
     const allowed: (readonly ListResult[])[] = [];
     const log = captureLog();
