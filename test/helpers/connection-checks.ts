@@ -4,8 +4,6 @@
  * FROM, and a log captured as JSON lines.
  */
 import { connect as netConnect } from 'node:net';
-import { Writable } from 'node:stream';
-import pino, { type Logger } from 'pino';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
@@ -53,22 +51,7 @@ export function mailProbe<K extends CheckName>(check: K, see: (results: readonly
   });
 }
 
-export interface LogLine {
-  readonly msg: string;
-  readonly [key: string]: unknown;
-}
-
-/** A pino logger whose lines land in `lines`. */
-export function captureLog(): { lines: LogLine[]; logger: Logger } {
-  const lines: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      done();
-    },
-  });
-  return { lines, logger: pino({ level: 'info' }, sink) };
-}
+export { captureLog, type LogLine } from './capture-log.ts';
 
 /** A clock the test moves by hand. */
 export function manualClock(start = Date.parse('2026-01-01T00:00:00Z')) {
