@@ -55,8 +55,10 @@ export interface TestDnsName {
 
 /**
  * Names (any case, trailing dot or not) to what they hold. A name `*.zone`
- * is a wildcard: it answers for every name under `zone` the map does not
- * hold (the nearest wildcard wins), as a DNS list that lists everything does.
+ * is a wildcard: it answers for names under `zone` that do not exist, as a
+ * DNS list that lists everything does, by the rules of RFC 4592 (a name that
+ * exists, even only as the parent of others, never takes it, nor do names
+ * below such a name).
  */
 export type TestDnsZone = Readonly<Record<string, TestDnsName>>;
 
@@ -165,24 +167,33 @@ export async function startTestDnsServer(
   const timers = new Set<NodeJS.Timeout>();
   const fallbackSoa = opts.soa === false ? undefined : { ttl: 300, ...(opts.soa ?? { minimum: 60 }) };
 
-  /** What `name` holds: its own entry, else the nearest wildcard above it. */
+  /** The zone has `name` itself, or names below it (an empty non-terminal). */
+  const held = (name: string): boolean => {
+    if (name === '' || names.has(name)) return true;
+    const suffix = `.${name}`;
+    for (const n of names.keys()) if (n.endsWith(suffix)) return true;
+    return false;
+  };
+
+  /**
+   * What `name` holds: its own entry, else the wildcard of its closest
+   * encloser (RFC 4592 3.3.1): a name that exists, even with nothing of its
+   * own, never takes a wildcard, nor does a name whose nearest existing
+   * ancestor has none.
+   */
   const entryFor = (name: string): TestDnsName | undefined => {
     const own = names.get(name);
-    if (own !== undefined || name === '') return own;
+    if (own !== undefined || held(name)) return own;
     const labels = name.split('.');
-    for (let i = 1; i < labels.length; i++) {
-      const wildcard = names.get(`*.${labels.slice(i).join('.')}`);
-      if (wildcard !== undefined) return wildcard;
+    for (let i = 1; i <= labels.length; i++) {
+      const parent = labels.slice(i).join('.');
+      if (!held(parent)) continue;
+      return names.get(parent === '' ? '*' : `*.${parent}`);
     }
     return undefined;
   };
 
-  const exists = (name: string) => {
-    if (entryFor(name) !== undefined) return true;
-    const suffix = `.${name}`;
-    for (const n of names.keys()) if (name === '' || n.endsWith(suffix)) return true;
-    return false;
-  };
+  const exists = (name: string) => held(name) || entryFor(name) !== undefined;
 
   const soaFor = (name: string): Answer[] => {
     const labels = name === '' ? [] : name.split('.');

@@ -18,6 +18,7 @@ export class SmtpTransaction implements Transaction {
   from: ReversePath = { address: null, params: EMPTY_PARAMS };
   readonly recipients: Recipient[] = [];
   utf8 = false;
+  declaredSize: number | undefined = undefined;
   readonly attributes: EnvelopeAttributes = {};
   readonly notes: TransactionNotes = {};
   readonly startedAt: number;

@@ -137,6 +137,12 @@ export interface Transaction {
    * plugin sets this when MAIL carries the SMTPUTF8 parameter.
    */
   utf8: boolean;
+  /**
+   * Size in octets the client announced for the message (RFC 1870 `SIZE=`),
+   * set by the plugin that handles that parameter; undefined when none was
+   * announced. Plugins that store the message may reserve room for it.
+   */
+  declaredSize: number | undefined;
   readonly attributes: EnvelopeAttributes;
   readonly notes: TransactionNotes;
   readonly log: Logger;

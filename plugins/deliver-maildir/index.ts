@@ -3,12 +3,13 @@
  * with `Return-Path` and `Delivered-To` prepended. Each recipient succeeds or
  * fails on its own.
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
 import type { DeliveryJob, RecipientResult } from '../../core/types.ts';
 import { claims, domainMatcher } from '../outbound/routing.ts';
+import { DeliveryRecords } from './delivery-records.ts';
 import { crlfToLf } from './line-endings.ts';
 import { MailboxResolver } from './mailbox-path.ts';
 import { MaildirWriter } from './maildir-writer.ts';
@@ -50,6 +51,12 @@ export const schema = Type.Object(
       default: true,
       description: 'fsync each file and the `new` directory before reporting delivered.',
     }),
+    recordDays: Type.Integer({
+      minimum: 1,
+      default: 7,
+      description:
+        "Days the record of each delivery (under `dataDir`, to recognise a repeat after a crash without listing the Maildir) is kept; at least the queue's `maxAge`.",
+    }),
   },
   { additionalProperties: false },
 );
@@ -72,16 +79,25 @@ export default definePlugin({
   name: 'deliver-maildir',
   description: 'Delivers to Maildir folders on the local file system, one result per recipient.',
   schema,
-  register(api, config) {
+  async register(api, config) {
     const resolver = new MailboxResolver({
       root: resolve(api.server.dataDir, config.root),
       layout: config.layout,
       ...(config.mailboxes ? { mailboxes: config.mailboxes } : {}),
     });
+    const records = new DeliveryRecords({
+      dir: join(api.server.dataDir, api.name, 'delivered'),
+      fsync: config.fsync,
+      keepMs: config.recordDays * 24 * 60 * 60 * 1000,
+      now: () => api.server.clock.now(),
+    });
+    // Messages that arrive from now on have a record of their delivery.
+    await records.since();
     const writer = new MaildirWriter({
       hostname: api.server.hostname,
       fsync: config.fsync,
       now: () => api.server.clock.now(),
+      records,
     });
     const matches = domainMatcher(config.domains);
     // Jobs for messages queued before this point may repeat a delivery of the run before.
@@ -126,7 +142,7 @@ export default definePlugin({
           head,
           body,
           { queueId: job.id, recipient: address },
-          mayRepeat,
+          mayRepeat && { receivedAt: job.receivedAt },
         );
         if (done.earlier)
           job.log.info(

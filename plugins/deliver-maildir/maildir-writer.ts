@@ -5,22 +5,29 @@
  * from `tmp/`, and the `new/` directory fsynced.
  *
  * Exactly once: the unique part of the name carries a tag derived from the
- * queue id and the recipient (`X<tag>`), the same on every attempt. A delivery
- * that may repeat an earlier one (a retry, or a message queued before this
- * server started: the earlier run may have been killed after the link and
- * before the queue recorded the delivery) first looks for its tag in `new/`
- * and `cur/` (where a mail reader moves it, appending `:2,FLAGS`) and, when
- * found, writes nothing.
+ * queue id and the recipient (`X<tag>`), the same on every attempt, and every
+ * delivery is recorded (delivery-records.ts) before its link into `new/`. A
+ * delivery that may repeat an earlier one (a retry, or a message queued before
+ * this server started: the earlier run may have been killed after the link
+ * and before the queue recorded the delivery) looks up its record: none means
+ * no earlier copy; one leads to the file in `new/`. Only when that file is not
+ * there (a mail reader moved it to `cur/`, appending `:2,FLAGS`, or the
+ * earlier attempt stopped before the link), or for a message older than the
+ * records, are `new/` and `cur/` listed for the tag. When found, nothing is
+ * written.
  */
 import { createHash } from 'node:crypto';
 import { link, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type DeliveryRecords, fsyncDir } from './delivery-records.ts';
 
 export interface MaildirWriterOptions {
   /** Host name for unique names (`/` and `:` are escaped as the format asks). */
   readonly hostname: string;
   readonly fsync: boolean;
   readonly now: () => number;
+  /** Where each delivery is recorded before its link into `new/`. */
+  readonly records: DeliveryRecords;
 }
 
 /** What makes a delivery the same delivery again: one message (queue id) to one recipient. */
@@ -54,6 +61,7 @@ export class MaildirWriter {
   readonly #host: string;
   readonly #fsync: boolean;
   readonly #now: () => number;
+  readonly #records: DeliveryRecords;
   /** Maildirs whose `tmp/` was swept by this writer. */
   readonly #swept = new Set<string>();
   /** When this process started (wall clock, as file times are). */
@@ -63,6 +71,7 @@ export class MaildirWriter {
     this.#host = opts.hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
     this.#fsync = opts.fsync;
     this.#now = opts.now;
+    this.#records = opts.records;
   }
 
   /** `time.M<usec>P<pid>X<tag>.<host>` */
@@ -88,9 +97,29 @@ export class MaildirWriter {
     for (const sub of ['tmp', 'new', 'cur']) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
   }
 
-  /** The file an earlier delivery of `key` left in `new/` or `cur/`, if any. */
-  async findEarlier(dir: string, key: DeliveryKey): Promise<string | undefined> {
-    const marker = `X${deliveryTag(key)}.${this.#host}`;
+  /**
+   * The file an earlier delivery of `key` left in `new/` or `cur/`, if any.
+   * For a message that arrived at `receivedAt`, since the records began, the
+   * record tells (see above); otherwise `new/` and `cur/` are listed.
+   */
+  async findEarlier(
+    dir: string,
+    key: DeliveryKey,
+    receivedAt: number | undefined,
+  ): Promise<string | undefined> {
+    const tag = deliveryTag(key);
+    if (await this.#records.covers(receivedAt)) {
+      const record = await this.#records.find(tag);
+      if (record === undefined) return undefined;
+      if (record !== 'unreadable' && record.maildir === dir && (await isFile(join(dir, 'new', record.file))))
+        return `new/${record.file}`;
+    }
+    return this.#list(dir, tag);
+  }
+
+  /** Look for `X<tag>.<host>` followed by the end of the name, `,` or `:` in `new/` and `cur/`. */
+  async #list(dir: string, tag: string): Promise<string | undefined> {
+    const marker = `X${tag}.${this.#host}`;
     for (const sub of ['new', 'cur']) {
       for (const name of await readdir(join(dir, sub))) {
         const at = name.indexOf(marker);
@@ -146,24 +175,26 @@ export class MaildirWriter {
 
   /**
    * Write `head` then the body into `dir`, once per `key`: with `lookFirst`,
-   * an earlier copy in `new/` or `cur/` is reported instead of writing again.
-   * On failure nothing is left behind (the `tmp/` file and any link are removed).
+   * an earlier copy in `new/` or `cur/` is reported instead of writing again
+   * (`receivedAt`: when the message arrived, if known).
+   * On failure nothing is left behind (the `tmp/` file, the record and any link are removed).
    */
   async deliver(
     dir: string,
     head: Buffer,
     body: () => AsyncIterable<Buffer>,
     key: DeliveryKey,
-    lookFirst: boolean,
+    lookFirst: { readonly receivedAt: number | undefined } | false,
   ): Promise<Delivered> {
     if (lookFirst) {
-      const earlier = await this.findEarlier(dir, key);
+      const earlier = await this.findEarlier(dir, key, lookFirst.receivedAt);
       if (earlier !== undefined) return { file: earlier, earlier: true };
     }
     const name = this.uniqueName(key);
     const tmpPath = join(dir, 'tmp', name);
     const fh = await open(tmpPath, 'wx', 0o600);
     let size = 0;
+    let recordPath: string | undefined;
     try {
       await fh.write(head);
       size += head.length;
@@ -175,11 +206,19 @@ export class MaildirWriter {
         }
         size += chunk.length;
       }
-      if (this.#fsync) await fh.sync();
+      // The record is durable before the link: a copy in new/ always has one.
+      const [synced, recorded] = await Promise.allSettled([
+        this.#fsync ? fh.sync() : Promise.resolve(),
+        this.#records.write(deliveryTag(key), { maildir: dir, file: `${name},S=${size}` }),
+      ]);
+      if (recorded.status === 'fulfilled') recordPath = recorded.value;
+      if (recorded.status === 'rejected') throw recorded.reason;
+      if (synced.status === 'rejected') throw synced.reason;
       await fh.close();
     } catch (err) {
       await fh.close().catch(() => {});
       await unlink(tmpPath).catch(() => {});
+      if (recordPath !== undefined) await this.#records.remove(recordPath);
       throw err;
     }
     const finalName = `${name},S=${size}`;
@@ -190,6 +229,7 @@ export class MaildirWriter {
       // The same name within the same second: this very delivery is there already.
       if ((err as NodeJS.ErrnoException).code === 'EEXIST')
         return { file: `new/${finalName}`, earlier: true };
+      await this.#records.remove(recordPath);
       throw err;
     } finally {
       await unlink(tmpPath).catch(() => {});
@@ -200,6 +240,7 @@ export class MaildirWriter {
       } catch (err) {
         // Reported as not delivered: take the copy back so that the retry is the only one.
         await unlink(newPath).catch(() => {});
+        await this.#records.remove(recordPath);
         throw err;
       }
     }
@@ -207,11 +248,9 @@ export class MaildirWriter {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 }

@@ -119,7 +119,7 @@ function validAt(cert: X509Certificate, now: number): boolean {
  *
  * - DANE-EE(3): the leaf matches; its names and dates do not matter (RFC 7672 3.1.1);
  * - DANE-TA(2): a certificate the server sent matches, the leaf chains to it by
- *   signature, the leaf names one of `names` (RFC 7672 3.2.2: the MX host) and
+ *   signature through CA certificates only, the leaf names one of `names` (RFC 7672 3.2.2: the MX host) and
  *   every certificate up to it is within its dates (RFC 7672 3.1.2).
  */
 export function daneVerifier(
@@ -164,12 +164,17 @@ export function daneVerifier(
   };
 }
 
-/** Each certificate is issued and signed by the next one. */
+/**
+ * Each certificate is issued and signed by the next one, and every issuer is a
+ * CA (basicConstraints CA:TRUE): a leaf the trust anchor issued to someone
+ * else must not vouch for the MX host (OpenSSL's issuer check looks at key
+ * usage, which a leaf may lack, not at basicConstraints).
+ */
 function linked(chain: readonly X509Certificate[]): boolean {
   for (let i = 0; i + 1 < chain.length; i++) {
     const child = chain[i] as X509Certificate;
     const parent = chain[i + 1] as X509Certificate;
-    if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) return false;
+    if (!parent.ca || !child.checkIssued(parent) || !child.verify(parent.publicKey)) return false;
   }
   return true;
 }

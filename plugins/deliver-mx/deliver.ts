@@ -62,6 +62,8 @@ export class MxDelivery {
   #nextSource = 0;
   /** Policies of jobs whose sessions are not reported (TLS reports themselves). */
   readonly #unreported = new WeakSet<TlsPolicy>();
+  /** The TLS plan each connection was opened under (`planKey`): pooled, it serves only messages under the same plan. */
+  readonly #plans = new WeakMap<ClientConnection, string>();
 
   constructor(options: MxDeliveryOptions) {
     this.#o = options;
@@ -134,8 +136,7 @@ export class MxDelivery {
   ): Promise<ClientConnection | Failure> {
     const o = this.#o;
     let taken = await o.pool.take(destination);
-    // A REQUIRETLS message needs authenticated TLS: an idle connection without it is no use to it.
-    while (taken.kind === 'connection' && requireTls && !taken.conn.tls?.authorized) {
+    while (taken.kind === 'connection' && !(await this.#fits(taken.conn, exchangers, policy, requireTls))) {
       taken.conn.close();
       o.pool.release(destination, taken.conn);
       taken = await o.pool.take(destination);
@@ -153,6 +154,31 @@ export class MxDelivery {
       // Not a connection's failure (a bug): give the slot back, let the hook's isolation report it.
       o.pool.failed(destination, false);
       throw err;
+    }
+  }
+
+  /**
+   * Whether an idle connection may carry this message: it was opened under the
+   * plan this message's policy gives its exchanger now. A connection opened
+   * with the recipient's policy set aside (`TLS-Required: No`), under MTA-STS
+   * `testing`, or before a policy was known must not carry mail the policy
+   * covers. A REQUIRETLS message also needs authenticated TLS.
+   */
+  async #fits(
+    conn: ClientConnection,
+    exchangers: readonly Exchanger[],
+    policy: TlsPolicy,
+    requireTls: boolean,
+  ): Promise<boolean> {
+    if (requireTls && !conn.tls?.authorized) return false;
+    const opened = this.#plans.get(conn);
+    const exchanger = exchangers.find((e) => e.name === conn.mta);
+    if (opened === undefined || exchanger === undefined) return false;
+    try {
+      const plan = await policy.forExchanger(exchanger);
+      return plan.refuse === undefined && planKey(plan) === opened;
+    } catch {
+      return false;
     }
   }
 
@@ -237,6 +263,7 @@ export class MxDelivery {
         };
         try {
           const conn = await openWithFallback(options, requireTls, plan.fallbackToClear, log);
+          this.#plans.set(conn, planKey(plan));
           o.pool.opened(destination);
           const problem = plan.reportOnly ? testingProblem(plan, conn.tls, certificateFailure) : undefined;
           const result = problem?.failure ?? plan.unauthenticated ?? 'success';
@@ -346,6 +373,20 @@ async function openWithFallback(
     );
     return ClientConnection.open({ ...options, tls: 'none' }, requireTls);
   }
+}
+
+/** What makes two plans for one exchanger the same for a connection opened under one of them. */
+function planKey(plan: ExchangerPolicy): string {
+  const s = plan.tlsSettings;
+  return [
+    plan.source,
+    plan.mode,
+    plan.tls,
+    s.rejectUnauthorized,
+    s.verify !== undefined,
+    plan.reportOnly,
+    plan.fallbackToClear,
+  ].join(' ');
 }
 
 /**

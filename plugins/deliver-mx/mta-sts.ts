@@ -22,7 +22,7 @@ import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
 import type { Logger } from 'pino';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { Clock } from '../../core/plugin.ts';
-import { certificateFailure } from '../outbound/connection.ts';
+import { certificateFailure, checkDnsId } from '../outbound/connection.ts';
 import type { TlsFailureType } from '../outbound/tls-report.ts';
 
 export type StsMode = 'enforce' | 'testing' | 'none';
@@ -183,7 +183,9 @@ export class MtaStsPolicies {
         err instanceof FetchError
           ? { type: err.type, reason: err.message }
           : { type: 'sts-policy-fetch-error' as const, reason: String(err) };
-      this.#failed.set(domain, { id, until: this.#o.clock.now() + FETCH_RETRY_DELAY });
+      const until = this.#o.clock.now() + FETCH_RETRY_DELAY;
+      for (const [name, f] of this.#failed) if (f.until <= now) this.#failed.delete(name);
+      this.#failed.set(domain, { id, until });
       this.#o.log.info(
         { domain, id, failure: failure.type, reason: failure.reason },
         'MTA-STS policy not fetched',
@@ -226,6 +228,8 @@ export class MtaStsPolicies {
           servername: host,
           headers: { host, accept: 'text/plain' },
           rejectUnauthorized: true,
+          // DNS-ID only, a wildcard only as the whole left-most label (RFC 8461 3.3).
+          checkServerIdentity: checkDnsId,
           ...(extra === undefined ? {} : { ca: [...rootCertificates, extra.toString()] }),
           // A fresh connection: never one verified with other options.
           agent: false,
@@ -285,6 +289,9 @@ export class MtaStsPolicies {
   #save(): Promise<void> {
     const file = this.#o.file;
     const now = this.#o.clock.now();
+    // Expired policies and failures are forgotten here too, so memory holds only what still counts.
+    for (const [domain, p] of this.#cache) if (p.expires <= now) this.#cache.delete(domain);
+    for (const [domain, f] of this.#failed) if (f.until <= now) this.#failed.delete(domain);
     const next = this.#writing.then(async () => {
       const policies = [...this.#cache.values()].filter((p) => p.expires > now);
       const tmp = `${file}.${process.pid}.tmp`;

@@ -170,7 +170,9 @@ export class TlsPolicies {
       forExchanger: async (exchanger) => {
         const p = await this.#forExchanger(req, level, levelSource, sts, exchanger);
         const published = p.source === 'dane' || p.source === 'mta-sts';
-        return published && !req.requireTls && (await req.tlsOptional()) ? setAside(p) : p;
+        return published && !req.requireTls && (await req.tlsOptional())
+          ? setAside(p, level, levelSource)
+          : p;
       },
     };
   }
@@ -284,14 +286,19 @@ export class TlsPolicies {
             report: scope,
           });
         }
-        return plan({ source: 'mta-sts', mode: policy.mode, report: scope });
+        return plan({
+          source: 'mta-sts',
+          mode: policy.mode,
+          tlsSettings: { rejectUnauthorized: true, ...base, dnsIdOnly: true },
+          report: scope,
+        });
       }
       // `testing`: deliver as opportunistic, but check everything and report what failed.
       return plan({
         source: 'mta-sts',
         mode: 'testing',
         tls: tlsMandatory ? 'required' : 'opportunistic',
-        tlsSettings: { rejectUnauthorized: false, ...base },
+        tlsSettings: { rejectUnauthorized: false, ...base, dnsIdOnly: true },
         fallbackToClear: !tlsMandatory,
         reportOnly: true,
         mxMismatch: !listed,
@@ -341,17 +348,26 @@ export class TlsPolicies {
 
 /**
  * `TLS-Required: No` (RFC 8689 section 4): the sender asks that the
- * recipient domain's policies (DANE, MTA-STS) be ignored: TLS when it works,
- * else in clear. The operator's own table is kept.
+ * recipient domain's policies (DANE, MTA-STS) be ignored. The operator's own
+ * level is kept: `verify` and `encrypt` still demand TLS (and `verify` a
+ * certificate that verifies); any other level gets TLS when it works, else
+ * clear.
  */
-function setAside(p: ExchangerPolicy): ExchangerPolicy {
-  const { verify: _dropped, ...settings } = p.tlsSettings;
+function setAside(
+  p: ExchangerPolicy,
+  level: TlsPolicyLevel,
+  levelSource: 'table' | 'default',
+): ExchangerPolicy {
+  const { verify: _dropped, dnsIdOnly: _domains, ...settings } = p.tlsSettings;
+  const kept = level === 'verify' || level === 'encrypt' ? level : undefined;
   return {
-    source: p.source,
-    mode: `${p.mode}, ignored (TLS-Required: No)`,
-    tls: 'opportunistic',
-    tlsSettings: { ...settings, rejectUnauthorized: false },
-    fallbackToClear: true,
+    source: kept ? levelSource : p.source,
+    mode: kept
+      ? `${kept} (${p.source} ${p.mode} ignored: TLS-Required: No)`
+      : `${p.mode}, ignored (TLS-Required: No)`,
+    tls: kept ? 'required' : 'opportunistic',
+    tlsSettings: { ...settings, rejectUnauthorized: kept === 'verify' },
+    fallbackToClear: kept === undefined,
     reportOnly: false,
     mxMismatch: false,
     // The sender set the policy aside: its sessions say nothing about it.

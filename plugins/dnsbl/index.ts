@@ -4,7 +4,8 @@
  * recorded as a result of check `dnsbl` (`fail` listed, `none` not listed,
  * `temperror` no answer in time) with the zone and return code; the action map
  * decides, by default `550 5.7.1` naming the zone at RCPT TO (see `at`). A
- * client a DNS allow list (`dnswl`) lists is never refused by this check.
+ * client a DNS allow list (`dnswl`) lists is never refused nor quarantined by
+ * this check.
  * `dnsbl` is not an Authentication-Results method: the results are for
  * policy, the log and scanners, not the header.
  */
@@ -13,7 +14,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { connectionCheck, decisionPointSchema } from '../policy/connection-checks.ts';
 import { actionsSchema, validateActions } from '../policy/policy.ts';
-import { clientAddress, DnsLists, type ListResult, listSettings } from './lists.ts';
+import { clientAddress, dnsListsOf, type ListResult, listSettings } from './lists.ts';
 
 declare module '../policy/policy.ts' {
   interface PolicyChecks {
@@ -52,15 +53,7 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dnsbl', config.actions);
-    const lists = new DnsLists({
-      dns: api.server.dns,
-      clock: api.server.clock,
-      log: api.log,
-      zones: config.zones,
-      timeout: config.timeout,
-      probeInterval: config.probeInterval,
-    });
-    api.onStart(() => lists.probe());
+    const lists = dnsListsOf(api, config);
     connectionCheck(api, {
       check: 'dnsbl',
       trigger: 'connect',

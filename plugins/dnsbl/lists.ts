@@ -10,7 +10,7 @@
 import { isIP } from 'node:net';
 import Type, { type Static } from 'typebox';
 import type { DnsResolver } from '../../core/dns/types.ts';
-import type { Clock } from '../../core/plugin.ts';
+import type { Clock, PluginApi } from '../../core/plugin.ts';
 import type { Logger } from '../../core/types.ts';
 import type { CheckResult } from '../policy/policy.ts';
 
@@ -25,7 +25,7 @@ export const ZoneSchema = Type.Object(
     codes: Type.Optional(
       Type.Record(Type.String({ pattern: '^127\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$' }), Type.String(), {
         description:
-          'Return codes (A records) that count, each with its meaning (`{ "127.0.0.2": "SBL" }`); other answers are not a listing. Default: any 127.0.0.0/8 answer outside 127.255.255.0/24 counts.',
+          'Return codes (A records) that count, each with its meaning (`{ "127.0.0.2": "SBL" }`); other answers are not a listing. Default: any 127.0.0.0/8 answer counts, except the refusal codes (127.255.255.0/24 and 127.0.0.255), which never do.',
       }),
     ),
   },
@@ -64,8 +64,15 @@ export interface ListResult extends CheckResult {
   readonly meanings: readonly string[];
 }
 
-/** Spamhaus and others answer 127.255.255.x when they refuse the query (open resolver, over the limit, typo). */
-const REFUSAL_PREFIX = '127.255.255.';
+/**
+ * Answers that are a list refusing the query, never a listing: Spamhaus and
+ * others answer 127.255.255.x (public resolver, over the limit, typo),
+ * list.dnswl.org 127.0.0.255 (over its free-use limit). Read as a listing, the
+ * latter would let every client past the block lists.
+ */
+function isRefusal(answer: string): boolean {
+  return answer.startsWith('127.255.255.') || answer === '127.0.0.255';
+}
 /** A list that refuses us refuses every query: say so once a minute, not once a connection. */
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
@@ -178,7 +185,7 @@ export class DnsLists {
       case 'error':
         return { kind: 'error', reason: found.reason };
       case 'answer': {
-        const refusals = found.records.filter((a) => a.startsWith(REFUSAL_PREFIX));
+        const refusals = found.records.filter(isRefusal);
         if (refusals.length > 0) return { kind: 'refused', codes: refusals };
         const codes = found.records.filter((a) =>
           zone.codes === undefined ? a.startsWith('127.') : Object.hasOwn(zone.codes, a),
@@ -309,4 +316,21 @@ export class DnsLists {
         };
     }
   }
+}
+
+/** A list plugin's zones, built from its `listSettings` and checked at start (RFC 5782 section 5). */
+export function dnsListsOf(
+  api: PluginApi<unknown>,
+  config: Pick<DnsListsOptions, 'zones' | 'timeout' | 'probeInterval'>,
+): DnsLists {
+  const lists = new DnsLists({
+    dns: api.server.dns,
+    clock: api.server.clock,
+    log: api.log,
+    zones: config.zones,
+    timeout: config.timeout,
+    probeInterval: config.probeInterval,
+  });
+  api.onStart(() => lists.probe());
+  return lists;
 }

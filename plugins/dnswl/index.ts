@@ -10,7 +10,7 @@
 import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import type { Session } from '../../core/types.ts';
-import { DnsLists, type ListResult, listSettings } from '../dnsbl/lists.ts';
+import { dnsListsOf, type ListResult, listSettings } from '../dnsbl/lists.ts';
 import { connectionCheck } from '../policy/connection-checks.ts';
 import { actionsSchema, validateActions } from '../policy/policy.ts';
 
@@ -56,15 +56,7 @@ export default definePlugin({
   schema,
   register(api, config) {
     validateActions('dnswl', config.actions);
-    const lists = new DnsLists({
-      dns: api.server.dns,
-      clock: api.server.clock,
-      log: api.log,
-      zones: config.zones,
-      timeout: config.timeout,
-      probeInterval: config.probeInterval,
-    });
-    api.onStart(() => lists.probe());
+    const lists = dnsListsOf(api, config);
     const check = connectionCheck(api, {
       check: 'dnswl',
       trigger: 'connect',

@@ -6,7 +6,12 @@
 
 import { X509Certificate } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
-import { type DetailedPeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import {
+  type DetailedPeerCertificate,
+  type PeerCertificate,
+  type TLSSocket,
+  connect as tlsConnect,
+} from 'node:tls';
 import { type RemoteReply, ReplyReader, ReplySyntaxError } from './reply-reader.ts';
 import type { TlsFailureType } from './tls-report.ts';
 
@@ -23,6 +28,12 @@ export interface TlsSettings {
   readonly servername?: string;
   /** Trusted CA certificates (PEM) instead of the system store. */
   readonly ca?: string | Buffer | ReadonlyArray<string | Buffer>;
+  /**
+   * The name must be a DNS-ID of the certificate (subjectAltName; no CN
+   * fallback, a wildcard only as the whole left-most label), as MTA-STS
+   * demands (RFC 8461 3.3, 4.2). Default: Node's own check.
+   */
+  readonly dnsIdOnly?: boolean;
   /** Lowest TLS version accepted (default TLSv1.2). */
   readonly minVersion?: 'TLSv1.2' | 'TLSv1.3';
   /**
@@ -113,7 +124,34 @@ function tlsOptions(target: Target, settings: TlsSettings) {
     // Without a servername, the address connected to is what the certificate must name.
     ...(target.host === undefined ? {} : { host: target.host }),
     ...(settings.ca === undefined ? {} : { ca: settings.ca as string | Buffer | Array<string | Buffer> }),
+    ...(settings.dnsIdOnly ? { checkServerIdentity: checkDnsId } : {}),
   };
+}
+
+/**
+ * RFC 6125 matching of a DNS-ID only (RFC 8461 3.3 and 4.2): the name is one
+ * of the certificate's subjectAltName DNS names, a wildcard matching only a
+ * whole left-most label; the CN never counts. A `checkServerIdentity` for
+ * `node:tls`: the error names a host mismatch as Node's own does.
+ */
+export function checkDnsId(host: string, cert: PeerCertificate): Error | undefined {
+  let matched: string | undefined;
+  try {
+    matched = new X509Certificate(cert.raw).checkHost(host, {
+      subject: 'never',
+      wildcards: true,
+      partialWildcards: false,
+      multiLabelWildcards: false,
+      singleLabelSubdomains: false,
+    });
+  } catch {
+    matched = undefined;
+  }
+  if (matched !== undefined) return undefined;
+  return Object.assign(new Error(`${host} is not a DNS name (subjectAltName) of the certificate`), {
+    code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+    host,
+  });
 }
 
 export class SmtpConnection {

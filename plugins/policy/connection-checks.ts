@@ -55,7 +55,7 @@ export interface ConnectionCheckOptions<K extends CheckName> {
   evaluate(session: Session, helo: string | undefined): Promise<readonly PolicyChecks[K][]>;
   /** The reply `reject`/`tempfail` give for one result when the action names none. */
   replies?(session: Session, result: PolicyChecks[K]): DefaultReplies | undefined;
-  /** `false`: record, but do not refuse (a DNSWL listing exempts the client from DNSBL refusals). */
+  /** `false`: record, but neither refuse nor quarantine (a DNSWL listing exempts the client from DNSBL). */
   mayRefuse?(session: Session): Promise<boolean>;
   /** Once the results are in, each time they are recorded on a transaction (to put them in notes). */
   settled?(session: Session, results: readonly PolicyChecks[K][]): void;
@@ -150,22 +150,31 @@ export function connectionCheck<K extends CheckName>(
     return value instanceof Promise ? value.then(fn) : fn(value);
   }
 
+  const actionsOf = (r: R): ActionMap => opts.actionsFor?.(r) ?? opts.actions;
+
+  /**
+   * What policy does with the results: a refusal (or `undefined`), and a
+   * `quarantine` marked on `tx`. With `mayRefuse` (an allow list) neither
+   * happens for a client it exempts; it is only asked when there is
+   * something to exempt from, so the common case stays synchronous.
+   */
   function refusal(
     session: Session,
     tx: Transaction | undefined,
     results: readonly R[],
   ): Reply | undefined | Promise<Reply | undefined> {
-    const found = verdict(
-      tx,
-      session,
-      check,
-      results as readonly (R & CheckResult)[],
-      (r) => opts.actionsFor?.(r) ?? opts.actions,
-      opts.replies,
-    );
-    if (found === undefined) return undefined;
+    const judge = (on: Transaction | undefined) =>
+      verdict(on, session, check, results as readonly (R & CheckResult)[], actionsOf, opts.replies);
+    // Without side effects first: is there anything to do at all?
+    const refuses = judge(undefined);
+    const quarantines =
+      tx !== undefined &&
+      results.some((r) => actionsOf(r)[(r as R & CheckResult).result]?.action === 'quarantine');
+    if (refuses === undefined && !quarantines) return undefined;
     const log = (tx ?? session).log;
-    const refuse = () => {
+    const apply = () => {
+      const found = judge(tx);
+      if (found === undefined) return undefined;
       log.info(
         {
           check,
@@ -177,10 +186,13 @@ export function connectionCheck<K extends CheckName>(
       );
       return found.reply;
     };
-    if (opts.mayRefuse === undefined) return refuse();
+    if (opts.mayRefuse === undefined) return apply();
     return opts.mayRefuse(session).then((may) => {
-      if (may) return refuse();
-      log.info({ check, result: found.result.result }, 'policy refusal waived (allow-listed)');
+      if (may) return apply();
+      log.info(
+        { check, result: (refuses?.result ?? results[0])?.result },
+        refuses ? 'policy refusal waived (allow-listed)' : 'policy quarantine waived (allow-listed)',
+      );
       return undefined;
     });
   }

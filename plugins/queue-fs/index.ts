@@ -93,22 +93,20 @@ export default definePlugin({
     });
     const minFree = config.minFree ?? Math.ceil(1.5 * api.server.limits.maxMessageSize);
     if (minFree > 0) {
-      const space = new FreeSpace([root, api.server.dataDir], api.server.clock);
+      const space = new FreeSpace([root, api.server.dataDir], api.server.clock, (err) =>
+        api.log.warn({ err }, 'cannot measure free space; taking mail until it can'),
+      );
       // Synchronous while the last figure is fresh: this runs for every MAIL.
       api.hooks.mail.tap((tx) => {
-        // SIZE= (RFC 1870) is parsed before the hook runs; the size plugin notes it.
-        const need = minFree + (tx.notes.declaredSize ?? 0);
-        const verdict = (free: number) => {
-          if (free >= need) return undefined;
+        // SIZE= (RFC 1870) is parsed before the hook runs.
+        const need = minFree + (tx.declaredSize ?? 0);
+        const verdict = (free: number | undefined) => {
+          if (free === undefined || free >= need) return undefined;
           tx.log.warn({ free, need }, 'refusing mail: too little free space for the queue');
           return Replies.insufficientStorage;
         };
         const free = space.available();
-        if (typeof free === 'number') return verdict(free);
-        return free.then(verdict, (err: unknown) => {
-          api.log.warn({ err }, 'cannot measure free space; taking the mail');
-          return undefined;
-        });
+        return typeof free === 'object' ? free.then(verdict) : verdict(free);
       });
     }
     // Promise chains rather than async frames: this runs once per message, with the 250 waiting.

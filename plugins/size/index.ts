@@ -7,13 +7,6 @@ import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies, reply } from '../../core/reply.ts';
 
-declare module '../../core/types.ts' {
-  interface TransactionNotes {
-    /** Message size the client declared with MAIL FROM SIZE= (RFC 1870), in octets. */
-    declaredSize?: number;
-  }
-}
-
 export const schema = Type.Object(
   {
     advertise: Type.Optional(
@@ -57,7 +50,7 @@ export default definePlugin({
         // Twenty digits can exceed 2^53; such a value is over any limit anyway.
         const declared = Number(value);
         if (declared > max) return Replies.messageTooBig;
-        tx.notes.declaredSize = declared;
+        tx.declaredSize = declared;
         return undefined;
       },
     });

@@ -144,7 +144,7 @@ class ServerProcess {
   #exited: Promise<number | null>;
 
   constructor(config: string) {
-    this.child = spawn(process.execPath, [join(ROOT, 'bin/mailframe.ts'), 'start', '-c', config], {
+    this.child = spawn(process.execPath, [join(ROOT, 'bin/mailframe.js'), 'start', '-c', config], {
       cwd: ROOT,
       stdio: ['ignore', 'ignore', 'pipe'],
     });

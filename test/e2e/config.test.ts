@@ -274,7 +274,7 @@ describe('plugin loading', () => {
 
 describe('CLI', () => {
   const cli = (...args: string[]) =>
-    run(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bin/mailframe.ts'), ...args], {
+    run(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bin/mailframe.js'), ...args], {
       cwd: ROOT,
       timeout: 15000,
     });

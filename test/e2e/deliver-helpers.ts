@@ -4,12 +4,10 @@
  * does), hand-built delivery jobs, a throwaway certificate made with openssl,
  * and an smtp-server peer that records what it received.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import {
   SMTPServer,
@@ -17,22 +15,31 @@ import {
   type SMTPServerOptions,
   type SMTPServerSession,
 } from 'smtp-server';
+import { isReply } from '../../core/hooks.ts';
 import { silentLogger } from '../../core/log.ts';
 import type { Clock, PluginDefinition } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import type {
   DeliveryJob,
   DeliveryRecipient,
+  DeliveryReport,
   EnvelopeAttributes,
   RecipientAttributes,
 } from '../../core/types.ts';
-
-const run = promisify(execFile);
+import { opensslRequest } from '../helpers/certs.ts';
 
 export interface DeliveryServer {
   readonly server: MailServer;
   readonly dataDir: string;
   close(): Promise<void>;
+}
+
+/** Hand `job` to the server's delivery plugins as the queue does; the report, or a thrown error for anything else. */
+export async function deliverJob(s: DeliveryServer, job: DeliveryJob): Promise<DeliveryReport> {
+  const report = await s.server.outbound.deliver(job);
+  if (report === undefined || isReply(report))
+    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
+  return report;
 }
 
 /** What a delivery test server may have besides its plugins (mx-helpers uses a DNS server, a logger and a clock). */
@@ -147,25 +154,10 @@ export async function makeCertificate(): Promise<Certificate> {
   const dir = await mkdtemp(join(tmpdir(), 'mailframe-deliver-cert-'));
   const keyPath = join(dir, 'key.pem');
   const certPath = join(dir, 'cert.pem');
-  await run('/usr/bin/openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    keyPath,
-    '-out',
-    certPath,
-    '-days',
-    '1',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=DNS:localhost,IP:127.0.0.1',
-  ]);
+  await opensslRequest(keyPath, certPath, '/CN=localhost', {
+    days: 1,
+    extensions: ['subjectAltName=DNS:localhost,IP:127.0.0.1'],
+  });
   return { dir, keyPath, certPath, key: await readFile(keyPath), cert: await readFile(certPath) };
 }
 

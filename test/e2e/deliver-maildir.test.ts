@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { isReply } from '../../core/hooks.ts';
 import type { DeliveryReport } from '../../core/types.ts';
 import { replyForFsError } from '../../plugins/deliver-maildir/index.ts';
+import { deliveryTag } from '../../plugins/deliver-maildir/maildir-writer.ts';
 import { mountTmpfs } from '../helpers/tmpfs.ts';
 import { type DeliveryServer, deliveryJob, startDeliveryServer } from './deliver-helpers.ts';
 
@@ -213,6 +214,49 @@ describe('deliver-maildir across crashes and failures', () => {
     // Another message is a delivery of its own.
     await deliver(server, job('Q2'));
     expect((await maildirFiles(maildir)).new).toHaveLength(1);
+  });
+
+  it('records each delivery before its link, and a repeat looks up the record instead of listing the Maildir', async () => {
+    const { server, root } = await setup({});
+    const maildir = join(root, 'example.com', 'alice', 'Maildir');
+    const records = join(server.dataDir, 'deliver-maildir', 'delivered');
+    // A day of records older than recordDays (7): removed by the next delivery.
+    await mkdir(join(records, '2000-01-01'));
+    await writeFile(join(records, '2000-01-01', 'a'.repeat(32)), 'old\nrecord\n');
+    // Arrived after the records began.
+    const job = (id: string, attempts = 0) =>
+      deliveryJob({ id, to: ['alice@example.com'], message: MESSAGE, receivedAt: Date.now(), attempts });
+    expect((await deliver(server, job('Q1'))).results[0]?.status).toBe('delivered');
+    const first = (await maildirFiles(maildir)).new;
+    expect(first).toHaveLength(1);
+    const days = await readdir(records);
+    expect(days).toEqual(['since', new Date().toISOString().slice(0, 10)].sort());
+    const tag = deliveryTag({ queueId: 'Q1', recipient: 'alice@example.com' });
+    const day = days.find((d) => d !== 'since') as string;
+    expect(await readFile(join(records, day, tag), 'utf8')).toBe(`${maildir}\n${first[0]}\n`);
+    // The retry of a delivery that never got to new/ has no record: it writes without looking in
+    // the Maildir (a file carrying its tag, put there by hand, is not taken for an earlier copy).
+    const q2 = deliveryTag({ queueId: 'Q2', recipient: 'alice@example.com' });
+    const planted = `1700000000.M1P1X${q2}.mx.test.example,S=5`;
+    await writeFile(join(maildir, 'new', planted), 'hand\n');
+    const q2Report = await server.server.outbound.deliver(job('Q2', 1));
+    expect(isReply(q2Report) ? undefined : q2Report?.results[0]?.status).toBe('delivered');
+    expect((await maildirFiles(maildir)).new).toHaveLength(3);
+    // The retry of Q1 finds its copy through the record, in new/ ...
+    expect((await deliver(server, job('Q1', 1))).results[0]?.status).toBe('delivered');
+    expect((await maildirFiles(maildir)).new).toHaveLength(3);
+    // ... and, moved by a reader, in cur/.
+    await rename(join(maildir, 'new', first[0] as string), join(maildir, 'cur', `${first[0]}:2,S`));
+    expect((await deliver(server, job('Q1', 2))).results[0]?.status).toBe('delivered');
+    expect(await maildirFiles(maildir)).toMatchObject({ tmp: [], cur: [`${first[0]}:2,S`] });
+    expect((await maildirFiles(maildir)).new).toHaveLength(2);
+    // Killed between its record and the link: the record names a file that is nowhere; the retry writes it.
+    await writeFile(
+      join(records, day, deliveryTag({ queueId: 'Q3', recipient: 'alice@example.com' })),
+      `${maildir}\n1700000000.M1P1Xnothing.mx.test.example,S=5\n`,
+    );
+    expect((await deliver(server, job('Q3', 1))).results[0]?.status).toBe('delivered');
+    expect((await maildirFiles(maildir)).new).toHaveLength(3);
   });
 
   it('removes abandoned tmp/ files of its own and any older than 36 hours before delivering, and leaves the rest', async () => {

@@ -9,13 +9,12 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runQueueCli } from '../../bin/queue-cli.ts';
-import { isReply } from '../../core/hooks.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
-import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
 import {
   type Certificate,
+  deliverJob,
   deliveryJob,
   makeCertificate,
   type PeerOptions,
@@ -79,12 +78,7 @@ async function mx(
   return s;
 }
 
-async function deliver(s: MxServer, job: DeliveryJob): Promise<DeliveryReport> {
-  const report = await s.server.outbound.deliver(job);
-  if (report === undefined || isReply(report))
-    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
-  return report;
-}
+const deliver = deliverJob;
 
 const job = (to: string[], extra: Partial<Parameters<typeof deliveryJob>[0]> = {}) =>
   deliveryJob({ to, message: MESSAGE, ...extra });

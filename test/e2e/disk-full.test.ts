@@ -4,13 +4,16 @@
  * arrives), gets `452 4.3.1` once its data ends, not a stall until the data
  * timeout. The data timeout here is 5 minutes: a stall times the test out.
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { SmtpClient, TestServer } from '../../core/testkit.ts';
 import { useScope } from '../helpers/scope.ts';
 import { mountTmpfs } from '../helpers/tmpfs.ts';
+import { FakeClock } from './queue-harness.ts';
 
 const scope = useScope();
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
@@ -128,5 +131,42 @@ describe('free space reserve (queue-fs minFree)', () => {
     await c.expect('DATA', 354);
     const r = await c.sendData('Subject: fits\r\n\r\nsmall\r\n');
     expect(r.code).toBe(250);
+  });
+
+  it('takes the mail when free space cannot be measured, and warns once per second, not per MAIL', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'mailframe-reserve-'));
+    scope.defer(() => rm(base, { recursive: true, force: true }));
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    const clock = new FakeClock();
+    const t = await scope.start({
+      plugins: [LOCAL, 'size', ['queue-fs', { dir: base, controlSocket: false, minFree: 1 }]],
+      capture: false,
+      clock,
+      logger: pino({ level: 'info' }, sink),
+    });
+    const warnings = () => lines.filter((l) => l.includes('cannot measure free space')).length;
+    // The queue directory is gone: statfs fails.
+    await rename(base, `${base}.away`);
+    scope.defer(() => rm(`${base}.away`, { recursive: true, force: true }));
+    const c = await scope.connect(t);
+    await c.expect('EHLO client.example', 250);
+    for (let i = 0; i < 3; i++) {
+      await c.expect('MAIL FROM:<a@b.example> SIZE=1000', 250);
+      await c.expect('RSET', 250);
+    }
+    expect(warnings()).toBe(1);
+    // A second later it is measured (and fails) again.
+    clock.advance(1000);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect('RSET', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    expect(warnings()).toBe(2);
+    await rename(`${base}.away`, base);
   });
 });

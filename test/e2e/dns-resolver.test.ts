@@ -136,6 +136,26 @@ describe('negative answers', () => {
     });
   });
 
+  it('serves a wildcard only below its closest encloser, never for names that exist (RFC 4592)', async () => {
+    const { resolver } = await resolverOf({
+      '*.list.test': { A: ['127.0.0.2'] },
+      'host.b.list.test': { A: ['192.0.2.1'] },
+      'c.list.test': { TXT: ['here'] },
+    });
+    const a = async (name: string) => {
+      const r = await resolver.lookup(name, 'A');
+      return r.kind === 'answer' ? r.records : r.kind;
+    };
+    expect(await a('x.list.test')).toEqual(['127.0.0.2']);
+    expect(await a('x.y.list.test')).toEqual(['127.0.0.2']);
+    // b.list.test exists (an empty non-terminal) and c.list.test has records: the wildcard is not theirs ...
+    expect(await a('b.list.test')).toBe('nodata');
+    expect(await a('c.list.test')).toBe('nodata');
+    // ... nor is it for names under them (their closest encloser has no wildcard).
+    expect(await a('x.b.list.test')).toBe('nxdomain');
+    expect(await a('x.c.list.test')).toBe('nxdomain');
+  });
+
   it('answers nxdomain for a name that cannot exist, without asking', async () => {
     const dns = await dnsServer(zone);
     const { resolver } = await resolverOf(dns);

@@ -16,7 +16,13 @@ import {
   type TestCertificate,
   upgradeClient,
 } from '../helpers/certs.ts';
-import { captureLog, connectFrom, mailProbe, manualClock } from '../helpers/connection-checks.ts';
+import {
+  captureLog,
+  connectFrom,
+  mailProbe,
+  manualClock,
+  sendMessageFrom,
+} from '../helpers/connection-checks.ts';
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
@@ -48,6 +54,8 @@ const zone: TestDnsZone = {
     '127.0.0.9': ['127.0.0.99'],
   }),
   ...list('wl.example', { '127.0.0.8': ['127.0.10.3'] }),
+  // list.dnswl.org answers 127.0.0.255 to resolvers it refuses (over the free-use limit).
+  ...list('wl-refusing.example', { '127.0.0.5': ['127.0.0.255'] }),
   [`${IPV6_LOOPBACK_NIBBLES}.bl.example`]: { A: ['127.0.0.2'] },
   '*.all.example': { A: ['127.0.0.2'] },
   '*.slow.example': { drop: true },
@@ -187,6 +195,8 @@ describe('dnsbl', () => {
       plugins: [['dnsbl', { zones: [{ zone: 'turns.example' }], probeInterval: 600 }], LOCAL],
     });
     expect((await deliver('127.0.0.9')).code).toBe(250);
+    // The list is shut down and answers for everything: its entries go, a wildcard stands in.
+    t.dns?.set('2.0.0.127.turns.example', undefined);
     t.dns?.set('*.turns.example', { A: ['127.0.0.2'] });
     // Before the probe is due the zone is used (and now lists the client).
     clock.advance(300_000);
@@ -282,13 +292,7 @@ describe('dnswl', () => {
         LOCAL,
       ],
     });
-    const c = await connectFrom(t, '127.0.0.8');
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<alice@sender.example>', 250);
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
-    expect((await c.sendData('Subject: hi\r\n\r\nhello\r\n')).code).toBe(250);
-    await c.close();
+    await sendMessageFrom(t, '127.0.0.8');
     expect(seen[0]?.[0]?.result).toBe('fail'); // listed, and recorded, but exempt
     const [message] = await t.waitForMessages(1);
     const field = /^Authentication-Results:.*(?:\r\n\t.*)*/m.exec(message?.text ?? '')?.[0];
@@ -299,5 +303,44 @@ describe('dnswl', () => {
     // A client on neither list: dnswl none, and the block list refuses as before.
     expect((await deliver('127.0.0.5')).code).toBe(550);
     expect(allowed.map((rs) => rs.map((r) => r.result))).toEqual([['pass'], ['none']]);
+  });
+
+  it('an allow-listed client is not quarantined by the block list either; others still are', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        ['dnsbl', { zones: [{ zone: 'bl.example' }], actions: { fail: { action: 'quarantine' } } }],
+        ['dnswl', { zones: [{ zone: 'wl.example' }] }],
+        LOCAL,
+      ],
+    });
+    await sendMessageFrom(t, '127.0.0.8'); // on both lists
+    await sendMessageFrom(t, '127.0.0.5'); // on the block list only
+    const [allowed, blocked] = await t.waitForMessages(2);
+    expect(allowed?.attributes.quarantine).toBeUndefined();
+    expect(blocked?.attributes.quarantine).toEqual({ check: 'dnsbl', result: 'fail' });
+  });
+
+  it('an allow list refusing the query (127.0.0.255) lists nobody: the block list still refuses', async () => {
+    const allowed: (readonly ListResult[])[] = [];
+    const log = captureLog();
+    t = await startTestServer({
+      dns: zone,
+      logger: log.logger,
+      plugins: [
+        ['dnsbl', { zones: [{ zone: 'bl.example' }] }],
+        ['dnswl', { zones: [{ zone: 'wl-refusing.example' }] }],
+        mailProbe('dnswl', (r) => allowed.push(r)),
+        LOCAL,
+      ],
+    });
+    const r = await deliver('127.0.0.5');
+    expect([r.code, r.enhanced]).toEqual([550, '5.7.1']);
+    expect(allowed[0]).toEqual([
+      expect.objectContaining({ result: 'none', zone: 'wl-refusing.example', codes: [] }),
+    ]);
+    expect(
+      log.lines.some((l) => /refused the query/.test(l.msg) && l['zone'] === 'wl-refusing.example'),
+    ).toBe(true);
   });
 });

@@ -18,7 +18,7 @@ import { FAULT_KINDS } from '../fixtures/faulty-plugin.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FAULTY = join(ROOT, 'test/fixtures/faulty-plugin.ts');
 /** `mailframe start`, or the same with a fault planted outside any plugin (SIGUSR2). */
-const BIN = join(ROOT, 'bin/mailframe.ts');
+const BIN = join(ROOT, 'bin/mailframe.js');
 const WITH_CORE_FAULT = join(ROOT, 'test/fixtures/start-with-core-fault.ts');
 
 interface LogLine {

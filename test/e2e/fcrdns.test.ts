@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../core/testkit.ts';
 import type { TestDnsZone } from '../../core/testkit-dns.ts';
 import type { FcrdnsResult } from '../../plugins/fcrdns/index.ts';
-import { connectFrom, mailProbe } from '../helpers/connection-checks.ts';
+import { connectFrom, mailProbe, sendMessageFrom } from '../helpers/connection-checks.ts';
 
 const LOCAL = ['rcpt-local', { domains: ['example.com'] }] as const;
 
@@ -89,13 +89,7 @@ describe('fcrdns', () => {
     expect([fail.code, fail.enhanced]).toEqual([550, '5.7.25']);
     const temp = await mailFrom('127.0.0.14');
     expect([temp.code, temp.enhanced]).toEqual([451, '4.7.25']);
-    const c = await connectFrom(t, '127.0.0.10');
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<alice@sender.example>', 250);
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
-    expect((await c.sendData('Subject: hi\r\n\r\nhello\r\n')).code).toBe(250);
-    await c.close();
+    await sendMessageFrom(t, '127.0.0.10');
     const [message] = await t.waitForMessages(1);
     expect(message?.text).toContain(
       'Authentication-Results: mx.test.example;\r\n\tiprev=pass reason="good.example" policy.iprev=127.0.0.10\r\n',

@@ -5,11 +5,10 @@
  * The process-level side (the process does not exit; an unattributable
  * exception does, after the sessions finish) is in fault-process.test.ts.
  */
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { SmtpClient, TestServer } from '../../core/testkit.ts';
 import faulty, { FAULT_KINDS } from '../fixtures/faulty-plugin.ts';
+import { captureLog as captureLogLines } from '../helpers/capture-log.ts';
 import { useScope } from '../helpers/scope.ts';
 
 const scope = useScope();
@@ -24,16 +23,7 @@ interface LogLine {
   err?: { message?: string };
 }
 
-function captureLog() {
-  const lines: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      done();
-    },
-  });
-  return { lines, logger: pino({ level: 'info' }, sink) };
-}
+const captureLog = () => captureLogLines<LogLine>();
 
 /** Wait (bounded) until `check` holds. */
 async function until(check: () => boolean, what: string): Promise<void> {

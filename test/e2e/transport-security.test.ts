@@ -16,9 +16,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runQueueCli } from '../../bin/queue-cli.ts';
-import { isReply } from '../../core/hooks.ts';
 import type { TestDnsServer } from '../../core/testkit-dns.ts';
-import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
+import type { DeliveryReport } from '../../core/types.ts';
 import type { TlsSessionEvent } from '../../plugins/outbound/tls-report.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
 import {
@@ -30,6 +29,7 @@ import {
 } from '../helpers/certs.ts';
 import {
   type DeliveryServer,
+  deliverJob,
   deliveryJob,
   type PeerOptions,
   startDeliveryServer,
@@ -84,8 +84,21 @@ beforeAll(async () => {
     policyDomains.map((d) => `mta-sts.${d}.example`),
   );
   const policyRogue = await issue('policyRogue', ['mta-sts.rogue.example'], 1, rogue);
+  // Names only in the CN, or as a partial wildcard: not a DNS-ID for MTA-STS (RFC 8461 3.3, 4.2).
+  const cnOnly = (name: string, cn: string) =>
+    issueCertificate(dir, ca, name, { dnsNames: [], commonName: cn }).then((c) => (certs[name] = c));
+  await cnOnly('mxCnOnly', 'mx1.sts.example');
+  const policyCnOnly = await cnOnly('policyCnOnly', 'mta-sts.cn-only.example');
+  const policyPartial = await issue('policyPartial', ['mta*.partial.example']);
   const good = certs['policy'] as TestCertificate;
-  policyHost = await startPolicyServer(new Map([['mta-sts.rogue.example', policyRogue]]), good);
+  policyHost = await startPolicyServer(
+    new Map([
+      ['mta-sts.rogue.example', policyRogue],
+      ['mta-sts.cn-only.example', policyCnOnly],
+      ['mta-sts.partial.example', policyPartial],
+    ]),
+    good,
+  );
   smtpPort = await freePort();
 });
 
@@ -155,12 +168,7 @@ async function mx(
   return { ...s, events, logs };
 }
 
-async function deliver(s: DeliveryServer, job: DeliveryJob): Promise<DeliveryReport> {
-  const report = await s.server.outbound.deliver(job);
-  if (report === undefined || isReply(report))
-    throw new Error(`expected a report, got ${JSON.stringify(report)}`);
-  return report;
-}
+const deliver = deliverJob;
 
 const job = (to: string, extra: Partial<Parameters<typeof deliveryJob>[0]> = {}) =>
   deliveryJob({ to: [to], message: MESSAGE, ...extra });
@@ -319,6 +327,35 @@ describe('MTA-STS (RFC 8461)', () => {
     ]);
     // The redirect was not followed.
     expect(policyHost.requests('mta-sts.sts.example')).toBe(redirectedTo);
+  });
+
+  it('a certificate naming the host only in its CN, or by a partial wildcard, is no DNS-ID (policy host and MX)', async () => {
+    const r = await remote('127.0.0.2', certs['mxCnOnly'] as TestCertificate);
+    for (const d of ['cn-only', 'partial'])
+      policyHost.set(`mta-sts.${d}.example`, { body: stsPolicy('enforce', ['x.example']) });
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const zone: Zone = {
+      ...stsDomain('cn-only.example', '127.0.0.2', '1', 'mx1.sts.example'),
+      ...stsDomain('partial.example', '127.0.0.2', '1', 'mx1.sts.example'),
+      ...stsDomain('sts.example', '127.0.0.2'),
+    };
+    const s = await mx(await dns(zone));
+    // No policy could be had: opportunistic delivery.
+    for (const d of ['cn-only.example', 'partial.example'])
+      expect([d, ...(outcome(await deliver(s, job(`bob@${d}`)))[0] ?? [])]).toEqual([
+        d,
+        'delivered',
+        250,
+        '2.6.0',
+      ]);
+    // Under `enforce` the MX certificate must carry the name as a DNS-ID.
+    expect(outcome(await deliver(s, job('bob@sts.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(2);
+    expect(s.events.filter((e) => e.result !== 'success').map((e) => [e.policyDomain, e.result])).toEqual([
+      ['cn-only.example', 'sts-webpki-invalid'],
+      ['partial.example', 'sts-webpki-invalid'],
+      ['sts.example', 'certificate-host-mismatch'],
+    ]);
   });
 
   it('a policy host that never answers times out: no policy, reported as a fetch error', async () => {
@@ -498,6 +535,19 @@ describe('DANE (RFC 7672)', () => {
       ['ta-old.example', 'certificate-expired'],
       ['ta-other.example', 'validation-failure'],
     ]);
+  });
+
+  it('DANE-TA: a certificate the anchor issued to someone else (not a CA) cannot issue one for the MX host', async () => {
+    // Anyone with a leaf certificate from the trust anchor (CA:FALSE, no key usage) signs a leaf for the MX.
+    const other = await issueCertificate(dir, ca, 'ta-holder', { dnsNames: ['holder.example'] });
+    const forged = await issueCertificate(dir, { ...other, name: 'ta-holder' }, 'ta-forged', {
+      dnsNames: ['mx.ta.example'],
+    });
+    const r = await remote('127.0.0.2', forged);
+    const s = await mx(await dns(daneDomain('ta.example', '127.0.0.2', [tlsa(ca.cert, 2, 0, 1)])));
+    expect(outcome(await deliver(s, job('bob@ta.example')))).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(0);
+    expect(s.events.map((e) => [e.policyDomain, e.result])).toEqual([['ta.example', 'validation-failure']]);
   });
 
   it('an MX host behind a CNAME: TLSA records at the CNAME target apply, and it is a reference name', async () => {
@@ -708,6 +758,45 @@ describe('TLS-Required: No (RFC 8689 section 4)', () => {
       ['delivered', 250, '2.6.0'],
     ]);
     expect(r.received.map((m) => m.secure)).toEqual([true, true]);
+  });
+
+  it("sets aside the domain's policy only: the operator's `verify` or `encrypt` still holds", async () => {
+    const self = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
+    const plain = await remote('127.0.0.3', certs['good'] as TestCertificate, { hideSTARTTLS: true });
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    policyHost.set('mta-sts.unlisted.sts.example', { body: stsPolicy('enforce', ['mx7.sts.example']) });
+    const zone: Zone = {
+      ...stsDomain('sts.example', '127.0.0.2'),
+      ...stsDomain('unlisted.sts.example', '127.0.0.3', '1', 'mx7.sts.example'),
+    };
+    const s = await mx(await dns(zone), {
+      tlsPolicies: { 'sts.example': 'verify', 'unlisted.sts.example': 'encrypt' },
+    });
+    const optional = { message: TLS_OPTIONAL };
+    const unverified = await deliver(s, job('bob@sts.example', optional));
+    expect(outcome(unverified)).toEqual([['deferred', 451, '4.7.5']]);
+    expect(unverified.results[0]?.reply?.text).toMatch(/TLS policy table\/verify/);
+    const clear = await deliver(s, job('bob@unlisted.sts.example', optional));
+    expect(outcome(clear)).toEqual([['deferred', 451, '4.7.4']]);
+    expect(self.received).toHaveLength(0);
+    expect(plain.received).toHaveLength(0);
+  });
+
+  it('a connection opened with the policy set aside is not reused for mail the policy covers', async () => {
+    const r = await remote('127.0.0.2', certs['selfSigned'] as TestCertificate);
+    policyHost.set('mta-sts.sts.example', { body: stsPolicy('enforce', ['mx1.sts.example']) });
+    const s = await mx(await dns(stsDomain('sts.example', '127.0.0.2')), { idleTimeout: 60_000 });
+    const optional = job('bob@sts.example', { message: TLS_OPTIONAL });
+    expect(outcome(await deliver(s, optional))).toEqual([['delivered', 250, '2.6.0']]);
+    // The idle connection has an unverified certificate: the next message under `enforce` must not take it.
+    const report = await deliver(s, job('bob@sts.example'));
+    expect(outcome(report)).toEqual([['deferred', 451, '4.7.5']]);
+    expect(r.received).toHaveLength(1);
+    // Another TLS-Required: No message may still use an idle connection opened like its own.
+    expect(outcome(await deliver(s, job('bob@sts.example', { message: TLS_OPTIONAL })))).toEqual([
+      ['delivered', 250, '2.6.0'],
+    ]);
+    expect(r.received).toHaveLength(2);
   });
 
   it('is ignored for a REQUIRETLS message', async () => {

@@ -60,6 +60,36 @@ export const CERT_SKIP_REASON =
     ? undefined
     : 'neither openssl nor the in-memory generator can make a test certificate';
 
+/**
+ * `openssl req` with a fresh P-256 key written to `keyPath`: a self-signed
+ * certificate valid `days` days into `out`, or without `days` a certificate
+ * request; each of `extensions` is added (`-addext`). Needs openssl.
+ */
+export async function opensslRequest(
+  keyPath: string,
+  out: string,
+  subject: string,
+  o: { readonly days?: number; readonly extensions?: readonly string[] } = {},
+): Promise<void> {
+  if (!OPENSSL) throw new Error('this test certificate needs the openssl command');
+  await run(OPENSSL, [
+    'req',
+    ...(o.days === undefined ? [] : ['-x509', '-days', String(o.days)]),
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    subject,
+    ...(o.extensions ?? []).flatMap((e) => ['-addext', e]),
+    '-keyout',
+    keyPath,
+    '-out',
+    out,
+  ]);
+}
+
 /** A temporary directory for certificates; remove it with `removeCertDir`. */
 export function makeCertDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'mailframe-certs-'));
@@ -88,25 +118,10 @@ export async function makeCertificate(
     await writeFile(certPath, made.cert);
     return { certPath, keyPath, ...made, fingerprint256: new X509Certificate(made.cert).fingerprint256 };
   }
-  await run(OPENSSL, [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    `/CN=${commonName}`,
-    '-addext',
-    `subjectAltName=DNS:${commonName}`,
-    '-keyout',
-    keyPath,
-    '-out',
-    certPath,
-  ]);
+  await opensslRequest(keyPath, certPath, `/CN=${commonName}`, {
+    days: 1,
+    extensions: [`subjectAltName=DNS:${commonName}`],
+  });
   const cert = await readFile(certPath, 'utf8');
   const key = await readFile(keyPath, 'utf8');
   return { certPath, keyPath, cert, key, fingerprint256: new X509Certificate(cert).fingerprint256 };
@@ -194,35 +209,20 @@ export async function makeTestCa(dir: string, name: string): Promise<TestCa> {
   if (!OPENSSL) throw new Error('a test CA needs the openssl command');
   const certPath = join(dir, `${name}.crt`);
   const keyPath = join(dir, `${name}.key`);
-  await run(OPENSSL, [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    `/CN=${name}`,
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-    '-keyout',
-    keyPath,
-    '-out',
-    certPath,
-  ]);
+  await opensslRequest(keyPath, certPath, `/CN=${name}`, {
+    days: 1,
+    extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
+  });
   const cert = await readFile(certPath, 'utf8');
   const key = await readFile(keyPath, 'utf8');
   return { name, certPath, keyPath, cert, key, fingerprint256: new X509Certificate(cert).fingerprint256 };
 }
 
 export interface IssueOptions {
-  /** DNS names of the subjectAltName (the first is also the CN). */
+  /** DNS names of the subjectAltName (the first is also the CN); none: no subjectAltName at all. */
   readonly dnsNames: readonly string[];
+  /** The CN, when it is not the first DNS name. */
+  readonly commonName?: string;
   /** Validity in days from now; negative: expired that many days ago. Default 1. */
   readonly days?: number;
 }
@@ -242,23 +242,10 @@ export async function issueCertificate(
   const keyPath = join(dir, `${name}.key`);
   const csrPath = join(dir, `${name}.csr`);
   const extPath = join(dir, `${name}.ext`);
-  await run(OPENSSL, [
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-subj',
-    `/CN=${o.dnsNames[0] ?? name}`,
-    '-keyout',
-    keyPath,
-    '-out',
-    csrPath,
-  ]);
+  await opensslRequest(keyPath, csrPath, `/CN=${o.commonName ?? o.dnsNames[0] ?? name}`);
   await writeFile(
     extPath,
-    `subjectAltName=${o.dnsNames.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\n`,
+    `${o.dnsNames.length === 0 ? '' : `subjectAltName=${o.dnsNames.map((n) => `DNS:${n}`).join(',')}\n`}basicConstraints=CA:FALSE\n`,
   );
   await run(OPENSSL, [
     'x509',

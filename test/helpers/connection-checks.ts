@@ -4,8 +4,6 @@
  * FROM, and a log captured as JSON lines.
  */
 import { connect as netConnect } from 'node:net';
-import { Writable } from 'node:stream';
-import pino, { type Logger } from 'pino';
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
@@ -22,6 +20,18 @@ export async function connectFrom(t: TestServer, localAddress: string): Promise<
   const client = new SmtpClient(socket);
   client.greeting = await client.read();
   return client;
+}
+
+/** One whole message from `localAddress` to bob@example.com; every reply must be a success. */
+export async function sendMessageFrom(t: TestServer, localAddress: string): Promise<void> {
+  const c = await connectFrom(t, localAddress);
+  await c.expect('EHLO client.example', 250);
+  await c.expect('MAIL FROM:<alice@sender.example>', 250);
+  await c.expect('RCPT TO:<bob@example.com>', 250);
+  await c.expect('DATA', 354);
+  const sent = await c.sendData('Subject: hi\r\n\r\nhello\r\n');
+  await c.close();
+  if (sent.code !== 250) throw new Error(`message refused: ${sent.code} ${sent.lines.join(' ')}`);
 }
 
 /** Hands `check`'s results to `see` at MAIL FROM, after the checks (`Stage.LATE`). */
@@ -41,22 +51,7 @@ export function mailProbe<K extends CheckName>(check: K, see: (results: readonly
   });
 }
 
-export interface LogLine {
-  readonly msg: string;
-  readonly [key: string]: unknown;
-}
-
-/** A pino logger whose lines land in `lines`. */
-export function captureLog(): { lines: LogLine[]; logger: Logger } {
-  const lines: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      done();
-    },
-  });
-  return { lines, logger: pino({ level: 'info' }, sink) };
-}
+export { captureLog, type LogLine } from './capture-log.ts';
 
 /** A clock the test moves by hand. */
 export function manualClock(start = Date.parse('2026-01-01T00:00:00Z')) {
