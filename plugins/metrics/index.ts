@@ -58,6 +58,16 @@ export const schema = Type.Object(
 
 export type MetricsConfig = Static<typeof schema>;
 
+interface ListenerCells {
+  readonly open: { value: number };
+  readonly connections: { value: number };
+  readonly messages: { value: number };
+  readonly bytes: { value: number };
+  readonly authOk: { value: number };
+  readonly authFailed: { value: number };
+  readonly outcomes: Map<string, { value: number }>;
+}
+
 /** The `metrics` service: where the endpoint listens, and the exposition text (admin API, tests). */
 export interface MetricsService {
   /** Address and port of the HTTP listener (undefined before start). */
@@ -110,36 +120,90 @@ export default definePlugin({
       () => api.server.clock.now(),
     );
 
+    // The SMTP path's series, cached by their label values in small maps (no key strings built per event).
+    const perListener = new Map<string, ListenerCells>();
+    const listenerCells = (name: string): ListenerCells => {
+      let c = perListener.get(name);
+      if (!c) {
+        c = {
+          open: m.connectionsOpen.cell(name),
+          connections: m.connections.cell(name),
+          messages: m.messages.cell(name),
+          bytes: m.bytes.cell(name),
+          authOk: m.auth.cell(name, 'success'),
+          authFailed: m.auth.cell(name, 'failure'),
+          outcomes: new Map(),
+        };
+        perListener.set(name, c);
+      }
+      return c;
+    };
+    const replyCells = new Map<number, Map<string, { value: number }>>();
+    const replyCell = (code: number, enhanced: string): { value: number } => {
+      let byEnhanced = replyCells.get(code);
+      if (!byEnhanced) {
+        byEnhanced = new Map();
+        replyCells.set(code, byEnhanced);
+      }
+      let cell = byEnhanced.get(enhanced);
+      if (!cell) {
+        cell = m.replies.cell(`${Math.floor(code / 100)}xx`, String(code), enhanced);
+        byEnhanced.set(enhanced, cell);
+      }
+      return cell;
+    };
+
+    const hookCells = new Map<string, Map<string, ReturnType<typeof m.hookDuration.cell>>>();
+
     api.observe({
       connection(session, event) {
-        const listener = session.listener.name;
+        const c = listenerCells(session.listener.name);
         if (event === 'open') {
-          m.connections.add(1, listener);
-          m.connectionsOpen.add(1, listener);
-        } else m.connectionsOpen.add(-1, listener);
+          c.connections.value++;
+          c.open.value++;
+        } else c.open.value--;
       },
       reply(session, r, verb) {
         const code = r.code;
-        m.replies.add(1, `${Math.floor(code / 100)}xx`, String(code), r.enhanced ?? '');
-        if (verb === 'AUTH' && (code === 235 || code >= 400))
-          m.auth.add(1, session.listener.name, code === 235 ? 'success' : 'failure');
+        replyCell(code, r.enhanced ?? '').value++;
+        if (verb === 'AUTH' && (code === 235 || code >= 400)) {
+          const c = listenerCells(session.listener.name);
+          (code === 235 ? c.authOk : c.authFailed).value++;
+        }
       },
       tls(session, info) {
         m.tls.add(1, session.listener.name, info.protocol, info.cipher);
       },
       transaction(tx, end) {
-        const listener = tx.session.listener.name;
-        m.transactions.add(1, listener, end.outcome);
-        if (end.outcome === 'queued') {
-          m.messages.add(1, listener);
-          m.bytes.add(end.size ?? 0, listener);
+        const name = tx.session.listener.name;
+        const c = listenerCells(name);
+        let outcome = c.outcomes.get(end.outcome);
+        if (!outcome) {
+          outcome = m.transactions.cell(name, end.outcome);
+          c.outcomes.set(end.outcome, outcome);
         }
-        for (const r of tx.notes.policy?.results ?? []) m.policy.add(1, r.check, r.result.result);
+        outcome.value++;
+        if (end.outcome === 'queued') {
+          c.messages.value++;
+          c.bytes.value += end.size ?? 0;
+        }
+        const policy = tx.notes.policy;
+        if (policy) for (const r of policy.results) m.policy.add(1, r.check, r.result.result);
       },
       ...(config.hookTimings
         ? {
             hook(plugin: string, hook: string, seconds: number, outcome: 'ok' | 'failure' | 'timeout') {
-              m.hookDuration.observe(m.hookDuration.cell(plugin, hook), seconds);
+              let byHook = hookCells.get(plugin);
+              if (!byHook) {
+                byHook = new Map();
+                hookCells.set(plugin, byHook);
+              }
+              let cell = byHook.get(hook);
+              if (!cell) {
+                cell = m.hookDuration.cell(plugin, hook);
+                byHook.set(hook, cell);
+              }
+              m.hookDuration.observe(cell, seconds);
               if (outcome === 'failure') m.hookFailures.add(1, plugin, hook);
               else if (outcome === 'timeout') m.hookTimeouts.add(1, plugin, hook);
             },

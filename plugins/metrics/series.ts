@@ -59,10 +59,18 @@ export class Series {
 
   /** Add `by` to the series of these label values (in the spec's label order). */
   add(by: number, ...values: string[]): void {
+    this.cell(...values).value += by;
+  }
+
+  /** The series of these label values, to update without a lookup each time (hot paths cache it). */
+  cell(...values: string[]): { value: number } {
     const key = values.length === 1 ? (values[0] as string) : values.join('\u0000');
-    const cell = this.#cells.get(key);
-    if (cell) cell.value += by;
-    else this.#cells.set(key, { labels: labelsOf(this.spec, values), value: by });
+    let cell = this.#cells.get(key);
+    if (!cell) {
+      cell = { labels: labelsOf(this.spec, values), value: 0 };
+      this.#cells.set(key, cell);
+    }
+    return cell;
   }
 
   /** Set a gauge's series. */
