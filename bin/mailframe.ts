@@ -95,7 +95,7 @@ async function start(file: string): Promise<void> {
     baseDir,
     logger: log,
     catchFaults: true,
-    // SIGHUP and plugins (an admin API's POST /reload) read the same file again.
+    // SIGHUP and plugins (admin-http's POST /api/reload) read the same file again.
     configSource: () => readConfigFile(file),
   });
   try {

@@ -278,7 +278,7 @@ export interface Outbound {
 
 /**
  * What a config reload did (`PluginApi.reload`, SIGHUP, an admin API's
- * `POST /reload`). Refused: nothing changed, and `errors` says why, one line
+ * `POST /api/reload`). Refused: nothing changed, and `errors` says why, one line
  * each (JSON pointers for invalid settings, like start-up; a plugin or setting
  * that cannot change at runtime by name).
  */

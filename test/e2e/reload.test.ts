@@ -15,6 +15,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { connectClient, type TestServer } from '../../core/testkit.ts';
 import { useScope } from '../helpers/scope.ts';
+import { adminTokensFile } from './admin-harness.ts';
 
 const scope = useScope();
 
@@ -192,91 +193,175 @@ describe('reload', () => {
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
+interface LogLine {
+  msg: string;
+  address?: { port: number } | string;
+  port?: number;
+  errors?: string[];
+  generation?: number;
+}
+
+/** `mailframe start -c FILE` in a child process, its JSON log lines collected. */
+async function startCli(file: string, cwd: string) {
+  const child = spawn(
+    join(ROOT, 'node_modules/.bin/node'),
+    [join(ROOT, 'bin/mailframe.js'), 'start', '-c', file],
+    {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const exited = once(child, 'exit');
+  scope.defer(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const lines: LogLine[] = [];
+  let partial = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => {
+    stderr += s;
+  });
+  child.stdout.setEncoding('utf8').on('data', (s: string) => {
+    const parts = (partial + s).split('\n');
+    partial = parts.pop() ?? '';
+    for (const l of parts) if (l.startsWith('{')) lines.push(JSON.parse(l));
+  });
+  /** Wait (bounded: 15 s) until `check` holds. */
+  const until = async (check: () => boolean, what: string) => {
+    for (let i = 0; i < 1500 && !check(); i++) await new Promise((ok) => setTimeout(ok, 10));
+    if (!check()) throw new Error(`still waiting for ${what}; stderr: ${stderr}`);
+  };
+  await until(() => lines.some((l) => l.msg === 'listening'), 'listening');
+  const address = lines.find((l) => l.msg === 'listening')?.address;
+  const port = typeof address === 'object' ? address.port : 0;
+  const rcpt = async (to: string, code: number) => {
+    const c = await connectClient(port);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect(`RCPT TO:<${to}>`, code);
+    await c.close();
+  };
+  return { child, exited, lines, until, port, rcpt };
+}
+
+async function configFile(): Promise<{ dir: string; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailframe-reload-'));
+  scope.defer(() => rm(dir, { recursive: true, force: true }));
+  return { dir, file: join(dir, 'mailframe.json') };
+}
+
+function cliConfig(
+  domains: string[],
+  extra: Record<string, unknown> = {},
+  plugins: Array<Record<string, unknown>> = [],
+): string {
+  return JSON.stringify({
+    hostname: 'mx.test.example',
+    dataDir: './var',
+    log: { level: 'info', pretty: false },
+    listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+    plugins: [
+      { plugin: 'enhanced-status-codes' },
+      { plugin: 'rcpt-local', config: { domains } },
+      ...plugins,
+      { plugin: 'queue-discard' },
+    ],
+    ...extra,
+  });
+}
+
 describe('mailframe start and SIGHUP', () => {
   it('reloads the file on SIGHUP, refuses a bad one with every error logged, and keeps serving', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'mailframe-reload-'));
-    scope.defer(() => rm(dir, { recursive: true, force: true }));
-    const file = join(dir, 'mailframe.json');
-    const config = (domains: string[], extra: Record<string, unknown> = {}) =>
-      JSON.stringify({
-        hostname: 'mx.test.example',
-        dataDir: './var',
-        log: { level: 'info', pretty: false },
-        listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
-        plugins: [
-          { plugin: 'enhanced-status-codes' },
-          { plugin: 'rcpt-local', config: { domains } },
-          { plugin: 'queue-discard' },
-        ],
-        ...extra,
-      });
-    await writeFile(file, config(['one.example']));
-    const child = spawn(
-      join(ROOT, 'node_modules/.bin/node'),
-      [join(ROOT, 'bin/mailframe.js'), 'start', '-c', file],
-      {
-        cwd: dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    const exited = once(child, 'exit');
-    scope.defer(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    });
-    const lines: Array<{ msg: string; address?: { port: number }; errors?: string[]; generation?: number }> =
-      [];
-    let partial = '';
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (s: string) => {
-      stderr += s;
-    });
-    child.stdout.setEncoding('utf8').on('data', (s: string) => {
-      const parts = (partial + s).split('\n');
-      partial = parts.pop() ?? '';
-      for (const l of parts) if (l.startsWith('{')) lines.push(JSON.parse(l));
-    });
-    const until = async (check: () => boolean, what: string) => {
-      for (let i = 0; i < 1500 && !check(); i++) await new Promise((ok) => setTimeout(ok, 10));
-      if (!check()) throw new Error(`still waiting for ${what}; stderr: ${stderr}`);
-    };
-    await until(() => lines.some((l) => l.msg === 'listening'), 'listening');
-    const port = lines.find((l) => l.msg === 'listening')?.address?.port ?? 0;
-    const rcpt = async (to: string, code: number) => {
-      const c = await connectClient(port);
-      await c.expect('EHLO client.example', 250);
-      await c.expect('MAIL FROM:<a@b.example>', 250);
-      await c.expect(`RCPT TO:<${to}>`, code);
-      await c.close();
-    };
-    await rcpt('x@one.example', 250);
-    await rcpt('x@two.example', 550);
+    const { dir, file } = await configFile();
+    await writeFile(file, cliConfig(['one.example']));
+    const r = await startCli(file, dir);
+    await r.rcpt('x@one.example', 250);
+    await r.rcpt('x@two.example', 550);
 
     // A session open across the reload keeps the old recipient table.
-    const open = await connectClient(port);
+    const open = await connectClient(r.port);
     await open.expect('EHLO client.example', 250);
-    await writeFile(file, config(['two.example']));
-    child.kill('SIGHUP');
-    await until(() => lines.some((l) => l.msg === 'configuration reloaded'), 'the reload');
-    expect(lines.find((l) => l.msg === 'configuration reloaded')?.generation).toBe(2);
-    await rcpt('x@two.example', 250);
-    await rcpt('x@one.example', 550);
+    await writeFile(file, cliConfig(['two.example']));
+    r.child.kill('SIGHUP');
+    await r.until(() => r.lines.some((l) => l.msg === 'configuration reloaded'), 'the reload');
+    expect(r.lines.find((l) => l.msg === 'configuration reloaded')?.generation).toBe(2);
+    await r.rcpt('x@two.example', 250);
+    await r.rcpt('x@one.example', 550);
     await open.expect('MAIL FROM:<a@b.example>', 250);
     await open.expect('RCPT TO:<x@one.example>', 250);
     await open.close();
 
     // A bad file: every error in the log, the running configuration stays.
-    await writeFile(file, config(['two.example'], { limits: { maxRecipients: 0 }, bogus: true }));
-    child.kill('SIGHUP');
-    await until(() => lines.some((l) => l.msg.startsWith('configuration not reloaded')), 'the refusal');
-    expect(lines.find((l) => l.msg.startsWith('configuration not reloaded'))?.errors).toEqual([
+    await writeFile(file, cliConfig(['two.example'], { limits: { maxRecipients: 0 }, bogus: true }));
+    r.child.kill('SIGHUP');
+    await r.until(() => r.lines.some((l) => l.msg.startsWith('configuration not reloaded')), 'the refusal');
+    expect(r.lines.find((l) => l.msg.startsWith('configuration not reloaded'))?.errors).toEqual([
       '/bogus: is not a known setting',
       '/limits/maxRecipients: must be >= 1',
     ]);
-    await rcpt('x@two.example', 250);
-    child.kill('SIGTERM');
-    expect((await exited)[0]).toBe(0);
+    await r.rcpt('x@two.example', 250);
+    r.child.kill('SIGTERM');
+    expect((await r.exited)[0]).toBe(0);
+  });
+});
+
+describe('POST /api/reload (admin-http)', () => {
+  it('reloads over HTTP with a token, refuses without one or with a wrong one, and answers 422 with every error', async () => {
+    const { dir, file } = await configFile();
+    const { token, path } = await adminTokensFile(dir);
+    const admin = [
+      { plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false, console: false } },
+    ];
+    await writeFile(file, cliConfig(['one.example'], {}, admin));
+    const r = await startCli(file, dir);
+    await r.until(() => r.lines.some((l) => l.msg === 'admin API listening'), 'the admin API');
+    const url = `http://127.0.0.1:${r.lines.find((l) => l.msg === 'admin API listening')?.port}/api/reload`;
+    await writeFile(file, cliConfig(['two.example'], {}, admin));
+
+    const none = await fetch(url, { method: 'POST' });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer realm="mailframe"');
+    const wrong = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer not-a-token' } });
+    expect(wrong.status).toBe(401);
+    expect(((await wrong.json()) as { error: string }).error).toBe('unauthorized');
+    // Refused requests changed nothing.
+    await r.rcpt('x@one.example', 250);
+    expect(r.lines.some((l) => l.msg === 'configuration reloaded')).toBe(false);
+
+    const ok = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({
+      ok: true,
+      generation: 2,
+      plugins: {
+        kept: ['enhanced-status-codes', 'admin-http', 'queue-discard'],
+        added: [],
+        replaced: ['rcpt-local'],
+        removed: [],
+      },
+      listeners: { kept: ['smtp'], opened: [], closed: [] },
+    });
+    await r.rcpt('x@two.example', 250);
+    await r.rcpt('x@one.example', 550);
+
+    await writeFile(
+      file,
+      cliConfig(['two.example'], { dataDir: './elsewhere', limits: { maxErrors: -1 } }, admin),
+    );
+    const bad = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(bad.status).toBe(422);
+    expect(await bad.json()).toEqual({ ok: false, errors: ['/limits/maxErrors: must be >= 1'] });
+    await writeFile(file, cliConfig(['two.example'], { dataDir: './elsewhere' }, admin));
+    const fixed = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(fixed.status).toBe(422);
+    expect(((await fixed.json()) as { errors: string[] }).errors).toEqual([
+      '/dataDir: cannot change while the server runs; restart needed (the queue and spool live there)',
+    ]);
+    await r.rcpt('x@two.example', 250);
+    r.child.kill('SIGTERM');
+    expect((await r.exited)[0]).toBe(0);
   });
 });
