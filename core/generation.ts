@@ -56,6 +56,12 @@ export class Generation implements SessionHost {
   readonly plugins: LoadedPlugin[] = [];
   /** Sessions bound to this generation and still open. */
   sessions = 0;
+  // What every generation shares, as plain fields: sessions read them on every reply.
+  readonly observers: Observers;
+  readonly idle: IdleSweep;
+  readonly spoolDir: string;
+  readonly hostname: string;
+  readonly traffic: { messages: number; bytes: number; refused: number };
   readonly #server: GenerationServer;
 
   constructor(
@@ -67,6 +73,11 @@ export class Generation implements SessionHost {
     facts: ServerFacts,
   ) {
     this.#server = server;
+    this.observers = server.observers;
+    this.idle = server.idle;
+    this.spoolDir = server.spoolDir;
+    this.hostname = server.hostname;
+    this.traffic = server.traffic;
     this.number = number;
     this.config = config;
     this.hooks = hooks;
@@ -74,23 +85,8 @@ export class Generation implements SessionHost {
     this.facts = facts;
   }
 
-  get observers(): Observers {
-    return this.#server.observers;
-  }
-  get idle(): IdleSweep {
-    return this.#server.idle;
-  }
-  get spoolDir(): string {
-    return this.#server.spoolDir;
-  }
-  get hostname(): string {
-    return this.#server.hostname;
-  }
   get draining(): boolean {
     return this.#server.draining;
-  }
-  get traffic(): { messages: number; bytes: number; refused: number } {
-    return this.#server.traffic;
   }
   get limits() {
     return this.config.limits;

@@ -69,6 +69,7 @@ export class ReplyOutput {
     }
     if (this.closing) s.close();
     else if (s.host.draining && !s.active && s.state !== 'connecting' && s.state !== 'closed') {
+      s.verb = undefined;
       this.sendNow(Replies.shuttingDown);
     }
   }

@@ -244,12 +244,16 @@ export class SmtpSession implements Session {
   /** Graceful shutdown: 421 now if idle, else after the current transaction. */
   drain(): void {
     if (this.state === 'closed') return;
-    if (!this.active) this.output.sendNow(Replies.shuttingDown);
+    if (!this.active) {
+      this.verb = undefined;
+      this.output.sendNow(Replies.shuttingDown);
+    }
   }
 
   /** Hard stop at the end of the grace period. */
   abort(): void {
     if (this.state === 'closed') return;
+    this.verb = undefined;
     this.output.sendNow(Replies.shuttingDown);
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
@@ -309,6 +313,7 @@ export class SmtpSession implements Session {
       return;
     }
     this.log.info({ state: this.state }, 'timeout');
+    this.verb = undefined;
     this.output.sendNow(Replies.timeout);
     this.socket.destroy();
   }
