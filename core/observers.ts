@@ -36,7 +36,12 @@ export interface ServerObserver {
   tls?(session: Session, info: TlsInfo): void;
   /** A transaction ended. `tx.notes` still holds what plugins recorded about it. */
   transaction?(tx: Transaction, end: TransactionEnd): void;
-  /** One plugin's tap on one hook returned, failed or timed out after `seconds`. */
+  /**
+   * One plugin's tap on one hook answered with a promise, which settled (or
+   * timed out) `seconds` after the tap returned it. Taps that answer
+   * synchronously are not reported (no clock is read for them: their count and
+   * failures are in `status.hookMetrics()`).
+   */
   hook?(plugin: string, hook: string, seconds: number, outcome: HookOutcome): void;
 }
 

@@ -95,7 +95,11 @@ function within<T>(pending: PromiseLike<T>, ms: number): Promise<T | typeof TIME
 /** Build the tap-only hook view for one plugin instance. */
 export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   const observers = policy.observers;
-  /** Report one call to the `hook` observer; `t0` is `performance.now()` at the call, -1 when not timed. */
+  /**
+   * Report a call that answered with a promise to the `hook` observer, timed from
+   * its return to its settling; `t0` is `performance.now()` then, -1 when nobody
+   * observes. Synchronous answers are not timed: no clock read on the fast path.
+   */
   const timed = (hook: string, t0: number, outcome: HookOutcome) => {
     if (t0 >= 0) observers.hook?.(policy.name, hook, (performance.now() - t0) / 1000, outcome);
   };
@@ -154,19 +158,16 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args[0])) return undefined;
           count.calls++;
-          const t0 = observers.hook ? performance.now() : -1;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
             fail(name, args[0], err);
-            timed(name, t0, 'failure');
             return Replies.localError;
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-            return settle(result as PromiseLike<unknown>, args, t0);
+            return settle(result as PromiseLike<unknown>, args, observers.hook ? performance.now() : -1);
           }
-          timed(name, t0, 'ok');
           return result ?? undefined;
         }) as AnyHandler);
       },
@@ -195,19 +196,16 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         hook.tapPromise(tapOptions(options), ((...args: unknown[]) => {
           if (!inScope(args[1])) return args[0];
           count.calls++;
-          const t0 = observers.hook ? performance.now() : -1;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
             fail(name, args[1], err);
-            timed(name, t0, 'failure');
             return args[0];
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-            return settle(result as PromiseLike<unknown>, args, t0);
+            return settle(result as PromiseLike<unknown>, args, observers.hook ? performance.now() : -1);
           }
-          timed(name, t0, 'ok');
           return result === undefined ? args[0] : result;
         }) as AnyHandler);
       },
@@ -222,19 +220,15 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
         hook.tapPromise(tapOptions(options), (...args: unknown[]): Promise<void> => {
           if (!inScope(args[0])) return Promise.resolve();
           count.calls++;
-          const t0 = observers.hook ? performance.now() : -1;
           let result: unknown;
           try {
             result = call(...args);
           } catch (err) {
             fail(name, args[0], err);
-            timed(name, t0, 'failure');
             return Promise.resolve();
           }
-          if (typeof (result as { then?: unknown } | null)?.then !== 'function') {
-            timed(name, t0, 'ok');
-            return Promise.resolve();
-          }
+          if (typeof (result as { then?: unknown } | null)?.then !== 'function') return Promise.resolve();
+          const t0 = observers.hook ? performance.now() : -1;
           return within(result as PromiseLike<unknown>, policy.timeout).then(
             (settled) => {
               if (settled === TIMED_OUT) fail(name, args[0], TIMED_OUT);

@@ -56,7 +56,13 @@ export const METRICS = {
     'mailframe_hook_duration_seconds',
     'histogram',
     ['plugin', 'hook'],
-    "Time one plugin's tap took on one hook (with `hookTimings`).",
+    "How long one plugin's asynchronous taps on one hook took, from the promise returned to its settling (with `hookTimings`; synchronous answers are not timed).",
+  ),
+  hookCalls: spec(
+    'mailframe_hook_calls_total',
+    'counter',
+    ['plugin', 'hook'],
+    "Calls of one plugin's taps on one hook (`server.hookMetrics()`, read at scrape time).",
   ),
   hookFailures: spec(
     'mailframe_hook_failures_total',
@@ -69,6 +75,12 @@ export const METRICS = {
     'counter',
     ['plugin', 'hook'],
     "Taps that did not answer within the plugin's timeout.",
+  ),
+  hookFaults: spec(
+    'mailframe_hook_faults_total',
+    'counter',
+    ['plugin', 'hook'],
+    'Errors raised later by code a tap started (floating promises, timers), with `mailframe start`.',
   ),
   tls: spec(
     'mailframe_tls_sessions_total',

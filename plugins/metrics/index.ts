@@ -14,7 +14,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import Type, { type Static } from 'typebox';
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin, type HookMetric } from '../../core/plugin.ts';
 import type { DeliveryJob, RecipientResult } from '../../core/types.ts';
 import '../policy/policy.ts';
 import { METRICS } from './catalogue.ts';
@@ -33,7 +33,7 @@ export const schema = Type.Object(
     hookTimings: Type.Boolean({
       default: true,
       description:
-        'Time every plugin tap (`mailframe_hook_duration_seconds`) and count hook failures and timeouts. Costs two clock reads per tap call.',
+        'Time the taps that answer with a promise (`mailframe_hook_duration_seconds`): two clock reads per such call; synchronous answers are never timed.',
     }),
     processMetrics: Type.Boolean({
       default: true,
@@ -105,14 +105,13 @@ export default definePlugin({
       messages: new Series(METRICS.messages, registry),
       bytes: new Series(METRICS.bytes, registry),
       hookDuration: new HistogramSeries(METRICS.hookDuration, registry, HOOK_BUCKETS),
-      hookFailures: new Series(METRICS.hookFailures, registry),
-      hookTimeouts: new Series(METRICS.hookTimeouts, registry),
       tls: new Series(METRICS.tls, registry),
       auth: new Series(METRICS.auth, registry),
       deliveries: new Series(METRICS.deliveries, registry),
       deliveryDelay: new HistogramSeries(METRICS.deliveryDelay, registry, DELAY_BUCKETS),
       policy: new Series(METRICS.policy, registry),
     };
+    registerHookCounters(registry, () => api.server.status.hookMetrics());
     registerQueueGauges(
       registry,
       () => api.service('queue'),
@@ -192,7 +191,7 @@ export default definePlugin({
       },
       ...(config.hookTimings
         ? {
-            hook(plugin: string, hook: string, seconds: number, outcome: 'ok' | 'failure' | 'timeout') {
+            hook(plugin: string, hook: string, seconds: number) {
               let byHook = hookCells.get(plugin);
               if (!byHook) {
                 byHook = new Map();
@@ -204,8 +203,6 @@ export default definePlugin({
                 byHook.set(hook, cell);
               }
               m.hookDuration.observe(cell, seconds);
-              if (outcome === 'failure') m.hookFailures.add(1, plugin, hook);
-              else if (outcome === 'timeout') m.hookTimeouts.add(1, plugin, hook);
             },
           }
         : {}),
@@ -285,6 +282,26 @@ export default definePlugin({
     });
   },
 });
+
+/** Hook counters read from the server's own (`server.hookMetrics()`) at scrape time: nothing on the SMTP path. */
+function registerHookCounters(registry: Registry, read: () => readonly HookMetric[]): void {
+  const series = {
+    calls: new Series(METRICS.hookCalls, registry, async () => refresh()),
+    failures: new Series(METRICS.hookFailures, registry, async () => refresh()),
+    timeouts: new Series(METRICS.hookTimeouts, registry, async () => refresh()),
+    faults: new Series(METRICS.hookFaults, registry, async () => refresh()),
+  };
+  const refresh = () => {
+    for (const s of Object.values(series)) s.clear();
+    // Several instances of one plugin id (a reload replaced one while sessions used it) add up.
+    for (const h of read()) {
+      series.calls.add(h.calls, h.plugin, h.hook);
+      series.failures.add(h.failures, h.plugin, h.hook);
+      series.timeouts.add(h.timeouts, h.plugin, h.hook);
+      series.faults.add(h.faults, h.plugin, h.hook);
+    }
+  };
+}
 
 /** Gauges read from the queue service's `stats()` at scrape time (absent without a queue). */
 function registerQueueGauges(

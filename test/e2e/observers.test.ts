@@ -24,7 +24,7 @@ function captureLog() {
 }
 
 describe('observers', () => {
-  it('see connections, replies with the command they answer, transaction ends and hook timings; a throwing one is isolated', async () => {
+  it('see connections, replies with the command they answer, transaction ends and asynchronous hook timings; a throwing one is isolated', async () => {
     const seen: string[] = [];
     const watcher = definePlugin({
       name: 'watcher',
@@ -35,7 +35,7 @@ describe('observers', () => {
           reply: (_s, r, verb) => seen.push(`${verb ?? '-'} ${r.code}`),
           transaction: (tx, end) => seen.push(`tx ${end.outcome} ${end.size ?? '-'} ${tx.recipients.length}`),
           hook: (plugin, hook, seconds, outcome) => {
-            if (plugin === 'rcpt-local') seen.push(`hook ${hook} ${outcome} ${seconds >= 0}`);
+            if (plugin === 'slow') seen.push(`hook ${hook} ${outcome} ${seconds >= 0}`);
           },
         });
       },
@@ -51,11 +51,19 @@ describe('observers', () => {
         });
       },
     });
+    // An asynchronous tap is timed; rcpt-local's synchronous one is not reported.
+    const slow = definePlugin({
+      name: 'slow',
+      schema: Type.Object({}),
+      register(api) {
+        api.hooks.rcpt.tap(async () => undefined);
+      },
+    });
     const { lines, logger } = captureLog();
     const t = await scope.start({
       logger,
       standardExtensions: false,
-      plugins: [broken, watcher, ['rcpt-local', { domains: ['example.com'] }]],
+      plugins: [broken, watcher, slow, ['rcpt-local', { domains: ['example.com'] }]],
     });
     const c = await scope.connect(t);
     await c.expect('HELO client.example', 250);
