@@ -52,8 +52,6 @@ export const schema = Type.Object(
 
 export default definePlugin({
   name: 'auth-results',
-  /** Stateless: a config reload may replace or drop it while sessions run. */
-  reloadable: true,
   description: 'Adds one Authentication-Results header field (RFC 8601) from the recorded check results.',
   schema,
   register(api, config) {

@@ -112,8 +112,6 @@ function asPolicy(p: string | undefined): DmarcPolicy | undefined {
 
 export default definePlugin({
   name: 'dmarc',
-  /** Stateless: a config reload may replace or drop it while sessions run. */
-  reloadable: true,
   description:
     'DMARC (RFC 7489) after the message: alignment of From with SPF and DKIM results; the domain’s policy.',
   schema,
