@@ -116,13 +116,13 @@ export class Generation implements SessionHost {
     const name = plugin.policy.name;
     for (const hook of [...BAIL_HOOKS, ...WATERFALL_HOOKS, ...PARALLEL_HOOKS]) {
       const target = this.hooks[hook] as unknown as {
-        tapPromise(options: { name: string; stage?: number; before?: string }, fn: unknown): void;
+        tapPromise(options: { name: string; stage?: number; before?: string | string[] }, fn: unknown): void;
       };
       for (const tap of from.hooks[hook].taps) {
         if (tap.name !== name) continue;
-        const options: { name: string; stage?: number; before?: string } = { name };
+        const options: { name: string; stage?: number; before?: string | string[] } = { name };
         if (tap.stage !== undefined) options.stage = tap.stage;
-        if (typeof tap.before === 'string') options.before = tap.before;
+        if (tap.before !== undefined) options.before = tap.before;
         target.tapPromise(options, tap.fn);
       }
     }
