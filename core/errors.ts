@@ -14,8 +14,7 @@ export type ErrorCode =
   | 'MF_VERB_CONFLICT'
   | 'MF_PARAM_CONFLICT'
   | 'MF_SERVICE_CONFLICT'
-  | 'MF_LISTEN'
-  | 'MF_RELOAD_REFUSED';
+  | 'MF_LISTEN';
 
 export class MailframeError extends Error {
   readonly code: ErrorCode;
@@ -80,8 +79,6 @@ export const Errors = Object.freeze({
       'MF_SERVICE_CONFLICT',
       `Service "${key}" provided by "${other}" is already provided by "${owner}"`,
     ),
-  reloadRefused: (details: readonly string[]) =>
-    new MailframeError('MF_RELOAD_REFUSED', 'Configuration not reloaded', details),
   listen: (where: string, cause: unknown) =>
     new MailframeError('MF_LISTEN', `Cannot listen on ${where}: ${describe(cause)}`, [], { cause }),
 });
