@@ -44,7 +44,9 @@ Commands:
   --help                   Show this text
 
 Signals: SIGTERM/SIGINT shut down gracefully (421 to idle sessions, open
-transactions finish within timeouts.shutdownGrace).
+transactions finish within timeouts.shutdownGrace). SIGHUP reloads the
+configuration file: a bad one changes nothing and the log says why; sessions
+already open finish under the configuration they began with.
 
 Faults: an error a plugin raises outside its hook calls (floating promise,
 timer, listener) is logged and counted, and the server keeps serving; an
@@ -88,7 +90,14 @@ async function start(file: string): Promise<void> {
   });
   log.info({ config: file, version: version() }, 'starting mailframe');
   // The CLI owns the process: plugin faults are caught, logged and counted (docs/operations.md, "Faults").
-  const server = await MailServer.create({ config: raw, baseDir, logger: log, catchFaults: true });
+  const server = await MailServer.create({
+    config: raw,
+    baseDir,
+    logger: log,
+    catchFaults: true,
+    // SIGHUP and plugins (admin-http's POST /api/reload) read the same file again.
+    configSource: () => readConfigFile(file),
+  });
   try {
     await server.listen();
   } catch (err) {
@@ -110,6 +119,12 @@ async function start(file: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Reload the configuration file; the server logs what changed, or every reason it refused.
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    log.info({ signal: 'SIGHUP', config: file }, 'reload requested');
+    void server.reload();
+  });
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -14,6 +14,12 @@ export type { BailHookName, HookName, Hooks, ParallelHookName, Verdict, Waterfal
 export { isReply, Stage } from './hooks.ts';
 export { createLogger, silentLogger } from './log.ts';
 export type {
+  HookOutcome,
+  ServerObserver,
+  TransactionEnd,
+  TransactionOutcome,
+} from './observers.ts';
+export type {
   BailTap,
   ChunkedMessage,
   Clock,
@@ -27,6 +33,7 @@ export type {
   PluginApi,
   PluginDefinition,
   PluginInstance,
+  ReloadResult,
   ServerFacts,
   ServerStatus,
   Services,

@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import { describe } from './errors.ts';
 import { type FaultScope, type FaultSink, scoped } from './faults.ts';
 import { BAIL_HOOKS, callBail, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
-import type { HookTaps, Outbound, PluginApi, ServerFacts, TapOptions } from './plugin.ts';
+import type { HookOutcome, Observers, ServerObserver } from './observers.ts';
+import type { HookTaps, Outbound, PluginApi, ReloadResult, ServerFacts, TapOptions } from './plugin.ts';
 import type { Registry } from './registry.ts';
 import { Replies } from './reply.ts';
 import type { Session } from './types.ts';
@@ -27,6 +28,8 @@ export interface TapPolicy {
   readonly metrics: Map<string, HookCounters>;
   /** Where faults the plugin raises outside its hook calls go (undefined: not caught, no scope entered). */
   readonly faults: FaultSink | undefined;
+  /** The server's observers: each tap call is timed only while a `hook` observer is there. */
+  readonly observers: Observers;
 }
 
 /** What the tap wrappers count per plugin and hook. */
@@ -54,6 +57,7 @@ export function hookCounters(metrics: Map<string, HookCounters>, hook: string): 
 }
 
 type AnyHandler = (...args: never[]) => unknown;
+
 type AnyHook = {
   tapPromise(options: { name: string; stage?: number; before?: string }, fn: AnyHandler): void;
 };
@@ -90,6 +94,15 @@ function within<T>(pending: PromiseLike<T>, ms: number): Promise<T | typeof TIME
 
 /** Build the tap-only hook view for one plugin instance. */
 export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
+  const observers = policy.observers;
+  /**
+   * Report a call that answered with a promise to the `hook` observer, timed from
+   * its return to its settling; `t0` is `performance.now()` then, -1 when nobody
+   * observes. Synchronous answers are not timed: no clock read on the fast path.
+   */
+  const timed = (hook: string, t0: number, outcome: HookOutcome) => {
+    if (t0 >= 0) observers.hook?.(policy.name, hook, (performance.now() - t0) / 1000, outcome);
+  };
   const view: Record<string, { tap(handler: AnyHandler, options?: TapOptions): void }> = {};
   // `subject` is the hook argument that carries the session: the first, or for a waterfall the
   // second (after the value); passed alone so that no call copies its arguments.
@@ -120,15 +133,20 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   for (const name of BAIL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
     const ms = name === 'deliver' ? policy.deliveryTimeout : policy.timeout;
-    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[]) =>
+    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[], t0: number) =>
       within(pending, ms).then(
         (result) => {
-          if (result !== TIMED_OUT) return result ?? undefined; // null would stop a bail chain without an answer
+          if (result !== TIMED_OUT) {
+            timed(name, t0, 'ok');
+            return result ?? undefined; // null would stop a bail chain without an answer
+          }
           fail(name, args[0], TIMED_OUT);
+          timed(name, t0, 'timeout');
           return Replies.localError;
         },
         (err: unknown) => {
           fail(name, args[0], err);
+          timed(name, t0, 'failure');
           return Replies.localError;
         },
       );
@@ -148,7 +166,7 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
             return Replies.localError;
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-            return settle(result as PromiseLike<unknown>, args);
+            return settle(result as PromiseLike<unknown>, args, observers.hook ? performance.now() : -1);
           }
           return result ?? undefined;
         }) as AnyHandler);
@@ -157,14 +175,16 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   }
   for (const name of WATERFALL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
-    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[]) =>
+    const settle = (pending: PromiseLike<unknown>, args: readonly unknown[], t0: number) =>
       within(pending, policy.timeout).then(
         (result) => {
           if (result === TIMED_OUT) fail(name, args[1], TIMED_OUT);
+          timed(name, t0, result === TIMED_OUT ? 'timeout' : 'ok');
           return result === TIMED_OUT || result === undefined ? args[0] : result;
         },
         (err: unknown) => {
           fail(name, args[1], err);
+          timed(name, t0, 'failure');
           return args[0];
         },
       );
@@ -184,7 +204,7 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
             return args[0];
           }
           if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-            return settle(result as PromiseLike<unknown>, args);
+            return settle(result as PromiseLike<unknown>, args, observers.hook ? performance.now() : -1);
           }
           return result === undefined ? args[0] : result;
         }) as AnyHandler);
@@ -208,11 +228,16 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
             return Promise.resolve();
           }
           if (typeof (result as { then?: unknown } | null)?.then !== 'function') return Promise.resolve();
+          const t0 = observers.hook ? performance.now() : -1;
           return within(result as PromiseLike<unknown>, policy.timeout).then(
             (settled) => {
               if (settled === TIMED_OUT) fail(name, args[0], TIMED_OUT);
+              timed(name, t0, settled === TIMED_OUT ? 'timeout' : 'ok');
             },
-            (err: unknown) => fail(name, args[0], err),
+            (err: unknown) => {
+              fail(name, args[0], err);
+              timed(name, t0, 'failure');
+            },
           );
         });
       },
@@ -230,6 +255,8 @@ export interface PluginInstanceOptions<C> {
   readonly onClose: (fn: () => unknown) => void;
   readonly onStart: (fn: () => unknown) => void;
   readonly outbound: Outbound;
+  readonly observe: (observer: ServerObserver) => void;
+  readonly reload: () => Promise<ReloadResult>;
 }
 
 export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C> {
@@ -247,15 +274,30 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     service: (key) => registry.service(key),
     onStart: (fn) => opts.onStart(fn),
     onClose: (fn) => opts.onClose(fn),
+    observe: (observer) => opts.observe(observer),
+    reload: () => opts.reload(),
   } satisfies PluginApi<C>);
 }
 
-/** The outbound calls plugins make into the hooks (shared by every plugin of a server). */
-export function createOutbound(hooks: Hooks): Outbound {
+/**
+ * The outbound calls plugins make into the hooks (shared by every plugin of a
+ * server): always those of the current generation, so a queue carried over a
+ * config reload hands its jobs to the delivery plugins of the new one.
+ */
+export function createOutbound(current: () => Hooks): Outbound {
   return Object.freeze({
-    deliver: async (job) => callBail(hooks, 'deliver', job),
-    delivered: (job, r) => (hooks.delivered.isUsed() ? hooks.delivered.promise(job, r) : Promise.resolve()),
-    deferred: (job, r) => (hooks.deferred.isUsed() ? hooks.deferred.promise(job, r) : Promise.resolve()),
-    bounced: (job, r) => (hooks.bounced.isUsed() ? hooks.bounced.promise(job, r) : Promise.resolve()),
+    deliver: async (job) => callBail(current(), 'deliver', job),
+    delivered: (job, r) => {
+      const hooks = current();
+      return hooks.delivered.isUsed() ? hooks.delivered.promise(job, r) : Promise.resolve();
+    },
+    deferred: (job, r) => {
+      const hooks = current();
+      return hooks.deferred.isUsed() ? hooks.deferred.promise(job, r) : Promise.resolve();
+    },
+    bounced: (job, r) => {
+      const hooks = current();
+      return hooks.bounced.isUsed() ? hooks.bounced.promise(job, r) : Promise.resolve();
+    },
   } satisfies Outbound);
 }

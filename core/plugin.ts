@@ -15,6 +15,7 @@ import type { Static, TSchema } from 'typebox';
 import type { CoreConfig } from './config-schema.ts';
 import type { DnsResolver } from './dns/types.ts';
 import type { BailHookName, Hooks, ParallelHookName, WaterfallHookName } from './hooks.ts';
+import type { ServerObserver } from './observers.ts';
 import type { Reply } from './reply.ts';
 import type {
   AuthRequest,
@@ -275,6 +276,33 @@ export interface Outbound {
   bounced(job: DeliveryJob, result: RecipientResult): Promise<void>;
 }
 
+/**
+ * What a config reload did (`PluginApi.reload`, SIGHUP, an admin API's
+ * `POST /api/reload`). Refused: nothing changed, and `errors` says why, one line
+ * each (JSON pointers for invalid settings, like start-up; a plugin or setting
+ * that cannot change at runtime by name).
+ */
+export type ReloadResult =
+  | {
+      readonly ok: true;
+      /** The new generation's number (1 is the configuration the server started with). */
+      readonly generation: number;
+      /** Plugin instances by what the reload did to them. */
+      readonly plugins: {
+        readonly kept: readonly string[];
+        readonly added: readonly string[];
+        readonly replaced: readonly string[];
+        readonly removed: readonly string[];
+      };
+      /** Listeners by name. */
+      readonly listeners: {
+        readonly kept: readonly string[];
+        readonly opened: readonly string[];
+        readonly closed: readonly string[];
+      };
+    }
+  | { readonly ok: false; readonly errors: readonly string[] };
+
 export interface PluginApi<C> {
   /** This plugin instance's name (its `id` in config, or its plugin name). */
   readonly name: string;
@@ -290,8 +318,22 @@ export interface PluginApi<C> {
   service<K extends keyof Services>(key: K): Services[K] | undefined;
   /** Run once every plugin has registered (in load order), before listeners open. */
   onStart(fn: () => MaybePromise<void>): void;
-  /** Run on shutdown, in reverse load order. */
+  /**
+   * Run on shutdown, in reverse load order; for an instance a config reload
+   * replaced or removed, once the last session that used it has ended.
+   */
   onClose(fn: () => MaybePromise<void>): void;
+  /**
+   * Watch sessions without taking part (see `ServerObserver`): connections,
+   * replies, TLS, transaction ends, hook timings. Removed when the plugin closes.
+   */
+  observe(observer: ServerObserver): void;
+  /**
+   * Read the configuration again from where the server got it (the file of
+   * `mailframe start`) and apply it, or refuse it and change nothing. Never
+   * rejects; reloads run one at a time. See docs/operations.md, "Reload".
+   */
+  reload(): Promise<ReloadResult>;
 }
 
 export interface PluginDefinition<S extends TSchema = TSchema> {
@@ -302,6 +344,15 @@ export interface PluginDefinition<S extends TSchema = TSchema> {
   readonly schema: S;
   /** Plugins that must be loaded before this one. */
   readonly dependencies?: readonly string[];
+  /**
+   * The plugin keeps no state a second instance would conflict with (no
+   * listening socket, no exclusive file, nothing other plugins hold on to), so
+   * a config reload may replace it with a new instance when its settings
+   * change, or drop it, while sessions begun before finish with the old one.
+   * Without it, such a reload is refused ("restart needed"). An unchanged
+   * plugin is always carried over, whatever this says.
+   */
+  readonly reloadable?: boolean;
   register(api: PluginApi<Static<S>>, config: Static<S>): MaybePromise<void>;
 }
 

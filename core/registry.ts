@@ -83,6 +83,25 @@ export class Registry {
   service<K extends keyof Services>(key: K): Services[K] | undefined {
     return this.#services.get(key as string)?.def as Services[K] | undefined;
   }
+
+  /** Copy what `owner` registered in `from` (a config reload carrying a plugin over unchanged). */
+  copyOwned(from: Registry, owner: string): void {
+    const pairs = [
+      [from.#verbs, this.#verbs],
+      [from.#mailParams, this.#mailParams],
+      [from.#rcptParams, this.#rcptParams],
+      [from.#services, this.#services],
+    ] as const;
+    for (const [source, target] of pairs) {
+      for (const [key, entry] of source as Map<string, Owned<unknown>>) {
+        if (entry.owner !== owner) continue;
+        const existing = (target as Map<string, Owned<unknown>>).get(key);
+        if (existing) throw Errors.serviceConflict(key, existing.owner, owner);
+        (target as Map<string, Owned<unknown>>).set(key, entry);
+      }
+    }
+    this.#longest = undefined;
+  }
 }
 
 function paramsLength(defs: Iterable<Owned<ParamDefinition>>): number {

@@ -21,15 +21,17 @@ import { parseNameServer, systemNameServers } from './dns/servers.ts';
 import type { DnsResolver } from './dns/types.ts';
 import { describe, Errors, MailframeError } from './errors.ts';
 import { attachFaultSink, type FaultKind, type FaultScope, type FaultSink, runScoped } from './faults.ts';
+import { closePlugin, Generation, type LoadedPlugin } from './generation.ts';
 import { createHooks, type Hooks } from './hooks.ts';
 import { IdleSweep } from './idle-sweep.ts';
 import { resolvePlugin } from './loader.ts';
 import { silentLogger } from './log.ts';
+import { Observers } from './observers.ts';
 import type {
   Clock,
   HookMetric,
   PluginDefinition,
-  PluginInstance,
+  ReloadResult,
   ServerFacts,
   ServerStatus,
   TrafficCounters,
@@ -44,8 +46,9 @@ import {
 } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
+import { type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
-import { normaliseIp, type SessionHost, SmtpSession } from './session/session.ts';
+import { normaliseIp, SmtpSession } from './session/session.ts';
 import type { ListenerInfo } from './types.ts';
 
 export interface ServerOptions {
@@ -76,6 +79,11 @@ export interface ServerOptions {
    * the server keeps the process to itself; `mailframe start` turns it on.
    */
   readonly catchFaults?: boolean;
+  /**
+   * Where `reload()` without arguments reads the configuration again (the CLI
+   * passes its file). Without it such a reload is refused.
+   */
+  readonly configSource?: () => Promise<{ readonly raw: unknown; readonly baseDir: string }>;
 }
 
 export type { HookMetric } from './plugin.ts';
@@ -89,32 +97,32 @@ export interface ListeningAddress {
   readonly path?: string;
 }
 
-interface LoadedPlugin {
-  /** Its name and hook counters are the policy's (`policy.name`, `policy.metrics`). */
-  readonly policy: TapPolicy;
-  readonly instance: PluginInstance;
-  readonly starters: Array<() => unknown>;
-  readonly closers: Array<() => unknown>;
-}
-
 const systemClock: Clock = { now: () => Date.now() };
 
-export class MailServer implements SessionHost {
-  readonly config: Readonly<CoreConfig>;
-  readonly hooks: Hooks = createHooks();
-  readonly registry = new Registry();
-  readonly outbound = createOutbound(this.hooks);
+export class MailServer {
   readonly log: Logger;
   readonly hostname: string;
   readonly dataDir: string;
   readonly spoolDir: string;
+  /** Who watches sessions (metrics, live views): see `observers.ts` and `PluginApi.observe`. */
+  readonly observers: Observers;
+  /** The outbound calls into the hooks of the current generation. */
+  readonly outbound = createOutbound(() => this.#current.hooks);
   readonly #baseDir: string;
-  readonly facts: ServerFacts;
   readonly #clock: Clock;
+  readonly #random: () => number;
   /** The resolver built from the config (closed with the server); `undefined` when one was injected. */
   readonly #ownResolver: StubResolver | undefined;
-  readonly #plugins: LoadedPlugin[] = [];
-  readonly #servers: Array<{ listener: ListenerConfig; server: NetServer }> = [];
+  readonly #dns: DnsResolver;
+  /** The configuration new sessions get. */
+  #current: Generation;
+  /** Generations replaced by a reload whose sessions have not all ended. */
+  readonly #retiring = new Set<Generation>();
+  #generationSeq = 1;
+  readonly #given: ReadonlyMap<string, PluginDefinition>;
+  readonly #configSource: ServerOptions['configSource'];
+  #reloading: Promise<unknown> = Promise.resolve();
+  readonly #servers = new Map<string, { listener: ListenerConfig; server: NetServer }>();
   readonly #sessions = new Set<SmtpSession>();
   readonly idle: IdleSweep;
   readonly #perIp = new Map<string, number>();
@@ -130,19 +138,23 @@ export class MailServer implements SessionHost {
     bytes: 0,
     refused: 0,
   };
+  readonly #status: ServerStatus;
   #closing: Promise<void> | undefined;
   /** Where process-level faults are routed while `catchFaults` is on (kept off the public surface). */
   readonly #faultSink: FaultSink | undefined;
   #detachFaults: (() => void) | undefined;
 
-  private constructor(config: CoreConfig, opts: ServerOptions) {
-    this.config = config;
+  private constructor(config: CoreConfig, opts: ServerOptions, given: ReadonlyMap<string, PluginDefinition>) {
     this.log = opts.logger ?? silentLogger();
+    this.observers = new Observers(this.log);
     this.hostname = config.hostname ?? osHostname();
     this.#baseDir = opts.baseDir ?? process.cwd();
     this.dataDir = resolve(this.#baseDir, config.dataDir);
     this.spoolDir = resolve(this.dataDir, 'spool');
     this.#clock = opts.clock ?? systemClock;
+    this.#random = opts.random ?? Math.random;
+    this.#given = given;
+    this.#configSource = opts.configSource;
     this.#idPrefix = (Date.now() % 2176782336).toString(36).padStart(6, '0');
     this.idle = new IdleSweep(Math.min(config.timeouts.command, config.timeouts.data), (now) => {
       for (const s of this.#sessions) s.checkIdle(now);
@@ -150,15 +162,9 @@ export class MailServer implements SessionHost {
     this.#ownResolver = opts.dns
       ? undefined
       : createResolver(config.dns, this.#clock, this.log.child({ component: 'dns' }));
-    this.facts = Object.freeze({
-      hostname: this.hostname,
-      limits: config.limits,
-      dataDir: this.dataDir,
-      dns: opts.dns ?? (this.#ownResolver as DnsResolver),
-      clock: this.#clock,
-      status: this.#status(),
-      random: opts.random ?? Math.random,
-    });
+    this.#dns = opts.dns ?? (this.#ownResolver as DnsResolver);
+    this.#status = this.#makeStatus();
+    this.#current = this.#newGeneration(1, config);
     if (opts.catchFaults) {
       this.#faultSink = {
         pluginFault: (scope, err, kind) => this.#pluginFault(scope, err, kind),
@@ -168,7 +174,7 @@ export class MailServer implements SessionHost {
     }
   }
 
-  #status(): ServerStatus {
+  #makeStatus(): ServerStatus {
     const server = this;
     return Object.freeze({
       get ready() {
@@ -182,58 +188,85 @@ export class MailServer implements SessionHost {
       },
       traffic: () => ({ ...server.traffic }),
       hookMetrics: () => server.hookMetrics(),
-      config: server.config,
-      plugins: () => server.#plugins.map((p) => p.instance),
+      /** The current generation's (after a reload, the new one). */
+      get config() {
+        return server.config;
+      },
+      plugins: () => server.#current.plugins.map((p) => p.instance),
     });
+  }
+
+  #newGeneration(number: number, config: CoreConfig): Generation {
+    const facts: ServerFacts = Object.freeze({
+      hostname: this.hostname,
+      limits: config.limits,
+      dataDir: this.dataDir,
+      dns: this.#dns,
+      clock: this.#clock,
+      status: this.#status,
+      random: this.#random,
+    });
+    const server = this;
+    const side = {
+      get observers() {
+        return server.observers;
+      },
+      get idle() {
+        return server.idle;
+      },
+      get spoolDir() {
+        return server.spoolDir;
+      },
+      get hostname() {
+        return server.hostname;
+      },
+      get draining() {
+        return server.#draining;
+      },
+      traffic: this.traffic,
+      now: () => this.#clock.now(),
+      nextId: () => this.#nextId(),
+      sessionClosed: (g: Generation, s: SmtpSession) => this.#sessionClosed(g, s),
+    };
+    return new Generation(side, number, config, createHooks(), new Registry(), facts);
+  }
+
+  /** The configuration new sessions get (validated, with defaults, frozen). */
+  get config(): Readonly<CoreConfig> {
+    return this.#current.config;
+  }
+  /** The hooks of the current generation (the one new sessions get). */
+  get hooks(): Hooks {
+    return this.#current.hooks;
+  }
+  /** Verbs, parameters and services of the current generation. */
+  get registry(): Registry {
+    return this.#current.registry;
+  }
+  get facts(): ServerFacts {
+    return this.#current.facts;
+  }
+  /** The current generation's number: 1 at start, one more after each applied reload. */
+  get generation(): number {
+    return this.#current.number;
   }
 
   /** Validate the config, load every plugin in order, and prepare the data directory. Does not listen yet. */
   static async create(opts: ServerOptions): Promise<MailServer> {
-    const ajv = createAjv();
-    const { config, errors } = validateCoreConfig(ajv, opts.config);
-    const baseDir = opts.baseDir ?? process.cwd();
     const given = new Map<string, PluginDefinition>(opts.definitions ?? []);
     for (const def of opts.plugins ?? []) given.set(def.name, def);
-    // Resolve and validate every plugin before running any, so all errors are reported at once.
-    const entries = Array.isArray(config.plugins) ? config.plugins : [];
-    const prepared: Array<{ id: string; def: PluginDefinition; config: unknown; index: number }> = [];
-    const seen = new Set<string>();
-    for (const [index, entry] of entries.entries()) {
-      if (typeof entry?.plugin !== 'string') continue;
-      let def: PluginDefinition;
-      try {
-        def = await resolvePlugin(entry.plugin, baseDir, given);
-      } catch (err) {
-        if (err instanceof MailframeError) errors.push(`/plugins/${index}/plugin: ${err.message}`);
-        else errors.push(`/plugins/${index}/plugin: cannot load "${entry.plugin}": ${describe(err)}`);
-        continue;
-      }
-      const id = entry.id ?? def.name;
-      if (seen.has(id)) errors.push(`/plugins/${index}: ${Errors.pluginDuplicate(id).message}`);
-      seen.add(id);
-      for (const dep of def.dependencies ?? []) {
-        if (!seen.has(dep)) errors.push(`/plugins/${index}: ${Errors.pluginDependency(id, dep).message}`);
-      }
-      const v = validatePluginConfig(ajv, def.schema, entry.config ?? {}, `/plugins/${index}/config`, id);
-      errors.push(...v.errors);
-      prepared.push({ id, def, config: deepFreeze(v.config), index });
-    }
+    const { config, prepared, errors } = await prepareConfig(
+      opts.config,
+      opts.baseDir ?? process.cwd(),
+      given,
+    );
     if (errors.length > 0) throw Errors.configInvalid(errors);
-    deepFreeze(config);
-    const server = new MailServer(config, opts);
+    const server = new MailServer(config, opts, given);
+    const gen = server.#current;
     try {
       await mkdir(server.spoolDir, { recursive: true, mode: 0o700 });
-      for (const p of prepared) await server.#loadPlugin(p.id, p.def, p.config, config.plugins[p.index]);
-      for (const p of server.#plugins) {
-        const scope = faultScope(p.policy, 'start');
-        for (const fn of p.starters) {
-          try {
-            await runScoped(scope, fn);
-          } catch (err) {
-            throw Errors.pluginRegister(p.policy.name, err);
-          }
-        }
-      }
+      for (const p of prepared) await server.#loadPlugin(gen, p);
+      await server.#startPlugins(gen.plugins);
       server.#started = true;
     } catch (err) {
       await server.#closePlugins();
@@ -244,37 +277,58 @@ export class MailServer implements SessionHost {
     return server;
   }
 
-  async #loadPlugin(
-    id: string,
-    def: PluginDefinition,
-    config: unknown,
-    entry: CoreConfig['plugins'][number] | undefined,
-  ): Promise<void> {
+  async #startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+    for (const p of plugins) {
+      const scope = faultScope(p.policy, 'start');
+      for (const fn of p.starters) {
+        try {
+          await runScoped(scope, fn);
+        } catch (err) {
+          throw Errors.pluginRegister(p.policy.name, err);
+        }
+      }
+    }
+  }
+
+  async #loadPlugin(gen: Generation, p: PreparedPlugin): Promise<LoadedPlugin> {
+    const { id, def, config, entry } = p;
     const log = this.log.child({ plugin: id });
     const policy: TapPolicy = {
       name: id,
       log,
-      timeout: entry?.timeout ?? this.config.timeouts.hook,
-      deliveryTimeout: entry?.timeout ?? this.config.timeouts.delivery,
+      timeout: entry?.timeout ?? gen.config.timeouts.hook,
+      deliveryTimeout: entry?.timeout ?? gen.config.timeouts.delivery,
       listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
       metrics: new Map<string, HookCounters>(),
       faults: this.#faultSink,
+      observers: this.observers,
     };
-    const instance: PluginInstance = Object.freeze({ id, plugin: def.name, config, schema: def.schema });
-    const loaded: LoadedPlugin = { policy, instance, starters: [], closers: [] };
-    this.#plugins.push(loaded);
+    const loaded: LoadedPlugin = {
+      id,
+      def,
+      instance: Object.freeze({ id, plugin: def.name, config, schema: def.schema }),
+      entryKey: p.key,
+      policy,
+      starters: [],
+      closers: [],
+      users: 1,
+      closed: false,
+    };
+    gen.plugins.push(loaded);
     const api = createPluginApi({
-      hooks: this.hooks,
-      registry: this.registry,
+      hooks: gen.hooks,
+      registry: gen.registry,
       config,
-      facts: this.facts,
+      facts: gen.facts,
       outbound: this.outbound,
       onClose: (fn) => loaded.closers.push(fn),
       onStart: (fn) => loaded.starters.push(fn),
+      observe: (observer) => loaded.closers.push(this.observers.add(id, observer)),
+      reload: () => this.reload(),
       policy,
     });
     const scope = faultScope(policy, 'register');
-    const ms = this.config.timeouts.pluginStart;
+    const ms = gen.config.timeouts.pluginStart;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -290,35 +344,43 @@ export class MailServer implements SessionHost {
       clearTimeout(timer);
     }
     log.debug('plugin loaded');
+    return loaded;
   }
 
-  // ---- SessionHost --------------------------------------------------------
-
-  get limits() {
-    return this.config.limits;
-  }
-  get timeouts() {
-    return this.config.timeouts;
-  }
-  get smtp() {
-    return this.config.smtp;
-  }
   get draining(): boolean {
     return this.#draining;
   }
   now(): number {
     return this.#clock.now();
   }
-  sessionClosed(session: SmtpSession): void {
+
+  #sessionClosed(gen: Generation, session: SmtpSession): void {
     if (!this.#sessions.delete(session)) return;
+    this.observers.connection?.(session, 'close');
     if (this.#sessions.size === 0) this.idle.stop();
     const ip = session.remote.address;
     const n = (this.#perIp.get(ip) ?? 1) - 1;
     if (n <= 0) this.#perIp.delete(ip);
     else this.#perIp.set(ip, n);
+    gen.sessions--;
+    if (gen.sessions === 0 && this.#retiring.has(gen)) void this.#retire(gen);
   }
-  nextId(): string {
+
+  #nextId(): string {
     return this.#idPrefix + (++this.#idSeq).toString(36).padStart(5, '0');
+  }
+
+  /** A generation replaced by a reload whose last session ended: close the instances only it used. */
+  async #retire(gen: Generation): Promise<void> {
+    this.#retiring.delete(gen);
+    const closing = [...gen.plugins].reverse().filter((p) => --p.users === 0);
+    for (const p of closing)
+      await closePlugin(p, this.log, async (fn) => runScoped(faultScope(p.policy, 'close'), fn));
+    if (closing.length > 0)
+      this.log.info(
+        { generation: gen.number, plugins: closing.map((p) => p.id) },
+        'plugin instances of an earlier configuration closed',
+      );
   }
 
   // ---- listeners ----------------------------------------------------------
@@ -326,46 +388,51 @@ export class MailServer implements SessionHost {
   /** Start every configured listener. */
   async listen(): Promise<ListeningAddress[]> {
     for (const listener of this.config.listeners) {
-      const info: ListenerInfo = Object.freeze({
-        name: listener.name,
-        role: listener.role,
-        implicitTls: listener.implicitTls,
-        protocol: listener.protocol,
-      });
-      if (info.implicitTls && !this.registry.service('tls')) {
-        throw Errors.listen(
-          `${listener.name}`,
-          new Error('implicitTls needs a TLS plugin (e.g. "tls") loaded'),
-        );
-      }
-      const log = this.log.child({ listener: listener.name });
-      // Only listeners behind a load balancer read a PROXY header, and only from these peers.
-      const proxyFrom = listener.proxyProtocol ? addressMatcher(listener.trustedProxies) : undefined;
-      const server = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
-        this.#accept(socket, proxyFrom, info, log),
-      );
-      server.on('error', (err) => log.error({ err }, 'listener error'));
-      const path = listener.path === undefined ? undefined : resolve(this.#baseDir, listener.path);
-      if (path !== undefined) await removeStaleSocket(path);
-      await new Promise<void>((ok, fail) => {
-        const where = path ?? `${listener.host}:${listener.port}`;
-        server.once('error', (err) => fail(Errors.listen(where, err)));
-        server.listen(path !== undefined ? { path } : { host: listener.host, port: listener.port }, () =>
-          ok(),
-        );
-      });
-      if (path !== undefined && listener.pathMode !== undefined) {
-        const mode = Number.parseInt(listener.pathMode, 8);
-        await chmod(path, mode).catch((err: unknown) => {
-          server.close();
-          throw Errors.listen(path, err);
-        });
-      }
-      this.#servers.push({ listener, server });
-      log.info({ address: this.#addressOf(server, listener) }, 'listening');
+      this.#servers.set(listener.name, await this.#openListener(listener, this.#current.registry));
     }
     this.#listening = true;
     return this.addresses();
+  }
+
+  async #openListener(
+    listener: ListenerConfig,
+    registry: Registry,
+  ): Promise<{ listener: ListenerConfig; server: NetServer }> {
+    const info: ListenerInfo = Object.freeze({
+      name: listener.name,
+      role: listener.role,
+      implicitTls: listener.implicitTls,
+      protocol: listener.protocol,
+    });
+    if (info.implicitTls && !registry.service('tls')) {
+      throw Errors.listen(
+        `${listener.name}`,
+        new Error('implicitTls needs a TLS plugin (e.g. "tls") loaded'),
+      );
+    }
+    const log = this.log.child({ listener: listener.name });
+    // Only listeners behind a load balancer read a PROXY header, and only from these peers.
+    const proxyFrom = listener.proxyProtocol ? addressMatcher(listener.trustedProxies) : undefined;
+    const server = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
+      this.#accept(socket, proxyFrom, info, log),
+    );
+    server.on('error', (err) => log.error({ err }, 'listener error'));
+    const path = listener.path === undefined ? undefined : resolve(this.#baseDir, listener.path);
+    if (path !== undefined) await removeStaleSocket(path);
+    await new Promise<void>((ok, fail) => {
+      const where = path ?? `${listener.host}:${listener.port}`;
+      server.once('error', (err) => fail(Errors.listen(where, err)));
+      server.listen(path !== undefined ? { path } : { host: listener.host, port: listener.port }, () => ok());
+    });
+    if (path !== undefined && listener.pathMode !== undefined) {
+      const mode = Number.parseInt(listener.pathMode, 8);
+      await chmod(path, mode).catch((err: unknown) => {
+        server.close();
+        throw Errors.listen(path, err);
+      });
+    }
+    log.info({ address: this.#addressOf(server, listener) }, 'listening');
+    return { listener, server };
   }
 
   #addressOf(server: NetServer, listener: ListenerConfig): ListeningAddress {
@@ -376,7 +443,7 @@ export class MailServer implements SessionHost {
   }
 
   addresses(): ListeningAddress[] {
-    return this.#servers.map(({ server, listener }) => this.#addressOf(server, listener));
+    return [...this.#servers.values()].map(({ server, listener }) => this.#addressOf(server, listener));
   }
 
   #accept(
@@ -427,10 +494,14 @@ export class MailServer implements SessionHost {
     this.#perIp.set(ip, count + 1);
     this.traffic.connections++;
     socket.off('error', ignoreError);
-    const session = new SmtpSession(this, socket, listener, log, proxied);
+    // The session keeps the generation current now to its end (see generation.ts).
+    const gen = this.#current;
+    const session = new SmtpSession(gen, socket, listener, log, proxied);
     this.#sessions.add(session);
+    gen.sessions++;
+    this.observers.connection?.(session, 'open');
     this.idle.start();
-    const tls = listener.implicitTls ? this.registry.service('tls') : undefined;
+    const tls = listener.implicitTls ? gen.registry.service('tls') : undefined;
     const begin = tls ? session.startTls(tls.serverOptions()) : Promise.resolve();
     begin
       .then(() => session.start())
@@ -444,7 +515,7 @@ export class MailServer implements SessionHost {
 
   /** A fault plugin code raised outside its hook call: log, count, keep serving. */
   #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
-    const loaded = this.#plugins.find((p) => p.policy.name === scope.plugin);
+    const loaded = this.#instances().find((p) => p.policy.name === scope.plugin);
     if (loaded) hookCounters(loaded.policy.metrics, scope.hook).faults++;
     this.log.error(
       { plugin: scope.plugin, hook: scope.hook, fault: kind, err },
@@ -469,10 +540,17 @@ export class MailServer implements SessionHost {
   /** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */
   hookMetrics(): HookMetric[] {
     const out: HookMetric[] = [];
-    for (const p of this.#plugins) {
+    for (const p of this.#instances()) {
       for (const [hook, c] of p.policy.metrics) out.push({ plugin: p.policy.name, hook, ...c });
     }
     return out;
+  }
+
+  /** Plugin instances still open: the current generation's, then those only retiring ones use. */
+  #instances(): LoadedPlugin[] {
+    const out = [...this.#current.plugins];
+    for (const g of this.#retiring) for (const p of g.plugins) if (!out.includes(p)) out.push(p);
+    return out.filter((p) => !p.closed);
   }
 
   /** Open sessions (for tests and metrics). */
@@ -495,7 +573,9 @@ export class MailServer implements SessionHost {
   async #shutdown(grace: number): Promise<void> {
     this.#draining = true;
     this.log.info({ sessions: this.#sessions.size }, 'shutting down');
-    const stopped = this.#servers.map(({ server }) => new Promise<void>((ok) => server.close(() => ok())));
+    const stopped = [...this.#servers.values()].map(
+      ({ server }) => new Promise<void>((ok) => server.close(() => ok())),
+    );
     for (const s of this.#sessions) s.drain();
     const all = Promise.all([...this.#sessions].map((s) => s.closed));
     let timer: NodeJS.Timeout | undefined;
@@ -520,18 +600,174 @@ export class MailServer implements SessionHost {
     const troubled = this.hookMetrics().filter((m) => m.failures > 0 || m.timeouts > 0 || m.faults > 0);
     if (troubled.length > 0)
       this.log.warn({ hooks: troubled }, 'plugin hooks that failed, timed out or faulted since start');
-    for (const p of [...this.#plugins].reverse()) {
-      const scope = faultScope(p.policy, 'close');
-      for (const fn of [...p.closers].reverse()) {
-        try {
-          await runScoped(scope, fn);
-        } catch (err) {
-          this.log.error({ plugin: p.policy.name, err }, `plugin close failed: ${describe(err)}`);
-        }
-      }
-    }
-    this.#plugins.length = 0;
+    for (const p of this.#instances().reverse())
+      await closePlugin(p, this.log, async (fn) => runScoped(faultScope(p.policy, 'close'), fn));
+    this.#retiring.clear();
   }
+
+  // ---- reload ---------------------------------------------------------------
+
+  /**
+   * Apply a new configuration without dropping sessions: `input`, or what
+   * `configSource` reads. Validated first (a bad one changes nothing); then
+   * unchanged plugins are carried over, added ones registered, changed or
+   * removed ones replaced only when their definition is `reloadable`, and
+   * listeners opened and closed. Sessions already open finish under the
+   * configuration they began with. Never rejects; one reload at a time.
+   */
+  reload(input?: { readonly config: unknown; readonly baseDir?: string }): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(input));
+    this.#reloading = run;
+    return run;
+  }
+
+  async #reload(
+    input: { readonly config: unknown; readonly baseDir?: string } | undefined,
+  ): Promise<ReloadResult> {
+    const result = await this.#applyReload(input).catch(
+      (err: unknown): ReloadResult => ({
+        ok: false,
+        errors: err instanceof MailframeError && err.details.length > 0 ? err.details : [describe(err)],
+      }),
+    );
+    if (result.ok) this.log.info({ ...result, ok: undefined }, 'configuration reloaded');
+    else
+      this.log.error(
+        { errors: result.errors },
+        `configuration not reloaded:\n  ${result.errors.join('\n  ')}`,
+      );
+    return result;
+  }
+
+  async #applyReload(
+    input: { readonly config: unknown; readonly baseDir?: string } | undefined,
+  ): Promise<ReloadResult> {
+    if (this.#closing) return { ok: false, errors: ['the server is shutting down'] };
+    let raw: unknown;
+    let baseDir: string;
+    if (input) {
+      raw = input.config;
+      baseDir = input.baseDir ?? this.#baseDir;
+    } else if (this.#configSource) {
+      ({ raw, baseDir } = await this.#configSource());
+    } else {
+      return {
+        ok: false,
+        errors: ['no configuration source: the server was given its configuration in code'],
+      };
+    }
+    const { config, prepared, errors } = await prepareConfig(raw, baseDir, this.#given);
+    if (errors.length > 0) return { ok: false, errors };
+    const old = this.#current;
+    const plan = planReload({
+      old: { config: old.config, plugins: old.plugins, dataDir: this.dataDir },
+      config,
+      dataDir: resolve(baseDir, config.dataDir),
+      prepared,
+    });
+    if (plan.errors.length > 0) return { ok: false, errors: plan.errors };
+    const gen = this.#newGeneration(this.#generationSeq + 1, config);
+    const opened = new Map<string, { listener: ListenerConfig; server: NetServer }>();
+    const carried = new Set<LoadedPlugin>();
+    const undo = async () => {
+      for (const { server } of opened.values()) server.close();
+      for (const p of [...gen.plugins].reverse()) {
+        if (carried.has(p)) p.users--;
+        else await closePlugin(p, this.log, async (fn) => runScoped(faultScope(p.policy, 'close'), fn));
+      }
+    };
+    try {
+      for (const p of prepared) {
+        const same = plan.carry.get(p.id);
+        if (same) {
+          gen.carry(same, old);
+          carried.add(same);
+        } else await this.#loadPlugin(gen, p);
+      }
+      await this.#startPlugins(gen.plugins.filter((p) => !carried.has(p)));
+      // Listeners whose settings changed are reopened: the old socket goes first (same port).
+      for (const name of plan.listeners.reopened) {
+        const before = this.#servers.get(name);
+        // close() frees the port at once; its callback would wait for the sessions, which carry on.
+        before?.server.close();
+      }
+      if (plan.listeners.reopened.length > 0) await new Promise((ok) => setImmediate(ok));
+      for (const listener of config.listeners) {
+        if (plan.listeners.kept.includes(listener.name)) continue;
+        opened.set(listener.name, await this.#openListener(listener, gen.registry));
+      }
+    } catch (err) {
+      await undo();
+      // A listener closed to be reopened comes back with its old settings.
+      for (const name of plan.listeners.reopened) {
+        const before = this.#servers.get(name);
+        if (!before) continue;
+        this.#servers.set(name, await this.#openListener(before.listener, old.registry).catch(() => before));
+      }
+      throw err;
+    }
+    for (const name of plan.listeners.closed) {
+      this.#servers.get(name)?.server.close();
+      this.#servers.delete(name);
+    }
+    for (const [name, entry] of opened) this.#servers.set(name, entry);
+    this.#generationSeq = gen.number;
+    this.#current = gen;
+    this.#retiring.add(old);
+    if (old.sessions === 0) await this.#retire(old);
+    return {
+      ok: true,
+      generation: gen.number,
+      plugins: plan.plugins,
+      listeners: {
+        kept: plan.listeners.kept,
+        opened: [...opened.keys()],
+        closed: plan.listeners.closed,
+      },
+    };
+  }
+}
+
+/** Validate a configuration and resolve its plugins, collecting every error (start-up and reload). */
+async function prepareConfig(
+  raw: unknown,
+  baseDir: string,
+  given: ReadonlyMap<string, PluginDefinition>,
+): Promise<{ config: CoreConfig; prepared: PreparedPlugin[]; errors: string[] }> {
+  const ajv = createAjv();
+  const { config, errors } = validateCoreConfig(ajv, raw);
+  // Resolve and validate every plugin before running any, so all errors are reported at once.
+  const entries = Array.isArray(config.plugins) ? config.plugins : [];
+  const prepared: PreparedPlugin[] = [];
+  const seen = new Set<string>();
+  for (const [index, entry] of entries.entries()) {
+    if (typeof entry?.plugin !== 'string') continue;
+    let def: PluginDefinition;
+    try {
+      def = await resolvePlugin(entry.plugin, baseDir, given);
+    } catch (err) {
+      if (err instanceof MailframeError) errors.push(`/plugins/${index}/plugin: ${err.message}`);
+      else errors.push(`/plugins/${index}/plugin: cannot load "${entry.plugin}": ${describe(err)}`);
+      continue;
+    }
+    const id = entry.id ?? def.name;
+    if (seen.has(id)) errors.push(`/plugins/${index}: ${Errors.pluginDuplicate(id).message}`);
+    seen.add(id);
+    for (const dep of def.dependencies ?? []) {
+      if (!seen.has(dep)) errors.push(`/plugins/${index}: ${Errors.pluginDependency(id, dep).message}`);
+    }
+    const v = validatePluginConfig(ajv, def.schema, entry.config ?? {}, `/plugins/${index}/config`, id);
+    errors.push(...v.errors);
+    const key = JSON.stringify({
+      plugin: entry.plugin,
+      config: v.config,
+      timeout: entry.timeout,
+      listeners: entry.listeners,
+    });
+    prepared.push({ id, def, config: deepFreeze(v.config), entry, key, index });
+  }
+  if (errors.length === 0) deepFreeze(config);
+  return { config, prepared, errors };
 }
 
 function ignoreError(): void {}

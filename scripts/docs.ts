@@ -8,7 +8,9 @@
  * - the table between `<!-- config:start -->` and `<!-- config:end -->` in each
  *   `docs/plugins/<name>.md` (a missing page is created as a stub);
  * - the admin API reference between `<!-- admin-api:start -->` and
- *   `<!-- admin-api:end -->` in `docs/operations.md` (from the admin-http routes).
+ *   `<!-- admin-api:end -->` in `docs/operations.md` (from the admin-http routes);
+ * - the list of metrics between `<!-- metrics:start -->` and `<!-- metrics:end -->`
+ *   in `docs/operations.md`, from `plugins/metrics/catalogue.ts`.
  *
  *   npx tsx scripts/docs.ts           write the files
  *   npx tsx scripts/docs.ts --check   only compare; exit 1 listing what would change
@@ -19,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreConfigSchema } from '../core/config-schema.ts';
 import { ROUTES } from '../plugins/admin-http/routes/index.ts';
+import { metricsTable } from '../plugins/metrics/catalogue.ts';
 import { ADMIN_API_END, ADMIN_API_START, adminApiBlock } from './docs/admin-routes.ts';
 import { bundledPlugins } from './docs/bundled-plugins.ts';
 import { editorSchema } from './docs/editor-schema.ts';
@@ -91,7 +94,8 @@ export async function generateDocs(options: GenerateOptions): Promise<GenerateRe
   const operations = 'docs/operations.md';
   const opsPage = await readIfExists(join(outDir, operations));
   if (opsPage !== undefined) {
-    const filled = fillMarkers(opsPage, adminApiBlock(ROUTES), ADMIN_API_START, ADMIN_API_END);
+    const withApi = fillMarkers(opsPage, adminApiBlock(ROUTES), ADMIN_API_START, ADMIN_API_END);
+    const filled = withApi && fillMarkers(withApi, metricsTable(), METRICS_START, METRICS_END);
     if (filled === undefined) result.missing.push(operations);
     else files.set(operations, filled);
   }
@@ -111,9 +115,12 @@ export async function generateDocs(options: GenerateOptions): Promise<GenerateRe
   return result;
 }
 
+const METRICS_START = '<!-- metrics:start -->';
+const METRICS_END = '<!-- metrics:end -->';
+
 function whyMissing(rel: string): string {
   if (rel === 'docs/operations.md')
-    return `${rel}: needs one "${ADMIN_API_START}" line followed by one "${ADMIN_API_END}" line`;
+    return `${rel}: needs one "${ADMIN_API_START}" line followed by one "${ADMIN_API_END}" line, and one "${METRICS_START}" line followed by one "${METRICS_END}" line`;
   return existsSync(join(REPO_ROOT, rel))
     ? `${rel}: needs one "${CONFIG_START}" line followed by one "${CONFIG_END}" line`
     : `${rel}: page missing (\`npm run docs\` creates a stub to fill in)`;

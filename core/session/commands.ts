@@ -17,6 +17,7 @@ import { upgradeToTls } from './tls-upgrade.ts';
 /** Handle one command line of `octets` octets; returns a promise when the command went async. */
 export function runCommand(s: SmtpSession, line: string, octets: number): Promise<void> | undefined {
   const { verb, argument } = parseCommand(line);
+  s.verb = verb;
   const out = s.output;
   // The line reader let through the longest line anything allows; this command may allow less.
   if (octets > s.host.limits.maxLineLength && octets > lineLimit(s, verb, argument))

@@ -223,9 +223,10 @@ export class MessageReceiver {
     }
     if (queueId !== undefined) {
       s.transaction = undefined;
+      s.host.observers.transaction?.(tx, { outcome: 'queued', size });
       return r;
     }
-    return s.resetTransaction('rejected').then(() => r);
+    return s.resetTransaction('rejected', size).then(() => r);
   }
 
   // ---- chunked messages (the seam BDAT uses) ----------------------------

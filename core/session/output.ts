@@ -20,8 +20,11 @@ export class ReplyOutput {
 
   /** Queue a reply for the next `flush`. Returns undefined so command handlers can `return` it. */
   queue(r: Reply, enhanced = this.#session.enhancedStatusCodes): undefined {
-    if (this.#session.state === 'closed') return undefined;
+    const s = this.#session;
+    if (s.state === 'closed') return undefined;
     this.#pending.push(formatReply(r, enhanced));
+    const observe = s.host.observers.reply;
+    if (observe) observe(s, r, s.verb);
     // RFC 5321 3.8/4.2.2: 421 means the server is closing the channel, whoever produced it.
     // Marked before counting, so a closing reply that reaches maxErrors is not followed by a second 421.
     if (r.disconnect || r.code === 421) this.closing = true;
@@ -35,8 +38,11 @@ export class ReplyOutput {
    * per-recipient replies to one LMTP message, so that a refusal counts once).
    */
   queueUncounted(r: Reply): undefined {
-    if (this.#session.state !== 'closed')
-      this.#pending.push(formatReply(r, this.#session.enhancedStatusCodes));
+    const s = this.#session;
+    if (s.state === 'closed') return undefined;
+    this.#pending.push(formatReply(r, s.enhancedStatusCodes));
+    const observe = s.host.observers.reply;
+    if (observe) observe(s, r, s.verb);
     return undefined;
   }
 
@@ -46,6 +52,7 @@ export class ReplyOutput {
     if (this.#errors >= s.host.limits.maxErrors && !this.closing) {
       s.log.info({ errors: this.#errors }, 'too many errors');
       this.#pending.push(formatReply(Replies.tooManyErrors, s.enhancedStatusCodes));
+      s.host.observers.reply?.(s, Replies.tooManyErrors, undefined);
       this.closing = true;
     }
   }
@@ -62,6 +69,7 @@ export class ReplyOutput {
     }
     if (this.closing) s.close();
     else if (s.host.draining && !s.active && s.state !== 'connecting' && s.state !== 'closed') {
+      s.verb = undefined;
       this.sendNow(Replies.shuttingDown);
     }
   }

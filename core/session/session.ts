@@ -16,6 +16,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { callBail, type Hooks } from '../hooks.ts';
 import type { IdleSweep } from '../idle-sweep.ts';
+import type { Observers } from '../observers.ts';
 import type { Limits, VerbContext } from '../plugin.ts';
 import type { Registry } from '../registry.ts';
 import { isPositive, Replies, type Reply, reply } from '../reply.ts';
@@ -31,6 +32,8 @@ import { upgradeToTls } from './tls-upgrade.ts';
 export interface SessionHost {
   readonly hooks: Hooks;
   readonly registry: Registry;
+  /** Who watches sessions (see `observers.ts`): call sites test the event's field. */
+  readonly observers: Observers;
   readonly hostname: string;
   readonly limits: Readonly<Limits>;
   readonly timeouts: Readonly<{ command: number; data: number; greetingDelay: number; minDataRate: number }>;
@@ -78,6 +81,8 @@ export class SmtpSession implements Session {
   transaction: SmtpTransaction | undefined;
   transactionCount = 0;
   enhancedStatusCodes = false;
+  /** The last command verb read (upper case): what replies answer, for observers. */
+  verb: string | undefined;
 
   readonly host: SessionHost;
   /** The connection's socket: the plain one, or the TLS one after an upgrade. */
@@ -239,12 +244,16 @@ export class SmtpSession implements Session {
   /** Graceful shutdown: 421 now if idle, else after the current transaction. */
   drain(): void {
     if (this.state === 'closed') return;
-    if (!this.active) this.output.sendNow(Replies.shuttingDown);
+    if (!this.active) {
+      this.verb = undefined;
+      this.output.sendNow(Replies.shuttingDown);
+    }
   }
 
   /** Hard stop at the end of the grace period. */
   abort(): void {
     if (this.state === 'closed') return;
+    this.verb = undefined;
     this.output.sendNow(Replies.shuttingDown);
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
@@ -275,9 +284,11 @@ export class SmtpSession implements Session {
   }
 
   /** End the open transaction without queueing it: drop an open chunked message, fire `reset`. */
-  async resetTransaction(_why: 'rset' | 'rejected' | 'disconnect'): Promise<void> {
+  async resetTransaction(why: 'rset' | 'rejected' | 'disconnect', size?: number): Promise<void> {
     const tx = this.transaction;
     this.transaction = undefined;
+    const observe = this.host.observers.transaction;
+    if (tx && observe) observe(tx, size === undefined ? { outcome: why } : { outcome: why, size });
     if (this.#message?.chunkedOpen) await this.#message.abortChunked();
     if (tx && this.host.hooks.reset.isUsed()) await this.host.hooks.reset.promise(tx);
   }
@@ -302,6 +313,7 @@ export class SmtpSession implements Session {
       return;
     }
     this.log.info({ state: this.state }, 'timeout');
+    this.verb = undefined;
     this.output.sendNow(Replies.timeout);
     this.socket.destroy();
   }

@@ -64,6 +64,7 @@ export async function upgradeToTls(
     ...(typeof servername === 'string' ? { servername } : {}),
   };
   s.tls = info;
+  s.host.observers.tls?.(s, info);
   const midSession = s.state !== 'connecting';
   if (s.transaction) await s.resetTransaction('rset');
   s.forgetClient();

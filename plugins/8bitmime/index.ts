@@ -18,6 +18,8 @@ const badBodyBinary = reply(501, '5.5.4', 'BODY must be 7BIT, 8BITMIME or BINARY
 
 export default definePlugin({
   name: '8bitmime',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 6152 8BITMIME: the BODY parameter (and BINARYMIME with the chunking plugin).',
   schema,
   register(api) {

@@ -146,6 +146,7 @@ export default definePlugin({
       queue: () => api.service('queue'),
       log: api.log,
       now: () => api.server.clock.now(),
+      reload: () => api.reload(),
     };
     let server: AdminServer | undefined;
     api.provide('admin-http', {

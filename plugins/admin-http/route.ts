@@ -9,7 +9,7 @@
 import type { FastifyReply } from 'fastify';
 import type { Static, TSchema } from 'typebox';
 import Type from 'typebox';
-import type { ServerStatus } from '../../core/plugin.ts';
+import type { ReloadResult, ServerStatus } from '../../core/plugin.ts';
 import type { Logger } from '../../core/types.ts';
 import type { QueueService } from '../queue/types.ts';
 
@@ -20,6 +20,8 @@ export interface AdminContext {
   queue(): QueueService | undefined;
   readonly log: Logger;
   readonly now: () => number;
+  /** Reload the configuration (`api.reload()`). */
+  reload(): Promise<ReloadResult>;
 }
 
 export interface RouteInput<P, Q, B> {

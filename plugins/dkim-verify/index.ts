@@ -81,6 +81,8 @@ export function overall(results: readonly CheckResult[]): ResultValue {
 
 export default definePlugin({
   name: 'dkim-verify',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description:
     'Verifies every DKIM signature of arriving mail (RFC 6376), streaming the spool; records results for policy.',
   schema,

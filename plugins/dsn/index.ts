@@ -33,6 +33,8 @@ const badOrcpt = reply(501, '5.5.4', 'ORCPT must be addr-type;xtext');
 
 export default definePlugin({
   name: 'dsn',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 3461 DSN: RET, ENVID, NOTIFY and ORCPT recorded with the message.',
   schema,
   register(api) {

@@ -6,6 +6,8 @@ export const schema = Type.Object({}, { additionalProperties: false });
 
 export default definePlugin({
   name: 'enhanced-status-codes',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 2034 ENHANCEDSTATUSCODES: enhanced status codes on replies after EHLO.',
   schema,
   register(api) {

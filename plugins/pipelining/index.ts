@@ -9,6 +9,8 @@ export const schema = Type.Object({}, { additionalProperties: false });
 
 export default definePlugin({
   name: 'pipelining',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 2920 PIPELINING: advertised; replies to a pipelined group go out in one write.',
   schema,
   register(api) {

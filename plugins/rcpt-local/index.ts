@@ -49,6 +49,8 @@ function configuredMailbox(mailbox: string): string {
 
 export default definePlugin({
   name: 'rcpt-local',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'Accepts recipients at local domains, optionally only listed mailboxes.',
   schema,
   register(api, config) {

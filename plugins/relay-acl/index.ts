@@ -69,6 +69,8 @@ function relayDomain(domain: string): string {
 
 export default definePlugin({
   name: 'relay-acl',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description:
     'Relay control: non-local recipients only for authenticated clients, listed networks, or relay domains.',
   schema,

@@ -29,6 +29,8 @@ const needsTls = reply(530, '5.7.10', 'REQUIRETLS needs a TLS session');
 
 export default definePlugin({
   name: 'requiretls',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 8689 REQUIRETLS: offered on TLS sessions, recorded with the message.',
   schema,
   register(api) {

@@ -29,6 +29,8 @@ const badSize = reply(501, '5.5.4', 'SIZE needs a number of octets');
 
 export default definePlugin({
   name: 'size',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 1870 SIZE: advertises the maximum message size and refuses larger declared sizes.',
   schema,
   register(api, config) {

@@ -17,6 +17,8 @@ const takesNoValue = reply(501, '5.5.4', 'SMTPUTF8 takes no value');
 
 export default definePlugin({
   name: 'smtputf8',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'RFC 6531 SMTPUTF8: UTF-8 in envelope addresses for transactions that ask for it.',
   schema,
   // RFC 6531 section 3.1: a server offering SMTPUTF8 MUST also offer 8BITMIME.

@@ -112,6 +112,8 @@ function clientIp(address: string): string {
 
 export default definePlugin({
   name: 'spf',
+  /** Stateless: a config reload may replace or drop it while sessions run. */
+  reloadable: true,
   description: 'SPF (RFC 7208) at MAIL FROM: records pass/fail/... for DMARC and Authentication-Results.',
   schema,
   register(api, config) {

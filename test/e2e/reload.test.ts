@@ -1,0 +1,367 @@
+/**
+ * Config reload: a session open across a reload finishes under the old
+ * configuration while new sessions get the new one; a bad configuration or one
+ * that cannot be applied at runtime changes nothing and says why; listeners
+ * open and close; SIGHUP reloads `mailframe start`'s file.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Type from 'typebox';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { definePlugin } from '../../core/plugin.ts';
+import { connectClient, type TestServer } from '../../core/testkit.ts';
+import { useScope } from '../helpers/scope.ts';
+import { adminTokensFile } from './admin-harness.ts';
+
+const scope = useScope();
+
+/** Adds a header naming its config; records its instances' start and close. */
+const events: string[] = [];
+const stamp = definePlugin({
+  name: 'stamp',
+  reloadable: true,
+  schema: Type.Object({ tag: Type.String() }, { additionalProperties: false }),
+  register(api, config) {
+    events.push(`register ${config.tag}`);
+    api.hooks.headers.tap((fields) => [...fields, `X-Stamp: ${config.tag}`]);
+    api.onClose(() => {
+      events.push(`close ${config.tag}`);
+    });
+  },
+});
+/** A plugin that cannot be replaced at runtime (no `reloadable`). */
+const pinned = definePlugin({
+  name: 'pinned',
+  schema: Type.Object({ n: Type.Integer({ default: 1 }) }, { additionalProperties: false }),
+  register(api) {
+    api.onClose(() => {
+      events.push('close pinned');
+    });
+  },
+});
+
+type Config = { plugins: Array<{ plugin: string; config?: Record<string, unknown> }> } & Record<
+  string,
+  unknown
+>;
+
+/** The server's current configuration as a mutable copy, to edit and reload. */
+function current(t: TestServer): Config {
+  return structuredClone(t.server.config) as unknown as Config;
+}
+
+function entry(config: Config, name: string): { plugin: string; config?: Record<string, unknown> } {
+  const e = config.plugins.find((p) => p.plugin === name);
+  if (!e) throw new Error(`no ${name}`);
+  return e;
+}
+
+async function send(t: TestServer, port = t.port): Promise<void> {
+  const c = await connectClient(port);
+  await c.expect('EHLO client.example', 250);
+  await c.expect('MAIL FROM:<a@b.example>', 250);
+  await c.expect('RCPT TO:<x@example.com>', 250);
+  await c.expect('DATA', 354);
+  expect((await c.sendData('Subject: t\r\n\r\nbody\r\n')).code).toBe(250);
+  await c.expect('QUIT', 221);
+  await c.close();
+}
+
+beforeEach(() => {
+  events.length = 0;
+});
+
+describe('reload', () => {
+  it('lets an open session finish under the old config while new sessions get the new one', async () => {
+    const t = await scope.start({
+      plugins: [[stamp, { tag: 'old' }], pinned, ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const open = await scope.connect(t);
+    await open.expect('EHLO client.example', 250);
+    await open.expect('MAIL FROM:<a@b.example>', 250);
+    await open.expect('RCPT TO:<x@example.com>', 250);
+
+    const next = current(t);
+    entry(next, 'stamp').config = { tag: 'new' };
+    const result = await t.server.reload({ config: next });
+    expect(result).toEqual({
+      ok: true,
+      generation: 2,
+      plugins: {
+        kept: ['enhanced-status-codes', 'pipelining', 'pinned', 'rcpt-local', 'testkit-capture'],
+        added: [],
+        replaced: ['stamp'],
+        removed: [],
+      },
+      listeners: { kept: ['smtp'], opened: [], closed: [] },
+    });
+    expect(t.server.generation).toBe(2);
+
+    await send(t);
+    await open.expect('DATA', 354);
+    expect((await open.sendData('Subject: t\r\n\r\nbody\r\n')).code).toBe(250);
+    const [fresh, old] = await t.waitForMessages(2);
+    expect(fresh?.text).toContain('X-Stamp: new');
+    expect(fresh?.text).not.toContain('X-Stamp: old');
+    expect(old?.text).toContain('X-Stamp: old');
+    expect(old?.text).not.toContain('X-Stamp: new');
+    // The old instance closes only once the last session of its generation has ended.
+    expect(events).toEqual(['register old', 'register new']);
+    await open.expect('QUIT', 221);
+    await open.waitClosed();
+    for (let i = 0; i < 1000 && events.length < 3; i++) await new Promise((r) => setImmediate(r));
+    expect(events).toEqual(['register old', 'register new', 'close old']);
+    // The carried-over plugin is one instance: closed once, at shutdown.
+    await t.close();
+    expect(events.slice(3)).toEqual(['close pinned', 'close new']);
+  });
+
+  it('refuses a bad configuration, naming every error by JSON pointer, and keeps the old one', async () => {
+    const t = await scope.start({
+      plugins: [
+        [stamp, { tag: 'old' }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const next = current(t);
+    entry(next, 'stamp').config = { tag: 5 };
+    next['limits'] = { maxRecipients: 'many' };
+    const result = await t.server.reload({ config: next });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors).toContain('/limits/maxRecipients: must be integer');
+    expect(result.errors).toContain('/plugins/2/config/tag: must be string (plugin stamp)');
+    expect(t.server.generation).toBe(1);
+    await send(t);
+    expect((await t.waitForMessages(1))[0]?.text).toContain('X-Stamp: old');
+    expect(events).toEqual(['register old']);
+  });
+
+  it('refuses what cannot change at runtime, naming the plugin and the setting', async () => {
+    const t = await scope.start({
+      plugins: [[stamp, { tag: 'old' }], pinned, ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const next = current(t);
+    entry(next, 'stamp').config = { tag: 'new' };
+    entry(next, 'pinned').config = { n: 2 };
+    next['hostname'] = 'other.example';
+    const result = await t.server.reload({ config: next });
+    expect(result).toEqual({
+      ok: false,
+      errors: [
+        '/hostname: cannot change while the server runs; restart needed (plugins and queued messages hold the host name the server started with)',
+        '/plugins/3: pinned: settings changed; restart needed (it cannot be replaced while the server runs)',
+      ],
+    });
+    const dropped = current(t);
+    dropped.plugins = dropped.plugins.filter((p) => p.plugin !== 'pinned');
+    const second = await t.server.reload({ config: dropped });
+    expect(second).toEqual({
+      ok: false,
+      errors: ['/plugins: pinned: removed; restart needed (it cannot be dropped while the server runs)'],
+    });
+    // Nothing was registered or closed by the refused reloads.
+    expect(events).toEqual(['register old']);
+    await send(t);
+    expect((await t.waitForMessages(1))[0]?.text).toContain('X-Stamp: old');
+  });
+
+  it('opens added listeners and closes removed ones, keeping unchanged sockets', async () => {
+    const t = await scope.start({ plugins: [['rcpt-local', { domains: ['example.com'] }]] });
+    const next = current(t) as Config & { listeners: Array<Record<string, unknown>> };
+    next.listeners.push({ name: 'extra', host: '127.0.0.1', port: 0 });
+    const added = await t.server.reload({ config: next });
+    expect(added.ok && added.listeners).toEqual({ kept: ['smtp'], opened: ['extra'], closed: [] });
+    const extra = t.server.addresses().find((a) => a.name === 'extra');
+    expect(t.server.addresses().find((a) => a.name === 'smtp')?.port).toBe(t.port);
+    await send(t, extra?.port);
+    await send(t);
+
+    const back = current(t) as Config & { listeners: Array<{ name: string }> };
+    back.listeners = back.listeners.filter((l) => l.name !== 'extra');
+    const removed = await t.server.reload({ config: back });
+    expect(removed.ok && removed.listeners).toEqual({ kept: ['smtp'], opened: [], closed: ['extra'] });
+    expect(t.server.addresses().map((a) => a.name)).toEqual(['smtp']);
+    await expect(connectClient(extra?.port ?? 0)).rejects.toThrow(/ECONNREFUSED/);
+    await send(t);
+  });
+});
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+interface LogLine {
+  msg: string;
+  address?: { port: number } | string;
+  port?: number;
+  errors?: string[];
+  generation?: number;
+}
+
+/** `mailframe start -c FILE` in a child process, its JSON log lines collected. */
+async function startCli(file: string, cwd: string) {
+  const child = spawn(
+    join(ROOT, 'node_modules/.bin/node'),
+    [join(ROOT, 'bin/mailframe.js'), 'start', '-c', file],
+    {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const exited = once(child, 'exit');
+  scope.defer(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const lines: LogLine[] = [];
+  let partial = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => {
+    stderr += s;
+  });
+  child.stdout.setEncoding('utf8').on('data', (s: string) => {
+    const parts = (partial + s).split('\n');
+    partial = parts.pop() ?? '';
+    for (const l of parts) if (l.startsWith('{')) lines.push(JSON.parse(l));
+  });
+  /** Wait (bounded: 15 s) until `check` holds. */
+  const until = async (check: () => boolean, what: string) => {
+    for (let i = 0; i < 1500 && !check(); i++) await new Promise((ok) => setTimeout(ok, 10));
+    if (!check()) throw new Error(`still waiting for ${what}; stderr: ${stderr}`);
+  };
+  await until(() => lines.some((l) => l.msg === 'listening'), 'listening');
+  const address = lines.find((l) => l.msg === 'listening')?.address;
+  const port = typeof address === 'object' ? address.port : 0;
+  const rcpt = async (to: string, code: number) => {
+    const c = await connectClient(port);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect(`RCPT TO:<${to}>`, code);
+    await c.close();
+  };
+  return { child, exited, lines, until, port, rcpt };
+}
+
+async function configFile(): Promise<{ dir: string; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailframe-reload-'));
+  scope.defer(() => rm(dir, { recursive: true, force: true }));
+  return { dir, file: join(dir, 'mailframe.json') };
+}
+
+function cliConfig(
+  domains: string[],
+  extra: Record<string, unknown> = {},
+  plugins: Array<Record<string, unknown>> = [],
+): string {
+  return JSON.stringify({
+    hostname: 'mx.test.example',
+    dataDir: './var',
+    log: { level: 'info', pretty: false },
+    listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0 }],
+    plugins: [
+      { plugin: 'enhanced-status-codes' },
+      { plugin: 'rcpt-local', config: { domains } },
+      ...plugins,
+      { plugin: 'queue-discard' },
+    ],
+    ...extra,
+  });
+}
+
+describe('mailframe start and SIGHUP', () => {
+  it('reloads the file on SIGHUP, refuses a bad one with every error logged, and keeps serving', async () => {
+    const { dir, file } = await configFile();
+    await writeFile(file, cliConfig(['one.example']));
+    const r = await startCli(file, dir);
+    await r.rcpt('x@one.example', 250);
+    await r.rcpt('x@two.example', 550);
+
+    // A session open across the reload keeps the old recipient table.
+    const open = await connectClient(r.port);
+    await open.expect('EHLO client.example', 250);
+    await writeFile(file, cliConfig(['two.example']));
+    r.child.kill('SIGHUP');
+    await r.until(() => r.lines.some((l) => l.msg === 'configuration reloaded'), 'the reload');
+    expect(r.lines.find((l) => l.msg === 'configuration reloaded')?.generation).toBe(2);
+    await r.rcpt('x@two.example', 250);
+    await r.rcpt('x@one.example', 550);
+    await open.expect('MAIL FROM:<a@b.example>', 250);
+    await open.expect('RCPT TO:<x@one.example>', 250);
+    await open.close();
+
+    // A bad file: every error in the log, the running configuration stays.
+    await writeFile(file, cliConfig(['two.example'], { limits: { maxRecipients: 0 }, bogus: true }));
+    r.child.kill('SIGHUP');
+    await r.until(() => r.lines.some((l) => l.msg.startsWith('configuration not reloaded')), 'the refusal');
+    expect(r.lines.find((l) => l.msg.startsWith('configuration not reloaded'))?.errors).toEqual([
+      '/bogus: is not a known setting',
+      '/limits/maxRecipients: must be >= 1',
+    ]);
+    await r.rcpt('x@two.example', 250);
+    r.child.kill('SIGTERM');
+    expect((await r.exited)[0]).toBe(0);
+  });
+});
+
+describe('POST /api/reload (admin-http)', () => {
+  it('reloads over HTTP with a token, refuses without one or with a wrong one, and answers 422 with every error', async () => {
+    const { dir, file } = await configFile();
+    const { token, path } = await adminTokensFile(dir);
+    const admin = [
+      { plugin: 'admin-http', config: { port: 0, tokensFile: path, watch: false, console: false } },
+    ];
+    await writeFile(file, cliConfig(['one.example'], {}, admin));
+    const r = await startCli(file, dir);
+    await r.until(() => r.lines.some((l) => l.msg === 'admin API listening'), 'the admin API');
+    const url = `http://127.0.0.1:${r.lines.find((l) => l.msg === 'admin API listening')?.port}/api/reload`;
+    await writeFile(file, cliConfig(['two.example'], {}, admin));
+
+    const none = await fetch(url, { method: 'POST' });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer realm="mailframe"');
+    const wrong = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer not-a-token' } });
+    expect(wrong.status).toBe(401);
+    expect(((await wrong.json()) as { error: string }).error).toBe('unauthorized');
+    // Refused requests changed nothing.
+    await r.rcpt('x@one.example', 250);
+    expect(r.lines.some((l) => l.msg === 'configuration reloaded')).toBe(false);
+
+    const ok = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({
+      ok: true,
+      generation: 2,
+      plugins: {
+        kept: ['enhanced-status-codes', 'admin-http', 'queue-discard'],
+        added: [],
+        replaced: ['rcpt-local'],
+        removed: [],
+      },
+      listeners: { kept: ['smtp'], opened: [], closed: [] },
+    });
+    await r.rcpt('x@two.example', 250);
+    await r.rcpt('x@one.example', 550);
+
+    await writeFile(
+      file,
+      cliConfig(['two.example'], { dataDir: './elsewhere', limits: { maxErrors: -1 } }, admin),
+    );
+    const bad = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(bad.status).toBe(422);
+    expect(await bad.json()).toEqual({ ok: false, errors: ['/limits/maxErrors: must be >= 1'] });
+    await writeFile(file, cliConfig(['two.example'], { dataDir: './elsewhere' }, admin));
+    const fixed = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(fixed.status).toBe(422);
+    expect(((await fixed.json()) as { errors: string[] }).errors).toEqual([
+      '/dataDir: cannot change while the server runs; restart needed (the queue and spool live there)',
+    ]);
+    await r.rcpt('x@two.example', 250);
+    r.child.kill('SIGTERM');
+    expect((await r.exited)[0]).toBe(0);
+  });
+});
