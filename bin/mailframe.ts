@@ -29,7 +29,7 @@ Commands:
                            else the embedded default in examples/default/mailframe.json)
   check-config [FILE]      Validate a configuration and its plugins' settings, then exit
   queue <command> [-c FILE] Inspect and manage the queue (list, show, hold, release,
-                           retry, delete, stats; --json for scripts): see docs/queue.md
+                           retry, delete, stats, migrate; --json for scripts): see docs/queue.md
   init [DIR] [--mx|--submission|--relay]
                            Write a new mail server project (package.json, a commented
                            mailframe.json for the role, a plugin with its test, README)

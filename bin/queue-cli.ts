@@ -1,21 +1,28 @@
 /**
- * `mailframe queue ...`: look at and manage the queue of a queue-fs server.
+ * `mailframe queue ...`: look at and manage the queue of a queue-fs or
+ * queue-pg server.
  *
  *   queue list [--state active|deferred|held|quarantined] [--search TEXT] [--limit N]
  *   queue show ID | hold ID | release ID | retry ID | delete ID | stats
  *   queue quarantine list | show ID | release ID | delete ID
+ *   queue migrate   (queue-pg: bring the database schema up to date)
  *   every command takes --json for scripts
  *
- * With the server running, requests go through its control socket
+ * queue-fs: with the server running, requests go through its control socket
  * (`<queue dir>/control.sock`) so the running scheduler sees every change.
  * With no server, the CLI opens the queue files itself (every change is an
  * atomic rename, so this is safe); it refuses when the server's pid file
  * names a live process it cannot reach.
+ *
+ * queue-pg: the CLI works on the database directly, running servers or not
+ * (each change is one transaction; release and retry wake the nodes by NOTIFY).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { readConfigFile } from '../core/config.ts';
+import pg from 'pg';
+import type { TSchema } from 'typebox';
+import { createAjv, readConfigFile, validatePluginConfig } from '../core/config.ts';
 import { silentLogger } from '../core/log.ts';
 import {
   type ControlRequest,
@@ -35,6 +42,13 @@ import type {
 } from '../plugins/queue/types.ts';
 import { queueDirOf } from '../plugins/queue-fs/index.ts';
 import { FsQueueStore } from '../plugins/queue-fs/store.ts';
+import {
+  connectionOf,
+  openStore,
+  schema as pgSchema,
+  type QueuePgConfig,
+} from '../plugins/queue-pg/index.ts';
+import { migrate, SCHEMA_VERSION } from '../plugins/queue-pg/migrations.ts';
 
 export interface CliOutput {
   out(text: string): void;
@@ -64,32 +78,88 @@ Commands:
   quarantine show ID   A quarantined message (as show)
   quarantine release ID  Deliver a quarantined message normally
   quarantine delete ID   Remove a quarantined message (no delivery, no bounce)
+  migrate              queue-pg: apply the database schema migrations
 
 Options:
   -c, --config FILE    Server configuration (finds the queue directory)
       --json           Machine-readable output
 `;
 
-interface QueueLocation {
-  readonly root: string;
-  readonly socket: string | undefined;
-}
+type QueueLocation =
+  | { readonly kind: 'fs'; readonly root: string; readonly socket: string | undefined }
+  | { readonly kind: 'pg'; readonly config: QueuePgConfig };
 
-/** Find the queue-fs directory from the server configuration. */
+/** Find the queue from the server configuration: queue-fs's directory or queue-pg's database. */
 async function locate(configFile: string): Promise<QueueLocation> {
   const { raw, baseDir } = await readConfigFile(configFile);
   const cfg = (raw ?? {}) as { dataDir?: unknown; plugins?: unknown };
   const dataDir = resolve(baseDir, typeof cfg.dataDir === 'string' ? cfg.dataDir : './var');
   const entries = Array.isArray(cfg.plugins) ? (cfg.plugins as Array<Record<string, unknown>>) : [];
-  const entry = entries.find((e) => e?.['plugin'] === 'queue-fs');
-  if (!entry) throw new Error(`${configFile} configures no queue-fs plugin`);
+  const index = entries.findIndex((e) => e?.['plugin'] === 'queue-fs' || e?.['plugin'] === 'queue-pg');
+  const entry = entries[index];
+  if (!entry) throw new Error(`${configFile} configures no queue (queue-fs or queue-pg plugin)`);
+  if (entry['plugin'] === 'queue-pg') {
+    const v = validatePluginConfig(
+      createAjv(),
+      pgSchema as TSchema,
+      entry['config'] ?? {},
+      `/plugins/${index}/config`,
+      'queue-pg',
+    );
+    if (v.errors.length > 0) throw new Error(`${configFile}: ${v.errors.join('; ')}`);
+    return { kind: 'pg', config: v.config as QueuePgConfig };
+  }
   const config = (entry['config'] ?? {}) as { dir?: unknown; controlSocket?: unknown };
   const root = queueDirOf(dataDir, typeof config.dir === 'string' ? config.dir : undefined);
-  return { root, socket: config.controlSocket === false ? undefined : join(root, 'control.sock') };
+  return {
+    kind: 'fs',
+    root,
+    socket: config.controlSocket === false ? undefined : join(root, 'control.sock'),
+  };
 }
 
-/** Ask the running server, or open the files when no server runs. */
+/** queue-pg: the database is the queue; every node sees a change at once. */
+async function performPg(config: QueuePgConfig, req: ControlRequest): Promise<ControlResponse> {
+  // A name of its own, so the running nodes do not take its NOTIFY for their own.
+  const store = await openStore(
+    { ...config, nodeId: `mailframe-queue-cli-${process.pid}` },
+    {
+      clock: { now: () => Date.now() },
+      log: silentLogger(),
+      listen: false,
+      migrate: false,
+    },
+  );
+  try {
+    return await dispatch(store, req);
+  } finally {
+    await store.close();
+  }
+}
+
+/** `mailframe queue migrate`: bring queue-pg's schema up to date. */
+async function migrateQueue(where: QueueLocation, io: CliOutput): Promise<number> {
+  if (where.kind !== 'pg') {
+    io.out('queue-fs keeps no schema: nothing to migrate\n');
+    return 0;
+  }
+  const pool = new pg.Pool({ ...connectionOf(where.config), max: 1 });
+  try {
+    const applied = await migrate(pool, where.config.schema);
+    io.out(
+      applied.length > 0
+        ? `queue schema "${where.config.schema}" migrated to version ${SCHEMA_VERSION} (applied ${applied.join(', ')})\n`
+        : `queue schema "${where.config.schema}" is up to date (version ${SCHEMA_VERSION})\n`,
+    );
+    return 0;
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Ask the running server, or open the files when no server runs (queue-pg: the database). */
 async function perform(where: QueueLocation, req: ControlRequest): Promise<ControlResponse> {
+  if (where.kind === 'pg') return performPg(where.config, req);
   if (where.socket) {
     const answer = await controlRequest(where.socket, req);
     if (answer) return answer;
@@ -135,6 +205,18 @@ export async function runQueueCli(
   if (values.help || command === undefined || command === 'help') {
     (command === undefined && !values.help ? io.err : io.out)(QUEUE_USAGE);
     return command === undefined && !values.help ? 2 : 0;
+  }
+  if (command === 'migrate') {
+    if (id !== undefined) {
+      io.err(`mailframe queue: migrate takes no argument (got "${id}")\n\n${QUEUE_USAGE}`);
+      return 2;
+    }
+    try {
+      return await migrateQueue(await locate(values.config ?? configFile), io);
+    } catch (err) {
+      io.err(`mailframe queue: ${(err as Error).message}\n`);
+      return 1;
+    }
   }
   const request =
     command === 'quarantine' ? quarantineRequest(sub, id, values) : toRequest(command, id, values);

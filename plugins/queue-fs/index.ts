@@ -11,10 +11,9 @@ import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
-import type { Message, Transaction } from '../../core/types.ts';
 import { startQueue } from '../queue/engine.ts';
+import { contentOf, envelopeOf } from '../queue/intake.ts';
 import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
-import type { EnvelopeInput, MessageContent } from '../queue/types.ts';
 import { FreeSpace } from './free-space.ts';
 import { DEFAULT_MEMORY_CACHE, FsQueueStore } from './store.ts';
 
@@ -63,42 +62,6 @@ export const schema = Type.Object(
 /** Where the queue of a server with data directory `dataDir` lives. */
 export function queueDirOf(dataDir: string, dir: string | undefined): string {
   return resolve(dataDir, dir ?? 'queue');
-}
-
-/** The envelope of an SMTP transaction as the queue stores it. */
-export function envelopeOf(tx: Transaction, hostname: string, now: number): EnvelopeInput {
-  const s = tx.session;
-  const host = hostname.toLowerCase();
-  return {
-    from: tx.from.address?.address ?? '',
-    recipients: tx.recipients.map((r) => {
-      const a = r.address;
-      // <Postmaster> without a domain means this host's postmaster (RFC 5321 4.5.1).
-      if (a.domain === '')
-        return { address: `${a.localPart}@${host}`, domain: host, attributes: r.attributes };
-      return { address: a.address, domain: a.asciiDomain.toLowerCase(), attributes: r.attributes };
-    }),
-    attributes: tx.attributes,
-    receivedAt: now,
-    source: {
-      kind: 'smtp',
-      client: s.remote.address,
-      tid: tx.id,
-      ...(s.helo ? { helo: s.helo.domain } : {}),
-      ...(s.user === undefined ? {} : { user: s.user }),
-    },
-  };
-}
-
-/** Messages up to this many octets are queued from memory with one write; larger ones stream. */
-export const IN_MEMORY_LIMIT = 256 * 1024;
-
-/** The message as the queue stores it: prepended header fields, then the data. */
-export function contentOf(message: Message): Promise<MessageContent> {
-  let size = message.size;
-  for (const field of message.prepended) size += Buffer.byteLength(field, 'utf8') + 2;
-  if (size <= IN_MEMORY_LIMIT) return message.read(IN_MEMORY_LIMIT);
-  return Promise.resolve({ size, stream: () => message.stream() });
 }
 
 function isOutOfSpace(err: unknown): boolean {

@@ -1,12 +1,19 @@
 /**
- * Helpers for the admin-http tests: a queue server (queue-fs, a scripted
+ * Helpers for the admin-http tests: a queue server (queue-fs or queue-pg, a scripted
  * delivery plugin, a fake clock) with admin-http on a free loopback port and
  * a tokens file holding one token, plus a small authorised `fetch`.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { newToken } from '../../plugins/admin-http/tokens.ts';
-import { Deliverer, FakeClock, type QueueScope, type QueueServer, sendMail } from './queue-harness.ts';
+import {
+  Deliverer,
+  FakeClock,
+  type QueueScope,
+  type QueueServer,
+  type QueueStoreKind,
+  sendMail,
+} from './queue-harness.ts';
 
 export interface AdminSetup {
   readonly clock: FakeClock;
@@ -28,10 +35,16 @@ export async function adminTokensFile(dir: string, name = 'ops'): Promise<{ toke
   return { token, path };
 }
 
-/** A server whose deliveries are deferred (451) until the test says otherwise. */
+/** A server whose deliveries are deferred (451) until the test says otherwise; its queue is `store` (default queue-fs). */
 export async function startAdminServer(
   scope: QueueScope,
-  opts: { admin?: Record<string, unknown>; plugins?: Parameters<QueueScope['start']>[0]['plugins'] } = {},
+  opts: {
+    admin?: Record<string, unknown>;
+    plugins?: Parameters<QueueScope['start']>[0]['plugins'];
+    store?: QueueStoreKind;
+    /** Settings for the queue plugin over the store's own. */
+    queue?: Record<string, unknown>;
+  } = {},
 ): Promise<AdminSetup> {
   const clock = new FakeClock();
   const dir = await scope.tempDir();
@@ -39,6 +52,8 @@ export async function startAdminServer(
   const d = new Deliverer(clock);
   d.behaviour = () => ({ code: 451, enhanced: '4.3.0', text: 'not now' });
   const s = await scope.start({
+    ...(opts.store === undefined ? {} : { store: opts.store }),
+    ...(opts.queue === undefined ? {} : { queue: opts.queue }),
     clock,
     dataDir: join(dir, 'data'),
     plugins: [

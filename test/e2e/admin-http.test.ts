@@ -1,7 +1,8 @@
 /**
  * The admin API over real HTTP (node's fetch) against a real server with
- * queue-fs and deferred mail: every route, the token checks, bulk actions by
- * ids and by filter, readiness, and redaction of secrets.
+ * deferred mail: every route, the token checks, bulk actions by ids and by
+ * filter, readiness, and redaction of secrets. The queue routes run on
+ * queue-fs and on queue-pg.
  */
 import { execFile } from 'node:child_process';
 import { chmod, readFile, rename, unlink, writeFile } from 'node:fs/promises';
@@ -15,10 +16,12 @@ import { definePlugin } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
 import { newToken, parseTokens, readTokens } from '../../plugins/admin-http/tokens.ts';
+import { decide } from '../../plugins/policy/policy.ts';
 import { queueDirOf } from '../../plugins/queue-fs/index.ts';
 import { installCertificate, makeCertDir, makeCertificate, removeCertDir } from '../helpers/certs.ts';
+import { Relay } from '../helpers/tcp-relay.ts';
 import { adminTokensFile, startAdminServer, withDeferredMail } from './admin-harness.ts';
-import { FakeClock, MINUTE, useQueueScope } from './queue-harness.ts';
+import { FakeClock, MINUTE, type QueueStoreKind, sendMail, useQueueScope } from './queue-harness.ts';
 
 const scope = useQueueScope();
 
@@ -34,6 +37,19 @@ interface ListBody {
   limit: number;
   nextOffset: number | null;
 }
+
+/** Says `quarantine` (through the policy model) for mail from spammer@example.net. */
+const quarantineSpammer = definePlugin({
+  name: 'test-quarantine',
+  schema: Type.Object({}),
+  register(api) {
+    api.hooks.mail.tap((tx, from) =>
+      from.address?.address === 'spammer@example.net'
+        ? decide(tx, 'test-quarantine', 'fail', { fail: { action: 'quarantine' } })
+        : undefined,
+    );
+  },
+});
 
 async function json<T>(r: Response | Promise<Response>, status = 200): Promise<T> {
   const res = await r;
@@ -119,9 +135,9 @@ describe('admin-http: auth', () => {
   });
 });
 
-describe('admin-http: queue', () => {
+describe.each(scope.stores)('admin-http: queue on $name', (store) => {
   it('lists with filters and pages', async () => {
-    const t = await withDeferredMail(scope);
+    const t = await withDeferredMail(scope, { store });
     const all = await json<ListBody>(t.api('/api/queue'));
     expect(all.messages.map((m) => [m.id, m.state, m.pending, m.attempts])).toEqual([
       [t.a, 'deferred', 2, 1],
@@ -152,7 +168,7 @@ describe('admin-http: queue', () => {
   });
 
   it('shows a message with per-recipient history, streams it on request, 404 for an unknown id', async () => {
-    const t = await withDeferredMail(scope);
+    const t = await withDeferredMail(scope, { store });
     t.clock.advance(10 * MINUTE);
     await t.s.queue.runDue();
     const shown = await json<{
@@ -195,7 +211,7 @@ describe('admin-http: queue', () => {
   });
 
   it('holds, releases, retries and deletes one message; 404 for an unknown id', async () => {
-    const t = await withDeferredMail(scope);
+    const t = await withDeferredMail(scope, { store });
     const state = async (id: string) =>
       await json<{ state: string; nextAttemptAt: number; attempts: number }>(t.api(`/api/queue/${id}`));
 
@@ -232,7 +248,7 @@ describe('admin-http: queue', () => {
   });
 
   it('applies bulk actions by filter and by ids', async () => {
-    const t = await withDeferredMail(scope);
+    const t = await withDeferredMail(scope, { store });
     const bulk = (body: unknown, status = 200) =>
       json<{ action: string; matched: number; done: string[]; notFound: string[] }>(
         t.api('/api/queue/bulk', { method: 'POST', body: JSON.stringify(body) }),
@@ -273,6 +289,36 @@ describe('admin-http: queue', () => {
       expect((await bulk(body, 400)).action, JSON.stringify(body)).toBeUndefined();
     }
     expect((await t.s.queue.list()).map((m) => m.id)).toEqual([t.a, t.b]);
+  });
+
+  it('lists quarantined messages with the reason, counts them, and releases one to delivery', async () => {
+    const t = await withDeferredMail(scope, { store, plugins: [quarantineSpammer] });
+    const q = await sendMail(t.s.port, { from: 'spammer@example.net', to: ['bob@example.com'] });
+    await t.s.queue.runDue();
+    expect(t.d.from('spammer@example.net')).toEqual([]);
+
+    const listed = await json<{ messages: Array<Summary & { quarantine?: unknown }> }>(
+      t.api('/api/queue?state=quarantined'),
+    );
+    expect(listed.messages.map((m) => [m.id, m.state, m.quarantine])).toEqual([
+      [q, 'quarantined', { check: 'test-quarantine', result: 'fail' }],
+    ]);
+    // Paged and filtered by destination like the rest of the queue.
+    expect(
+      (await json<ListBody>(t.api('/api/queue?destination=example.com&offset=1&limit=2'))).messages.map(
+        (m) => m.id,
+      ),
+    ).toEqual([t.b, q]);
+    const stats = await json<{ queue: { messages: number; quarantined: number; deferred: number } }>(
+      t.api('/api/stats'),
+    );
+    expect(stats.queue).toMatchObject({ messages: 4, quarantined: 1, deferred: 3 });
+
+    await json(t.api(`/api/queue/${q}/release`, { method: 'POST' }));
+    await t.s.queue.runDue();
+    expect(t.d.from('spammer@example.net')).toHaveLength(1);
+    const shown = await json<Summary & { quarantine?: unknown }>(t.api(`/api/queue/${q}`));
+    expect([shown.state, shown.quarantine]).toEqual(['deferred', undefined]);
   });
 });
 
@@ -444,6 +490,39 @@ describe('admin-http: server state', () => {
     } finally {
       await server.close(0);
     }
+  });
+
+  it('is not ready while the queue database is unreachable (queue-pg), and ready again once it is back', async () => {
+    const store = scope.stores.find((k) => k.name === 'queue-pg') as QueueStoreKind;
+    const url = new URL((await store.config(await scope.tempDir()))['connectionString'] as string);
+    const relay = new Relay({ host: url.hostname, port: Number(url.port) });
+    await relay.open();
+    scope.defer(() => relay.cut());
+    url.port = String(relay.port);
+    const t = await startAdminServer(scope, {
+      store,
+      queue: { connectionString: url.toString(), connectTimeout: '2s' },
+    });
+    const readyz = async () => {
+      const r = await fetch(`${t.base}/readyz`);
+      return { status: r.status, body: (await r.json()) as { checks: Record<string, unknown> } };
+    };
+    expect(await readyz()).toEqual({
+      status: 200,
+      body: { ready: true, checks: { started: { ok: true }, queue: { ok: true } } },
+    });
+
+    await relay.cut();
+    const down = await readyz();
+    expect(down.status).toBe(503);
+    expect(down.body.checks['started']).toEqual({ ok: true });
+    expect(down.body.checks['queue']).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/ECONNREFUSED/),
+    });
+
+    await relay.open(); // the same port: the pool reconnects on its own
+    expect((await readyz()).status).toBe(200);
   });
 
   it('answers unknown routes with 404 and a JSON body', async () => {

@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -5,23 +6,27 @@ import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/
 import {
   queueCli as cli,
   Deliverer,
+  FakeClock,
+  fsStore,
   queueCliJson as json,
   MINUTE,
+  type QueueStoreKind,
   sendMail,
   startForCli,
+  startQueueServer,
   useQueueScope,
 } from './queue-harness.ts';
 
 const scope = useQueueScope();
 
 /** A server whose deliveries defer until told otherwise, and a config file pointing at its queue. */
-const setup = () => startForCli(scope, { defer: true });
+const setup = (store: QueueStoreKind = fsStore) => startForCli(scope, { store, defer: true });
 
 const deliverAll = () => ({ code: 250, enhanced: '2.0.0', text: 'OK' });
 
-describe('mailframe queue (CLI)', () => {
-  it('lists, shows, holds and releases messages through the running server', async () => {
-    const { clock, config, d, s } = await setup();
+describe.each(scope.stores)('mailframe queue (CLI) on $name', (store) => {
+  it('lists, shows, holds and releases messages of the running server', async () => {
+    const { clock, config, d, s } = await setup(store);
     const a = await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['bob@example.com', 'carol@example.org'],
@@ -67,7 +72,7 @@ describe('mailframe queue (CLI)', () => {
   });
 
   it('retry makes a deferred message due now; delete removes it without a bounce', async () => {
-    const { config, d, s } = await setup();
+    const { config, d, s } = await setup(store);
     const a = await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     const b = await sendMail(s.port, { from: 'alice@example.net', to: ['carol@example.com'] });
     await s.queue.runDue();
@@ -87,8 +92,8 @@ describe('mailframe queue (CLI)', () => {
     expect(d.seen.filter((x) => x.job.from === '')).toEqual([]);
   });
 
-  it('works on the files directly when the server is stopped', async () => {
-    const { clock, dataDir, config, s } = await setup();
+  it('works on the queue directly when the server is stopped', async () => {
+    const { clock, dataDir, config, s } = await setup(store);
     const a = await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     const b = await sendMail(s.port, { from: 'alice@example.net', to: ['carol@example.com'] });
     await s.queue.runDue();
@@ -103,7 +108,7 @@ describe('mailframe queue (CLI)', () => {
     expect(text.out).toMatch(/Messages:\s+1 \(0 deferred, 1 held\)/);
 
     const d2 = new Deliverer(clock);
-    const server = await scope.start({ clock, dataDir, plugins: [d2.plugin] });
+    const server = await scope.start({ store, clock, dataDir, plugins: [d2.plugin] });
     clock.advance(60 * MINUTE);
     await server.queue.runDue();
     expect(d2.seen).toEqual([]);
@@ -112,6 +117,19 @@ describe('mailframe queue (CLI)', () => {
     expect(d2.seen.map((x) => x.job.id)).toEqual([a]);
   });
 
+  it('answers usage errors with exit code 2', async () => {
+    const { config } = await setup(store);
+    expect((await cli(config, 'show')).code).toBe(2);
+    expect((await cli(config, 'frobnicate')).code).toBe(2);
+    expect((await cli(config, 'list', '--state', 'weird')).code).toBe(2);
+    expect((await cli(config)).code).toBe(2);
+    const help = await cli(config, '--help');
+    expect(help.code).toBe(0);
+    expect(help.out).toContain('Usage: mailframe queue');
+  });
+});
+
+describe('mailframe queue (CLI) on queue-fs', () => {
   it('answers malformed control-socket requests with bad-request, in order', async () => {
     const { dataDir } = await setup();
     const socket = connect({ path: join(dataDir, 'queue', 'control.sock') });
@@ -138,15 +156,31 @@ describe('mailframe queue (CLI)', () => {
     ]);
     expect(answers[2]?.error).toBe('show needs a message id');
   });
+});
 
-  it('answers usage errors with exit code 2', async () => {
-    const { config } = await setup();
-    expect((await cli(config, 'show')).code).toBe(2);
-    expect((await cli(config, 'frobnicate')).code).toBe(2);
-    expect((await cli(config, 'list', '--state', 'weird')).code).toBe(2);
-    expect((await cli(config)).code).toBe(2);
-    const help = await cli(config, '--help');
-    expect(help.code).toBe(0);
-    expect(help.out).toContain('Usage: mailframe queue');
+describe('mailframe queue migrate (queue-pg)', () => {
+  it('applies the schema a server with "migrate": false refuses to start without', async () => {
+    const store = scope.stores.find((k) => k.name === 'queue-pg') as QueueStoreKind;
+    const clock = new FakeClock();
+    const dir = await scope.tempDir();
+    const dataDir = join(dir, 'data');
+    const queueConfig: Record<string, unknown> = { ...(await store.config(dataDir)), migrate: false };
+    const config = join(dir, 'mailframe.json');
+    await writeFile(config, JSON.stringify({ plugins: [{ plugin: 'queue-pg', config: queueConfig }] }));
+
+    await expect(startQueueServer({ store, clock, dataDir, queue: { migrate: false } })).rejects.toThrow(
+      /has no queue tables yet: run "mailframe queue migrate"/,
+    );
+    const schema = queueConfig['schema'] as string;
+    expect(await cli(config, 'migrate')).toEqual({
+      code: 0,
+      out: `queue schema "${schema}" migrated to version 1 (applied 1)\n`,
+      err: '',
+    });
+    expect((await cli(config, 'migrate')).out).toBe(`queue schema "${schema}" is up to date (version 1)\n`);
+    const s = await scope.start({ store, clock, dataDir, queue: { migrate: false } });
+    expect(await json<QueueStats>(config, 'stats')).toMatchObject({ messages: 0 });
+    await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
+    expect((await json<QueueStats>(config, 'stats')).messages).toBe(1);
   });
 });

@@ -5,6 +5,7 @@ import {
   FakeClock,
   parseFieldGroups,
   parseMultipart,
+  type QueueStoreKind,
   type SeenJob,
   sendMail,
   useQueueScope,
@@ -28,12 +29,12 @@ function failNobody(job: DeliveryJob): { results: RecipientResult[] } {
   };
 }
 
-async function setup(queue: Record<string, unknown> = {}) {
+async function setup(store: QueueStoreKind, queue: Record<string, unknown> = {}) {
   const clock = new FakeClock();
   const dir = await scope.tempDir();
   const d = new Deliverer(clock);
   d.behaviour = failNobody;
-  const s = await scope.start({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
+  const s = await scope.start({ store, clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
   return { clock, d, s };
 }
 
@@ -47,8 +48,8 @@ const BODY =
   'From: <alice@example.net>\r\nSubject: test\r\nMessage-ID: <m1@example.net>\r\n\r\nHello.\r\nSecond line.\r\n';
 
 /** Send BODY with RET=FULL to a mailbox that fails, run the queue once, and return the bounce's MIME parts. */
-async function bounceOfRetFull(queue: Record<string, unknown> = {}) {
-  const { d, s } = await setup(queue);
+async function bounceOfRetFull(store: QueueStoreKind, queue: Record<string, unknown> = {}) {
+  const { d, s } = await setup(store, queue);
   await sendMail(s.port, {
     from: 'alice@example.net',
     to: ['nobody@example.com'],
@@ -59,9 +60,9 @@ async function bounceOfRetFull(queue: Record<string, unknown> = {}) {
   return parseMultipart(onlyBounce(d).message).parts;
 }
 
-describe('bounces (RFC 3464 delivery status notifications)', () => {
+describe.each(scope.stores)('bounces (RFC 3464 delivery status notifications) on $name', (store) => {
   it('reports a failed recipient to the sender in a multipart/report', async () => {
-    const { d, s } = await setup();
+    const { d, s } = await setup(store);
     const id = await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['bob@example.com', 'nobody@example.com'],
@@ -116,7 +117,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('returns the whole message as message/rfc822 with RET=FULL', async () => {
-    const parts = await bounceOfRetFull();
+    const parts = await bounceOfRetFull(store);
     const returned = parts[2];
     expect(returned?.headers).toContain('Content-Type: message/rfc822');
     expect(returned?.body).toMatch(/^Received: from client\.test/);
@@ -124,14 +125,14 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('returns only the headers when the message is larger than bounceMaxReturnSize', async () => {
-    const parts = await bounceOfRetFull({ bounceMaxReturnSize: 100 });
+    const parts = await bounceOfRetFull(store, { bounceMaxReturnSize: 100 });
     expect(parts[2]?.headers).toContain('Content-Type: text/rfc822-headers');
     expect(parts[2]?.body).not.toContain('Hello.');
     expect(parts[0]?.body).toContain('too large to return');
   });
 
   it('sends nothing for NOTIFY=NEVER', async () => {
-    const { d, s } = await setup();
+    const { d, s } = await setup(store);
     await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['nobody@example.com'],
@@ -143,7 +144,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('reports a successful delivery when NOTIFY=SUCCESS asks for it', async () => {
-    const { d, s } = await setup();
+    const { d, s } = await setup(store);
     await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['bob@example.com', 'carol@example.com'],
@@ -159,7 +160,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('reports `relayed` for a next hop without DSN, nothing when the next hop took NOTIFY over', async () => {
-    const { d, s } = await setup();
+    const { d, s } = await setup(store);
     const handoffs: Record<string, 'relayed' | 'passed-on'> = {
       'bob@example.com': 'relayed',
       'carol@example.com': 'passed-on',
@@ -189,7 +190,7 @@ describe('bounces (RFC 3464 delivery status notifications)', () => {
   });
 
   it('never bounces to the null reverse-path, and drops a bounce of a bounce', async () => {
-    const { d, s } = await setup();
+    const { d, s } = await setup(store);
     // A message from <> that fails: no bounce.
     await sendMail(s.port, { from: '', to: ['nobody@example.com'] });
     await s.queue.runDue();

@@ -3,6 +3,7 @@
  * delivery plugin whose answers the test scripts, a stand-in for the DSN
  * extension's parameters, and a small SMTP sender.
  */
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { MailServer } from '../../core/server.ts';
 import { connectClient } from '../../core/testkit.ts';
 import type { DeliveryJob, DeliveryReport } from '../../core/types.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
+import { usePostgres } from '../helpers/postgres.ts';
 import { useScope } from '../helpers/scope.ts';
 
 export class FakeClock {
@@ -90,9 +92,37 @@ export class Deliverer {
   }
 }
 
+/**
+ * A queue backend the behaviour tests run against: its plugin name and the
+ * config that makes its queue belong to `dataDir` (a server started again on
+ * the same directory finds the same queue).
+ */
+export interface QueueStoreKind {
+  readonly name: 'queue-fs' | 'queue-pg';
+  config(dataDir: string): Promise<Record<string, unknown>>;
+}
+
+export const fsStore: QueueStoreKind = {
+  name: 'queue-fs',
+  config: () => Promise.resolve({ fsync: false }),
+};
+
+/** queue-pg on this test file's database, one schema per data directory. */
+export function pgStore(databaseUrl: () => Promise<string>): QueueStoreKind {
+  return {
+    name: 'queue-pg',
+    async config(dataDir) {
+      const schema = `q_${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}`;
+      return { connectionString: await databaseUrl(), schema };
+    },
+  };
+}
+
 export interface QueueServerOptions {
   readonly clock: FakeClock;
   readonly dataDir: string;
+  /** The queue backend (default queue-fs). */
+  readonly store?: QueueStoreKind;
   readonly queue?: Record<string, unknown>;
   /** Plugins loaded before queue-fs (delivery plugins, `dsn`): definitions or bundled names. */
   readonly plugins?: ReadonlyArray<
@@ -119,10 +149,14 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 export interface QueueScope {
+  /** Every queue backend, for `describe.each`: queue-fs, and queue-pg on a database started on first use. */
+  readonly stores: readonly QueueStoreKind[];
   /** A temporary directory removed after the test. */
   tempDir(): Promise<string>;
   /** Start a queue server (as `startQueueServer`) that is closed after the test. */
   start(o: QueueServerOptions): Promise<QueueServer>;
+  /** Register any other cleanup. */
+  defer(fn: () => unknown): void;
 }
 
 /**
@@ -132,7 +166,9 @@ export interface QueueScope {
  */
 export function useQueueScope(): QueueScope {
   const scope = useScope();
+  const database = usePostgres();
   return {
+    stores: [fsStore, pgStore(database)],
     async tempDir() {
       const dir = await tempDir();
       scope.defer(() => removeDir(dir));
@@ -143,10 +179,11 @@ export function useQueueScope(): QueueScope {
       scope.defer(() => server.close());
       return server;
     },
+    defer: (fn) => scope.defer(fn),
   };
 }
 
-/** Start a server with rcpt-local, the given plugins and queue-fs, on a fake clock. */
+/** Start a server with rcpt-local, the given plugins and the queue (queue-fs unless told), on a fake clock. */
 export async function startQueueServer(o: QueueServerOptions): Promise<QueueServer> {
   const definitions = new Map<string, PluginDefinition>();
   const entries: Array<Record<string, unknown>> = [
@@ -168,7 +205,8 @@ export async function startQueueServer(o: QueueServerOptions): Promise<QueueServ
     if (typeof p.plugin !== 'string') definitions.set(name, p.plugin);
     entries.push({ plugin: name, id: p.id, ...(p.config ? { config: p.config } : {}) });
   }
-  entries.push({ plugin: 'queue-fs', config: { fsync: false, ...o.queue } });
+  const store = o.store ?? fsStore;
+  entries.push({ plugin: store.name, config: { ...(await store.config(o.dataDir)), ...o.queue } });
   const server = await MailServer.create({
     config: {
       hostname: 'mx.test.example',
@@ -284,24 +322,26 @@ export async function queueCliJson<T>(config: string, ...argv: string[]): Promis
 }
 
 /**
- * A queue server (`plugins`, then a scripted delivery plugin, then queue-fs)
- * and a config file pointing the CLI at its queue. `defer`: deliveries answer
- * 451 until the test says otherwise.
+ * A queue server (`plugins`, then a scripted delivery plugin, then the queue:
+ * `store`, default queue-fs) and a config file pointing the CLI at its queue.
+ * `defer`: deliveries answer 451 until the test says otherwise.
  */
 export async function startForCli(
   scope: QueueScope,
-  o: { plugins?: QueueServerOptions['plugins']; defer?: boolean } = {},
+  o: { plugins?: QueueServerOptions['plugins']; defer?: boolean; store?: QueueStoreKind } = {},
 ) {
   const clock = new FakeClock();
   const dir = await scope.tempDir();
   const dataDir = join(dir, 'data');
   const config = join(dir, 'mailframe.json');
+  const store = o.store ?? fsStore;
+  const queueConfig = store.name === 'queue-fs' ? {} : await store.config(dataDir);
   await writeFile(
     config,
-    JSON.stringify({ dataDir: './data', plugins: [{ plugin: 'queue-fs', config: {} }] }),
+    JSON.stringify({ dataDir: './data', plugins: [{ plugin: store.name, config: queueConfig }] }),
   );
   const d = new Deliverer(clock);
   if (o.defer) d.behaviour = () => ({ code: 451, enhanced: '4.3.0', text: 'not now' });
-  const s = await scope.start({ clock, dataDir, plugins: [...(o.plugins ?? []), d.plugin] });
+  const s = await scope.start({ store, clock, dataDir, plugins: [...(o.plugins ?? []), d.plugin] });
   return { clock, dataDir, config, d, s };
 }

@@ -6,8 +6,10 @@ import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/
 import {
   queueCli as cli,
   Deliverer,
+  fsStore,
   queueCliJson as json,
   MINUTE,
+  type QueueStoreKind,
   sendMail,
   startForCli,
   useQueueScope,
@@ -28,13 +30,14 @@ const quarantineSpammer = definePlugin({
   },
 });
 
-const setup = () => startForCli(scope, { plugins: [quarantineSpammer] });
+const setup = (store: QueueStoreKind = fsStore) =>
+  startForCli(scope, { store, plugins: [quarantineSpammer] });
 
 const delivered = (d: Deliverer) => d.seen.map((x) => x.job.id);
 
-describe('quarantine', () => {
+describe.each(scope.stores)('quarantine on $name', (store) => {
   it('keeps a quarantined message from delivery; list, show, release delivers it, delete removes it', async () => {
-    const { config, d, s } = await setup();
+    const { config, d, s } = await setup(store);
     const q = await sendMail(s.port, { from: 'spammer@example.net', to: ['bob@example.com'] });
     const n = await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     const q2 = await sendMail(s.port, { from: 'spammer@example.net', to: ['carol@example.com'] });
@@ -95,8 +98,8 @@ describe('quarantine', () => {
     expect((await cli(config, 'quarantine', 'list')).out).toBe('The quarantine is empty.\n');
   });
 
-  it('survives a restart, and is managed on the files while the server is stopped', async () => {
-    const { clock, dataDir, config, d, s } = await setup();
+  it('survives a restart, and is managed on the queue while the server is stopped', async () => {
+    const { clock, dataDir, config, d, s } = await setup(store);
     const q = await sendMail(s.port, { from: 'spammer@example.net', to: ['bob@example.com'] });
     const q2 = await sendMail(s.port, { from: 'spammer@example.net', to: ['carol@example.com'] });
     await s.queue.runDue();
@@ -107,14 +110,16 @@ describe('quarantine', () => {
     expect((await cli(config, 'quarantine', 'release', q)).code).toBe(0);
 
     const d2 = new Deliverer(clock);
-    const s2 = await scope.start({ clock, dataDir, plugins: [quarantineSpammer, d2.plugin] });
+    const s2 = await scope.start({ store, clock, dataDir, plugins: [quarantineSpammer, d2.plugin] });
     clock.advance(60 * MINUTE);
     await s2.queue.runDue();
     // Released while stopped: delivered; the other is still quarantined after the restart.
     expect(delivered(d2)).toEqual([q]);
     expect((await json<QueueSummary[]>(config, 'quarantine', 'list')).map((m) => m.id)).toEqual([q2]);
   });
+});
 
+describe('quarantine (CLI)', () => {
   it('answers usage errors with exit code 2', async () => {
     const { config } = await setup();
     expect((await cli(config, 'quarantine', 'list')).code).toBe(0);

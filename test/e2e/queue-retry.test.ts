@@ -9,6 +9,7 @@ import {
   parseFieldGroups,
   parseMultipart,
   type QueueServer,
+  type QueueStoreKind,
   sendMail,
   useQueueScope,
 } from './queue-harness.ts';
@@ -16,7 +17,7 @@ import {
 const scope = useQueueScope();
 
 /** Defers every message except bounces (which are delivered). */
-async function setup(queue: Record<string, unknown>) {
+async function setup(store: QueueStoreKind, queue: Record<string, unknown>) {
   const clock = new FakeClock();
   const dir = await scope.tempDir();
   const d = new Deliverer(clock);
@@ -24,7 +25,7 @@ async function setup(queue: Record<string, unknown>) {
     job.from === ''
       ? { code: 250, enhanced: '2.0.0', text: 'OK' }
       : { code: 451, enhanced: '4.4.1', text: 'Connection timed out' };
-  const s = await scope.start({ clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
+  const s = await scope.start({ store, clock, dataDir: dir, plugins: ['dsn', d.plugin], queue });
   return { clock, d, s, start: clock.now() };
 }
 
@@ -39,9 +40,9 @@ async function runUntilDone(s: QueueServer, clock: FakeClock, until: number): Pr
   }
 }
 
-describe('retries', () => {
+describe.each(scope.stores)('retries on $name', (store) => {
   it('follows the retry schedule and gives up at maxAge with a failure notification', async () => {
-    const { clock, d, s, start } = await setup({ retry: '5m, 30m, 1h...', maxAge: '3h' });
+    const { clock, d, s, start } = await setup(store, { retry: '5m, 30m, 1h...', maxAge: '3h' });
     await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     await s.queue.runDue();
     clock.advance(4 * MINUTE);
@@ -67,7 +68,7 @@ describe('retries', () => {
   });
 
   it('ends a schedule without "..." after its last delay', async () => {
-    const { clock, d, s, start } = await setup({ retry: '1m, 2m' });
+    const { clock, d, s, start } = await setup(store, { retry: '1m, 2m' });
     await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
     await runUntilDone(s, clock, start + DAY);
     expect(d.from('alice@example.net').map((x) => (x.at - start) / MINUTE)).toEqual([0, 1, 3]);
@@ -76,7 +77,7 @@ describe('retries', () => {
   });
 
   it('sends one DELAY notification after delayWarning to recipients whose NOTIFY allows it', async () => {
-    const { clock, d, s, start } = await setup({ retry: '30m...', delayWarning: '1h', maxAge: '5d' });
+    const { clock, d, s, start } = await setup(store, { retry: '30m...', delayWarning: '1h', maxAge: '5d' });
     await sendMail(s.port, {
       from: 'alice@example.net',
       to: ['bob@example.com', 'carol@example.com', 'dan@example.com'],
@@ -102,13 +103,14 @@ describe('retries', () => {
   it('stops start-up with a clear message for a bad schedule', async () => {
     const clock = new FakeClock();
     const dir = await scope.tempDir();
+    const storeConfig = await store.config(dir);
     const create = (queue: Record<string, unknown>) =>
       MailServer.create({
-        config: { dataDir: dir, plugins: [{ plugin: 'queue-fs', config: { fsync: false, ...queue } }] },
+        config: { dataDir: dir, plugins: [{ plugin: store.name, config: { ...storeConfig, ...queue } }] },
         clock,
       });
     await expect(create({ retry: '5m, soon' })).rejects.toThrow(
-      /queue-fs.*retry: item 2 \("soon"\): "soon" is not a duration/,
+      new RegExp(`${store.name}.*retry: item 2 \\("soon"\\): "soon" is not a duration`),
     );
     await expect(create({ retry: '5m..., 1h' })).rejects.toThrow(/only the last delay may end with "\.\.\."/);
     await expect(create({ maxAge: 'forever' })).rejects.toThrow(/maxAge: "forever" is not a duration/);

@@ -1,0 +1,297 @@
+/**
+ * The queue's tables in PostgreSQL, as numbered migrations applied at start
+ * (or by `mailframe queue migrate`). `schema_version` holds the number of the
+ * last one applied; a database at a newer version than this code knows is
+ * refused, so an old node never writes to tables it does not understand.
+ *
+ * Every migration runs in its own transaction under an advisory lock, so
+ * nodes starting together apply each one exactly once.
+ */
+import type { Pool, PoolClient } from 'pg';
+
+/** A quoted SQL identifier. */
+export function ident(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** The SQL of each migration, for schema `s` (a quoted identifier); index 0 is version 1. */
+const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
+  (s) => `
+CREATE SEQUENCE ${s}.lease_tokens;
+
+-- One row per message: the envelope, and the octets once (inline when small, else in message_chunks).
+CREATE TABLE ${s}.messages (
+  id text PRIMARY KEY,
+  sender text NOT NULL,
+  attributes jsonb NOT NULL,
+  source jsonb,
+  received_at bigint NOT NULL,
+  size bigint NOT NULL,
+  -- held: an operator stopped it. quarantined: a policy action set it aside on
+  -- arrival (attributes.quarantine), in the same transaction that stored it.
+  held boolean NOT NULL DEFAULT false,
+  quarantined boolean NOT NULL DEFAULT false,
+  body bytea
+);
+
+CREATE TABLE ${s}.message_chunks (
+  message_id text NOT NULL REFERENCES ${s}.messages (id) ON DELETE CASCADE,
+  seq integer NOT NULL,
+  data bytea NOT NULL,
+  PRIMARY KEY (message_id, seq)
+);
+
+-- Per-recipient delivery state (times in ms since the epoch, from the server clock).
+CREATE TABLE ${s}.recipients (
+  message_id text NOT NULL REFERENCES ${s}.messages (id) ON DELETE CASCADE,
+  idx integer NOT NULL,
+  address text NOT NULL,
+  domain text NOT NULL,
+  attributes jsonb NOT NULL,
+  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_at bigint NOT NULL,
+  last_attempt_at bigint,
+  reply jsonb,
+  mta text,
+  mta_address text,
+  warned boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (message_id, idx)
+);
+
+-- A job: one message's pending recipients at one destination. due_at is the
+-- earliest next attempt; while leased it is the lease expiry, so a job whose
+-- node died becomes due again by itself. held: not scheduled, because its
+-- message is held or quarantined (or both).
+CREATE TABLE ${s}.jobs (
+  message_id text NOT NULL REFERENCES ${s}.messages (id) ON DELETE CASCADE,
+  destination text NOT NULL,
+  due_at bigint NOT NULL,
+  held boolean NOT NULL DEFAULT false,
+  lease_owner text,
+  lease_token bigint,
+  lease_expires bigint,
+  PRIMARY KEY (message_id, destination)
+);
+CREATE INDEX jobs_due ON ${s}.jobs (due_at, message_id) WHERE NOT held;
+CREATE INDEX jobs_leased ON ${s}.jobs (destination) WHERE lease_token IS NOT NULL;
+
+-- Lease up to p_limit due jobs for p_owner, at most p_per running (unexpired
+-- leases, all nodes) per destination. A destination another node is leasing
+-- for at this moment (its advisory lock is taken) is skipped: that node fills it.
+-- p_mine: the tokens of leases the calling node still runs (even if expired:
+-- it never races itself for a job; they count against the destination's room).
+-- Returns each leased job with its message and pending recipients there (read
+-- after the lock, so the message row committed with the job is always seen).
+CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
+  p_mine bigint[])
+RETURNS TABLE (id text, destination text, token bigint, sender text, attributes jsonb, received_at bigint,
+  size bigint, body bytea, recipients jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  j record;
+  ids text[] := '{}';
+  dests text[] := '{}';
+  tokens bigint[] := '{}';
+  skip text[] := '{}';
+  rooms jsonb := '{}';
+  room integer;
+  taken integer := 0;
+  t bigint;
+BEGIN
+  -- A lease lost in a database crash only lets the job run again (at least once): no WAL flush to wait for.
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF p_limit <= 0 THEN RETURN; END IF;
+  FOR j IN
+    SELECT x.message_id, x.destination, x.lease_token FROM ${s}.jobs x
+    WHERE x.due_at <= p_now AND NOT x.held ORDER BY x.due_at, x.message_id
+  LOOP
+    CONTINUE WHEN j.destination = ANY (skip) OR j.lease_token = ANY (p_mine);
+    room := (rooms ->> j.destination)::integer;
+    IF room IS NULL THEN
+      IF p_per IS NULL THEN
+        room := p_limit;
+      ELSE
+        IF NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || j.destination, 0)) THEN
+          skip := skip || j.destination;
+          CONTINUE;
+        END IF;
+        SELECT p_per - count(*) INTO room FROM ${s}.jobs l
+        WHERE l.destination = j.destination AND l.lease_token IS NOT NULL
+          AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
+      END IF;
+    END IF;
+    IF room <= 0 THEN
+      skip := skip || j.destination;
+      CONTINUE;
+    END IF;
+    PERFORM 1 FROM ${s}.jobs x
+    WHERE x.message_id = j.message_id AND x.destination = j.destination AND x.due_at <= p_now AND NOT x.held
+      AND x.lease_token IS NOT DISTINCT FROM j.lease_token
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+      t := nextval('${s}.lease_tokens');
+      UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
+      WHERE x.message_id = j.message_id AND x.destination = j.destination;
+      room := room - 1;
+      taken := taken + 1;
+      ids := ids || j.message_id;
+      dests := dests || j.destination;
+      tokens := tokens || t;
+      EXIT WHEN taken >= p_limit;
+    END IF;
+    rooms := jsonb_set(rooms, ARRAY[j.destination], to_jsonb(room));
+  END LOOP;
+  RETURN QUERY
+    SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
+      (SELECT jsonb_agg(jsonb_build_object('index', r.idx, 'address', r.address, 'attributes', r.attributes,
+         'attempts', r.attempts, 'warned', r.warned) ORDER BY r.idx)
+       FROM ${s}.recipients r
+       WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending')
+    FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
+END $$;
+
+-- Record an attempt's outcomes and end the lease, if p_token still holds it.
+-- Returns 'stale' (the lease was taken over or the message deleted: nothing
+-- recorded), 'removed' (every recipient final: the message is gone) or 'kept'.
+CREATE FUNCTION ${s}.settle(p_id text, p_destination text, p_token bigint, p_now bigint, p_outcomes jsonb)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  next_due bigint;
+BEGIN
+  -- A result lost in a database crash repeats the attempt (delivery is at least once,
+  -- as with queue-fs; a bounce is queued, durably, before this): no WAL flush to wait for.
+  PERFORM set_config('synchronous_commit', 'off', true);
+  -- The message row first (as hold, release, retry and delete take it): settles of
+  -- one message's jobs at several destinations run one after the other, so the
+  -- last one sees every recipient final and removes the message.
+  PERFORM 1 FROM ${s}.messages WHERE id = p_id FOR UPDATE;
+  IF NOT FOUND THEN RETURN 'stale'; END IF;
+  PERFORM 1 FROM ${s}.jobs WHERE message_id = p_id AND destination = p_destination AND lease_token = p_token
+  FOR UPDATE;
+  IF NOT FOUND THEN RETURN 'stale'; END IF;
+  UPDATE ${s}.recipients r SET
+    status = CASE o.status WHEN 'deferred' THEN 'pending' ELSE o.status END,
+    attempts = r.attempts + 1,
+    next_attempt_at = CASE WHEN o.status = 'deferred' THEN coalesce(o."nextAttemptAt", p_now) ELSE r.next_attempt_at END,
+    last_attempt_at = p_now,
+    reply = o.reply,
+    mta = o.mta,
+    mta_address = o."mtaAddress",
+    warned = r.warned OR coalesce(o.warned, false)
+  FROM jsonb_to_recordset(p_outcomes) AS o("index" integer, status text, reply jsonb, mta text,
+    "mtaAddress" text, "nextAttemptAt" bigint, warned boolean)
+  WHERE r.message_id = p_id AND r.idx = o."index" AND r.status = 'pending';
+  IF NOT EXISTS (SELECT 1 FROM ${s}.recipients WHERE message_id = p_id AND status = 'pending') THEN
+    DELETE FROM ${s}.messages WHERE id = p_id;
+    RETURN 'removed';
+  END IF;
+  SELECT min(next_attempt_at) INTO next_due FROM ${s}.recipients
+  WHERE message_id = p_id AND domain = p_destination AND status = 'pending';
+  IF next_due IS NULL THEN
+    DELETE FROM ${s}.jobs WHERE message_id = p_id AND destination = p_destination;
+  ELSE
+    UPDATE ${s}.jobs SET due_at = next_due, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+    WHERE message_id = p_id AND destination = p_destination;
+  END IF;
+  RETURN 'kept';
+END $$;
+`,
+];
+
+/** A SQL string literal. */
+function literal(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+/** The schema version this code writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export class NewerSchemaError extends Error {
+  readonly code = 'ESCHEMANEWER';
+  constructor(schema: string, found: number) {
+    super(
+      `the queue schema "${schema}" is at version ${found}, newer than this mailframe knows (${SCHEMA_VERSION}): upgrade mailframe on this node, or point it at another schema`,
+    );
+  }
+}
+
+/** The version the schema is at (0: no queue tables yet). */
+async function versionOf(client: PoolClient, s: string): Promise<number> {
+  const r = await client.query<{ version: number }>(
+    `SELECT max(version)::int AS version FROM ${s}.schema_version`,
+  );
+  return r.rows[0]?.version ?? 0;
+}
+
+export class OlderSchemaError extends Error {
+  readonly code = 'ESCHEMAOLDER';
+  constructor(schema: string, found: number) {
+    super(
+      found === 0
+        ? `the queue schema "${schema}" has no queue tables yet: run "mailframe queue migrate", or set "migrate": true`
+        : `the queue schema "${schema}" is at version ${found}, older than this mailframe needs (${SCHEMA_VERSION}): run "mailframe queue migrate", or set "migrate": true`,
+    );
+  }
+}
+
+/** Check that `schema` is at exactly `SCHEMA_VERSION` without changing it. */
+export async function checkSchema(pool: Pool, schema: string): Promise<void> {
+  const s = ident(schema);
+  const table = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
+    `${s}.schema_version`,
+  ]);
+  let found = 0;
+  if (table.rows[0]?.present) {
+    const r = await pool.query<{ version: number | null }>(
+      `SELECT max(version)::int AS version FROM ${s}.schema_version`,
+    );
+    found = r.rows[0]?.version ?? 0;
+  }
+  if (found > SCHEMA_VERSION) throw new NewerSchemaError(schema, found);
+  if (found < SCHEMA_VERSION) throw new OlderSchemaError(schema, found);
+}
+
+/**
+ * Bring `schema` up to `SCHEMA_VERSION`; returns the versions applied. Throws
+ * `NewerSchemaError` when the database is ahead of this code.
+ */
+export async function migrate(pool: Pool, schema: string): Promise<number[]> {
+  const s = ident(schema);
+  const client = await pool.connect();
+  try {
+    await client.query(
+      `SELECT pg_advisory_lock(hashtextextended(${literal(`mailframe-migrate/${schema}`)}, 0))`,
+    );
+    try {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const found = await versionOf(client, s);
+      if (found > SCHEMA_VERSION) throw new NewerSchemaError(schema, found);
+      const applied: number[] = [];
+      for (let v = found + 1; v <= SCHEMA_VERSION; v++) {
+        const sql = (MIGRATIONS[v - 1] as (s: string) => string)(s);
+        await client.query('BEGIN');
+        try {
+          await client.query(sql);
+          await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [v]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK');
+          throw err;
+        }
+        applied.push(v);
+      }
+      return applied;
+    } finally {
+      await client.query(
+        `SELECT pg_advisory_unlock(hashtextextended(${literal(`mailframe-migrate/${schema}`)}, 0))`,
+      );
+    }
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,432 @@
+/**
+ * What only a shared database brings: two stores (two nodes) on one schema,
+ * leases taken over after expiry, stale settles, per-destination limits across
+ * nodes, NOTIFY wake-ups, migrations, the quarantine, and large messages in chunk rows. On a
+ * real PostgreSQL (test/helpers/postgres.ts), with an injected clock.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../core/log.ts';
+import type { Logger } from '../../core/types.ts';
+import { freshSchema, usePostgres } from '../../test/helpers/postgres.ts';
+import type { DestinationRoom, EnvelopeInput, Lease } from '../queue/types.ts';
+import { ident, migrate, SCHEMA_VERSION } from './migrations.ts';
+import { PgQueueStore } from './store.ts';
+
+const database = usePostgres();
+
+class Clock {
+  t = Date.parse('2026-03-02T10:00:00.000Z');
+  now(): number {
+    return this.t;
+  }
+}
+
+let cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+  cleanup = [];
+});
+
+const LEASE = 60_000;
+
+interface Node {
+  readonly store: PgQueueStore;
+  readonly logs: Array<{ msg: string; qid?: string }>;
+}
+
+async function node(
+  schema: string,
+  clock: Clock,
+  nodeId: string,
+  opts: { chunkSize?: number; log?: Logger } = {},
+): Promise<Node> {
+  const logs: Node['logs'] = [];
+  const log =
+    opts.log ??
+    pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line) as Node['logs'][number]) });
+  const store = await PgQueueStore.open({
+    connection: { connectionString: await database() },
+    poolSize: 4,
+    schema,
+    nodeId,
+    leaseDuration: LEASE,
+    clock,
+    log,
+    ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+  });
+  cleanup.push(() => store.close());
+  return { store, logs };
+}
+
+function envelope(clock: Clock, to: string): EnvelopeInput {
+  return {
+    from: 'alice@example.net',
+    recipients: [{ address: to, domain: to.slice(to.indexOf('@') + 1), attributes: {} }],
+    attributes: {},
+    receivedAt: clock.now(),
+  };
+}
+
+const body = (n: number) => Buffer.from(`Subject: message ${n}\r\n\r\nHello ${n}.\r\n`);
+
+function room(perDestination: number): DestinationRoom {
+  return { perDestination, busy: new Map() };
+}
+
+const delivered = (lease: Lease) =>
+  lease.recipients.map((r) => ({
+    index: r.index,
+    status: 'delivered' as const,
+    reply: { code: 250, text: 'OK' },
+  }));
+
+describe('queue-pg: two nodes on one database', () => {
+  it('lets another node take a job over once its lease expires, and drops the late settle of the first', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+
+    const [first] = await a.store.leaseDue(clock.now(), 10, room(5));
+    expect(first?.id).toBe(id);
+    expect(await b.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    expect((await b.store.show(id))?.state).toBe('active');
+
+    clock.t += LEASE + 1; // node a stopped renewing (it died, or hung)
+    const [taken] = await b.store.leaseDue(clock.now(), 10, room(5));
+    expect(taken?.id).toBe(id);
+    expect(taken?.recipients.map((r) => r.address)).toEqual(['bob@example.com']);
+
+    // Node a's delivery finishes after all: its results must not count.
+    await a.store.settle(first as Lease, delivered(first as Lease), clock.now());
+    expect(a.logs.map((l) => l.msg)).toContain(
+      'delivery finished after its lease was taken over (or the message was deleted): its results are not recorded',
+    );
+    const still = await b.store.show(id);
+    expect(still?.recipientStates.map((r) => [r.status, r.attempts])).toEqual([['pending', 0]]);
+
+    await b.store.settle(
+      taken as Lease,
+      [
+        {
+          index: 0,
+          status: 'deferred',
+          reply: { code: 451, text: 'later' },
+          nextAttemptAt: clock.now() + 300_000,
+        },
+      ],
+      clock.now(),
+    );
+    const after = await a.store.show(id);
+    expect(after?.recipientStates.map((r) => [r.status, r.attempts, r.reply?.text])).toEqual([
+      ['pending', 1, 'later'],
+    ]);
+    expect(after?.state).toBe('deferred');
+  });
+
+  it('never races itself: a node does not lease again a job it is still delivering, even past the expiry', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    const [lease] = await a.store.leaseDue(clock.now(), 10, room(5));
+    clock.t += LEASE + 1;
+    expect(await a.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    expect(await a.store.nextDue(room(5))).toBeUndefined();
+    // Another node may take it over (a's renewals stopped).
+    expect((await b.store.leaseDue(clock.now(), 10, room(5))).map((l) => l.id)).toEqual([lease?.id]);
+  });
+
+  it('keeps a lease while its node renews it', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    const [lease] = await a.store.leaseDue(clock.now(), 10, room(5));
+    clock.t += LEASE - 1000;
+    await a.store.renewLeases();
+    clock.t += LEASE - 1000; // past the first expiry, within the renewed one
+    expect(await b.store.leaseDue(clock.now(), 10, room(5))).toEqual([]);
+    await a.store.settle(lease as Lease, delivered(lease as Lease), clock.now());
+    expect(await b.store.list()).toEqual([]);
+    expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
+  });
+
+  it('removes a message whose jobs at two destinations settle at the same moment', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.enqueue(
+      {
+        ...envelope(clock, 'bob@example.com'),
+        recipients: [
+          { address: 'bob@example.com', domain: 'example.com', attributes: {} },
+          { address: 'bob@example.org', domain: 'example.org', attributes: {} },
+        ],
+      },
+      body(1),
+    );
+    const [first] = await a.store.leaseDue(clock.now(), 1, room(5));
+    const [second] = await b.store.leaseDue(clock.now(), 1, room(5));
+    expect([first?.destination, second?.destination].sort()).toEqual(['example.com', 'example.org']);
+    // Slow each settle down before and after it looks for pending recipients, so
+    // that both look while the other is still open.
+    const s = ident(schema);
+    await a.store.pool.query(`CREATE FUNCTION ${s}.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`);
+    await a.store.pool.query(
+      `CREATE TRIGGER slow AFTER UPDATE ON ${s}.recipients FOR EACH STATEMENT EXECUTE FUNCTION ${s}.slow()`,
+    );
+    await a.store.pool.query(
+      `CREATE TRIGGER slow AFTER UPDATE OR DELETE ON ${s}.jobs FOR EACH STATEMENT EXECUTE FUNCTION ${s}.slow()`,
+    );
+    await Promise.all([
+      a.store.settle(first as Lease, delivered(first as Lease), clock.now()),
+      b.store.settle(second as Lease, delivered(second as Lease), clock.now()),
+    ]);
+    expect(await a.store.list()).toEqual([]);
+  });
+
+  it('holds the per-destination limit across nodes', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    for (let i = 0; i < 5; i++) await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i));
+
+    const fromA = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(fromA).toHaveLength(2);
+    // Node b has no job running, but example.com already has 2 between the nodes.
+    expect(await b.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect(await b.store.nextDue(room(2))).toBeUndefined();
+
+    await a.store.enqueue(envelope(clock, 'x@example.org'), body(9));
+    const other = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(other.map((l) => l.destination)).toEqual(['example.org']);
+
+    await a.store.settle(fromA[0] as Lease, delivered(fromA[0] as Lease), clock.now());
+    const next = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(next.map((l) => l.destination)).toEqual(['example.com']);
+    expect((await a.store.stats()).active).toBe(3);
+  });
+
+  it('wakes the other node by NOTIFY when mail is queued, released or retried', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    let wakes = 0;
+    let waiting: (() => void) | undefined;
+    b.store.onWake(() => {
+      wakes++;
+      waiting?.();
+    });
+    const woken = () =>
+      new Promise<void>((resolve) => {
+        waiting = resolve;
+      });
+
+    let wake = woken();
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    await wake;
+    expect(wakes).toBe(1);
+
+    expect(await a.store.hold(id)).toBe(true);
+    wake = woken();
+    expect(await a.store.release(id)).toBe(true);
+    await wake;
+    wake = woken();
+    expect(await a.store.retryNow(id)).toBe(true);
+    await wake;
+    expect(wakes).toBe(3);
+  });
+});
+
+describe('queue-pg: schema', () => {
+  it('applies its migrations once and refuses a schema newer than it knows', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    await node(schema, clock, 'node-a', { log: silentLogger() });
+    const pool = new pg.Pool({ connectionString: await database() });
+    cleanup.push(() => pool.end());
+    expect(await migrate(pool, schema)).toEqual([]);
+    const { rows } = await pool.query(`SELECT version FROM ${ident(schema)}.schema_version`);
+    expect(rows).toEqual([{ version: SCHEMA_VERSION }]);
+
+    await pool.query(`INSERT INTO ${ident(schema)}.schema_version (version) VALUES ($1)`, [
+      SCHEMA_VERSION + 1,
+    ]);
+    await expect(node(schema, clock, 'node-b', { log: silentLogger() })).rejects.toThrow(
+      `the queue schema "${schema}" is at version ${SCHEMA_VERSION + 1}, newer than this mailframe knows (${SCHEMA_VERSION})`,
+    );
+  });
+});
+
+describe('queue-pg: message storage', () => {
+  /** Record the SQL of every query the store's pool runs. */
+  function recordQueries(store: PgQueueStore): string[] {
+    const sql: string[] = [];
+    const query = store.pool.query.bind(store.pool);
+    store.pool.query = ((text: string, values?: unknown[]) => {
+      sql.push(text);
+      return query(text, values);
+    }) as typeof store.pool.query;
+    return sql;
+  }
+
+  it('queues a message held in memory with one database round trip', async () => {
+    const clock = new Clock();
+    const { store } = await node(freshSchema(), clock, 'node-a');
+    await store.stats(); // the pool's connection is open
+    const sql = recordQueries(store);
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    expect(sql).toHaveLength(1);
+    expect(sql[0]).toMatch(/^WITH input AS/);
+    expect((await store.show(id))?.recipientStates.map((r) => r.address)).toEqual(['bob@example.com']);
+  });
+
+  it('commits messages arriving together in one statement (group commit)', async () => {
+    const clock = new Clock();
+    const { store } = await node(freshSchema(), clock, 'node-a');
+    await store.stats();
+    const sql = recordQueries(store);
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => store.enqueue(envelope(clock, `u${i}@example.com`), body(i))),
+    );
+    const inserts = sql.filter((q) => q.startsWith('WITH input AS'));
+    expect(inserts.length).toBeLessThanOrEqual(4);
+    expect((await store.list()).map((m) => m.id).sort()).toEqual([...ids].sort());
+    const shown = await store.show(ids[7] as string);
+    expect(shown?.recipientStates.map((r) => r.address)).toEqual(['u7@example.com']);
+    expect(shown?.headers).toBe('Subject: message 7\r\n');
+  });
+
+  it('stores quarantined messages quarantined by the statements that store them (groups mix both kinds); no node leases one until released', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    await a.store.stats(); // the pool's connection is open
+    const sql = recordQueries(a.store);
+    const reason = { check: 'rspamd', result: 'add header' };
+    // Alternating: in at most 4 statements for 10 messages, some statement carries both kinds.
+    const ids = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        a.store.enqueue(
+          {
+            ...envelope(clock, `u${i}@example.com`),
+            attributes: i % 2 === 0 ? { quarantine: reason } : {},
+          },
+          body(i),
+        ),
+      ),
+    );
+    expect(sql.filter((x) => x.startsWith('WITH input AS')).length).toBeLessThanOrEqual(4);
+    // Nothing else on the receive path (the wake-up NOTIFY goes after the answer, on its own timer).
+    expect(sql.filter((x) => !x.startsWith('WITH input AS') && !x.includes('pg_notify'))).toEqual([]);
+    const quarantined = ids.filter((_, i) => i % 2 === 0);
+    const ordinary = ids.filter((_, i) => i % 2 === 1);
+    // A large message (chunk rows, a transaction of its own) too.
+    const big = await a.store.enqueue(
+      { ...envelope(clock, 'big@example.com'), attributes: { quarantine: reason } },
+      Buffer.alloc(300 * 1024, 'x'),
+    );
+    quarantined.push(big);
+
+    const leased = [
+      ...(await a.store.leaseDue(clock.now(), 20)),
+      ...(await b.store.leaseDue(clock.now(), 20)),
+    ];
+    expect(leased.map((l) => l.id).sort()).toEqual([...ordinary].sort());
+    const listed = await b.store.list({ state: 'quarantined' });
+    expect(listed.map((m) => m.id).sort()).toEqual([...quarantined].sort());
+    expect(listed.every((m) => m.quarantine?.check === 'rspamd')).toBe(true);
+    expect(await b.store.stats()).toMatchObject({ messages: 11, quarantined: 6, held: 0 });
+
+    // hold and retry leave it quarantined; release (on the other node) lets it be leased.
+    const q = quarantined[0] as string;
+    expect(await b.store.hold(q)).toBe(true);
+    expect(await b.store.retryNow(q)).toBe(true);
+    expect(await a.store.leaseDue(clock.now(), 20)).toEqual([]);
+    expect((await a.store.show(q))?.state).toBe('quarantined');
+    expect(await b.store.release(q)).toBe(true);
+    const released = await a.store.leaseDue(clock.now(), 20);
+    expect(released.map((l) => [l.id, l.attributes.quarantine])).toEqual([[q, reason]]);
+    const summary = (await a.store.list()).find((m) => m.id === q);
+    expect([summary?.state, summary?.quarantine]).toEqual(['active', undefined]);
+    expect((await a.store.stats()).quarantined).toBe(5);
+  });
+
+  it('streams a 20 MB message into chunk rows and out again, one chunk at a time', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const { store } = await node(schema, clock, 'node-a');
+    const MiB = 1024 * 1024;
+    const size = 20 * MiB;
+    const piece = 64 * 1024;
+    const octet = (i: number) => (i * 7 + (i >> 16)) & 0xff;
+    let generated = 0;
+    const inHash = createHash('sha256');
+    const source = () =>
+      new Readable({
+        read() {
+          if (generated >= size) {
+            this.push(null);
+            return;
+          }
+          const b = Buffer.allocUnsafe(piece);
+          for (let i = 0; i < piece; i++) b[i] = octet(generated + i);
+          generated += piece;
+          inHash.update(b);
+          this.push(b);
+        },
+      });
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), { size, stream: source });
+
+    const s = ident(schema);
+    const { rows } = await store.pool.query(
+      `SELECT count(*)::integer AS n, max(length(data))::integer AS biggest, sum(length(data))::bigint AS total,
+         (SELECT body IS NULL FROM ${s}.messages WHERE id = $1) AS chunked
+       FROM ${s}.message_chunks WHERE message_id = $1`,
+      [id],
+    );
+    expect(rows[0]).toEqual({ n: 20, biggest: MiB, total: size, chunked: true });
+
+    const [lease] = await store.leaseDue(clock.now(), 1, room(5));
+    expect(lease?.size).toBe(size);
+    const outHash = createHash('sha256');
+    const pieces: number[] = [];
+    for await (const chunk of (lease as Lease).stream()) {
+      pieces.push((chunk as Buffer).length);
+      outHash.update(chunk as Buffer);
+    }
+    expect(pieces.reduce((x, y) => x + y, 0)).toBe(size);
+    expect(Math.max(...pieces)).toBeLessThanOrEqual(MiB);
+    expect(outHash.digest('hex')).toBe(inHash.digest('hex'));
+    const detail = await store.show(id);
+    expect(detail?.size).toBe(size);
+  });
+
+  it('never hands out a message cut short: a stream that ends early fails', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const { store } = await node(schema, clock, 'node-a', { chunkSize: 1024 });
+    const id = await store.enqueue(envelope(clock, 'bob@example.com'), Buffer.alloc(300 * 1024, 'x'));
+    await store.pool.query(`DELETE FROM ${ident(schema)}.message_chunks WHERE message_id = $1 AND seq > 10`, [
+      id,
+    ]);
+    const [lease] = await store.leaseDue(clock.now(), 1, room(5));
+    const read = async () => {
+      for await (const _ of (lease as Lease).stream());
+    };
+    await expect(read()).rejects.toThrow(/ends after 11264 of 307200 octets/);
+  });
+});

@@ -1,0 +1,803 @@
+/**
+ * The PostgreSQL queue store: several mailframe nodes share one queue (see
+ * docs/plugins/queue-pg.md). Tables (migrations.ts): `messages` (envelope and,
+ * for small messages, the octets), `message_chunks` (the octets of large
+ * messages, in chunks), `recipients` (per-recipient state) and `jobs` (one per
+ * message and destination: due time, lease owner, expiry and token).
+ *
+ * - enqueue: one statement (one round trip, one transaction) for a message
+ *   held in memory; large messages stream in chunk rows inside one
+ *   transaction. Resolves only after COMMIT (`synchronous_commit` on).
+ * - leaseDue: `lease_due()`, one round trip: due jobs taken with
+ *   `FOR UPDATE SKIP LOCKED`, at most `perDestination` unexpired leases per
+ *   destination across all nodes. Leases are renewed while deliveries run; a
+ *   lease left to expire (its node died) makes the job due again.
+ * - settle: `settle()`, one round trip, records nothing when the lease token no
+ *   longer matches (another node took the job over).
+ * - wake-ups: NOTIFY after enqueue, release and retry; LISTEN in `wake.ts`.
+ * - quarantine: a message whose `attributes.quarantine` is set is inserted
+ *   quarantined (its jobs not scheduled) by the same statement that stores it;
+ *   `release` clears hold and quarantine together.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import type { Clock } from '../../core/plugin.ts';
+import type { Logger } from '../../core/types.ts';
+import { readHeaderSection } from '../queue/message-read.ts';
+import type {
+  DestinationRoom,
+  EnvelopeInput,
+  Lease,
+  LeasedRecipient,
+  MessageContent,
+  MessageSource,
+  QueueDetail,
+  QueueFilter,
+  QueueStats,
+  QueueStore,
+  QueueSummary,
+  RecipientDetail,
+  RecipientOutcome,
+  ReplyRecord,
+} from '../queue/types.ts';
+import { checkSchema, ident, migrate } from './migrations.ts';
+import { WAKE_CHANNEL, WakeListener, wakePayload } from './wake.ts';
+
+export interface PgQueueOptions {
+  /** How to reach the database (node-postgres settings; PG* environment variables fill the gaps). */
+  readonly connection: pg.ClientConfig;
+  /** Connections in the pool. */
+  readonly poolSize: number;
+  /** The schema holding the queue's tables. */
+  readonly schema: string;
+  /** This node's name in lease rows. */
+  readonly nodeId: string;
+  /** How long a lease lasts without renewal, ms. */
+  readonly leaseDuration: number;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Octets per chunk row of a large message (default 1 MiB). */
+  readonly chunkSize?: number;
+  /** LISTEN for other nodes' wake-ups (default true; the CLI needs none). */
+  readonly listen?: boolean;
+  /** Apply migrations (default true); false: refuse a schema not at this code's version. */
+  readonly migrate?: boolean;
+}
+
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+/** Messages up to this size are stored inline in their `messages` row. */
+const INLINE_LIMIT = 256 * 1024;
+
+/** bigint (int8) columns hold milliseconds and sizes, all below 2^53: read them as numbers. */
+const INT8_OID = 20;
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary'
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+const ID = /^[0-9a-z]{8,64}$/;
+
+interface LeaseRow {
+  id: string;
+  destination: string;
+  token: number;
+  sender: string;
+  attributes: Lease['attributes'];
+  received_at: number;
+  size: number;
+  body: Buffer | null;
+  recipients: LeasedRecipient[] | null;
+}
+
+interface SummaryRow {
+  id: string;
+  sender: string;
+  received_at: number;
+  size: number;
+  recipients: number;
+  pending: number;
+  attempts: number;
+  next_attempt_at: number | null;
+  last_reply: ReplyRecord | null;
+  state: QueueSummary['state'];
+  /** Its `attributes.quarantine` while quarantined, else null. */
+  quarantine: { check: string; result: string } | null;
+}
+
+interface RecipientRow {
+  address: string;
+  domain: string;
+  attributes: RecipientDetail['attributes'];
+  status: RecipientDetail['status'];
+  attempts: number;
+  next_attempt_at: number;
+  last_attempt_at: number | null;
+  reply: ReplyRecord | null;
+  mta: string | null;
+  mta_address: string | null;
+  warned: boolean;
+}
+
+/** A message waiting to be inserted (group commit). */
+interface Insert {
+  readonly id: string;
+  readonly input: EnvelopeInput;
+  readonly size: number;
+  readonly body: Buffer | null;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/** Other nodes hear of new mail at most this late (ms). */
+const NOTIFY_EVERY = 20;
+
+/** Insert statements under way at once; messages arriving meanwhile are grouped into the next. */
+const GROUP_IN_FLIGHT = 2;
+const GROUP_MAX = 64;
+const GROUP_OCTETS = 4 * 1024 * 1024;
+
+/** A lease this node holds: the token that proves it. */
+interface Held {
+  readonly id: string;
+  readonly destination: string;
+  readonly token: number;
+}
+
+function memoryStream(body: Buffer): Readable {
+  return new Readable({
+    read() {
+      this.push(body);
+      this.push(null);
+    },
+  });
+}
+
+export class PgQueueStore implements QueueStore {
+  readonly pool: pg.Pool;
+  readonly #o: PgQueueOptions;
+  readonly #s: string;
+  readonly #chunkSize: number;
+  readonly #tag = randomBytes(4).toString('hex');
+  readonly #wake: Array<() => void> = [];
+  readonly #held = new Map<Lease, Held>();
+  readonly #waiting: Insert[] = [];
+  /** Inserts and settles under way: close waits for them. */
+  readonly #writes = new Set<Promise<void>>();
+  #inFlight = 0;
+  /** Tokens of leases whose settle is under way. */
+  readonly #settling = new Set<number>();
+  #listener: WakeListener | undefined;
+  #renewal: NodeJS.Timeout | undefined;
+  #notifying = false;
+  #closed = false;
+  #seq = 0;
+
+  private constructor(opts: PgQueueOptions) {
+    this.#o = opts;
+    this.#s = ident(opts.schema);
+    this.#chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.pool = new pg.Pool({
+      ...opts.connection,
+      max: opts.poolSize,
+      types,
+      // Durable at COMMIT, whatever the server's default says.
+      options: '-c synchronous_commit=on',
+      application_name: `mailframe ${opts.nodeId}`.slice(0, 63),
+    });
+    // An idle connection that breaks is dropped from the pool; the next query opens a new one.
+    this.pool.on('error', (err) =>
+      opts.log.warn({ err }, 'PostgreSQL connection lost (the pool reconnects)'),
+    );
+  }
+
+  /** Connect, bring the schema up to date (refusing a newer one), and listen for other nodes. */
+  static async open(opts: PgQueueOptions): Promise<PgQueueStore> {
+    const store = new PgQueueStore(opts);
+    try {
+      if (opts.migrate ?? true) {
+        const applied = await migrate(store.pool, opts.schema);
+        if (applied.length > 0) opts.log.info({ schema: opts.schema, applied }, 'queue schema migrated');
+      } else {
+        await checkSchema(store.pool, opts.schema);
+      }
+      if (opts.listen ?? true) {
+        const listener = new WakeListener({
+          connection: { ...opts.connection, types },
+          schema: opts.schema,
+          nodeId: opts.nodeId,
+          log: opts.log,
+          onWake: () => store.#wakeUp(),
+        });
+        await listener.start();
+        store.#listener = listener;
+      }
+    } catch (err) {
+      await store.pool.end().catch(() => {});
+      throw err;
+    }
+    const every = Math.max(10, Math.floor(opts.leaseDuration / 3));
+    store.#renewal = setInterval(() => {
+      store.renewLeases().catch((err) => opts.log.warn({ err }, 'could not renew queue leases'));
+    }, every);
+    store.#renewal.unref();
+    return store;
+  }
+
+  onWake(listener: () => void): void {
+    this.#wake.push(listener);
+  }
+
+  #wakeUp(): void {
+    for (const fn of this.#wake) fn();
+  }
+
+  /**
+   * Tell the other nodes, at most once per NOTIFY_EVERY ms however many
+   * messages it queued meanwhile (each NOTIFY is a statement of its own, and
+   * PostgreSQL serialises the commits of notifying transactions).
+   */
+  #notifySoon(): void {
+    if (this.#notifying || this.#closed) return;
+    this.#notifying = true;
+    setTimeout(() => {
+      this.#notifying = false;
+      if (this.#closed) return;
+      this.pool
+        .query('SELECT pg_notify($1, $2)', [WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)])
+        .catch((err: unknown) => this.#o.log.warn({ err }, 'could not notify the other queue nodes'));
+    }, NOTIFY_EVERY).unref();
+  }
+
+  /** The tokens of the leases this node holds (its deliveries running). */
+  #tokens(): number[] {
+    return [...this.#held.values()].map((h) => h.token);
+  }
+
+  #newId(now: number): string {
+    return (
+      Math.max(0, Math.floor(now)).toString(36).padStart(9, '0') +
+      (this.#seq++ % 46656).toString(36).padStart(3, '0') +
+      this.#tag
+    );
+  }
+
+  // ---- enqueue ----------------------------------------------------------------
+
+  /**
+   * Inserts `n` messages (rows, octets inline or NULL), their recipients and
+   * their jobs: one statement, so one transaction and one WAL flush for all.
+   * `$1` is the envelopes as JSON, `$2..$n+1` the octets. A message whose
+   * attributes carry `quarantine` is stored quarantined, its jobs not scheduled.
+   */
+  #insertSql(n: number): string {
+    const s = this.#s;
+    const bodies = Array.from({ length: n }, (_, i) => `$${i + 2}::bytea`).join(', ');
+    return `WITH input AS (
+  SELECT e.n::integer AS n, e.m, (e.m -> 'attributes' -> 'quarantine') IS NOT NULL AS q
+  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(m, n)
+), m AS (
+  INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, quarantined, body)
+  SELECT i.m ->> 'id', i.m ->> 'from', i.m -> 'attributes', i.m -> 'source', (i.m ->> 'receivedAt')::bigint,
+    (i.m ->> 'size')::bigint, i.q, (ARRAY[${bodies}])[i.n]
+  FROM input i
+), r AS (
+  INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at)
+  SELECT i.m ->> 'id', (x.k - 1)::integer, x.r ->> 'address', x.r ->> 'domain', x.r -> 'attributes',
+    (i.m ->> 'receivedAt')::bigint
+  FROM input i, jsonb_array_elements(i.m -> 'recipients') WITH ORDINALITY AS x(r, k)
+)
+INSERT INTO ${s}.jobs (message_id, destination, due_at, held)
+SELECT DISTINCT i.m ->> 'id', x.r ->> 'domain', (i.m ->> 'receivedAt')::bigint, i.q
+FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
+  }
+
+  /** The statement's parameters for `messages` (an absent source is left out: SQL NULL). */
+  #insertParams(messages: readonly Insert[]): unknown[] {
+    const envelopes = messages.map((m) => ({
+      id: m.id,
+      from: m.input.from,
+      attributes: m.input.attributes,
+      source: m.input.source,
+      receivedAt: Math.trunc(m.input.receivedAt),
+      size: m.size,
+      recipients: m.input.recipients.map((r) => ({
+        address: r.address,
+        domain: r.domain,
+        attributes: r.attributes,
+      })),
+    }));
+    return [JSON.stringify(envelopes), ...messages.map((m) => m.body)];
+  }
+
+  enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
+    if (this.#closed) return Promise.reject(new Error('the queue is closed'));
+    if (input.recipients.length === 0)
+      return Promise.reject(new Error('a message needs at least one recipient'));
+    const id = this.#newId(this.#o.clock.now());
+    const queued = (): string => {
+      this.#wakeUp();
+      this.#notifySoon();
+      return id;
+    };
+    if (Buffer.isBuffer(content) && content.length <= INLINE_LIMIT) {
+      return new Promise<void>((resolve, reject) => {
+        this.#waiting.push({ id, input, size: content.length, body: content, resolve, reject });
+        this.#flush();
+      }).then(queued);
+    }
+    return this.#enqueueChunked(id, input, content).then(queued);
+  }
+
+  /**
+   * Group commit: while GROUP_IN_FLIGHT statements are under way, messages
+   * that arrive wait and go together in the next one (up to GROUP_MAX).
+   */
+  #flush(): void {
+    while (this.#inFlight < GROUP_IN_FLIGHT && this.#waiting.length > 0) {
+      const group: Insert[] = [];
+      let octets = 0;
+      while (group.length < GROUP_MAX && this.#waiting.length > 0 && octets < GROUP_OCTETS) {
+        const m = this.#waiting.shift() as Insert;
+        group.push(m);
+        octets += m.size;
+      }
+      this.#inFlight++;
+      const done = this.#insert(group).finally(() => {
+        this.#inFlight--;
+        this.#writes.delete(done);
+        this.#flush();
+      });
+      this.#writes.add(done);
+    }
+  }
+
+  /** Insert a group; if it fails, each message alone (one bad message must not fail the others). */
+  async #insert(group: readonly Insert[]): Promise<void> {
+    try {
+      await this.pool.query(this.#insertSql(group.length), this.#insertParams(group));
+      for (const m of group) m.resolve();
+    } catch (err) {
+      if (group.length === 1) {
+        (group[0] as Insert).reject(err);
+        return;
+      }
+      await Promise.all(group.map((m) => this.#insert([m])));
+    }
+  }
+
+  /** A large message: its octets in chunk rows, all in one transaction. */
+  async #enqueueChunked(id: string, input: EnvelopeInput, content: MessageContent): Promise<void> {
+    const size = Buffer.isBuffer(content) ? content.length : content.size;
+    const source: AsyncIterable<Buffer> = Buffer.isBuffer(content)
+      ? memoryStream(content)
+      : (content.stream() as AsyncIterable<Buffer>);
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        this.#insertSql(1),
+        this.#insertParams([{ id, input, size, body: null, resolve: () => {}, reject: () => {} }]),
+      );
+      const insert = `INSERT INTO ${this.#s}.message_chunks (message_id, seq, data) VALUES ($1, $2, $3)`;
+      const cap = this.#chunkSize;
+      let parts: Buffer[] = [];
+      let have = 0;
+      let seq = 0;
+      let total = 0;
+      for await (const piece of source) {
+        total += piece.length;
+        parts.push(piece);
+        have += piece.length;
+        while (have >= cap) {
+          const all = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, have);
+          await client.query(insert, [id, seq++, all.subarray(0, cap)]);
+          const rest = all.subarray(cap);
+          parts = rest.length > 0 ? [rest] : [];
+          have = rest.length;
+        }
+      }
+      if (have > 0) await client.query(insert, [id, seq++, Buffer.concat(parts, have)]);
+      if (total !== size) throw new Error(`message stream gave ${total} octets, expected ${size}`);
+      await client.query('COMMIT');
+    } catch (err) {
+      broken = err as Error;
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      // A connection whose transaction failed may be unusable: drop it rather than reuse it.
+      client.release(broken);
+    }
+  }
+
+  // ---- leases -----------------------------------------------------------------
+
+  async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
+    if (this.#closed || limit <= 0) return [];
+    const s = this.#s;
+    const { rows } = await this.pool.query<LeaseRow>(`SELECT * FROM ${s}.lease_due($1, $2, $3, $4, $5, $6)`, [
+      this.#o.nodeId,
+      now,
+      limit,
+      room?.perDestination ?? null,
+      now + this.#o.leaseDuration,
+      this.#tokens(),
+    ]);
+    const leases: Lease[] = [];
+    for (const row of rows) {
+      const held: Held = { id: row.id, destination: row.destination, token: row.token };
+      if (!row.recipients || row.recipients.length === 0) {
+        // Nothing pending there any more (should not happen): drop the job rather than offer it.
+        this.pool
+          .query(`DELETE FROM ${s}.jobs WHERE message_id = $1 AND destination = $2 AND lease_token = $3`, [
+            held.id,
+            held.destination,
+            held.token,
+          ])
+          .catch((err: unknown) => this.#o.log.warn({ err, qid: row.id }, 'could not drop an empty job'));
+        continue;
+      }
+      const body = row.body;
+      const lease: Lease = {
+        id: row.id,
+        destination: row.destination,
+        from: row.sender,
+        attributes: row.attributes,
+        receivedAt: row.received_at,
+        size: row.size,
+        recipients: row.recipients,
+        stream: () => (body ? memoryStream(body) : this.#chunkStream(row.id, row.size)),
+      };
+      this.#held.set(lease, held);
+      leases.push(lease);
+    }
+    return leases;
+  }
+
+  /** The octets of a large message, one chunk row per read: never the whole message in memory. */
+  #chunkStream(id: string, size: number): Readable {
+    const pool = this.pool;
+    const sql = `SELECT data FROM ${this.#s}.message_chunks WHERE message_id = $1 AND seq = $2`;
+    let seq = 0;
+    let total = 0;
+    return new Readable({
+      read() {
+        pool.query<{ data: Buffer }>(sql, [id, seq]).then(
+          (r) => {
+            const row = r.rows[0];
+            if (!row) {
+              // Deleted while being read, or cut short: never hand out a partial message as whole.
+              if (total !== size)
+                this.destroy(new Error(`queued message ${id} ends after ${total} of ${size} octets`));
+              else this.push(null);
+              return;
+            }
+            seq++;
+            total += row.data.length;
+            this.push(row.data);
+          },
+          (err: unknown) => this.destroy(err as Error),
+        );
+      },
+    });
+  }
+
+  async nextDue(room?: DestinationRoom): Promise<number | undefined> {
+    if (this.#closed) return undefined;
+    const s = this.#s;
+    const now = this.#o.clock.now();
+    const { rows } = await this.pool.query<{ at: number | null }>(
+      `SELECT min(j.due_at) AS at FROM ${s}.jobs j
+WHERE NOT j.held
+  AND (j.lease_token IS NULL OR NOT j.lease_token = ANY ($3::bigint[]))
+  AND ($2::integer IS NULL OR j.destination NOT IN (
+    SELECT l.destination FROM ${s}.jobs l
+    WHERE l.lease_token IS NOT NULL AND (l.lease_expires > $1 OR l.lease_token = ANY ($3::bigint[]))
+    GROUP BY l.destination HAVING count(*) >= $2))`,
+      [now, room?.perDestination ?? null, this.#tokens()],
+    );
+    return rows[0]?.at ?? undefined;
+  }
+
+  /** Push the expiry of every lease this node holds; logs those another node has taken over. */
+  async renewLeases(): Promise<void> {
+    if (this.#closed || this.#held.size === 0) return;
+    const held = [...this.#held.values()].filter((h) => !this.#settling.has(h.token));
+    if (held.length === 0) return;
+    const expires = this.#o.clock.now() + this.#o.leaseDuration;
+    const { rows } = await this.pool.query<{ token: number }>(
+      `UPDATE ${this.#s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[])
+RETURNING lease_token AS token`,
+      [expires, held.map((h) => h.token)],
+    );
+    const kept = new Set(rows.map((r) => r.token));
+    for (const h of held) {
+      if (!kept.has(h.token))
+        this.#o.log.warn(
+          { qid: h.id, destination: h.destination },
+          'queue lease lost (taken over, or the message deleted)',
+        );
+    }
+  }
+
+  async settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
+    const held = this.#held.get(lease);
+    if (!held) return;
+    // After close the result is dropped: the lease expires and the job is tried again (at least once).
+    if (this.#closed) {
+      this.#held.delete(lease);
+      return;
+    }
+    // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
+    this.#settling.add(held.token);
+    let rows: Array<{ result: string }>;
+    let done: (() => void) | undefined;
+    const writing = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.#writes.add(writing);
+    try {
+      ({ rows } = await this.pool.query<{ result: string }>(
+        `SELECT ${this.#s}.settle($1, $2, $3, $4, $5) AS result`,
+        [held.id, held.destination, held.token, now, JSON.stringify(outcomes)],
+      ));
+    } finally {
+      this.#held.delete(lease);
+      this.#settling.delete(held.token);
+      this.#writes.delete(writing);
+      done?.();
+    }
+    if (rows[0]?.result === 'stale') {
+      this.#o.log.warn(
+        { qid: held.id, destination: held.destination },
+        'delivery finished after its lease was taken over (or the message was deleted): its results are not recorded',
+      );
+    }
+  }
+
+  // ---- management -------------------------------------------------------------
+
+  /** Summaries, oldest first, filtered (and by id, for `show`). */
+  async #summaries(filter: QueueFilter, id?: string): Promise<SummaryRow[]> {
+    const s = this.#s;
+    const { rows } = await this.pool.query<SummaryRow>(
+      `SELECT * FROM (
+  SELECT m.id, m.sender, m.received_at, m.size,
+    count(*)::integer AS recipients,
+    count(*) FILTER (WHERE r.status = 'pending')::integer AS pending,
+    coalesce(max(r.attempts) FILTER (WHERE r.status = 'pending'), 0)::integer AS attempts,
+    min(r.next_attempt_at) FILTER (WHERE r.status = 'pending') AS next_attempt_at,
+    (SELECT p.reply FROM ${s}.recipients p
+     WHERE p.message_id = m.id AND p.status = 'pending' AND p.last_attempt_at IS NOT NULL
+     ORDER BY p.last_attempt_at DESC, p.idx LIMIT 1) AS last_reply,
+    CASE WHEN m.quarantined THEN m.attributes -> 'quarantine' END AS quarantine,
+    CASE
+      WHEN m.quarantined THEN 'quarantined'
+      WHEN m.held THEN 'held'
+      WHEN EXISTS (SELECT 1 FROM ${s}.jobs j
+                   WHERE j.message_id = m.id AND j.lease_token IS NOT NULL AND j.lease_expires > $1) THEN 'active'
+      WHEN coalesce(max(r.attempts) FILTER (WHERE r.status = 'pending'), 0) > 0 THEN 'deferred'
+      ELSE 'queued'
+    END AS state
+  FROM ${s}.messages m JOIN ${s}.recipients r ON r.message_id = m.id
+  WHERE ($4::text IS NULL OR m.id = $4)
+    AND ($2::text IS NULL OR strpos(lower(m.sender), $2) > 0
+         OR EXISTS (SELECT 1 FROM ${s}.recipients q WHERE q.message_id = m.id AND strpos(lower(q.address), $2) > 0))
+    AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ${s}.recipients d
+                                     WHERE d.message_id = m.id AND d.status = 'pending' AND d.domain = $6))
+  GROUP BY m.id
+) x WHERE ($3::text IS NULL OR x.state = $3)
+ORDER BY x.received_at, x.id COLLATE "C" LIMIT $5 OFFSET $7`,
+      [
+        this.#o.clock.now(),
+        filter.search?.toLowerCase() ?? null,
+        filter.state ?? null,
+        id ?? null,
+        filter.limit ?? null,
+        filter.destination?.toLowerCase() ?? null,
+        filter.offset ?? 0,
+      ],
+    );
+    return rows;
+  }
+
+  #summary(r: SummaryRow): QueueSummary {
+    return {
+      id: r.id,
+      from: r.sender,
+      receivedAt: r.received_at,
+      size: r.size,
+      state: r.state,
+      recipients: r.recipients,
+      pending: r.pending,
+      attempts: r.attempts,
+      nextAttemptAt: r.next_attempt_at ?? undefined,
+      lastReply: r.last_reply ?? undefined,
+      ...(r.quarantine === null ? {} : { quarantine: r.quarantine }),
+    };
+  }
+
+  async list(filter: QueueFilter = {}): Promise<QueueSummary[]> {
+    return (await this.#summaries(filter)).map((r) => this.#summary(r));
+  }
+
+  async show(id: string): Promise<QueueDetail | undefined> {
+    if (!ID.test(id)) return undefined;
+    const [summary] = await this.#summaries({}, id);
+    if (!summary) return undefined;
+    const s = this.#s;
+    const { rows } = await this.pool.query<{
+      attributes: QueueDetail['attributes'];
+      source: MessageSource | null;
+      head: Buffer | null;
+      recipients: RecipientRow[];
+    }>(
+      `SELECT m.attributes, m.source, substring(m.body FROM 1 FOR 65536) AS head,
+  (SELECT jsonb_agg(to_jsonb(r) ORDER BY r.idx) FROM ${s}.recipients r WHERE r.message_id = m.id) AS recipients
+FROM ${s}.messages m WHERE m.id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    let headers = '';
+    try {
+      const stream = row.head ? memoryStream(row.head) : this.#chunkStream(id, summary.size);
+      headers = (await readHeaderSection(stream, 64 * 1024)).toString('utf8');
+    } catch {
+      // Deleted meanwhile: show what there is.
+    }
+    return {
+      ...this.#summary(summary),
+      attributes: row.attributes,
+      source: row.source ?? undefined,
+      recipientStates: row.recipients.map((r) => ({
+        address: r.address,
+        domain: r.domain,
+        attributes: r.attributes,
+        status: r.status,
+        attempts: r.attempts,
+        nextAttemptAt: r.next_attempt_at,
+        ...(r.last_attempt_at === null ? {} : { lastAttemptAt: r.last_attempt_at }),
+        ...(r.reply === null ? {} : { reply: r.reply }),
+        ...(r.mta === null ? {} : { mta: r.mta }),
+        ...(r.mta_address === null ? {} : { mtaAddress: r.mta_address }),
+        ...(r.warned ? { warned: true } : {}),
+      })),
+      headers,
+    };
+  }
+
+  /** hold: stop scheduling (a quarantined message stays quarantined). */
+  async hold(id: string): Promise<boolean> {
+    if (!ID.test(id)) return false;
+    const s = this.#s;
+    const { rows } = await this.pool.query<{ n: number }>(
+      `WITH m AS (UPDATE ${s}.messages SET held = true WHERE id = $1 RETURNING id),
+j AS (UPDATE ${s}.jobs SET held = true WHERE message_id IN (SELECT id FROM m))
+SELECT (SELECT count(*) FROM m)::integer AS n`,
+      [id],
+    );
+    return (rows[0]?.n ?? 0) > 0;
+  }
+
+  /** release: out of hold and out of quarantine, scheduled again; the other nodes are told. */
+  async release(id: string): Promise<boolean> {
+    if (!ID.test(id)) return false;
+    const s = this.#s;
+    const { rows } = await this.pool.query<{ n: number }>(
+      `WITH m AS (UPDATE ${s}.messages SET held = false, quarantined = false WHERE id = $1 RETURNING id),
+j AS (UPDATE ${s}.jobs SET held = false WHERE message_id IN (SELECT id FROM m))
+SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
+      [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
+    );
+    const found = (rows[0]?.n ?? 0) > 0;
+    if (found) this.#wakeUp();
+    return found;
+  }
+
+  async retryNow(id: string): Promise<boolean> {
+    if (!ID.test(id)) return false;
+    const s = this.#s;
+    // Due as of the message's arrival: due now on every node, whatever this one's clock says.
+    const { rows } = await this.pool.query<{ n: number }>(
+      `WITH m AS (SELECT id, received_at FROM ${s}.messages WHERE id = $1 FOR UPDATE),
+r AS (UPDATE ${s}.recipients SET next_attempt_at = least(next_attempt_at, (SELECT received_at FROM m))
+      WHERE message_id IN (SELECT id FROM m) AND status = 'pending'),
+j AS (UPDATE ${s}.jobs SET due_at = least(due_at, (SELECT received_at FROM m))
+      WHERE message_id IN (SELECT id FROM m) AND lease_token IS NULL)
+SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
+      [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
+    );
+    const found = (rows[0]?.n ?? 0) > 0;
+    if (found) this.#wakeUp();
+    return found;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    if (!ID.test(id)) return false;
+    const { rowCount } = await this.pool.query(`DELETE FROM ${this.#s}.messages WHERE id = $1`, [id]);
+    return (rowCount ?? 0) > 0;
+  }
+
+  async content(id: string): Promise<{ size: number; stream(): Readable } | undefined> {
+    if (!ID.test(id)) return undefined;
+    const { rows } = await this.pool.query<{ size: number; body: Buffer | null }>(
+      `SELECT size, body FROM ${this.#s}.messages WHERE id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    const { size, body } = row;
+    return { size, stream: () => (body ? memoryStream(body) : this.#chunkStream(id, size)) };
+  }
+
+  /** A round trip to the queue's tables: rejects when the database or the schema cannot be reached. */
+  async check(): Promise<void> {
+    if (this.#closed) throw new Error('the queue store is closed');
+    await this.pool.query(`SELECT max(version) FROM ${this.#s}.schema_version`);
+  }
+
+  async stats(): Promise<QueueStats> {
+    const s = this.#s;
+    const { rows } = await this.pool.query<{
+      messages: number;
+      held: number;
+      quarantined: number;
+      deferred: number;
+      active: number;
+      pending: number;
+      bytes: number;
+      oldest: number | null;
+      next: number | null;
+      destinations: Array<{ destination: string; pending: number }>;
+    }>(
+      `SELECT
+  (SELECT count(*)::integer FROM ${s}.messages) AS messages,
+  (SELECT count(*)::integer FROM ${s}.messages WHERE held AND NOT quarantined) AS held,
+  (SELECT count(*)::integer FROM ${s}.messages WHERE quarantined) AS quarantined,
+  (SELECT count(*)::integer FROM ${s}.messages m WHERE NOT m.held AND NOT m.quarantined
+     AND NOT EXISTS (SELECT 1 FROM ${s}.jobs j
+                     WHERE j.message_id = m.id AND j.lease_token IS NOT NULL AND j.lease_expires > $1)
+     AND EXISTS (SELECT 1 FROM ${s}.recipients r
+                 WHERE r.message_id = m.id AND r.status = 'pending' AND r.attempts > 0)) AS deferred,
+  (SELECT count(*)::integer FROM ${s}.jobs WHERE lease_token IS NOT NULL AND lease_expires > $1) AS active,
+  (SELECT count(*)::integer FROM ${s}.recipients WHERE status = 'pending') AS pending,
+  (SELECT coalesce(sum(size), 0)::bigint FROM ${s}.messages) AS bytes,
+  (SELECT min(received_at) FROM ${s}.messages) AS oldest,
+  (SELECT min(due_at) FROM ${s}.jobs WHERE NOT held AND (lease_token IS NULL OR lease_expires <= $1)) AS next,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('destination', d.domain, 'pending', d.n)
+                             ORDER BY d.n DESC, d.domain COLLATE "C"), '[]')
+   FROM (SELECT domain, count(*)::integer AS n FROM ${s}.recipients WHERE status = 'pending'
+         GROUP BY domain ORDER BY n DESC, domain COLLATE "C" LIMIT 10) d) AS destinations`,
+      [this.#o.clock.now()],
+    );
+    const r = rows[0];
+    if (!r) throw new Error('queue statistics query returned nothing');
+    return {
+      messages: r.messages,
+      held: r.held,
+      quarantined: r.quarantined,
+      deferred: r.deferred,
+      active: r.active,
+      recipients: { pending: r.pending },
+      bytes: r.bytes,
+      oldestReceivedAt: r.oldest ?? undefined,
+      nextAttemptAt: r.next ?? undefined,
+      destinations: r.destinations,
+    };
+  }
+
+  /** Stop taking work and disconnect. Leases still held expire and are taken over (or retaken after a restart). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#renewal);
+    // Messages being stored still get their answer; results being recorded still land.
+    while (this.#writes.size > 0) await Promise.allSettled([...this.#writes]);
+    await this.#listener?.close();
+    await this.pool.end();
+  }
+}
