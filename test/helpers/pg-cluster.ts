@@ -255,8 +255,33 @@ export interface SendResult {
   /** The reply to the message's data, or the failure (`error`: the connection broke or was refused). */
   readonly code: number | 'error';
   readonly enhanced?: string | undefined;
+  /** The command the reply answered (`data`: the message's end), or why the transaction failed, for `error`. */
+  readonly step?: 'mail' | 'rcpt' | 'data-command' | 'data';
+  readonly error?: string;
   /** When the transaction started, ms on the test's clock (for ordering against the test's own steps). */
   readonly startedAt: number;
+}
+
+/** One transaction on an open session; the first refusal ends it (RSET after a refusal before DATA). */
+async function transaction(c: SmtpClient, recipient: string, startedAt: number): Promise<SendResult> {
+  const steps: Array<[NonNullable<SendResult['step']>, string, number]> = [
+    ['mail', 'MAIL FROM:<sender@client.test>', 250],
+    ['rcpt', `RCPT TO:<${recipient}>`, 250],
+    ['data-command', 'DATA', 354],
+  ];
+  for (const [step, line, code] of steps) {
+    const r = await c.command(line).catch((err: Error) => {
+      throw new Error(`${step}: ${err.message}`);
+    });
+    if (r.code !== code) {
+      if (r.code !== 421) await c.command('RSET');
+      return { recipient, code: r.code, enhanced: r.enhanced, step, startedAt };
+    }
+  }
+  const r = await c.sendData(
+    `From: sender@client.test\r\nTo: ${recipient}\r\nSubject: ${recipient}\r\n\r\nmessage for ${recipient}\r\n`,
+  );
+  return { recipient, code: r.code, enhanced: r.enhanced, step: 'data', startedAt };
 }
 
 /**
@@ -268,7 +293,13 @@ export interface SendResult {
 export async function sendBatch(
   ports: readonly number[],
   recipients: readonly string[],
-  options: { connections?: number; stop?: () => boolean; onResult?: (r: SendResult) => void } = {},
+  options: {
+    connections?: number;
+    stop?: () => boolean;
+    onResult?: (r: SendResult) => void;
+    /** Wait this long after a message is not accepted before the next (a client's back-off). */
+    pauseAfterRefusal?: number;
+  } = {},
 ): Promise<SendResult[]> {
   const per = options.connections ?? 2;
   const lanes: string[][] = Array.from({ length: ports.length * per }, () => []);
@@ -287,20 +318,20 @@ export async function sendBatch(
             c = await connectClient(port);
             await c.expect('EHLO client.test', 250);
           }
-          await c.expect('MAIL FROM:<sender@client.test>', 250);
-          await c.expect(`RCPT TO:<${recipient}>`, 250);
-          await c.expect('DATA', 354);
-          const r = await c.sendData(
-            `From: sender@client.test\r\nTo: ${recipient}\r\nSubject: ${recipient}\r\n\r\nmessage for ${recipient}\r\n`,
-          );
-          result = { recipient, code: r.code, enhanced: r.enhanced, startedAt };
-        } catch {
-          result = { recipient, code: 'error', startedAt };
+          result = await transaction(c, recipient, startedAt);
+          if (result.code === 421) {
+            await c.close();
+            c = undefined;
+          }
+        } catch (err) {
+          result = { recipient, code: 'error', error: (err as Error).message, startedAt };
           await c?.close();
           c = undefined;
         }
         results.push(result);
         options.onResult?.(result);
+        if (result.code !== 250 && options.pauseAfterRefusal)
+          await new Promise((ok) => setTimeout(ok, options.pauseAfterRefusal));
       }
       await c?.close();
     }),
