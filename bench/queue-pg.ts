@@ -42,6 +42,22 @@ const USAGE = `Usage: npm run bench:queue-pg -- [options]
   --help
 `;
 
+/** Every server the bench has started and not yet stopped (stopped on Ctrl-C too). */
+const live = new Set<RunningProcess>();
+
+async function tracked(start: Promise<RunningProcess>): Promise<RunningProcess> {
+  const p = await start;
+  live.add(p);
+  const stop = p.stop;
+  return {
+    ...p,
+    stop: () => {
+      live.delete(p);
+      return stop();
+    },
+  };
+}
+
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
@@ -133,13 +149,15 @@ async function startPgNode(url: string, schema: string, nodeId: string): Promise
   };
   const file = join(dir, 'mailframe.json');
   await writeFile(file, JSON.stringify(config, null, 2));
-  return launch({
-    name: `mailframe-pg-${nodeId}`,
-    command: nodeBinary(),
-    args: [join(ROOT, 'bin', 'mailframe.ts'), 'start', '-c', file],
-    port,
-    cleanup: () => rm(dir, { recursive: true, force: true }),
-  });
+  return tracked(
+    launch({
+      name: `mailframe-pg-${nodeId}`,
+      command: nodeBinary(),
+      args: [join(ROOT, 'bin', 'mailframe.ts'), 'start', '-c', file],
+      port,
+      cleanup: () => rm(dir, { recursive: true, force: true }),
+    }),
+  );
 }
 
 /** W1 split over the servers (connections and messages shared out evenly), all at once. */
@@ -223,7 +241,7 @@ async function waitDrained(client: pg.Client, schema: string, limitMs: number): 
 }
 
 async function runFs(messages: number, warmup: number, timeLimitMs: number): Promise<Row> {
-  const server = await startMailframe('mailframe-fs', 'fs');
+  const server = await tracked(startMailframe('mailframe-fs', 'fs'));
   try {
     if (warmup > 0) await load([server], warmup, 10_000);
     const cpu0 = cpuMs(server.pid);
@@ -376,7 +394,9 @@ async function main(): Promise<void> {
   );
   const db = await startDatabase();
   const stopping = () => {
-    db.close().finally(() => process.exit(130));
+    Promise.allSettled([...live].map((p) => p.stop()))
+      .then(() => db.close())
+      .finally(() => process.exit(130));
   };
   process.once('SIGINT', stopping);
   try {

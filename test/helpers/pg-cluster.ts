@@ -232,7 +232,7 @@ export async function startNode(opts: NodeOptions, cleanups: Cleanups): Promise<
   await until(
     () => lines.some((l) => l.msg === 'listening') || child.exitCode !== null,
     `node ${opts.name} listening`,
-    30_000,
+    90_000,
     output,
   );
   const port = lines.find((l) => l.msg === 'listening')?.address?.port;
