@@ -10,6 +10,7 @@ import { dirname, join, relative } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAjv } from '../core/config.ts';
 import { MailServer } from '../core/server.ts';
+import { freshSchema, usePostgres } from './helpers/postgres.ts';
 
 const root = join(import.meta.dirname, '..');
 const examplesDir = join(root, 'examples');
@@ -18,6 +19,24 @@ const configs = readdirSync(examplesDir, { recursive: true, encoding: 'utf8' })
   .filter((f) => f === 'mailframe.json' || f.endsWith('/mailframe.json'))
   .map((f) => join(examplesDir, f))
   .sort();
+
+/** The test database, started only if an example uses queue-pg (examples/cluster). */
+const database = usePostgres();
+
+/** A copy of `config` whose queue-pg entries point at the test database, in a schema of their own. */
+async function onTestDatabase(config: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const plugins = config['plugins'] as Array<{ plugin: string; config?: Record<string, unknown> }>;
+  if (!plugins.some((p) => p.plugin === 'queue-pg')) return config;
+  const url = await database();
+  return {
+    ...config,
+    plugins: plugins.map((p) =>
+      p.plugin === 'queue-pg'
+        ? { ...p, config: { ...p.config, connectionString: url, schema: freshSchema() } }
+        : p,
+    ),
+  };
+}
 
 let dataDir: string | undefined;
 afterEach(async () => {
@@ -39,7 +58,7 @@ describe('example configurations', () => {
 
     it(`${name} validates and loads its plugins`, async () => {
       dataDir = await mkdtemp(join(tmpdir(), 'mailframe-examples-'));
-      const config = { ...structuredClone(raw), dataDir };
+      const config = await onTestDatabase({ ...structuredClone(raw), dataDir });
       const server = await MailServer.create({ config, baseDir: dirname(file) });
       await server.close(0);
     });
