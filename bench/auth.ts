@@ -291,7 +291,9 @@ async function main(): Promise<void> {
         : []),
     ];
     const only = values.only?.split(',').map((id) => id.trim());
-    const unknown = only?.filter((id) => !all.some((c) => c.id === id) && !['spf-only', 'dkim-verify-only'].includes(id));
+    const unknown = only?.filter(
+      (id) => !all.some((c) => c.id === id) && !['spf-only', 'dkim-verify-only'].includes(id),
+    );
     if (unknown?.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
     const profile = values.profile === undefined ? undefined : resolve(values.profile);
     const configs = (only ? only.flatMap((id) => all.filter((c) => c.id === id)) : all).map((c) =>

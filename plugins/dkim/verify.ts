@@ -16,6 +16,7 @@
 import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { DnsResolver } from '../../core/dns/types.ts';
+import type { MessageHeader } from '../policy/message-header.ts';
 import { BodyHasher, type Canon, canonField, type Field, parseFields, signedHeaderData } from './canon.ts';
 import { base64Value, colonList, parseTagList } from './tags.ts';
 
@@ -278,21 +279,29 @@ async function fetchKey(
   return { ok: true, key: parsed };
 }
 
+function isParsed(message: Readable | Buffer | MessageHeader): message is MessageHeader {
+  return 'bodyStart' in message;
+}
+
 /**
  * Verify every DKIM signature of `message` (CRLF line endings, as spooled):
- * a stream, or a small message already in memory as one buffer.
+ * a stream, a small message already in memory as one buffer, or one whose
+ * header section a check parsed already (`messageHeader` of `mailframe/policy`).
  */
-export async function verifyMessage(message: Readable | Buffer, opts: VerifyOptions): Promise<Verification> {
+export async function verifyMessage(
+  message: Readable | Buffer | MessageHeader,
+  opts: VerifyOptions,
+): Promise<Verification> {
   const head: Buffer[] = [];
   let headSize = 0;
   let signatures: (Signature | SignatureVerdict)[] | undefined;
   let skipped = 0;
   const hashers = new Map<string, BodyHasher>();
   const keys = new Map<Signature, ReturnType<typeof fetchKey>>();
-  let fields: Field[] = [];
+  let fields: readonly Field[] = [];
 
-  const startBody = (section: Buffer) => {
-    fields = parseFields(section.toString('latin1'));
+  const startBody = (section: Buffer | readonly Field[]) => {
+    fields = Buffer.isBuffer(section) ? parseFields(section.toString('latin1')) : section;
     const found = fields.filter((f) => f.name === 'dkim-signature');
     skipped = Math.max(0, found.length - opts.maxSignatures);
     signatures = found.slice(0, opts.maxSignatures).map((f) => parseSignature(f, opts));
@@ -330,7 +339,11 @@ export async function verifyMessage(message: Readable | Buffer, opts: VerifyOpti
   };
 
   if (Buffer.isBuffer(message)) feed(message);
-  else {
+  else if (isParsed(message)) {
+    startBody(message.fields);
+    const body = message.buffer.subarray(message.bodyStart);
+    for (const hasher of hashers.values()) hasher.update(body);
+  } else {
     try {
       for await (const c of message) if (!feed(c as Buffer)) break;
     } finally {
