@@ -101,9 +101,15 @@ export function parseHeaderFields(section: string): ParsedField[] {
 export function parseMessageHeader(buffer: Buffer): MessageHeader {
   // A message without header fields starts with the empty line.
   const empty = buffer.length >= 2 && buffer[0] === 13 && buffer[1] === 10;
-  const end = empty ? -2 : buffer.indexOf('\r\n\r\n');
-  const text = empty ? '' : buffer.toString('latin1', 0, end < 0 ? buffer.length : end + 2);
-  return { buffer, text, bodyStart: end < 0 ? buffer.length : end + 4, fields: parseHeaderFields(text) };
+  if (empty) return { buffer, text: '', bodyStart: 2, fields: [] };
+  const end = buffer.indexOf('\r\n\r\n');
+  // All header section, no empty line: the body is empty.
+  if (end < 0) {
+    const text = buffer.toString('latin1');
+    return { buffer, text, bodyStart: buffer.length, fields: parseHeaderFields(text) };
+  }
+  const text = buffer.toString('latin1', 0, end + 2);
+  return { buffer, text, bodyStart: end + 4, fields: parseHeaderFields(text) };
 }
 
 /** The header parsed by an earlier `messageHeader` call, if the message has not changed since. */
