@@ -4,7 +4,7 @@
  * in the message, "simple" and "relaxed" header canonicalisation, and a body
  * hasher fed in chunks, with the `l=` body length limit.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, type Hash, hash } from 'node:crypto';
 import { fieldName, parseHeaderFields } from '../policy/message-header.ts';
 
 export type Canon = 'simple' | 'relaxed';
@@ -24,7 +24,8 @@ const STAGE_SIZE = 4000;
  * canonical body are hashed (the `l=` tag, RFC 6376 3.5).
  */
 export class BodyHasher {
-  readonly #hash: Hash = createHash('sha256');
+  /** Created at the first full staging block: a body that fits in one is hashed in one call (`digest`). */
+  #hash: Hash | undefined;
   readonly #relaxed: boolean;
   readonly #limit: number;
   #partial: Buffer = EMPTY;
@@ -83,6 +84,7 @@ export class BodyHasher {
     if (this.#staged + octets.length > STAGE_SIZE) {
       this.#flush();
       if (octets.length > STAGE_SIZE) {
+        this.#hash ??= createHash('sha256');
         this.#hash.update(octets);
         return;
       }
@@ -96,7 +98,10 @@ export class BodyHasher {
   }
 
   #flush(): void {
-    if (this.#staged > 0 && this.#staging) this.#hash.update(this.#staging.subarray(0, this.#staged));
+    if (this.#staged > 0 && this.#staging) {
+      this.#hash ??= createHash('sha256');
+      this.#hash.update(this.#staging.subarray(0, this.#staged));
+    }
     this.#staged = 0;
   }
 
@@ -105,6 +110,8 @@ export class BodyHasher {
     if (this.#partial.length > 0) this.#line(this.#partial);
     this.#partial = EMPTY;
     if (!this.#any && !this.#relaxed) this.#emit(CRLF);
+    if (this.#hash === undefined)
+      return hash('sha256', this.#staging?.subarray(0, this.#staged) ?? EMPTY, 'base64');
     this.#flush();
     return this.#hash.digest('base64');
   }

@@ -13,7 +13,7 @@
  *   permerror  unusable signature (syntax, unknown algorithm, rsa-sha1) or key (absent, revoked, weak, malformed)
  *   temperror  the key lookup failed for now (SERVFAIL, timeout)
  */
-import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { createPublicKey, hash, type KeyObject, verify } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { MessageHeader } from '../policy/message-header.ts';
@@ -67,22 +67,25 @@ export interface VerifyOptions {
 /** Public keys parsed from key records, least recently used evicted first. */
 export class KeyCache {
   readonly #capacity: number;
-  readonly #entries = new Map<string, ParsedKey>();
+  /** By key record; parsed for one `minKeyBits` (another parses it again). */
+  readonly #entries = new Map<string, { readonly minKeyBits: number; readonly parsed: ParsedKey }>();
 
   constructor(capacity = 256) {
     this.#capacity = capacity;
   }
 
   get(record: string, minKeyBits: number): ParsedKey {
-    const key = `${minKeyBits} ${record}`;
-    let parsed = this.#entries.get(key);
-    if (parsed) {
-      this.#entries.delete(key);
+    const found = this.#entries.get(record);
+    let parsed: ParsedKey;
+    if (found !== undefined && found.minKeyBits === minKeyBits) {
+      parsed = found.parsed;
+      this.#entries.delete(record);
     } else {
       parsed = parseKeyRecord(record, minKeyBits);
       if (this.#capacity <= 0) return parsed;
+      this.#entries.delete(record);
     }
-    this.#entries.set(key, parsed);
+    this.#entries.set(record, { minKeyBits, parsed });
     if (this.#entries.size > this.#capacity) {
       const oldest = this.#entries.keys().next();
       if (!oldest.done) this.#entries.delete(oldest.value);
@@ -401,7 +404,7 @@ function checkSignature(
   const octets = Buffer.from(data, 'latin1');
   try {
     return key.type === 'ed25519'
-      ? verify(null, createHash('sha256').update(octets).digest(), key.key, signature)
+      ? verify(null, hash('sha256', octets, 'buffer'), key.key, signature)
       : verify('sha256', octets, key.key, signature);
   } catch {
     return false;
