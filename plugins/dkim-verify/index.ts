@@ -108,7 +108,8 @@ export default definePlugin({
         const results: DkimResult[] = verified.signatures.map(toResult);
         if (results.length === 0) results.push({ result: 'none' });
         for (const r of results) recordResult(tx, 'dkim', r);
-        tx.log.debug({ dkim: results }, 'DKIM verified');
+        // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+        if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
         return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
       },
       { stage: Stage.EARLY },

@@ -27,7 +27,11 @@ export function fromFieldsOf(header: {
 
 /** Author domains of one From value: `<a@b>` forms, else bare `a@b` (lower case). */
 export function authorDomains(value: string): string[] {
-  const noComments = value.replace(/\([^()]*\)/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  // Most values have neither comments nor quoted strings: no copies then.
+  const noComments =
+    value.includes('(') || value.includes('"')
+      ? value.replace(/\([^()]*\)/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""')
+      : value;
   const angle = [...noComments.matchAll(/<[^<>@]*@([^<>\s]+)>/g)].map((m) => m[1] ?? '');
   const found =
     angle.length > 0 ? angle : [...noComments.matchAll(/[^\s,<>:;]+@([^\s,<>;]+)/g)].map((m) => m[1] ?? '');

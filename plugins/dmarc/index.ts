@@ -222,7 +222,9 @@ export default definePlugin({
         };
       }
       recordResult(tx, 'dmarc', result);
-      tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
+      // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+      if (api.log.isLevelEnabled('debug'))
+        tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
       const verdict = enforce(tx, result);
       // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
       if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {

@@ -207,7 +207,9 @@ export default definePlugin({
     }
 
     function decideOn(tx: Transaction, result: SpfResult, record?: (r: SpfResult) => void) {
-      tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
+      // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+      if (api.log.isLevelEnabled('debug'))
+        tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
       const replies = result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
       if (record === undefined) return report(tx, 'spf', result, config.actions, replies);
       record(result);
