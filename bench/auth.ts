@@ -19,11 +19,12 @@
  * per second of the W1 message with dkim-verify's verifier (warm caches).
  *
  *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
+ *                          [--only baseline,checks] [--profile DIR]
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -52,6 +53,10 @@ const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-s
   --time-limit S    Cap each W1 run at S seconds of load (default 45).
   --sign-seconds S  Time per signing algorithm (default 3).
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
+  --only IDS        Only these configurations (comma-separated ids: baseline, checks, sign,
+                    sign-ed25519, spf-only, dkim-verify-only); the first is the one ratios are to.
+  --profile DIR     Run each server under node --cpu-prof, writing DIR/<id>/*.cpuprofile
+                    (warm-up included; summarise with bench/cpuprofile.ts).
 `;
 
 function log(line: string): void {
@@ -209,6 +214,8 @@ async function main(): Promise<void> {
       'time-limit': { type: 'string', default: '45' },
       'sign-seconds': { type: 'string' },
       each: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -252,7 +259,7 @@ async function main(): Promise<void> {
     log(
       `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
     );
-    const configs: { id: string; what: string; extras: MailframeExtras }[] = [
+    const all: { id: string; what: string; extras: MailframeExtras }[] = [
       { id: 'baseline', what: 'mailframe-discard as in npm run bench', extras: {} },
       {
         id: 'checks',
@@ -275,7 +282,7 @@ async function main(): Promise<void> {
         what: 'the same with an Ed25519 key',
         extras: { core, plugins: [{ plugin: 'dkim-sign', config: signConfigEd }] },
       },
-      ...(each
+      ...(each || values.only?.includes('-only')
         ? ['spf', 'dkim-verify'].map((plugin) => ({
             id: `${plugin}-only`,
             what: `${plugin} alone (--each)`,
@@ -283,6 +290,20 @@ async function main(): Promise<void> {
           }))
         : []),
     ];
+    const only = values.only?.split(',').map((id) => id.trim());
+    const unknown = only?.filter(
+      (id) => !all.some((c) => c.id === id) && !['spf-only', 'dkim-verify-only'].includes(id),
+    );
+    if (unknown?.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
+    const profile = values.profile === undefined ? undefined : resolve(values.profile);
+    const configs = (only ? only.flatMap((id) => all.filter((c) => c.id === id)) : all).map((c) =>
+      profile === undefined
+        ? c
+        : {
+            ...c,
+            extras: { ...c.extras, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(profile, c.id)}`] },
+          },
+    );
     log(
       `mailframe auth bench: W1 (${w1.load.messages} messages of ${message.size} octets, DKIM-signed), ` +
         `${configs.length} configurations; the machine may be shared: compare ratios from one run`,

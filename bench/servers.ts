@@ -169,6 +169,8 @@ export interface MailframeExtras {
   readonly plugins?: readonly unknown[];
   /** Core settings merged over the bench's top level (e.g. `dns`). */
   readonly core?: Readonly<Record<string, unknown>>;
+  /** Options for the server's node before the script (e.g. `--cpu-prof`, bench/auth.ts `--profile`). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export async function startMailframe(
@@ -206,7 +208,7 @@ export async function startMailframe(
     name,
     command: nodeBinary(),
     // Node strips the types itself, as `npm start` does: no loader in the measured process.
-    args: [join(ROOT, 'bin', 'mailframe.ts'), 'start', '-c', file],
+    args: [...(extras.nodeArgs ?? []), join(ROOT, 'bin', 'mailframe.ts'), 'start', '-c', file],
     port,
     cleanup: () => rm(dir, { recursive: true, force: true }),
   });

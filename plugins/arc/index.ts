@@ -25,6 +25,7 @@ import type {} from '../auth-results/index.ts';
 import { readHeaderSection } from '../dkim-sign/header.ts';
 import { loadSigningKey } from '../dkim-sign/keys.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import { messageHeader } from '../policy/message-header.ts';
 import {
   actionsSchema,
   allResults,
@@ -182,8 +183,13 @@ export default definePlugin({
     api.hooks.message.tap(
       async (tx, message) => {
         if (sealOptions === undefined) {
-          // Most mail has no ARC set: a look at the header section spares a second DKIM pass over the message.
-          const head = await readHeaderSection(message.stream(), HEADER_PEEK_BYTES);
+          // Most mail has no ARC set: a look at the header section spares a second DKIM pass over the message
+          // (at the header parsed once for every check, when the message is small enough to be).
+          const parsed = await messageHeader(tx, message);
+          const head =
+            parsed !== undefined && parsed.text.length <= HEADER_PEEK_BYTES
+              ? parsed.text
+              : await readHeaderSection(message.stream(), HEADER_PEEK_BYTES);
           if (head !== undefined && !ARC_FIELD.test(head)) {
             recordResult(tx, 'arc', none(tx));
             return decide(tx, 'arc', 'none', config.actions, REPLIES);

@@ -13,6 +13,8 @@
 import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
+import type { Message, Transaction } from '../../core/types.ts';
+import { cachedMessageHeader } from '../policy/message-header.ts';
 import { allResults } from '../policy/policy.ts';
 import { authenticationResults, authservIdOf, registeredResults } from './format.ts';
 
@@ -50,6 +52,9 @@ export const schema = Type.Object(
   { additionalProperties: false },
 );
 
+/** The name anywhere in the header section: where it is not, no field can be removed. */
+const ANY_AUTH_RESULTS = /authentication-results/i;
+
 export default definePlugin({
   name: 'auth-results',
   description: 'Adds one Authentication-Results header field (RFC 8601) from the recorded check results.',
@@ -59,19 +64,28 @@ export default definePlugin({
     const ours = authservId.toLowerCase();
     api.provide('authserv', { id: authservId });
     // After every check (DKIM and DMARC record at the `message` hook), the field goes on top of the message.
+    const add = (tx: Transaction, message: Message) => {
+      const results = registeredResults(allResults(tx));
+      if (results.length > 0 || config.includeNone)
+        message.prepend([authenticationResults(authservId, results)]);
+      return undefined;
+    };
+    const remove = async (tx: Transaction, message: Message) => {
+      const removed = await message.removeFields(
+        (name, field) => name === 'authentication-results' && authservIdOf(field)?.toLowerCase() === ours,
+      );
+      if (removed > 0)
+        tx.log.info({ removed }, 'removed incoming Authentication-Results claiming our authserv-id');
+      return add(tx, message);
+    };
     api.hooks.message.tap(
-      async (tx, message) => {
-        if (config.removeIncoming) {
-          const removed = await message.removeFields(
-            (name, field) => name === 'authentication-results' && authservIdOf(field)?.toLowerCase() === ours,
-          );
-          if (removed > 0)
-            tx.log.info({ removed }, 'removed incoming Authentication-Results claiming our authserv-id');
-        }
-        const results = registeredResults(allResults(tx));
-        if (results.length > 0 || config.includeNone)
-          message.prepend([authenticationResults(authservId, results)]);
-        return undefined;
+      (tx, message) => {
+        if (!config.removeIncoming) return add(tx, message);
+        // Most messages have no such field at all: when a check parsed the header already, a look at it
+        // spares reading the header section again (and a promise).
+        const header = cachedMessageHeader(tx, message);
+        if (header !== undefined && !ANY_AUTH_RESULTS.test(header.text)) return add(tx, message);
+        return remove(tx, message);
       },
       { stage: Stage.LAST },
     );

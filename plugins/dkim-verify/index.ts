@@ -11,7 +11,7 @@ import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { KeyCache, type SignatureVerdict, verifyMessage } from '../dkim/verify.ts';
-import { messageSource } from '../policy/message-source.ts';
+import { messageHeader } from '../policy/message-header.ts';
 import {
   actionsSchema,
   type CheckResult,
@@ -92,7 +92,9 @@ export default definePlugin({
     const keys = new KeyCache();
     api.hooks.message.tap(
       async (tx, message) => {
-        const verified = await verifyMessage(await messageSource(message), {
+        // A small message in one buffer, its header section parsed once for every check that reads it.
+        const source = (await messageHeader(tx, message)) ?? message.stream();
+        const verified = await verifyMessage(source, {
           dns: api.server.dns,
           now: api.server.clock.now(),
           minKeyBits: config.minKeyBits,
@@ -108,7 +110,8 @@ export default definePlugin({
         const results: DkimResult[] = verified.signatures.map(toResult);
         if (results.length === 0) results.push({ result: 'none' });
         for (const r of results) recordResult(tx, 'dkim', r);
-        tx.log.debug({ dkim: results }, 'DKIM verified');
+        // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+        if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
         return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
       },
       { stage: Stage.EARLY },

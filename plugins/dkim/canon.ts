@@ -4,7 +4,8 @@
  * in the message, "simple" and "relaxed" header canonicalisation, and a body
  * hasher fed in chunks, with the `l=` body length limit.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, type Hash, hash } from 'node:crypto';
+import { fieldName, parseHeaderFields } from '../policy/message-header.ts';
 
 export type Canon = 'simple' | 'relaxed';
 
@@ -14,6 +15,8 @@ const SP = 32;
 const HTAB = 9;
 const CRLF = Buffer.from('\r\n');
 const EMPTY = Buffer.alloc(0);
+/** Octets collected before each update of the body hash (under 4 KiB: the staging buffer comes from Node's pool). */
+const STAGE_SIZE = 4000;
 
 /**
  * Canonicalises and hashes a body given in chunks (CRLF line endings, as the
@@ -21,7 +24,8 @@ const EMPTY = Buffer.alloc(0);
  * canonical body are hashed (the `l=` tag, RFC 6376 3.5).
  */
 export class BodyHasher {
-  readonly #hash: Hash = createHash('sha256');
+  /** Created at the first full staging block: a body that fits in one is hashed in one call (`digest`). */
+  #hash: Hash | undefined;
   readonly #relaxed: boolean;
   readonly #limit: number;
   #partial: Buffer = EMPTY;
@@ -29,6 +33,9 @@ export class BodyHasher {
   #any = false;
   /** Canonical octets seen (all of them, hashed or not past the limit). */
   #length = 0;
+  /** Canonical octets not yet given to the hash (`#stage`). */
+  #staging: Buffer | undefined;
+  #staged = 0;
 
   constructor(canon: Canon, limit = Number.POSITIVE_INFINITY) {
     this.#relaxed = canon === 'relaxed';
@@ -67,9 +74,35 @@ export class BodyHasher {
 
   #emit(octets: Buffer): void {
     const room = this.#limit - this.#length;
-    if (room >= octets.length) this.#hash.update(octets);
-    else if (room > 0) this.#hash.update(octets.subarray(0, room));
+    if (room >= octets.length) this.#stage(octets);
+    else if (room > 0) this.#stage(octets.subarray(0, room));
     this.#length += octets.length;
+  }
+
+  /** Collect octets to hash: one `update` per `STAGE_SIZE` octets, not two per line. */
+  #stage(octets: Buffer): void {
+    if (this.#staged + octets.length > STAGE_SIZE) {
+      this.#flush();
+      if (octets.length > STAGE_SIZE) {
+        this.#hash ??= createHash('sha256');
+        this.#hash.update(octets);
+        return;
+      }
+    }
+    this.#staging ??= Buffer.allocUnsafe(STAGE_SIZE);
+    if (octets.length === 2 && octets === CRLF) {
+      this.#staging[this.#staged] = CR;
+      this.#staging[this.#staged + 1] = LF;
+    } else octets.copy(this.#staging, this.#staged);
+    this.#staged += octets.length;
+  }
+
+  #flush(): void {
+    if (this.#staged > 0 && this.#staging) {
+      this.#hash ??= createHash('sha256');
+      this.#hash.update(this.#staging.subarray(0, this.#staged));
+    }
+    this.#staged = 0;
   }
 
   /** The `bh=` value. An empty body is CRLF in simple and nothing in relaxed canonicalisation (3.4.3, 3.4.4). */
@@ -77,6 +110,9 @@ export class BodyHasher {
     if (this.#partial.length > 0) this.#line(this.#partial);
     this.#partial = EMPTY;
     if (!this.#any && !this.#relaxed) this.#emit(CRLF);
+    if (this.#hash === undefined)
+      return hash('sha256', this.#staging?.subarray(0, this.#staged) ?? EMPTY, 'base64');
+    this.#flush();
     return this.#hash.digest('base64');
   }
 }
@@ -122,12 +158,7 @@ export interface Field {
 
 /** The header section's fields, in order (the section as text, latin1: one char per octet). */
 export function parseFields(section: string): Field[] {
-  const out: Field[] = [];
-  for (const raw of section.replace(/\r\n$/, '').split(/\r\n(?![ \t])/)) {
-    const colon = raw.indexOf(':');
-    if (colon > 0) out.push({ name: fieldName(raw.slice(0, colon)), raw });
-  }
-  return out;
+  return parseHeaderFields(section);
 }
 
 const WSP_RUN = /[ \t]+/g;
@@ -136,22 +167,53 @@ const WSP_RUN = /[ \t]+/g;
 export function canonField(raw: string, canon: Canon): string {
   if (canon === 'simple') return raw;
   const colon = raw.indexOf(':');
-  // Runs of WSP become one SP in the whole unfolded field, name included (3.4.2).
-  const name = fieldName(raw.slice(0, colon).replace(/\r\n/g, '')).replace(WSP_RUN, ' ');
-  // Only WSP is white space here: `trim()` would also take U+00A0, the last octet of many UTF-8 characters.
-  const value = raw
-    .slice(colon + 1)
-    .replace(/\r\n/g, '')
-    .replace(WSP_RUN, ' ')
-    .replace(WSP_EDGES, '');
-  return `${name}:${value}`;
+  return `${canonName(raw.slice(0, colon))}:${relaxedValue(raw, colon + 1)}`;
 }
 
-const WSP_EDGES = /^[ \t]+|[ \t]+$/g;
+/** A field name in relaxed canonicalisation: runs of WSP become one SP in the unfolded name too (3.4.2). */
+function canonName(name: string): string {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c === SP || c === HTAB || c === CR || c === LF)
+      return fieldName(name.replace(/\r\n/g, '')).replace(WSP_RUN, ' ');
+  }
+  return fieldName(name);
+}
 
-/** A field name as canonicalisation and `h=` compare it: WSP around it removed, ASCII letters in lower case. */
-function fieldName(text: string): string {
-  return text.replace(WSP_EDGES, '').replace(/[A-Z]+/g, (s) => s.toLowerCase());
+/**
+ * The value of `raw` from `from` in relaxed canonicalisation: unfolded (every
+ * CRLF removed), runs of WSP as one SP, no WSP at either end. Only WSP is white
+ * space here: `trim()` would also take U+00A0, the last octet of many UTF-8
+ * characters.
+ */
+function relaxedValue(raw: string, from: number): string {
+  let out = '';
+  let segment = from;
+  let space = false;
+  let any = false;
+  for (let i = from; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === SP || c === HTAB) {
+      if (segment < i) {
+        out += raw.slice(segment, i);
+        any = true;
+      }
+      space = true;
+      segment = i + 1;
+    } else if (c === CR && raw.charCodeAt(i + 1) === LF) {
+      if (segment < i) {
+        out += raw.slice(segment, i);
+        any = true;
+      }
+      i++;
+      segment = i + 1;
+    } else if (space) {
+      if (any) out += ' ';
+      space = false;
+    }
+  }
+  if (segment < raw.length) out += raw.slice(segment);
+  return out;
 }
 
 /**

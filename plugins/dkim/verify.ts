@@ -13,9 +13,10 @@
  *   permerror  unusable signature (syntax, unknown algorithm, rsa-sha1) or key (absent, revoked, weak, malformed)
  *   temperror  the key lookup failed for now (SERVFAIL, timeout)
  */
-import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { createPublicKey, hash, type KeyObject, verify } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { DnsResolver } from '../../core/dns/types.ts';
+import type { MessageHeader } from '../policy/message-header.ts';
 import { BodyHasher, type Canon, canonField, type Field, parseFields, signedHeaderData } from './canon.ts';
 import { base64Value, colonList, parseTagList } from './tags.ts';
 
@@ -66,22 +67,25 @@ export interface VerifyOptions {
 /** Public keys parsed from key records, least recently used evicted first. */
 export class KeyCache {
   readonly #capacity: number;
-  readonly #entries = new Map<string, ParsedKey>();
+  /** By key record; parsed for one `minKeyBits` (another parses it again). */
+  readonly #entries = new Map<string, { readonly minKeyBits: number; readonly parsed: ParsedKey }>();
 
   constructor(capacity = 256) {
     this.#capacity = capacity;
   }
 
   get(record: string, minKeyBits: number): ParsedKey {
-    const key = `${minKeyBits} ${record}`;
-    let parsed = this.#entries.get(key);
-    if (parsed) {
-      this.#entries.delete(key);
+    const found = this.#entries.get(record);
+    let parsed: ParsedKey;
+    if (found !== undefined && found.minKeyBits === minKeyBits) {
+      parsed = found.parsed;
+      this.#entries.delete(record);
     } else {
       parsed = parseKeyRecord(record, minKeyBits);
       if (this.#capacity <= 0) return parsed;
+      this.#entries.delete(record);
     }
-    this.#entries.set(key, parsed);
+    this.#entries.set(record, { minKeyBits, parsed });
     if (this.#entries.size > this.#capacity) {
       const oldest = this.#entries.keys().next();
       if (!oldest.done) this.#entries.delete(oldest.value);
@@ -278,21 +282,29 @@ async function fetchKey(
   return { ok: true, key: parsed };
 }
 
+function isParsed(message: Readable | Buffer | MessageHeader): message is MessageHeader {
+  return 'bodyStart' in message;
+}
+
 /**
  * Verify every DKIM signature of `message` (CRLF line endings, as spooled):
- * a stream, or a small message already in memory as one buffer.
+ * a stream, a small message already in memory as one buffer, or one whose
+ * header section a check parsed already (`messageHeader` of `mailframe/policy`).
  */
-export async function verifyMessage(message: Readable | Buffer, opts: VerifyOptions): Promise<Verification> {
+export async function verifyMessage(
+  message: Readable | Buffer | MessageHeader,
+  opts: VerifyOptions,
+): Promise<Verification> {
   const head: Buffer[] = [];
   let headSize = 0;
   let signatures: (Signature | SignatureVerdict)[] | undefined;
   let skipped = 0;
   const hashers = new Map<string, BodyHasher>();
   const keys = new Map<Signature, ReturnType<typeof fetchKey>>();
-  let fields: Field[] = [];
+  let fields: readonly Field[] = [];
 
-  const startBody = (section: Buffer) => {
-    fields = parseFields(section.toString('latin1'));
+  const startBody = (section: Buffer | readonly Field[]) => {
+    fields = Buffer.isBuffer(section) ? parseFields(section.toString('latin1')) : section;
     const found = fields.filter((f) => f.name === 'dkim-signature');
     skipped = Math.max(0, found.length - opts.maxSignatures);
     signatures = found.slice(0, opts.maxSignatures).map((f) => parseSignature(f, opts));
@@ -330,7 +342,11 @@ export async function verifyMessage(message: Readable | Buffer, opts: VerifyOpti
   };
 
   if (Buffer.isBuffer(message)) feed(message);
-  else {
+  else if (isParsed(message)) {
+    startBody(message.fields);
+    const body = message.buffer.subarray(message.bodyStart);
+    for (const hasher of hashers.values()) hasher.update(body);
+  } else {
     try {
       for await (const c of message) if (!feed(c as Buffer)) break;
     } finally {
@@ -388,7 +404,7 @@ function checkSignature(
   const octets = Buffer.from(data, 'latin1');
   try {
     return key.type === 'ed25519'
-      ? verify(null, createHash('sha256').update(octets).digest(), key.key, signature)
+      ? verify(null, hash('sha256', octets, 'buffer'), key.key, signature)
       : verify('sha256', octets, key.key, signature);
   } catch {
     return false;
@@ -396,9 +412,30 @@ function checkSignature(
 }
 
 /** The field with the value of its `b=` tag deleted (3.7: "b=" stays, its value is the empty string). */
-function withoutB(raw: string): string {
+export function withoutB(raw: string): string {
   const colon = raw.indexOf(':') + 1;
-  // Tag names are case-sensitive, and `bh=` does not match (`h` is not `=`).
-  const tags = raw.slice(colon).replace(/((?:^|;)(?:[ \t]|\r\n)*b(?:[ \t]|\r\n)*=)[^;]*/, '$1');
-  return raw.slice(0, colon) + tags;
+  // The first tag named `b` (names are case-sensitive; `bh=` is another tag), from the start or after a `;`.
+  for (let start = colon; ; ) {
+    const name = skipFws(raw, start);
+    if (raw.charCodeAt(name) === 98) {
+      const eq = skipFws(raw, name + 1);
+      if (raw.charCodeAt(eq) === 61) {
+        const next = raw.indexOf(';', eq + 1);
+        return next < 0 ? raw.slice(0, eq + 1) : raw.slice(0, eq + 1) + raw.slice(next);
+      }
+    }
+    const semi = raw.indexOf(';', start);
+    if (semi < 0) return raw;
+    start = semi + 1;
+  }
+}
+
+/** Past the WSP and CRLFs at `i`. */
+function skipFws(text: string, i: number): number {
+  for (;;) {
+    const c = text.charCodeAt(i);
+    if (c === 32 || c === 9) i++;
+    else if (c === 13 && text.charCodeAt(i + 1) === 10) i += 2;
+    else return i;
+  }
 }

@@ -27,11 +27,15 @@ export interface AggregateRow {
 
 type RowKey = string;
 
+const DAY = 24 * 60 * 60 * 1000;
+
 export class AggregateRecorder {
   readonly #dir: string;
   /** Day (YYYY-MM-DD, UTC) to its rows not yet written. */
   readonly #days = new Map<string, Map<RowKey, AggregateRow>>();
   #writing: Promise<void> = Promise.resolve();
+  #dayStart = Number.NaN;
+  #day = '';
 
   constructor(dir: string) {
     this.#dir = dir;
@@ -39,7 +43,7 @@ export class AggregateRecorder {
 
   /** Count one message of day `at` (milliseconds since the epoch). */
   add(at: number, row: Omit<AggregateRow, 'count'>): void {
-    const day = new Date(at).toISOString().slice(0, 10);
+    const day = this.#dayOf(at);
     let rows = this.#days.get(day);
     if (!rows) {
       rows = new Map();
@@ -49,6 +53,16 @@ export class AggregateRecorder {
     const found = rows.get(key);
     if (found) found.count++;
     else rows.set(key, { ...row, count: 1 });
+  }
+
+  /** The UTC day of `at` as YYYY-MM-DD (the last one worked out is kept: most messages share it). */
+  #dayOf(at: number): string {
+    const start = at - (((at % DAY) + DAY) % DAY);
+    if (start !== this.#dayStart) {
+      this.#dayStart = start;
+      this.#day = new Date(start).toISOString().slice(0, 10);
+    }
+    return this.#day;
   }
 
   /** Write what was counted into the day files (merged with what they hold), one write at a time. */

@@ -1,10 +1,25 @@
 /** The RFC5322.From domains of a message, from its header section. */
 
+const FROM = /^from[ \t]*:(.*)$/is;
+
 /** The `From:` fields' unfolded values. */
 export function fromFields(header: string): string[] {
   const out: string[] = [];
   for (const field of header.split(/\r\n(?![ \t])/)) {
-    const m = /^from[ \t]*:(.*)$/is.exec(field);
+    const m = FROM.exec(field);
+    if (m?.[1] !== undefined) out.push(m[1].replace(/\r\n/g, ''));
+  }
+  return out;
+}
+
+/** The same from a header section parsed already (`messageHeader` of `mailframe/policy`). */
+export function fromFieldsOf(header: {
+  readonly fields: readonly { name: string; raw: string }[];
+}): string[] {
+  const out: string[] = [];
+  for (const field of header.fields) {
+    if (field.name !== 'from') continue;
+    const m = FROM.exec(field.raw);
     if (m?.[1] !== undefined) out.push(m[1].replace(/\r\n/g, ''));
   }
   return out;
@@ -12,7 +27,11 @@ export function fromFields(header: string): string[] {
 
 /** Author domains of one From value: `<a@b>` forms, else bare `a@b` (lower case). */
 export function authorDomains(value: string): string[] {
-  const noComments = value.replace(/\([^()]*\)/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  // Most values have neither comments nor quoted strings: no copies then.
+  const noComments =
+    value.includes('(') || value.includes('"')
+      ? value.replace(/\([^()]*\)/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""')
+      : value;
   const angle = [...noComments.matchAll(/<[^<>@]*@([^<>\s]+)>/g)].map((m) => m[1] ?? '');
   const found =
     angle.length > 0 ? angle : [...noComments.matchAll(/[^\s,<>:;]+@([^\s,<>;]+)/g)].map((m) => m[1] ?? '');

@@ -15,8 +15,9 @@ import { TtlCache } from '../../core/dns/cache.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
-import type { Transaction } from '../../core/types.ts';
+import type { Message, Transaction } from '../../core/types.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
+import { cachedMessageHeader, messageHeader } from '../policy/message-header.ts';
 import { headerSection } from '../policy/message-source.ts';
 import {
   actionsSchema,
@@ -29,7 +30,7 @@ import {
   validateActions,
 } from '../policy/policy.ts';
 import { AggregateRecorder } from './aggregate.ts';
-import { authorDomains, fromFields } from './header-from.ts';
+import { authorDomains, fromFields, fromFieldsOf } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
 
@@ -121,11 +122,18 @@ export default definePlugin({
     type Evaluation = Awaited<ReturnType<typeof checkDmarc>>;
     const cache = new TtlCache<Evaluation>(config.cacheTtl > 0 ? config.cacheSize : 0);
 
-    /** mailauth's evaluation, or the one made for the same inputs while its DNS records live. */
-    async function evaluate(input: Parameters<typeof checkDmarc>[0]): Promise<Evaluation> {
-      const key = JSON.stringify([input.headerFrom, input.fromFields, input.spfDomains, input.dkimDomains]);
-      const hit = cache.get(key, clock.now());
-      if (hit) return hit.value;
+    type Input = Parameters<typeof checkDmarc>[0];
+    /** What an evaluation depends on, as a cache key. */
+    const keyOf = (input: Input) =>
+      JSON.stringify([input.headerFrom, input.fromFields, input.spfDomains, input.dkimDomains]);
+
+    /** The evaluation made for the same inputs while its DNS records live, if any. */
+    function cached(key: string): Evaluation | undefined {
+      return cache.get(key, clock.now())?.value;
+    }
+
+    /** mailauth's evaluation (kept for `cacheTtl`, or less if its DNS records live less). */
+    async function evaluate(input: Input, key: string): Promise<Evaluation> {
       let ttl = config.cacheTtl;
       const found = await checkDmarc({
         ...input,
@@ -177,65 +185,89 @@ export default definePlugin({
       return undefined;
     }
 
-    api.hooks.message.tap(
-      async (tx, message) => {
-        if (tx.session.user !== undefined) return undefined;
-        const head = await headerSection(message, config.maxHeaderSize);
-        const fields = fromFields(head.toString('latin1'));
-        const domains = [...new Set(fields.flatMap(authorDomains))];
-        const found = await evaluate({
-          headerFrom: domains,
-          fromFields: fields.length,
-          ...authenticated(tx),
-        });
-        let result: DmarcResult;
-        if (found === false) {
-          // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
-          result = { result: 'none', domain: domains.join(','), reason: 'no single author domain' };
-        } else {
-          const policy = asPolicy(found.policy);
-          const pct = pctOf(found.rr);
-          const value = asResultValue(found.status.result) ?? 'temperror';
-          let applied: DmarcPolicy | undefined;
-          if (value === 'fail' && policy !== undefined)
-            applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
-          const spf = found.alignment?.spf?.result;
-          const dkim = found.alignment?.dkim?.result;
-          result = {
-            result: value,
-            domain: domains[0] ?? found.domain,
-            properties: {
-              'header.from': domains[0] ?? found.domain,
-              ...(policy ? { 'policy.dmarc': policy } : {}),
-            },
-            ...(policy === undefined ? {} : { policy, pct }),
-            ...(applied === undefined ? {} : { applied }),
-            ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
-            ...(found.rr === undefined ? {} : { record: found.rr }),
-          };
-        }
-        recordResult(tx, 'dmarc', result);
+    /** The From fields' values, from the header section parsed once for every check (or read here). */
+    async function readFromFields(tx: Transaction, message: Message): Promise<string[]> {
+      const header = await messageHeader(tx, message);
+      if (header !== undefined && header.text.length <= config.maxHeaderSize) return fromFieldsOf(header);
+      const head = await headerSection(message, config.maxHeaderSize);
+      return fromFields(head.toString('latin1'));
+    }
+
+    /** Record and act on the evaluation (`false`: no single author domain). */
+    function conclude(tx: Transaction, domains: readonly string[], found: Evaluation): Reply | undefined {
+      let result: DmarcResult;
+      if (found === false) {
+        // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
+        result = { result: 'none', domain: domains.join(','), reason: 'no single author domain' };
+      } else {
+        const policy = asPolicy(found.policy);
+        const pct = pctOf(found.rr);
+        const value = asResultValue(found.status.result) ?? 'temperror';
+        let applied: DmarcPolicy | undefined;
+        if (value === 'fail' && policy !== undefined)
+          applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
+        const spf = found.alignment?.spf?.result;
+        const dkim = found.alignment?.dkim?.result;
+        result = {
+          result: value,
+          domain: domains[0] ?? found.domain,
+          properties: {
+            'header.from': domains[0] ?? found.domain,
+            ...(policy ? { 'policy.dmarc': policy } : {}),
+          },
+          ...(policy === undefined ? {} : { policy, pct }),
+          ...(applied === undefined ? {} : { applied }),
+          ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
+          ...(found.rr === undefined ? {} : { record: found.rr }),
+        };
+      }
+      recordResult(tx, 'dmarc', result);
+      // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+      if (api.log.isLevelEnabled('debug'))
         tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
-        const verdict = enforce(tx, result);
-        // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
-        if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {
-          const disposition =
-            verdict !== undefined
-              ? 'reject'
-              : tx.notes.policy?.quarantine?.check === 'dmarc'
-                ? 'quarantine'
-                : 'none';
-          aggregate.add(api.server.clock.now(), {
-            headerFrom: result.domain,
-            // An IPv4 client on a dual-stack socket is reported as IPv4.
-            sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
-            disposition,
-            dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
-            spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
-            policy: result.policy,
-          });
-        }
-        return verdict;
+      const verdict = enforce(tx, result);
+      // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
+      if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {
+        const disposition =
+          verdict !== undefined
+            ? 'reject'
+            : tx.notes.policy?.quarantine?.check === 'dmarc'
+              ? 'quarantine'
+              : 'none';
+        aggregate.add(api.server.clock.now(), {
+          headerFrom: result.domain,
+          // An IPv4 client on a dual-stack socket is reported as IPv4.
+          sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
+          disposition,
+          dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
+          spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
+          policy: result.policy,
+        });
+      }
+      return verdict;
+    }
+
+    /** DMARC on the From fields' values: at once when the evaluation is cached, else after it. */
+    function check(
+      tx: Transaction,
+      fields: readonly string[],
+    ): Reply | undefined | Promise<Reply | undefined> {
+      const domains = [...new Set(fields.flatMap(authorDomains))];
+      const input: Input = { headerFrom: domains, fromFields: fields.length, ...authenticated(tx) };
+      const key = keyOf(input);
+      const hit = cached(key);
+      if (hit !== undefined) return conclude(tx, domains, hit);
+      return evaluate(input, key).then((found) => conclude(tx, domains, found));
+    }
+
+    api.hooks.message.tap(
+      (tx, message) => {
+        if (tx.session.user !== undefined) return undefined;
+        // Usually dkim-verify parsed the header already and the evaluation is cached: no promise, no wait.
+        const header = cachedMessageHeader(tx, message);
+        if (header !== undefined && header.text.length <= config.maxHeaderSize)
+          return check(tx, fromFieldsOf(header));
+        return readFromFields(tx, message).then((fields) => check(tx, fields));
       },
       // After the checks whose results it reads (dkim-verify records at `EARLY`, spf at MAIL FROM).
       { stage: Stage.LATE },

@@ -11,7 +11,7 @@ import { readHeaderSection } from '../queue/message-read.ts';
 /** Messages up to this many octets (without prepended fields) are read as one buffer. */
 export const SMALL_MESSAGE = 64 * 1024;
 /** Room for the prepended fields on top of a small message. */
-const PREPENDED_ROOM = 1024 * 1024;
+export const PREPENDED_ROOM = 1024 * 1024;
 
 /** The whole message as one buffer when it is small, else a stream (prepended fields first either way). */
 export async function messageSource(message: Message): Promise<Buffer | Readable> {

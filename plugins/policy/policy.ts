@@ -139,4 +139,5 @@ export function allResults(tx: Transaction): readonly RecordedResult[] {
 }
 
 export * from './actions.ts';
+export * from './message-header.ts';
 export * from './state-store.ts';

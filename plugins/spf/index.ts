@@ -110,6 +110,27 @@ function clientIp(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
+/** The inputs of an evaluation (the cache key is made of those the macros read). */
+interface Inputs {
+  readonly key: string;
+  readonly ip: string;
+  readonly checked: string;
+  readonly domain: string;
+  readonly identity: 'mailfrom' | 'helo';
+  readonly property: Readonly<Record<string, string>>;
+  readonly sender: Transaction['from']['address'];
+  readonly helo: string | undefined;
+}
+
+/** A check started at MAIL FROM, recorded at the message. */
+interface Pending {
+  /** The evaluation under way (undefined: the result was known at once). */
+  readonly started: Promise<SpfResult> | undefined;
+  readonly record: (r: SpfResult) => void;
+  /** Set once the check is done: the message tap then answers without a promise. */
+  done?: SpfResult;
+}
+
 export default definePlugin({
   name: 'spf',
   /** Stateless: a config reload may replace or drop it while sessions run. */
@@ -122,22 +143,18 @@ export default definePlugin({
     const clock = api.server.clock;
     const cache = new TtlCache<SpfResult>(config.cacheTtl > 0 ? config.cacheSize : 0);
     /** Checks started at MAIL FROM and not yet recorded (deferred mode). */
-    const pending = new WeakMap<
-      Transaction,
-      {
-        readonly started: Promise<SpfResult>;
-        readonly record: (r: SpfResult) => void;
-        /** Set once the check is done: the message tap then answers without a promise. */
-        done?: SpfResult;
-      }
-    >();
+    const pending = new WeakMap<Transaction, Pending>();
     // An action that refuses must refuse at MAIL FROM: the check has to finish there.
     const refusesEarly = Object.values(config.actions).some(
       (a) => a.action === 'reject' || a.action === 'tempfail',
     );
     const waitAtMail = config.waitAtMail || refusesEarly;
 
-    async function evaluate(tx: Transaction): Promise<SpfResult> {
+    /**
+     * The result without a DNS lookup, when there is one: no domain to check, or
+     * a result cached for the same inputs. Else the inputs of the evaluation.
+     */
+    function known(tx: Transaction): SpfResult | Inputs {
       const session = tx.session;
       const sender = tx.from.address;
       const helo = session.helo?.domain;
@@ -158,6 +175,13 @@ export default definePlugin({
       const key = `${ip} ${checked} ${helo ?? ''}`;
       const hit = cache.get(key, clock.now());
       if (hit) return hit.value;
+      return { key, ip, checked, domain, identity, property, sender, helo };
+    }
+
+    /** Evaluate with mailauth (the cache missed); keep the result as long as its records live. */
+    async function evaluate(tx: Transaction, inputs: Inputs): Promise<SpfResult> {
+      const { key, ip, checked, domain, identity, property, sender, helo } = inputs;
+      const session = tx.session;
       let ttl = config.cacheTtl;
       const found = await checkSpf({
         ...(sender === null ? { sender: `postmaster@${domain}` } : { sender: checked }),
@@ -185,7 +209,9 @@ export default definePlugin({
     }
 
     function decideOn(tx: Transaction, result: SpfResult, record?: (r: SpfResult) => void) {
-      tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
+      // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+      if (api.log.isLevelEnabled('debug'))
+        tx.log.debug({ spf: result.result, domain: result.domain, identity: result.identity }, 'spf');
       const replies = result.result === 'fail' || result.result === 'softfail' ? FAIL_REPLIES : ERROR_REPLIES;
       if (record === undefined) return report(tx, 'spf', result, config.actions, replies);
       record(result);
@@ -198,17 +224,24 @@ export default definePlugin({
     api.hooks.mail.tap(
       (tx) => {
         if (config.skipAuthenticated && tx.session.user !== undefined) return undefined;
-        if (waitAtMail) return evaluate(tx).then((result) => decideOn(tx, result));
+        const now = known(tx);
+        if (waitAtMail) {
+          if (!('key' in now)) return decideOn(tx, now);
+          return evaluate(tx, now).then((result) => decideOn(tx, result));
+        }
+        // Its result goes where SPF started, before those of checks that start later.
+        const record = reserveResult(tx, 'spf');
+        // A cached result: nothing to wait for, no promise.
+        if (!('key' in now)) {
+          pending.set(tx, { started: undefined, record, done: now });
+          return undefined;
+        }
         // Started now, recorded at `message`: the MAIL FROM reply does not wait for DNS.
-        const started = evaluate(tx).catch((err: unknown): SpfResult => {
+        const started = evaluate(tx, now).catch((err: unknown): SpfResult => {
           tx.log.warn({ err }, 'SPF check failed');
           return { result: 'temperror', identity: 'mailfrom', domain: '', reason: 'check failed' };
         });
-        // Its result goes where SPF started, before those of checks that start later.
-        const check: { started: Promise<SpfResult>; record: (r: SpfResult) => void; done?: SpfResult } = {
-          started,
-          record: reserveResult(tx, 'spf'),
-        };
+        const check: Pending = { started, record };
         started.then((r) => {
           check.done = r;
         });
@@ -228,6 +261,7 @@ export default definePlugin({
         pending.delete(tx);
         // Usually done long before the data ends: no promise, no wait.
         if (check.done !== undefined) return decideOn(tx, check.done, check.record);
+        if (check.started === undefined) return undefined; // not reached: a check without a promise is done
         return check.started.then((result) => decideOn(tx, result, check.record));
       },
       { stage: Stage.FIRST },
