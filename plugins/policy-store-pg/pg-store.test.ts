@@ -127,6 +127,12 @@ describe('the tables', () => {
     await expect(node(schema)).rejects.toThrow(/at version 99, newer than this mailframe knows/);
   });
 
+  it('commit without waiting for the WAL flush (its connections only)', async () => {
+    const store = await node(freshSchema());
+    const r = await store.pool.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
+    expect(r.rows[0]?.synchronous_commit).toBe('off');
+  });
+
   it('without migrate, refuses a schema that has no policy state tables', async () => {
     await expect(
       PgPolicyStore.open({

@@ -161,7 +161,11 @@ export class PgPolicyStore implements PolicyStateStore {
 
   private constructor(opts: PgPolicyStoreOptions) {
     const s = ident(opts.schema);
-    this.pool = new pg.Pool({ ...opts.connection, max: opts.poolSize });
+    // No WAL flush to wait for (a startup option of each connection, so no extra round trip): a database
+    // crash may forget the last moments of policy state (a triplet greylisted again, a bucket a little
+    // fuller), never corrupt it; the embedded store may lose up to its flush interval.
+    const options = [opts.connection.options, '-c synchronous_commit=off'].filter(Boolean).join(' ');
+    this.pool = new pg.Pool({ ...opts.connection, options, max: opts.poolSize });
     this.pool.on('error', opts.onPoolError ?? (() => {}));
     this.description = `postgresql schema ${opts.schema}`;
     this.#greylistSql = greylistSql(s);
