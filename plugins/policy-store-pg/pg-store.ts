@@ -158,6 +158,8 @@ export class PgPolicyStore implements PolicyStateStore {
   readonly #greylistSql: string;
   readonly #bucketSql: string;
   readonly #pruneSql: readonly string[];
+  /** Names of the prepared statements (each connection parses and plans them once). */
+  readonly #names: { readonly greylist: string; readonly bucket: string };
 
   private constructor(opts: PgPolicyStoreOptions) {
     const s = ident(opts.schema);
@@ -168,6 +170,7 @@ export class PgPolicyStore implements PolicyStateStore {
     this.pool = new pg.Pool({ ...opts.connection, options, max: opts.poolSize });
     this.pool.on('error', opts.onPoolError ?? (() => {}));
     this.description = `postgresql schema ${opts.schema}`;
+    this.#names = { greylist: `policy-greylist/${opts.schema}`, bucket: `policy-bucket/${opts.schema}` };
     this.#greylistSql = greylistSql(s);
     this.#bucketSql = bucketSql(s);
     this.#pruneSql = ['policy_greylist', 'policy_bucket'].map(
@@ -209,13 +212,11 @@ export class PgPolicyStore implements PolicyStateStore {
 
   greylistSeen(key: string, now: number, times: GreylistTimes): Promise<GreylistEntry> {
     return this.pool
-      .query<{ firstSeen: number; expires: number; status: GreylistStatus }>(this.#greylistSql, [
-        key,
-        now,
-        times.delay,
-        times.retryWindow,
-        times.lifetime,
-      ])
+      .query<{ firstSeen: number; expires: number; status: GreylistStatus }>({
+        name: this.#names.greylist,
+        text: this.#greylistSql,
+        values: [key, now, times.delay, times.retryWindow, times.lifetime],
+      })
       .then(({ rows }) => {
         const row = rows[0];
         if (row === undefined) throw new Error('greylist upsert returned no row');
@@ -225,13 +226,11 @@ export class PgPolicyStore implements PolicyStateStore {
 
   takeTokens(key: string, now: number, bucket: TokenBucket, n: number): Promise<TakeResult> {
     return this.pool
-      .query<{ tokens: number; allowed: boolean }>(this.#bucketSql, [
-        key,
-        now,
-        bucket.capacity,
-        bucket.intervalMs,
-        n,
-      ])
+      .query<{ tokens: number; allowed: boolean }>({
+        name: this.#names.bucket,
+        text: this.#bucketSql,
+        values: [key, now, bucket.capacity, bucket.intervalMs, n],
+      })
       .then(({ rows }) => {
         const row = rows[0];
         if (row === undefined) throw new Error('bucket upsert returned no row');
