@@ -37,7 +37,11 @@ export const schema = Type.Object(
       description:
         'Create or upgrade the tables at start. Off: refuse to start unless they are current (their version table is `policy_state_version`).',
     }),
-    connectTimeout: q.connectTimeout,
+    connectTimeout: Type.String({
+      default: '10s',
+      description:
+        'Give up connecting to the database after this long: the greylist or rate-limit check then records `temperror` (accepted unless its `actions` say otherwise).',
+    }),
     pruneInterval: Type.String({
       default: '10m',
       description:
