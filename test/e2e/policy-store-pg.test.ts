@@ -10,16 +10,25 @@ import type { SmtpClient, TestServer } from '../../core/testkit.ts';
 import { connectFrom, FakeClock, MINUTE } from '../helpers/policy-state.ts';
 import { freshSchema, usePostgres } from '../helpers/postgres.ts';
 import { useScope } from '../helpers/scope.ts';
+import { Relay } from '../helpers/tcp-relay.ts';
 
 const scope = useScope();
 const database = usePostgres();
 
 /** A node: greylist and rate-limit on the shared store in `schema`. */
-async function node(clock: FakeClock, schema: string, rules: readonly object[] = []): Promise<TestServer> {
+async function node(
+  clock: FakeClock,
+  schema: string,
+  rules: readonly object[] = [],
+  url?: string,
+): Promise<TestServer> {
   return scope.start({
     clock,
     plugins: [
-      ['policy-store-pg', { connectionString: await database(), schema, poolSize: 2 }],
+      [
+        'policy-store-pg',
+        { connectionString: url ?? (await database()), schema, poolSize: 2, connectTimeout: '2s' },
+      ],
       ...(rules.length > 0 ? [['rate-limit', { rules }] as const] : [['greylist', {}] as const]),
       ['rcpt-local', { domains: ['example.com'] }],
     ],
@@ -79,5 +88,21 @@ describe('policy state shared in PostgreSQL', () => {
     clock.advance(20 * MINUTE);
     expect(await mail(cb)).toBe('250 2.1.0');
     expect(await mail(ca)).toBe('450 4.7.1');
+  });
+
+  it('the database unreachable: greylist records temperror and accepts (its default action); once back, greylists again', async () => {
+    const clock = new FakeClock();
+    const url = new URL(await database());
+    const relay = new Relay({ host: url.hostname, port: Number(url.port) });
+    await relay.open();
+    scope.defer(() => relay.cut());
+    url.port = String(relay.port);
+    const t = await node(clock, freshSchema(), [], url.toString());
+    expect(await rcptCode(t)).toBe('450 4.7.1');
+    await relay.cut();
+    expect(await rcptCode(t)).toBe('250 2.1.5');
+    await relay.open();
+    clock.advance(MINUTE);
+    expect(await rcptCode(t)).toBe('450 4.7.1');
   });
 });
