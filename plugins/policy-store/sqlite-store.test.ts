@@ -11,16 +11,9 @@ import { once } from 'node:events';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  type BucketRow,
-  bucketStep,
-  type GreylistRow,
-  type GreylistTimes,
-  greylistStep,
-  type TokenBucket,
-} from '../policy/state-store.ts';
+import { assertReferenceSemantics } from '../../test/helpers/policy-store-property.ts';
+import type { GreylistTimes, TokenBucket } from '../policy/state-store.ts';
 import { SqlitePolicyStore, type SqliteStoreOptions } from './sqlite-store.ts';
 
 const MINUTE = 60_000;
@@ -112,53 +105,14 @@ describe('the store against the reference semantics', () => {
     // A tiny cache: entries are forgotten after each flush and read back from the database.
     const reopen = () => open(path, { maxCached: 1 });
     let store = reopen();
-    let round = 0;
-    const op = fc.record({
-      kind: fc.constantFrom('greylist', 'greylist', 'bucket', 'bucket', 'flush', 'reopen'),
-      key: fc.constantFrom('a', 'b'),
-      dt: fc.integer({ min: -2 * MINUTE, max: 3 * DAY }),
-      n: fc.integer({ min: 1, max: 4 }),
+    await assertReferenceSemantics({
+      current: () => store,
+      flush: () => store.flush(),
+      reopen: () => {
+        store.close();
+        store = reopen();
+      },
     });
-    await fc.assert(
-      fc.asyncProperty(
-        fc.array(op, { maxLength: 40 }),
-        fc.integer({ min: 1, max: 10 }),
-        fc.integer({ min: 1, max: 10 * DAY }),
-        async (ops, capacity, period) => {
-          // Fresh keys every run: the store is one database for all runs.
-          const run = `${++round}:`;
-          const bucket: TokenBucket = { capacity, intervalMs: period / capacity };
-          const greylist = new Map<string, GreylistRow>();
-          const buckets = new Map<string, BucketRow>();
-          let now = T0;
-          for (const o of ops) {
-            now += o.dt;
-            if (o.kind === 'flush') store.flush();
-            else if (o.kind === 'reopen') {
-              store.close();
-              store = reopen();
-            } else if (o.kind === 'greylist') {
-              const want = greylistStep(greylist.get(o.key), now, TIMES);
-              greylist.set(o.key, want.row);
-              const got = await store.greylistSeen(run + o.key, now, TIMES);
-              expect(got).toEqual({
-                status: want.status,
-                firstSeen: want.row.firstSeen,
-                expires: want.row.expires,
-              });
-            } else {
-              const want = bucketStep(buckets.get(o.key), now, bucket, o.n);
-              buckets.set(o.key, want.row);
-              const got = await store.takeTokens(run + o.key, now, bucket, o.n);
-              expect(got.allowed).toBe(want.result.allowed);
-              expect(got.remaining).toBeCloseTo(want.result.remaining, 6);
-              expect(got.retryAfterMs).toBe(want.result.retryAfterMs);
-            }
-          }
-        },
-      ),
-      { numRuns: 150 },
-    );
   });
 });
 

@@ -2,8 +2,8 @@
  * Policy state: what greylisting and rate limits remember between sessions,
  * behind one small interface that several plugins share (the `policyState`
  * service) and that more than one backend implements: the embedded SQLite
- * store of the `policy-store` plugin, and a PostgreSQL store when several
- * nodes share one database.
+ * store of the `policy-store` plugin, and the PostgreSQL store of
+ * `policy-store-pg` when several nodes share one database.
  *
  * Every operation is one atomic read-modify-write of one key, so two
  * sessions (or, on a shared database, two nodes) racing on the same key can
