@@ -15,6 +15,7 @@ import type { Transaction } from '../../core/types.ts';
 import { authorDomains, fromFields } from '../dmarc/header-from.ts';
 import { readHeaderSection } from './header.ts';
 import { loadSigningKey } from './keys.ts';
+import { createDkimSigner } from './service.ts';
 import { type Canon, hashBody, parseFields, signatureField } from './signer.ts';
 
 const Selector = Type.Object(
@@ -142,6 +143,19 @@ export default definePlugin({
     if (domains.size === 0) return;
     const [headerCanon, bodyCanon] = config.canonicalization.split('/') as [Canon, Canon];
     const oversign = new Set(config.oversign.map((n) => n.toLowerCase()));
+    // Mail the server writes itself (TLS reports, bounces): signed for any configured domain.
+    api.provide(
+      'dkimSigner',
+      createDkimSigner({
+        domains,
+        headers: config.headers,
+        oversign,
+        headerCanon,
+        bodyCanon,
+        maxHeaderBytes: config.maxHeaderBytes,
+        now: () => api.server.clock.now(),
+      }),
+    );
 
     const pick = (tx: Transaction, fromHeader: string | undefined): LoadedDomain | undefined => {
       const candidates = [fromHeader, tx.from.address?.asciiDomain.toLowerCase()];

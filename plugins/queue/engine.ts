@@ -42,6 +42,7 @@ export async function startQueue(api: PluginApi<unknown>, opts: StartQueueOption
     router: options.router,
     bounces: options.bounces,
     log: api.log,
+    signer: () => api.service('dkimSigner'),
   });
   const scheduler = new Scheduler({
     store,

@@ -20,6 +20,7 @@ import type {
   Logger,
   RecipientResult,
 } from '../../core/types.ts';
+import type { DkimSignerService } from '../dkim-sign/service.ts';
 import { buildDsn, type DsnRecipient, headerSection, type ReturnedContent, statusOf } from './bounce.ts';
 import { resultsFor } from './delivery-results.ts';
 import { envelopeDsnOf, notifyOf, orcptOf } from './dsn-request.ts';
@@ -27,7 +28,7 @@ import { formatDuration } from './duration.ts';
 import { readAll, readHeaderSection } from './message-read.ts';
 import { delayWarningDue, planRetry, type RetryPolicy } from './retry.ts';
 import type { Router } from './routes.ts';
-import type { Lease, QueueStore, RecipientOutcome } from './types.ts';
+import type { Lease, MessageContent, QueueStore, RecipientOutcome } from './types.ts';
 
 export interface BounceOptions {
   /** What to return when the sender gave no RET: the header section or the whole message. */
@@ -45,6 +46,8 @@ export interface RunnerContext {
   readonly router: Router;
   readonly bounces: BounceOptions;
   readonly log: Logger;
+  /** The DKIM signer (the `dkimSigner` service), looked up when a bounce is made. */
+  readonly signer?: () => DkimSignerService | undefined;
 }
 
 interface Decided {
@@ -310,7 +313,7 @@ async function sendDsn(
         receivedAt: now,
         source: { kind: 'dsn', about: lease.id },
       },
-      dsn.message,
+      await signBounce(ctx, dsn.message),
     );
     job.log.info(
       { dsn: id, to: lease.from, actions: reported.map((d) => d.dsn?.action) },
@@ -328,6 +331,12 @@ async function sendDsn(
       }
     }
   }
+}
+
+/** The bounce DKIM-signed when a `dkimSigner` has a key for its From domain (the reporting MTA's name). */
+async function signBounce(ctx: RunnerContext, message: Buffer): Promise<MessageContent> {
+  const signer = ctx.signer?.();
+  return signer?.canSign(ctx.hostname) ? signer.sign(message, { domain: ctx.hostname }) : message;
 }
 
 function pickReply(o: RecipientOutcome): Partial<RecipientOutcome> {

@@ -213,6 +213,7 @@ export default definePlugin({
         day: report.day,
       });
       try {
+        const signer = api.service('dkimSigner');
         const id = await queue.enqueue(
           {
             from,
@@ -221,7 +222,7 @@ export default definePlugin({
             receivedAt: now,
             source: { kind: 'local', by: api.name },
           },
-          message,
+          signer ? await signer.sign(message) : message,
         );
         log.debug({ queueId: id, to: endpoint.address }, 'report mail queued');
         return undefined;
@@ -335,6 +336,8 @@ export default definePlugin({
 
     let timer: NodeJS.Timeout | undefined;
     api.onStart(() => {
+      // RFC 8460 section 5.3: report mail must be DKIM-signed; `dkim-sign` does it when loaded.
+      if (!api.service('dkimSigner')) log.warn('no dkim-sign plugin: TLS reports will go out unsigned');
       timer = setInterval(() => {
         if (running) return;
         runDue().catch((err: unknown) => log.error({ err }, 'TLS reporting pass failed'));

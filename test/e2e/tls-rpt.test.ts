@@ -19,9 +19,12 @@ import { definePlugin } from '../../core/plugin.ts';
 import { MailServer } from '../../core/server.ts';
 import { startTestDnsServer, type TestDnsServer, type TestDnsZone } from '../../core/testkit-dns.ts';
 import type { EnvelopeAttributes } from '../../core/types.ts';
+import { generateDkimKeyPair, txtStrings } from '../../plugins/dkim-sign/keys.ts';
 import type { TlsSessionEvent } from '../../plugins/outbound/tls-report.ts';
 import type { QueueService } from '../../plugins/queue/types.ts';
 import type { TlsRptService } from '../../plugins/tls-rpt/index.ts';
+import { ownVerify } from '../helpers/own-dkim.ts';
+import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
 import { useScope } from '../helpers/scope.ts';
 import { FakeClock, HOUR, MINUTE, parseMultipart, removeDir, tempDir } from './queue-harness.ts';
 import { assertValidTlsReport } from './tlsrpt-schema.ts';
@@ -62,6 +65,8 @@ async function startRptServer(o: {
   clock: FakeClock;
   dns: TestDnsServer;
   config?: Record<string, unknown>;
+  /** More plugin entries (dkim-sign). */
+  plugins?: Array<Record<string, unknown>>;
 }): Promise<RptServer> {
   const logs: Array<Record<string, unknown>> = [];
   const delivered: EnvelopeAttributes[] = [];
@@ -88,6 +93,7 @@ async function startRptServer(o: {
         },
         { plugin: 'queue-fs', config: { fsync: false } },
         { plugin: 'test-delivered' },
+        ...(o.plugins ?? []),
       ],
     },
     definitions: new Map([[watch.name, watch]]),
@@ -642,6 +648,67 @@ describe('tls-rpt', () => {
     assertValidTlsReport(postedReport(sink.posts[0] as Post));
     await t.close();
     expect(sink.posts).toHaveLength(1);
+  });
+});
+
+describe('tls-rpt report mail DKIM (RFC 8460 5.3)', () => {
+  async function sendReport(dkim: boolean) {
+    const clock = new FakeClock(DAY1);
+    const dataDir = await dir();
+    const [rsa, ed] = await Promise.all([generateDkimKeyPair('rsa'), generateDkimKeyPair('ed25519')]);
+    await writeFile(join(dataDir, 'rsa.pem'), rsa.privateKeyPem);
+    await writeFile(join(dataDir, 'ed.pem'), ed.privateKeyPem);
+    const dns = await dnsServer({
+      '_smtp._tls.example.net': { TXT: ['v=TLSRPTv1; rua=mailto:tlsrpt@reports.example'] },
+      'r1._domainkey.mx.test.example': { TXT: [txtStrings(rsa.record)] },
+      'e1._domainkey.mx.test.example': { TXT: [txtStrings(ed.record)] },
+    });
+    const signing = {
+      plugin: 'dkim-sign',
+      config: {
+        domains: [
+          {
+            domain: 'mx.test.example',
+            selectors: [
+              { selector: 'r1', keyFile: join(dataDir, 'rsa.pem') },
+              { selector: 'e1', keyFile: join(dataDir, 'ed.pem') },
+            ],
+          },
+        ],
+      },
+    };
+    const t = await startRptServer({ dataDir, clock, dns, plugins: dkim ? [signing] : [] });
+    t.rpt.record(event(STS, clock.now()));
+    clock.t = DAY1_DUE;
+    await t.rpt.runDue();
+    await t.queue.runDue();
+    const mail = await mailbox(t.maildir);
+    expect(mail).toHaveLength(1);
+    return { t, dns, clock, rsa, ed, mail: Buffer.from(mail[0] as string, 'utf8') };
+  }
+
+  it('signs the report mail with dkim-sign: our verifier and python3-dkim accept it', async () => {
+    await ensurePythonDkim();
+    const { t, dns, clock, rsa, ed, mail } = await sendReport(true);
+    expect(t.logs.some((l) => String(l.msg).includes('unsigned'))).toBe(false);
+    const own = await ownVerify(mail, dns, clock);
+    expect(own.signatures.map((v) => [v.domain, v.selector, v.result])).toEqual([
+      ['mx.test.example', 'r1', 'pass'],
+      ['mx.test.example', 'e1', 'pass'],
+    ]);
+    const records = {
+      'r1._domainkey.mx.test.example': rsa.record,
+      'e1._domainkey.mx.test.example': ed.record,
+    };
+    const py = await interop(['verify', JSON.stringify(records)], mail);
+    expect(py.stdout).toContain('ok=True');
+    expect(py.code).toBe(0);
+  }, 60_000);
+
+  it('without dkim-sign the report still goes out, unsigned, and the start says so once', async () => {
+    const { t, mail } = await sendReport(false);
+    expect(mail.toString('latin1')).not.toContain('DKIM-Signature');
+    expect(t.logs.filter((l) => String(l.msg).includes('TLS reports will go out unsigned'))).toHaveLength(1);
   });
 });
 
