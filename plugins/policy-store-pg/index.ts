@@ -7,6 +7,7 @@
  */
 import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
+import { servePolicyState } from '../policy/state-store.ts';
 import { requireDuration } from '../queue/duration.ts';
 import { schema as queuePgSchema } from '../queue-pg/index.ts';
 import { PgPolicyStore } from './pg-store.ts';
@@ -73,27 +74,6 @@ export default definePlugin({
       migrate: config.migrate,
       onPoolError: (err) => api.log.warn({ err }, 'PostgreSQL connection lost (the pool reconnects)'),
     });
-    api.provide('policyState', store);
-    api.log.info({ store: store.description }, 'policy state store open');
-
-    let pruning: Promise<void> | undefined;
-    const prune = () => {
-      pruning ??= store
-        .prune(api.server.clock.now())
-        .then((n) => {
-          if (n > 0) api.log.debug({ removed: n }, 'policy state pruned');
-        })
-        .catch((err: unknown) => api.log.warn({ err }, 'policy state prune failed'))
-        .finally(() => {
-          pruning = undefined;
-        });
-    };
-    const timer = setInterval(prune, every);
-    timer.unref();
-    api.onClose(async () => {
-      clearInterval(timer);
-      await pruning;
-      await store.close();
-    });
+    servePolicyState(api, store, every);
   },
 });

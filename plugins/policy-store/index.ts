@@ -9,6 +9,7 @@
 import { isAbsolute, join } from 'node:path';
 import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
+import { servePolicyState } from '../policy/state-store.ts';
 import { requireDuration } from '../queue/duration.ts';
 import { SqlitePolicyStore } from './sqlite-store.ts';
 
@@ -48,27 +49,6 @@ export default definePlugin({
       flushIntervalMs,
       onFlushError: (err) => api.log.warn({ err }, 'policy state write failed; will retry'),
     });
-    api.provide('policyState', store);
-    api.log.info({ store: store.description }, 'policy state store open');
-
-    let pruning: Promise<void> | undefined;
-    const prune = () => {
-      pruning ??= store
-        .prune(api.server.clock.now())
-        .then((n) => {
-          if (n > 0) api.log.debug({ removed: n }, 'policy state pruned');
-        })
-        .catch((err: unknown) => api.log.warn({ err }, 'policy state prune failed'))
-        .finally(() => {
-          pruning = undefined;
-        });
-    };
-    const timer = setInterval(prune, every);
-    timer.unref();
-    api.onClose(async () => {
-      clearInterval(timer);
-      await pruning;
-      store.close();
-    });
+    servePolicyState(api, store, every);
   },
 });

@@ -20,6 +20,7 @@
  * than a promise; a remote one returns a promise. Callers handle both
  * (`andThen`).
  */
+import type { PluginApi } from '../../core/plugin.ts';
 
 /** Greylisting's three times, in milliseconds. */
 export interface GreylistTimes {
@@ -89,6 +90,38 @@ export interface PolicyStateStore {
   takeTokens(key: string, now: number, bucket: TokenBucket, n: number): MaybePromise<TakeResult>;
   /** Forget entries that expired by `now` (a full bucket is as good as none). Returns how many. */
   prune(now: number): MaybePromise<number>;
+}
+
+/**
+ * What a store plugin does with its store: publish it as the `policyState`
+ * service, prune expired entries every `pruneEveryMs` (one prune at a time,
+ * failures logged), and on shutdown wait for a prune in flight, then close it.
+ */
+export function servePolicyState(
+  api: Pick<PluginApi<unknown>, 'provide' | 'log' | 'server' | 'onClose'>,
+  store: PolicyStateStore & { close(): MaybePromise<void> },
+  pruneEveryMs: number,
+): void {
+  api.provide('policyState', store);
+  api.log.info({ store: store.description }, 'policy state store open');
+  let pruning: Promise<void> | undefined;
+  const prune = () => {
+    pruning ??= Promise.resolve(store.prune(api.server.clock.now()))
+      .then((n) => {
+        if (n > 0) api.log.debug({ removed: n }, 'policy state pruned');
+      })
+      .catch((err: unknown) => api.log.warn({ err }, 'policy state prune failed'))
+      .finally(() => {
+        pruning = undefined;
+      });
+  };
+  const timer = setInterval(prune, pruneEveryMs);
+  timer.unref();
+  api.onClose(async () => {
+    clearInterval(timer);
+    await pruning;
+    await store.close();
+  });
 }
 
 declare module '../../core/plugin.ts' {
