@@ -75,12 +75,18 @@ CREATE TABLE ${s}.jobs (
 );
 CREATE INDEX jobs_due ON ${s}.jobs (due_at, message_id) WHERE NOT held;
 CREATE INDEX jobs_leased ON ${s}.jobs (destination) WHERE lease_token IS NOT NULL;
+-- One destination's due jobs in due order (lease_due takes at most its room of them).
+CREATE INDEX jobs_destination_due ON ${s}.jobs (destination, due_at, message_id) WHERE NOT held;
 
 -- Lease up to p_limit due jobs for p_owner, at most p_per running (unexpired
 -- leases, all nodes) per destination. A destination another node is leasing
 -- for at this moment (its advisory lock is taken) is skipped: that node fills it.
 -- p_mine: the tokens of leases the calling node still runs (even if expired:
 -- it never races itself for a job; they count against the destination's room).
+-- Destinations are taken in the order of their earliest due job; each one's
+-- due jobs come from jobs_destination_due, at most its room of them, so a
+-- destination at its limit costs one look however large its backlog of due
+-- jobs (the look for the next destination skips it inside one statement).
 -- Returns each leased job with its message and pending recipients there (read
 -- after the lock, so the message row committed with the job is always seen).
 CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
@@ -90,11 +96,11 @@ RETURNS TABLE (id text, destination text, token bigint, sender text, attributes 
 LANGUAGE plpgsql AS $$
 DECLARE
   j record;
+  d text;
   ids text[] := '{}';
   dests text[] := '{}';
   tokens bigint[] := '{}';
-  skip text[] := '{}';
-  rooms jsonb := '{}';
+  seen text[] := '{}';
   room integer;
   taken integer := 0;
   t bigint;
@@ -102,45 +108,39 @@ BEGIN
   -- A lease lost in a database crash only lets the job run again (at least once): no WAL flush to wait for.
   PERFORM set_config('synchronous_commit', 'off', true);
   IF p_limit <= 0 THEN RETURN; END IF;
-  FOR j IN
-    SELECT x.message_id, x.destination, x.lease_token FROM ${s}.jobs x
-    WHERE x.due_at <= p_now AND NOT x.held ORDER BY x.due_at, x.message_id
   LOOP
-    CONTINUE WHEN j.destination = ANY (skip) OR j.lease_token = ANY (p_mine);
-    room := (rooms ->> j.destination)::integer;
-    IF room IS NULL THEN
-      IF p_per IS NULL THEN
-        room := p_limit;
-      ELSE
-        IF NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || j.destination, 0)) THEN
-          skip := skip || j.destination;
-          CONTINUE;
-        END IF;
-        SELECT p_per - count(*) INTO room FROM ${s}.jobs l
-        WHERE l.destination = j.destination AND l.lease_token IS NOT NULL
-          AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
-      END IF;
+    EXIT WHEN taken >= p_limit;
+    SELECT x.destination INTO d FROM ${s}.jobs x
+    WHERE x.due_at <= p_now AND NOT x.held AND x.destination <> ALL (seen)
+      AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+    ORDER BY x.due_at, x.message_id LIMIT 1;
+    EXIT WHEN NOT FOUND;
+    seen := seen || d;
+    IF p_per IS NULL THEN
+      room := p_limit - taken;
+    ELSE
+      CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0));
+      SELECT p_per - count(*) INTO room FROM ${s}.jobs l
+      WHERE l.destination = d AND l.lease_token IS NOT NULL
+        AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
+      room := least(room, p_limit - taken);
     END IF;
-    IF room <= 0 THEN
-      skip := skip || j.destination;
-      CONTINUE;
-    END IF;
-    PERFORM 1 FROM ${s}.jobs x
-    WHERE x.message_id = j.message_id AND x.destination = j.destination AND x.due_at <= p_now AND NOT x.held
-      AND x.lease_token IS NOT DISTINCT FROM j.lease_token
-    FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
+    CONTINUE WHEN room <= 0;
+    FOR j IN
+      SELECT x.message_id FROM ${s}.jobs x
+      WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
+        AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+      ORDER BY x.due_at, x.message_id LIMIT room
+      FOR UPDATE SKIP LOCKED
+    LOOP
       t := nextval('${s}.lease_tokens');
       UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
-      WHERE x.message_id = j.message_id AND x.destination = j.destination;
-      room := room - 1;
+      WHERE x.message_id = j.message_id AND x.destination = d;
       taken := taken + 1;
       ids := ids || j.message_id;
-      dests := dests || j.destination;
+      dests := dests || d;
       tokens := tokens || t;
-      EXIT WHEN taken >= p_limit;
-    END IF;
-    rooms := jsonb_set(rooms, ARRAY[j.destination], to_jsonb(room));
+    END LOOP;
   END LOOP;
   RETURN QUERY
     SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
