@@ -75,12 +75,18 @@ CREATE TABLE ${s}.jobs (
 );
 CREATE INDEX jobs_due ON ${s}.jobs (due_at, message_id) WHERE NOT held;
 CREATE INDEX jobs_leased ON ${s}.jobs (destination) WHERE lease_token IS NOT NULL;
+-- One destination's due jobs in due order (lease_due takes at most its room of them).
+CREATE INDEX jobs_destination_due ON ${s}.jobs (destination, due_at, message_id) WHERE NOT held;
 
 -- Lease up to p_limit due jobs for p_owner, at most p_per running (unexpired
 -- leases, all nodes) per destination. A destination another node is leasing
 -- for at this moment (its advisory lock is taken) is skipped: that node fills it.
 -- p_mine: the tokens of leases the calling node still runs (even if expired:
 -- it never races itself for a job; they count against the destination's room).
+-- Destinations are taken in the order of their earliest due job; each one's
+-- due jobs come from jobs_destination_due, at most its room of them, so a
+-- destination at its limit costs one look however large its backlog of due
+-- jobs, and no step of the function reads more than 64 rows of that backlog.
 -- Returns each leased job with its message and pending recipients there (read
 -- after the lock, so the message row committed with the job is always seen).
 CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
@@ -90,11 +96,14 @@ RETURNS TABLE (id text, destination text, token bigint, sender text, attributes 
 LANGUAGE plpgsql AS $$
 DECLARE
   j record;
+  d text;
   ids text[] := '{}';
   dests text[] := '{}';
   tokens bigint[] := '{}';
-  skip text[] := '{}';
-  rooms jsonb := '{}';
+  seen text[] := '{}';
+  cands text[];
+  more boolean;
+  pass integer;
   room integer;
   taken integer := 0;
   t bigint;
@@ -102,45 +111,57 @@ BEGIN
   -- A lease lost in a database crash only lets the job run again (at least once): no WAL flush to wait for.
   PERFORM set_config('synchronous_commit', 'off', true);
   IF p_limit <= 0 THEN RETURN; END IF;
-  FOR j IN
-    SELECT x.message_id, x.destination, x.lease_token FROM ${s}.jobs x
-    WHERE x.due_at <= p_now AND NOT x.held ORDER BY x.due_at, x.message_id
-  LOOP
-    CONTINUE WHEN j.destination = ANY (skip) OR j.lease_token = ANY (p_mine);
-    room := (rooms ->> j.destination)::integer;
-    IF room IS NULL THEN
-      IF p_per IS NULL THEN
-        room := p_limit;
-      ELSE
-        IF NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || j.destination, 0)) THEN
-          skip := skip || j.destination;
-          CONTINUE;
-        END IF;
-        SELECT p_per - count(*) INTO room FROM ${s}.jobs l
-        WHERE l.destination = j.destination AND l.lease_token IS NOT NULL
-          AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
-      END IF;
+  -- The destinations of the first 64 due jobs, in due order; when there may be
+  -- more (64 found) and room is left, every other destination with a due job,
+  -- found one index probe each (its earliest job) rather than over the backlog.
+  SELECT coalesce(array_agg(f.destination ORDER BY f.first), '{}'), coalesce(sum(f.n) >= 64, false) INTO cands, more
+  FROM (SELECT x.destination, min(x.k) AS first, count(*) AS n
+        FROM (SELECT y.destination, row_number() OVER (ORDER BY y.due_at, y.message_id) AS k
+              FROM (SELECT z.destination, z.due_at, z.message_id FROM ${s}.jobs z
+                    WHERE z.due_at <= p_now AND NOT z.held ORDER BY z.due_at, z.message_id LIMIT 64) y) x
+        GROUP BY x.destination) f;
+  FOR pass IN 1..2 LOOP
+    IF pass = 2 THEN
+      EXIT WHEN NOT more OR taken >= p_limit;
+      WITH RECURSIVE ds AS (
+        (SELECT x.destination, x.due_at FROM ${s}.jobs x WHERE NOT x.held ORDER BY x.destination, x.due_at LIMIT 1)
+        UNION ALL
+        SELECT n.destination, n.due_at FROM ds p CROSS JOIN LATERAL (
+          SELECT x.destination, x.due_at FROM ${s}.jobs x WHERE NOT x.held AND x.destination > p.destination
+          ORDER BY x.destination, x.due_at LIMIT 1) n
+      )
+      SELECT coalesce(array_agg(ds.destination ORDER BY ds.due_at), '{}') INTO cands FROM ds
+      WHERE ds.due_at <= p_now AND ds.destination <> ALL (seen);
     END IF;
-    IF room <= 0 THEN
-      skip := skip || j.destination;
-      CONTINUE;
-    END IF;
-    PERFORM 1 FROM ${s}.jobs x
-    WHERE x.message_id = j.message_id AND x.destination = j.destination AND x.due_at <= p_now AND NOT x.held
-      AND x.lease_token IS NOT DISTINCT FROM j.lease_token
-    FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-      t := nextval('${s}.lease_tokens');
-      UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
-      WHERE x.message_id = j.message_id AND x.destination = j.destination;
-      room := room - 1;
-      taken := taken + 1;
-      ids := ids || j.message_id;
-      dests := dests || j.destination;
-      tokens := tokens || t;
+    FOREACH d IN ARRAY cands LOOP
       EXIT WHEN taken >= p_limit;
-    END IF;
-    rooms := jsonb_set(rooms, ARRAY[j.destination], to_jsonb(room));
+      seen := seen || d;
+      IF p_per IS NULL THEN
+        room := p_limit - taken;
+      ELSE
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0));
+        SELECT p_per - count(*) INTO room FROM ${s}.jobs l
+        WHERE l.destination = d AND l.lease_token IS NOT NULL
+          AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
+        room := least(room, p_limit - taken);
+      END IF;
+      CONTINUE WHEN room <= 0;
+      FOR j IN
+        SELECT x.message_id FROM ${s}.jobs x
+        WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
+          AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+        ORDER BY x.due_at, x.message_id LIMIT room
+        FOR UPDATE SKIP LOCKED
+      LOOP
+        t := nextval('${s}.lease_tokens');
+        UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
+        WHERE x.message_id = j.message_id AND x.destination = d;
+        taken := taken + 1;
+        ids := ids || j.message_id;
+        dests := dests || d;
+        tokens := tokens || t;
+      END LOOP;
+    END LOOP;
   END LOOP;
   RETURN QUERY
     SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,

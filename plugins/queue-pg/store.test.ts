@@ -218,6 +218,47 @@ describe('queue-pg: two nodes on one database', () => {
     expect((await a.store.stats()).active).toBe(3);
   });
 
+  it('leases for a destination at its limit without reading its backlog of due jobs, and still finds the destinations due after it', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const backlog = 300;
+    await Promise.all(
+      Array.from({ length: backlog }, (_, i) =>
+        a.store.enqueue(envelope(clock, `u${i}@busy.example`), body(i)),
+      ),
+    );
+    clock.t += 1;
+    const late = await a.store.enqueue(envelope(clock, 'bob@quiet.example'), body(0));
+    clock.t += 1;
+
+    // Called as the store calls it, in a transaction of our own, to read how many
+    // rows of the jobs table it read, by index or sequential scan (a count, not a time).
+    const client = new pg.Client({ connectionString: await database() });
+    await client.connect();
+    try {
+      // With the statistics autovacuum keeps (a fresh table has none).
+      await client.query(`ANALYZE ${ident(schema)}.jobs`);
+      await client.query('BEGIN');
+      const { rows } = await client.query<{ id: string; destination: string }>(
+        `SELECT id, destination FROM ${ident(schema)}.lease_due('node-b', $1, 100, 5, $2, '{}')`,
+        [clock.now(), clock.now() + LEASE],
+      );
+      const fetched = await client.query<{ n: string }>(
+        `SELECT pg_stat_get_xact_tuples_fetched(t) + pg_stat_get_xact_tuples_returned(t) AS n
+         FROM (SELECT '${ident(schema)}.jobs'::regclass AS t) x`,
+      );
+      await client.query('COMMIT');
+      expect(rows.filter((r) => r.destination === 'busy.example')).toHaveLength(5);
+      expect(rows.filter((r) => r.destination === 'quiet.example').map((r) => r.id)).toEqual([late]);
+      // 5 leased at busy.example, 1 at quiet.example, the first 64 due jobs
+      // looked at to find destinations: far from the 300 of the backlog.
+      expect(Number(fetched.rows[0]?.n)).toBeLessThan(backlog / 2);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('wakes the other node by NOTIFY when mail is queued, released or retried', async () => {
     const clock = new Clock();
     const schema = freshSchema();
