@@ -95,7 +95,22 @@ function nodeBinary(): string {
   return existsSync(local) ? local : process.execPath;
 }
 
+/**
+ * Start the fuzz server. Its ports are picked free beforehand, so another
+ * process may take one in between (tests run in parallel): a start that
+ * fails on a port in use is tried again with new ports, a few times.
+ */
 export async function startFuzzServer(): Promise<FuzzServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce();
+    } catch (err) {
+      if (attempt >= 3 || !String((err as Error).message).includes('EADDRINUSE')) throw err;
+    }
+  }
+}
+
+async function startOnce(): Promise<FuzzServer> {
   const dir = await mkdtemp(join(tmpdir(), 'mailframe-fuzz-'));
   let child: ChildProcess | undefined;
   try {
