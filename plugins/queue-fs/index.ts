@@ -8,11 +8,10 @@
  */
 import { join, resolve } from 'node:path';
 import Type from 'typebox';
-import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
 import { startQueue } from '../queue/engine.ts';
-import { contentOf, envelopeOf } from '../queue/intake.ts';
+import { tapQueueIntake } from '../queue/intake.ts';
 import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
 import { FreeSpace } from './free-space.ts';
 import { DEFAULT_MEMORY_CACHE, FsQueueStore } from './store.ts';
@@ -109,21 +108,8 @@ export default definePlugin({
         return typeof free === 'object' ? free.then(verdict) : verdict(free);
       });
     }
-    // Promise chains rather than async frames: this runs once per message, with the 250 waiting.
-    api.hooks.queue.tap(
-      (tx, message) => {
-        const envelope = envelopeOf(tx, api.server.hostname, api.server.clock.now());
-        return contentOf(message)
-          .then((content) => store.enqueue(envelope, content))
-          .then(
-            (id) => ({ id }),
-            (err: unknown) => {
-              tx.log.error({ err }, 'queue write failed');
-              return isOutOfSpace(err) ? Replies.insufficientStorage : Replies.localError;
-            },
-          );
-      },
-      { stage: Stage.LATE },
+    tapQueueIntake(api, store, (err) =>
+      isOutOfSpace(err) ? Replies.insufficientStorage : Replies.localError,
     );
   },
 });

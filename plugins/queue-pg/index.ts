@@ -10,13 +10,11 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import Type, { type Static } from 'typebox';
-import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { Replies } from '../../core/reply.ts';
 import type { Logger } from '../../core/types.ts';
 import { requireDuration } from '../queue/duration.ts';
 import { startQueue } from '../queue/engine.ts';
-import { contentOf, envelopeOf } from '../queue/intake.ts';
+import { tapQueueIntake } from '../queue/intake.ts';
 import { queueOptionProperties, resolveQueueOptions } from '../queue/options.ts';
 import { PgQueueStore } from './store.ts';
 
@@ -128,21 +126,6 @@ export default definePlugin({
       // Wake-ups come by NOTIFY; this long fallback catches a lease left by a dead node at a full destination.
       pollInterval: leaseDuration,
     });
-    // Promise chains rather than async frames: this runs once per message, with the 250 waiting.
-    api.hooks.queue.tap(
-      (tx, message) => {
-        const envelope = envelopeOf(tx, api.server.hostname, api.server.clock.now());
-        return contentOf(message)
-          .then((content) => store.enqueue(envelope, content))
-          .then(
-            (id) => ({ id }),
-            (err: unknown) => {
-              tx.log.error({ err }, 'queue write failed');
-              return Replies.localError;
-            },
-          );
-      },
-      { stage: Stage.LATE },
-    );
+    tapQueueIntake(api, store);
   },
 });

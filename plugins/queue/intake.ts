@@ -2,8 +2,11 @@
  * What every queue backend's `queue` hook stores: the envelope of an SMTP
  * transaction and the message octets (from memory when small, else a stream).
  */
+import { Stage } from '../../core/hooks.ts';
+import type { PluginApi } from '../../core/plugin.ts';
+import { Replies, type Reply } from '../../core/reply.ts';
 import type { Message, Transaction } from '../../core/types.ts';
-import type { EnvelopeInput, MessageContent } from './types.ts';
+import type { EnvelopeInput, MessageContent, QueueStore } from './types.ts';
 
 /** The envelope of an SMTP transaction as the queue stores it. */
 export function envelopeOf(tx: Transaction, hostname: string, now: number): EnvelopeInput {
@@ -39,4 +42,32 @@ export function contentOf(message: Message): Promise<MessageContent> {
   for (const field of message.prepended) size += Buffer.byteLength(field, 'utf8') + 2;
   if (size <= IN_MEMORY_LIMIT) return message.read(IN_MEMORY_LIMIT);
   return Promise.resolve({ size, stream: () => message.stream() });
+}
+
+/**
+ * A backend's `queue` tap: store the transaction's message in `store` and
+ * answer with its queue id, or with `failed(err)`'s reply (default `451
+ * 4.3.0`) when the store could not take it.
+ */
+export function tapQueueIntake(
+  api: Pick<PluginApi<unknown>, 'hooks' | 'server'>,
+  store: Pick<QueueStore, 'enqueue'>,
+  failed: (err: unknown) => Reply = () => Replies.localError,
+): void {
+  // Promise chains rather than async frames: this runs once per message, with the 250 waiting.
+  api.hooks.queue.tap(
+    (tx, message) => {
+      const envelope = envelopeOf(tx, api.server.hostname, api.server.clock.now());
+      return contentOf(message)
+        .then((content) => store.enqueue(envelope, content))
+        .then(
+          (id) => ({ id }),
+          (err: unknown) => {
+            tx.log.error({ err }, 'queue write failed');
+            return failed(err);
+          },
+        );
+    },
+    { stage: Stage.LATE },
+  );
 }
