@@ -38,9 +38,9 @@ import { clientNetwork } from '../plugins/policy/networks.ts';
 import { type CheckName, resultsOf } from '../plugins/policy/policy.ts';
 import '../plugins/rate-limit/index.ts';
 import { SqlitePolicyStore } from '../plugins/policy-store/sqlite-store.ts';
-import { measure, type RunMetrics } from './measure.ts';
+import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { writeResults } from './results.ts';
-import { type MailframeExtras, type ServerSpec, startMailframe } from './servers.ts';
+import { discardSpec, type MailframeExtras } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The issue's target: W1 with the checks keeps at least 70 % of its throughput. */
@@ -163,22 +163,6 @@ async function sanityCheck(dnsAddress: string): Promise<string> {
   return JSON.stringify(seen);
 }
 
-function spec(extras: MailframeExtras): ServerSpec {
-  return {
-    name: 'mailframe-discard',
-    description: 'mailframe, queue-discard',
-    unavailable: () => undefined,
-    start: () => startMailframe('mailframe-discard', 'discard', extras),
-  };
-}
-
-function brief(r: RunMetrics): string {
-  return (
-    `${r.msgsPerSec.toFixed(0)} msgs/s, cpu ${r.cpuMsPerMsg.toFixed(3)} ms/msg, p99 ${r.p99Ms.toFixed(2)} ms, ` +
-    `errors ${r.errors}${r.capped ? ', CAPPED' : ''}${r.stalled ? ', STALLED' : ''}`
-  );
-}
-
 interface Config {
   readonly id: string;
   readonly what: string;
@@ -258,14 +242,14 @@ async function main(): Promise<void> {
       const workload: Workload = { ...w1, load: { ...w1.load, churn: config.churn } };
       try {
         const q0 = dns.queries.length;
-        const metrics = await measure(spec(config.extras), workload, {
+        const metrics = await measure(discardSpec(config.extras), workload, {
           timeLimitMs,
           warmup: true,
           generator: 'loadgen',
         });
         // Over warm-up and run together: a handful means the cache held for the whole run.
         const dnsQueries = dns.queries.length - q0;
-        log(`W1 ${config.id}: ${brief(metrics)}, DNS queries ${dnsQueries}`);
+        log(`W1 ${config.id}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
         results.push({ config, metrics, dnsQueries });
       } catch (err) {
         const error = err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err);

@@ -35,10 +35,10 @@ import { KeyCache, verifyMessage } from '../plugins/dkim/verify.ts';
 import { defaultHeaders } from '../plugins/dkim-sign/index.ts';
 import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
 import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
-import { measure, type RunMetrics } from './measure.ts';
+import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
 import { writeResults } from './results.ts';
-import { type MailframeExtras, type ServerSpec, startMailframe } from './servers.ts';
+import { discardSpec, type MailframeExtras } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
@@ -191,22 +191,6 @@ async function sanityCheck(
   }
 }
 
-function spec(extras: MailframeExtras): ServerSpec {
-  return {
-    name: 'mailframe-discard',
-    description: 'mailframe, queue-discard',
-    unavailable: () => undefined,
-    start: () => startMailframe('mailframe-discard', 'discard', extras),
-  };
-}
-
-function brief(r: RunMetrics): string {
-  return (
-    `${r.msgsPerSec.toFixed(0)} msgs/s, cpu ${r.cpuMsPerMsg.toFixed(3)} ms/msg, p99 ${r.p99Ms.toFixed(2)} ms, ` +
-    `errors ${r.errors}${r.capped ? ', CAPPED' : ''}${r.stalled ? ', STALLED' : ''}`
-  );
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -314,14 +298,14 @@ async function main(): Promise<void> {
     for (const c of configs) {
       try {
         const q0 = dns.queries.length;
-        const metrics = await measure(spec(c.extras), workload, {
+        const metrics = await measure(discardSpec(c.extras), workload, {
           timeLimitMs,
           warmup: true,
           generator: 'loadgen',
         });
         // Queries over warm-up and run together: a handful means the cache held for the whole run.
         const dnsQueries = dns.queries.length - q0;
-        log(`W1 ${c.id}: ${brief(metrics)}, DNS queries ${dnsQueries}`);
+        log(`W1 ${c.id}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
         results.push({ id: c.id, what: c.what, metrics, dnsQueries });
       } catch (err) {
         const error = err instanceof Error ? err.message.split('\n')[0] : String(err);

@@ -125,3 +125,11 @@ export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOption
     await server.stop();
   }
 }
+
+/** One run on one line: throughput, CPU and p99 per message, errors, and whether it hit a limit. */
+export function briefRun(r: RunMetrics): string {
+  return (
+    `${r.msgsPerSec.toFixed(0)} msgs/s, cpu ${r.cpuMsPerMsg.toFixed(3)} ms/msg, p99 ${r.p99Ms.toFixed(2)} ms, ` +
+    `errors ${r.errors}${r.capped ? ', CAPPED' : ''}${r.stalled ? ', STALLED' : ''}`
+  );
+}

@@ -18,7 +18,7 @@
 import { parseArgs } from 'node:util';
 import { measure, type RunMetrics } from './measure.ts';
 import { writeResults } from './results.ts';
-import { type MailframeExtras, type ServerSpec, startMailframe } from './servers.ts';
+import { discardSpec, type MailframeExtras } from './servers.ts';
 import { allWorkloads } from './workloads.ts';
 
 /** The issue's target: the plugin costs under 5 % of W1. */
@@ -33,15 +33,6 @@ const USAGE = `Usage: npm run bench:metrics -- [--quick] [--runs N] [--time-limi
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
-}
-
-function spec(extras: MailframeExtras): ServerSpec {
-  return {
-    name: 'mailframe-discard',
-    description: 'mailframe, queue-discard',
-    unavailable: () => undefined,
-    start: () => startMailframe('mailframe-discard', 'discard', extras),
-  };
 }
 
 function median(values: readonly number[]): number {
@@ -85,7 +76,7 @@ async function main(): Promise<void> {
   const results = new Map<string, RunMetrics[]>(configs.map((c) => [c.id, []]));
   for (let run = 1; run <= runs; run++) {
     for (const c of configs) {
-      const m = await measure(spec(c.extras), w1, { timeLimitMs, warmup: true, generator: 'loadgen' });
+      const m = await measure(discardSpec(c.extras), w1, { timeLimitMs, warmup: true, generator: 'loadgen' });
       log(
         `run ${run} ${c.id}: ${m.msgsPerSec.toFixed(0)} msgs/s, cpu ${m.cpuMsPerMsg.toFixed(4)} ms/msg, errors ${m.errors}${m.capped ? ', CAPPED' : ''}`,
       );

@@ -281,3 +281,13 @@ export function serverSpec(name: ServerName): ServerSpec {
       };
   }
 }
+
+/** `mailframe-discard` (as in `npm run bench`) with `extras`: the spec the feature benches compare against. */
+export function discardSpec(extras: MailframeExtras): ServerSpec {
+  return {
+    name: 'mailframe-discard',
+    description: 'mailframe, queue-discard',
+    unavailable: () => undefined,
+    start: () => startMailframe('mailframe-discard', 'discard', extras),
+  };
+}
