@@ -590,6 +590,9 @@ export class MailServer {
     clearTimeout(timer);
     this.idle.stop();
     await Promise.all(stopped);
+    // A reload under way refuses to apply once it sees the shutdown and closes what it opened:
+    // let it finish first (bounded: its plugins' start could hang) so nothing it started outlives us.
+    await Promise.race([this.#reloading, new Promise((ok) => setTimeout(ok, grace).unref())]);
     await this.#closePlugins();
     this.#ownResolver?.close();
     this.#stopCatchingFaults();
@@ -698,13 +701,20 @@ export class MailServer {
       }
     } catch (err) {
       await undo();
-      // A listener closed to be reopened comes back with its old settings.
+      // A listener closed to be reopened comes back with its old settings (not while shutting down).
+      if (this.#closing) throw err;
       for (const name of plan.listeners.reopened) {
         const before = this.#servers.get(name);
         if (!before) continue;
         this.#servers.set(name, await this.#openListener(before.listener, old.registry).catch(() => before));
       }
       throw err;
+    }
+    if (this.#closing) {
+      // close() began while this reload was under way: it closed the listeners and plugins it
+      // knew of; what this reload opened would outlive it.
+      await undo();
+      return { ok: false, errors: ['the server is shutting down'] };
     }
     for (const name of plan.listeners.closed) {
       this.#servers.get(name)?.server.close();

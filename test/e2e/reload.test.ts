@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -363,5 +364,71 @@ describe('POST /api/reload (admin-http)', () => {
     await r.rcpt('x@two.example', 250);
     r.child.kill('SIGTERM');
     expect((await r.exited)[0]).toBe(0);
+  });
+});
+
+/** A TCP port free now on 127.0.0.1 (listeners of these tests need a known port). */
+async function freePort(): Promise<number> {
+  const probe = createNetServer();
+  await new Promise<void>((ok) => probe.listen({ host: '127.0.0.1', port: 0 }, () => ok()));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((ok) => probe.close(ok));
+  return port;
+}
+
+/** Its start waits for `gate` when its `wait` setting is true (a reload caught half way). */
+let gate: { entered: () => void; wait: Promise<void> } | undefined;
+const gated = definePlugin({
+  name: 'gated',
+  reloadable: true,
+  schema: Type.Object({ wait: Type.Boolean() }, { additionalProperties: false }),
+  register(api, config) {
+    api.onStart(async () => {
+      if (!config.wait || !gate) return;
+      gate.entered();
+      await gate.wait;
+    });
+    api.onClose(() => {
+      events.push(`close gated ${config.wait}`);
+    });
+  },
+});
+
+describe('reload against shutdown and failure', () => {
+  it('a shutdown while a reload is under way leaves no listener or plugin of the new configuration open', async () => {
+    let release = () => {};
+    let entered = () => {};
+    const inside = new Promise<void>((ok) => {
+      entered = ok;
+    });
+    gate = {
+      entered,
+      wait: new Promise<void>((ok) => {
+        release = ok;
+      }),
+    };
+    scope.defer(() => {
+      gate = undefined;
+    });
+    const t = await scope.start({
+      plugins: [
+        [gated, { wait: false }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const port = await freePort();
+    const next = current(t) as Config & { listeners: Array<Record<string, unknown>> };
+    entry(next, 'gated').config = { wait: true };
+    next.listeners.push({ name: 'extra', host: '127.0.0.1', port });
+    const reloading = t.server.reload({ config: next });
+    await inside;
+    const closing = t.server.close();
+    release();
+    const result = await reloading;
+    await closing;
+    expect(result.ok).toBe(false);
+    // Both instances closed, each once; nothing listens on the new listener's port.
+    expect(events.sort()).toEqual(['close gated false', 'close gated true']);
+    await expect(connectClient(port)).rejects.toThrow(/ECONNREFUSED/);
   });
 });
