@@ -126,6 +126,12 @@ export class MailServer {
   readonly #sessions = new Set<SmtpSession>();
   readonly idle: IdleSweep;
   readonly #perIp = new Map<string, number>();
+  /**
+   * Hook counters by plugin id, since start: every instance of an id (one a
+   * reload replaced, its successor) counts into the same ones, so they never
+   * go back when a retired instance closes.
+   */
+  readonly #hookCounters = new Map<string, Map<string, HookCounters>>();
   readonly #idPrefix: string;
   #idSeq = 0;
   #draining = false;
@@ -299,7 +305,7 @@ export class MailServer {
       timeout: entry?.timeout ?? gen.config.timeouts.hook,
       deliveryTimeout: entry?.timeout ?? gen.config.timeouts.delivery,
       listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
-      metrics: new Map<string, HookCounters>(),
+      metrics: this.#countersOf(id),
       faults: this.#faultSink,
       observers: this.observers,
     };
@@ -364,6 +370,15 @@ export class MailServer {
     else this.#perIp.set(ip, n);
     gen.sessions--;
     if (gen.sessions === 0 && this.#retiring.has(gen)) void this.#retire(gen);
+  }
+
+  #countersOf(id: string): Map<string, HookCounters> {
+    let counters = this.#hookCounters.get(id);
+    if (!counters) {
+      counters = new Map<string, HookCounters>();
+      this.#hookCounters.set(id, counters);
+    }
+    return counters;
   }
 
   #nextId(): string {
@@ -515,8 +530,9 @@ export class MailServer {
 
   /** A fault plugin code raised outside its hook call: log, count, keep serving. */
   #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
-    const loaded = this.#instances().find((p) => p.policy.name === scope.plugin);
-    if (loaded) hookCounters(loaded.policy.metrics, scope.hook).faults++;
+    // Also for an instance a reload retired: its counters are its plugin id's.
+    const counters = this.#hookCounters.get(scope.plugin);
+    if (counters) hookCounters(counters, scope.hook).faults++;
     this.log.error(
       { plugin: scope.plugin, hook: scope.hook, fault: kind, err },
       `plugin fault outside its hook call: ${describe(err)}`,
@@ -537,11 +553,15 @@ export class MailServer {
     this.#detachFaults = undefined;
   }
 
-  /** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */
+  /**
+   * Per plugin id and hook: taps called, failed (451 or skipped), timed out and
+   * faults raised later, since start, over every instance of the id (a reload
+   * replacing a plugin does not reset them).
+   */
   hookMetrics(): HookMetric[] {
     const out: HookMetric[] = [];
-    for (const p of this.#instances()) {
-      for (const [hook, c] of p.policy.metrics) out.push({ plugin: p.policy.name, hook, ...c });
+    for (const [plugin, counters] of this.#hookCounters) {
+      for (const [hook, c] of counters) out.push({ plugin, hook, ...c });
     }
     return out;
   }

@@ -293,7 +293,7 @@ function registerHookCounters(registry: Registry, read: () => readonly HookMetri
   };
   const refresh = () => {
     for (const s of Object.values(series)) s.clear();
-    // Several instances of one plugin id (a reload replaced one while sessions used it) add up.
+    // One entry per plugin id: the server counts every instance of an id (reloads) together.
     for (const h of read()) {
       series.calls.add(h.calls, h.plugin, h.hook);
       series.failures.add(h.failures, h.plugin, h.hook);

@@ -432,3 +432,44 @@ describe('reload against shutdown and failure', () => {
     await expect(connectClient(port)).rejects.toThrow(/ECONNREFUSED/);
   });
 });
+
+describe('reload and metrics', () => {
+  /** `mailframe_hook_calls_total` of one plugin and hook, as a scrape reads it (0 when absent). */
+  async function hookCalls(t: TestServer, plugin: string, hook: string): Promise<number> {
+    const text = (await t.server.registry.service('metrics')?.text()) ?? '';
+    const line = text
+      .split('\n')
+      .find((l) => l.startsWith(`mailframe_hook_calls_total{plugin="${plugin}",hook="${hook}"}`));
+    return line ? Number(line.split(' ').pop()) : 0;
+  }
+
+  it('keeps counting a replaced plugin where its old instance left off, before and after it closes', async () => {
+    const t = await scope.start({
+      plugins: [
+        ['metrics', { port: 0, processMetrics: false }],
+        [stamp, { tag: 'old' }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    await send(t);
+    await send(t);
+    expect(await hookCalls(t, 'stamp', 'headers')).toBe(2);
+    // A session of the old generation keeps its instance open for a while.
+    const open = await scope.connect(t);
+    await open.expect('EHLO client.example', 250);
+    const next = current(t);
+    entry(next, 'stamp').config = { tag: 'new' };
+    expect((await t.server.reload({ config: next })).ok).toBe(true);
+    await send(t);
+    expect(await hookCalls(t, 'stamp', 'headers')).toBe(3);
+    await open.expect('QUIT', 221);
+    await open.waitClosed();
+    for (let i = 0; i < 1000 && !events.includes('close old'); i++) await new Promise((r) => setImmediate(r));
+    expect(events).toContain('close old');
+    // The old instance closed: its calls still count (a counter never goes back).
+    expect(await hookCalls(t, 'stamp', 'headers')).toBe(3);
+    expect(t.server.hookMetrics().filter((m) => m.plugin === 'stamp' && m.hook === 'headers')).toEqual([
+      { plugin: 'stamp', hook: 'headers', calls: 3, failures: 0, timeouts: 0, faults: 0 },
+    ]);
+  });
+});
