@@ -692,6 +692,8 @@ export class MailServer {
     const gen = this.#newGeneration(this.#generationSeq + 1, config);
     const opened = new Map<string, { listener: ListenerConfig; server: NetServer }>();
     const carried = new Set<LoadedPlugin>();
+    /** Listeners whose sockets this reload closed before opening others. */
+    const released: string[] = [];
     const undo = async () => {
       for (const { server } of opened.values()) server.close();
       for (const p of [...gen.plugins].reverse()) {
@@ -708,25 +710,30 @@ export class MailServer {
         } else await this.#loadPlugin(gen, p);
       }
       await this.#startPlugins(gen.plugins.filter((p) => !carried.has(p)));
-      // Listeners whose settings changed are reopened: the old socket goes first (same port).
-      for (const name of plan.listeners.reopened) {
-        const before = this.#servers.get(name);
-        // close() frees the port at once; its callback would wait for the sessions, which carry on.
-        before?.server.close();
+      // Listeners whose settings changed are reopened, and removed ones may leave their port to
+      // another (a listener renamed): their old sockets go first. close() frees the port at once;
+      // its callback would wait for the sessions, which carry on.
+      for (const name of [...plan.listeners.reopened, ...plan.listeners.closed]) {
+        this.#servers.get(name)?.server.close();
+        released.push(name);
       }
-      if (plan.listeners.reopened.length > 0) await new Promise((ok) => setImmediate(ok));
+      if (released.length > 0) await new Promise((ok) => setImmediate(ok));
       for (const listener of config.listeners) {
         if (plan.listeners.kept.includes(listener.name)) continue;
         opened.set(listener.name, await this.#openListener(listener, gen.registry));
       }
     } catch (err) {
       await undo();
-      // A listener closed to be reopened comes back with its old settings (not while shutting down).
+      // A listener closed above comes back with its old settings (not while shutting down).
       if (this.#closing) throw err;
-      for (const name of plan.listeners.reopened) {
+      for (const name of released) {
         const before = this.#servers.get(name);
         if (!before) continue;
-        this.#servers.set(name, await this.#openListener(before.listener, old.registry).catch(() => before));
+        const back = await this.#openListener(before.listener, old.registry).catch((e: unknown) => {
+          this.log.error({ listener: name, err: describe(e) }, 'listener not reopened after a failed reload');
+          return before;
+        });
+        this.#servers.set(name, back);
       }
       throw err;
     }
@@ -736,10 +743,7 @@ export class MailServer {
       await undo();
       return { ok: false, errors: ['the server is shutting down'] };
     }
-    for (const name of plan.listeners.closed) {
-      this.#servers.get(name)?.server.close();
-      this.#servers.delete(name);
-    }
+    for (const name of plan.listeners.closed) this.#servers.delete(name);
     for (const [name, entry] of opened) this.#servers.set(name, entry);
     this.#generationSeq = gen.number;
     this.#current = gen;

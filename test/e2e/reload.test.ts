@@ -473,3 +473,30 @@ describe('reload and metrics', () => {
     ]);
   });
 });
+
+describe('reload: listeners by name', () => {
+  it('renames a listener on the same port: the old name is closed before the new one opens', async () => {
+    const port = await freePort();
+    const t = await scope.start({
+      config: { listeners: [{ name: 'smtp', host: '127.0.0.1', port }] },
+      plugins: [['rcpt-local', { domains: ['example.com'] }]],
+    });
+    // A rename in a reload that fails (another listener's port is taken): the old name comes back.
+    const taken = createNetServer();
+    await new Promise<void>((ok) => taken.listen({ host: '127.0.0.1', port: 0 }, () => ok()));
+    scope.defer(() => new Promise((ok) => taken.close(ok)));
+    const failing = current(t) as Config & { listeners: Array<Record<string, unknown>> };
+    (failing.listeners[0] as Record<string, unknown>)['name'] = 'mx';
+    failing.listeners.push({ name: 'extra', host: '127.0.0.1', port: (taken.address() as AddressInfo).port });
+    expect((await t.server.reload({ config: failing })).ok).toBe(false);
+    expect(t.server.addresses()).toEqual([{ name: 'smtp', host: '127.0.0.1', port }]);
+    await send(t, port);
+
+    const next = current(t) as Config & { listeners: Array<Record<string, unknown>> };
+    (next.listeners[0] as Record<string, unknown>)['name'] = 'mx';
+    const result = await t.server.reload({ config: next });
+    expect(result.ok && result.listeners).toEqual({ kept: [], opened: ['mx'], closed: ['smtp'] });
+    expect(t.server.addresses()).toEqual([{ name: 'mx', host: '127.0.0.1', port }]);
+    await send(t, port);
+  });
+});
