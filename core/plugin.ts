@@ -315,6 +315,10 @@ export interface PluginApi<C> {
   /** Fire the outbound hooks (queue plugins). */
   readonly outbound: Outbound;
   provide<K extends keyof Services>(key: K, value: Services[K]): void;
+  /**
+   * A service another plugin provides, or undefined. Read it when needed rather
+   * than once: after a config reload it is the newest configuration's.
+   */
   service<K extends keyof Services>(key: K): Services[K] | undefined;
   /** Run once every plugin has registered (in load order), before listeners open. */
   onStart(fn: () => MaybePromise<void>): void;

@@ -45,7 +45,7 @@ import {
   type TapPolicy,
 } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
-import { Registry } from './registry.ts';
+import { PluginRegistry, Registry } from './registry.ts';
 import { type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
 import { normaliseIp, SmtpSession } from './session/session.ts';
@@ -318,12 +318,13 @@ export class MailServer {
       starters: [],
       closers: [],
       users: 1,
+      newest: gen,
       closed: false,
     };
     gen.plugins.push(loaded);
     const api = createPluginApi({
       hooks: gen.hooks,
-      registry: gen.registry,
+      registry: new PluginRegistry(gen.registry, () => loaded.newest.registry),
       config,
       facts: gen.facts,
       outbound: this.outbound,
@@ -745,6 +746,8 @@ export class MailServer {
     }
     for (const name of plan.listeners.closed) this.#servers.delete(name);
     for (const [name, entry] of opened) this.#servers.set(name, entry);
+    // Instances carried over read the services of the new generation from now on.
+    for (const p of gen.plugins) p.newest = gen;
     this.#generationSeq = gen.number;
     this.#current = gen;
     this.#retiring.add(old);

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import Type from 'typebox';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
+import { Replies } from '../../core/reply.ts';
 import { connectClient, type TestServer } from '../../core/testkit.ts';
 import { useScope } from '../helpers/scope.ts';
 import { adminTokensFile } from './admin-harness.ts';
@@ -498,5 +499,64 @@ describe('reload: listeners by name', () => {
     expect(result.ok && result.listeners).toEqual({ kept: [], opened: ['mx'], closed: ['smtp'] });
     expect(t.server.addresses()).toEqual([{ name: 'mx', host: '127.0.0.1', port }]);
     await send(t, port);
+  });
+});
+
+declare module '../../core/plugin.ts' {
+  interface Services {
+    /** The test plugin `allow-list`'s service. */
+    'reload-test-allow': { allows(address: string): boolean };
+  }
+}
+
+/** Provides a service: the recipients it allows. */
+const allowList = definePlugin({
+  name: 'allow-list',
+  reloadable: true,
+  schema: Type.Object({ addresses: Type.Array(Type.String()) }, { additionalProperties: false }),
+  register(api, config) {
+    api.provide('reload-test-allow', { allows: (address) => config.addresses.includes(address) });
+  },
+});
+/** Reads that service at each RCPT (as dnsbl reads dnswl's, the queue dkim-sign's); carried over by reloads. */
+const gatekeeper = definePlugin({
+  name: 'gatekeeper',
+  schema: Type.Object({}),
+  register(api) {
+    api.hooks.rcpt.tap((_tx, to) =>
+      api.service('reload-test-allow')?.allows(to.address.address) ? Replies.recipientOk : undefined,
+    );
+  },
+});
+
+describe('reload: services', () => {
+  async function rcpt(t: TestServer, to: string, code: number): Promise<void> {
+    const c = await scope.connect(t);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect(`RCPT TO:<${to}>`, code);
+    await c.expect('QUIT', 221);
+  }
+
+  it('a plugin carried over reads the services of the plugins a reload added, replaced or removed', async () => {
+    const t = await scope.start({ plugins: [gatekeeper, [allowList, { addresses: [] }]] });
+    await rcpt(t, 'x@example.com', 550);
+    const withList = (addresses: string[] | undefined): Config => {
+      const next = current(t);
+      next.plugins = next.plugins.filter((p) => p.plugin !== 'allow-list');
+      if (addresses) next.plugins.push({ plugin: 'allow-list', config: { addresses } });
+      return next;
+    };
+    const removed = await t.server.reload({ config: withList(undefined) });
+    expect(removed.ok && removed.plugins.removed).toEqual(['allow-list']);
+    await rcpt(t, 'x@example.com', 550);
+    const added = await t.server.reload({ config: withList(['x@example.com']) });
+    expect(added.ok && added.plugins.added).toEqual(['allow-list']);
+    expect(added.ok && added.plugins.kept).toContain('gatekeeper');
+    await rcpt(t, 'x@example.com', 250);
+    const replaced = await t.server.reload({ config: withList(['y@example.com']) });
+    expect(replaced.ok && replaced.plugins.replaced).toEqual(['allow-list']);
+    await rcpt(t, 'y@example.com', 250);
+    await rcpt(t, 'x@example.com', 550);
   });
 });
