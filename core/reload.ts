@@ -107,3 +107,15 @@ export function planReload(input: {
   for (const l of old.config.listeners) if (!names.has(l.name)) listeners.closed.push(l.name);
   return { errors, carry, plugins, listeners };
 }
+
+/**
+ * The key a reload compares to tell an unchanged plugin entry: its JSON with
+ * object keys sorted, so the same settings written in another order are the same.
+ */
+export function entryKey(entry: unknown): string {
+  return JSON.stringify(entry, (_key, value: unknown) =>
+    value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : value,
+  );
+}

@@ -46,7 +46,7 @@ import {
 } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { PluginRegistry, Registry } from './registry.ts';
-import { type PreparedPlugin, planReload } from './reload.ts';
+import { entryKey, type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
 import { normaliseIp, SmtpSession } from './session/session.ts';
 import type { ListenerInfo } from './types.ts';
@@ -795,7 +795,7 @@ async function prepareConfig(
     }
     const v = validatePluginConfig(ajv, def.schema, entry.config ?? {}, `/plugins/${index}/config`, id);
     errors.push(...v.errors);
-    const key = JSON.stringify({
+    const key = entryKey({
       plugin: entry.plugin,
       config: v.config,
       timeout: entry.timeout,

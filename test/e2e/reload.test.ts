@@ -560,3 +560,23 @@ describe('reload: services', () => {
     await rcpt(t, 'x@example.com', 550);
   });
 });
+
+/** Not reloadable, with settings of several keys. */
+const twoKeys = definePlugin({
+  name: 'two-keys',
+  schema: Type.Object(
+    { a: Type.Integer({ default: 1 }), b: Type.Object({ c: Type.Integer(), d: Type.Integer() }) },
+    { additionalProperties: false },
+  ),
+  register() {},
+});
+
+describe('reload: unchanged entries', () => {
+  it('carries over a plugin whose settings are the same written in another key order', async () => {
+    const t = await scope.start({ plugins: [[twoKeys, { a: 2, b: { c: 3, d: 4 } }]] });
+    const next = current(t);
+    entry(next, 'two-keys').config = { b: { d: 4, c: 3 }, a: 2 };
+    const result = await t.server.reload({ config: next });
+    expect(result.ok && result.plugins.kept).toContain('two-keys');
+  });
+});
