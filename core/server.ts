@@ -283,15 +283,29 @@ export class MailServer {
     return server;
   }
 
-  async #startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+  /**
+   * Run the plugins' start callbacks in order. `ms`: how long each plugin's may
+   * take (a reload: one that hangs must not hold every later reload up).
+   */
+  async #startPlugins(plugins: readonly LoadedPlugin[], ms?: number): Promise<void> {
     for (const p of plugins) {
       const scope = faultScope(p.policy, 'start');
-      for (const fn of p.starters) {
-        try {
-          await runScoped(scope, fn);
-        } catch (err) {
-          throw Errors.pluginRegister(p.policy.name, err);
+      let timer: NodeJS.Timeout | undefined;
+      const expired =
+        ms === undefined
+          ? undefined
+          : new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(Errors.pluginTimeout(p.policy.name, ms)), ms);
+            });
+      try {
+        for (const fn of p.starters) {
+          const started = Promise.resolve().then(() => runScoped(scope, fn));
+          await (expired ? Promise.race([started, expired]) : started);
         }
+      } catch (err) {
+        throw Errors.pluginRegister(p.policy.name, err);
+      } finally {
+        clearTimeout(timer);
       }
     }
   }
@@ -710,7 +724,10 @@ export class MailServer {
           carried.add(same);
         } else await this.#loadPlugin(gen, p);
       }
-      await this.#startPlugins(gen.plugins.filter((p) => !carried.has(p)));
+      await this.#startPlugins(
+        gen.plugins.filter((p) => !carried.has(p)),
+        config.timeouts.pluginStart,
+      );
       // Listeners whose settings changed are reopened, and removed ones may leave their port to
       // another (a listener renamed): their old sockets go first. close() frees the port at once;
       // its callback would wait for the sessions, which carry on.

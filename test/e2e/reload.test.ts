@@ -580,3 +580,39 @@ describe('reload: unchanged entries', () => {
     expect(result.ok && result.plugins.kept).toContain('two-keys');
   });
 });
+
+describe('reload: a plugin that does not start', () => {
+  it('refuses a reload whose new plugin does not finish starting within timeouts.pluginStart, and reloads again', async () => {
+    let entered = () => {};
+    const inside = new Promise<void>((ok) => {
+      entered = ok;
+    });
+    // Never released: this start hangs.
+    gate = { entered, wait: new Promise<void>(() => {}) };
+    scope.defer(() => {
+      gate = undefined;
+    });
+    const t = await scope.start({
+      config: { timeouts: { pluginStart: 200 } },
+      plugins: [
+        [gated, { wait: false }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const hanging = current(t);
+    entry(hanging, 'gated').config = { wait: true };
+    const refused = await t.server.reload({ config: hanging });
+    await inside;
+    expect(refused).toEqual({
+      ok: false,
+      errors: ['Plugin "gated" failed to start: Plugin "gated" did not finish starting within 200 ms'],
+    });
+    expect(t.server.generation).toBe(1);
+    expect(events).toEqual(['close gated true']);
+    // The next reload is not stuck behind it.
+    const next = current(t);
+    entry(next, 'rcpt-local').config = { domains: ['example.org'] };
+    expect((await t.server.reload({ config: next })).ok).toBe(true);
+    expect(t.server.generation).toBe(2);
+  });
+});
