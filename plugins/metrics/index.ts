@@ -153,14 +153,17 @@ export default definePlugin({
     };
 
     const hookCells = new Map<string, Map<string, ReturnType<typeof m.hookDuration.cell>>>();
+    // Sessions counted open: one begun before this instance (added by a config reload) ends uncounted.
+    const counted = new WeakSet<object>();
 
     api.observe({
       connection(session, event) {
         const c = listenerCells(session.listener.name);
         if (event === 'open') {
+          counted.add(session);
           c.connections.value++;
           c.open.value++;
-        } else c.open.value--;
+        } else if (counted.delete(session)) c.open.value--;
       },
       reply(session, r, verb) {
         const code = r.code;

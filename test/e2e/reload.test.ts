@@ -444,6 +444,32 @@ describe('reload and metrics', () => {
     return line ? Number(line.split(' ').pop()) : 0;
   }
 
+  it('a metrics plugin a reload added counts only the sessions it saw open', async () => {
+    const t = await scope.start({ plugins: [['rcpt-local', { domains: ['example.com'] }]] });
+    const before = await scope.connect(t);
+    await before.expect('EHLO client.example', 250);
+    const next = current(t);
+    next.plugins.unshift({ plugin: 'metrics', config: { port: 0, processMetrics: false } });
+    expect((await t.server.reload({ config: next })).ok).toBe(true);
+    const after = await scope.connect(t);
+    await after.expect('EHLO client.example', 250);
+    const open = async () => {
+      const text = (await t.server.registry.service('metrics')?.text()) ?? '';
+      const line = text.split('\n').find((l) => l.startsWith('mailframe_connections_open{listener="smtp"}'));
+      return line ? Number(line.split(' ').pop()) : 0;
+    };
+    expect(await open()).toBe(1);
+    // The session begun before the plugin was there ends: the gauge does not go below what it saw.
+    await before.expect('QUIT', 221);
+    await before.waitClosed();
+    for (let i = 0; i < 100 && t.server.connections > 1; i++) await new Promise((r) => setImmediate(r));
+    expect(await open()).toBe(1);
+    await after.expect('QUIT', 221);
+    await after.waitClosed();
+    for (let i = 0; i < 100 && t.server.connections > 0; i++) await new Promise((r) => setImmediate(r));
+    expect(await open()).toBe(0);
+  });
+
   it('keeps counting a replaced plugin where its old instance left off, before and after it closes', async () => {
     const t = await scope.start({
       plugins: [
