@@ -204,7 +204,7 @@ interface LogLine {
 }
 
 /** `mailframe start -c FILE` in a child process, its JSON log lines collected. */
-async function startCli(file: string, cwd: string) {
+async function startCli(file: string, cwd: string, waitListening = true) {
   const child = spawn(
     join(ROOT, 'node_modules/.bin/node'),
     [join(ROOT, 'bin/mailframe.js'), 'start', '-c', file],
@@ -236,9 +236,12 @@ async function startCli(file: string, cwd: string) {
     for (let i = 0; i < 1500 && !check(); i++) await new Promise((ok) => setTimeout(ok, 10));
     if (!check()) throw new Error(`still waiting for ${what}; stderr: ${stderr}`);
   };
-  await until(() => lines.some((l) => l.msg === 'listening'), 'listening');
-  const address = lines.find((l) => l.msg === 'listening')?.address;
-  const port = typeof address === 'object' ? address.port : 0;
+  const listeningPort = () => {
+    const address = lines.find((l) => l.msg === 'listening')?.address;
+    return typeof address === 'object' ? address.port : 0;
+  };
+  if (waitListening) await until(() => lines.some((l) => l.msg === 'listening'), 'listening');
+  const port = listeningPort();
   const rcpt = async (to: string, code: number) => {
     const c = await connectClient(port);
     await c.expect('EHLO client.example', 250);
@@ -246,7 +249,7 @@ async function startCli(file: string, cwd: string) {
     await c.expect(`RCPT TO:<${to}>`, code);
     await c.close();
   };
-  return { child, exited, lines, until, port, rcpt };
+  return { child, exited, lines, until, port, rcpt, listeningPort };
 }
 
 async function configFile(): Promise<{ dir: string; file: string }> {
@@ -305,6 +308,44 @@ describe('mailframe start and SIGHUP', () => {
       '/limits/maxRecipients: must be >= 1',
     ]);
     await r.rcpt('x@two.example', 250);
+    r.child.kill('SIGTERM');
+    expect((await r.exited)[0]).toBe(0);
+  });
+});
+
+describe('mailframe start: SIGHUP during start-up', () => {
+  it('survives a SIGHUP while its plugins start, and reloads once it listens', async () => {
+    const { dir, file } = await configFile();
+    // A plugin file whose start waits for the file `go` (so the signal lands during start-up).
+    await writeFile(
+      join(dir, 'slow-start.mjs'),
+      `import { existsSync } from 'node:fs';
+export default {
+  name: 'slow-start',
+  schema: { type: 'object', additionalProperties: false },
+  register(api) {
+    api.onStart(async () => {
+      api.log.info('waiting for go');
+      while (!existsSync(${JSON.stringify(join(dir, 'go'))})) await new Promise((r) => setTimeout(r, 20));
+    });
+  },
+};
+`,
+    );
+    await writeFile(file, cliConfig(['one.example'], {}, [{ plugin: './slow-start.mjs' }]));
+    const r = await startCli(file, dir, false);
+    await r.until(() => r.lines.some((l) => l.msg === 'waiting for go'), 'the slow start');
+    await writeFile(file, cliConfig(['two.example'], {}, [{ plugin: './slow-start.mjs' }]));
+    r.child.kill('SIGHUP');
+    await r.until(() => r.lines.some((l) => l.msg === 'reload requested'), 'the signal noted');
+    await writeFile(join(dir, 'go'), '');
+    await r.until(() => r.lines.some((l) => l.msg === 'configuration reloaded'), 'the reload');
+    const port = r.listeningPort();
+    const c = await connectClient(port);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@b.example>', 250);
+    await c.expect('RCPT TO:<x@two.example>', 250);
+    await c.close();
     r.child.kill('SIGTERM');
     expect((await r.exited)[0]).toBe(0);
   });
