@@ -336,15 +336,23 @@ export class MailServer {
       closed: false,
     };
     gen.plugins.push(loaded);
+    // A register that timed out (the instance was closed) may go on: what it adds then closes at once.
+    const closeOrKeep = (fn: () => unknown) => {
+      if (!loaded.closed) loaded.closers.push(fn);
+      else
+        void Promise.resolve()
+          .then(() => runScoped(faultScope(policy, 'close'), fn))
+          .catch((err: unknown) => log.error({ plugin: id, err }, `plugin close failed: ${describe(err)}`));
+    };
     const api = createPluginApi({
       hooks: gen.hooks,
       registry: new PluginRegistry(gen.registry, () => loaded.newest.registry),
       config,
       facts: gen.facts,
       outbound: this.outbound,
-      onClose: (fn) => loaded.closers.push(fn),
+      onClose: (fn) => closeOrKeep(fn),
       onStart: (fn) => loaded.starters.push(fn),
-      observe: (observer) => loaded.closers.push(this.observers.add(id, observer)),
+      observe: (observer) => closeOrKeep(this.observers.add(id, observer)),
       reload: () => this.reload(),
       policy,
     });

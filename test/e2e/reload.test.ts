@@ -683,3 +683,50 @@ describe('reload: a plugin that does not start', () => {
     expect(t.server.generation).toBe(2);
   });
 });
+
+describe('reload: a plugin whose register times out', () => {
+  it('leaves no observer or close callback of that instance behind once its register goes on', async () => {
+    let finish = () => {};
+    let registered = () => {};
+    const done = new Promise<void>((ok) => {
+      registered = ok;
+    });
+    const late = definePlugin({
+      name: 'late',
+      reloadable: true,
+      schema: Type.Object({ slow: Type.Boolean() }, { additionalProperties: false }),
+      async register(api, config) {
+        if (!config.slow) return;
+        await new Promise<void>((ok) => {
+          finish = ok;
+        });
+        api.observe({
+          connection(_session, event) {
+            events.push(`observed ${event}`);
+          },
+        });
+        api.onClose(() => {
+          events.push('close late');
+        });
+        registered();
+      },
+    });
+    const t = await scope.start({
+      config: { timeouts: { pluginStart: 100 } },
+      plugins: [
+        [late, { slow: false }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const next = current(t);
+    entry(next, 'late').config = { slow: true };
+    const refused = await t.server.reload({ config: next });
+    expect(refused).toEqual({ ok: false, errors: ['Plugin "late" did not finish starting within 100 ms'] });
+    // Its register goes on after the reload gave up on it.
+    finish();
+    await done;
+    expect(events).toEqual(['close late']);
+    await send(t);
+    expect(events).toEqual(['close late']);
+  });
+});
