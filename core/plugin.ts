@@ -324,7 +324,9 @@ export interface PluginApi<C> {
   onStart(fn: () => MaybePromise<void>): void;
   /**
    * Run on shutdown, in reverse load order; for an instance a config reload
-   * replaced or removed, once the last session that used it has ended.
+   * replaced or removed, once the last session that used it has ended. Given
+   * after the instance closed (a `register` that went on past its timeout), it
+   * runs at once.
    */
   onClose(fn: () => MaybePromise<void>): void;
   /**
