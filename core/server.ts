@@ -118,6 +118,8 @@ export class MailServer {
   #current: Generation;
   /** Generations replaced by a reload whose sessions have not all ended. */
   readonly #retiring = new Set<Generation>();
+  /** Retirements under way (their instances closing): shutdown waits for them. */
+  readonly #retirements = new Set<Promise<void>>();
   #generationSeq = 1;
   readonly #given: ReadonlyMap<string, PluginDefinition>;
   readonly #configSource: ServerOptions['configSource'];
@@ -392,7 +394,11 @@ export class MailServer {
     if (n <= 0) this.#perIp.delete(ip);
     else this.#perIp.set(ip, n);
     gen.sessions--;
-    if (gen.sessions === 0 && this.#retiring.has(gen)) void this.#retire(gen);
+    if (gen.sessions === 0 && this.#retiring.has(gen)) {
+      const retiring = this.#retire(gen);
+      this.#retirements.add(retiring);
+      void retiring.finally(() => this.#retirements.delete(retiring));
+    }
   }
 
   #countersOf(id: string): Map<string, HookCounters> {
@@ -649,6 +655,8 @@ export class MailServer {
     for (const p of this.#instances().reverse())
       await closePlugin(p, this.log, async (fn) => runScoped(faultScope(p.policy, 'close'), fn));
     this.#retiring.clear();
+    // Instances of an earlier configuration whose last session just ended may still be closing.
+    await Promise.all(this.#retirements);
   }
 
   // ---- reload ---------------------------------------------------------------

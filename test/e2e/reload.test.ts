@@ -730,3 +730,34 @@ describe('reload: a plugin whose register times out', () => {
     expect(events).toEqual(['close late']);
   });
 });
+
+describe('reload and shutdown: retiring instances', () => {
+  it('close() resolves only after the instances of an earlier configuration closed, when its last session ends in the shutdown', async () => {
+    const slowClose = definePlugin({
+      name: 'slow-close',
+      reloadable: true,
+      schema: Type.Object({ tag: Type.String() }, { additionalProperties: false }),
+      register(api, config) {
+        api.onClose(async () => {
+          // The old instance's close takes a while (a flush to disk).
+          if (config.tag === 'old') await new Promise((ok) => setTimeout(ok, 100));
+          events.push(`closed ${config.tag}`);
+        });
+      },
+    });
+    const t = await scope.start({
+      plugins: [
+        [slowClose, { tag: 'old' }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const open = await scope.connect(t);
+    await open.expect('EHLO client.example', 250);
+    const next = current(t);
+    entry(next, 'slow-close').config = { tag: 'new' };
+    expect((await t.server.reload({ config: next })).ok).toBe(true);
+    // The idle session of generation 1 is sent away by the shutdown: its instance then retires.
+    await t.server.close();
+    expect(events.sort()).toEqual(['closed new', 'closed old']);
+  });
+});
