@@ -641,7 +641,9 @@ export class MailServer {
     await Promise.all(stopped);
     // A reload under way refuses to apply once it sees the shutdown and closes what it opened:
     // let it finish first (bounded: its plugins' start could hang) so nothing it started outlives us.
-    await Promise.race([this.#reloading, new Promise((ok) => setTimeout(ok, grace).unref())]);
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([this.#reloading, new Promise((ok) => (waited = setTimeout(ok, grace)))]);
+    clearTimeout(waited);
     await this.#closePlugins();
     this.#ownResolver?.close();
     this.#stopCatchingFaults();
