@@ -543,6 +543,15 @@ describe('reload and metrics', () => {
 });
 
 describe('reload: listeners by name', () => {
+  it('keeps the socket of a listener whose only change is its $comment', async () => {
+    const t = await scope.start({ plugins: [['rcpt-local', { domains: ['example.com'] }]] });
+    const next = current(t) as Config & { listeners: Array<Record<string, unknown>> };
+    (next.listeners[0] as Record<string, unknown>)['$comment'] = 'the MX listener';
+    const result = await t.server.reload({ config: next });
+    expect(result.ok && result.listeners).toEqual({ kept: ['smtp'], opened: [], closed: [] });
+    await send(t);
+  });
+
   it('renames a listener on the same port: the old name is closed before the new one opens', async () => {
     const port = await freePort();
     const t = await scope.start({
