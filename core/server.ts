@@ -746,17 +746,20 @@ export class MailServer {
         gen.plugins.filter((p) => !carried.has(p)),
         config.timeouts.pluginStart,
       );
-      // Listeners whose settings changed are reopened, and removed ones may leave their port to
-      // another (a listener renamed): their old sockets go first. close() frees the port at once;
-      // its callback would wait for the sessions, which carry on.
-      for (const name of [...plan.listeners.reopened, ...plan.listeners.closed]) {
-        this.#servers.get(name)?.server.close();
-        released.push(name);
-      }
-      if (released.length > 0) await new Promise((ok) => setImmediate(ok));
-      for (const listener of config.listeners) {
-        if (plan.listeners.kept.includes(listener.name)) continue;
-        opened.set(listener.name, await this.#openListener(listener, gen.registry));
+      // Before listen(), which opens the current generation's listeners, there are none to change.
+      if (this.#listening) {
+        // Listeners whose settings changed are reopened, and removed ones may leave their port to
+        // another (a listener renamed): their old sockets go first. close() frees the port at once;
+        // its callback would wait for the sessions, which carry on.
+        for (const name of [...plan.listeners.reopened, ...plan.listeners.closed]) {
+          this.#servers.get(name)?.server.close();
+          released.push(name);
+        }
+        if (released.length > 0) await new Promise((ok) => setImmediate(ok));
+        for (const listener of config.listeners) {
+          if (plan.listeners.kept.includes(listener.name)) continue;
+          opened.set(listener.name, await this.#openListener(listener, gen.registry));
+        }
       }
     } catch (err) {
       await undo();
@@ -792,9 +795,9 @@ export class MailServer {
       generation: gen.number,
       plugins: plan.plugins,
       listeners: {
-        kept: plan.listeners.kept,
+        kept: this.#listening ? plan.listeners.kept : [],
         opened: [...opened.keys()],
-        closed: plan.listeners.closed,
+        closed: released.filter((name) => plan.listeners.closed.includes(name)),
       },
     };
   }

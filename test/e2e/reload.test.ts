@@ -15,6 +15,7 @@ import Type from 'typebox';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { Replies } from '../../core/reply.ts';
+import { MailServer } from '../../core/server.ts';
 import { connectClient, type TestServer } from '../../core/testkit.ts';
 import { useScope } from '../helpers/scope.ts';
 import { adminTokensFile } from './admin-harness.ts';
@@ -550,6 +551,34 @@ describe('reload: listeners by name', () => {
     const result = await t.server.reload({ config: next });
     expect(result.ok && result.listeners).toEqual({ kept: ['smtp'], opened: [], closed: [] });
     await send(t);
+  });
+
+  it('a reload before the server listens leaves the listeners to listen()', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mailframe-reload-'));
+    scope.defer(() => rm(dir, { recursive: true, force: true }));
+    const [smtp, extra] = [await freePort(), await freePort()];
+    const config = {
+      hostname: 'mx.test.example',
+      dataDir: dir,
+      listeners: [{ name: 'smtp', host: '127.0.0.1', port: smtp }],
+      plugins: [{ plugin: 'rcpt-local', config: { domains: ['example.com'] } }, { plugin: 'queue-discard' }],
+    };
+    const server = await MailServer.create({ config });
+    scope.defer(() => server.close(0));
+    const next = {
+      ...config,
+      listeners: [...config.listeners, { name: 'extra', host: '127.0.0.1', port: extra }],
+    };
+    expect((await server.reload({ config: next })).ok).toBe(true);
+    expect(server.addresses()).toEqual([]);
+    const listening = await server.listen();
+    expect(listening.map((a) => [a.name, a.port])).toEqual([
+      ['smtp', smtp],
+      ['extra', extra],
+    ]);
+    const c = await connectClient(extra);
+    await c.expect('EHLO client.example', 250);
+    await c.expect('QUIT', 221);
   });
 
   it('renames a listener on the same port: the old name is closed before the new one opens', async () => {
