@@ -394,11 +394,14 @@ export class MailServer {
     if (n <= 0) this.#perIp.delete(ip);
     else this.#perIp.set(ip, n);
     gen.sessions--;
-    if (gen.sessions === 0 && this.#retiring.has(gen)) {
-      const retiring = this.#retire(gen);
-      this.#retirements.add(retiring);
-      void retiring.finally(() => this.#retirements.delete(retiring));
-    }
+    if (gen.sessions === 0 && this.#retiring.has(gen)) this.#retireLater(gen);
+  }
+
+  /** Retire `gen` without waiting (a close that hangs must hold up neither sessions nor reloads); shutdown waits. */
+  #retireLater(gen: Generation): void {
+    const retiring = this.#retire(gen);
+    this.#retirements.add(retiring);
+    void retiring.finally(() => this.#retirements.delete(retiring));
   }
 
   #countersOf(id: string): Map<string, HookCounters> {
@@ -789,7 +792,7 @@ export class MailServer {
     this.#generationSeq = gen.number;
     this.#current = gen;
     this.#retiring.add(old);
-    if (old.sessions === 0) await this.#retire(old);
+    if (old.sessions === 0) this.#retireLater(old);
     return {
       ok: true,
       generation: gen.number,

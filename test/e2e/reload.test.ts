@@ -799,3 +799,50 @@ describe('reload and shutdown: retiring instances', () => {
     expect(events.sort()).toEqual(['closed new', 'closed old']);
   });
 });
+
+describe('reload: an old instance slow to close', () => {
+  it('applies the reload and the next one while a replaced instance is still closing', async () => {
+    let release = () => {};
+    const released = new Promise<void>((ok) => {
+      release = ok;
+    });
+    const stuck = definePlugin({
+      name: 'stuck-close',
+      reloadable: true,
+      schema: Type.Object({ tag: Type.String() }, { additionalProperties: false }),
+      register(api, config) {
+        api.onClose(async () => {
+          events.push(`closing ${config.tag}`);
+          if (config.tag === 'first') await released;
+          events.push(`closed ${config.tag}`);
+        });
+      },
+    });
+    const t = await scope.start({
+      plugins: [
+        [stuck, { tag: 'first' }],
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    scope.defer(() => release());
+    const second = current(t);
+    entry(second, 'stuck-close').config = { tag: 'second' };
+    expect((await t.server.reload({ config: second })).ok).toBe(true);
+    expect(events).toEqual(['closing first']);
+    const third = current(t);
+    entry(third, 'stuck-close').config = { tag: 'third' };
+    expect((await t.server.reload({ config: third })).ok).toBe(true);
+    expect(t.server.generation).toBe(3);
+    expect(events).toEqual(['closing first', 'closing second', 'closed second']);
+    release();
+    await t.close();
+    expect(events).toEqual([
+      'closing first',
+      'closing second',
+      'closed second',
+      'closed first',
+      'closing third',
+      'closed third',
+    ]);
+  });
+});
