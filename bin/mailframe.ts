@@ -89,8 +89,20 @@ async function start(file: string): Promise<void> {
     ...(logCfg.pretty === undefined ? {} : { pretty: logCfg.pretty }),
   });
   log.info({ config: file, version: version() }, 'starting mailframe');
+  // SIGHUP's default action ends the process: take it from the start. One that arrives while the
+  // plugins start is applied once the server listens (the file may have changed since it was read).
+  let server: MailServer | undefined;
+  let reloadPending = false;
+  let stopping = false;
+  const hup = () => {
+    if (stopping) return;
+    log.info({ signal: 'SIGHUP', config: file }, 'reload requested');
+    if (server) void server.reload();
+    else reloadPending = true;
+  };
+  process.on('SIGHUP', hup);
   // The CLI owns the process: plugin faults are caught, logged and counted (docs/operations.md, "Faults").
-  const server = await MailServer.create({
+  const created = await MailServer.create({
     config: raw,
     baseDir,
     logger: log,
@@ -99,12 +111,13 @@ async function start(file: string): Promise<void> {
     configSource: () => readConfigFile(file),
   });
   try {
-    await server.listen();
+    await created.listen();
   } catch (err) {
-    await server.close(0);
+    await created.close(0);
     throw err;
   }
-  let stopping = false;
+  server = created;
+  if (reloadPending) void created.reload();
   const stop = (signal: string) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
@@ -112,19 +125,13 @@ async function start(file: string): Promise<void> {
     }
     stopping = true;
     log.info({ signal }, 'shutdown requested');
-    server.close().then(
+    created.close().then(
       () => process.exit(0),
       (err) => fail(err),
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // Reload the configuration file; the server logs what changed, or every reason it refused.
-  process.on('SIGHUP', () => {
-    if (stopping) return;
-    log.info({ signal: 'SIGHUP', config: file }, 'reload requested');
-    void server.reload();
-  });
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -150,7 +150,10 @@ export const TimeoutsSchema = Type.Object(
     ),
     hook: ms('A plugin tap on an inbound hook before it counts as failed (451 4.3.0).', 30000),
     delivery: ms('A plugin tap on the `deliver` hook.', 600000),
-    pluginStart: ms('A plugin `register` before start-up fails.', 10000),
+    pluginStart: ms(
+      'A plugin `register` before start-up fails; in a config reload, also its start callbacks (the reload is refused).',
+      10000,
+    ),
     shutdownGrace: ms('On SIGTERM, how long open transactions may finish before 421.', 30000),
     greetingDelay: ms('Wait before the greeting (0: none); a client talking first is an early talker.', 0),
     minDataRate: Type.Integer({

@@ -30,6 +30,8 @@ export interface LoadedPlugin {
   readonly closers: Array<() => unknown>;
   /** Generations that use this instance and have not retired. */
   users: number;
+  /** The newest generation using this instance: where its `api.service()` reads (set when a reload applies). */
+  newest: Generation;
   closed: boolean;
 }
 

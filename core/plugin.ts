@@ -315,12 +315,18 @@ export interface PluginApi<C> {
   /** Fire the outbound hooks (queue plugins). */
   readonly outbound: Outbound;
   provide<K extends keyof Services>(key: K, value: Services[K]): void;
+  /**
+   * A service another plugin provides, or undefined. Read it when needed rather
+   * than once: after a config reload it is the newest configuration's.
+   */
   service<K extends keyof Services>(key: K): Services[K] | undefined;
   /** Run once every plugin has registered (in load order), before listeners open. */
   onStart(fn: () => MaybePromise<void>): void;
   /**
    * Run on shutdown, in reverse load order; for an instance a config reload
-   * replaced or removed, once the last session that used it has ended.
+   * replaced or removed, once the last session that used it has ended. Given
+   * after the instance closed (a `register` that went on past its timeout), it
+   * runs at once.
    */
   onClose(fn: () => MaybePromise<void>): void;
   /**

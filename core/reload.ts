@@ -5,7 +5,7 @@
  * The server then applies the plan (see `MailServer.reload`).
  */
 import { isDeepStrictEqual } from 'node:util';
-import type { CoreConfig, PluginEntry } from './config-schema.ts';
+import type { CoreConfig, ListenerConfig, PluginEntry } from './config-schema.ts';
 import type { LoadedPlugin } from './generation.ts';
 import type { PluginDefinition } from './plugin.ts';
 
@@ -100,10 +100,28 @@ export function planReload(input: {
   for (const l of config.listeners) {
     const was = oldListeners.get(l.name);
     if (!was) continue;
-    if (isDeepStrictEqual(was, l)) listeners.kept.push(l.name);
+    if (isDeepStrictEqual(withoutComment(was), withoutComment(l))) listeners.kept.push(l.name);
     else listeners.reopened.push(l.name);
   }
   const names = new Set(config.listeners.map((l) => l.name));
   for (const l of old.config.listeners) if (!names.has(l.name)) listeners.closed.push(l.name);
   return { errors, carry, plugins, listeners };
+}
+
+/** A listener's settings, without the `$comment` the server ignores (editing it does not reopen the socket). */
+function withoutComment(listener: ListenerConfig): Omit<ListenerConfig, '$comment'> {
+  const { $comment: _comment, ...settings } = listener;
+  return settings;
+}
+
+/**
+ * The key a reload compares to tell an unchanged plugin entry: its JSON with
+ * object keys sorted, so the same settings written in another order are the same.
+ */
+export function entryKey(entry: unknown): string {
+  return JSON.stringify(entry, (_key, value: unknown) =>
+    value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : value,
+  );
 }

@@ -45,8 +45,8 @@ import {
   type TapPolicy,
 } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
-import { Registry } from './registry.ts';
-import { type PreparedPlugin, planReload } from './reload.ts';
+import { PluginRegistry, Registry } from './registry.ts';
+import { entryKey, type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
 import { normaliseIp, SmtpSession } from './session/session.ts';
 import type { ListenerInfo } from './types.ts';
@@ -118,6 +118,8 @@ export class MailServer {
   #current: Generation;
   /** Generations replaced by a reload whose sessions have not all ended. */
   readonly #retiring = new Set<Generation>();
+  /** Retirements under way (their instances closing): shutdown waits for them. */
+  readonly #retirements = new Set<Promise<void>>();
   #generationSeq = 1;
   readonly #given: ReadonlyMap<string, PluginDefinition>;
   readonly #configSource: ServerOptions['configSource'];
@@ -126,6 +128,12 @@ export class MailServer {
   readonly #sessions = new Set<SmtpSession>();
   readonly idle: IdleSweep;
   readonly #perIp = new Map<string, number>();
+  /**
+   * Hook counters by plugin id, since start: every instance of an id (one a
+   * reload replaced, its successor) counts into the same ones, so they never
+   * go back when a retired instance closes.
+   */
+  readonly #hookCounters = new Map<string, Map<string, HookCounters>>();
   readonly #idPrefix: string;
   #idSeq = 0;
   #draining = false;
@@ -277,15 +285,29 @@ export class MailServer {
     return server;
   }
 
-  async #startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+  /**
+   * Run the plugins' start callbacks in order. `ms`: how long each plugin's may
+   * take (a reload: one that hangs must not hold every later reload up).
+   */
+  async #startPlugins(plugins: readonly LoadedPlugin[], ms?: number): Promise<void> {
     for (const p of plugins) {
       const scope = faultScope(p.policy, 'start');
-      for (const fn of p.starters) {
-        try {
-          await runScoped(scope, fn);
-        } catch (err) {
-          throw Errors.pluginRegister(p.policy.name, err);
+      let timer: NodeJS.Timeout | undefined;
+      const expired =
+        ms === undefined
+          ? undefined
+          : new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(Errors.pluginTimeout(p.policy.name, ms)), ms);
+            });
+      try {
+        for (const fn of p.starters) {
+          const started = Promise.resolve().then(() => runScoped(scope, fn));
+          await (expired ? Promise.race([started, expired]) : started);
         }
+      } catch (err) {
+        throw Errors.pluginRegister(p.policy.name, err);
+      } finally {
+        clearTimeout(timer);
       }
     }
   }
@@ -299,7 +321,7 @@ export class MailServer {
       timeout: entry?.timeout ?? gen.config.timeouts.hook,
       deliveryTimeout: entry?.timeout ?? gen.config.timeouts.delivery,
       listeners: entry?.listeners ? new Set(entry.listeners) : undefined,
-      metrics: new Map<string, HookCounters>(),
+      metrics: this.#countersOf(id),
       faults: this.#faultSink,
       observers: this.observers,
     };
@@ -312,18 +334,27 @@ export class MailServer {
       starters: [],
       closers: [],
       users: 1,
+      newest: gen,
       closed: false,
     };
     gen.plugins.push(loaded);
+    // A register that timed out (the instance was closed) may go on: what it adds then closes at once.
+    const closeOrKeep = (fn: () => unknown) => {
+      if (!loaded.closed) loaded.closers.push(fn);
+      else
+        void Promise.resolve()
+          .then(() => runScoped(faultScope(policy, 'close'), fn))
+          .catch((err: unknown) => log.error({ plugin: id, err }, `plugin close failed: ${describe(err)}`));
+    };
     const api = createPluginApi({
       hooks: gen.hooks,
-      registry: gen.registry,
+      registry: new PluginRegistry(gen.registry, () => loaded.newest.registry),
       config,
       facts: gen.facts,
       outbound: this.outbound,
-      onClose: (fn) => loaded.closers.push(fn),
+      onClose: (fn) => closeOrKeep(fn),
       onStart: (fn) => loaded.starters.push(fn),
-      observe: (observer) => loaded.closers.push(this.observers.add(id, observer)),
+      observe: (observer) => closeOrKeep(this.observers.add(id, observer)),
       reload: () => this.reload(),
       policy,
     });
@@ -363,7 +394,23 @@ export class MailServer {
     if (n <= 0) this.#perIp.delete(ip);
     else this.#perIp.set(ip, n);
     gen.sessions--;
-    if (gen.sessions === 0 && this.#retiring.has(gen)) void this.#retire(gen);
+    if (gen.sessions === 0 && this.#retiring.has(gen)) this.#retireLater(gen);
+  }
+
+  /** Retire `gen` without waiting (a close that hangs must hold up neither sessions nor reloads); shutdown waits. */
+  #retireLater(gen: Generation): void {
+    const retiring = this.#retire(gen);
+    this.#retirements.add(retiring);
+    void retiring.finally(() => this.#retirements.delete(retiring));
+  }
+
+  #countersOf(id: string): Map<string, HookCounters> {
+    let counters = this.#hookCounters.get(id);
+    if (!counters) {
+      counters = new Map<string, HookCounters>();
+      this.#hookCounters.set(id, counters);
+    }
+    return counters;
   }
 
   #nextId(): string {
@@ -515,8 +562,9 @@ export class MailServer {
 
   /** A fault plugin code raised outside its hook call: log, count, keep serving. */
   #pluginFault(scope: FaultScope, err: unknown, kind: FaultKind): void {
-    const loaded = this.#instances().find((p) => p.policy.name === scope.plugin);
-    if (loaded) hookCounters(loaded.policy.metrics, scope.hook).faults++;
+    // Also for an instance a reload retired: its counters are its plugin id's.
+    const counters = this.#hookCounters.get(scope.plugin);
+    if (counters) hookCounters(counters, scope.hook).faults++;
     this.log.error(
       { plugin: scope.plugin, hook: scope.hook, fault: kind, err },
       `plugin fault outside its hook call: ${describe(err)}`,
@@ -537,11 +585,15 @@ export class MailServer {
     this.#detachFaults = undefined;
   }
 
-  /** Per plugin and hook: taps called, failed (451 or skipped), timed out and faults raised later, since start. */
+  /**
+   * Per plugin id and hook: taps called, failed (451 or skipped), timed out and
+   * faults raised later, since start, over every instance of the id (a reload
+   * replacing a plugin does not reset them).
+   */
   hookMetrics(): HookMetric[] {
     const out: HookMetric[] = [];
-    for (const p of this.#instances()) {
-      for (const [hook, c] of p.policy.metrics) out.push({ plugin: p.policy.name, hook, ...c });
+    for (const [plugin, counters] of this.#hookCounters) {
+      for (const [hook, c] of counters) out.push({ plugin, hook, ...c });
     }
     return out;
   }
@@ -590,6 +642,11 @@ export class MailServer {
     clearTimeout(timer);
     this.idle.stop();
     await Promise.all(stopped);
+    // A reload under way refuses to apply once it sees the shutdown and closes what it opened:
+    // let it finish first (bounded: its plugins' start could hang) so nothing it started outlives us.
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([this.#reloading, new Promise((ok) => (waited = setTimeout(ok, grace)))]);
+    clearTimeout(waited);
     await this.#closePlugins();
     this.#ownResolver?.close();
     this.#stopCatchingFaults();
@@ -603,6 +660,8 @@ export class MailServer {
     for (const p of this.#instances().reverse())
       await closePlugin(p, this.log, async (fn) => runScoped(faultScope(p.policy, 'close'), fn));
     this.#retiring.clear();
+    // Instances of an earlier configuration whose last session just ended may still be closing.
+    await Promise.all(this.#retirements);
   }
 
   // ---- reload ---------------------------------------------------------------
@@ -669,6 +728,8 @@ export class MailServer {
     const gen = this.#newGeneration(this.#generationSeq + 1, config);
     const opened = new Map<string, { listener: ListenerConfig; server: NetServer }>();
     const carried = new Set<LoadedPlugin>();
+    /** Listeners whose sockets this reload closed before opening others. */
+    const released: string[] = [];
     const undo = async () => {
       for (const { server } of opened.values()) server.close();
       for (const p of [...gen.plugins].reverse()) {
@@ -684,45 +745,62 @@ export class MailServer {
           carried.add(same);
         } else await this.#loadPlugin(gen, p);
       }
-      await this.#startPlugins(gen.plugins.filter((p) => !carried.has(p)));
-      // Listeners whose settings changed are reopened: the old socket goes first (same port).
-      for (const name of plan.listeners.reopened) {
-        const before = this.#servers.get(name);
-        // close() frees the port at once; its callback would wait for the sessions, which carry on.
-        before?.server.close();
-      }
-      if (plan.listeners.reopened.length > 0) await new Promise((ok) => setImmediate(ok));
-      for (const listener of config.listeners) {
-        if (plan.listeners.kept.includes(listener.name)) continue;
-        opened.set(listener.name, await this.#openListener(listener, gen.registry));
+      await this.#startPlugins(
+        gen.plugins.filter((p) => !carried.has(p)),
+        config.timeouts.pluginStart,
+      );
+      // Before listen(), which opens the current generation's listeners, there are none to change.
+      if (this.#listening) {
+        // Listeners whose settings changed are reopened, and removed ones may leave their port to
+        // another (a listener renamed): their old sockets go first. close() frees the port at once;
+        // its callback would wait for the sessions, which carry on.
+        for (const name of [...plan.listeners.reopened, ...plan.listeners.closed]) {
+          this.#servers.get(name)?.server.close();
+          released.push(name);
+        }
+        if (released.length > 0) await new Promise((ok) => setImmediate(ok));
+        for (const listener of config.listeners) {
+          if (plan.listeners.kept.includes(listener.name)) continue;
+          opened.set(listener.name, await this.#openListener(listener, gen.registry));
+        }
       }
     } catch (err) {
       await undo();
-      // A listener closed to be reopened comes back with its old settings.
-      for (const name of plan.listeners.reopened) {
+      // A listener closed above comes back with its old settings (not while shutting down).
+      if (this.#closing) throw err;
+      for (const name of released) {
         const before = this.#servers.get(name);
         if (!before) continue;
-        this.#servers.set(name, await this.#openListener(before.listener, old.registry).catch(() => before));
+        const back = await this.#openListener(before.listener, old.registry).catch((e: unknown) => {
+          this.log.error({ listener: name, err: describe(e) }, 'listener not reopened after a failed reload');
+          return before;
+        });
+        this.#servers.set(name, back);
       }
       throw err;
     }
-    for (const name of plan.listeners.closed) {
-      this.#servers.get(name)?.server.close();
-      this.#servers.delete(name);
+    if (this.#closing) {
+      // close() began while this reload was under way: it closed the listeners and plugins it
+      // knew of; what this reload opened would outlive it.
+      await undo();
+      return { ok: false, errors: ['the server is shutting down'] };
     }
+    for (const name of plan.listeners.closed) this.#servers.delete(name);
     for (const [name, entry] of opened) this.#servers.set(name, entry);
+    // Instances carried over read the services of the new generation from now on.
+    for (const p of gen.plugins) p.newest = gen;
     this.#generationSeq = gen.number;
     this.#current = gen;
     this.#retiring.add(old);
-    if (old.sessions === 0) await this.#retire(old);
+    if (old.sessions === 0) this.#retireLater(old);
     return {
       ok: true,
       generation: gen.number,
       plugins: plan.plugins,
       listeners: {
-        kept: plan.listeners.kept,
+        kept: this.#listening ? plan.listeners.kept : [],
         opened: [...opened.keys()],
-        closed: plan.listeners.closed,
+        closed: released.filter((name) => plan.listeners.closed.includes(name)),
       },
     };
   }
@@ -758,7 +836,7 @@ async function prepareConfig(
     }
     const v = validatePluginConfig(ajv, def.schema, entry.config ?? {}, `/plugins/${index}/config`, id);
     errors.push(...v.errors);
-    const key = JSON.stringify({
+    const key = entryKey({
       plugin: entry.plugin,
       config: v.config,
       timeout: entry.timeout,

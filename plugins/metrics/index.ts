@@ -153,14 +153,17 @@ export default definePlugin({
     };
 
     const hookCells = new Map<string, Map<string, ReturnType<typeof m.hookDuration.cell>>>();
+    // Sessions counted open: one begun before this instance (added by a config reload) ends uncounted.
+    const counted = new WeakSet<object>();
 
     api.observe({
       connection(session, event) {
         const c = listenerCells(session.listener.name);
         if (event === 'open') {
+          counted.add(session);
           c.connections.value++;
           c.open.value++;
-        } else c.open.value--;
+        } else if (counted.delete(session)) c.open.value--;
       },
       reply(session, r, verb) {
         const code = r.code;
@@ -293,7 +296,7 @@ function registerHookCounters(registry: Registry, read: () => readonly HookMetri
   };
   const refresh = () => {
     for (const s of Object.values(series)) s.clear();
-    // Several instances of one plugin id (a reload replaced one while sessions used it) add up.
+    // One entry per plugin id: the server counts every instance of an id (reloads) together.
     for (const h of read()) {
       series.calls.add(h.calls, h.plugin, h.hook);
       series.failures.add(h.failures, h.plugin, h.hook);
