@@ -1,16 +1,20 @@
 /**
  * `npm run bench:auth`: what sender authentication costs. One run measures W1
- * (2 KB, 1 rcpt, 10 connections) against mailframe with queue-discard in
- * three configurations, each a fresh server with its own warm-up (which also
- * fills the DNS cache), and prints the ratios to the first:
+ * (2 KB, 1 rcpt, 10 connections) against mailframe in several configurations,
+ * each a fresh server with its own warm-up (which also fills the DNS cache),
+ * and prints each one's ratio to the baseline of the same queue:
  *
- * - baseline: the inbound bench's `mailframe-discard`;
+ * - baseline: the inbound bench's `mailframe-discard` (queue-discard: the
+ *   protocol path alone, no queue);
  * - checks: + spf + dkim-verify + dmarc + auth-results, DNS from a loopback
  *   test server holding the sender domain's SPF, DKIM and DMARC records;
- * - sign: + dkim-sign (RSA-2048) with `signUnauthenticated` for the sender
- *   domain, so the load generator needs no AUTH; sign-ed25519: the same with
- *   an Ed25519 key;
- * - with `--each`: spf alone and dkim-verify alone.
+ * - baseline-fs, checks-fs: the same pair on the inbound bench's
+ *   `mailframe-fs` (queue-fs with fsync + deliver-discard), the server a
+ *   receiving MTA that runs these checks really is;
+ * - sign (with `--only`): baseline + dkim-sign (RSA-2048) with
+ *   `signUnauthenticated` for the sender domain, so the load generator needs
+ *   no AUTH; sign-ed25519: the same with an Ed25519 key;
+ * - with `--each`: spf alone and dkim-verify alone (on queue-discard).
  *
  * Every configuration gets the same message: W1's, DKIM-signed beforehand
  * (RSA-2048) so dkim-verify has a real signature to check. Then DKIM
@@ -38,7 +42,7 @@ import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/sign
 import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
 import { writeResults } from './results.ts';
-import { discardSpec, type MailframeExtras } from './servers.ts';
+import { discardSpec, durableSpec, type MailframeExtras } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
@@ -47,14 +51,20 @@ const SELECTOR = 'bench';
 /** The issue's target: the checks cost at most 35 % of W1 throughput with a warm cache. */
 const TARGET = 0.65;
 
+/** What `--only` defaults to: the checks against both baselines. */
+const DEFAULT_CONFIGS = ['baseline', 'checks', 'baseline-fs', 'checks-fs'];
+
 const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each]
 
   --quick           A tenth of W1 (2,000 messages) and 1 s per signing algorithm.
   --time-limit S    Cap each W1 run at S seconds of load (default 45).
   --sign-seconds S  Time per signing algorithm (default 3).
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
-  --only IDS        Only these configurations (comma-separated ids: baseline, checks, sign,
-                    sign-ed25519, spf-only, dkim-verify-only); the first is the one ratios are to.
+  --only IDS        Only these configurations, in this order (comma-separated ids: baseline,
+                    checks, baseline-fs, checks-fs, sign, sign-ed25519, spf-only,
+                    dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
+                    -only ones with --each). Ratios are to baseline (queue-discard) or
+                    baseline-fs (queue-fs), whichever has the same queue, when it ran.
   --profile DIR     Run each server under node --cpu-prof, writing DIR/<id>/*.cpuprofile
                     (warm-up included; summarise with bench/cpuprofile.ts).
 `;
@@ -191,6 +201,16 @@ async function sanityCheck(
   }
 }
 
+type Queue = 'discard' | 'fs';
+
+interface Config {
+  readonly id: string;
+  readonly what: string;
+  /** queue-discard (`mailframe-discard`) or queue-fs (`mailframe-fs`), as in `npm run bench`. */
+  readonly queue: Queue;
+  readonly extras: MailframeExtras;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -243,19 +263,24 @@ async function main(): Promise<void> {
     log(
       `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
     );
-    const all: { id: string; what: string; extras: MailframeExtras }[] = [
-      { id: 'baseline', what: 'mailframe-discard as in npm run bench', extras: {} },
+    const checksExtras: MailframeExtras = {
+      core,
+      plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin })),
+    };
+    const all: Config[] = [
+      { id: 'baseline', what: 'mailframe-discard as in npm run bench', queue: 'discard', extras: {} },
       {
         id: 'checks',
         what: 'spf + dkim-verify + dmarc + auth-results, DNS on loopback, cache warm',
-        extras: {
-          core,
-          plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin })),
-        },
+        queue: 'discard',
+        extras: checksExtras,
       },
+      { id: 'baseline-fs', what: 'mailframe-fs as in npm run bench (durable)', queue: 'fs', extras: {} },
+      { id: 'checks-fs', what: 'the same checks on mailframe-fs', queue: 'fs', extras: checksExtras },
       {
         id: 'sign',
         what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
+        queue: 'discard',
         extras: {
           core,
           plugins: [{ plugin: 'dkim-sign', config: signConfig }],
@@ -264,41 +289,52 @@ async function main(): Promise<void> {
       {
         id: 'sign-ed25519',
         what: 'the same with an Ed25519 key',
+        queue: 'discard',
         extras: { core, plugins: [{ plugin: 'dkim-sign', config: signConfigEd }] },
       },
-      ...(each || values.only?.includes('-only')
-        ? ['spf', 'dkim-verify'].map((plugin) => ({
-            id: `${plugin}-only`,
-            what: `${plugin} alone (--each)`,
-            extras: { core, plugins: [{ plugin }] },
-          }))
-        : []),
+      ...['spf', 'dkim-verify'].map(
+        (plugin): Config => ({
+          id: `${plugin}-only`,
+          what: `${plugin} alone`,
+          queue: 'discard',
+          extras: { core, plugins: [{ plugin }] },
+        }),
+      ),
     ];
-    const only = values.only?.split(',').map((id) => id.trim());
-    const unknown = only?.filter(
-      (id) => !all.some((c) => c.id === id) && !['spf-only', 'dkim-verify-only'].includes(id),
-    );
-    if (unknown?.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
+    const only =
+      values.only?.split(',').map((id) => id.trim()) ??
+      (each ? [...DEFAULT_CONFIGS, 'spf-only', 'dkim-verify-only'] : DEFAULT_CONFIGS);
+    const unknown = only.filter((id) => !all.some((c) => c.id === id));
+    if (unknown.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
     const profile = values.profile === undefined ? undefined : resolve(values.profile);
-    const configs = (only ? only.flatMap((id) => all.filter((c) => c.id === id)) : all).map((c) =>
-      profile === undefined
-        ? c
-        : {
-            ...c,
-            extras: { ...c.extras, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(profile, c.id)}`] },
-          },
-    );
+    const configs = only
+      .flatMap((id) => all.filter((c) => c.id === id))
+      .map((c) =>
+        profile === undefined
+          ? c
+          : {
+              ...c,
+              extras: { ...c.extras, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(profile, c.id)}`] },
+            },
+      );
     log(
       `mailframe auth bench: W1 (${w1.load.messages} messages of ${message.size} octets, DKIM-signed), ` +
         `${configs.length} configurations; the machine may be shared: compare ratios from one run`,
     );
     const workload: Workload = { ...w1, load };
-    const results: { id: string; what: string; metrics?: RunMetrics; dnsQueries?: number; error?: string }[] =
-      [];
+    const results: {
+      id: string;
+      what: string;
+      queue: Queue;
+      metrics?: RunMetrics;
+      dnsQueries?: number;
+      error?: string;
+    }[] = [];
     for (const c of configs) {
       try {
         const q0 = dns.queries.length;
-        const metrics = await measure(discardSpec(c.extras), workload, {
+        const spec = c.queue === 'fs' ? durableSpec(c.extras) : discardSpec(c.extras);
+        const metrics = await measure(spec, workload, {
           timeLimitMs,
           warmup: true,
           generator: 'loadgen',
@@ -306,11 +342,11 @@ async function main(): Promise<void> {
         // Queries over warm-up and run together: a handful means the cache held for the whole run.
         const dnsQueries = dns.queries.length - q0;
         log(`W1 ${c.id}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
-        results.push({ id: c.id, what: c.what, metrics, dnsQueries });
+        results.push({ id: c.id, what: c.what, queue: c.queue, metrics, dnsQueries });
       } catch (err) {
         const error = err instanceof Error ? err.message.split('\n')[0] : String(err);
         log(`W1 ${c.id}: failed: ${error}`);
-        results.push({ id: c.id, what: c.what, ...(error ? { error } : {}) });
+        results.push({ id: c.id, what: c.what, queue: c.queue, ...(error ? { error } : {}) });
       }
     }
 
@@ -324,10 +360,11 @@ async function main(): Promise<void> {
       perSec: await verifyRate(message.buffer?.subarray(0, -3) ?? Buffer.alloc(0), dns, signSeconds),
     };
 
-    const base = results[0]?.metrics;
+    const metricsOf = (id: string) => results.find((r) => r.id === id)?.metrics;
+    const baseOf = (queue: Queue) => metricsOf(queue === 'fs' ? 'baseline-fs' : 'baseline');
     const out = [
       '',
-      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs baseline | CPU vs baseline |',
+      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs its baseline | CPU vs its baseline |',
     ];
     out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of results) {
@@ -336,17 +373,25 @@ async function main(): Promise<void> {
         out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | | |`);
         continue;
       }
+      const base = baseOf(r.queue);
       const ratio = base ? (m.msgsPerSec / base.msgsPerSec).toFixed(2) : '-';
       const cpu = base ? (m.cpuMsPerMsg / base.cpuMsPerMsg).toFixed(2) : '-';
       out.push(
         `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${r.dnsQueries ?? '-'} | ${ratio} | ${cpu} |`,
       );
     }
-    const checks = results.find((r) => r.id === 'checks')?.metrics;
-    const verdict =
-      base && checks && checks.errors === 0
-        ? `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${checks.msgsPerSec / base.msgsPerSec >= TARGET ? 'MET' : 'NOT MET'} (${((checks.msgsPerSec / base.msgsPerSec) * 100).toFixed(0)} %)`
-        : 'target: not judged (a run failed or had errors)';
+    // One verdict per queue: the checks' throughput over the baseline's on the same queue.
+    const verdicts = (['discard', 'fs'] as const).flatMap((queue) => {
+      const label = queue === 'fs' ? 'queue-fs (durable)' : 'queue-discard';
+      const base = baseOf(queue);
+      const checks = metricsOf(queue === 'fs' ? 'checks-fs' : 'checks');
+      if (!base && !checks) return [];
+      if (!base || !checks || base.errors > 0 || checks.errors > 0)
+        return [`${label}: not judged (a run failed, had errors or did not run)`];
+      const ratio = checks.msgsPerSec / base.msgsPerSec;
+      return [`${label}: ${ratio >= TARGET ? 'MET' : 'NOT MET'} (${ratio.toFixed(2)}x)`];
+    });
+    const verdict = `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${verdicts.length ? verdicts.join('; ') : 'not judged (no baseline/checks pair ran)'}`;
     out.push('', verdict, '', '| DKIM signing, 2 KB message, one thread | signatures/s |', '| --- | ---: |');
     for (const s of signing) out.push(`| ${s.key} | ${s.perSec.toFixed(0)} |`);
     out.push(
