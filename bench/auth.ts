@@ -23,7 +23,7 @@
  * per second of the W1 message with dkim-verify's verifier (warm caches).
  *
  *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
- *                          [--only baseline,checks] [--profile DIR]
+ *                          [--only baseline,checks] [--rounds 3] [--profile DIR]
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -54,7 +54,7 @@ const TARGET = 0.65;
 /** What `--only` defaults to: the checks against both baselines. */
 const DEFAULT_CONFIGS = ['baseline', 'checks', 'baseline-fs', 'checks-fs'];
 
-const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each]
+const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each] [--rounds N]
 
   --quick           A tenth of W1 (2,000 messages) and 1 s per signing algorithm.
   --time-limit S    Cap each W1 run at S seconds of load (default 45).
@@ -65,6 +65,8 @@ const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-s
                     dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
                     -only ones with --each). Ratios are to baseline (queue-discard) or
                     baseline-fs (queue-fs), whichever has the same queue, when it ran.
+  --rounds N        Run the configurations N times in turn (default 1); report each one's median
+                    round and the median of its per-round ratios (a shared machine's load varies).
   --profile DIR     Run each server under node --cpu-prof, writing DIR/<id>/*.cpuprofile
                     (warm-up included; summarise with bench/cpuprofile.ts).
 `;
@@ -219,6 +221,7 @@ async function main(): Promise<void> {
       'sign-seconds': { type: 'string' },
       each: { type: 'boolean', default: false },
       only: { type: 'string' },
+      rounds: { type: 'string', default: '1' },
       profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -226,6 +229,7 @@ async function main(): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   const quick = values.quick ?? false;
   const each = values.each ?? false;
+  const rounds = Math.max(1, Math.floor(Number(values.rounds) || 1));
   const timeLimitMs = Math.max(1, Number(values['time-limit']) || 45) * 1000;
   const signSeconds = Math.max(0.2, Number(values['sign-seconds']) || (quick ? 1 : 3));
   const w1 = allWorkloads(quick).find((w) => w.id === 'W1');
@@ -322,31 +326,38 @@ async function main(): Promise<void> {
         `${configs.length} configurations; the machine may be shared: compare ratios from one run`,
     );
     const workload: Workload = { ...w1, load };
-    const results: {
-      id: string;
-      what: string;
-      queue: Queue;
-      metrics?: RunMetrics;
-      dnsQueries?: number;
-      error?: string;
-    }[] = [];
-    for (const c of configs) {
-      try {
-        const q0 = dns.queries.length;
-        const spec = c.queue === 'fs' ? durableSpec(c.extras) : discardSpec(c.extras);
-        const metrics = await measure(spec, workload, {
-          timeLimitMs,
-          warmup: true,
-          generator: 'loadgen',
-        });
-        // Queries over warm-up and run together: a handful means the cache held for the whole run.
-        const dnsQueries = dns.queries.length - q0;
-        log(`W1 ${c.id}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
-        results.push({ id: c.id, what: c.what, queue: c.queue, metrics, dnsQueries });
-      } catch (err) {
-        const error = err instanceof Error ? err.message.split('\n')[0] : String(err);
-        log(`W1 ${c.id}: failed: ${error}`);
-        results.push({ id: c.id, what: c.what, queue: c.queue, ...(error ? { error } : {}) });
+    // Per configuration, one entry per round (undefined: that round's run failed).
+    const results = configs.map((c) => ({
+      id: c.id,
+      what: c.what,
+      queue: c.queue,
+      runs: [] as (RunMetrics | undefined)[],
+      dnsQueries: [] as number[],
+      errors: [] as string[],
+    }));
+    for (let round = 1; round <= rounds; round++) {
+      for (const [i, c] of configs.entries()) {
+        const r = results[i] as (typeof results)[number];
+        const tag = rounds > 1 ? `W1 ${c.id} (round ${round}/${rounds})` : `W1 ${c.id}`;
+        try {
+          const q0 = dns.queries.length;
+          const spec = c.queue === 'fs' ? durableSpec(c.extras) : discardSpec(c.extras);
+          const metrics = await measure(spec, workload, {
+            timeLimitMs,
+            warmup: true,
+            generator: 'loadgen',
+          });
+          // Queries over warm-up and run together: a handful means the cache held for the whole run.
+          const dnsQueries = dns.queries.length - q0;
+          log(`${tag}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
+          r.runs.push(metrics);
+          r.dnsQueries.push(dnsQueries);
+        } catch (err) {
+          const error = err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err);
+          log(`${tag}: failed: ${error}`);
+          r.runs.push(undefined);
+          r.errors.push(error);
+        }
       }
     }
 
@@ -360,36 +371,63 @@ async function main(): Promise<void> {
       perSec: await verifyRate(message.buffer?.subarray(0, -3) ?? Buffer.alloc(0), dns, signSeconds),
     };
 
-    const metricsOf = (id: string) => results.find((r) => r.id === id)?.metrics;
-    const baseOf = (queue: Queue) => metricsOf(queue === 'fs' ? 'baseline-fs' : 'baseline');
+    const byId = (id: string) => results.find((r) => r.id === id);
+    const baseOf = (queue: Queue) => byId(queue === 'fs' ? 'baseline-fs' : 'baseline');
+    /** The round with the median throughput (a real run, not a mix of several). */
+    const median = (r: (typeof results)[number]): RunMetrics | undefined => {
+      const ok = r.runs
+        .filter((m): m is RunMetrics => m !== undefined)
+        .sort((a, b) => a.msgsPerSec - b.msgsPerSec);
+      return ok[Math.floor((ok.length - 1) / 2)];
+    };
+    /** The median over rounds of `r`'s figure over its baseline's in the same round (paired: same load). */
+    const ratio = (r: (typeof results)[number], figure: (m: RunMetrics) => number): number | undefined => {
+      const base = baseOf(r.queue);
+      if (!base) return undefined;
+      const ratios = r.runs
+        .flatMap((m, i) => {
+          const b = base.runs[i];
+          return m && b ? [figure(m) / figure(b)] : [];
+        })
+        .sort((a, b) => a - b);
+      if (ratios.length === 0) return undefined;
+      const mid = ratios.length / 2;
+      return ratios.length % 2
+        ? ratios[Math.floor(mid)]
+        : ((ratios[mid - 1] as number) + (ratios[mid] as number)) / 2;
+    };
+    const cleanRuns = (r: (typeof results)[number] | undefined) =>
+      r !== undefined && r.errors.length === 0 && r.runs.every((m) => m !== undefined && m.errors === 0);
     const out = [
       '',
+      rounds > 1
+        ? `${rounds} rounds: each row is the round with the median msgs/s; the ratios are medians of the per-round ratios.`
+        : '',
       '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs its baseline | CPU vs its baseline |',
     ];
     out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of results) {
-      const m = r.metrics;
+      const m = median(r);
       if (!m) {
-        out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | | |`);
+        out.push(`| ${r.id}: ${r.what} | failed: ${r.errors[0]} | | | | | | |`);
         continue;
       }
-      const base = baseOf(r.queue);
-      const ratio = base ? (m.msgsPerSec / base.msgsPerSec).toFixed(2) : '-';
-      const cpu = base ? (m.cpuMsPerMsg / base.cpuMsPerMsg).toFixed(2) : '-';
+      const fixed = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
+      const errors = r.runs.reduce((n, x) => n + (x?.errors ?? 0), 0) + r.errors.length;
       out.push(
-        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${r.dnsQueries ?? '-'} | ${ratio} | ${cpu} |`,
+        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${errors} | ${Math.max(...r.dnsQueries)} | ${fixed(ratio(r, (x) => x.msgsPerSec))} | ${fixed(ratio(r, (x) => x.cpuMsPerMsg))} |`,
       );
     }
     // One verdict per queue: the checks' throughput over the baseline's on the same queue.
     const verdicts = (['discard', 'fs'] as const).flatMap((queue) => {
       const label = queue === 'fs' ? 'queue-fs (durable)' : 'queue-discard';
       const base = baseOf(queue);
-      const checks = metricsOf(queue === 'fs' ? 'checks-fs' : 'checks');
+      const checks = byId(queue === 'fs' ? 'checks-fs' : 'checks');
       if (!base && !checks) return [];
-      if (!base || !checks || base.errors > 0 || checks.errors > 0)
+      const x = checks && ratio(checks, (m) => m.msgsPerSec);
+      if (!cleanRuns(base) || !cleanRuns(checks) || x === undefined)
         return [`${label}: not judged (a run failed, had errors or did not run)`];
-      const ratio = checks.msgsPerSec / base.msgsPerSec;
-      return [`${label}: ${ratio >= TARGET ? 'MET' : 'NOT MET'} (${ratio.toFixed(2)}x)`];
+      return [`${label}: ${x >= TARGET ? 'MET' : 'NOT MET'} (${x.toFixed(2)}x)`];
     });
     const verdict = `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${verdicts.length ? verdicts.join('; ') : 'not judged (no baseline/checks pair ran)'}`;
     out.push('', verdict, '', '| DKIM signing, 2 KB message, one thread | signatures/s |', '| --- | ---: |');
@@ -403,7 +441,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join('\n')}\n`);
 
     const report = {
-      options: { quick, timeLimitMs, signSeconds },
+      options: { quick, timeLimitMs, signSeconds, rounds },
       workload: { ...w1, messageOctets: message.size },
       results,
       target: { minThroughputRatio: TARGET, verdict },
