@@ -11,6 +11,8 @@
  * - baseline-fs, checks-fs: the same pair on the inbound bench's
  *   `mailframe-fs` (queue-fs with fsync + deliver-discard), the server a
  *   receiving MTA that runs these checks really is;
+ * - checks-pool, checks-fs-pool (with `--only`): the checks with dkim-verify's
+ *   `threadPool` (signatures checked on libuv's thread pool);
  * - sign (with `--only`): baseline + dkim-sign (RSA-2048) with
  *   `signUnauthenticated` for the sender domain, so the load generator needs
  *   no AUTH; sign-ed25519: the same with an Ed25519 key;
@@ -61,8 +63,8 @@ const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-s
   --sign-seconds S  Time per signing algorithm (default 3).
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
   --only IDS        Only these configurations, in this order (comma-separated ids: baseline,
-                    checks, baseline-fs, checks-fs, sign, sign-ed25519, spf-only,
-                    dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
+                    checks, baseline-fs, checks-fs, checks-pool, checks-fs-pool (dkim-verify
+                    with threadPool), sign, sign-ed25519, spf-only, dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
                     -only ones with --each). Ratios are to baseline (queue-discard) or
                     baseline-fs (queue-fs), whichever has the same queue, when it ran.
   --rounds N        Run the configurations N times in turn (default 1); report each one's median
@@ -281,6 +283,19 @@ async function main(): Promise<void> {
       },
       { id: 'baseline-fs', what: 'mailframe-fs as in npm run bench (durable)', queue: 'fs', extras: {} },
       { id: 'checks-fs', what: 'the same checks on mailframe-fs', queue: 'fs', extras: checksExtras },
+      ...(['discard', 'fs'] as const).map(
+        (queue): Config => ({
+          id: queue === 'fs' ? 'checks-fs-pool' : 'checks-pool',
+          what: `the same checks${queue === 'fs' ? ' on mailframe-fs' : ''}, dkim-verify threadPool: true`,
+          queue,
+          extras: {
+            core,
+            plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) =>
+              plugin === 'dkim-verify' ? { plugin, config: { threadPool: true } } : { plugin },
+            ),
+          },
+        }),
+      ),
       {
         id: 'sign',
         what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
