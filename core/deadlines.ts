@@ -11,6 +11,9 @@
 /** What `within` settles with when the deadline passed first. */
 export const TIMED_OUT: unique symbol = Symbol('timeout');
 
+/** The longest delay `setTimeout` honours. */
+const MAX_DELAY = 2 ** 31 - 1;
+
 interface Pending {
   readonly due: number;
   /** Called once: with TIMED_OUT by the sweep. */
@@ -93,7 +96,9 @@ export class Deadlines {
    */
   #arm(delay: number): void {
     this.#armedFor = this.#now() + delay;
-    this.#timer = setTimeout(() => this.#sweep(), Math.max(1, Math.ceil(delay)));
+    // setTimeout takes at most 2^31 - 1 ms (longer fires at once, with a warning): a longer
+    // timeout is swept once at that point and re-armed for the rest.
+    this.#timer = setTimeout(() => this.#sweep(), Math.min(MAX_DELAY, Math.max(1, Math.ceil(delay))));
     this.#timer.unref();
   }
 

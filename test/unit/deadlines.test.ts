@@ -77,4 +77,23 @@ describe('Deadlines', () => {
     expect(outcome).toBe(TIMED_OUT);
     expect(d.size).toBe(0);
   });
+
+  it('keeps a call pending under a timeout longer than setTimeout allows (2^31 - 1 ms), without warnings', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const d = new Deadlines(2 ** 31 + 1000);
+      let outcome: unknown = 'pending';
+      void d.within(never()).then((v) => {
+        outcome = v;
+      });
+      await later(50, undefined);
+      expect(outcome).toBe('pending');
+      expect(d.size).toBe(1);
+      expect(warnings.map((w) => w.name)).not.toContain('TimeoutOverflowWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
 });
