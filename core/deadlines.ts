@@ -28,9 +28,8 @@ export class Deadlines {
   /** Oldest first (first due). */
   #head: Pending | undefined;
   #tail: Pending | undefined;
+  /** Armed for the oldest deadline (or earlier); undefined when none is armed. */
   #timer: ReturnType<typeof setTimeout> | undefined;
-  /** When the armed timer fires (clock time), or -1 when none is armed. */
-  #armedFor = -1;
 
   /**
    * `ms`: the one timeout length. `now`: a monotonic clock in milliseconds
@@ -61,9 +60,13 @@ export class Deadlines {
         next: undefined,
       };
       if (this.#tail) this.#tail.next = node;
-      else this.#head = node;
+      else {
+        this.#head = node;
+        // A pending call keeps the process alive until its timeout, as a timer of its own would.
+        this.#timer?.ref();
+      }
       this.#tail = node;
-      if (this.#armedFor < 0) this.#arm(this.#ms);
+      if (this.#timer === undefined) this.#arm(this.#ms);
       pending.then(
         (value) => {
           if (this.#unlink(node)) resolve(value);
@@ -85,26 +88,26 @@ export class Deadlines {
     else this.#tail = node.prev;
     node.prev = undefined;
     node.next = undefined;
+    // Nothing pending: the timer left armed must not hold the process up.
+    if (this.#head === undefined) this.#timer?.unref();
     return true;
   }
 
   /**
    * One timer, armed for the oldest deadline. It is not cleared when calls
-   * settle early: it fires, finds the list's head not yet due (or nothing),
-   * and re-arms for the head's deadline (or stays off). It does not keep the
-   * process alive by itself: the calls it guards belong to sessions that do.
+   * settle early (that would be a clearTimeout and a setTimeout again per
+   * call): it fires, finds the list's head not yet due (or nothing), and
+   * re-arms for the head's deadline (or stays off). It keeps the process
+   * alive only while a call is pending (`unref` while the list is empty).
    */
   #arm(delay: number): void {
-    this.#armedFor = this.#now() + delay;
     // setTimeout takes at most 2^31 - 1 ms (longer fires at once, with a warning): a longer
     // timeout is swept once at that point and re-armed for the rest.
     this.#timer = setTimeout(() => this.#sweep(), Math.min(MAX_DELAY, Math.max(1, Math.ceil(delay))));
-    this.#timer.unref();
   }
 
   #sweep(): void {
     this.#timer = undefined;
-    this.#armedFor = -1;
     const now = this.#now();
     for (let p = this.#head; p !== undefined && p.due <= now; p = this.#head) {
       const expire = p.expire as (value: typeof TIMED_OUT) => void;

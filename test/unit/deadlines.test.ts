@@ -4,8 +4,22 @@
  * answer, one that overruns gets TIMED_OUT, and neither outcome leaks into
  * the other or lingers in the list.
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Deadlines, TIMED_OUT } from '../../core/deadlines.ts';
+
+const MODULE = fileURLToPath(new URL('../../core/deadlines.ts', import.meta.url));
+
+/** Run `body` in a fresh Node process with `Deadlines` and `TIMED_OUT` imported; its output and exit status. */
+function inProcess(body: string): { stdout: string; status: number | null } {
+  const script = `import { Deadlines, TIMED_OUT } from ${JSON.stringify(MODULE)};\n${body}`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { stdout: r.stdout, status: r.status };
+}
 
 const never = () => new Promise<never>(() => {});
 
@@ -95,5 +109,18 @@ describe('Deadlines', () => {
     } finally {
       process.off('warning', onWarning);
     }
+  });
+
+  it('keeps the process alive while a call is pending, and not once none is', () => {
+    // As a timer per call did: the process waits for the timeout of a call nobody answers.
+    const hung = inProcess(
+      `new Deadlines(200).within(new Promise(() => {})).then((v) => console.log(v === TIMED_OUT ? 'timed out' : 'answered'));`,
+    );
+    expect(hung).toEqual({ stdout: 'timed out\n', status: 0 });
+    // An answered call leaves the shared timer armed (for a minute here), but it holds nothing up.
+    const answered = inProcess(
+      `new Deadlines(60_000).within(Promise.resolve(1)).then((v) => console.log('answered', v));`,
+    );
+    expect(answered).toEqual({ stdout: 'answered 1\n', status: 0 });
   });
 });
