@@ -1,16 +1,22 @@
 /**
  * `npm run bench:auth`: what sender authentication costs. One run measures W1
- * (2 KB, 1 rcpt, 10 connections) against mailframe with queue-discard in
- * three configurations, each a fresh server with its own warm-up (which also
- * fills the DNS cache), and prints the ratios to the first:
+ * (2 KB, 1 rcpt, 10 connections) against mailframe in several configurations,
+ * each a fresh server with its own warm-up (which also fills the DNS cache),
+ * and prints each one's ratio to the baseline of the same queue:
  *
- * - baseline: the inbound bench's `mailframe-discard`;
+ * - baseline: the inbound bench's `mailframe-discard` (queue-discard: the
+ *   protocol path alone, no queue);
  * - checks: + spf + dkim-verify + dmarc + auth-results, DNS from a loopback
  *   test server holding the sender domain's SPF, DKIM and DMARC records;
- * - sign: + dkim-sign (RSA-2048) with `signUnauthenticated` for the sender
- *   domain, so the load generator needs no AUTH; sign-ed25519: the same with
- *   an Ed25519 key;
- * - with `--each`: spf alone and dkim-verify alone.
+ * - baseline-fs, checks-fs: the same pair on the inbound bench's
+ *   `mailframe-fs` (queue-fs with fsync + deliver-discard), the server a
+ *   receiving MTA that runs these checks really is;
+ * - checks-pool, checks-fs-pool (with `--only`): the checks with dkim-verify's
+ *   `threadPool` (signatures checked on libuv's thread pool);
+ * - sign (with `--only`): baseline + dkim-sign (RSA-2048) with
+ *   `signUnauthenticated` for the sender domain, so the load generator needs
+ *   no AUTH; sign-ed25519: the same with an Ed25519 key;
+ * - with `--each`: spf alone and dkim-verify alone (on queue-discard).
  *
  * Every configuration gets the same message: W1's, DKIM-signed beforehand
  * (RSA-2048) so dkim-verify has a real signature to check. Then DKIM
@@ -19,7 +25,7 @@
  * per second of the W1 message with dkim-verify's verifier (warm caches).
  *
  *   npm run bench:auth -- [--quick] [--time-limit 45] [--sign-seconds 3] [--each]
- *                          [--only baseline,checks] [--profile DIR]
+ *                          [--only baseline,checks] [--rounds 3] [--profile DIR]
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -38,7 +44,7 @@ import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/sign
 import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
 import { writeResults } from './results.ts';
-import { discardSpec, type MailframeExtras } from './servers.ts';
+import { discardSpec, durableSpec, type MailframeExtras } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
@@ -47,14 +53,22 @@ const SELECTOR = 'bench';
 /** The issue's target: the checks cost at most 35 % of W1 throughput with a warm cache. */
 const TARGET = 0.65;
 
-const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each]
+/** What `--only` defaults to: the checks against both baselines. */
+const DEFAULT_CONFIGS = ['baseline', 'checks', 'baseline-fs', 'checks-fs'];
+
+const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-seconds S] [--each] [--rounds N]
 
   --quick           A tenth of W1 (2,000 messages) and 1 s per signing algorithm.
   --time-limit S    Cap each W1 run at S seconds of load (default 45).
   --sign-seconds S  Time per signing algorithm (default 3).
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
-  --only IDS        Only these configurations (comma-separated ids: baseline, checks, sign,
-                    sign-ed25519, spf-only, dkim-verify-only); the first is the one ratios are to.
+  --only IDS        Only these configurations, in this order (comma-separated ids: baseline,
+                    checks, baseline-fs, checks-fs, checks-pool, checks-fs-pool (dkim-verify
+                    with threadPool), sign, sign-ed25519, spf-only, dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
+                    -only ones with --each). Ratios are to baseline (queue-discard) or
+                    baseline-fs (queue-fs), whichever has the same queue, when it ran.
+  --rounds N        Run the configurations N times in turn (default 1); report each one's median
+                    round and the median of its per-round ratios (a shared machine's load varies).
   --profile DIR     Run each server under node --cpu-prof, writing DIR/<id>/*.cpuprofile
                     (warm-up included; summarise with bench/cpuprofile.ts).
 `;
@@ -191,6 +205,16 @@ async function sanityCheck(
   }
 }
 
+type Queue = 'discard' | 'fs';
+
+interface Config {
+  readonly id: string;
+  readonly what: string;
+  /** queue-discard (`mailframe-discard`) or queue-fs (`mailframe-fs`), as in `npm run bench`. */
+  readonly queue: Queue;
+  readonly extras: MailframeExtras;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -199,6 +223,7 @@ async function main(): Promise<void> {
       'sign-seconds': { type: 'string' },
       each: { type: 'boolean', default: false },
       only: { type: 'string' },
+      rounds: { type: 'string', default: '1' },
       profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -206,6 +231,7 @@ async function main(): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   const quick = values.quick ?? false;
   const each = values.each ?? false;
+  const rounds = Math.max(1, Math.floor(Number(values.rounds) || 1));
   const timeLimitMs = Math.max(1, Number(values['time-limit']) || 45) * 1000;
   const signSeconds = Math.max(0.2, Number(values['sign-seconds']) || (quick ? 1 : 3));
   const w1 = allWorkloads(quick).find((w) => w.id === 'W1');
@@ -243,19 +269,37 @@ async function main(): Promise<void> {
     log(
       `sanity check (one message, in process): ${(await sanityCheck(dns, message, signConfig)).replace(/\r\n\t/g, ' ')}`,
     );
-    const all: { id: string; what: string; extras: MailframeExtras }[] = [
-      { id: 'baseline', what: 'mailframe-discard as in npm run bench', extras: {} },
+    const checksExtras: MailframeExtras = {
+      core,
+      plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin })),
+    };
+    const all: Config[] = [
+      { id: 'baseline', what: 'mailframe-discard as in npm run bench', queue: 'discard', extras: {} },
       {
         id: 'checks',
         what: 'spf + dkim-verify + dmarc + auth-results, DNS on loopback, cache warm',
-        extras: {
-          core,
-          plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin })),
-        },
+        queue: 'discard',
+        extras: checksExtras,
       },
+      { id: 'baseline-fs', what: 'mailframe-fs as in npm run bench (durable)', queue: 'fs', extras: {} },
+      { id: 'checks-fs', what: 'the same checks on mailframe-fs', queue: 'fs', extras: checksExtras },
+      ...(['discard', 'fs'] as const).map(
+        (queue): Config => ({
+          id: queue === 'fs' ? 'checks-fs-pool' : 'checks-pool',
+          what: `the same checks${queue === 'fs' ? ' on mailframe-fs' : ''}, dkim-verify threadPool: true`,
+          queue,
+          extras: {
+            core,
+            plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) =>
+              plugin === 'dkim-verify' ? { plugin, config: { threadPool: true } } : { plugin },
+            ),
+          },
+        }),
+      ),
       {
         id: 'sign',
         what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
+        queue: 'discard',
         extras: {
           core,
           plugins: [{ plugin: 'dkim-sign', config: signConfig }],
@@ -264,53 +308,71 @@ async function main(): Promise<void> {
       {
         id: 'sign-ed25519',
         what: 'the same with an Ed25519 key',
+        queue: 'discard',
         extras: { core, plugins: [{ plugin: 'dkim-sign', config: signConfigEd }] },
       },
-      ...(each || values.only?.includes('-only')
-        ? ['spf', 'dkim-verify'].map((plugin) => ({
-            id: `${plugin}-only`,
-            what: `${plugin} alone (--each)`,
-            extras: { core, plugins: [{ plugin }] },
-          }))
-        : []),
+      ...['spf', 'dkim-verify'].map(
+        (plugin): Config => ({
+          id: `${plugin}-only`,
+          what: `${plugin} alone`,
+          queue: 'discard',
+          extras: { core, plugins: [{ plugin }] },
+        }),
+      ),
     ];
-    const only = values.only?.split(',').map((id) => id.trim());
-    const unknown = only?.filter(
-      (id) => !all.some((c) => c.id === id) && !['spf-only', 'dkim-verify-only'].includes(id),
-    );
-    if (unknown?.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
+    const only =
+      values.only?.split(',').map((id) => id.trim()) ??
+      (each ? [...DEFAULT_CONFIGS, 'spf-only', 'dkim-verify-only'] : DEFAULT_CONFIGS);
+    const unknown = only.filter((id) => !all.some((c) => c.id === id));
+    if (unknown.length) throw new Error(`--only: unknown configuration ${unknown.join(', ')}`);
     const profile = values.profile === undefined ? undefined : resolve(values.profile);
-    const configs = (only ? only.flatMap((id) => all.filter((c) => c.id === id)) : all).map((c) =>
-      profile === undefined
-        ? c
-        : {
-            ...c,
-            extras: { ...c.extras, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(profile, c.id)}`] },
-          },
-    );
+    const configs = only
+      .flatMap((id) => all.filter((c) => c.id === id))
+      .map((c) =>
+        profile === undefined
+          ? c
+          : {
+              ...c,
+              extras: { ...c.extras, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(profile, c.id)}`] },
+            },
+      );
     log(
       `mailframe auth bench: W1 (${w1.load.messages} messages of ${message.size} octets, DKIM-signed), ` +
         `${configs.length} configurations; the machine may be shared: compare ratios from one run`,
     );
     const workload: Workload = { ...w1, load };
-    const results: { id: string; what: string; metrics?: RunMetrics; dnsQueries?: number; error?: string }[] =
-      [];
-    for (const c of configs) {
-      try {
-        const q0 = dns.queries.length;
-        const metrics = await measure(discardSpec(c.extras), workload, {
-          timeLimitMs,
-          warmup: true,
-          generator: 'loadgen',
-        });
-        // Queries over warm-up and run together: a handful means the cache held for the whole run.
-        const dnsQueries = dns.queries.length - q0;
-        log(`W1 ${c.id}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
-        results.push({ id: c.id, what: c.what, metrics, dnsQueries });
-      } catch (err) {
-        const error = err instanceof Error ? err.message.split('\n')[0] : String(err);
-        log(`W1 ${c.id}: failed: ${error}`);
-        results.push({ id: c.id, what: c.what, ...(error ? { error } : {}) });
+    // Per configuration, one entry per round (undefined: that round's run failed).
+    const results = configs.map((c) => ({
+      id: c.id,
+      what: c.what,
+      queue: c.queue,
+      runs: [] as (RunMetrics | undefined)[],
+      dnsQueries: [] as number[],
+      errors: [] as string[],
+    }));
+    for (let round = 1; round <= rounds; round++) {
+      for (const [i, c] of configs.entries()) {
+        const r = results[i] as (typeof results)[number];
+        const tag = rounds > 1 ? `W1 ${c.id} (round ${round}/${rounds})` : `W1 ${c.id}`;
+        try {
+          const q0 = dns.queries.length;
+          const spec = c.queue === 'fs' ? durableSpec(c.extras) : discardSpec(c.extras);
+          const metrics = await measure(spec, workload, {
+            timeLimitMs,
+            warmup: true,
+            generator: 'loadgen',
+          });
+          // Queries over warm-up and run together: a handful means the cache held for the whole run.
+          const dnsQueries = dns.queries.length - q0;
+          log(`${tag}: ${briefRun(metrics)}, DNS queries ${dnsQueries}`);
+          r.runs.push(metrics);
+          r.dnsQueries.push(dnsQueries);
+        } catch (err) {
+          const error = err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err);
+          log(`${tag}: failed: ${error}`);
+          r.runs.push(undefined);
+          r.errors.push(error);
+        }
       }
     }
 
@@ -324,29 +386,65 @@ async function main(): Promise<void> {
       perSec: await verifyRate(message.buffer?.subarray(0, -3) ?? Buffer.alloc(0), dns, signSeconds),
     };
 
-    const base = results[0]?.metrics;
+    const byId = (id: string) => results.find((r) => r.id === id);
+    const baseOf = (queue: Queue) => byId(queue === 'fs' ? 'baseline-fs' : 'baseline');
+    /** The round with the median throughput (a real run, not a mix of several). */
+    const median = (r: (typeof results)[number]): RunMetrics | undefined => {
+      const ok = r.runs
+        .filter((m): m is RunMetrics => m !== undefined)
+        .sort((a, b) => a.msgsPerSec - b.msgsPerSec);
+      return ok[Math.floor((ok.length - 1) / 2)];
+    };
+    /** The median over rounds of `r`'s figure over its baseline's in the same round (paired: same load). */
+    const ratio = (r: (typeof results)[number], figure: (m: RunMetrics) => number): number | undefined => {
+      const base = baseOf(r.queue);
+      if (!base) return undefined;
+      const ratios = r.runs
+        .flatMap((m, i) => {
+          const b = base.runs[i];
+          return m && b ? [figure(m) / figure(b)] : [];
+        })
+        .sort((a, b) => a - b);
+      if (ratios.length === 0) return undefined;
+      const mid = ratios.length / 2;
+      return ratios.length % 2
+        ? ratios[Math.floor(mid)]
+        : ((ratios[mid - 1] as number) + (ratios[mid] as number)) / 2;
+    };
+    const cleanRuns = (r: (typeof results)[number] | undefined) =>
+      r !== undefined && r.errors.length === 0 && r.runs.every((m) => m !== undefined && m.errors === 0);
     const out = [
       '',
-      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs baseline | CPU vs baseline |',
+      rounds > 1
+        ? `${rounds} rounds: each row is the round with the median msgs/s; the ratios are medians of the per-round ratios.`
+        : '',
+      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs its baseline | CPU vs its baseline |',
     ];
     out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of results) {
-      const m = r.metrics;
+      const m = median(r);
       if (!m) {
-        out.push(`| ${r.id}: ${r.what} | failed: ${r.error} | | | | | | |`);
+        out.push(`| ${r.id}: ${r.what} | failed: ${r.errors[0]} | | | | | | |`);
         continue;
       }
-      const ratio = base ? (m.msgsPerSec / base.msgsPerSec).toFixed(2) : '-';
-      const cpu = base ? (m.cpuMsPerMsg / base.cpuMsPerMsg).toFixed(2) : '-';
+      const fixed = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
+      const errors = r.runs.reduce((n, x) => n + (x?.errors ?? 0), 0) + r.errors.length;
       out.push(
-        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${m.errors} | ${r.dnsQueries ?? '-'} | ${ratio} | ${cpu} |`,
+        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${errors} | ${Math.max(...r.dnsQueries)} | ${fixed(ratio(r, (x) => x.msgsPerSec))} | ${fixed(ratio(r, (x) => x.cpuMsPerMsg))} |`,
       );
     }
-    const checks = results.find((r) => r.id === 'checks')?.metrics;
-    const verdict =
-      base && checks && checks.errors === 0
-        ? `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${checks.msgsPerSec / base.msgsPerSec >= TARGET ? 'MET' : 'NOT MET'} (${((checks.msgsPerSec / base.msgsPerSec) * 100).toFixed(0)} %)`
-        : 'target: not judged (a run failed or had errors)';
+    // One verdict per queue: the checks' throughput over the baseline's on the same queue.
+    const verdicts = (['discard', 'fs'] as const).flatMap((queue) => {
+      const label = queue === 'fs' ? 'queue-fs (durable)' : 'queue-discard';
+      const base = baseOf(queue);
+      const checks = byId(queue === 'fs' ? 'checks-fs' : 'checks');
+      if (!base && !checks) return [];
+      const x = checks && ratio(checks, (m) => m.msgsPerSec);
+      if (!cleanRuns(base) || !cleanRuns(checks) || x === undefined)
+        return [`${label}: not judged (a run failed, had errors or did not run)`];
+      return [`${label}: ${x >= TARGET ? 'MET' : 'NOT MET'} (${x.toFixed(2)}x)`];
+    });
+    const verdict = `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${verdicts.length ? verdicts.join('; ') : 'not judged (no baseline/checks pair ran)'}`;
     out.push('', verdict, '', '| DKIM signing, 2 KB message, one thread | signatures/s |', '| --- | ---: |');
     for (const s of signing) out.push(`| ${s.key} | ${s.perSec.toFixed(0)} |`);
     out.push(
@@ -358,7 +456,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join('\n')}\n`);
 
     const report = {
-      options: { quick, timeLimitMs, signSeconds },
+      options: { quick, timeLimitMs, signSeconds, rounds },
       workload: { ...w1, messageOctets: message.size },
       results,
       target: { minThroughputRatio: TARGET, verdict },

@@ -291,3 +291,13 @@ export function discardSpec(extras: MailframeExtras): ServerSpec {
     start: () => startMailframe('mailframe-discard', 'discard', extras),
   };
 }
+
+/** `mailframe-fs` (as in `npm run bench`: queue-fs with fsync, deliver-discard) with `extras`. */
+export function durableSpec(extras: MailframeExtras): ServerSpec {
+  return {
+    name: 'mailframe-fs',
+    description: 'mailframe, queue-fs with fsync (durable)',
+    unavailable: () => undefined,
+    start: () => startMailframe('mailframe-fs', 'fs', extras),
+  };
+}

@@ -5,6 +5,7 @@
  * scoping.
  */
 import type { Logger } from 'pino';
+import { Deadlines, TIMED_OUT } from './deadlines.ts';
 import { describe } from './errors.ts';
 import { type FaultScope, type FaultSink, scoped } from './faults.ts';
 import { BAIL_HOOKS, callBail, type Hooks, PARALLEL_HOOKS, Stage, WATERFALL_HOOKS } from './hooks.ts';
@@ -62,8 +63,6 @@ type AnyHook = {
   tapPromise(options: { name: string; stage?: number; before?: string }, fn: AnyHandler): void;
 };
 
-const TIMED_OUT = Symbol('timeout');
-
 function sessionOf(arg: unknown): Session | undefined {
   if (typeof arg !== 'object' || arg === null) return undefined;
   if ('listener' in arg) return arg as Session;
@@ -71,30 +70,14 @@ function sessionOf(arg: unknown): Session | undefined {
   return undefined;
 }
 
-/**
- * Settle with `pending`, or with `TIMED_OUT` once `ms` pass: one promise and
- * one timer a call (no `Promise.race`, no async frames: this runs for every
- * asynchronous tap of every transaction).
- */
-function within<T>(pending: PromiseLike<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms, TIMED_OUT);
-    pending.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
-
 /** Build the tap-only hook view for one plugin instance. */
 export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   const observers = policy.observers;
+  // One timer per timeout length for all of this plugin's pending calls (no setTimeout per call:
+  // this runs for every asynchronous tap of every transaction).
+  const inbound = new Deadlines(policy.timeout);
+  const delivery =
+    policy.deliveryTimeout === policy.timeout ? inbound : new Deadlines(policy.deliveryTimeout);
   /**
    * Report a call that answered with a promise to the `hook` observer, timed from
    * its return to its settling; `t0` is `performance.now()` then, -1 when nobody
@@ -132,9 +115,9 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
 
   for (const name of BAIL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
-    const ms = name === 'deliver' ? policy.deliveryTimeout : policy.timeout;
+    const deadlines = name === 'deliver' ? delivery : inbound;
     const settle = (pending: PromiseLike<unknown>, args: readonly unknown[], t0: number) =>
-      within(pending, ms).then(
+      deadlines.within(pending).then(
         (result) => {
           if (result !== TIMED_OUT) {
             timed(name, t0, 'ok');
@@ -176,7 +159,7 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
   for (const name of WATERFALL_HOOKS) {
     const hook = hooks[name] as unknown as AnyHook;
     const settle = (pending: PromiseLike<unknown>, args: readonly unknown[], t0: number) =>
-      within(pending, policy.timeout).then(
+      inbound.within(pending).then(
         (result) => {
           if (result === TIMED_OUT) fail(name, args[1], TIMED_OUT);
           timed(name, t0, result === TIMED_OUT ? 'timeout' : 'ok');
@@ -229,7 +212,7 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
           }
           if (typeof (result as { then?: unknown } | null)?.then !== 'function') return Promise.resolve();
           const t0 = observers.hook ? performance.now() : -1;
-          return within(result as PromiseLike<unknown>, policy.timeout).then(
+          return inbound.within(result as PromiseLike<unknown>).then(
             (settled) => {
               if (settled === TIMED_OUT) fail(name, args[0], TIMED_OUT);
               timed(name, t0, settled === TIMED_OUT ? 'timeout' : 'ok');

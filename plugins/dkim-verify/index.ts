@@ -61,6 +61,11 @@ export const schema = Type.Object(
       default: 300,
       description: 'Seconds a signature’s `t=` may lie in the future before the signature is `neutral`.',
     }),
+    threadPool: Type.Boolean({
+      default: false,
+      description:
+        'Check each signature’s RSA or Ed25519 signature on libuv’s thread pool (shared with file system work, `UV_THREADPOOL_SIZE`) instead of the event loop. Pays off only with CPU cores to spare; see docs/policy.md, Performance.',
+    }),
   },
   { additionalProperties: false },
 );
@@ -101,6 +106,7 @@ export default definePlugin({
           maxSignatures: config.maxSignatures,
           clockSkew: config.clockSkew,
           keys,
+          threadPool: config.threadPool,
         });
         if (verified.skipped > 0)
           tx.log.info(

@@ -50,11 +50,27 @@ export class BodyHasher {
   update(chunk: Buffer): void {
     const data = this.#partial.length > 0 ? Buffer.concat([this.#partial, chunk]) : chunk;
     let start = 0;
+    // Most lines are canonical as they stand (CRLF-terminated, not empty, and for relaxed without
+    // WSP to fold): a run of them is hashed as one range of `data`, not copied line by line.
+    let run = -1;
     for (let nl = data.indexOf(LF, start); nl >= 0; nl = data.indexOf(LF, start)) {
-      const end = nl > start && data[nl - 1] === CR ? nl - 1 : nl;
-      this.#line(data.subarray(start, end));
+      const crlf = nl > start && data[nl - 1] === CR;
+      const end = crlf ? nl - 1 : nl;
+      if (crlf && end > start && (!this.#relaxed || relaxedClean(data, start, end))) {
+        if (run < 0) {
+          // Empty lines before it count now that something follows them.
+          for (; this.#emptyLines > 0; this.#emptyLines--) this.#emit(CRLF);
+          this.#any = true;
+          run = start;
+        }
+      } else {
+        if (run >= 0) this.#emit(data.subarray(run, start));
+        run = -1;
+        this.#line(data.subarray(start, end));
+      }
       start = nl + 1;
     }
+    if (run >= 0) this.#emit(data.subarray(run, start));
     // The unfinished line is copied: the caller may reuse its chunk.
     this.#partial = start < data.length ? Buffer.from(data.subarray(start)) : EMPTY;
   }
@@ -117,20 +133,22 @@ export class BodyHasher {
   }
 }
 
+/** Whether the line `data[start, end)` is the same in relaxed canonicalisation: no HTAB, no SP before WSP or at the end. */
+function relaxedClean(data: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = data[i];
+    if (c === HTAB || (c === SP && (i + 1 === end || data[i + 1] === SP || data[i + 1] === HTAB)))
+      return false;
+  }
+  return true;
+}
+
 /**
  * One body line in relaxed canonicalisation: every run of WSP becomes one
  * space, WSP at the end goes. Most lines need no change and are returned as is.
  */
 function relaxedLine(raw: Buffer): Buffer {
-  let clean = true;
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i];
-    if (c === HTAB || (c === SP && (i + 1 === raw.length || raw[i + 1] === SP || raw[i + 1] === HTAB))) {
-      clean = false;
-      break;
-    }
-  }
-  if (clean) return raw;
+  if (relaxedClean(raw, 0, raw.length)) return raw;
   const out = Buffer.allocUnsafe(raw.length);
   let n = 0;
   let space = false;

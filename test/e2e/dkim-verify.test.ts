@@ -246,6 +246,23 @@ describe('dkim-verify', () => {
     expect(r).toMatchObject([{ result: 'fail', selector: 'r1', reason: 'signature did not verify' }]);
   });
 
+  it('threadPool: the same verdicts with the signatures checked on the thread pool', async () => {
+    const signed = await mailauthSigned(await mailauthSigned(MESSAGE, 'r1', rsaPem), 'e1', edPem);
+    const pooled = (data: string) => verifyWith(data, { threadPool: true });
+    expect((await pooled(signed)).results?.map((x) => [x.selector, x.result])).toEqual([
+      ['e1', 'pass'],
+      ['r1', 'pass'],
+    ]);
+    const forged = await pooled(signed.replace('Subject: verify me', 'Subject: verify you'));
+    expect(forged.results).toMatchObject([
+      { result: 'fail', selector: 'e1', reason: 'signature did not verify' },
+      { result: 'fail', selector: 'r1', reason: 'signature did not verify' },
+    ]);
+    // A signature that is not even well-formed base64 of the right size: a failure, not an exception.
+    const garbled = signed.replace(/(DKIM-Signature:[\s\S]*?\bb=)[A-Za-z0-9+/]{8}/, '$1AAAA');
+    expect((await pooled(garbled)).results?.map((x) => x.result)).toEqual(['fail', 'pass']);
+  });
+
   it('header canonicalisation: relaxed survives whitespace and case changes in transit, simple does not', async () => {
     const simple = await mailauthSigned(MESSAGE, 'r1', rsaPem, {}, { canonicalization: 'simple/simple' });
     const both = await mailauthSigned(simple, 'e1', edPem, {}, { canonicalization: 'relaxed/relaxed' });

@@ -79,6 +79,34 @@ describe('error isolation', () => {
     expect(m?.recipients).toEqual(['bob@example.com']);
   });
 
+  it('times out only the calls that overrun, while other calls of the same plugin answer', async () => {
+    // One shared timer per plugin and timeout length (core/deadlines.ts): calls in flight together.
+    const mixed = rcptPlugin('mixed', 'stuck', () => new Promise(() => {}));
+    const slowOk = definePlugin({
+      name: 'slow-ok',
+      schema: Type.Object({}),
+      register(api) {
+        api.hooks.rcpt.tap(
+          (_tx, to) =>
+            new Promise<undefined>((r) => setTimeout(r, to.address.localPart === 'slow' ? 50 : 0, undefined)),
+        );
+      },
+    });
+    const t = await scope.start({
+      plugins: [{ plugin: mixed, timeout: 300 }, { plugin: slowOk, timeout: 300 }, LOCAL],
+    });
+    const [a, b, c] = await Promise.all([inTransaction(t), inTransaction(t), inTransaction(t)]);
+    const [stuck, slow, quick] = await Promise.all([
+      a.expect('RCPT TO:<stuck@example.com>', 451, '4.3.0'),
+      b.expect('RCPT TO:<slow@example.com>', 250, '2.1.5'),
+      c.expect('RCPT TO:<bob@example.com>', 250, '2.1.5'),
+    ]);
+    expect([stuck.code, slow.code, quick.code]).toEqual([451, 250, 250]);
+    // After a timeout the plugin's later calls still get their own full timeout.
+    await a.expect('RCPT TO:<slow@example.com>', 250, '2.1.5');
+    await b.expect('RCPT TO:<stuck@example.com>', 451, '4.3.0');
+  });
+
   it('turns a throwing mail tap into 451 4.3.0 and leaves no transaction open', async () => {
     const p = definePlugin({
       name: 'mail-thrower',
