@@ -219,19 +219,16 @@ BEGIN
   RETURN 'kept';
 END $$;
 `,
-  // 2: lease at insert, next-due times answered with the leases, grouped settles, no TOAST work for small rows.
+  // 2: lease at insert, next-due times answered with the leases, grouped settles that lease where they make room.
   (s) => `
--- A messages row up to a page stays inline and uncompressed: a 2 KB message
--- costs neither a compression attempt nor TOAST rows (and their WAL).
-ALTER TABLE ${s}.messages SET (toast_tuple_target = 8160);
-
 -- When the next job is due that p_owner could lease (not held, not one of
 -- p_mine): room_next at a destination below p_per unexpired leases, any_next
 -- at any destination (jobs left at a full destination, or a lease of another
--- node that expires then). One index probe per destination with jobs (the
+-- node that expires then); waiting: the full destinations with jobs due at
+-- p_now (the caller's settles there may take them). One index probe per destination with jobs (the
 -- earliest not-mine job of each), not a scan of any destination's backlog.
 CREATE FUNCTION ${s}.next_due(p_now bigint, p_per integer, p_mine bigint[])
-RETURNS TABLE (room_next bigint, any_next bigint)
+RETURNS TABLE (room_next bigint, any_next bigint, waiting text[])
 LANGUAGE sql STABLE AS $$
   WITH RECURSIVE ds AS (
     (SELECT x.destination, x.due_at FROM ${s}.jobs x
@@ -250,7 +247,9 @@ LANGUAGE sql STABLE AS $$
     GROUP BY l.destination HAVING count(*) >= p_per
   )
   SELECT min(ds.due_at) FILTER (WHERE ds.destination NOT IN (SELECT f.destination FROM full_destinations f)),
-    min(ds.due_at)
+    min(ds.due_at),
+    coalesce(array_agg(ds.destination)
+      FILTER (WHERE ds.due_at <= p_now AND ds.destination IN (SELECT f.destination FROM full_destinations f)), '{}')
   FROM ds
 $$;
 
@@ -261,11 +260,13 @@ $$;
 -- (never waited for: a destination another transaction is leasing for gets
 -- its jobs unleased, for lease_due to find) and fewer than p_per unexpired
 -- leases there across all nodes, counting p_mine. Held (quarantined) jobs are
--- never leased. Returns the jobs leased. One statement: the caller's COMMIT
--- (synchronous_commit on) makes the messages durable.
+-- never leased. Returns the jobs leased (with their tokens) and those left
+-- unleased but not held (token NULL), with why: 'full' (no room at their
+-- destination), 'busy' (its lock was taken) or 'limit' (p_limit reached).
+-- One statement: the caller's COMMIT (synchronous_commit on) makes the messages durable.
 CREATE FUNCTION ${s}.enqueue(p_messages jsonb, p_octets bytea, p_owner text, p_now bigint, p_limit integer,
   p_per integer, p_expires bigint, p_mine bigint[])
-RETURNS TABLE (id text, destination text, token bigint)
+RETURNS TABLE (id text, destination text, token bigint, unleased text)
 LANGUAGE plpgsql AS $$
 DECLARE
   j_ids text[];
@@ -273,6 +274,7 @@ DECLARE
   j_held boolean[];
   j_due bigint[];
   j_tokens bigint[];
+  j_why text[];
   seen text[] := '{}';
   rooms integer[] := '{}';
   n integer;
@@ -290,6 +292,7 @@ BEGIN
           jsonb_array_elements(e.m -> 'recipients') AS x(r)) x;
   n := coalesce(array_length(j_ids, 1), 0);
   j_tokens := array_fill(NULL::bigint, ARRAY[n]);
+  j_why := array_fill('limit'::text, ARRAY[n]);
   FOR i IN 1..n LOOP
     EXIT WHEN taken >= p_limit;
     CONTINUE WHEN j_held[i];
@@ -299,10 +302,10 @@ BEGIN
       IF p_per IS NULL THEN
         r := p_limit;
       ELSIF NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0)) THEN
-        r := 0;
+        r := -1;
       ELSE
         -- A statement of its own, so its snapshot is taken after the lock: leases committed before it are counted.
-        SELECT p_per - count(*) INTO r FROM ${s}.jobs l
+        SELECT greatest(p_per - count(*), 0) INTO r FROM ${s}.jobs l
         WHERE l.destination = d AND l.lease_token IS NOT NULL
           AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
       END IF;
@@ -310,6 +313,8 @@ BEGIN
       rooms := rooms || r;
       k := array_length(seen, 1);
     END IF;
+    -- 0: full (counted); -1: the lock was busy (not known).
+    j_why[i] := CASE WHEN rooms[k] = 0 THEN 'full' WHEN rooms[k] < 0 THEN 'busy' END;
     CONTINUE WHEN rooms[k] <= 0;
     rooms[k] := rooms[k] - 1;
     j_tokens[i] := nextval('${s}.lease_tokens');
@@ -329,8 +334,8 @@ BEGIN
   SELECT u.mid, u.dest, CASE WHEN u.token IS NULL THEN u.due ELSE p_expires END, u.q,
     CASE WHEN u.token IS NOT NULL THEN p_owner END, u.token, CASE WHEN u.token IS NOT NULL THEN p_expires END
   FROM unnest(j_ids, j_dests, j_held, j_due, j_tokens) AS u(mid, dest, q, due, token);
-  RETURN QUERY SELECT u.mid, u.dest, u.token FROM unnest(j_ids, j_dests, j_tokens) AS u(mid, dest, token)
-    WHERE u.token IS NOT NULL;
+  RETURN QUERY SELECT u.mid, u.dest, u.token, u.f FROM unnest(j_ids, j_dests, j_tokens, j_why, j_held)
+    AS u(mid, dest, token, f, q) WHERE NOT u.q;
 END $$;
 
 -- lease_due as in version 1, plus one last row (id NULL) with next_due()'s
@@ -340,7 +345,7 @@ DROP FUNCTION ${s}.lease_due(text, bigint, integer, integer, bigint, bigint[]);
 CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
   p_mine bigint[])
 RETURNS TABLE (id text, destination text, token bigint, sender text, attributes jsonb, received_at bigint,
-  size bigint, body bytea, recipients jsonb, room_next bigint, any_next bigint)
+  size bigint, body bytea, recipients jsonb, room_next bigint, any_next bigint, waiting text[])
 LANGUAGE plpgsql AS $$
 DECLARE
   j record;
@@ -414,12 +419,12 @@ BEGIN
            'attempts', r.attempts, 'warned', r.warned) ORDER BY r.idx)
          FROM ${s}.recipients r
          WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending'),
-        NULL::bigint, NULL::bigint
+        NULL::bigint, NULL::bigint, NULL::text[]
       FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
   END IF;
   RETURN QUERY
     SELECT NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
-      NULL::jsonb, nd.room_next, nd.any_next
+      NULL::jsonb, nd.room_next, nd.any_next, nd.waiting
     FROM ${s}.next_due(p_now, p_per, p_mine || tokens) AS nd;
 END $$;
 
@@ -501,6 +506,88 @@ BEGIN
     next_due := nd;
     RETURN NEXT;
   END LOOP;
+END $$;
+
+-- Lease up to p_limit due jobs at the destinations p_destinations only (in
+-- that order), by lease_due's rule; then one row per destination (id NULL)
+-- saying whether due jobs are still left there. For a node whose settles just
+-- made room where it knows jobs wait: a few index probes, no look at the rest
+-- of the queue.
+CREATE FUNCTION ${s}.lease_at(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
+  p_mine bigint[], p_destinations text[])
+RETURNS TABLE (id text, destination text, token bigint, sender text, attributes jsonb, received_at bigint,
+  size bigint, body bytea, recipients jsonb, more boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  j record;
+  d text;
+  ids text[] := '{}';
+  dests text[] := '{}';
+  tokens bigint[] := '{}';
+  room integer;
+  taken integer := 0;
+  t bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  FOREACH d IN ARRAY p_destinations LOOP
+    EXIT WHEN taken >= p_limit;
+    CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0));
+    SELECT p_per - count(*) INTO room FROM ${s}.jobs l
+    WHERE l.destination = d AND l.lease_token IS NOT NULL
+      AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
+    room := least(room, p_limit - taken);
+    CONTINUE WHEN room <= 0;
+    FOR j IN
+      SELECT x.message_id FROM ${s}.jobs x
+      WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
+        AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+      ORDER BY x.due_at, x.message_id LIMIT room
+      FOR UPDATE SKIP LOCKED
+    LOOP
+      t := nextval('${s}.lease_tokens');
+      UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
+      WHERE x.message_id = j.message_id AND x.destination = d;
+      taken := taken + 1;
+      ids := ids || j.message_id;
+      dests := dests || d;
+      tokens := tokens || t;
+    END LOOP;
+  END LOOP;
+  RETURN QUERY
+    SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
+      (SELECT jsonb_agg(jsonb_build_object('index', r.idx, 'address', r.address, 'attributes', r.attributes,
+         'attempts', r.attempts, 'warned', r.warned) ORDER BY r.idx)
+       FROM ${s}.recipients r
+       WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending'),
+      NULL::boolean
+    FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
+  RETURN QUERY
+    SELECT NULL::text, w.d, NULL::bigint, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
+      NULL::jsonb, EXISTS (SELECT 1 FROM ${s}.jobs x
+        WHERE x.destination = w.d AND x.due_at <= p_now AND NOT x.held
+          AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine || tokens)))
+    FROM unnest(p_destinations) AS w(d);
+END $$;
+
+-- settle_many(p_items), then lease_at(...) in the same transaction when
+-- p_destinations is not empty: a node whose deliveries free room at a
+-- destination where jobs wait takes the next ones with the same round trip.
+-- Settle rows carry settled_result; the rest are lease_at's.
+CREATE FUNCTION ${s}.settle_and_lease(p_items jsonb, p_owner text, p_now bigint, p_limit integer, p_per integer,
+  p_expires bigint, p_mine bigint[], p_destinations text[])
+RETURNS TABLE (settled_token bigint, settled_result text, settled_next bigint, id text, destination text,
+  token bigint, sender text, attributes jsonb, received_at bigint, size bigint, body bytea, recipients jsonb,
+  more boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY SELECT m.token, m.result, m.next_due, NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::jsonb,
+    NULL::bigint, NULL::bigint, NULL::bytea, NULL::jsonb, NULL::boolean
+  FROM ${s}.settle_many(p_items) AS m;
+  IF p_limit > 0 AND cardinality(p_destinations) > 0 THEN
+    RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::bigint, l.id, l.destination, l.token, l.sender, l.attributes,
+      l.received_at, l.size, l.body, l.recipients, l.more
+    FROM ${s}.lease_at(p_owner, p_now, p_limit, p_per, p_expires, p_mine, p_destinations) AS l;
+  END IF;
 END $$;
 
 DROP FUNCTION ${s}.settle(text, text, bigint, bigint, jsonb);

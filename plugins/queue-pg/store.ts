@@ -100,8 +100,17 @@ interface LeaseRow {
   size: number;
   body: Buffer | null;
   recipients: LeasedRecipient[] | null;
-  room_next: number | null;
-  any_next: number | null;
+  room_next?: number | null;
+  any_next?: number | null;
+  waiting?: string[] | null;
+}
+
+/** A row of settle_and_lease(): a settle's result, a lease, or whether due jobs are left at a destination. */
+interface SettleRow extends LeaseRow {
+  settled_token: number | null;
+  settled_result: string | null;
+  settled_next: number | null;
+  more: boolean | null;
 }
 
 interface SummaryRow {
@@ -143,6 +152,15 @@ interface Insert {
   reject(err: unknown): void;
 }
 
+/** A job enqueue() stored: leased (token) or not, and then whether its destination was full. */
+interface InsertRow {
+  id: string;
+  destination: string;
+  token: number | null;
+  /** Why not leased: no room at its destination, its lock taken, or this node at its limit. */
+  unleased: 'full' | 'busy' | 'limit' | null;
+}
+
 /** A settle waiting to be sent (grouped like inserts). */
 interface Settle {
   readonly held: Held;
@@ -150,9 +168,12 @@ interface Settle {
   readonly now: number;
   /** Every outcome final, covering every recipient of the lease. */
   readonly final: boolean;
-  resolve(result: { result: string; next_due: number | null }): void;
+  resolve(result: { result: string; next: number | null }): void;
   reject(err: unknown): void;
 }
+
+/** A job stored unleased because another transaction held its destination's lock is looked for this much later (ms). */
+const RECHECK = 20;
 
 /** Other nodes hear of new mail at most this late (ms). */
 const NOTIFY_EVERY = 20;
@@ -205,14 +226,15 @@ export class PgQueueStore implements QueueStore {
   /**
    * What this node knows of the database's due jobs (other than its own
    * leases), while `#known`: `#roomNext` the earliest due at a destination
-   * with room, `#anyNext` at any destination. Anything that may make a job
-   * due sooner (a wake-up from another node, a job stored unleased, a
-   * release or retry, a lease call that filled its limit) clears `#known`,
+   * with room (or the time to look again anyway). Anything that may make a job
+   * due sooner (a wake-up from another node, a job stored unleased while its
+   * destination had room, a release or retry, a lease call that filled its limit) clears `#known`,
    * and bumps `#generation` so an answer already on its way is not believed.
    */
   #known = false;
   #roomNext: number | undefined;
-  #anyNext: number | undefined;
+  /** Full destinations where due jobs wait: a settle here that makes room there leases them. */
+  readonly #crowded = new Set<string>();
   #generation = 0;
   #listener: WakeListener | undefined;
   #renewal: NodeJS.Timeout | undefined;
@@ -289,14 +311,15 @@ export class PgQueueStore implements QueueStore {
   }
 
   /** Remember the database's next due times (unless something was forgotten since `generation`). */
-  #learn(generation: number, roomNext: number | null, anyNext: number | null): void {
+  #learn(generation: number, roomNext: number | null, waiting: readonly string[] | null): void {
     if (generation !== this.#generation) return;
     // Look again after a lease's duration at the latest: a destination full because of a
     // dead node's leases gets room when they expire, and nothing tells this node.
     const poll = this.#o.clock.now() + this.#o.leaseDuration;
     this.#known = true;
     this.#roomNext = Math.min(roomNext ?? poll, poll);
-    this.#anyNext = anyNext ?? undefined;
+    this.#crowded.clear();
+    for (const d of waiting ?? []) this.#crowded.add(d);
   }
 
   /** Whether the database may hold a job this node could lease at `now`. */
@@ -395,13 +418,24 @@ export class PgQueueStore implements QueueStore {
    * An insert committed: its leased jobs join the ready list (held, so renewed
    * and counted as this node's); any job left unleased is for `lease_due`.
    */
-  #inserted(
-    messages: readonly Insert[],
-    rows: ReadonlyArray<{ id: string; destination: string; token: number }>,
-  ): void {
+  #inserted(messages: readonly Insert[], rows: readonly InsertRow[]): void {
     const leased = new Map<string, number>();
-    for (const r of rows) leased.set(`${r.id}\n${r.destination}`, r.token);
     let unleased = false;
+    for (const r of rows) {
+      if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
+      else if (r.unleased === 'limit') unleased = true;
+      else {
+        // No room there now (or someone is leasing there): a settle that makes room takes it,
+        // here or on the node whose leases fill it.
+        this.#crowded.add(r.destination);
+        // Someone was leasing there: look again soon, once for all such jobs, if nobody took them.
+        if (r.unleased === 'busy' && this.#known)
+          this.#roomNext = Math.min(
+            this.#roomNext ?? Number.POSITIVE_INFINITY,
+            this.#o.clock.now() + RECHECK,
+          );
+      }
+    }
     for (const m of messages) {
       const input = m.input;
       if (input.attributes.quarantine !== undefined) continue;
@@ -414,7 +448,8 @@ export class PgQueueStore implements QueueStore {
       });
       for (const [destination, recipients] of destinations) {
         const token = leased.get(`${m.id}\n${destination}`);
-        if (token === undefined || this.#closed) {
+        if (token === undefined) continue;
+        if (this.#closed) {
           unleased = true;
           continue;
         }
@@ -482,11 +517,9 @@ export class PgQueueStore implements QueueStore {
   async #insert(group: readonly Insert[]): Promise<void> {
     const leases = this.#leaseRoom();
     this.#reserved += leases;
-    let rows: Array<{ id: string; destination: string; token: number }>;
+    let rows: InsertRow[];
     try {
-      ({ rows } = await this.pool.query<{ id: string; destination: string; token: number }>(
-        this.#insertStatement(group, leases),
-      ));
+      ({ rows } = await this.pool.query<InsertRow>(this.#insertStatement(group, leases)));
     } catch (err) {
       this.#reserved -= leases;
       if (group.length === 1) {
@@ -555,10 +588,9 @@ export class PgQueueStore implements QueueStore {
     if (leases.length >= limit || (this.#o.scheduling && !this.#dbMayBeDue(now))) return leases;
     const want = limit - leases.length;
     const generation = this.#generation;
-    const s = this.#s;
     const { rows } = await this.pool.query<LeaseRow>({
       name: `mailframe-lease-due-${this.#o.schema}`,
-      text: `SELECT * FROM ${s}.lease_due($1, $2, $3, $4, $5, $6)`,
+      text: `SELECT * FROM ${this.#s}.lease_due($1, $2, $3, $4, $5, $6)`,
       values: [
         this.#o.nodeId,
         now,
@@ -568,15 +600,21 @@ export class PgQueueStore implements QueueStore {
         this.#tokens(),
       ],
     });
-    let taken = 0;
+    const last = rows.at(-1);
+    const found = this.#leased(rows);
+    // The last row tells when to look again; a full batch may have left more behind.
+    if (found.length < want) this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
+    else this.#forget();
+    leases.push(...found);
+    return leases;
+  }
+
+  /** The leases in lease rows (held from now on); rows without an id carry other news and are skipped. */
+  #leased(rows: readonly LeaseRow[]): Lease[] {
+    const s = this.#s;
+    const leases: Lease[] = [];
     for (const row of rows) {
-      if (row.id === null) {
-        // The last row: when to look again. A full batch may have left more behind.
-        if (taken < want) this.#learn(generation, row.room_next, row.any_next);
-        else this.#forget();
-        continue;
-      }
-      taken++;
+      if (row.id === null) continue;
       const held: Held = { id: row.id, destination: row.destination, token: row.token };
       if (!row.recipients || row.recipients.length === 0) {
         // Nothing pending there any more (should not happen): drop the job rather than offer it.
@@ -661,13 +699,13 @@ export class PgQueueStore implements QueueStore {
     if (this.#takeable(room)) return now;
     if (this.#o.scheduling && room && this.#known) return this.#roomNext;
     const generation = this.#generation;
-    const { rows } = await this.pool.query<{ room_next: number | null; any_next: number | null }>({
+    const { rows } = await this.pool.query<{ room_next: number | null; waiting: string[] }>({
       name: `mailframe-next-due-${this.#o.schema}`,
-      text: `SELECT room_next, any_next FROM ${this.#s}.next_due($1, $2, $3)`,
+      text: `SELECT room_next, waiting FROM ${this.#s}.next_due($1, $2, $3)`,
       values: [now, room?.perDestination ?? null, this.#tokens()],
     });
     const row = rows[0];
-    if (room) this.#learn(generation, row?.room_next ?? null, row?.any_next ?? null);
+    if (room) this.#learn(generation, row?.room_next ?? null, row?.waiting ?? null);
     return row?.room_next ?? undefined;
   }
 
@@ -715,7 +753,7 @@ RETURNING lease_token AS token`,
       done = resolve;
     });
     this.#writes.add(writing);
-    let answer: { result: string; next_due: number | null };
+    let answer: { result: string; next: number | null };
     try {
       answer = await new Promise((resolve, reject) => {
         this.#settles.push({ held, outcomes, now, final, resolve, reject });
@@ -732,13 +770,10 @@ RETURNING lease_token AS token`,
         { qid: held.id, destination: held.destination },
         'delivery finished after its lease was taken over (or the message was deleted): its results are not recorded',
       );
-    } else if (answer.next_due !== null && this.#known) {
+    } else if (answer.next !== null && this.#known) {
       // Deferred: the job is due again then.
-      this.#roomNext = Math.min(this.#roomNext ?? answer.next_due, answer.next_due);
-      this.#anyNext = Math.min(this.#anyNext ?? answer.next_due, answer.next_due);
+      this.#roomNext = Math.min(this.#roomNext ?? answer.next, answer.next);
     }
-    // A job left behind at a full destination: this settle made room for it.
-    if (this.#anyNext !== undefined && this.#anyNext <= this.#o.clock.now()) this.#forget();
   }
 
   /** Settles arriving while SETTLE_IN_FLIGHT statements are under way go together in the next one. */
@@ -753,14 +788,33 @@ RETURNING lease_token AS token`,
     }
   }
 
-  /** One statement for the group; if it fails, each settle alone (one bad one must not fail the others). */
+  /**
+   * One statement for the group; if it fails, each settle alone (one bad one
+   * must not fail the others). Where these settles make room at a destination
+   * with due jobs waiting (`#crowded`), the same statement leases up to the
+   * room they free: the ready list has them when the scheduler asks.
+   */
   async #settleGroup(group: readonly Settle[]): Promise<void> {
     // Message id order: two groups take message rows in one order, never each waiting for the other.
     const items = [...group].sort((a, b) => (a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0));
+    const sched = this.#o.scheduling;
+    const now = this.#o.clock.now();
+    const destinations = [...new Set(items.map((i) => i.held.destination))].filter((d) =>
+      this.#crowded.has(d),
+    );
+    const want =
+      sched && destinations.length > 0
+        ? Math.max(
+            0,
+            Math.min(items.length, sched.concurrency - this.#held.size + items.length - this.#reserved),
+          )
+        : 0;
+    this.#reserved += want;
+    let rows: SettleRow[];
     try {
-      const { rows } = await this.pool.query<{ token: number; result: string; next_due: number | null }>({
+      ({ rows } = await this.pool.query<SettleRow>({
         name: `mailframe-settle-${this.#o.schema}`,
-        text: `SELECT * FROM ${this.#s}.settle_many($1)`,
+        text: `SELECT * FROM ${this.#s}.settle_and_lease($1, $2, $3, $4, $5, $6, $7, $8)`,
         values: [
           JSON.stringify(
             items.map((i) => ({
@@ -772,20 +826,39 @@ RETURNING lease_token AS token`,
               outcomes: i.outcomes,
             })),
           ),
+          this.#o.nodeId,
+          now,
+          want,
+          sched?.perDestination ?? null,
+          now + this.#o.leaseDuration,
+          this.#tokens(),
+          want > 0 ? destinations : [],
         ],
-      });
-      const byToken = new Map(rows.map((r) => [r.token, r]));
-      for (const i of items) {
-        const r = byToken.get(i.held.token);
-        if (r) i.resolve(r);
-        else i.reject(new Error(`settle of queued message ${i.held.id} returned nothing`));
-      }
+      }));
     } catch (err) {
+      this.#reserved -= want;
       if (items.length === 1) {
         (items[0] as Settle).reject(err);
         return;
       }
       await Promise.all(items.map((i) => this.#settleGroup([i])));
+      return;
+    }
+    this.#reserved -= want;
+    const settled = new Map<number, { result: string; next: number | null }>();
+    const leaseRows: LeaseRow[] = [];
+    for (const r of rows) {
+      if (r.settled_result !== null && r.settled_token !== null)
+        settled.set(r.settled_token, { result: r.settled_result, next: r.settled_next });
+      else if (r.id !== null) leaseRows.push(r);
+      else if (r.more === false) this.#crowded.delete(r.destination);
+    }
+    const leases = this.#leased(leaseRows);
+    if (!this.#closed) this.#ready.push(...leases);
+    for (const i of items) {
+      const r = settled.get(i.held.token);
+      if (r) i.resolve(r);
+      else i.reject(new Error(`settle of queued message ${i.held.id} returned nothing`));
     }
   }
 
