@@ -648,10 +648,11 @@ export async function checkSchema(pool: Pool, schema: string): Promise<void> {
 }
 
 /**
- * Bring `schema` up to `SCHEMA_VERSION`; returns the versions applied. Throws
- * `NewerSchemaError` when the database is ahead of this code.
+ * Bring `schema` up to `SCHEMA_VERSION` (or `upTo`, for tests of an upgrade);
+ * returns the versions applied. Throws `NewerSchemaError` when the database is
+ * ahead of this code.
  */
-export async function migrate(pool: Pool, schema: string): Promise<number[]> {
+export async function migrate(pool: Pool, schema: string, upTo: number = SCHEMA_VERSION): Promise<number[]> {
   const s = ident(schema);
   const client = await pool.connect();
   try {
@@ -666,7 +667,7 @@ export async function migrate(pool: Pool, schema: string): Promise<number[]> {
       const found = await versionOf(client, s);
       if (found > SCHEMA_VERSION) throw new NewerSchemaError(schema, found);
       const applied: number[] = [];
-      for (let v = found + 1; v <= SCHEMA_VERSION; v++) {
+      for (let v = found + 1; v <= Math.min(upTo, SCHEMA_VERSION); v++) {
         const sql = (MIGRATIONS[v - 1] as (s: string) => string)(s);
         await client.query('BEGIN');
         try {

@@ -226,13 +226,14 @@ export class PgQueueStore implements QueueStore {
   /**
    * What this node knows of the database's due jobs (other than its own
    * leases), while `#known`: `#roomNext` the earliest due at a destination
-   * with room (or the time to look again anyway). Anything that may make a job
+   * with room; `#lookBy` when to look again anyway. Anything that may make a job
    * due sooner (a wake-up from another node, a job stored unleased while its
    * destination had room, a release or retry, a lease call that filled its limit) clears `#known`,
    * and bumps `#generation` so an answer already on its way is not believed.
    */
   #known = false;
   #roomNext: number | undefined;
+  #lookBy = 0;
   /** Full destinations where due jobs wait: a settle here that makes room there leases them. */
   readonly #crowded = new Set<string>();
   #generation = 0;
@@ -313,18 +314,18 @@ export class PgQueueStore implements QueueStore {
   /** Remember the database's next due times (unless something was forgotten since `generation`). */
   #learn(generation: number, roomNext: number | null, waiting: readonly string[] | null): void {
     if (generation !== this.#generation) return;
+    this.#known = true;
+    this.#roomNext = roomNext ?? undefined;
     // Look again after a lease's duration at the latest: a destination full because of a
     // dead node's leases gets room when they expire, and nothing tells this node.
-    const poll = this.#o.clock.now() + this.#o.leaseDuration;
-    this.#known = true;
-    this.#roomNext = Math.min(roomNext ?? poll, poll);
+    this.#lookBy = this.#o.clock.now() + this.#o.leaseDuration;
     this.#crowded.clear();
     for (const d of waiting ?? []) this.#crowded.add(d);
   }
 
   /** Whether the database may hold a job this node could lease at `now`. */
   #dbMayBeDue(now: number): boolean {
-    return !this.#known || (this.#roomNext !== undefined && this.#roomNext <= now);
+    return !this.#known || this.#lookBy <= now || (this.#roomNext !== undefined && this.#roomNext <= now);
   }
 
   /**
