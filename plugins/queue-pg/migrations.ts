@@ -339,8 +339,9 @@ BEGIN
 END $$;
 
 -- lease_due as in version 1, plus one last row (id NULL) with next_due()'s
--- answer after the leases taken: the caller needs no second round trip to
--- know when to look again.
+-- answer after the leases taken (the caller needs no second round trip to
+-- know when to look again), its waiting list with the destinations skipped
+-- because another transaction held their lock.
 DROP FUNCTION ${s}.lease_due(text, bigint, integer, integer, bigint, bigint[]);
 CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
   p_mine bigint[])
@@ -354,6 +355,7 @@ DECLARE
   dests text[] := '{}';
   tokens bigint[] := '{}';
   seen text[] := '{}';
+  busy text[] := '{}';
   cands text[];
   more boolean;
   pass integer;
@@ -389,7 +391,10 @@ BEGIN
         IF p_per IS NULL THEN
           room := p_limit - taken;
         ELSE
-          CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0));
+          IF NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0)) THEN
+            busy := busy || d;
+            CONTINUE;
+          END IF;
           SELECT p_per - count(*) INTO room FROM ${s}.jobs l
           WHERE l.destination = d AND l.lease_token IS NOT NULL
             AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
@@ -413,6 +418,7 @@ BEGIN
         END LOOP;
       END LOOP;
     END LOOP;
+    IF taken > 0 THEN
     RETURN QUERY
       SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
         (SELECT jsonb_agg(jsonb_build_object('index', r.idx, 'address', r.address, 'attributes', r.attributes,
@@ -421,10 +427,11 @@ BEGIN
          WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending'),
         NULL::bigint, NULL::bigint, NULL::text[]
       FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
+    END IF;
   END IF;
   RETURN QUERY
     SELECT NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
-      NULL::jsonb, nd.room_next, nd.any_next, nd.waiting
+      NULL::jsonb, nd.room_next, nd.any_next, nd.waiting || busy
     FROM ${s}.next_due(p_now, p_per, p_mine || tokens) AS nd;
 END $$;
 
@@ -525,18 +532,28 @@ DECLARE
   dests text[] := '{}';
   tokens bigint[] := '{}';
   room integer;
+  got integer;
   taken integer := 0;
   t bigint;
+  left_at text[] := '{}';
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
+  -- Whether jobs are left at a destination follows from the counts: fewer taken than
+  -- there was room for means none (or only ones another transaction is taking).
   FOREACH d IN ARRAY p_destinations LOOP
-    EXIT WHEN taken >= p_limit;
-    CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0));
+    IF taken >= p_limit OR NOT pg_try_advisory_xact_lock(hashtextextended(${literal(s)} || '/' || d, 0)) THEN
+      left_at := left_at || d;
+      CONTINUE;
+    END IF;
     SELECT p_per - count(*) INTO room FROM ${s}.jobs l
     WHERE l.destination = d AND l.lease_token IS NOT NULL
       AND (l.lease_expires > p_now OR l.lease_token = ANY (p_mine));
     room := least(room, p_limit - taken);
-    CONTINUE WHEN room <= 0;
+    IF room <= 0 THEN
+      left_at := left_at || d;
+      CONTINUE;
+    END IF;
+    got := 0;
     FOR j IN
       SELECT x.message_id FROM ${s}.jobs x
       WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
@@ -548,12 +565,15 @@ BEGIN
       UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
       WHERE x.message_id = j.message_id AND x.destination = d;
       taken := taken + 1;
+      got := got + 1;
       ids := ids || j.message_id;
       dests := dests || d;
       tokens := tokens || t;
     END LOOP;
+    IF got >= room THEN left_at := left_at || d; END IF;
   END LOOP;
-  RETURN QUERY
+  IF taken > 0 THEN
+    RETURN QUERY
     SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
       (SELECT jsonb_agg(jsonb_build_object('index', r.idx, 'address', r.address, 'attributes', r.attributes,
          'attempts', r.attempts, 'warned', r.warned) ORDER BY r.idx)
@@ -561,11 +581,10 @@ BEGIN
        WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending'),
       NULL::boolean
     FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
+  END IF;
   RETURN QUERY
     SELECT NULL::text, w.d, NULL::bigint, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
-      NULL::jsonb, EXISTS (SELECT 1 FROM ${s}.jobs x
-        WHERE x.destination = w.d AND x.due_at <= p_now AND NOT x.held
-          AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine || tokens)))
+      NULL::jsonb, w.d = ANY (left_at)
     FROM unnest(p_destinations) AS w(d);
 END $$;
 

@@ -604,8 +604,11 @@ export class PgQueueStore implements QueueStore {
     const last = rows.at(-1);
     const found = this.#leased(rows);
     // The last row tells when to look again; a full batch may have left more behind.
-    if (found.length < want) this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
-    else this.#forget();
+    if (found.length < want) {
+      this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
+      // Due with room, yet not taken: another transaction was leasing there. Not again at once.
+      if (this.#known && this.#roomNext !== undefined && this.#roomNext <= now) this.#roomNext = now + RECHECK;
+    } else this.#forget();
     leases.push(...found);
     return leases;
   }
