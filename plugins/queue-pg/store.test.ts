@@ -352,6 +352,20 @@ describe('queue-pg: jobs leased by the statement that stores them', () => {
     expect((await a.store.stats()).active).toBe(2);
   });
 
+  it('hands out the jobs leased on arrival even when the look for more fails', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling, log: silentLogger() });
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    // The database refuses the look for more (a real error: the function is not there).
+    await a.store.pool.query(`ALTER FUNCTION ${ident(schema)}.lease_due RENAME TO lease_due_away`);
+    const leases = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(leases.map((l) => l.id)).toEqual([id]);
+    await a.store.pool.query(`ALTER FUNCTION ${ident(schema)}.lease_due_away RENAME TO lease_due`);
+    await a.store.settle(leases[0] as Lease, delivered(leases[0] as Lease), clock.now());
+    expect(await a.store.list()).toEqual([]);
+  });
+
   it('never leases a quarantined message on arrival', async () => {
     const clock = new Clock();
     const a = await node(freshSchema(), clock, 'node-a', { scheduling });

@@ -589,6 +589,29 @@ export class PgQueueStore implements QueueStore {
     if (leases.length >= limit || (this.#o.scheduling && !this.#dbMayBeDue(now))) return leases;
     const want = limit - leases.length;
     const generation = this.#generation;
+    let rows: LeaseRow[];
+    try {
+      rows = await this.#leaseDueRows(now, want, room);
+    } catch (err) {
+      // The jobs leased on arrival are this node's whatever the database says now: hand them out.
+      if (leases.length === 0) throw err;
+      this.#o.log.warn({ err }, 'could not look for more due jobs in the queue database');
+      return leases;
+    }
+    const last = rows.at(-1);
+    const found = this.#leased(rows);
+    // The last row tells when to look again; a full batch may have left more behind.
+    if (found.length < want) {
+      this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
+      // Due with room, yet not taken: another transaction was leasing there. Not again at once.
+      if (this.#known && this.#roomNext !== undefined && this.#roomNext <= now)
+        this.#roomNext = now + RECHECK;
+    } else this.#forget();
+    leases.push(...found);
+    return leases;
+  }
+
+  async #leaseDueRows(now: number, want: number, room: DestinationRoom | undefined): Promise<LeaseRow[]> {
     const { rows } = await this.pool.query<LeaseRow>({
       name: `mailframe-lease-due-${this.#o.schema}`,
       text: `SELECT * FROM ${this.#s}.lease_due($1, $2, $3, $4, $5, $6)`,
@@ -601,16 +624,7 @@ export class PgQueueStore implements QueueStore {
         this.#tokens(),
       ],
     });
-    const last = rows.at(-1);
-    const found = this.#leased(rows);
-    // The last row tells when to look again; a full batch may have left more behind.
-    if (found.length < want) {
-      this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
-      // Due with room, yet not taken: another transaction was leasing there. Not again at once.
-      if (this.#known && this.#roomNext !== undefined && this.#roomNext <= now) this.#roomNext = now + RECHECK;
-    } else this.#forget();
-    leases.push(...found);
-    return leases;
+    return rows;
   }
 
   /** The leases in lease rows (held from now on); rows without an id carry other news and are skipped. */
