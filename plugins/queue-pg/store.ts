@@ -5,15 +5,22 @@
  * messages, in chunks), `recipients` (per-recipient state) and `jobs` (one per
  * message and destination: due time, lease owner, expiry and token).
  *
- * - enqueue: one statement (one round trip, one transaction) for a message
- *   held in memory; large messages stream in chunk rows inside one
- *   transaction. Resolves only after COMMIT (`synchronous_commit` on).
- * - leaseDue: `lease_due()`, one round trip: due jobs taken with
- *   `FOR UPDATE SKIP LOCKED`, at most `perDestination` unexpired leases per
- *   destination across all nodes. Leases are renewed while deliveries run; a
- *   lease left to expire (its node died) makes the job due again.
- * - settle: `settle()`, one round trip, records nothing when the lease token no
- *   longer matches (another node took the job over).
+ * - enqueue: `enqueue()`, one statement (one round trip, one transaction) for
+ *   messages held in memory (group commit); large messages stream in chunk
+ *   rows inside one transaction. Resolves only after COMMIT
+ *   (`synchronous_commit` on). With `scheduling`, the same statement leases
+ *   the new jobs to this node where their destination has room: they wait in
+ *   the ready list, with the octets already in memory, for `leaseDue`.
+ * - leaseDue: the ready list first; then, only when something may be due in
+ *   the database that this node does not know of, `lease_due()`, one round
+ *   trip: due jobs taken with `FOR UPDATE SKIP LOCKED`, at most
+ *   `perDestination` unexpired leases per destination across all nodes, and
+ *   when to look again (what `nextDue` answers meanwhile). Leases are renewed
+ *   while deliveries run; a lease left to expire (its node died) makes the job
+ *   due again.
+ * - settle: `settle_and_lease()`, grouped like inserts, records nothing for a
+ *   lease whose token no longer matches (another node took the job over), and
+ *   leases the next jobs where it made room and jobs wait.
  * - wake-ups: NOTIFY after enqueue, release and retry; LISTEN in `wake.ts`.
  * - quarantine: a message whose `attributes.quarantine` is set is inserted
  *   quarantined (its jobs not scheduled) by the same statement that stores it;
