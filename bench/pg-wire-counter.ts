@@ -18,9 +18,10 @@ export type RoundTripKind = 'enqueue' | 'notify' | 'lease' | 'settle' | 'next-du
 export function kindOf(sql: string): RoundTripKind {
   if (/INSERT INTO \S+\.messages/.test(sql) || /INSERT INTO \S+\.message_chunks/.test(sql)) return 'enqueue';
   if (sql.includes('pg_notify(')) return 'notify';
+  if (sql.includes('.enqueue(')) return 'enqueue';
   if (sql.includes('.lease_due(')) return 'lease';
-  if (sql.includes('.settle(')) return 'settle';
-  if (sql.includes('min(j.due_at)')) return 'next-due';
+  if (sql.includes('.settle(') || sql.includes('.settle_and_lease(')) return 'settle';
+  if (sql.includes('min(j.due_at)') || sql.includes('.next_due(')) return 'next-due';
   if (/UPDATE \S+\.jobs SET lease_expires/.test(sql)) return 'renew';
   return 'other';
 }
@@ -30,6 +31,8 @@ class FrontendParser {
   #buf: Buffer = Buffer.alloc(0);
   #started = false;
   #lastSql = '';
+  /** The SQL of each named (prepared) statement: later uses only Bind it by name. */
+  readonly #named = new Map<string, string>();
   readonly #count: (kind: RoundTripKind) => void;
 
   constructor(count: (kind: RoundTripKind) => void) {
@@ -60,6 +63,13 @@ class FrontendParser {
         const nameEnd = body.indexOf(0);
         const queryEnd = body.indexOf(0, nameEnd + 1);
         this.#lastSql = body.toString('utf8', nameEnd + 1, queryEnd);
+        if (nameEnd > 0) this.#named.set(body.toString('utf8', 0, nameEnd), this.#lastSql);
+      } else if (type === 'B') {
+        // Bind: portal name (cstring), statement name (cstring), ...
+        const portalEnd = body.indexOf(0);
+        const nameEnd = body.indexOf(0, portalEnd + 1);
+        const name = body.toString('utf8', portalEnd + 1, nameEnd);
+        if (name !== '') this.#lastSql = this.#named.get(name) ?? this.#lastSql;
       } else if (type === 'S') {
         this.#count(kindOf(this.#lastSql));
       } else if (type === 'Q') {

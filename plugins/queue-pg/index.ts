@@ -92,7 +92,14 @@ export function connectionOf(config: QueuePgConfig): pg.ClientConfig {
 /** Open the store a config describes (the plugin, and `mailframe queue` without a server). */
 export function openStore(
   config: QueuePgConfig,
-  env: { clock: { now(): number }; log: Logger; listen?: boolean; migrate?: boolean },
+  env: {
+    clock: { now(): number };
+    log: Logger;
+    listen?: boolean;
+    migrate?: boolean;
+    /** The scheduler's limits, when the store feeds one (see `PgQueueOptions.scheduling`). */
+    scheduling?: { concurrency: number; perDestination: number };
+  },
 ): Promise<PgQueueStore> {
   const leaseDuration = requireDuration(config.leaseDuration, 'leaseDuration');
   if (leaseDuration < 1000) throw new Error(`leaseDuration: ${config.leaseDuration} is shorter than 1s`);
@@ -106,6 +113,7 @@ export function openStore(
     log: env.log,
     migrate: env.migrate ?? config.migrate,
     ...(env.listen === undefined ? {} : { listen: env.listen }),
+    ...(env.scheduling === undefined ? {} : { scheduling: env.scheduling }),
   });
 }
 
@@ -116,7 +124,11 @@ export default definePlugin({
   schema,
   async register(api, config) {
     const options = resolveQueueOptions(config);
-    const store = await openStore(config, { clock: api.server.clock, log: api.log });
+    const store = await openStore(config, {
+      clock: api.server.clock,
+      log: api.log,
+      scheduling: { concurrency: options.concurrency, perDestination: options.perDestination },
+    });
     const leaseDuration = requireDuration(config.leaseDuration, 'leaseDuration');
     await startQueue(api, {
       store,

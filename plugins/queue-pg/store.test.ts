@@ -42,7 +42,11 @@ async function node(
   schema: string,
   clock: Clock,
   nodeId: string,
-  opts: { chunkSize?: number; log?: Logger } = {},
+  opts: {
+    chunkSize?: number;
+    log?: Logger;
+    scheduling?: { concurrency: number; perDestination: number };
+  } = {},
 ): Promise<Node> {
   const logs: Node['logs'] = [];
   const log =
@@ -57,6 +61,7 @@ async function node(
     clock,
     log,
     ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+    ...(opts.scheduling === undefined ? {} : { scheduling: opts.scheduling }),
   });
   cleanup.push(() => store.close());
   return { store, logs };
@@ -83,6 +88,28 @@ const delivered = (lease: Lease) =>
     status: 'delivered' as const,
     reply: { code: 250, text: 'OK' },
   }));
+
+/** Record the SQL of every query the store's pool runs. */
+function recordQueries(store: PgQueueStore): string[] {
+  const sql: string[] = [];
+  const query = store.pool.query.bind(store.pool);
+  store.pool.query = ((text: string | pg.QueryConfig, values?: unknown[]) => {
+    sql.push(typeof text === 'string' ? text : text.text);
+    return query(text, values);
+  }) as typeof store.pool.query;
+  return sql;
+}
+
+/** Resolves at the store's next wake-up (a NOTIFY from another node). */
+function nextWake(store: PgQueueStore): Promise<void> {
+  return new Promise((resolve) => {
+    let first = true;
+    store.onWake(() => {
+      if (first) resolve();
+      first = false;
+    });
+  });
+}
 
 describe('queue-pg: two nodes on one database', () => {
   it('lets another node take a job over once its lease expires, and drops the late settle of the first', async () => {
@@ -291,7 +318,186 @@ describe('queue-pg: two nodes on one database', () => {
   });
 });
 
+describe('queue-pg: jobs leased by the statement that stores them', () => {
+  const scheduling = { concurrency: 10, perDestination: 2 };
+
+  it('leases new jobs to the node storing them within the per-destination limit across nodes, and hands them out without a database round trip', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    const b = await node(schema, clock, 'node-b', { scheduling });
+    const woken = nextWake(a.store);
+    await b.store.enqueue(envelope(clock, 'u0@example.com'), body(0));
+    await woken;
+    // a looks (b's job is b's already): now it knows what the database holds for it.
+    expect(await a.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    for (let i = 1; i < 4; i++) await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i));
+    // example.com had room for 2 leases: one went to b with its message, one to a.
+    expect((await a.store.stats()).active).toBe(2);
+    const sql = recordQueries(a.store);
+    const fromA = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(fromA.map((l) => l.recipients.map((r) => r.address))).toEqual([['u1@example.com']]);
+    expect(sql.filter((q) => q.includes('.lease_due('))).toEqual([]);
+    const fromB = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(fromB.map((l) => l.recipients[0]?.address)).toEqual(['u0@example.com']);
+    // The other two wait at the full destination, for whichever node makes room first.
+    expect(await a.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect(await b.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect((await a.store.stats()).active).toBe(2);
+    // a's settle makes room there and leases the next job in the same statement.
+    await a.store.settle(fromA[0] as Lease, delivered(fromA[0] as Lease), clock.now());
+    const next = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(next.map((l) => l.recipients[0]?.address)).toEqual(['u2@example.com']);
+    expect(sql.filter((q) => q.includes('.lease_due('))).toEqual([]);
+    expect((await a.store.stats()).active).toBe(2);
+  });
+
+  it('hands out the jobs leased on arrival even when the look for more fails', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling, log: silentLogger() });
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    // The database refuses the look for more (a real error: the function is not there).
+    await a.store.pool.query(`ALTER FUNCTION ${ident(schema)}.lease_due RENAME TO lease_due_away`);
+    const leases = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(leases.map((l) => l.id)).toEqual([id]);
+    await a.store.pool.query(`ALTER FUNCTION ${ident(schema)}.lease_due_away RENAME TO lease_due`);
+    await a.store.settle(leases[0] as Lease, delivered(leases[0] as Lease), clock.now());
+    expect(await a.store.list()).toEqual([]);
+  });
+
+  it('never leases a quarantined message on arrival', async () => {
+    const clock = new Clock();
+    const a = await node(freshSchema(), clock, 'node-a', { scheduling });
+    const id = await a.store.enqueue(
+      { ...envelope(clock, 'bob@example.com'), attributes: { quarantine: { check: 'x', result: 'y' } } },
+      body(1),
+    );
+    expect(await a.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect((await a.store.show(id))?.state).toBe('quarantined');
+  });
+
+  it('lets another node take over a job leased on arrival by a node that died before delivering it', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    const b = await node(schema, clock, 'node-b', { scheduling });
+    const id = await a.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    expect((await b.store.show(id))?.state).toBe('active');
+    expect(await b.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    await a.store.close(); // a dies: its lease is never renewed nor settled
+    clock.t += LEASE + 1;
+    const [taken] = await b.store.leaseDue(clock.now(), 10, room(2));
+    expect(taken?.id).toBe(id);
+    await b.store.settle(taken as Lease, delivered(taken as Lease), clock.now());
+    expect(await b.store.list()).toEqual([]);
+  });
+
+  it('answers nextDue from what it knows, and still sees a job another node stored (by its wake-up) and a deferred retry', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    // b stores without leasing (as the CLI's store does).
+    const b = await node(schema, clock, 'node-b');
+    expect(await a.store.nextDue(room(2))).toBeUndefined();
+    const sql = recordQueries(a.store);
+    expect(await a.store.nextDue(room(2))).toBeUndefined();
+    expect(sql).toEqual([]);
+
+    const woken = nextWake(a.store);
+    const id = await b.store.enqueue(envelope(clock, 'bob@example.com'), body(1));
+    await woken;
+    expect(await a.store.nextDue(room(2))).toBe(clock.now());
+    const [lease] = await a.store.leaseDue(clock.now(), 10, room(2));
+    expect(lease?.id).toBe(id);
+
+    const retryAt = clock.now() + 30_000;
+    sql.length = 0;
+    await a.store.settle(
+      lease as Lease,
+      [{ index: 0, status: 'deferred', reply: { code: 451, text: 'later' }, nextAttemptAt: retryAt }],
+      clock.now(),
+    );
+    expect(await a.store.nextDue(room(2))).toBe(retryAt);
+    expect(await a.store.leaseDue(clock.now(), 10, room(2))).toEqual([]);
+    expect(sql.filter((q) => !q.includes('.settle_and_lease('))).toEqual([]);
+    clock.t = retryAt;
+    expect((await a.store.leaseDue(clock.now(), 10, room(2))).map((l) => l.id)).toEqual([id]);
+  });
+
+  it('settles leases finishing together in one statement; a stale one among them does not keep the others from being recorded', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a');
+    const b = await node(schema, clock, 'node-b');
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++)
+      ids.push(await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i)));
+    const leases = await a.store.leaseDue(clock.now(), 10);
+    expect(leases).toHaveLength(6);
+    clock.t += LEASE + 1; // a stopped renewing: b takes one over
+    const [taken] = await b.store.leaseDue(clock.now(), 1);
+    const lost = leases.find((l) => l.id === taken?.id);
+    const others = leases.filter((l) => l !== lost);
+    const sql = recordQueries(a.store);
+    // Two settles go out at once; the others (the stale one among them) wait and go together.
+    const all = [...others.slice(0, 2), lost as Lease, ...others.slice(2)];
+    await Promise.all(all.map((l) => a.store.settle(l, delivered(l), clock.now())));
+    expect(sql.filter((q) => /\.settle(_and_lease)?\(/.test(q)).length).toBeLessThan(all.length);
+    expect(
+      a.logs.filter((l) => l.msg.startsWith('delivery finished after its lease was taken over')),
+    ).toHaveLength(1);
+    expect((await a.store.list()).map((m) => m.id)).toEqual([lost?.id]);
+    expect((await a.store.show(lost?.id as string))?.recipientStates.map((r) => r.attempts)).toEqual([0]);
+  });
+});
+
 describe('queue-pg: schema', () => {
+  it('upgrades a version 1 schema with mail in it, leased and not, to version 2', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const s = ident(schema);
+    const pool = new pg.Pool({ connectionString: await database() });
+    cleanup.push(() => pool.end());
+    expect(await migrate(pool, schema, 1)).toEqual([1]);
+    // Two messages stored by a version 1 node; it leased the second one and died.
+    for (const [n, leased] of [
+      ['000000001aaaaaaaa', false],
+      ['000000002aaaaaaaa', true],
+    ] as const) {
+      await pool.query(
+        `INSERT INTO ${s}.messages (id, sender, attributes, received_at, size, body) VALUES ($1, 'a@example.net', '{}', $2, 4, 'Hi
+')`,
+        [n, clock.now()],
+      );
+      await pool.query(
+        `INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at) VALUES ($1, 0, 'bob@example.com', 'example.com', '{}', $2)`,
+        [n, clock.now()],
+      );
+      await pool.query(
+        `INSERT INTO ${s}.jobs (message_id, destination, due_at, lease_owner, lease_token, lease_expires) VALUES ($1, 'example.com', $2, $3, $4, $5)`,
+        leased
+          ? [n, clock.now() + LEASE, 'old-node', 1, clock.now() + LEASE]
+          : [n, clock.now(), null, null, null],
+      );
+    }
+    const a = await node(schema, clock, 'node-a', { scheduling: { concurrency: 10, perDestination: 5 } });
+    const { rows } = await pool.query(`SELECT version FROM ${s}.schema_version ORDER BY version`);
+    expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
+    const [first] = await a.store.leaseDue(clock.now(), 10, room(5));
+    expect(first?.id).toBe('000000001aaaaaaaa');
+    await a.store.settle(first as Lease, delivered(first as Lease), clock.now());
+    clock.t += LEASE + 1;
+    const [second] = await a.store.leaseDue(clock.now(), 10, room(5));
+    expect(second?.id).toBe('000000002aaaaaaaa');
+    await a.store.settle(second as Lease, delivered(second as Lease), clock.now());
+    const id = await a.store.enqueue(envelope(clock, 'carol@example.com'), body(3));
+    const [third] = await a.store.leaseDue(clock.now(), 10, room(5));
+    expect(third?.id).toBe(id);
+    await a.store.settle(third as Lease, delivered(third as Lease), clock.now());
+    expect(await a.store.list()).toEqual([]);
+  });
+
   it('applies its migrations once and refuses a schema newer than it knows', async () => {
     const clock = new Clock();
     const schema = freshSchema();
@@ -300,7 +506,7 @@ describe('queue-pg: schema', () => {
     cleanup.push(() => pool.end());
     expect(await migrate(pool, schema)).toEqual([]);
     const { rows } = await pool.query(`SELECT version FROM ${ident(schema)}.schema_version`);
-    expect(rows).toEqual([{ version: SCHEMA_VERSION }]);
+    expect(rows).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1 })));
 
     await pool.query(`INSERT INTO ${ident(schema)}.schema_version (version) VALUES ($1)`, [
       SCHEMA_VERSION + 1,
@@ -312,17 +518,6 @@ describe('queue-pg: schema', () => {
 });
 
 describe('queue-pg: message storage', () => {
-  /** Record the SQL of every query the store's pool runs. */
-  function recordQueries(store: PgQueueStore): string[] {
-    const sql: string[] = [];
-    const query = store.pool.query.bind(store.pool);
-    store.pool.query = ((text: string, values?: unknown[]) => {
-      sql.push(text);
-      return query(text, values);
-    }) as typeof store.pool.query;
-    return sql;
-  }
-
   it('queues a message held in memory with one database round trip', async () => {
     const clock = new Clock();
     const { store } = await node(freshSchema(), clock, 'node-a');
@@ -330,7 +525,7 @@ describe('queue-pg: message storage', () => {
     const sql = recordQueries(store);
     const id = await store.enqueue(envelope(clock, 'bob@example.com'), body(1));
     expect(sql).toHaveLength(1);
-    expect(sql[0]).toMatch(/^WITH input AS/);
+    expect(sql[0]).toMatch(/\.enqueue\(/);
     expect((await store.show(id))?.recipientStates.map((r) => r.address)).toEqual(['bob@example.com']);
   });
 
@@ -342,7 +537,7 @@ describe('queue-pg: message storage', () => {
     const ids = await Promise.all(
       Array.from({ length: 20 }, (_, i) => store.enqueue(envelope(clock, `u${i}@example.com`), body(i))),
     );
-    const inserts = sql.filter((q) => q.startsWith('WITH input AS'));
+    const inserts = sql.filter((q) => q.includes('.enqueue('));
     expect(inserts.length).toBeLessThanOrEqual(4);
     expect((await store.list()).map((m) => m.id).sort()).toEqual([...ids].sort());
     const shown = await store.show(ids[7] as string);
@@ -370,9 +565,9 @@ describe('queue-pg: message storage', () => {
         ),
       ),
     );
-    expect(sql.filter((x) => x.startsWith('WITH input AS')).length).toBeLessThanOrEqual(4);
+    expect(sql.filter((x) => x.includes('.enqueue(')).length).toBeLessThanOrEqual(4);
     // Nothing else on the receive path (the wake-up NOTIFY goes after the answer, on its own timer).
-    expect(sql.filter((x) => !x.startsWith('WITH input AS') && !x.includes('pg_notify'))).toEqual([]);
+    expect(sql.filter((x) => !x.includes('.enqueue(') && !x.includes('pg_notify'))).toEqual([]);
     const quarantined = ids.filter((_, i) => i % 2 === 0);
     const ordinary = ids.filter((_, i) => i % 2 === 1);
     // A large message (chunk rows, a transaction of its own) too.

@@ -5,15 +5,22 @@
  * messages, in chunks), `recipients` (per-recipient state) and `jobs` (one per
  * message and destination: due time, lease owner, expiry and token).
  *
- * - enqueue: one statement (one round trip, one transaction) for a message
- *   held in memory; large messages stream in chunk rows inside one
- *   transaction. Resolves only after COMMIT (`synchronous_commit` on).
- * - leaseDue: `lease_due()`, one round trip: due jobs taken with
- *   `FOR UPDATE SKIP LOCKED`, at most `perDestination` unexpired leases per
- *   destination across all nodes. Leases are renewed while deliveries run; a
- *   lease left to expire (its node died) makes the job due again.
- * - settle: `settle()`, one round trip, records nothing when the lease token no
- *   longer matches (another node took the job over).
+ * - enqueue: `enqueue()`, one statement (one round trip, one transaction) for
+ *   messages held in memory (group commit); large messages stream in chunk
+ *   rows inside one transaction. Resolves only after COMMIT
+ *   (`synchronous_commit` on). With `scheduling`, the same statement leases
+ *   the new jobs to this node where their destination has room: they wait in
+ *   the ready list, with the octets already in memory, for `leaseDue`.
+ * - leaseDue: the ready list first; then, only when something may be due in
+ *   the database that this node does not know of, `lease_due()`, one round
+ *   trip: due jobs taken with `FOR UPDATE SKIP LOCKED`, at most
+ *   `perDestination` unexpired leases per destination across all nodes, and
+ *   when to look again (what `nextDue` answers meanwhile). Leases are renewed
+ *   while deliveries run; a lease left to expire (its node died) makes the job
+ *   due again.
+ * - settle: `settle_and_lease()`, grouped like inserts, records nothing for a
+ *   lease whose token no longer matches (another node took the job over), and
+ *   leases the next jobs where it made room and jobs wait.
  * - wake-ups: NOTIFY after enqueue, release and retry; LISTEN in `wake.ts`.
  * - quarantine: a message whose `attributes.quarantine` is set is inserted
  *   quarantined (its jobs not scheduled) by the same statement that stores it;
@@ -24,6 +31,7 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import type { Clock } from '../../core/plugin.ts';
 import type { Logger } from '../../core/types.ts';
+import { roomAt } from '../queue/due-index.ts';
 import { readHeaderSection } from '../queue/message-read.ts';
 import type {
   DestinationRoom,
@@ -63,6 +71,14 @@ export interface PgQueueOptions {
   readonly listen?: boolean;
   /** Apply migrations (default true); false: refuse a schema not at this code's version. */
   readonly migrate?: boolean;
+  /**
+   * The scheduler's limits, when this store feeds one (the plugin; not the
+   * CLI): new jobs are then leased to this node by the statement that stores
+   * them, while it runs fewer than `concurrency` and their destination has
+   * room, and `leaseDue`/`nextDue` answer from what the store knows while
+   * nothing new may be due in the database.
+   */
+  readonly scheduling?: { readonly concurrency: number; readonly perDestination: number };
 }
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -81,7 +97,8 @@ const types: pg.CustomTypesConfig = {
 const ID = /^[0-9a-z]{8,64}$/;
 
 interface LeaseRow {
-  id: string;
+  /** NULL in the last row, which carries only the next due times. */
+  id: string | null;
   destination: string;
   token: number;
   sender: string;
@@ -90,6 +107,17 @@ interface LeaseRow {
   size: number;
   body: Buffer | null;
   recipients: LeasedRecipient[] | null;
+  room_next?: number | null;
+  any_next?: number | null;
+  waiting?: string[] | null;
+}
+
+/** A row of settle_and_lease(): a settle's result, a lease, or whether due jobs are left at a destination. */
+interface SettleRow extends LeaseRow {
+  settled_token: number | null;
+  settled_result: string | null;
+  settled_next: number | null;
+  more: boolean | null;
 }
 
 interface SummaryRow {
@@ -131,6 +159,29 @@ interface Insert {
   reject(err: unknown): void;
 }
 
+/** A job enqueue() stored: leased (token) or not, and then whether its destination was full. */
+interface InsertRow {
+  id: string;
+  destination: string;
+  token: number | null;
+  /** Why not leased: no room at its destination, its lock taken, or this node at its limit. */
+  unleased: 'full' | 'busy' | 'limit' | null;
+}
+
+/** A settle waiting to be sent (grouped like inserts). */
+interface Settle {
+  readonly held: Held;
+  readonly outcomes: readonly RecipientOutcome[];
+  readonly now: number;
+  /** Every outcome final, covering every recipient of the lease. */
+  readonly final: boolean;
+  resolve(result: { result: string; next: number | null }): void;
+  reject(err: unknown): void;
+}
+
+/** A job stored unleased because another transaction held its destination's lock is looked for this much later (ms). */
+const RECHECK = 20;
+
 /** Other nodes hear of new mail at most this late (ms). */
 const NOTIFY_EVERY = 20;
 
@@ -138,6 +189,10 @@ const NOTIFY_EVERY = 20;
 const GROUP_IN_FLIGHT = 2;
 const GROUP_MAX = 64;
 const GROUP_OCTETS = 4 * 1024 * 1024;
+
+/** Settle statements under way at once, and the most settles one carries. */
+const SETTLE_IN_FLIGHT = 2;
+const SETTLE_MAX = 64;
 
 /** A lease this node holds: the token that proves it. */
 interface Held {
@@ -169,6 +224,26 @@ export class PgQueueStore implements QueueStore {
   #inFlight = 0;
   /** Tokens of leases whose settle is under way. */
   readonly #settling = new Set<number>();
+  readonly #settles: Settle[] = [];
+  #settlesInFlight = 0;
+  /** Jobs leased by the statement that stored them, not yet handed to the scheduler. */
+  readonly #ready: Lease[] = [];
+  /** Leases asked for by insert statements under way (they count against `concurrency`). */
+  #reserved = 0;
+  /**
+   * What this node knows of the database's due jobs (other than its own
+   * leases), while `#known`: `#roomNext` the earliest due at a destination
+   * with room; `#lookBy` when to look again anyway. Anything that may make a job
+   * due sooner (a wake-up from another node, a job stored unleased while its
+   * destination had room, a release or retry, a lease call that filled its limit) clears `#known`,
+   * and bumps `#generation` so an answer already on its way is not believed.
+   */
+  #known = false;
+  #roomNext: number | undefined;
+  #lookBy = 0;
+  /** Full destinations where due jobs wait: a settle here that makes room there leases them. */
+  readonly #crowded = new Set<string>();
+  #generation = 0;
   #listener: WakeListener | undefined;
   #renewal: NodeJS.Timeout | undefined;
   #notifying = false;
@@ -209,7 +284,10 @@ export class PgQueueStore implements QueueStore {
           schema: opts.schema,
           nodeId: opts.nodeId,
           log: opts.log,
-          onWake: () => store.#wakeUp(),
+          onWake: () => {
+            store.#forget();
+            store.#wakeUp();
+          },
         });
         await listener.start();
         store.#listener = listener;
@@ -232,6 +310,29 @@ export class PgQueueStore implements QueueStore {
 
   #wakeUp(): void {
     for (const fn of this.#wake) fn();
+  }
+
+  /** Something may have become due in the database: look there next time. */
+  #forget(): void {
+    this.#known = false;
+    this.#generation++;
+  }
+
+  /** Remember the database's next due times (unless something was forgotten since `generation`). */
+  #learn(generation: number, roomNext: number | null, waiting: readonly string[] | null): void {
+    if (generation !== this.#generation) return;
+    this.#known = true;
+    this.#roomNext = roomNext ?? undefined;
+    // Look again after a lease's duration at the latest: a destination full because of a
+    // dead node's leases gets room when they expire, and nothing tells this node.
+    this.#lookBy = this.#o.clock.now() + this.#o.leaseDuration;
+    this.#crowded.clear();
+    for (const d of waiting ?? []) this.#crowded.add(d);
+  }
+
+  /** Whether the database may hold a job this node could lease at `now`. */
+  #dbMayBeDue(now: number): boolean {
+    return !this.#known || this.#lookBy <= now || (this.#roomNext !== undefined && this.#roomNext <= now);
   }
 
   /**
@@ -267,49 +368,115 @@ export class PgQueueStore implements QueueStore {
   // ---- enqueue ----------------------------------------------------------------
 
   /**
-   * Inserts `n` messages (rows, octets inline or NULL), their recipients and
-   * their jobs: one statement, so one transaction and one WAL flush for all.
-   * `$1` is the envelopes as JSON, `$2..$n+1` the octets. A message whose
-   * attributes carry `quarantine` is stored quarantined, its jobs not scheduled.
+   * The statement storing messages (rows, octets inline or in chunk rows
+   * later), their recipients and their jobs: `enqueue()` (migrations.ts), one
+   * statement, so one transaction and one WAL flush for all. Fixed text, so
+   * prepared once per connection. `$1` the envelopes as JSON, `$2` the octets
+   * of all of them end to end (each envelope says where its own are).
    */
-  #insertSql(n: number): string {
-    const s = this.#s;
-    const bodies = Array.from({ length: n }, (_, i) => `$${i + 2}::bytea`).join(', ');
-    return `WITH input AS (
-  SELECT e.n::integer AS n, e.m, (e.m -> 'attributes' -> 'quarantine') IS NOT NULL AS q
-  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(m, n)
-), m AS (
-  INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, quarantined, body)
-  SELECT i.m ->> 'id', i.m ->> 'from', i.m -> 'attributes', i.m -> 'source', (i.m ->> 'receivedAt')::bigint,
-    (i.m ->> 'size')::bigint, i.q, (ARRAY[${bodies}])[i.n]
-  FROM input i
-), r AS (
-  INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at)
-  SELECT i.m ->> 'id', (x.k - 1)::integer, x.r ->> 'address', x.r ->> 'domain', x.r -> 'attributes',
-    (i.m ->> 'receivedAt')::bigint
-  FROM input i, jsonb_array_elements(i.m -> 'recipients') WITH ORDINALITY AS x(r, k)
-)
-INSERT INTO ${s}.jobs (message_id, destination, due_at, held)
-SELECT DISTINCT i.m ->> 'id', x.r ->> 'domain', (i.m ->> 'receivedAt')::bigint, i.q
-FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
+  #insertStatement(messages: readonly Insert[], leases: number): pg.QueryConfig {
+    const envelopes = [];
+    const octets: Buffer[] = [];
+    let offset = 0;
+    for (const m of messages) {
+      envelopes.push({
+        id: m.id,
+        from: m.input.from,
+        attributes: m.input.attributes,
+        source: m.input.source,
+        receivedAt: Math.trunc(m.input.receivedAt),
+        size: m.size,
+        ...(m.body ? { offset } : {}),
+        recipients: m.input.recipients.map((r) => ({
+          address: r.address,
+          domain: r.domain,
+          attributes: r.attributes,
+        })),
+      });
+      if (m.body) {
+        octets.push(m.body);
+        offset += m.body.length;
+      }
+    }
+    const now = this.#o.clock.now();
+    return {
+      name: `mailframe-enqueue-${this.#o.schema}`,
+      text: `SELECT * FROM ${this.#s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8)`,
+      values: [
+        JSON.stringify(envelopes),
+        octets.length === 1 ? octets[0] : Buffer.concat(octets, offset),
+        this.#o.nodeId,
+        now,
+        leases,
+        this.#o.scheduling?.perDestination ?? null,
+        now + this.#o.leaseDuration,
+        this.#tokens(),
+      ],
+    };
   }
 
-  /** The statement's parameters for `messages` (an absent source is left out: SQL NULL). */
-  #insertParams(messages: readonly Insert[]): unknown[] {
-    const envelopes = messages.map((m) => ({
-      id: m.id,
-      from: m.input.from,
-      attributes: m.input.attributes,
-      source: m.input.source,
-      receivedAt: Math.trunc(m.input.receivedAt),
-      size: m.size,
-      recipients: m.input.recipients.map((r) => ({
-        address: r.address,
-        domain: r.domain,
-        attributes: r.attributes,
-      })),
-    }));
-    return [JSON.stringify(envelopes), ...messages.map((m) => m.body)];
+  /** How many new jobs an insert may lease to this node now (and reserve them). */
+  #leaseRoom(): number {
+    const sched = this.#o.scheduling;
+    if (!sched) return 0;
+    return Math.max(0, sched.concurrency - this.#held.size - this.#reserved);
+  }
+
+  /**
+   * An insert committed: its leased jobs join the ready list (held, so renewed
+   * and counted as this node's); any job left unleased is for `lease_due`.
+   */
+  #inserted(messages: readonly Insert[], rows: readonly InsertRow[]): void {
+    const leased = new Map<string, number>();
+    let unleased = false;
+    for (const r of rows) {
+      if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
+      else if (r.unleased === 'limit') unleased = true;
+      else {
+        // No room there now (or someone is leasing there): a settle that makes room takes it,
+        // here or on the node whose leases fill it.
+        this.#crowded.add(r.destination);
+        // Someone was leasing there: look again soon, once for all such jobs, if nobody took them.
+        if (r.unleased === 'busy' && this.#known)
+          this.#roomNext = Math.min(
+            this.#roomNext ?? Number.POSITIVE_INFINITY,
+            this.#o.clock.now() + RECHECK,
+          );
+      }
+    }
+    for (const m of messages) {
+      const input = m.input;
+      if (input.attributes.quarantine !== undefined) continue;
+      const destinations = new Map<string, LeasedRecipient[]>();
+      input.recipients.forEach((r, index) => {
+        const recipient = { index, address: r.address, attributes: r.attributes, attempts: 0, warned: false };
+        const list = destinations.get(r.domain);
+        if (list) list.push(recipient);
+        else destinations.set(r.domain, [recipient]);
+      });
+      for (const [destination, recipients] of destinations) {
+        const token = leased.get(`${m.id}\n${destination}`);
+        if (token === undefined) continue;
+        if (this.#closed) {
+          unleased = true;
+          continue;
+        }
+        const body = m.body as Buffer;
+        const lease: Lease = {
+          id: m.id,
+          destination,
+          from: input.from,
+          attributes: input.attributes,
+          receivedAt: Math.trunc(input.receivedAt),
+          size: m.size,
+          recipients,
+          stream: () => memoryStream(body),
+        };
+        this.#held.set(lease, { id: m.id, destination, token });
+        this.#ready.push(lease);
+      }
+    }
+    if (unleased) this.#forget();
   }
 
   enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
@@ -356,16 +523,23 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
 
   /** Insert a group; if it fails, each message alone (one bad message must not fail the others). */
   async #insert(group: readonly Insert[]): Promise<void> {
+    const leases = this.#leaseRoom();
+    this.#reserved += leases;
+    let rows: InsertRow[];
     try {
-      await this.pool.query(this.#insertSql(group.length), this.#insertParams(group));
-      for (const m of group) m.resolve();
+      ({ rows } = await this.pool.query<InsertRow>(this.#insertStatement(group, leases)));
     } catch (err) {
+      this.#reserved -= leases;
       if (group.length === 1) {
         (group[0] as Insert).reject(err);
         return;
       }
       await Promise.all(group.map((m) => this.#insert([m])));
+      return;
     }
+    this.#reserved -= leases;
+    this.#inserted(group, rows);
+    for (const m of group) m.resolve();
   }
 
   /** A large message: its octets in chunk rows, all in one transaction. */
@@ -379,8 +553,7 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
     try {
       await client.query('BEGIN');
       await client.query(
-        this.#insertSql(1),
-        this.#insertParams([{ id, input, size, body: null, resolve: () => {}, reject: () => {} }]),
+        this.#insertStatement([{ id, input, size, body: null, resolve: () => {}, reject: () => {} }], 0),
       );
       const insert = `INSERT INTO ${this.#s}.message_chunks (message_id, seq, data) VALUES ($1, $2, $3)`;
       const cap = this.#chunkSize;
@@ -403,6 +576,8 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
       if (have > 0) await client.query(insert, [id, seq++, Buffer.concat(parts, have)]);
       if (total !== size) throw new Error(`message stream gave ${total} octets, expected ${size}`);
       await client.query('COMMIT');
+      // Stored unleased (its octets are not in memory): for lease_due.
+      this.#forget();
     } catch (err) {
       broken = err as Error;
       await client.query('ROLLBACK').catch(() => {});
@@ -417,17 +592,54 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
 
   async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
     if (this.#closed || limit <= 0) return [];
+    const leases = this.#takeReady(limit, room);
+    if (leases.length >= limit || (this.#o.scheduling && !this.#dbMayBeDue(now))) return leases;
+    const want = limit - leases.length;
+    const generation = this.#generation;
+    let rows: LeaseRow[];
+    try {
+      rows = await this.#leaseDueRows(now, want, room);
+    } catch (err) {
+      // The jobs leased on arrival are this node's whatever the database says now: hand them out.
+      if (leases.length === 0) throw err;
+      this.#o.log.warn({ err }, 'could not look for more due jobs in the queue database');
+      return leases;
+    }
+    const last = rows.at(-1);
+    const found = this.#leased(rows);
+    // The last row tells when to look again; a full batch may have left more behind.
+    if (found.length < want) {
+      this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
+      // Due with room, yet not taken: another transaction was leasing there. Not again at once.
+      if (this.#known && this.#roomNext !== undefined && this.#roomNext <= now)
+        this.#roomNext = now + RECHECK;
+    } else this.#forget();
+    leases.push(...found);
+    return leases;
+  }
+
+  async #leaseDueRows(now: number, want: number, room: DestinationRoom | undefined): Promise<LeaseRow[]> {
+    const { rows } = await this.pool.query<LeaseRow>({
+      name: `mailframe-lease-due-${this.#o.schema}`,
+      text: `SELECT * FROM ${this.#s}.lease_due($1, $2, $3, $4, $5, $6)`,
+      values: [
+        this.#o.nodeId,
+        now,
+        want,
+        room?.perDestination ?? null,
+        now + this.#o.leaseDuration,
+        this.#tokens(),
+      ],
+    });
+    return rows;
+  }
+
+  /** The leases in lease rows (held from now on); rows without an id carry other news and are skipped. */
+  #leased(rows: readonly LeaseRow[]): Lease[] {
     const s = this.#s;
-    const { rows } = await this.pool.query<LeaseRow>(`SELECT * FROM ${s}.lease_due($1, $2, $3, $4, $5, $6)`, [
-      this.#o.nodeId,
-      now,
-      limit,
-      room?.perDestination ?? null,
-      now + this.#o.leaseDuration,
-      this.#tokens(),
-    ]);
     const leases: Lease[] = [];
     for (const row of rows) {
+      if (row.id === null) continue;
       const held: Held = { id: row.id, destination: row.destination, token: row.token };
       if (!row.recipients || row.recipients.length === 0) {
         // Nothing pending there any more (should not happen): drop the job rather than offer it.
@@ -437,24 +649,45 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
             held.destination,
             held.token,
           ])
-          .catch((err: unknown) => this.#o.log.warn({ err, qid: row.id }, 'could not drop an empty job'));
+          .catch((err: unknown) => this.#o.log.warn({ err, qid: held.id }, 'could not drop an empty job'));
         continue;
       }
       const body = row.body;
+      const id = row.id;
       const lease: Lease = {
-        id: row.id,
+        id,
         destination: row.destination,
         from: row.sender,
         attributes: row.attributes,
         receivedAt: row.received_at,
         size: row.size,
         recipients: row.recipients,
-        stream: () => (body ? memoryStream(body) : this.#chunkStream(row.id, row.size)),
+        stream: () => (body ? memoryStream(body) : this.#chunkStream(id, row.size)),
       };
       this.#held.set(lease, held);
       leases.push(lease);
     }
     return leases;
+  }
+
+  /** Up to `limit` jobs leased when they were stored, oldest first, within the destinations' room here. */
+  #takeReady(limit: number, room: DestinationRoom | undefined): Lease[] {
+    const out: Lease[] = [];
+    if (this.#ready.length === 0) return out;
+    const busy = new Map<string, number>();
+    for (let i = 0; i < this.#ready.length && out.length < limit; ) {
+      const lease = this.#ready[i] as Lease;
+      const d = lease.destination;
+      const n = busy.get(d) ?? 0;
+      if (room && n >= roomAt(room, d)) {
+        i++;
+        continue;
+      }
+      busy.set(d, n + 1);
+      this.#ready.splice(i, 1);
+      out.push(lease);
+    }
+    return out;
   }
 
   /** The octets of a large message, one chunk row per read: never the whole message in memory. */
@@ -487,19 +720,23 @@ FROM input i, jsonb_array_elements(i.m -> 'recipients') AS x(r)`;
 
   async nextDue(room?: DestinationRoom): Promise<number | undefined> {
     if (this.#closed) return undefined;
-    const s = this.#s;
     const now = this.#o.clock.now();
-    const { rows } = await this.pool.query<{ at: number | null }>(
-      `SELECT min(j.due_at) AS at FROM ${s}.jobs j
-WHERE NOT j.held
-  AND (j.lease_token IS NULL OR NOT j.lease_token = ANY ($3::bigint[]))
-  AND ($2::integer IS NULL OR j.destination NOT IN (
-    SELECT l.destination FROM ${s}.jobs l
-    WHERE l.lease_token IS NOT NULL AND (l.lease_expires > $1 OR l.lease_token = ANY ($3::bigint[]))
-    GROUP BY l.destination HAVING count(*) >= $2))`,
-      [now, room?.perDestination ?? null, this.#tokens()],
-    );
-    return rows[0]?.at ?? undefined;
+    if (this.#takeable(room)) return now;
+    if (this.#o.scheduling && room && this.#known) return this.#roomNext;
+    const generation = this.#generation;
+    const { rows } = await this.pool.query<{ room_next: number | null; waiting: string[] }>({
+      name: `mailframe-next-due-${this.#o.schema}`,
+      text: `SELECT room_next, waiting FROM ${this.#s}.next_due($1, $2, $3)`,
+      values: [now, room?.perDestination ?? null, this.#tokens()],
+    });
+    const row = rows[0];
+    if (room) this.#learn(generation, row?.room_next ?? null, row?.waiting ?? null);
+    return row?.room_next ?? undefined;
+  }
+
+  /** Whether a job of the ready list fits the room. */
+  #takeable(room: DestinationRoom | undefined): boolean {
+    return this.#ready.some((l) => roomAt(room, l.destination) > 0);
   }
 
   /** Push the expiry of every lease this node holds; logs those another node has taken over. */
@@ -508,11 +745,12 @@ WHERE NOT j.held
     const held = [...this.#held.values()].filter((h) => !this.#settling.has(h.token));
     if (held.length === 0) return;
     const expires = this.#o.clock.now() + this.#o.leaseDuration;
-    const { rows } = await this.pool.query<{ token: number }>(
-      `UPDATE ${this.#s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[])
+    const { rows } = await this.pool.query<{ token: number }>({
+      name: `mailframe-renew-${this.#o.schema}`,
+      text: `UPDATE ${this.#s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[])
 RETURNING lease_token AS token`,
-      [expires, held.map((h) => h.token)],
-    );
+      values: [expires, held.map((h) => h.token)],
+    });
     const kept = new Set(rows.map((r) => r.token));
     for (const h of held) {
       if (!kept.has(h.token))
@@ -533,28 +771,119 @@ RETURNING lease_token AS token`,
     }
     // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
     this.#settling.add(held.token);
-    let rows: Array<{ result: string }>;
+    const covered = new Set(outcomes.filter((o) => o.status !== 'deferred').map((o) => o.index));
+    const final = lease.recipients.every((r) => covered.has(r.index));
     let done: (() => void) | undefined;
     const writing = new Promise<void>((resolve) => {
       done = resolve;
     });
     this.#writes.add(writing);
+    let answer: { result: string; next: number | null };
     try {
-      ({ rows } = await this.pool.query<{ result: string }>(
-        `SELECT ${this.#s}.settle($1, $2, $3, $4, $5) AS result`,
-        [held.id, held.destination, held.token, now, JSON.stringify(outcomes)],
-      ));
+      answer = await new Promise((resolve, reject) => {
+        this.#settles.push({ held, outcomes, now, final, resolve, reject });
+        this.#flushSettles();
+      });
     } finally {
       this.#held.delete(lease);
       this.#settling.delete(held.token);
       this.#writes.delete(writing);
       done?.();
     }
-    if (rows[0]?.result === 'stale') {
+    if (answer.result === 'stale') {
       this.#o.log.warn(
         { qid: held.id, destination: held.destination },
         'delivery finished after its lease was taken over (or the message was deleted): its results are not recorded',
       );
+    } else if (answer.next !== null && this.#known) {
+      // Deferred: the job is due again then.
+      this.#roomNext = Math.min(this.#roomNext ?? answer.next, answer.next);
+    }
+  }
+
+  /** Settles arriving while SETTLE_IN_FLIGHT statements are under way go together in the next one. */
+  #flushSettles(): void {
+    while (this.#settlesInFlight < SETTLE_IN_FLIGHT && this.#settles.length > 0) {
+      const group = this.#settles.splice(0, SETTLE_MAX);
+      this.#settlesInFlight++;
+      this.#settleGroup(group).finally(() => {
+        this.#settlesInFlight--;
+        this.#flushSettles();
+      });
+    }
+  }
+
+  /**
+   * One statement for the group; if it fails, each settle alone (one bad one
+   * must not fail the others). Where these settles make room at a destination
+   * with due jobs waiting (`#crowded`), the same statement leases up to the
+   * room they free: the ready list has them when the scheduler asks.
+   */
+  async #settleGroup(group: readonly Settle[]): Promise<void> {
+    // Message id order: two groups take message rows in one order, never each waiting for the other.
+    const items = [...group].sort((a, b) => (a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0));
+    const sched = this.#o.scheduling;
+    const now = this.#o.clock.now();
+    const destinations = [...new Set(items.map((i) => i.held.destination))].filter((d) =>
+      this.#crowded.has(d),
+    );
+    const want =
+      sched && destinations.length > 0
+        ? Math.max(
+            0,
+            Math.min(items.length, sched.concurrency - this.#held.size + items.length - this.#reserved),
+          )
+        : 0;
+    this.#reserved += want;
+    let rows: SettleRow[];
+    try {
+      ({ rows } = await this.pool.query<SettleRow>({
+        name: `mailframe-settle-${this.#o.schema}`,
+        text: `SELECT * FROM ${this.#s}.settle_and_lease($1, $2, $3, $4, $5, $6, $7, $8)`,
+        values: [
+          JSON.stringify(
+            items.map((i) => ({
+              id: i.held.id,
+              destination: i.held.destination,
+              token: i.held.token,
+              now: Math.trunc(i.now),
+              final: i.final,
+              outcomes: i.outcomes,
+            })),
+          ),
+          this.#o.nodeId,
+          now,
+          want,
+          sched?.perDestination ?? null,
+          now + this.#o.leaseDuration,
+          this.#tokens(),
+          want > 0 ? destinations : [],
+        ],
+      }));
+    } catch (err) {
+      this.#reserved -= want;
+      if (items.length === 1) {
+        (items[0] as Settle).reject(err);
+        return;
+      }
+      await Promise.all(items.map((i) => this.#settleGroup([i])));
+      return;
+    }
+    this.#reserved -= want;
+    const settled = new Map<number, { result: string; next: number | null }>();
+    const leaseRows: LeaseRow[] = [];
+    for (const r of rows) {
+      if (r.settled_result !== null && r.settled_token !== null)
+        settled.set(r.settled_token, { result: r.settled_result, next: r.settled_next });
+      else if (r.id !== null) leaseRows.push(r);
+      else if (r.more === false) this.#crowded.delete(r.destination);
+    }
+    const leases = this.#leased(leaseRows);
+    if (!this.#closed) this.#ready.push(...leases);
+    for (const i of items) {
+      const r = settled.get(i.held.token);
+      if (r) i.resolve(r);
+      else i.reject(new Error(`settle of queued message ${i.held.id} returned nothing`));
     }
   }
 
@@ -673,12 +1002,19 @@ FROM ${s}.messages m WHERE m.id = $1`,
   /** hold: stop scheduling (a quarantined message stays quarantined). */
   async hold(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
+    // Its jobs leased here on arrival and not started yet are let go (due as of its arrival once released).
+    const dropped = this.#dropReady(id);
     const s = this.#s;
     const { rows } = await this.pool.query<{ n: number }>(
-      `WITH m AS (UPDATE ${s}.messages SET held = true WHERE id = $1 RETURNING id),
-j AS (UPDATE ${s}.jobs SET held = true WHERE message_id IN (SELECT id FROM m))
+      `WITH m AS (UPDATE ${s}.messages SET held = true WHERE id = $1 RETURNING id, received_at),
+j AS (UPDATE ${s}.jobs j SET held = true,
+        lease_owner = CASE WHEN j.lease_token = ANY ($2::bigint[]) THEN NULL ELSE j.lease_owner END,
+        lease_expires = CASE WHEN j.lease_token = ANY ($2::bigint[]) THEN NULL ELSE j.lease_expires END,
+        due_at = CASE WHEN j.lease_token = ANY ($2::bigint[]) THEN (SELECT received_at FROM m) ELSE j.due_at END,
+        lease_token = CASE WHEN j.lease_token = ANY ($2::bigint[]) THEN NULL ELSE j.lease_token END
+      WHERE j.message_id IN (SELECT id FROM m))
 SELECT (SELECT count(*) FROM m)::integer AS n`,
-      [id],
+      [id, dropped],
     );
     return (rows[0]?.n ?? 0) > 0;
   }
@@ -694,7 +1030,10 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
       [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
     );
     const found = (rows[0]?.n ?? 0) > 0;
-    if (found) this.#wakeUp();
+    if (found) {
+      this.#forget();
+      this.#wakeUp();
+    }
     return found;
   }
 
@@ -712,14 +1051,35 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
       [id, WAKE_CHANNEL, wakePayload(this.#o.schema, this.#o.nodeId)],
     );
     const found = (rows[0]?.n ?? 0) > 0;
-    if (found) this.#wakeUp();
+    if (found) {
+      this.#forget();
+      this.#wakeUp();
+    }
     return found;
   }
 
   async delete(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
+    this.#dropReady(id);
     const { rowCount } = await this.pool.query(`DELETE FROM ${this.#s}.messages WHERE id = $1`, [id]);
     return (rowCount ?? 0) > 0;
+  }
+
+  /**
+   * Let go of the jobs of message `id` still waiting in the ready list (a hold
+   * or delete here); returns their tokens.
+   */
+  #dropReady(id: string): number[] {
+    const tokens: number[] = [];
+    for (let i = this.#ready.length - 1; i >= 0; i--) {
+      const lease = this.#ready[i] as Lease;
+      if (lease.id !== id) continue;
+      this.#ready.splice(i, 1);
+      const held = this.#held.get(lease);
+      if (held) tokens.push(held.token);
+      this.#held.delete(lease);
+    }
+    return tokens;
   }
 
   async content(id: string): Promise<{ size: number; stream(): Readable } | undefined> {

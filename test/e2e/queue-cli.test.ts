@@ -174,10 +174,10 @@ describe('mailframe queue migrate (queue-pg)', () => {
     const schema = queueConfig['schema'] as string;
     expect(await cli(config, 'migrate')).toEqual({
       code: 0,
-      out: `queue schema "${schema}" migrated to version 1 (applied 1)\n`,
+      out: `queue schema "${schema}" migrated to version 2 (applied 1, 2)\n`,
       err: '',
     });
-    expect((await cli(config, 'migrate')).out).toBe(`queue schema "${schema}" is up to date (version 1)\n`);
+    expect((await cli(config, 'migrate')).out).toBe(`queue schema "${schema}" is up to date (version 2)\n`);
     const s = await scope.start({ store, clock, dataDir, queue: { migrate: false } });
     expect(await json<QueueStats>(config, 'stats')).toMatchObject({ messages: 0 });
     await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
