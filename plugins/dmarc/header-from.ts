@@ -39,6 +39,13 @@ export function authorDomains(value: string): string[] {
   const angle = [...noComments.matchAll(/<[^<>@]*@([^<>\s]+)>/g)].map((m) => m[1] ?? '');
   // Bare addr-specs: outside the angle brackets (a display name has no unquoted "@").
   const rest = angle.length > 0 ? noComments.replace(/<[^<>]*>/g, ' ') : noComments;
-  const bare = [...rest.matchAll(/[^\s,<>:;]+@([^\s,<>;]+)/g)].map((m) => m[1] ?? '');
+  // Split first, then look in each piece: a regex scanning for `local@domain` backtracks over every
+  // start of a long run without "@", quadratic in a From field the sender writes.
+  const bare: string[] = [];
+  for (const piece of rest.split(/[\s,<>;]+/)) {
+    const at = piece.lastIndexOf('@');
+    // A local-part before it (after a group's "name:"), a domain after it.
+    if (at > piece.lastIndexOf(':', at) + 1) bare.push(piece.slice(at + 1));
+  }
   return [...angle, ...bare].map((d) => d.toLowerCase().replace(/\.$/, '')).filter((d) => d !== '');
 }

@@ -270,6 +270,13 @@ describe('dmarc', () => {
     ]);
   });
 
+  it('reads a From field with a long run of octets without "@" in linear time (no regex backtracking)', () => {
+    // Quadratic before: 150 kB took over half a minute of event-loop time, past the test timeout.
+    const value = `${'x'.repeat(150_000)} a@relaxed.example`;
+    expect(authorDomains(value)).toEqual(['relaxed.example']);
+    expect(authorDomains(`Group:${'y'.repeat(150_000)}, b@Relaxed.example;`)).toEqual(['relaxed.example']);
+  });
+
   it('finds the author domains of From fields', () => {
     const header =
       'Received: x\r\nFrom: "Doe, J" <j@Example.ORG> (work)\r\nTo: b@c\r\nfrom:\r\n x@y.example\r\n';
