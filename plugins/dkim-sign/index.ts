@@ -90,7 +90,8 @@ export const schema = Type.Object(
     domains: Type.Array(Domain, { default: [], description: 'The domains to sign for, with their keys.' }),
     headers: Type.Array(Type.String({ minLength: 1, pattern: '^[!-9;-~]+$' }), {
       default: defaultHeaders,
-      description: 'Header fields to sign (`h=`), each occurrence present in the message.',
+      description:
+        'Header fields to sign (`h=`), each occurrence present in the message. `from` is always signed, listed or not (RFC 6376 section 5.4).',
     }),
     oversign: Type.Array(Type.String({ minLength: 1, pattern: '^[!-9;-~]+$' }), {
       default: defaultOversign,

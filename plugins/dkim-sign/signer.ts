@@ -17,7 +17,7 @@ export interface SignOptions {
   readonly headerCanon: Canon;
   readonly bodyCanon: Canon;
   readonly bodyHash: string;
-  /** Names to sign, lower case: every occurrence the message has. */
+  /** Names to sign, lower case: every occurrence the message has (`from` is added when missing). */
   readonly headers: readonly string[];
   /** Names to sign once more than they occur. */
   readonly oversign: ReadonlySet<string>;
@@ -29,9 +29,11 @@ export interface SignOptions {
 export function signatureField(fields: readonly Field[], o: SignOptions): string {
   const ed = o.key.asymmetricKeyType === 'ed25519';
   const h: string[] = [];
-  for (const name of new Set(o.headers.map((n) => n.toLowerCase()))) {
+  // From is always signed, whatever `headers` says (RFC 6376 5.4): named in h= even when absent.
+  const names = o.headers.map((n) => n.toLowerCase());
+  for (const name of new Set(names.includes('from') ? names : ['from', ...names])) {
     const n = fields.filter((f) => f.name === name).length + (o.oversign.has(name) ? 1 : 0);
-    for (let i = 0; i < n; i++) h.push(name);
+    for (let i = 0; i < (name === 'from' ? Math.max(1, n) : n); i++) h.push(name);
   }
   let data = signedHeaderData(fields, h, o.headerCanon);
   const head =

@@ -25,7 +25,11 @@ export function fromFieldsOf(header: {
   return out;
 }
 
-/** Author domains of one From value: `<a@b>` forms, else bare `a@b` (lower case). */
+/**
+ * Author domains of one From value (lower case): those of every mailbox, in
+ * `<a@b>` form or bare `a@b` form, mixed as a mailbox-list may mix them
+ * (RFC 5322 3.4; RFC 7489 6.6.1 must see every author).
+ */
 export function authorDomains(value: string): string[] {
   // Most values have neither comments nor quoted strings: no copies then.
   const noComments =
@@ -33,7 +37,15 @@ export function authorDomains(value: string): string[] {
       ? value.replace(/\([^()]*\)/g, ' ').replace(/"(?:[^"\\]|\\.)*"/g, '""')
       : value;
   const angle = [...noComments.matchAll(/<[^<>@]*@([^<>\s]+)>/g)].map((m) => m[1] ?? '');
-  const found =
-    angle.length > 0 ? angle : [...noComments.matchAll(/[^\s,<>:;]+@([^\s,<>;]+)/g)].map((m) => m[1] ?? '');
-  return found.map((d) => d.toLowerCase().replace(/\.$/, '')).filter((d) => d !== '');
+  // Bare addr-specs: outside the angle brackets (a display name has no unquoted "@").
+  const rest = angle.length > 0 ? noComments.replace(/<[^<>]*>/g, ' ') : noComments;
+  // Split first, then look in each piece: a regex scanning for `local@domain` backtracks over every
+  // start of a long run without "@", quadratic in a From field the sender writes.
+  const bare: string[] = [];
+  for (const piece of rest.split(/[\s,<>;]+/)) {
+    const at = piece.lastIndexOf('@');
+    // A local-part before it (after a group's "name:"), a domain after it.
+    if (at > piece.lastIndexOf(':', at) + 1) bare.push(piece.slice(at + 1));
+  }
+  return [...angle, ...bare].map((d) => d.toLowerCase().replace(/\.$/, '')).filter((d) => d !== '');
 }

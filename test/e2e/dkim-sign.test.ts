@@ -194,6 +194,27 @@ describe('dkim-sign', () => {
     expect((await interop(['verify', JSON.stringify(records)], added(plain))).code).toBe(0);
   });
 
+  it('always signs From (RFC 6376 5.4), even when `headers` leaves it out or the message has none', async () => {
+    const only = [{ selector: 'r1', keyFile: join(dir, 'rsa.pem') }];
+    const m = await send(
+      [loggedIn],
+      'alice@example.org',
+      messageFrom('alice@example.org'),
+      signer(only, { oversign: [], headers: ['subject', 'date'] }),
+    );
+    expect(tags(m, 'h')).toEqual(['from:subject:date']);
+    expect((await interop(['verify', JSON.stringify(records)], m.data)).code).toBe(0);
+    // No From field at all (signed for the MAIL FROM domain): From is still named, so one added later breaks it.
+    const noFrom = messageFrom('alice@example.org').replace(/^From: [^\r]*\r\n/, '');
+    const n = await send(
+      [loggedIn],
+      'alice@example.org',
+      noFrom,
+      signer(only, { oversign: [], headers: ['subject'] }),
+    );
+    expect(tags(n, 'h')).toEqual(['from:subject']);
+  });
+
   it('every canonicalisation verifies in python3-dkim, with trailing whitespace, tabs and empty lines in the body', async () => {
     const body = 'a  line \t with\t\tspaces   \r\n\r\n \r\nlast line\t\r\n\r\n\r\n';
     for (const c of ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple']) {

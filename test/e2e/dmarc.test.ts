@@ -249,6 +249,34 @@ describe('dmarc', () => {
     expect((await send('a@broken.example', 'a@broken.example')).raw).toMatch(/^451 4\.7\.26 /);
   });
 
+  it('sees every author of a From mixing <a@b> and bare a@b mailboxes (no pass for one of them)', async () => {
+    const seen = await start();
+    if (!t) throw new Error('no server');
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<ret@bounce.relaxed.example>', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    // SPF aligns with relaxed.example only; the second author is reject.example (p=reject).
+    const r = await c.sendData(
+      'From: <a@relaxed.example>, ceo@reject.example\r\nSubject: hi\r\n\r\nhello\r\n',
+    );
+    await c.expect('QUIT', 221);
+    expect(r.code).toBe(250);
+    expect(seen.pop()).toMatchObject({ result: 'none', domain: 'relaxed.example,reject.example' });
+    expect(authorDomains('Boss <a@X.example>, b@y.example (c@z.example)')).toEqual([
+      'x.example',
+      'y.example',
+    ]);
+  });
+
+  it('reads a From field with a long run of octets without "@" in linear time (no regex backtracking)', () => {
+    // Quadratic before: 150 kB took over half a minute of event-loop time, past the test timeout.
+    const value = `${'x'.repeat(150_000)} a@relaxed.example`;
+    expect(authorDomains(value)).toEqual(['relaxed.example']);
+    expect(authorDomains(`Group:${'y'.repeat(150_000)}, b@Relaxed.example;`)).toEqual(['relaxed.example']);
+  });
+
   it('finds the author domains of From fields', () => {
     const header =
       'Received: x\r\nFrom: "Doe, J" <j@Example.ORG> (work)\r\nTo: b@c\r\nfrom:\r\n x@y.example\r\n';
