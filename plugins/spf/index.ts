@@ -208,6 +208,13 @@ export default definePlugin({
       return out;
     }
 
+    /** The check itself threw (not a DNS answer: mailauth turns those into results): a temperror for the identity checked. */
+    function failed(tx: Transaction, inputs: Inputs, err: unknown): SpfResult {
+      tx.log.warn({ err }, 'SPF check failed');
+      const { identity, domain, property } = inputs;
+      return { result: 'temperror', identity, domain, properties: property, reason: 'check failed' };
+    }
+
     function decideOn(tx: Transaction, result: SpfResult, record?: (r: SpfResult) => void) {
       // Guarded: the transaction's child logger is made on first use, and most transactions need none.
       if (api.log.isLevelEnabled('debug'))
@@ -227,7 +234,9 @@ export default definePlugin({
         const now = known(tx);
         if (waitAtMail) {
           if (!('key' in now)) return decideOn(tx, now);
-          return evaluate(tx, now).then((result) => decideOn(tx, result));
+          return evaluate(tx, now)
+            .catch((err: unknown) => failed(tx, now, err))
+            .then((result) => decideOn(tx, result));
         }
         // Its result goes where SPF started, before those of checks that start later.
         const record = reserveResult(tx, 'spf');
@@ -237,10 +246,7 @@ export default definePlugin({
           return undefined;
         }
         // Started now, recorded at `message`: the MAIL FROM reply does not wait for DNS.
-        const started = evaluate(tx, now).catch((err: unknown): SpfResult => {
-          tx.log.warn({ err }, 'SPF check failed');
-          return { result: 'temperror', identity: 'mailfrom', domain: '', reason: 'check failed' };
-        });
+        const started = evaluate(tx, now).catch((err: unknown) => failed(tx, now, err));
         const check: Pending = { started, record };
         started.then((r) => {
           check.done = r;
