@@ -285,6 +285,14 @@ async function countRoundTrips(db: Database, messages: number, warmup: number) {
   const admin = new pg.Client({ connectionString: db.url });
   await admin.connect();
   let server: RunningProcess | undefined;
+  // In this run only, pg_stat_statements also counts the statements inside the queue's functions
+  // (sessions opened from now on: the counted node's), to show which of them the time goes to.
+  const dbName =
+    db.pid === undefined
+      ? undefined
+      : (await admin.query<{ d: string }>('SELECT current_database() AS d')).rows[0]?.d;
+  const database = dbName === undefined ? undefined : `"${dbName.replaceAll('"', '""')}"`;
+  if (database) await admin.query(`ALTER DATABASE ${database} SET pg_stat_statements.track = 'all'`);
   try {
     server = await startPgNode(via.toString(), schema, 'counted');
     if (warmup > 0) {
@@ -302,10 +310,10 @@ async function countRoundTrips(db: Database, messages: number, warmup: number) {
     const top = statements
       ? (
           await admin.query<{ query: string; calls: string; total_ms: number; mean_ms: number }>(
-            `SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query, calls::text,
+            `SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120) AS query, calls::text,
                total_exec_time AS total_ms, mean_exec_time AS mean_ms
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-             ORDER BY total_exec_time DESC LIMIT 6`,
+             ORDER BY total_exec_time DESC LIMIT 16`,
           )
         ).rows.map((x) => ({ ...x, calls: Number(x.calls) }))
       : [];
@@ -315,6 +323,8 @@ async function countRoundTrips(db: Database, messages: number, warmup: number) {
     return { messages: r.accepted, counts: { ...counter.counts }, perMessage: per, top };
   } finally {
     await server?.stop();
+    if (database)
+      await admin.query(`ALTER DATABASE ${database} RESET pg_stat_statements.track`).catch(() => {});
     await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
     await admin.end();
     await counter.close();
@@ -432,7 +442,7 @@ async function main(): Promise<void> {
       '',
       ...(trips.top.length > 0
         ? [
-            'Where PostgreSQL spent its execution time in that run (pg_stat_statements, top 6):',
+            'Where PostgreSQL spent its execution time in that run (pg_stat_statements, top 16; statements inside the queue functions are listed too, and counted again in their function):',
             '',
             '| statement | calls | total ms | mean ms |',
             '| --- | ---: | ---: | ---: |',
