@@ -231,7 +231,14 @@ export function createHookTaps(hooks: Hooks, policy: TapPolicy): HookTaps {
 
 export interface PluginInstanceOptions<C> {
   readonly hooks: Hooks;
+  /** Where the instance registers verbs, parameters and services. */
   readonly registry: Registry;
+  /**
+   * Where `api.service()` reads, asked at each call: the registry of the newest
+   * generation using the instance, so one a config reload carried over sees the
+   * services of plugins that reload added or replaced.
+   */
+  readonly services: () => Registry;
   readonly policy: TapPolicy;
   readonly config: C;
   readonly facts: ServerFacts;
@@ -254,7 +261,7 @@ export function createPluginApi<C>(opts: PluginInstanceOptions<C>): PluginApi<C>
     registerVerb: (def) => registry.addVerb(policy.name, def),
     registerParam: (def) => registry.addParam(policy.name, def),
     provide: (key, value) => registry.provide(policy.name, key, value),
-    service: (key) => registry.service(key),
+    service: (key) => opts.services().service(key),
     onStart: (fn) => opts.onStart(fn),
     onClose: (fn) => opts.onClose(fn),
     observe: (observer) => opts.observe(observer),

@@ -109,38 +109,3 @@ function paramsLength(defs: Iterable<Owned<ParamDefinition>>): number {
   for (const { def } of defs) octets += Math.max(0, def.lineLength ?? 0);
   return octets;
 }
-
-/**
- * One plugin instance's door to the registry (what `api.registerVerb`,
- * `registerParam`, `provide` and `service` use): it registers into the
- * registry of the generation that loaded it, and reads services from the
- * registry `reads()` names, that of the newest generation using the instance.
- * So a plugin a config reload carried over sees the services of the plugins
- * that reload added or replaced, not those of a configuration gone by.
- */
-export class PluginRegistry extends Registry {
-  readonly #target: Registry;
-  readonly #reads: () => Registry;
-
-  constructor(target: Registry, reads: () => Registry) {
-    super();
-    this.#target = target;
-    this.#reads = reads;
-  }
-
-  override addVerb(owner: string, def: VerbDefinition): void {
-    this.#target.addVerb(owner, def);
-  }
-
-  override addParam(owner: string, def: ParamDefinition): void {
-    this.#target.addParam(owner, def);
-  }
-
-  override provide<K extends keyof Services>(owner: string, key: K, value: Services[K]): void {
-    this.#target.provide(owner, key, value);
-  }
-
-  override service<K extends keyof Services>(key: K): Services[K] | undefined {
-    return this.#reads().service(key);
-  }
-}

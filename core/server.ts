@@ -45,7 +45,7 @@ import {
   type TapPolicy,
 } from './plugin-host.ts';
 import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
-import { PluginRegistry, Registry } from './registry.ts';
+import { Registry } from './registry.ts';
 import { entryKey, type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
 import { normaliseIp, SmtpSession } from './session/session.ts';
@@ -348,7 +348,8 @@ export class MailServer {
     };
     const api = createPluginApi({
       hooks: gen.hooks,
-      registry: new PluginRegistry(gen.registry, () => loaded.newest.registry),
+      registry: gen.registry,
+      services: () => loaded.newest.registry,
       config,
       facts: gen.facts,
       outbound: this.outbound,
