@@ -40,7 +40,7 @@ import '../plugins/rate-limit/index.ts';
 import { SqlitePolicyStore } from '../plugins/policy-store/sqlite-store.ts';
 import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { writeResults } from './results.ts';
-import { discardSpec, type MailframeExtras } from './servers.ts';
+import { type MailframeExtras, mailframeSpec } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The target: W1 with the checks keeps at least 70 % of its throughput. */
@@ -242,7 +242,7 @@ async function main(): Promise<void> {
       const workload: Workload = { ...w1, load: { ...w1.load, churn: config.churn } };
       try {
         const q0 = dns.queries.length;
-        const metrics = await measure(discardSpec(config.extras), workload, {
+        const metrics = await measure(mailframeSpec('discard', config.extras), workload, {
           timeLimitMs,
           warmup: true,
           generator: 'loadgen',

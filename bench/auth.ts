@@ -44,7 +44,7 @@ import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/sign
 import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
 import { writeResults } from './results.ts';
-import { discardSpec, durableSpec, type MailframeExtras } from './servers.ts';
+import { type MailframeExtras, mailframeSpec } from './servers.ts';
 import { allWorkloads, type Workload } from './workloads.ts';
 
 /** The load generator's sender domain (MAIL FROM and From: loadgen@bench.example). */
@@ -356,7 +356,7 @@ async function main(): Promise<void> {
         const tag = rounds > 1 ? `W1 ${c.id} (round ${round}/${rounds})` : `W1 ${c.id}`;
         try {
           const q0 = dns.queries.length;
-          const spec = c.queue === 'fs' ? durableSpec(c.extras) : discardSpec(c.extras);
+          const spec = mailframeSpec(c.queue, c.extras);
           const metrics = await measure(spec, workload, {
             timeLimitMs,
             warmup: true,

@@ -18,7 +18,7 @@
 import { parseArgs } from 'node:util';
 import { measure, type RunMetrics } from './measure.ts';
 import { writeResults } from './results.ts';
-import { discardSpec, type MailframeExtras } from './servers.ts';
+import { type MailframeExtras, mailframeSpec } from './servers.ts';
 import { allWorkloads } from './workloads.ts';
 
 /** The issue's target: the plugin costs under 5 % of W1. */
@@ -76,7 +76,11 @@ async function main(): Promise<void> {
   const results = new Map<string, RunMetrics[]>(configs.map((c) => [c.id, []]));
   for (let run = 1; run <= runs; run++) {
     for (const c of configs) {
-      const m = await measure(discardSpec(c.extras), w1, { timeLimitMs, warmup: true, generator: 'loadgen' });
+      const m = await measure(mailframeSpec('discard', c.extras), w1, {
+        timeLimitMs,
+        warmup: true,
+        generator: 'loadgen',
+      });
       log(
         `run ${run} ${c.id}: ${m.msgsPerSec.toFixed(0)} msgs/s, cpu ${m.cpuMsPerMsg.toFixed(4)} ms/msg, errors ${m.errors}${m.capped ? ', CAPPED' : ''}`,
       );

@@ -252,19 +252,9 @@ async function startSmtpSink(): Promise<RunningServer> {
 export function serverSpec(name: ServerName): ServerSpec {
   switch (name) {
     case 'mailframe-discard':
-      return {
-        name,
-        description: 'mailframe, queue-discard (protocol path only)',
-        unavailable: () => undefined,
-        start: () => startMailframe(name, 'discard'),
-      };
+      return mailframeSpec('discard');
     case 'mailframe-fs':
-      return {
-        name,
-        description: 'mailframe, queue-fs with fsync (durable)',
-        unavailable: () => undefined,
-        start: () => startMailframe(name, 'fs'),
-      };
+      return mailframeSpec('fs');
     case 'smtp-server':
       return {
         name,
@@ -282,22 +272,20 @@ export function serverSpec(name: ServerName): ServerSpec {
   }
 }
 
-/** `mailframe-discard` (as in `npm run bench`) with `extras`: the spec the feature benches compare against. */
-export function discardSpec(extras: MailframeExtras): ServerSpec {
+/**
+ * mailframe as `npm run bench` runs it, with `extras` for the feature benches:
+ * `mailframe-discard` (queue-discard: the protocol path alone) or
+ * `mailframe-fs` (queue-fs with fsync and deliver-discard: durable).
+ */
+export function mailframeSpec(queue: 'discard' | 'fs', extras: MailframeExtras = {}): ServerSpec {
+  const name = queue === 'fs' ? 'mailframe-fs' : 'mailframe-discard';
   return {
-    name: 'mailframe-discard',
-    description: 'mailframe, queue-discard',
+    name,
+    description:
+      queue === 'fs'
+        ? 'mailframe, queue-fs with fsync (durable)'
+        : 'mailframe, queue-discard (protocol path only)',
     unavailable: () => undefined,
-    start: () => startMailframe('mailframe-discard', 'discard', extras),
-  };
-}
-
-/** `mailframe-fs` (as in `npm run bench`: queue-fs with fsync, deliver-discard) with `extras`. */
-export function durableSpec(extras: MailframeExtras): ServerSpec {
-  return {
-    name: 'mailframe-fs',
-    description: 'mailframe, queue-fs with fsync (durable)',
-    unavailable: () => undefined,
-    start: () => startMailframe('mailframe-fs', 'fs', extras),
+    start: () => startMailframe(name, queue, extras),
   };
 }
