@@ -60,17 +60,28 @@ describe('Deadlines', () => {
   });
 
   it('times out only the calls that overrun, among many in flight with one timer', async () => {
-    const d = new Deadlines(50);
+    // The deadlines' clock is the test's: real timers only decide when the sweep looks.
+    let now = 0;
+    const d = new Deadlines(50, () => now);
     const calls = Array.from({ length: 30 }, (_, i) =>
       i % 3 === 0 ? d.within(never()) : d.within(Promise.resolve(i)),
     );
     // A call that starts later gets its own full timeout, even when it joins a sweep already armed.
-    await later(25, undefined);
+    now = 25;
     const late = d.within(never());
-    const lateAnswer = d.within(later(10, 'late'));
+    let answer: (v: string) => void = () => {};
+    const lateAnswer = d.within(
+      new Promise<string>((r) => {
+        answer = r;
+      }),
+    );
+    now = 50;
     const results = await Promise.all(calls);
     expect(results).toEqual(Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? TIMED_OUT : i)));
+    expect(d.size).toBe(2);
+    answer('late');
     await expect(lateAnswer).resolves.toBe('late');
+    now = 75;
     await expect(late).resolves.toBe(TIMED_OUT);
     expect(d.size).toBe(0);
   });
