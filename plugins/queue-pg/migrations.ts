@@ -611,6 +611,329 @@ END $$;
 
 DROP FUNCTION ${s}.settle(text, text, bigint, bigint, jsonb);
 `,
+  // 3: destination slots (the per-destination limit no longer counts job leases), no foreign keys.
+  (s) => `
+-- The per-destination limit across nodes: slot n of a destination (n up to
+-- the limit) is held by at most one node at a time (owner, token, expiry,
+-- renewed with its leases). A node runs at most as many deliveries at a
+-- destination as it holds slots there; it may lease more jobs there than
+-- that (they wait in its memory), so a job stored by a node holding a slot
+-- at its destination is leased by the statement that stores it, with no
+-- count of anything. Free slots have token NULL.
+CREATE TABLE ${s}.slots (
+  destination text NOT NULL,
+  slot integer NOT NULL,
+  owner text,
+  token bigint,
+  expires bigint,
+  PRIMARY KEY (destination, slot)
+);
+
+-- The rows of one message are removed together by the queue's statements
+-- (settle, delete), not by cascades: no foreign-key checks on every insert
+-- and delete of the hot path.
+ALTER TABLE ${s}.recipients DROP CONSTRAINT recipients_message_id_fkey;
+ALTER TABLE ${s}.jobs DROP CONSTRAINT jobs_message_id_fkey;
+ALTER TABLE ${s}.message_chunks DROP CONSTRAINT message_chunks_message_id_fkey;
+-- Job leases are no longer counted per destination.
+DROP INDEX ${s}.jobs_leased;
+DROP FUNCTION ${s}.settle_and_lease(jsonb, text, bigint, integer, integer, bigint, bigint[], text[]);
+DROP FUNCTION ${s}.lease_at(text, bigint, integer, integer, bigint, bigint[], text[]);
+DROP FUNCTION ${s}.enqueue(jsonb, bytea, text, bigint, integer, integer, bigint, bigint[]);
+
+-- Remove message p_id and all its rows.
+CREATE FUNCTION ${s}.drop_message(p_id text) RETURNS boolean
+LANGUAGE sql AS $$
+  DELETE FROM ${s}.jobs WHERE message_id = p_id;
+  DELETE FROM ${s}.recipients WHERE message_id = p_id;
+  DELETE FROM ${s}.message_chunks WHERE message_id = p_id;
+  WITH m AS (DELETE FROM ${s}.messages WHERE id = p_id RETURNING 1) SELECT count(*) > 0 FROM m;
+$$;
+
+-- Take up to p_want free slots (never held, released, or expired and not one
+-- of p_mine) numbered up to p_per at p_destination for p_owner; returns their
+-- tokens. Slot rows are created the first time a destination needs them.
+CREATE FUNCTION ${s}.take_slots(p_owner text, p_now bigint, p_expires bigint, p_per integer,
+  p_destination text, p_want integer, p_mine bigint[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  got integer := 0;
+  sl integer;
+  t bigint;
+BEGIN
+  IF p_want <= 0 OR p_per IS NULL THEN RETURN; END IF;
+  FOR pass IN 1..2 LOOP
+    FOR sl IN
+      SELECT x.slot FROM ${s}.slots x
+      WHERE x.destination = p_destination AND x.slot <= p_per
+        AND (x.token IS NULL OR (x.expires <= p_now AND NOT x.token = ANY (p_mine)))
+      ORDER BY x.slot LIMIT p_want - got
+      FOR UPDATE SKIP LOCKED
+    LOOP
+      t := nextval('${s}.lease_tokens');
+      UPDATE ${s}.slots x SET owner = p_owner, token = t, expires = p_expires
+      WHERE x.destination = p_destination AND x.slot = sl;
+      got := got + 1;
+      RETURN NEXT t;
+    END LOOP;
+    EXIT WHEN got >= p_want OR pass = 2;
+    EXIT WHEN (SELECT count(*) FROM ${s}.slots x WHERE x.destination = p_destination AND x.slot <= p_per) >= p_per;
+    INSERT INTO ${s}.slots (destination, slot) SELECT p_destination, g FROM generate_series(1, p_per) AS g
+    ON CONFLICT DO NOTHING;
+  END LOOP;
+END $$;
+
+-- When the next job is due that p_owner could lease (not held, not one of
+-- p_mine), as in version 2, with the limit read from the slots: a destination
+-- is full when its p_per slots are all held by other nodes (unexpired) or by
+-- this one with no room left (p_full: the caller's own full destinations);
+-- waiting: the full destinations with jobs due at p_now.
+DROP FUNCTION ${s}.next_due(bigint, integer, bigint[]);
+CREATE FUNCTION ${s}.next_due(p_now bigint, p_per integer, p_mine bigint[], p_have text[], p_full text[])
+RETURNS TABLE (room_next bigint, any_next bigint, waiting text[])
+LANGUAGE sql STABLE AS $$
+  WITH RECURSIVE ds AS (
+    (SELECT x.destination, x.due_at FROM ${s}.jobs x
+     WHERE NOT x.held AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+     ORDER BY x.destination, x.due_at LIMIT 1)
+    UNION ALL
+    SELECT n.destination, n.due_at FROM ds p CROSS JOIN LATERAL (
+      SELECT x.destination, x.due_at FROM ${s}.jobs x
+      WHERE NOT x.held AND x.destination > p.destination
+        AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+      ORDER BY x.destination, x.due_at LIMIT 1) n
+  ), full_destinations AS (
+    SELECT l.destination FROM ${s}.slots l
+    WHERE p_per IS NOT NULL AND l.slot <= p_per AND l.token IS NOT NULL
+      AND (l.expires > p_now OR l.token = ANY (p_mine)) AND l.destination <> ALL (p_have)
+    GROUP BY l.destination HAVING count(*) >= p_per
+    UNION ALL
+    SELECT unnest(p_full)
+  )
+  SELECT min(ds.due_at) FILTER (WHERE ds.destination NOT IN (SELECT f.destination FROM full_destinations f)),
+    min(ds.due_at),
+    coalesce(array_agg(ds.destination)
+      FILTER (WHERE ds.due_at <= p_now AND ds.destination IN (SELECT f.destination FROM full_destinations f)), '{}')
+  FROM ds
+$$;
+
+-- Lease up to p_limit due jobs for p_owner (not held, not one of p_mine), in
+-- due order of destinations, as in version 2, the limit now from the slots:
+-- at a destination of p_have the caller holds slots and may lease up to the
+-- matching p_room more jobs; where more jobs are due than that (counting at
+-- most p_per of them), it first takes free slots for them.
+-- p_need: destinations where the caller holds leased jobs but no slot (it
+-- lost them): slots are taken there first. Rows: each leased job (with solo:
+-- the message has no job at another destination); each slot taken (id NULL,
+-- destination, token); last, next_due()'s answer (id and destination NULL).
+DROP FUNCTION ${s}.lease_due(text, bigint, integer, integer, bigint, bigint[]);
+CREATE FUNCTION ${s}.lease_due(p_owner text, p_now bigint, p_limit integer, p_per integer, p_expires bigint,
+  p_mine bigint[], p_have text[], p_room integer[], p_need text[])
+RETURNS TABLE (id text, destination text, token bigint, sender text, attributes jsonb, received_at bigint,
+  size bigint, body bytea, recipients jsonb, solo boolean, room_next bigint, any_next bigint, waiting text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+  j record;
+  d text;
+  ids text[] := '{}';
+  dests text[] := '{}';
+  tokens bigint[] := '{}';
+  slot_dests text[] := '{}';
+  slot_tokens bigint[] := '{}';
+  seen text[] := '{}';
+  busy text[] := '{}';
+  full_here text[] := '{}';
+  have text[] := p_have;
+  rooms integer[] := p_room;
+  cands text[];
+  more boolean;
+  pass integer;
+  room integer;
+  k integer;
+  due integer;
+  taken integer := 0;
+  t bigint;
+BEGIN
+  -- A lease lost in a database crash only lets the job run again (at least once): no WAL flush to wait for.
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF p_per IS NOT NULL THEN
+    FOREACH d IN ARRAY p_need LOOP
+      FOR t IN SELECT x FROM ${s}.take_slots(p_owner, p_now, p_expires, p_per, d, 1, p_mine) AS x LOOP
+        slot_dests := slot_dests || d;
+        slot_tokens := slot_tokens || t;
+      END LOOP;
+    END LOOP;
+  END IF;
+  IF p_limit > 0 THEN
+    SELECT coalesce(array_agg(f.destination ORDER BY f.first), '{}'), coalesce(sum(f.n) >= 64, false) INTO cands, more
+    FROM (SELECT x.destination, min(x.k) AS first, count(*) AS n
+          FROM (SELECT y.destination, row_number() OVER (ORDER BY y.due_at, y.message_id) AS k
+                FROM (SELECT z.destination, z.due_at, z.message_id FROM ${s}.jobs z
+                      WHERE z.due_at <= p_now AND NOT z.held ORDER BY z.due_at, z.message_id LIMIT 64) y) x
+          GROUP BY x.destination) f;
+    FOR pass IN 1..2 LOOP
+      IF pass = 2 THEN
+        EXIT WHEN NOT more OR taken >= p_limit;
+        WITH RECURSIVE ds AS (
+          (SELECT x.destination, x.due_at FROM ${s}.jobs x WHERE NOT x.held ORDER BY x.destination, x.due_at LIMIT 1)
+          UNION ALL
+          SELECT n.destination, n.due_at FROM ds p CROSS JOIN LATERAL (
+            SELECT x.destination, x.due_at FROM ${s}.jobs x WHERE NOT x.held AND x.destination > p.destination
+            ORDER BY x.destination, x.due_at LIMIT 1) n
+        )
+        SELECT coalesce(array_agg(ds.destination ORDER BY ds.due_at), '{}') INTO cands FROM ds
+        WHERE ds.due_at <= p_now AND ds.destination <> ALL (seen);
+      END IF;
+      FOREACH d IN ARRAY cands LOOP
+        EXIT WHEN taken >= p_limit;
+        seen := seen || d;
+        IF p_per IS NULL THEN
+          room := p_limit - taken;
+        ELSE
+          k := array_position(have, d);
+          room := CASE WHEN k IS NULL THEN 0 ELSE greatest(rooms[k], 0) END;
+          -- More due here than this node has room for: take free slots for them (at most p_per looked at).
+          IF room < p_limit - taken THEN
+            SELECT count(*) INTO due FROM (
+              SELECT 1 FROM ${s}.jobs x
+              WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
+                AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+              LIMIT p_per) x;
+            IF due > room THEN
+              FOR t IN SELECT x FROM ${s}.take_slots(p_owner, p_now, p_expires, p_per, d,
+                                                     least(due, p_limit - taken) - room, p_mine) AS x LOOP
+                slot_dests := slot_dests || d;
+                slot_tokens := slot_tokens || t;
+                room := room + 1;
+              END LOOP;
+            END IF;
+          END IF;
+          IF k IS NULL THEN
+            IF room = 0 THEN
+              busy := busy || d;
+              CONTINUE;
+            END IF;
+            have := have || d;
+            rooms := rooms || room;
+            k := array_length(have, 1);
+          ELSE
+            rooms[k] := room;
+          END IF;
+          IF room <= 0 THEN
+            full_here := full_here || d;
+            CONTINUE;
+          END IF;
+          room := least(room, p_limit - taken);
+        END IF;
+        FOR j IN
+          SELECT x.message_id FROM ${s}.jobs x
+          WHERE x.destination = d AND x.due_at <= p_now AND NOT x.held
+            AND (x.lease_token IS NULL OR NOT x.lease_token = ANY (p_mine))
+          ORDER BY x.due_at, x.message_id LIMIT room
+          FOR UPDATE SKIP LOCKED
+        LOOP
+          t := nextval('${s}.lease_tokens');
+          UPDATE ${s}.jobs x SET lease_owner = p_owner, lease_token = t, lease_expires = p_expires, due_at = p_expires
+          WHERE x.message_id = j.message_id AND x.destination = d;
+          taken := taken + 1;
+          ids := ids || j.message_id;
+          dests := dests || d;
+          tokens := tokens || t;
+          IF p_per IS NOT NULL THEN rooms[k] := rooms[k] - 1; END IF;
+        END LOOP;
+        IF p_per IS NOT NULL AND rooms[k] <= 0 THEN full_here := full_here || d; END IF;
+      END LOOP;
+    END LOOP;
+    IF taken > 0 THEN
+    RETURN QUERY
+      SELECT l.id, l.destination, l.token, m.sender, m.attributes, m.received_at, m.size, m.body,
+        (SELECT jsonb_agg(jsonb_build_object('index', r.idx, 'address', r.address, 'attributes', r.attributes,
+           'attempts', r.attempts, 'warned', r.warned) ORDER BY r.idx)
+         FROM ${s}.recipients r
+         WHERE r.message_id = l.id AND r.domain = l.destination AND r.status = 'pending'),
+        NOT EXISTS (SELECT 1 FROM ${s}.jobs o WHERE o.message_id = l.id AND o.destination <> l.destination),
+        NULL::bigint, NULL::bigint, NULL::text[]
+      FROM unnest(ids, dests, tokens) AS l(id, destination, token) JOIN ${s}.messages m ON m.id = l.id;
+    END IF;
+  END IF;
+  RETURN QUERY
+    SELECT NULL::text, u.d, u.t, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
+      NULL::jsonb, NULL::boolean, NULL::bigint, NULL::bigint, NULL::text[]
+    FROM unnest(slot_dests, slot_tokens) AS u(d, t);
+  RETURN QUERY
+    SELECT NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::bytea,
+      NULL::jsonb, NULL::boolean, nd.room_next, nd.any_next, nd.waiting || busy
+    FROM ${s}.next_due(p_now, p_per, p_mine || tokens, have, full_here) AS nd;
+END $$;
+
+-- settle_many as in version 2, removing a message's rows itself (no cascades).
+CREATE OR REPLACE FUNCTION ${s}.settle_many(p_items jsonb)
+RETURNS TABLE (token bigint, result text, next_due bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  it record;
+  nd bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  FOR it IN
+    SELECT * FROM jsonb_to_recordset(p_items) AS x(id text, destination text, token bigint, now bigint,
+      final boolean, outcomes jsonb)
+  LOOP
+    token := it.token;
+    next_due := NULL;
+    PERFORM 1 FROM ${s}.messages m WHERE m.id = it.id FOR UPDATE;
+    IF NOT FOUND THEN
+      result := 'stale';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    PERFORM 1 FROM ${s}.jobs j WHERE j.message_id = it.id AND j.destination = it.destination AND j.lease_token = it.token
+    FOR UPDATE;
+    IF NOT FOUND THEN
+      result := 'stale';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    IF it.final AND NOT EXISTS (SELECT 1 FROM ${s}.jobs j WHERE j.message_id = it.id AND j.destination <> it.destination)
+    THEN
+      PERFORM ${s}.drop_message(it.id);
+      result := 'removed';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    UPDATE ${s}.recipients r SET
+      status = CASE o.status WHEN 'deferred' THEN 'pending' ELSE o.status END,
+      attempts = r.attempts + 1,
+      next_attempt_at = CASE WHEN o.status = 'deferred' THEN coalesce(o."nextAttemptAt", it.now) ELSE r.next_attempt_at END,
+      last_attempt_at = it.now,
+      reply = o.reply,
+      mta = o.mta,
+      mta_address = o."mtaAddress",
+      warned = r.warned OR coalesce(o.warned, false)
+    FROM jsonb_to_recordset(it.outcomes) AS o("index" integer, status text, reply jsonb, mta text,
+      "mtaAddress" text, "nextAttemptAt" bigint, warned boolean)
+    WHERE r.message_id = it.id AND r.idx = o."index" AND r.status = 'pending';
+    IF NOT EXISTS (SELECT 1 FROM ${s}.recipients r WHERE r.message_id = it.id AND r.status = 'pending') THEN
+      PERFORM ${s}.drop_message(it.id);
+      result := 'removed';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    SELECT min(r.next_attempt_at) INTO nd FROM ${s}.recipients r
+    WHERE r.message_id = it.id AND r.domain = it.destination AND r.status = 'pending';
+    IF nd IS NULL THEN
+      DELETE FROM ${s}.jobs j WHERE j.message_id = it.id AND j.destination = it.destination;
+    ELSE
+      UPDATE ${s}.jobs j SET due_at = nd, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+      WHERE j.message_id = it.id AND j.destination = it.destination;
+    END IF;
+    result := 'kept';
+    next_due := nd;
+    RETURN NEXT;
+  END LOOP;
+END $$;
+`,
 ];
 
 /** A SQL string literal. */

@@ -107,17 +107,18 @@ interface LeaseRow {
   size: number;
   body: Buffer | null;
   recipients: LeasedRecipient[] | null;
+  /** The message has no job at another destination (its settle may remove it at once). */
+  solo?: boolean | null;
   room_next?: number | null;
   any_next?: number | null;
   waiting?: string[] | null;
 }
 
-/** A row of settle_and_lease(): a settle's result, a lease, or whether due jobs are left at a destination. */
-interface SettleRow extends LeaseRow {
-  settled_token: number | null;
-  settled_result: string | null;
-  settled_next: number | null;
-  more: boolean | null;
+/** A row of settle_many(), or of the fast settle (result 'removed'). */
+interface SettleRow {
+  token: number;
+  result: string;
+  next_due: number | null;
 }
 
 interface SummaryRow {
@@ -159,13 +160,29 @@ interface Insert {
   reject(err: unknown): void;
 }
 
-/** A job enqueue() stored: leased (token) or not, and then whether its destination was full. */
+/** A job the insert stored (id set: leased if token is set), or a slot it took (id null, token set). */
 interface InsertRow {
-  id: string;
+  id: string | null;
   destination: string;
   token: number | null;
-  /** Why not leased: no room at its destination, its lock taken, or this node at its limit. */
-  unleased: 'full' | 'busy' | 'limit' | null;
+}
+
+/** How the insert leases a new job: to this node, to it if it gets a slot at the destination, or not. */
+type LeaseOnArrival = 'yes' | 'if' | 'no';
+
+/** What an insert statement leases: each job's LeaseOnArrival, and the slots it takes first. */
+interface InsertPlan {
+  readonly jobs: ReadonlyArray<{
+    id: string;
+    destination: string;
+    due: number;
+    held: boolean;
+    lease: LeaseOnArrival;
+  }>;
+  /** Destinations where it takes slots, and how many at most. */
+  readonly want: ReadonlyArray<readonly [string, number]>;
+  /** The jobs it may lease (they count against READY_MAX while it runs). */
+  readonly leases: number;
 }
 
 /** A settle waiting to be sent (grouped like inserts). */
@@ -199,7 +216,23 @@ interface Held {
   readonly id: string;
   readonly destination: string;
   readonly token: number;
+  /** The message has no job at another destination. */
+  readonly solo: boolean;
 }
+
+/**
+ * Jobs leased on arrival wait in memory (with their octets) for the
+ * scheduler: at most this many per destination, and READY_MAX in all; past
+ * that, new jobs are stored unleased and taken in due order from the database.
+ */
+const READY_PER_DESTINATION = 64;
+const READY_MAX = 512;
+
+/** While paused (a settle failed), the scheduler asks again this often (ms). */
+const PAUSE_RETRY = 500;
+
+/** After a look for free slots at a destination found none, the next look waits this long (ms). */
+const NO_SLOT_RETRY = 100;
 
 function memoryStream(body: Buffer): Readable {
   return new Readable({
@@ -228,8 +261,20 @@ export class PgQueueStore implements QueueStore {
   #settlesInFlight = 0;
   /** Jobs leased by the statement that stored them, not yet handed to the scheduler. */
   readonly #ready: Lease[] = [];
-  /** Leases asked for by insert statements under way (they count against `concurrency`). */
+  /** Jobs that insert statements under way may lease to this node (they count against READY_MAX). */
   #reserved = 0;
+  /** The slots this node holds, per destination: their tokens (see migrations.ts, version 3). */
+  readonly #slots = new Map<string, number[]>();
+  /** Leases handed out and not settled, per destination (at most its slots there). */
+  readonly #runningAt = new Map<string, number>();
+  /** Leases in the ready list, per destination. */
+  readonly #readyAt = new Map<string, number>();
+  /** The most leases (running and ready) per destination since the last renewal: slots past it are let go. */
+  readonly #busiest = new Map<string, number>();
+  /** A settle failed: hand out no more jobs until the database answers. */
+  #paused = false;
+  /** Destinations where no slot was free, until when (ms). */
+  readonly #noSlotsUntil = new Map<string, number>();
   /**
    * What this node knows of the database's due jobs (other than its own
    * leases), while `#known`: `#roomNext` the earliest due at a destination
@@ -259,7 +304,7 @@ export class PgQueueStore implements QueueStore {
       max: opts.poolSize,
       types,
       // Durable at COMMIT, whatever the server's default says.
-      options: '-c synchronous_commit=on',
+      options: '-c synchronous_commit=on -c plan_cache_mode=force_generic_plan',
       application_name: `mailframe ${opts.nodeId}`.slice(0, 63),
     });
     // An idle connection that breaks is dropped from the pool; the next query opens a new one.
@@ -332,7 +377,12 @@ export class PgQueueStore implements QueueStore {
 
   /** Whether the database may hold a job this node could lease at `now`. */
   #dbMayBeDue(now: number): boolean {
-    return !this.#known || this.#lookBy <= now || (this.#roomNext !== undefined && this.#roomNext <= now);
+    return (
+      !this.#known ||
+      this.#lookBy <= now ||
+      (this.#roomNext !== undefined && this.#roomNext <= now) ||
+      this.#crowdedWithRoom()
+    );
   }
 
   /**
@@ -352,9 +402,41 @@ export class PgQueueStore implements QueueStore {
     }, NOTIFY_EVERY).unref();
   }
 
-  /** The tokens of the leases this node holds (its deliveries running). */
+  /** The tokens of the leases this node holds (deliveries running and ready) and of its slots. */
   #tokens(): number[] {
-    return [...this.#held.values()].map((h) => h.token);
+    const tokens = [...this.#held.values()].map((h) => h.token);
+    for (const slots of this.#slots.values()) tokens.push(...slots);
+    return tokens;
+  }
+
+  /** Add `by` to a per-destination count (removed at 0). */
+  #bump(counts: Map<string, number>, destination: string, by: number): void {
+    const n = (counts.get(destination) ?? 0) + by;
+    if (n > 0) counts.set(destination, n);
+    else counts.delete(destination);
+    if (by > 0 && (counts === this.#runningAt || counts === this.#readyAt)) {
+      const busy = (this.#runningAt.get(destination) ?? 0) + (this.#readyAt.get(destination) ?? 0);
+      if (busy > (this.#busiest.get(destination) ?? 0)) this.#busiest.set(destination, busy);
+    }
+  }
+
+  #slotCount(destination: string): number {
+    return this.#slots.get(destination)?.length ?? 0;
+  }
+
+  #tookSlot(destination: string, token: number): void {
+    const slots = this.#slots.get(destination);
+    if (slots) slots.push(token);
+    else this.#slots.set(destination, [token]);
+    this.#noSlotsUntil.delete(destination);
+  }
+
+  /**
+   * Whether a lease at `destination` may start now: this node runs fewer
+   * deliveries there than it holds slots (no limit without one).
+   */
+  #mayRun(destination: string, per: number | undefined): boolean {
+    return per === undefined || (this.#runningAt.get(destination) ?? 0) < this.#slotCount(destination);
   }
 
   #newId(now: number): string {
@@ -369,12 +451,17 @@ export class PgQueueStore implements QueueStore {
 
   /**
    * The statement storing messages (rows, octets inline or in chunk rows
-   * later), their recipients and their jobs: `enqueue()` (migrations.ts), one
-   * statement, so one transaction and one WAL flush for all. Fixed text, so
-   * prepared once per connection. `$1` the envelopes as JSON, `$2` the octets
-   * of all of them end to end (each envelope says where its own are).
+   * later), their recipients and their jobs: one statement, so one
+   * transaction and one WAL flush for all, with no function of its own (no
+   * PL/pgSQL on the hot path). Fixed text, so prepared once per connection.
+   * `$1` the envelopes as JSON, `$2` the octets of all of them end to end
+   * (each envelope says where its own are), `$10` the jobs, each leased to
+   * this node or not (`lease`); `$6`/`$7` the destinations where it takes
+   * slots first (`take_slots`), and the jobs marked `if` there are leased
+   * when it got one.
    */
-  #insertStatement(messages: readonly Insert[], leases: number): pg.QueryConfig {
+  #insertStatement(messages: readonly Insert[], plan: InsertPlan): pg.QueryConfig {
+    const s = this.#s;
     const envelopes = [];
     const octets: Buffer[] = [];
     let offset = 0;
@@ -383,10 +470,10 @@ export class PgQueueStore implements QueueStore {
         id: m.id,
         from: m.input.from,
         attributes: m.input.attributes,
-        source: m.input.source,
+        source: m.input.source ?? null,
         receivedAt: Math.trunc(m.input.receivedAt),
         size: m.size,
-        ...(m.body ? { offset } : {}),
+        offset: m.body ? offset : null,
         recipients: m.input.recipients.map((r) => ({
           address: r.address,
           domain: r.domain,
@@ -400,50 +487,113 @@ export class PgQueueStore implements QueueStore {
     }
     const now = this.#o.clock.now();
     return {
-      name: `mailframe-enqueue-${this.#o.schema}`,
-      text: `SELECT * FROM ${this.#s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8)`,
+      name: `mailframe-insert-${this.#o.schema}`,
+      text: `WITH msg AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id text, "from" text, attributes jsonb, source jsonb,
+    "receivedAt" bigint, size bigint, "offset" integer, recipients jsonb)
+), taken AS (
+  SELECT w.d AS destination, t.token FROM unnest($6::text[], $7::integer[]) AS w(d, n),
+    LATERAL ${s}.take_slots($3, $4, $5, $8, w.d, w.n, $9::bigint[]) AS t(token)
+), m AS (
+  INSERT INTO ${s}.messages (id, sender, attributes, source, received_at, size, quarantined, body)
+  SELECT x.id, x."from", x.attributes, x.source, x."receivedAt", x.size, (x.attributes -> 'quarantine') IS NOT NULL,
+    CASE WHEN x."offset" IS NOT NULL THEN substring($2::bytea FROM x."offset" + 1 FOR x.size::integer) END
+  FROM msg x
+), r AS (
+  INSERT INTO ${s}.recipients (message_id, idx, address, domain, attributes, next_attempt_at)
+  SELECT x.id, (e.k - 1)::integer, e.r ->> 'address', e.r ->> 'domain', e.r -> 'attributes', x."receivedAt"
+  FROM msg x, jsonb_array_elements(x.recipients) WITH ORDINALITY AS e(r, k)
+), j AS (
+  INSERT INTO ${s}.jobs (message_id, destination, due_at, held, lease_owner, lease_token, lease_expires)
+  SELECT y.id, y.destination, CASE WHEN y.leased THEN $5 ELSE y.due END, y.held,
+    CASE WHEN y.leased THEN $3 END, CASE WHEN y.leased THEN nextval('${s}.lease_tokens') END,
+    CASE WHEN y.leased THEN $5 END
+  FROM (SELECT z.*, NOT z.held AND (z.lease = 'yes' OR (z.lease = 'if' AND z.destination IN (SELECT t.destination FROM taken t)))
+          AS leased
+        FROM jsonb_to_recordset($10::jsonb) AS z(id text, destination text, due bigint, held boolean, lease text)) y
+  RETURNING message_id, destination, lease_token, held
+)
+SELECT j.message_id AS id, j.destination, j.lease_token AS token FROM j WHERE NOT j.held
+UNION ALL
+SELECT NULL, t.destination, t.token FROM taken t`,
       values: [
         JSON.stringify(envelopes),
         octets.length === 1 ? octets[0] : Buffer.concat(octets, offset),
         this.#o.nodeId,
         now,
-        leases,
-        this.#o.scheduling?.perDestination ?? null,
         now + this.#o.leaseDuration,
+        plan.want.map(([d]) => d),
+        plan.want.map(([, n]) => n),
+        this.#o.scheduling?.perDestination ?? null,
         this.#tokens(),
+        JSON.stringify(plan.jobs),
       ],
     };
   }
 
-  /** How many new jobs an insert may lease to this node now (and reserve them). */
-  #leaseRoom(): number {
-    const sched = this.#o.scheduling;
-    if (!sched) return 0;
-    return Math.max(0, sched.concurrency - this.#held.size - this.#reserved);
+  /**
+   * Which of the new jobs the insert leases to this node: where it holds a
+   * slot and the ready list has room; where it holds none, the insert first
+   * takes up to half the limit there (when a look found none free lately, not
+   * even that). Held (quarantined) jobs never. Without `scheduling` (the CLI),
+   * none.
+   */
+  #plan(messages: readonly Insert[], leasing = true): InsertPlan {
+    const sched = leasing ? this.#o.scheduling : undefined;
+    const now = this.#o.clock.now();
+    const jobs: Array<InsertPlan['jobs'][number]> = [];
+    const want = new Map<string, number>();
+    const adding = new Map<string, number>();
+    let leases = 0;
+    // Never more leases than the scheduler runs at once: a busy node leaves new jobs to the others.
+    let room = sched
+      ? Math.min(READY_MAX - this.#ready.length, sched.concurrency - this.#held.size) - this.#reserved
+      : 0;
+    for (const m of messages) {
+      const held = m.input.attributes.quarantine !== undefined;
+      const due = Math.trunc(m.input.receivedAt);
+      for (const d of new Set(m.input.recipients.map((r) => r.domain))) {
+        let lease: LeaseOnArrival = 'no';
+        const queued = (this.#readyAt.get(d) ?? 0) + (adding.get(d) ?? 0);
+        if (sched && !held && room > 0 && queued < READY_PER_DESTINATION) {
+          const slots = this.#slotCount(d);
+          const free = (this.#noSlotsUntil.get(d) ?? 0) <= now;
+          if (slots > 0) {
+            lease = 'yes';
+            // A backlog here beyond what its slots run at once: take one more, if one is free.
+            if (free && slots < sched.perDestination && queued >= slots) want.set(d, 1);
+          } else if (free) {
+            lease = 'if';
+            want.set(d, Math.max(1, Math.ceil(sched.perDestination / 2)));
+          }
+        }
+        if (lease !== 'no') {
+          adding.set(d, (adding.get(d) ?? 0) + 1);
+          leases++;
+          room--;
+        }
+        jobs.push({ id: m.id, destination: d, due, held, lease });
+      }
+    }
+    return { jobs, want: [...want], leases };
   }
 
   /**
    * An insert committed: its leased jobs join the ready list (held, so renewed
-   * and counted as this node's); any job left unleased is for `lease_due`.
+   * and counted as this node's); the slots it took are this node's; a job left
+   * unleased marks its destination crowded (a look in the database finds it
+   * when this node has room there, or another node's does).
    */
-  #inserted(messages: readonly Insert[], rows: readonly InsertRow[]): void {
+  #inserted(messages: readonly Insert[], plan: InsertPlan, rows: readonly InsertRow[]): void {
     const leased = new Map<string, number>();
-    let unleased = false;
     for (const r of rows) {
-      if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
-      else if (r.unleased === 'limit') unleased = true;
-      else {
-        // No room there now (or someone is leasing there): a settle that makes room takes it,
-        // here or on the node whose leases fill it.
-        this.#crowded.add(r.destination);
-        // Someone was leasing there: look again soon, once for all such jobs, if nobody took them.
-        if (r.unleased === 'busy' && this.#known)
-          this.#roomNext = Math.min(
-            this.#roomNext ?? Number.POSITIVE_INFINITY,
-            this.#o.clock.now() + RECHECK,
-          );
-      }
+      if (r.id === null) {
+        if (r.token !== null) this.#tookSlot(r.destination, r.token);
+      } else if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
+      else this.#crowded.add(r.destination);
     }
+    const now = this.#o.clock.now();
+    for (const [d] of plan.want) if (this.#slotCount(d) === 0) this.#noSlotsUntil.set(d, now + NO_SLOT_RETRY);
     for (const m of messages) {
       const input = m.input;
       if (input.attributes.quarantine !== undefined) continue;
@@ -458,7 +608,7 @@ export class PgQueueStore implements QueueStore {
         const token = leased.get(`${m.id}\n${destination}`);
         if (token === undefined) continue;
         if (this.#closed) {
-          unleased = true;
+          // Its lease expires and another node (or this one, restarted) takes it.
           continue;
         }
         const body = m.body as Buffer;
@@ -472,11 +622,11 @@ export class PgQueueStore implements QueueStore {
           recipients,
           stream: () => memoryStream(body),
         };
-        this.#held.set(lease, { id: m.id, destination, token });
+        this.#held.set(lease, { id: m.id, destination, token, solo: destinations.size === 1 });
         this.#ready.push(lease);
+        this.#bump(this.#readyAt, destination, 1);
       }
     }
-    if (unleased) this.#forget();
   }
 
   enqueue(input: EnvelopeInput, content: MessageContent): Promise<string> {
@@ -523,13 +673,13 @@ export class PgQueueStore implements QueueStore {
 
   /** Insert a group; if it fails, each message alone (one bad message must not fail the others). */
   async #insert(group: readonly Insert[]): Promise<void> {
-    const leases = this.#leaseRoom();
-    this.#reserved += leases;
+    const plan = this.#plan(group);
+    this.#reserved += plan.leases;
     let rows: InsertRow[];
     try {
-      ({ rows } = await this.pool.query<InsertRow>(this.#insertStatement(group, leases)));
+      ({ rows } = await this.pool.query<InsertRow>(this.#insertStatement(group, plan)));
     } catch (err) {
-      this.#reserved -= leases;
+      this.#reserved -= plan.leases;
       if (group.length === 1) {
         (group[0] as Insert).reject(err);
         return;
@@ -537,8 +687,8 @@ export class PgQueueStore implements QueueStore {
       await Promise.all(group.map((m) => this.#insert([m])));
       return;
     }
-    this.#reserved -= leases;
-    this.#inserted(group, rows);
+    this.#reserved -= plan.leases;
+    this.#inserted(group, plan, rows);
     for (const m of group) m.resolve();
   }
 
@@ -548,13 +698,12 @@ export class PgQueueStore implements QueueStore {
     const source: AsyncIterable<Buffer> = Buffer.isBuffer(content)
       ? memoryStream(content)
       : (content.stream() as AsyncIterable<Buffer>);
+    const message: Insert = { id, input, size, body: null, resolve: () => {}, reject: () => {} };
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      await client.query(
-        this.#insertStatement([{ id, input, size, body: null, resolve: () => {}, reject: () => {} }], 0),
-      );
+      await client.query(this.#insertStatement([message], this.#plan([message], false)));
       const insert = `INSERT INTO ${this.#s}.message_chunks (message_id, seq, data) VALUES ($1, $2, $3)`;
       const cap = this.#chunkSize;
       let parts: Buffer[] = [];
@@ -590,15 +739,50 @@ export class PgQueueStore implements QueueStore {
 
   // ---- leases -----------------------------------------------------------------
 
+  /** The per-destination limit that applies: the scheduler's, else the one `scheduling` gives (none: no slots). */
+  #per(room: DestinationRoom | undefined): number | undefined {
+    return room?.perDestination ?? this.#o.scheduling?.perDestination;
+  }
+
+  /** How many more jobs this node may lease at `destination` now: its slots there not running nor waiting ready. */
+  #slotRoom(destination: string): number {
+    return (
+      this.#slotCount(destination) -
+      (this.#runningAt.get(destination) ?? 0) -
+      (this.#readyAt.get(destination) ?? 0)
+    );
+  }
+
+  /** Destinations where this node holds ready jobs but no slot (it lost them): it needs one to run them. */
+  #needSlots(per: number | undefined): string[] {
+    if (per === undefined) return [];
+    const need = new Set<string>();
+    for (const d of this.#readyAt.keys()) if (this.#slotCount(d) === 0) need.add(d);
+    return [...need];
+  }
+
   async leaseDue(now: number, limit: number, room?: DestinationRoom): Promise<Lease[]> {
     if (this.#closed || limit <= 0) return [];
-    const leases = this.#takeReady(limit, room);
-    if (leases.length >= limit || (this.#o.scheduling && !this.#dbMayBeDue(now))) return leases;
+    if (this.#paused) {
+      // A result could not be recorded: deliver nothing more until the database answers again
+      // (each delivery made meanwhile would be made again: at least once, but not more than needed).
+      try {
+        await this.pool.query('SELECT 1');
+      } catch {
+        return [];
+      }
+      this.#paused = false;
+    }
+    const per = this.#per(room);
+    const leases = this.#takeReady(limit, room, per);
+    const need = this.#needSlots(per);
+    if (leases.length >= limit) return leases;
+    if (this.#o.scheduling && need.length === 0 && !this.#dbMayBeDue(now)) return leases;
     const want = limit - leases.length;
     const generation = this.#generation;
     let rows: LeaseRow[];
     try {
-      rows = await this.#leaseDueRows(now, want, room);
+      rows = await this.#leaseDueRows(now, want, per, need);
     } catch (err) {
       // The jobs leased on arrival are this node's whatever the database says now: hand them out.
       if (leases.length === 0) throw err;
@@ -607,6 +791,7 @@ export class PgQueueStore implements QueueStore {
     }
     const last = rows.at(-1);
     const found = this.#leased(rows);
+    for (const lease of found) this.#bump(this.#runningAt, lease.destination, 1);
     // The last row tells when to look again; a full batch may have left more behind.
     if (found.length < want) {
       this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
@@ -615,32 +800,55 @@ export class PgQueueStore implements QueueStore {
         this.#roomNext = now + RECHECK;
     } else this.#forget();
     leases.push(...found);
+    // Slots taken for ready jobs that had none: those may run now.
+    if (need.length > 0 && leases.length < limit)
+      leases.push(...this.#takeReady(limit - leases.length, room, per));
     return leases;
   }
 
-  async #leaseDueRows(now: number, want: number, room: DestinationRoom | undefined): Promise<LeaseRow[]> {
+  async #leaseDueRows(
+    now: number,
+    want: number,
+    per: number | undefined,
+    need: readonly string[],
+  ): Promise<LeaseRow[]> {
+    const have = [...this.#slots.keys()];
     const { rows } = await this.pool.query<LeaseRow>({
       name: `mailframe-lease-due-${this.#o.schema}`,
-      text: `SELECT * FROM ${this.#s}.lease_due($1, $2, $3, $4, $5, $6)`,
+      text: `SELECT * FROM ${this.#s}.lease_due($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
       values: [
         this.#o.nodeId,
         now,
         want,
-        room?.perDestination ?? null,
+        per ?? null,
         now + this.#o.leaseDuration,
         this.#tokens(),
+        have,
+        have.map((d) => Math.max(0, this.#slotRoom(d))),
+        need,
       ],
     });
     return rows;
   }
 
-  /** The leases in lease rows (held from now on); rows without an id carry other news and are skipped. */
+  /**
+   * The leases in lease rows (held from now on) and the slots taken (this
+   * node's from now on); the last row, with neither, carries other news.
+   */
   #leased(rows: readonly LeaseRow[]): Lease[] {
     const s = this.#s;
     const leases: Lease[] = [];
     for (const row of rows) {
-      if (row.id === null) continue;
-      const held: Held = { id: row.id, destination: row.destination, token: row.token };
+      if (row.id === null) {
+        if (row.destination !== null && row.token !== null) this.#tookSlot(row.destination, row.token);
+        continue;
+      }
+      const held: Held = {
+        id: row.id,
+        destination: row.destination,
+        token: row.token,
+        solo: row.solo === true,
+      };
       if (!row.recipients || row.recipients.length === 0) {
         // Nothing pending there any more (should not happen): drop the job rather than offer it.
         this.pool
@@ -670,21 +878,26 @@ export class PgQueueStore implements QueueStore {
     return leases;
   }
 
-  /** Up to `limit` jobs leased when they were stored, oldest first, within the destinations' room here. */
-  #takeReady(limit: number, room: DestinationRoom | undefined): Lease[] {
+  /**
+   * Up to `limit` jobs leased when they were stored, oldest first, within the
+   * destinations' room here and the slots this node holds there.
+   */
+  #takeReady(limit: number, room: DestinationRoom | undefined, per: number | undefined): Lease[] {
     const out: Lease[] = [];
     if (this.#ready.length === 0) return out;
-    const busy = new Map<string, number>();
+    const taking = new Map<string, number>();
     for (let i = 0; i < this.#ready.length && out.length < limit; ) {
       const lease = this.#ready[i] as Lease;
       const d = lease.destination;
-      const n = busy.get(d) ?? 0;
-      if (room && n >= roomAt(room, d)) {
+      const n = taking.get(d) ?? 0;
+      if ((room && n >= roomAt(room, d)) || !this.#mayRun(d, per)) {
         i++;
         continue;
       }
-      busy.set(d, n + 1);
+      taking.set(d, n + 1);
       this.#ready.splice(i, 1);
+      this.#bump(this.#readyAt, d, -1);
+      this.#bump(this.#runningAt, d, 1);
       out.push(lease);
     }
     return out;
@@ -721,35 +934,63 @@ export class PgQueueStore implements QueueStore {
   async nextDue(room?: DestinationRoom): Promise<number | undefined> {
     if (this.#closed) return undefined;
     const now = this.#o.clock.now();
-    if (this.#takeable(room)) return now;
-    if (this.#o.scheduling && room && this.#known) return this.#roomNext;
+    const per = this.#per(room);
+    if (this.#paused) return now + PAUSE_RETRY;
+    if (this.#takeable(room, per)) return now;
+    if (this.#o.scheduling && room && this.#known) return this.#crowdedWithRoom() ? now : this.#roomNext;
     const generation = this.#generation;
+    const have = [...this.#slots.keys()];
     const { rows } = await this.pool.query<{ room_next: number | null; waiting: string[] }>({
       name: `mailframe-next-due-${this.#o.schema}`,
-      text: `SELECT room_next, waiting FROM ${this.#s}.next_due($1, $2, $3)`,
-      values: [now, room?.perDestination ?? null, this.#tokens()],
+      text: `SELECT room_next, waiting FROM ${this.#s}.next_due($1, $2, $3, $4, $5)`,
+      values: [now, per ?? null, this.#tokens(), have, have.filter((d) => this.#slotRoom(d) <= 0)],
     });
     const row = rows[0];
     if (room) this.#learn(generation, row?.room_next ?? null, row?.waiting ?? null);
     return row?.room_next ?? undefined;
   }
 
-  /** Whether a job of the ready list fits the room. */
-  #takeable(room: DestinationRoom | undefined): boolean {
-    return this.#ready.some((l) => roomAt(room, l.destination) > 0);
+  /** Whether a job of the ready list fits the room (and this node's slots). */
+  #takeable(room: DestinationRoom | undefined, per: number | undefined): boolean {
+    return this.#ready.some((l) => roomAt(room, l.destination) > 0 && this.#mayRun(l.destination, per));
   }
 
-  /** Push the expiry of every lease this node holds; logs those another node has taken over. */
+  /** Whether jobs wait in the database at a destination where this node now has room to lease them. */
+  #crowdedWithRoom(): boolean {
+    for (const d of this.#crowded) if (this.#slotRoom(d) > 0) return true;
+    return false;
+  }
+
+  /**
+   * Push the expiry of every lease and slot this node holds, and let go of the
+   * slots it did not use since the last renewal (more than the most jobs it
+   * had running and ready at their destination meanwhile), so that other
+   * nodes can take them; logs the leases and slots another node took over.
+   */
   async renewLeases(): Promise<void> {
-    if (this.#closed || this.#held.size === 0) return;
+    if (this.#closed) return;
     const held = [...this.#held.values()].filter((h) => !this.#settling.has(h.token));
-    if (held.length === 0) return;
+    const release: number[] = [];
+    const keep: number[] = [];
+    for (const [d, tokens] of this.#slots) {
+      const busy = (this.#runningAt.get(d) ?? 0) + (this.#readyAt.get(d) ?? 0);
+      const use = Math.max(this.#busiest.get(d) ?? 0, busy);
+      while (tokens.length > use) release.push(tokens.pop() as number);
+      if (tokens.length === 0) this.#slots.delete(d);
+      keep.push(...tokens);
+      if (busy > 0) this.#busiest.set(d, busy);
+      else this.#busiest.delete(d);
+    }
+    if (held.length === 0 && keep.length === 0 && release.length === 0) return;
+    const s = this.#s;
     const expires = this.#o.clock.now() + this.#o.leaseDuration;
-    const { rows } = await this.pool.query<{ token: number }>({
+    const { rows } = await this.pool.query<{ token: number; slot: boolean }>({
       name: `mailframe-renew-${this.#o.schema}`,
-      text: `UPDATE ${this.#s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[])
-RETURNING lease_token AS token`,
-      values: [expires, held.map((h) => h.token)],
+      text: `WITH rel AS (UPDATE ${s}.slots SET owner = NULL, token = NULL, expires = NULL WHERE token = ANY ($3::bigint[])),
+sl AS (UPDATE ${s}.slots SET expires = $1 WHERE token = ANY ($4::bigint[]) RETURNING token),
+jb AS (UPDATE ${s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[]) RETURNING lease_token)
+SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token, true FROM sl`,
+      values: [expires, held.map((h) => h.token), release, keep],
     });
     const kept = new Set(rows.map((r) => r.token));
     for (const h of held) {
@@ -759,6 +1000,13 @@ RETURNING lease_token AS token`,
           'queue lease lost (taken over, or the message deleted)',
         );
     }
+    for (const [d, tokens] of this.#slots) {
+      const left = tokens.filter((t) => kept.has(t) || !keep.includes(t));
+      if (left.length === tokens.length) continue;
+      this.#o.log.warn({ destination: d }, 'queue slot lost (taken over by another node after it expired)');
+      if (left.length > 0) this.#slots.set(d, left);
+      else this.#slots.delete(d);
+    }
   }
 
   async settle(lease: Lease, outcomes: readonly RecipientOutcome[], now: number): Promise<void> {
@@ -767,6 +1015,7 @@ RETURNING lease_token AS token`,
     // After close the result is dropped: the lease expires and the job is tried again (at least once).
     if (this.#closed) {
       this.#held.delete(lease);
+      this.#bump(this.#runningAt, held.destination, -1);
       return;
     }
     // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
@@ -786,6 +1035,7 @@ RETURNING lease_token AS token`,
       });
     } finally {
       this.#held.delete(lease);
+      this.#bump(this.#runningAt, held.destination, -1);
       this.#settling.delete(held.token);
       this.#writes.delete(writing);
       done?.();
@@ -814,75 +1064,79 @@ RETURNING lease_token AS token`,
   }
 
   /**
-   * One statement for the group; if it fails, each settle alone (one bad one
-   * must not fail the others). Where these settles make room at a destination
-   * with due jobs waiting (`#crowded`), the same statement leases up to the
-   * room they free: the ready list has them when the scheduler asks.
+   * The settles of a group, in message id order (two groups take message rows
+   * in one order, never each waiting for the other). A lease whose every
+   * recipient got a final outcome, of a message with no job elsewhere, only
+   * removes the message: one plain statement for all such (`#fastSettle`);
+   * the others go through `settle_many()`.
    */
+  async #settleRows(items: readonly Settle[]): Promise<SettleRow[]> {
+    const fast = items.filter((i) => i.final && i.held.solo);
+    const slow = items.filter((i) => !(i.final && i.held.solo));
+    const s = this.#s;
+    const queries: Array<Promise<pg.QueryResult<SettleRow>>> = [];
+    if (fast.length > 0)
+      queries.push(
+        this.pool.query<SettleRow>({
+          name: `mailframe-settle-fast-${this.#o.schema}`,
+          // The message rows locked first, as settle_many, hold, release and retry take them.
+          // A result lost in a database crash repeats the attempt (at least once): no WAL flush to wait for.
+          text: `WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS u(id, token)),
+j AS (DELETE FROM ${s}.jobs j USING u WHERE j.message_id = u.id AND j.lease_token = u.token
+        RETURNING j.message_id, j.lease_token),
+r AS (DELETE FROM ${s}.recipients r WHERE r.message_id IN (SELECT j.message_id FROM j)),
+c AS (DELETE FROM ${s}.message_chunks c WHERE c.message_id IN (SELECT j.message_id FROM j)),
+m AS (DELETE FROM ${s}.messages m WHERE m.id IN (SELECT j.message_id FROM j)),
+a AS (SELECT set_config('synchronous_commit', 'off', true))
+SELECT j.lease_token AS token, 'removed' AS result, NULL::bigint AS next_due FROM j, a`,
+          values: [fast.map((i) => i.held.id), fast.map((i) => i.held.token)],
+        }),
+      );
+    if (slow.length > 0)
+      queries.push(
+        this.pool.query<SettleRow>({
+          name: `mailframe-settle-${this.#o.schema}`,
+          text: `SELECT * FROM ${s}.settle_many($1)`,
+          values: [
+            JSON.stringify(
+              slow.map((i) => ({
+                id: i.held.id,
+                destination: i.held.destination,
+                token: i.held.token,
+                now: Math.trunc(i.now),
+                final: i.final,
+                outcomes: i.outcomes,
+              })),
+            ),
+          ],
+        }),
+      );
+    const results = await Promise.all(queries);
+    return results.flatMap((r) => r.rows);
+  }
+
+  /** One group of settles; if it fails, each settle alone (one bad one must not fail the others). */
   async #settleGroup(group: readonly Settle[]): Promise<void> {
-    // Message id order: two groups take message rows in one order, never each waiting for the other.
     const items = [...group].sort((a, b) => (a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0));
-    const sched = this.#o.scheduling;
-    const now = this.#o.clock.now();
-    const destinations = [...new Set(items.map((i) => i.held.destination))].filter((d) =>
-      this.#crowded.has(d),
-    );
-    const want =
-      sched && destinations.length > 0
-        ? Math.max(
-            0,
-            Math.min(items.length, sched.concurrency - this.#held.size + items.length - this.#reserved),
-          )
-        : 0;
-    this.#reserved += want;
     let rows: SettleRow[];
     try {
-      ({ rows } = await this.pool.query<SettleRow>({
-        name: `mailframe-settle-${this.#o.schema}`,
-        text: `SELECT * FROM ${this.#s}.settle_and_lease($1, $2, $3, $4, $5, $6, $7, $8)`,
-        values: [
-          JSON.stringify(
-            items.map((i) => ({
-              id: i.held.id,
-              destination: i.held.destination,
-              token: i.held.token,
-              now: Math.trunc(i.now),
-              final: i.final,
-              outcomes: i.outcomes,
-            })),
-          ),
-          this.#o.nodeId,
-          now,
-          want,
-          sched?.perDestination ?? null,
-          now + this.#o.leaseDuration,
-          this.#tokens(),
-          want > 0 ? destinations : [],
-        ],
-      }));
+      rows = await this.#settleRows(items);
     } catch (err) {
-      this.#reserved -= want;
       if (items.length === 1) {
+        this.#paused = true;
         (items[0] as Settle).reject(err);
         return;
       }
       await Promise.all(items.map((i) => this.#settleGroup([i])));
       return;
     }
-    this.#reserved -= want;
     const settled = new Map<number, { result: string; next: number | null }>();
-    const leaseRows: LeaseRow[] = [];
-    for (const r of rows) {
-      if (r.settled_result !== null && r.settled_token !== null)
-        settled.set(r.settled_token, { result: r.settled_result, next: r.settled_next });
-      else if (r.id !== null) leaseRows.push(r);
-      else if (r.more === false) this.#crowded.delete(r.destination);
-    }
-    const leases = this.#leased(leaseRows);
-    if (!this.#closed) this.#ready.push(...leases);
+    for (const r of rows) settled.set(r.token, { result: r.result, next: r.next_due });
     for (const i of items) {
       const r = settled.get(i.held.token);
       if (r) i.resolve(r);
+      // The fast statement returns only the leases it removed: the others were stale.
+      else if (i.final && i.held.solo) i.resolve({ result: 'stale', next: null });
       else i.reject(new Error(`settle of queued message ${i.held.id} returned nothing`));
     }
   }
@@ -1061,8 +1315,11 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
   async delete(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
     this.#dropReady(id);
-    const { rowCount } = await this.pool.query(`DELETE FROM ${this.#s}.messages WHERE id = $1`, [id]);
-    return (rowCount ?? 0) > 0;
+    const { rows } = await this.pool.query<{ found: boolean }>(
+      `SELECT ${this.#s}.drop_message($1) AS found`,
+      [id],
+    );
+    return rows[0]?.found === true;
   }
 
   /**
@@ -1075,6 +1332,7 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
       const lease = this.#ready[i] as Lease;
       if (lease.id !== id) continue;
       this.#ready.splice(i, 1);
+      this.#bump(this.#readyAt, lease.destination, -1);
       const held = this.#held.get(lease);
       if (held) tokens.push(held.token);
       this.#held.delete(lease);
@@ -1157,6 +1415,26 @@ SELECT (SELECT count(*) FROM m)::integer AS n, pg_notify($2, $3)`,
     clearInterval(this.#renewal);
     // Messages being stored still get their answer; results being recorded still land.
     while (this.#writes.size > 0) await Promise.allSettled([...this.#writes]);
+    // Let go of the slots and of the jobs leased on arrival that never started, for the
+    // other nodes to take at once (else they would after their leases expire).
+    const ready = this.#ready.flatMap((l) => {
+      const held = this.#held.get(l);
+      return held ? [held.token] : [];
+    });
+    const slots = [...this.#slots.values()].flat();
+    if (ready.length > 0 || slots.length > 0) {
+      const s = this.#s;
+      await this.pool
+        .query(
+          `WITH rel AS (UPDATE ${s}.slots SET owner = NULL, token = NULL, expires = NULL WHERE token = ANY ($2::bigint[]))
+UPDATE ${s}.jobs SET lease_owner = NULL, lease_token = NULL, lease_expires = NULL, due_at = $3
+WHERE lease_token = ANY ($1::bigint[])`,
+          [ready, slots, this.#o.clock.now()],
+        )
+        .catch((err: unknown) => this.#o.log.warn({ err }, 'could not let go of queue leases at close'));
+      this.#ready.length = 0;
+      this.#slots.clear();
+    }
     await this.#listener?.close();
     await this.pool.end();
   }

@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { QueueDetail, QueueStats, QueueSummary } from '../../plugins/queue/types.ts';
+import { SCHEMA_VERSION } from '../../plugins/queue-pg/migrations.ts';
 import {
   queueCli as cli,
   Deliverer,
@@ -174,10 +175,12 @@ describe('mailframe queue migrate (queue-pg)', () => {
     const schema = queueConfig['schema'] as string;
     expect(await cli(config, 'migrate')).toEqual({
       code: 0,
-      out: `queue schema "${schema}" migrated to version 2 (applied 1, 2)\n`,
+      out: `queue schema "${schema}" migrated to version ${SCHEMA_VERSION} (applied ${Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1).join(', ')})\n`,
       err: '',
     });
-    expect((await cli(config, 'migrate')).out).toBe(`queue schema "${schema}" is up to date (version 2)\n`);
+    expect((await cli(config, 'migrate')).out).toBe(
+      `queue schema "${schema}" is up to date (version ${SCHEMA_VERSION})\n`,
+    );
     const s = await scope.start({ store, clock, dataDir, queue: { migrate: false } });
     expect(await json<QueueStats>(config, 'stats')).toMatchObject({ messages: 0 });
     await sendMail(s.port, { from: 'alice@example.net', to: ['bob@example.com'] });
