@@ -641,13 +641,15 @@ DROP FUNCTION ${s}.settle_and_lease(jsonb, text, bigint, integer, integer, bigin
 DROP FUNCTION ${s}.lease_at(text, bigint, integer, integer, bigint, bigint[], text[]);
 DROP FUNCTION ${s}.enqueue(jsonb, bytea, text, bigint, integer, integer, bigint, bigint[]);
 
--- Remove message p_id and all its rows.
+-- Remove message p_id and all its rows; whether it was there. The message
+-- row first: every statement takes a message's rows in that order.
 CREATE FUNCTION ${s}.drop_message(p_id text) RETURNS boolean
 LANGUAGE sql AS $$
-  DELETE FROM ${s}.jobs WHERE message_id = p_id;
-  DELETE FROM ${s}.recipients WHERE message_id = p_id;
-  DELETE FROM ${s}.message_chunks WHERE message_id = p_id;
-  WITH m AS (DELETE FROM ${s}.messages WHERE id = p_id RETURNING 1) SELECT count(*) > 0 FROM m;
+  WITH m AS (DELETE FROM ${s}.messages WHERE id = p_id RETURNING id),
+  j AS (DELETE FROM ${s}.jobs WHERE message_id IN (SELECT id FROM m)),
+  r AS (DELETE FROM ${s}.recipients WHERE message_id IN (SELECT id FROM m)),
+  c AS (DELETE FROM ${s}.message_chunks WHERE message_id IN (SELECT id FROM m))
+  SELECT count(*) > 0 FROM m;
 $$;
 
 -- Take up to p_want free slots (never held, released, or expired and not one

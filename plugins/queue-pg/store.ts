@@ -1079,11 +1079,13 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
       queries.push(
         this.pool.query<SettleRow>({
           name: `mailframe-settle-fast-${this.#o.schema}`,
-          // The message rows locked first, as settle_many, hold, release and retry take them.
+          // The message rows locked first, as every statement of the queue takes a message's rows
+          // (never each waiting for the other), and its job deleted only if the token still holds.
           // A result lost in a database crash repeats the attempt (at least once): no WAL flush to wait for.
           text: `WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS u(id, token)),
+lk AS (SELECT m.id FROM ${s}.messages m WHERE m.id IN (SELECT u.id FROM u) ORDER BY m.id FOR UPDATE),
 j AS (DELETE FROM ${s}.jobs j USING u WHERE j.message_id = u.id AND j.lease_token = u.token
-        RETURNING j.message_id, j.lease_token),
+        AND j.message_id IN (SELECT lk.id FROM lk) RETURNING j.message_id, j.lease_token),
 r AS (DELETE FROM ${s}.recipients r WHERE r.message_id IN (SELECT j.message_id FROM j)),
 c AS (DELETE FROM ${s}.message_chunks c WHERE c.message_id IN (SELECT j.message_id FROM j)),
 m AS (DELETE FROM ${s}.messages m WHERE m.id IN (SELECT j.message_id FROM j)),
