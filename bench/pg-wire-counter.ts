@@ -22,7 +22,7 @@ export function kindOf(sql: string): RoundTripKind {
   if (sql.includes('.lease_due(')) return 'lease';
   if (sql.includes('.settle(') || sql.includes('.settle_and_lease(') || sql.includes('.settle_many('))
     return 'settle';
-  if (/DELETE FROM \S+\.jobs j USING u/.test(sql)) return 'settle';
+  if (/DELETE FROM \S+\.jobs dj USING u/.test(sql)) return 'settle';
   if (sql.includes('min(j.due_at)') || sql.includes('.next_due(')) return 'next-due';
   if (/UPDATE \S+\.jobs SET lease_expires/.test(sql)) return 'renew';
   return 'other';

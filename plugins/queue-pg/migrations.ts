@@ -869,6 +869,13 @@ BEGIN
     FROM ${s}.next_due(p_now, p_per, p_mine || tokens, have, full_here) AS nd;
 END $$;
 
+-- The nodes' sessions use generic plans (plan_cache_mode, set by the store:
+-- the hot-path statements are planned once per connection); the functions'
+-- statements are planned for their values, as before.
+ALTER FUNCTION ${s}.lease_due(text, bigint, integer, integer, bigint, bigint[], text[], integer[], text[])
+  SET plan_cache_mode = auto;
+ALTER FUNCTION ${s}.take_slots(text, bigint, bigint, integer, text, integer, bigint[]) SET plan_cache_mode = auto;
+
 -- settle_many as in version 2, removing a message's rows itself (no cascades).
 CREATE OR REPLACE FUNCTION ${s}.settle_many(p_items jsonb)
 RETURNS TABLE (token bigint, result text, next_due bigint)
@@ -935,6 +942,7 @@ BEGIN
     RETURN NEXT;
   END LOOP;
 END $$;
+ALTER FUNCTION ${s}.settle_many(jsonb) SET plan_cache_mode = auto;
 `,
 ];
 

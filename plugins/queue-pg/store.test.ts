@@ -100,10 +100,10 @@ function recordQueries(store: PgQueueStore): string[] {
   return sql;
 }
 
-/** The statement storing messages (one per group), and the statements recording settles. */
+/** The statement storing messages (one per group), and the statements recording settles alone. */
 const isInsert = (sql: string) => sql.includes('.messages (id, sender,');
 const isSettle = (sql: string) =>
-  sql.includes('.settle_many(') || (sql.includes('DELETE FROM') && sql.includes('lease_token = u.token'));
+  !isInsert(sql) && (sql.includes('.settle_many(') || sql.includes('lease_token = u.token'));
 
 /** Resolves at the store's next wake-up (a NOTIFY from another node). */
 function nextWake(store: PgQueueStore): Promise<void> {
@@ -478,6 +478,62 @@ describe('queue-pg: jobs leased by the statement that stores them', () => {
     ).toHaveLength(1);
     expect((await a.store.list()).map((m) => m.id)).toEqual([lost?.id]);
     expect((await a.store.show(lost?.id as string))?.recipientStates.map((r) => r.attempts)).toEqual([0]);
+  });
+});
+
+describe('queue-pg: settles riding with inserts', () => {
+  const scheduling = { concurrency: 10, perDestination: 6 };
+
+  /** Node a with three jobs leased and handed out. */
+  async function threeLeases(clock: Clock, a: Node): Promise<Lease[]> {
+    for (let i = 0; i < 3; i++) await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i));
+    const leases = await a.store.leaseDue(clock.now(), 10, room(6));
+    expect(leases).toHaveLength(3);
+    return leases;
+  }
+
+  it('sends a final settle waiting behind busy settle statements with the insert that starts meanwhile: one statement for both', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    const leases = await threeLeases(clock, a);
+    const sql = recordQueries(a.store);
+    // Two settle statements go out at once (SETTLE_IN_FLIGHT); the third settle waits
+    // for one of them, and the insert that starts meanwhile takes it along.
+    const [first, second, third] = leases as [Lease, Lease, Lease];
+    const settles = [first, second, third].map((l) => a.store.settle(l, delivered(l), clock.now()));
+    const id = await a.store.enqueue(envelope(clock, 'carol@example.org'), body(9));
+    await Promise.all(settles);
+    // (The wake-up NOTIFY goes on its own timer.)
+    const statements = sql.filter((q) => !q.includes('pg_notify'));
+    expect(statements.map((q) => (isInsert(q) ? 'insert' : isSettle(q) ? 'settle' : q))).toEqual([
+      'settle',
+      'settle',
+      'insert',
+    ]);
+    expect(statements[2]).toContain('lease_token = u.token');
+    expect((await a.store.list()).map((m) => m.id)).toEqual([id]);
+    expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
+  });
+
+  it('reports a stale settle that rode with an insert, and records nothing for it', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    const b = await node(schema, clock, 'node-b');
+    const [first, second, third] = (await threeLeases(clock, a)) as [Lease, Lease, Lease];
+    clock.t += LEASE + 1; // a stopped renewing: b takes the third job over
+    const taken = await b.store.leaseDue(clock.now(), 3, room(6));
+    expect(taken.map((l) => l.id).sort()).toEqual([first.id, second.id, third.id].sort());
+    const sql = recordQueries(a.store);
+    const settles = [first, second, third].map((l) => a.store.settle(l, delivered(l), clock.now()));
+    await a.store.enqueue(envelope(clock, 'carol@example.org'), body(9));
+    await Promise.all(settles);
+    expect(sql.filter(isSettle)).toHaveLength(2);
+    expect(
+      a.logs.filter((l) => l.msg.startsWith('delivery finished after its lease was taken over')),
+    ).toHaveLength(3);
+    expect((await b.store.show(third.id))?.recipientStates.map((r) => r.status)).toEqual(['pending']);
   });
 });
 
