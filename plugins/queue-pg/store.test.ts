@@ -516,6 +516,31 @@ describe('queue-pg: settles riding with inserts', () => {
     expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
   });
 
+  it('lets a final settle made while a message is being stored ride with the next insert, and the delivery end at once', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    const a = await node(schema, clock, 'node-a', { scheduling });
+    const [lease] = await threeLeases(clock, a);
+    const sql = recordQueries(a.store);
+    const second = a.store.enqueue(envelope(clock, 'carol@example.org'), body(8));
+    // An insert is under way: the settle ends for the scheduler before any statement has
+    // answered, and its result goes with the insert that starts next.
+    let ended = false;
+    const settled = a.store.settle(lease as Lease, delivered(lease as Lease), clock.now()).then(() => {
+      ended = true;
+    });
+    const third = a.store.enqueue(envelope(clock, 'dave@example.org'), body(9));
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(ended).toBe(true);
+    await Promise.all([second, third, settled]);
+    const statements = sql.filter((q) => !q.includes('pg_notify'));
+    expect(statements.map((q) => (isInsert(q) ? 'insert' : q))).toEqual(['insert', 'insert']);
+    expect(statements[1]).toContain('lease_token = u.token');
+    expect((await a.store.list()).map((m) => m.id)).not.toContain(lease?.id);
+    expect(a.logs.filter((l) => /lease|result/.test(l.msg))).toEqual([]);
+  });
+
   it('reports a stale settle that rode with an insert, and records nothing for it', async () => {
     const clock = new Clock();
     const schema = freshSchema();

@@ -259,6 +259,10 @@ export class PgQueueStore implements QueueStore {
   /** Tokens of leases whose settle is under way. */
   readonly #settling = new Set<number>();
   readonly #settles: Settle[] = [];
+  /** Results riding with an insert (`#ride`) not yet recorded, per destination. */
+  readonly #unconfirmed = new Map<string, number>();
+  /** Final settles waiting for the next insert statement (`#ride`). */
+  readonly #riders: Settle[] = [];
   #settlesInFlight = 0;
   /** Jobs leased by the statement that stored them, not yet handed to the scheduler. */
   readonly #ready: Lease[] = [];
@@ -678,6 +682,11 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
         this.#inFlight--;
         this.#writes.delete(done);
         this.#flush();
+        // No insert left to ride with: the riders go on their own.
+        if (this.#inFlight === 0 && this.#riders.length > 0) {
+          this.#settles.push(...this.#riders.splice(0));
+          this.#flushSettles();
+        }
       });
       this.#writes.add(done);
     }
@@ -716,13 +725,13 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
   }
 
   /**
-   * Final settles of single-destination messages waiting to be sent (every
-   * settle statement is under way), taken to ride along with an insert
-   * statement: one round trip and one commit for both, and no longer a wait
-   * than in the settle queue. In message id order.
+   * The settles that ride with an insert statement (one round trip and one
+   * commit for both): those made while messages were being stored (`#ride`),
+   * and final settles of single-destination messages waiting in the settle
+   * queue (every settle statement under way). In message id order.
    */
   #takeRiders(): Settle[] {
-    const riders: Settle[] = [];
+    const riders: Settle[] = this.#riders.splice(0, SETTLE_MAX);
     for (let i = 0; i < this.#settles.length && riders.length < SETTLE_MAX; ) {
       const item = this.#settles[i] as Settle;
       if (item.final && item.held.solo) {
@@ -1059,10 +1068,19 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
       this.#bump(this.#runningAt, held.destination, -1);
       return;
     }
-    // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
-    this.#settling.add(held.token);
     const covered = new Set(outcomes.filter((o) => o.status !== 'deferred').map((o) => o.index));
     const final = lease.recipients.every((r) => covered.has(r.index));
+    if (
+      final &&
+      held.solo &&
+      (this.#inFlight > 0 || this.#waiting.length > 0) &&
+      (this.#unconfirmed.get(held.destination) ?? 0) < Math.max(1, this.#slotCount(held.destination))
+    ) {
+      this.#ride(lease, held, outcomes, now);
+      return;
+    }
+    // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
+    this.#settling.add(held.token);
     let done: (() => void) | undefined;
     const writing = new Promise<void>((resolve) => {
       done = resolve;
@@ -1081,6 +1099,57 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
       this.#writes.delete(writing);
       done?.();
     }
+    this.#settled(held, answer);
+  }
+
+  /**
+   * A final settle of a single-destination message while messages are being
+   * stored: it rides with the next insert statement, and the delivery is done
+   * for the scheduler now (its slot free for the next). At most as many
+   * results per destination as this node holds slots there wait to be
+   * recorded so (were the database gone, the deliveries made again would be
+   * at most twice its slots: those running and those riding). Its result is
+   * recorded with that insert's commit;
+   * lost only if the node or the database crashes first, and then the
+   * delivery is made again (at least once, as with the settles' asynchronous
+   * commit).
+   */
+  #ride(lease: Lease, held: Held, outcomes: readonly RecipientOutcome[], now: number): void {
+    this.#held.delete(lease);
+    this.#bump(this.#runningAt, held.destination, -1);
+    this.#bump(this.#unconfirmed, held.destination, 1);
+    let done!: () => void;
+    const writing = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.#writes.add(writing);
+    const finish = () => {
+      this.#writes.delete(writing);
+      this.#bump(this.#unconfirmed, held.destination, -1);
+      done();
+    };
+    this.#riders.push({
+      held,
+      outcomes,
+      now,
+      final: true,
+      resolve: (answer) => {
+        finish();
+        this.#settled(held, answer);
+      },
+      reject: (err) => {
+        finish();
+        this.#paused = true;
+        this.#o.log.warn(
+          { err, qid: held.id, destination: held.destination },
+          'could not record the result of a delivery: it will be made again once its lease expires',
+        );
+      },
+    });
+  }
+
+  /** What a settle's answer says: a stale lease is logged; a deferral is due again then. */
+  #settled(held: Held, answer: { result: string; next: number | null }): void {
     if (answer.result === 'stale') {
       this.#o.log.warn(
         { qid: held.id, destination: held.destination },
