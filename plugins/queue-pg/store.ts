@@ -2,25 +2,29 @@
  * The PostgreSQL queue store: several mailframe nodes share one queue (see
  * docs/plugins/queue-pg.md). Tables (migrations.ts): `messages` (envelope and,
  * for small messages, the octets), `message_chunks` (the octets of large
- * messages, in chunks), `recipients` (per-recipient state) and `jobs` (one per
- * message and destination: due time, lease owner, expiry and token).
+ * messages, in chunks), `recipients` (per-recipient state), `jobs` (one per
+ * message and destination: due time, lease owner, expiry and token) and
+ * `slots` (the per-destination limit across nodes).
  *
- * - enqueue: `enqueue()`, one statement (one round trip, one transaction) for
- *   messages held in memory (group commit); large messages stream in chunk
- *   rows inside one transaction. Resolves only after COMMIT
- *   (`synchronous_commit` on). With `scheduling`, the same statement leases
- *   the new jobs to this node where their destination has room: they wait in
- *   the ready list, with the octets already in memory, for `leaseDue`.
- * - leaseDue: the ready list first; then, only when something may be due in
+ * - enqueue: one plain statement (one round trip, one transaction) for the
+ *   messages held in memory that arrived together (group commit); large
+ *   messages stream in chunk rows inside one transaction. Resolves only after
+ *   COMMIT (`synchronous_commit` on). With `scheduling`, the same statement
+ *   leases the new jobs to this node where it holds a slot (taking slots
+ *   first where it has none): they wait in the ready list, with the octets
+ *   already in memory, for `leaseDue`.
+ * - leaseDue: the ready list first, at most as many running per destination
+ *   as this node holds slots there; then, only when something may be due in
  *   the database that this node does not know of, `lease_due()`, one round
- *   trip: due jobs taken with `FOR UPDATE SKIP LOCKED`, at most
- *   `perDestination` unexpired leases per destination across all nodes, and
- *   when to look again (what `nextDue` answers meanwhile). Leases are renewed
- *   while deliveries run; a lease left to expire (its node died) makes the job
- *   due again.
- * - settle: `settle_and_lease()`, grouped like inserts, records nothing for a
- *   lease whose token no longer matches (another node took the job over), and
- *   leases the next jobs where it made room and jobs wait.
+ *   trip: due jobs taken with `FOR UPDATE SKIP LOCKED` within the slots, and
+ *   when to look again (what `nextDue` answers meanwhile). Leases and slots
+ *   are renewed every third of the lease duration (slots left unused since
+ *   the last renewal are let go); a lease left to expire (its node died)
+ *   makes the job due again.
+ * - settle: a final result of a single-destination message is one plain
+ *   statement, or rides with the next insert when messages are being stored;
+ *   the others go through `settle_many()`, grouped. Nothing is recorded for
+ *   a lease whose token no longer matches (another node took the job over).
  * - wake-ups: NOTIFY after enqueue, release and retry; LISTEN in `wake.ts`.
  * - quarantine: a message whose `attributes.quarantine` is set is inserted
  *   quarantined (its jobs not scheduled) by the same statement that stores it;
@@ -197,7 +201,7 @@ interface Settle {
   reject(err: unknown): void;
 }
 
-/** A job stored unleased because another transaction held its destination's lock is looked for this much later (ms). */
+/** Due jobs a look left behind (another transaction was taking them) are looked for again this much later (ms). */
 const RECHECK = 20;
 
 /** Other nodes hear of new mail at most this late (ms). */
