@@ -612,8 +612,11 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
       else if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
       else this.#crowded.add(r.destination);
     }
+    // Fewer slots free than asked for: not asked again at once (every insert would try).
+    const got = new Map<string, number>();
+    for (const r of rows) if (r.kind === 'slot') got.set(r.destination, (got.get(r.destination) ?? 0) + 1);
     const now = this.#o.clock.now();
-    for (const [d] of plan.want) if (this.#slotCount(d) === 0) this.#noSlotsUntil.set(d, now + NO_SLOT_RETRY);
+    for (const [d, n] of plan.want) if ((got.get(d) ?? 0) < n) this.#noSlotsUntil.set(d, now + NO_SLOT_RETRY);
     for (const m of messages) {
       const input = m.input;
       if (input.attributes.quarantine !== undefined) continue;
