@@ -605,18 +605,26 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
    */
   #inserted(messages: readonly Insert[], plan: InsertPlan, rows: readonly InsertRow[]): void {
     const leased = new Map<string, number>();
+    const got = new Map<string, number>();
+    const unleased = new Set<string>();
     for (const r of rows) {
       if (r.kind === 'slot') {
         if (r.token !== null) this.#tookSlot(r.destination, r.token);
+        got.set(r.destination, (got.get(r.destination) ?? 0) + 1);
       } else if (r.kind === 'removed') continue;
       else if (r.token !== null) leased.set(`${r.id}\n${r.destination}`, r.token);
-      else this.#crowded.add(r.destination);
+      else unleased.add(r.destination);
     }
     // Fewer slots free than asked for: not asked again at once (every insert would try).
-    const got = new Map<string, number>();
-    for (const r of rows) if (r.kind === 'slot') got.set(r.destination, (got.get(r.destination) ?? 0) + 1);
     const now = this.#o.clock.now();
     for (const [d, n] of plan.want) if ((got.get(d) ?? 0) < n) this.#noSlotsUntil.set(d, now + NO_SLOT_RETRY);
+    for (const d of unleased) {
+      this.#crowded.add(d);
+      // Stored unleased while this node was at its limit (or did not try for a slot there):
+      // its next look takes it when it has room. Where no slot was free, the nodes holding
+      // them take it (woken by the NOTIFY); this node looks again by its usual times.
+      if ((this.#noSlotsUntil.get(d) ?? 0) <= now) this.#forget();
+    }
     for (const m of messages) {
       const input = m.input;
       if (input.attributes.quarantine !== undefined) continue;
