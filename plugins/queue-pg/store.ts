@@ -1287,10 +1287,33 @@ sm AS (DELETE FROM ${s}.messages dm
 
   // ---- management -------------------------------------------------------------
 
+  /**
+   * A query planned for its values: the pool's sessions use generic plans,
+   * right for the hot path's fixed statements but not for a query whose
+   * optional filters (`$n IS NULL OR ...`) only its values can simplify.
+   */
+  async #planned<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL plan_cache_mode = force_custom_plan');
+      const result = await client.query<R>(text, values);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      broken = err as Error;
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
   /** Summaries, oldest first, filtered (and by id, for `show`). */
   async #summaries(filter: QueueFilter, id?: string): Promise<SummaryRow[]> {
     const s = this.#s;
-    const { rows } = await this.pool.query<SummaryRow>(
+    const { rows } = await this.#planned<SummaryRow>(
       `SELECT * FROM (
   SELECT m.id, m.sender, m.received_at, m.size,
     count(*)::integer AS recipients,
