@@ -16,7 +16,9 @@
  * - sign (with `--only`): baseline + dkim-sign (RSA-2048) with
  *   `signUnauthenticated` for the sender domain, so the load generator needs
  *   no AUTH; sign-ed25519: the same with an Ed25519 key;
- * - with `--each`: spf alone and dkim-verify alone (on queue-discard).
+ * - with `--each`: spf alone and dkim-verify alone (on queue-discard);
+ * - spf-dkim, dmarc-ar (with `--only`): spf + dkim-verify, and dmarc +
+ *   auth-results alone, to split the checks' cost per plugin.
  *
  * Every configuration gets the same message: W1's, DKIM-signed beforehand
  * (RSA-2048) so dkim-verify has a real signature to check. Then DKIM
@@ -64,7 +66,7 @@ const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-s
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
   --only IDS        Only these configurations, in this order (comma-separated ids: baseline,
                     checks, baseline-fs, checks-fs, checks-pool, checks-fs-pool (dkim-verify
-                    with threadPool), sign, sign-ed25519, spf-only, dkim-verify-only; default ${DEFAULT_CONFIGS.join(',')}, plus the two
+                    with threadPool), sign, sign-ed25519, spf-only, dkim-verify-only, spf-dkim, dmarc-ar; default ${DEFAULT_CONFIGS.join(',')}, plus the two
                     -only ones with --each). Ratios are to baseline (queue-discard) or
                     baseline-fs (queue-fs), whichever has the same queue, when it ran.
   --rounds N        Run the configurations N times in turn (default 1); report each one's median
@@ -319,6 +321,21 @@ async function main(): Promise<void> {
           extras: { core, plugins: [{ plugin }] },
         }),
       ),
+      {
+        id: 'spf-dkim',
+        what: 'spf + dkim-verify (checks less dmarc and auth-results)',
+        queue: 'discard',
+        extras: { core, plugins: ['spf', 'dkim-verify'].map((plugin) => ({ plugin })) },
+      },
+      {
+        id: 'dmarc-ar',
+        what: 'dmarc + auth-results alone (no SPF or DKIM result: dmarc=fail, p=reject not honoured)',
+        queue: 'discard',
+        extras: {
+          core,
+          plugins: [{ plugin: 'dmarc', config: { honorPolicy: false } }, { plugin: 'auth-results' }],
+        },
+      },
     ];
     const only =
       values.only?.split(',').map((id) => id.trim()) ??
