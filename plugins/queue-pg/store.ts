@@ -1053,9 +1053,20 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
       name: `mailframe-renew-${this.#o.schema}`,
       text: `WITH rel AS (UPDATE ${s}.slots SET owner = NULL, token = NULL, expires = NULL WHERE token = ANY ($3::bigint[])),
 sl AS (UPDATE ${s}.slots SET expires = $1 WHERE token = ANY ($4::bigint[]) RETURNING token),
-jb AS (UPDATE ${s}.jobs SET lease_expires = $1, due_at = $1 WHERE lease_token = ANY ($2::bigint[]) RETURNING lease_token)
+jb AS (UPDATE ${s}.jobs j SET lease_expires = $1, due_at = $1
+        FROM unnest($2::text[], $5::text[], $6::bigint[]) AS u(id, d, t)
+        WHERE j.message_id = ANY ($2::text[]) AND j.message_id = u.id AND j.destination = u.d AND j.lease_token = u.t
+        RETURNING j.lease_token)
 SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token, true FROM sl`,
-      values: [expires, held.map((h) => h.token), release, keep],
+      // Jobs by their primary key (no index on tokens: a scan of the whole table otherwise).
+      values: [
+        expires,
+        held.map((h) => h.id),
+        release,
+        keep,
+        held.map((h) => h.destination),
+        held.map((h) => h.token),
+      ],
     });
     const kept = new Set(rows.map((r) => r.token));
     for (const h of held) {
