@@ -764,10 +764,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
       ? memoryStream(content)
       : (content.stream() as AsyncIterable<Buffer>);
     const message: Insert = { id, input, size, body: null, resolve: () => {}, reject: () => {} };
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
+    await this.#transaction(async (client) => {
       await client.query(this.#insertStatement([message], this.#plan([message], false)));
       const insert = `INSERT INTO ${this.#s}.message_chunks (message_id, seq, data) VALUES ($1, $2, $3)`;
       const cap = this.#chunkSize;
@@ -789,15 +786,29 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
       }
       if (have > 0) await client.query(insert, [id, seq++, Buffer.concat(parts, have)]);
       if (total !== size) throw new Error(`message stream gave ${total} octets, expected ${size}`);
+    });
+    // Stored unleased (its octets are not in memory): for lease_due.
+    this.#forget();
+  }
+
+  /**
+   * `work` in one transaction on one connection: committed when it resolves,
+   * rolled back when it throws (and then the connection is dropped rather than
+   * reused, as a failed transaction may have left it unusable).
+   */
+  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
       await client.query('COMMIT');
-      // Stored unleased (its octets are not in memory): for lease_due.
-      this.#forget();
+      return result;
     } catch (err) {
       broken = err as Error;
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      // A connection whose transaction failed may be unusable: drop it rather than reuse it.
       client.release(broken);
     }
   }
@@ -1303,22 +1314,11 @@ sm AS (DELETE FROM ${s}.messages dm
    * right for the hot path's fixed statements but not for a query whose
    * optional filters (`$n IS NULL OR ...`) only its values can simplify.
    */
-  async #planned<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
+  #planned<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    return this.#transaction(async (client) => {
       await client.query('SET LOCAL plan_cache_mode = force_custom_plan');
-      const result = await client.query<R>(text, values);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      broken = err as Error;
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+      return client.query<R>(text, values);
+    });
   }
 
   /** Summaries, oldest first, filtered (and by id, for `show`). */
