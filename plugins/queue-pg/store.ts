@@ -201,6 +201,16 @@ interface Settle {
   reject(err: unknown): void;
 }
 
+/** A final result of a single-destination message: recording it only removes the message. */
+function removesMessage(s: Settle): boolean {
+  return s.final && s.held.solo;
+}
+
+/** Message id order: statements taking message rows in one order never each wait for the other. */
+function byMessageId(a: Settle, b: Settle): number {
+  return a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0;
+}
+
 /** Due jobs a look left behind (another transaction was taking them) are looked for again this much later (ms). */
 const RECHECK = 20;
 
@@ -423,10 +433,18 @@ export class PgQueueStore implements QueueStore {
     const n = (counts.get(destination) ?? 0) + by;
     if (n > 0) counts.set(destination, n);
     else counts.delete(destination);
-    if (by > 0 && (counts === this.#runningAt || counts === this.#readyAt)) {
-      const busy = (this.#runningAt.get(destination) ?? 0) + (this.#readyAt.get(destination) ?? 0);
-      if (busy > (this.#busiest.get(destination) ?? 0)) this.#busiest.set(destination, busy);
-    }
+  }
+
+  /** The jobs this node has at `destination`: running there and waiting in the ready list. */
+  #busyAt(destination: string): number {
+    return (this.#runningAt.get(destination) ?? 0) + (this.#readyAt.get(destination) ?? 0);
+  }
+
+  /** One more job here, running or ready: remember the most there were since the last renewal. */
+  #oneMore(counts: Map<string, number>, destination: string): void {
+    this.#bump(counts, destination, 1);
+    const busy = this.#busyAt(destination);
+    if (busy > (this.#busiest.get(destination) ?? 0)) this.#busiest.set(destination, busy);
   }
 
   #slotCount(destination: string): number {
@@ -655,7 +673,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
         };
         this.#held.set(lease, { id: m.id, destination, token, solo: destinations.size === 1 });
         this.#ready.push(lease);
-        this.#bump(this.#readyAt, destination, 1);
+        this.#oneMore(this.#readyAt, destination);
       }
     }
   }
@@ -749,12 +767,12 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
     const riders: Settle[] = this.#riders.splice(0, SETTLE_MAX);
     for (let i = 0; i < this.#settles.length && riders.length < SETTLE_MAX; ) {
       const item = this.#settles[i] as Settle;
-      if (item.final && item.held.solo) {
+      if (removesMessage(item)) {
         riders.push(item);
         this.#settles.splice(i, 1);
       } else i++;
     }
-    return riders.sort((a, b) => (a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0));
+    return riders.sort(byMessageId);
   }
 
   /** A large message: its octets in chunk rows, all in one transaction. */
@@ -822,11 +840,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
 
   /** How many more jobs this node may lease at `destination` now: its slots there not running nor waiting ready. */
   #slotRoom(destination: string): number {
-    return (
-      this.#slotCount(destination) -
-      (this.#runningAt.get(destination) ?? 0) -
-      (this.#readyAt.get(destination) ?? 0)
-    );
+    return this.#slotCount(destination) - this.#busyAt(destination);
   }
 
   /** Destinations where this node holds ready jobs but no slot (it lost them): it needs one to run them. */
@@ -867,7 +881,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
     }
     const last = rows.at(-1);
     const found = this.#leased(rows);
-    for (const lease of found) this.#bump(this.#runningAt, lease.destination, 1);
+    for (const lease of found) this.#oneMore(this.#runningAt, lease.destination);
     // The last row tells when to look again; a full batch may have left more behind.
     if (found.length < want) {
       this.#learn(generation, last?.room_next ?? null, last?.waiting ?? null);
@@ -973,7 +987,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
       taking.set(d, n + 1);
       this.#ready.splice(i, 1);
       this.#bump(this.#readyAt, d, -1);
-      this.#bump(this.#runningAt, d, 1);
+      this.#oneMore(this.#runningAt, d);
       out.push(lease);
     }
     return out;
@@ -1049,7 +1063,7 @@ SELECT 'removed', sj.message_id, NULL, sj.lease_token FROM sj`,
     const release: number[] = [];
     const keep: number[] = [];
     for (const [d, tokens] of this.#slots) {
-      const busy = (this.#runningAt.get(d) ?? 0) + (this.#readyAt.get(d) ?? 0);
+      const busy = this.#busyAt(d);
       const use = Math.max(this.#busiest.get(d) ?? 0, busy);
       while (tokens.length > use) release.push(tokens.pop() as number);
       if (tokens.length === 0) this.#slots.delete(d);
@@ -1118,11 +1132,7 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
     }
     // Still ours until the settle commits (nextDue leaves it out), but no longer renewed.
     this.#settling.add(held.token);
-    let done: (() => void) | undefined;
-    const writing = new Promise<void>((resolve) => {
-      done = resolve;
-    });
-    this.#writes.add(writing);
+    const written = this.#writing();
     let answer: { result: string; next: number | null };
     try {
       answer = await new Promise((resolve, reject) => {
@@ -1133,8 +1143,7 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
       this.#held.delete(lease);
       this.#bump(this.#runningAt, held.destination, -1);
       this.#settling.delete(held.token);
-      this.#writes.delete(writing);
-      done?.();
+      written();
     }
     this.#settled(held, answer);
   }
@@ -1155,15 +1164,10 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
     this.#held.delete(lease);
     this.#bump(this.#runningAt, held.destination, -1);
     this.#bump(this.#unconfirmed, held.destination, 1);
-    let done!: () => void;
-    const writing = new Promise<void>((resolve) => {
-      done = resolve;
-    });
-    this.#writes.add(writing);
+    const written = this.#writing();
     const finish = () => {
-      this.#writes.delete(writing);
       this.#bump(this.#unconfirmed, held.destination, -1);
-      done();
+      written();
     };
     this.#riders.push({
       held,
@@ -1183,6 +1187,19 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
         );
       },
     });
+  }
+
+  /** A write under way that close waits for; call the function returned when it is done. */
+  #writing(): () => void {
+    let done!: () => void;
+    const writing = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.#writes.add(writing);
+    return () => {
+      this.#writes.delete(writing);
+      done();
+    };
   }
 
   /** What a settle's answer says: a stale lease is logged; a deferral is due again then. */
@@ -1214,12 +1231,12 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
    * The settles of a group, in message id order (two groups take message rows
    * in one order, never each waiting for the other). A lease whose every
    * recipient got a final outcome, of a message with no job elsewhere, only
-   * removes the message: one plain statement for all such (`#fastSettle`);
+   * removes the message: one plain statement for all such (`#removeCtes`);
    * the others go through `settle_many()`.
    */
   async #settleRows(items: readonly Settle[]): Promise<SettleRow[]> {
-    const fast = items.filter((i) => i.final && i.held.solo);
-    const slow = items.filter((i) => !(i.final && i.held.solo));
+    const fast = items.filter(removesMessage);
+    const slow = items.filter((i) => !removesMessage(i));
     const s = this.#s;
     const queries: Array<Promise<pg.QueryResult<SettleRow>>> = [];
     if (fast.length > 0)
@@ -1283,7 +1300,7 @@ sm AS (DELETE FROM ${s}.messages dm
 
   /** One group of settles; if it fails, each settle alone (one bad one must not fail the others). */
   async #settleGroup(group: readonly Settle[]): Promise<void> {
-    const items = [...group].sort((a, b) => (a.held.id < b.held.id ? -1 : a.held.id > b.held.id ? 1 : 0));
+    const items = [...group].sort(byMessageId);
     let rows: SettleRow[];
     try {
       rows = await this.#settleRows(items);
@@ -1302,7 +1319,7 @@ sm AS (DELETE FROM ${s}.messages dm
       const r = settled.get(i.held.token);
       if (r) i.resolve(r);
       // The fast statement returns only the leases it removed: the others were stale.
-      else if (i.final && i.held.solo) i.resolve({ result: 'stale', next: null });
+      else if (removesMessage(i)) i.resolve({ result: 'stale', next: null });
       else i.reject(new Error(`settle of queued message ${i.held.id} returned nothing`));
     }
   }
