@@ -11,7 +11,7 @@
  * delivery not authorized).
  */
 import Type from 'typebox';
-import { domainKey } from '../../core/address.ts';
+import { domainKey, parseMailbox } from '../../core/address.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Address } from '../../core/types.ts';
@@ -37,18 +37,23 @@ export const schema = Type.Object(
 
 export const notOwned = reply(553, '5.7.1', 'Sender address not owned by the authenticated user');
 
-/** What one owners entry allows: an address (`local@domain`, lower case) or a domain (`@domain`, A-labels). */
-function ownerEntry(login: string, entry: string): string {
-  const at = entry.lastIndexOf('@');
-  const domain = at < 0 ? undefined : domainKey(entry.slice(at + 1));
-  if (at < 0 || domain === undefined || (at > 0 && entry.slice(0, at).trim() === ''))
-    throw new Error(`owners: "${entry}" (for "${login}") is not an address or @domain`);
-  return `${entry.slice(0, at).toLowerCase()}@${domain}`;
+/** How an address is compared: its local part without regard to case, its domain as A-labels. */
+function addressKey(address: Address): string {
+  return `${address.localPart.toLowerCase()}@${address.asciiDomain}`;
 }
 
-/** The keys an address is looked up by: itself, then its domain. */
-function keys(address: Address): [string, string] {
-  return [`${address.localPart.toLowerCase()}@${address.asciiDomain}`, `@${address.asciiDomain}`];
+/** `text` as an address key, or undefined when it is not a mailbox. */
+function mailboxKey(text: string): string | undefined {
+  const parsed = parseMailbox(text, { utf8: true });
+  return parsed.ok ? addressKey(parsed.address) : undefined;
+}
+
+/** What one owners entry allows: an address key, or a domain as `@` and its A-labels. */
+function ownerEntry(login: string, entry: string): string {
+  const domain = entry.startsWith('@');
+  const key = domain ? domainKey(entry.slice(1)) : mailboxKey(entry);
+  if (key === undefined) throw new Error(`owners: "${entry}" (for "${login}") is not an address or @domain`);
+  return domain ? `@${key}` : key;
 }
 
 export default definePlugin({
@@ -64,20 +69,16 @@ export default definePlugin({
       owned.set(login.toLowerCase(), new Set(entries.map((e) => ownerEntry(login, e))));
 
     const owns = (user: string, address: Address): boolean => {
-      const [exact, domain] = keys(address);
+      const exact = addressKey(address);
       const listed = owned.get(user.toLowerCase());
-      if (listed && (listed.has(exact) || listed.has(domain))) return true;
-      if (!config.loginIsAddress) return false;
-      const at = user.lastIndexOf('@');
-      if (at <= 0) return false;
-      return `${user.slice(0, at).toLowerCase()}@${domainKey(user.slice(at + 1)) ?? ''}` === exact;
+      if (listed && (listed.has(exact) || listed.has(`@${address.asciiDomain}`))) return true;
+      return config.loginIsAddress && mailboxKey(user) === exact;
     };
 
     api.hooks.mail.tap((tx, from) => {
       const user = tx.session.user;
       if (user === undefined) return undefined;
-      if (from.address === null || from.address.domain === '')
-        return config.nullSender ? undefined : notOwned;
+      if (from.address === null) return config.nullSender ? undefined : notOwned;
       if (owns(user, from.address)) return undefined;
       tx.log.info({ user, sender: from.address.address }, 'sender not owned by the login: refused');
       return notOwned;
