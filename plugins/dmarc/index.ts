@@ -85,6 +85,17 @@ export const schema = Type.Object(
       default: 300,
       description: 'Seconds between writes of the aggregate data (and once at shutdown).',
     }),
+    multipleAuthors: Type.Union([Type.Literal('strictest'), Type.Literal('none')], {
+      default: 'strictest',
+      description:
+        'A From naming several author domains (one field with several mailboxes, or several From fields): `strictest` checks each domain and applies the strictest policy among those that fail (RFC 7489 6.6.1; one `dmarc` result per domain); `none` records `none` and applies nothing (DMARCbis leaves such messages out of DMARC, and a forger can use that to slip a protected domain past it).',
+    }),
+    maxAuthorDomains: Type.Integer({
+      minimum: 2,
+      default: 5,
+      description:
+        'With `multipleAuthors: "strictest"`, author domains checked at most (each can cost several DNS queries); a message naming more gets one `permerror` (`actions` decides what to do with it).',
+    }),
     maxHeaderSize: Type.Integer({
       minimum: 1024,
       default: 65536,
@@ -105,6 +116,33 @@ function pctOf(record: string | undefined): number {
 
 function milder(p: DmarcPolicy): DmarcPolicy {
   return p === 'reject' ? 'quarantine' : 'none';
+}
+
+/** How a result ranks when several author domains were checked: the first that applies decides. */
+const OUTCOME_RANK: Readonly<Record<string, number>> = {
+  fail: 0,
+  temperror: 1,
+  permerror: 2,
+  none: 3,
+  pass: 4,
+};
+const POLICY_RANK: Readonly<Record<DmarcPolicy, number>> = { reject: 0, quarantine: 1, none: 2 };
+
+/**
+ * The result that decides for a message: a `fail` whose applied policy is the
+ * strictest, else a `temperror`, a `permerror`, a `none`, a `pass`, in that
+ * order (one domain not passing is enough to keep the message from passing).
+ */
+export function strictest(results: readonly DmarcResult[]): DmarcResult {
+  let best = results[0] as DmarcResult;
+  for (const r of results.slice(1)) {
+    const a = OUTCOME_RANK[r.result] ?? 5;
+    const b = OUTCOME_RANK[best.result] ?? 5;
+    if (a < b) best = r;
+    else if (a === b && a === 0 && POLICY_RANK[r.applied ?? 'none'] < POLICY_RANK[best.applied ?? 'none'])
+      best = r;
+  }
+  return best;
 }
 
 function asPolicy(p: string | undefined): DmarcPolicy | undefined {
@@ -193,71 +231,110 @@ export default definePlugin({
       return fromFields(head.toString('latin1'));
     }
 
-    /** Record and act on the evaluation (`false`: no single author domain). */
-    function conclude(tx: Transaction, domains: readonly string[], found: Evaluation): Reply | undefined {
-      let result: DmarcResult;
-      if (found === false) {
-        // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
-        result = { result: 'none', domain: domains.join(','), reason: 'no single author domain' };
-      } else {
-        const policy = asPolicy(found.policy);
-        const pct = pctOf(found.rr);
-        const value = asResultValue(found.status.result) ?? 'temperror';
-        let applied: DmarcPolicy | undefined;
-        if (value === 'fail' && policy !== undefined)
-          applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
-        const spf = found.alignment?.spf?.result;
-        const dkim = found.alignment?.dkim?.result;
-        result = {
-          result: value,
-          domain: domains[0] ?? found.domain,
-          properties: {
-            'header.from': domains[0] ?? found.domain,
-            ...(policy ? { 'policy.dmarc': policy } : {}),
-          },
-          ...(policy === undefined ? {} : { policy, pct }),
-          ...(applied === undefined ? {} : { applied }),
-          ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
-          ...(found.rr === undefined ? {} : { record: found.rr }),
-        };
-      }
-      recordResult(tx, 'dmarc', result);
+    /** What the evaluation says for `domains` (`false`: no single author domain), with `pct` sampled. */
+    function resultOf(domains: readonly string[], found: Evaluation): DmarcResult {
+      // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
+      if (found === false)
+        return { result: 'none', domain: domains.join(','), reason: 'no single author domain' };
+      const policy = asPolicy(found.policy);
+      const pct = pctOf(found.rr);
+      const value = asResultValue(found.status.result) ?? 'temperror';
+      let applied: DmarcPolicy | undefined;
+      if (value === 'fail' && policy !== undefined)
+        applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
+      const spf = found.alignment?.spf?.result;
+      const dkim = found.alignment?.dkim?.result;
+      return {
+        result: value,
+        domain: domains[0] ?? found.domain,
+        properties: {
+          'header.from': domains[0] ?? found.domain,
+          ...(policy ? { 'policy.dmarc': policy } : {}),
+        },
+        ...(policy === undefined ? {} : { policy, pct }),
+        ...(applied === undefined ? {} : { applied }),
+        ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
+        ...(found.rr === undefined ? {} : { record: found.rr }),
+      };
+    }
+
+    /**
+     * Record the results (one per author domain) and act on the one that
+     * decides: the strictest (`strictest`).
+     */
+    function conclude(tx: Transaction, results: readonly DmarcResult[]): Reply | undefined {
+      for (const result of results) recordResult(tx, 'dmarc', result);
+      const decisive = strictest(results);
       // Guarded: the transaction's child logger is made on first use, and most transactions need none.
       if (api.log.isLevelEnabled('debug'))
-        tx.log.debug({ dmarc: result.result, domain: result.domain, applied: result.applied }, 'dmarc');
-      const verdict = enforce(tx, result);
+        tx.log.debug(
+          {
+            dmarc: decisive.result,
+            domain: decisive.domain,
+            applied: decisive.applied,
+            authors: results.length,
+          },
+          'dmarc',
+        );
+      const verdict = enforce(tx, decisive);
       // A tempfail is no disposition (the message comes back); a result without a policy has nobody to report to.
-      if (aggregate !== undefined && result.policy !== undefined && (verdict?.code ?? 500) >= 500) {
+      if (aggregate !== undefined && (verdict?.code ?? 500) >= 500) {
         const disposition =
           verdict !== undefined
             ? 'reject'
             : tx.notes.policy?.quarantine?.check === 'dmarc'
               ? 'quarantine'
               : 'none';
-        aggregate.add(api.server.clock.now(), {
-          headerFrom: result.domain,
-          // An IPv4 client on a dual-stack socket is reported as IPv4.
-          sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
-          disposition,
-          dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
-          spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
-          policy: result.policy,
-        });
+        for (const result of results) {
+          if (result.policy === undefined) continue;
+          aggregate.add(api.server.clock.now(), {
+            headerFrom: result.domain,
+            // An IPv4 client on a dual-stack socket is reported as IPv4.
+            sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
+            disposition,
+            dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
+            spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
+            policy: result.policy,
+          });
+        }
       }
       return verdict;
     }
 
-    /** DMARC on the From fields' values: at once when the evaluation is cached, else after it. */
+    /** The evaluation for `input`: from the cache at once, else a promise of it. */
+    function evaluation(input: Input): Evaluation | Promise<Evaluation> {
+      const key = keyOf(input);
+      return cached(key) ?? evaluate(input, key);
+    }
+
+    /** DMARC on the From fields' values: at once when the evaluations are cached, else after them. */
     function check(
       tx: Transaction,
       fields: readonly string[],
     ): Reply | undefined | Promise<Reply | undefined> {
       const domains = [...new Set(fields.flatMap(authorDomains))];
-      const input: Input = { headerFrom: domains, fromFields: fields.length, ...authenticated(tx) };
-      const key = keyOf(input);
-      const hit = cached(key);
-      if (hit !== undefined) return conclude(tx, domains, hit);
-      return evaluate(input, key).then((found) => conclude(tx, domains, found));
+      const auth = authenticated(tx);
+      const several = domains.length > 1 || (domains.length === 1 && fields.length > 1);
+      if (!several || config.multipleAuthors === 'none') {
+        const found = evaluation({ headerFrom: domains, fromFields: fields.length, ...auth });
+        return found instanceof Promise
+          ? found.then((f) => conclude(tx, [resultOf(domains, f)]))
+          : conclude(tx, [resultOf(domains, found)]);
+      }
+      // Several author domains (RFC 7489 6.6.1): each is checked as the author domain, the strictest failure applies.
+      if (domains.length > config.maxAuthorDomains)
+        return conclude(tx, [
+          {
+            result: 'permerror',
+            domain: domains.join(','),
+            reason: `more than ${config.maxAuthorDomains} author domains`,
+          },
+        ]);
+      const found = domains.map((d) => evaluation({ headerFrom: [d], fromFields: 1, ...auth }));
+      const results = (all: readonly Evaluation[]) => all.map((f, i) => resultOf([domains[i] as string], f));
+      return found.some((f) => f instanceof Promise)
+        ? Promise.all(found).then((all) => conclude(tx, results(all)))
+        : conclude(tx, results(found as Evaluation[]));
     }
 
     api.hooks.message.tap(

@@ -72,17 +72,22 @@ async function start(extra: unknown[] = []) {
   return seen;
 }
 
-/** Send a message; the reply to the end of data. */
-async function send(mailFrom: string, from: string): Promise<{ code: number; raw: string }> {
+/** Send a message whose header section starts with `head` (its From field or fields); the reply to the end of data. */
+async function sendHead(mailFrom: string, head: string): Promise<{ code: number; raw: string }> {
   if (!t) throw new Error('no server');
   const c = await t.connect();
   await c.expect('EHLO client.example', 250);
   await c.expect(`MAIL FROM:<${mailFrom}>`, 250);
   await c.expect('RCPT TO:<bob@example.com>', 250);
   await c.expect('DATA', 354);
-  const r = await c.sendData(`From: Someone <${from}>\r\nSubject: hi\r\n\r\nhello\r\n`);
+  const r = await c.sendData(`${head}Subject: hi\r\n\r\nhello\r\n`);
   await c.expect('QUIT', 221);
   return r;
+}
+
+/** Send a message from one author; the reply to the end of data. */
+function send(mailFrom: string, from: string): Promise<{ code: number; raw: string }> {
+  return sendHead(mailFrom, `From: Someone <${from}>\r\n`);
 }
 
 describe('dmarc', () => {
@@ -249,25 +254,88 @@ describe('dmarc', () => {
     expect((await send('a@broken.example', 'a@broken.example')).raw).toMatch(/^451 4\.7\.26 /);
   });
 
-  it('sees every author of a From mixing <a@b> and bare a@b mailboxes (no pass for one of them)', async () => {
+  it('checks every author domain of a From mixing <a@b> and bare a@b mailboxes: one failing with p=reject refuses the message', async () => {
     const seen = await start();
-    if (!t) throw new Error('no server');
-    const c = await t.connect();
-    await c.expect('EHLO client.example', 250);
-    await c.expect('MAIL FROM:<ret@bounce.relaxed.example>', 250);
-    await c.expect('RCPT TO:<bob@example.com>', 250);
-    await c.expect('DATA', 354);
     // SPF aligns with relaxed.example only; the second author is reject.example (p=reject).
-    const r = await c.sendData(
-      'From: <a@relaxed.example>, ceo@reject.example\r\nSubject: hi\r\n\r\nhello\r\n',
-    );
-    await c.expect('QUIT', 221);
-    expect(r.code).toBe(250);
-    expect(seen.pop()).toMatchObject({ result: 'none', domain: 'relaxed.example,reject.example' });
+    const mixed = 'From: <a@relaxed.example>, ceo@reject.example\r\n';
+    expect((await sendHead('ret@bounce.relaxed.example', mixed)).raw).toMatch(/^550 5\.7\.26 /);
+    // The results, with the policy not enforced (a refused message never reaches the probe).
+    await t?.close();
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        'spf',
+        ['dmarc', { honorPolicy: false }],
+        resultsProbe('dmarc', (results) => seen.push(...results)),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    expect((await sendHead('ret@bounce.relaxed.example', mixed)).code).toBe(250);
+    expect(seen.splice(0)).toMatchObject([
+      { result: 'pass', domain: 'relaxed.example' },
+      { result: 'fail', domain: 'reject.example', policy: 'reject', applied: 'reject' },
+    ]);
     expect(authorDomains('Boss <a@X.example>, b@y.example (c@z.example)')).toEqual([
       'x.example',
       'y.example',
     ]);
+  });
+
+  it('applies the strictest policy among the author domains that fail, across several From fields too', async () => {
+    const seen = await start();
+    // quar.example (p=quarantine) fails, relaxed.example passes: quarantined, not refused.
+    let r = await sendHead('ret@bounce.relaxed.example', 'From: a@quar.example, b@relaxed.example\r\n');
+    expect(r.code).toBe(250);
+    expect(t?.queued.at(-1)?.attributes.quarantine).toEqual({ check: 'dmarc', result: 'fail' });
+    expect(seen.splice(0).map((x) => [x.domain, x.result, x.applied])).toEqual([
+      ['quar.example', 'fail', 'quarantine'],
+      ['relaxed.example', 'pass', undefined],
+    ]);
+    // Two From fields (RFC 5322 allows one): quarantine and reject both fail, reject wins.
+    r = await sendHead('ret@bounce.relaxed.example', 'From: a@quar.example\r\nFrom: b@reject.example\r\n');
+    expect(r.raw).toMatch(/^550 5\.7\.26 /);
+    // Two From fields naming one domain that passes: one evaluation, pass.
+    r = await sendHead(
+      'ret@bounce.relaxed.example',
+      'From: a@relaxed.example\r\nFrom: b@relaxed.example\r\n',
+    );
+    expect(r.code).toBe(250);
+    expect(seen.splice(0).map((x) => [x.domain, x.result])).toEqual([['relaxed.example', 'pass']]);
+  });
+
+  it('gives one permerror past maxAuthorDomains, and none for several authors with multipleAuthors "none"', async () => {
+    const seen: DmarcResult[] = [];
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        'spf',
+        ['dmarc', { maxAuthorDomains: 2, actions: { permerror: { action: 'tag' } } }],
+        resultsProbe('dmarc', (results) => seen.push(...results)),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const three = 'From: a@relaxed.example, b@nodmarc.example, c@reject.example\r\n';
+    expect((await sendHead('ret@bounce.relaxed.example', three)).code).toBe(250);
+    expect(seen.splice(0)).toMatchObject([
+      { result: 'permerror', domain: 'relaxed.example,nodmarc.example,reject.example' },
+    ]);
+    await t.close();
+
+    t = await startTestServer({
+      dns: zone,
+      plugins: [
+        'spf',
+        ['dmarc', { multipleAuthors: 'none' }],
+        resultsProbe('dmarc', (results) => seen.push(...results)),
+        ['rcpt-local', { domains: ['example.com'] }],
+      ],
+    });
+    const r = await sendHead(
+      'ret@bounce.relaxed.example',
+      'From: <a@relaxed.example>, ceo@reject.example\r\n',
+    );
+    expect(r.code).toBe(250);
+    expect(seen.splice(0)).toMatchObject([{ result: 'none', domain: 'relaxed.example,reject.example' }]);
   });
 
   it('reads a From field with a long run of octets without "@" in linear time (no regex backtracking)', () => {
