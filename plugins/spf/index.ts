@@ -69,6 +69,11 @@ export const schema = Type.Object(
       description:
         'Lookups answering no records a check may have before it is `permerror` (RFC 7208 4.6.4: 2).',
     }),
+    strict: Type.Boolean({
+      default: true,
+      description:
+        'Follow RFC 7208 exactly (mailauth’s strict mode): a syntax error anywhere in a record is `permerror` before any term is evaluated (4.6), every lookup answering no records counts as void (4.6.4), target names must be valid (4.8, 7.3). `false`: mailauth’s lenient mode, which evaluates a record up to the term that matches and accepts some records that are malformed in the wild.',
+    }),
     timeout: Type.Integer({
       minimum: 1,
       default: 20000,
@@ -194,6 +199,7 @@ export default definePlugin({
         maxResolveCount: config.maxLookups,
         maxVoidCount: config.maxVoidLookups,
         maxElapsedTime: config.timeout,
+        strict: config.strict,
       });
       const out: SpfResult = {
         result: asResultValue(found.status.result) ?? 'temperror',

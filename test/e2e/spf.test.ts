@@ -25,6 +25,8 @@ const zone: TestDnsZone = {
   'neutral.example': { TXT: ['v=spf1 ?all'] },
   'nospf.example': { A: ['192.0.2.1'], TXT: ['google-site-verification=abc'] },
   'syntax.example': { TXT: ['v=spf1 ip4:not-an-address -all'] },
+  // A syntax error after the term that matches: RFC 7208 4.6 validates the whole record first.
+  'late-syntax.example': { TXT: ['v=spf1 ip4:127.0.0.1 ip4:999.1.1.1 -all'] },
   'many.example': { TXT: [`v=spf1 ${tooMany} -all`] },
   ...manyHosts,
   'void.example': { TXT: ['v=spf1 a:v1.void.example a:v2.void.example a:v3.void.example -all'] },
@@ -84,6 +86,7 @@ describe('spf', () => {
       ['nospf.example', 'none'],
       ['missing.example', 'none'],
       ['syntax.example', 'permerror'],
+      ['late-syntax.example', 'permerror'],
       ['many.example', 'permerror'],
       ['void.example', 'permerror'],
       ['broken.example', 'temperror'],
@@ -101,6 +104,15 @@ describe('spf', () => {
         properties: { 'smtp.mailfrom': `alice@${domain}` },
       });
     }
+    await c.expect('QUIT', 221);
+  });
+
+  it('with strict: false, evaluates a record lazily: a syntax error past the matching term is ignored', async () => {
+    const seen = await results({ strict: false });
+    const c = await t!.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<alice@late-syntax.example>', 250);
+    expect(seen.pop()?.result).toBe('pass');
     await c.expect('QUIT', 221);
   });
 
