@@ -43,7 +43,10 @@ function parseV1(buf: Buffer): ProxyParse {
   }
   return {
     kind: 'ok',
-    header: { remote: { address: src, port: sp }, local: { address: dst, port: dp } },
+    header: {
+      remote: { address: normaliseIp(src), port: sp },
+      local: { address: normaliseIp(dst), port: dp },
+    },
     consumed: eol + 2,
   };
 }
@@ -86,13 +89,21 @@ function parseV2(buf: Buffer): ProxyParse {
     return {
       kind: 'ok',
       header: {
-        remote: { address: ipv6(buf, 16), port: buf.readUInt16BE(48) },
-        local: { address: ipv6(buf, 32), port: buf.readUInt16BE(50) },
+        remote: { address: normaliseIp(ipv6(buf, 16)), port: buf.readUInt16BE(48) },
+        local: { address: normaliseIp(ipv6(buf, 32)), port: buf.readUInt16BE(50) },
       },
       consumed,
     };
   }
   return { kind: 'ok', header: { remote: undefined, local: undefined }, consumed }; // AF_UNSPEC / AF_UNIX
+}
+
+/**
+ * An IPv4 client's address as IPv4: `::ffff:192.0.2.7` (a dual-stack socket,
+ * or a proxy reporting it over TCP6) is `192.0.2.7`; any other as it is.
+ */
+export function normaliseIp(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }
 
 /** Parse a PROXY header at the start of `buf`. */

@@ -44,11 +44,11 @@ import {
   hookCounters,
   type TapPolicy,
 } from './plugin-host.ts';
-import { addressMatcher, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
+import { addressMatcher, normaliseIp, type ProxyHeader, readProxyHeader } from './proxy-protocol.ts';
 import { Registry } from './registry.ts';
 import { entryKey, type PreparedPlugin, planReload } from './reload.ts';
 import { Replies } from './reply.ts';
-import { normaliseIp, SmtpSession } from './session/session.ts';
+import { SmtpSession } from './session/session.ts';
 import type { ListenerInfo } from './types.ts';
 
 export interface ServerOptions {

@@ -18,6 +18,7 @@ import { callBail, type Hooks } from '../hooks.ts';
 import type { IdleSweep } from '../idle-sweep.ts';
 import type { Observers } from '../observers.ts';
 import type { Limits, VerbContext } from '../plugin.ts';
+import { normaliseIp } from '../proxy-protocol.ts';
 import type { Registry } from '../registry.ts';
 import { isPositive, Replies, type Reply, reply } from '../reply.ts';
 import { SmtpTransaction } from '../transaction.ts';
@@ -350,8 +351,4 @@ export class SmtpSession implements Session {
         this.#closedWaiters = undefined;
       });
   }
-}
-
-export function normaliseIp(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }

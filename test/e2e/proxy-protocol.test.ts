@@ -75,6 +75,18 @@ describe('PROXY protocol', () => {
     await c.close();
   });
 
+  it('takes an IPv4-mapped address a proxy reports over TCP6 as the IPv4 address, as for a direct client', async () => {
+    const seen: string[] = [];
+    const t = await scope.start({
+      plugins: [recorder(seen)],
+      config: { listeners: [{ name: 'smtp', host: '127.0.0.1', port: 0, proxyProtocol: true }] },
+    });
+    const c = await rawClient(t.port, 'PROXY TCP6 ::ffff:192.0.2.7 ::1 40000 25\r\n');
+    expect((await c.read()).code).toBe(220);
+    expect(seen).toEqual(['192.0.2.7:40000']);
+    await c.close();
+  });
+
   it('accepts v2 binary headers', async () => {
     const seen: string[] = [];
     const t = await scope.start({
