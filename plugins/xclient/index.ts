@@ -9,7 +9,7 @@ import Type from 'typebox';
 import { decodeXtext } from '../../core/codec/command.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { addressMatcher } from '../../core/proxy-protocol.ts';
+import { addressMatcher, normaliseIp } from '../../core/proxy-protocol.ts';
 import { reply } from '../../core/reply.ts';
 import type { Session } from '../../core/types.ts';
 
@@ -84,7 +84,7 @@ export default definePlugin({
         if (addr !== undefined) {
           const ip = addr.toUpperCase().startsWith('IPV6:') ? addr.slice(5) : addr;
           if (isIP(ip) === 0) return badSyntax;
-          address = ip.toLowerCase();
+          address = normaliseIp(ip.toLowerCase());
         }
         const portText = attrs.get('PORT');
         if (portText !== undefined) {

@@ -58,6 +58,10 @@ describe('xclient', () => {
     await c.expect('EHLO client.example', 250);
     await c.expect('MAIL FROM:<a@b.example>', 250);
     expect(seen).toEqual(['connect 127.0.0.1', 'connect 2001:db8::7', 'mail 2001:db8::7:4242 user=alice']);
+    // An IPv4 client given as an IPv4-mapped IPv6 address is its IPv4 address, as for a direct client.
+    await c.expect('RSET', 250);
+    expect((await c.command('XCLIENT ADDR=IPV6:::FFFF:192.0.2.9')).code).toBe(220);
+    expect(seen.at(-1)).toBe('connect 192.0.2.9');
     await c.close();
   });
 
