@@ -242,7 +242,7 @@ export default definePlugin({
           // Folded one clause per line, as Authentication-Results (a line stays under 998 octets).
           results.length === 0
             ? `${authservId()}; none`
-            : `${authservId()};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+            : `${authservId()};\r\n\t${results.map((r) => resinfo(r, tx.utf8)).join(';\r\n\t')}`;
         const sealed = await createSeal(false, {
           headers: verified.headers,
           ...(verified.arc === undefined ? {} : { arc: verified.arc }),

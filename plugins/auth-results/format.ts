@@ -6,14 +6,22 @@ const TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$/;
 /** `[local-part "@"] domain-name`, the other unquoted form of a pvalue (RFC 8601 2.2). */
 const ADDRESS = /^(?:[!#$%&'*+\-/=?^_`{|}~0-9A-Za-z.]+@)?[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?$/;
 
-function quoted(text: string): string {
-  // Printable ASCII only in a header value; escape the two specials of a quoted-string.
-  const printable = text.replace(/[^\x20-\x7e]/g, '?');
+/** Characters a quoted-string may not carry: controls always, and anything past ASCII unless `utf8`. */
+const NOT_ASCII_TEXT = /[^\x20-\x7e]/g;
+const NOT_UTF8_TEXT = /[^\x20-\x7e\u{a0}-\u{d7ff}\u{e000}-\u{10ffff}]/gu;
+
+/**
+ * A quoted-string: printable ASCII, and with `utf8` (an internationalized
+ * message, RFC 6532 3.2) printable UTF-8 too; anything else becomes `?`.
+ */
+function quoted(text: string, utf8: boolean): string {
+  const printable = text.replace(utf8 ? NOT_UTF8_TEXT : NOT_ASCII_TEXT, '?');
+  // Escape the two specials of a quoted-string.
   return `"${printable.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
-function pvalue(value: string): string {
-  return TOKEN.test(value) || ADDRESS.test(value) ? value : quoted(value);
+function pvalue(value: string, utf8: boolean): string {
+  return TOKEN.test(value) || ADDRESS.test(value) ? value : quoted(value, utf8);
 }
 
 /**
@@ -45,12 +53,17 @@ export function registeredResults(results: readonly RecordedResult[]): readonly 
   return results.filter((r) => REGISTERED_METHODS.has(r.result.method ?? r.check));
 }
 
-/** One `method=result reason="..." ptype.property=value` clause. */
-export function resinfo(r: RecordedResult): string {
+/**
+ * One `method=result reason="..." ptype.property=value` clause. `utf8`: the
+ * message is internationalized (its transaction used SMTPUTF8), so quoted
+ * values keep their UTF-8 (an address such as `jöran@example.org`); otherwise
+ * non-ASCII characters are replaced by `?`.
+ */
+export function resinfo(r: RecordedResult, utf8 = false): string {
   const { result } = r;
   let out = `${result.method ?? r.check}=${result.result}`;
-  if (result.reason !== undefined) out += ` reason=${quoted(result.reason)}`;
-  for (const [key, value] of Object.entries(result.properties ?? {})) out += ` ${key}=${pvalue(value)}`;
+  if (result.reason !== undefined) out += ` reason=${quoted(result.reason, utf8)}`;
+  for (const [key, value] of Object.entries(result.properties ?? {})) out += ` ${key}=${pvalue(value, utf8)}`;
   return out;
 }
 
@@ -58,9 +71,13 @@ export function resinfo(r: RecordedResult): string {
  * `Authentication-Results: <authserv-id>; <resinfo>; ...`, one clause per
  * folded line, or `<authserv-id>; none` when no check reported (RFC 8601 2.2).
  */
-export function authenticationResults(authservId: string, results: readonly RecordedResult[]): string {
+export function authenticationResults(
+  authservId: string,
+  results: readonly RecordedResult[],
+  utf8 = false,
+): string {
   if (results.length === 0) return `Authentication-Results: ${authservId}; none`;
-  return `Authentication-Results: ${authservId};\r\n\t${results.map(resinfo).join(';\r\n\t')}`;
+  return `Authentication-Results: ${authservId};\r\n\t${results.map((r) => resinfo(r, utf8)).join(';\r\n\t')}`;
 }
 
 /**

@@ -67,7 +67,7 @@ export default definePlugin({
     const add = (tx: Transaction, message: Message) => {
       const results = registeredResults(allResults(tx));
       if (results.length > 0 || config.includeNone)
-        message.prepend([authenticationResults(authservId, results)]);
+        message.prepend([authenticationResults(authservId, results, tx.utf8)]);
       return undefined;
     };
     const remove = async (tx: Transaction, message: Message) => {

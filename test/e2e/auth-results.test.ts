@@ -88,6 +88,27 @@ describe('auth-results', () => {
     expect(authenticationResults('auth.example', [])).toBe('Authentication-Results: auth.example; none');
   });
 
+  it('keeps UTF-8 in quoted values of an internationalized message (RFC 6532), ? in others', async () => {
+    t = await startTestServer({
+      dns: zone,
+      plugins: ['8bitmime', 'smtputf8', 'spf', 'auth-results', ['rcpt-local', { domains: ['example.com'] }]],
+    });
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<jöran@pass.example> SMTPUTF8', 250);
+    await c.expect('RCPT TO:<bob@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData('Subject: hi\r\n\r\nhello\r\n')).code).toBe(250);
+    await c.expect('QUIT', 221);
+    const [message] = await t.waitForMessages(1);
+    expect(message?.text).toMatch(/\bspf=pass reason="[^"]*" smtp\.mailfrom="jöran@pass\.example"/);
+    const utf8 = {
+      check: 'spf',
+      result: { result: 'pass' as const, properties: { 'smtp.mailfrom': 'jöran@pass.example' } },
+    };
+    expect(authenticationResults('a.example', [utf8], false)).toContain('smtp.mailfrom="j?ran@pass.example"');
+  });
+
   it('includes the DKIM and DMARC results recorded after the data, above the Received field', async () => {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
     t = await startTestServer({
