@@ -126,7 +126,7 @@ async function verifyRate(message: Buffer, dns: TestDnsServer, seconds: number):
   const keys = new KeyCache();
   const once = async () => {
     const out = await verifyMessage(message, {
-      dns: resolver,
+      lookup: (name) => resolver.lookup(name, 'TXT'),
       now: Date.now(),
       minKeyBits: 1024,
       maxSignatures: 10,

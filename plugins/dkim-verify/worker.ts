@@ -1,0 +1,52 @@
+/**
+ * A `dkim-verify` worker thread (started by threads.ts): verifies the
+ * messages the main thread posts with `verifyMessage` (signature parsing,
+ * body hash, header canonicalisation, RSA or Ed25519 check) and posts the
+ * verdicts back. Key records come from the main thread, which owns the
+ * server's DNS resolver and its cache: the worker posts a name and waits for
+ * the answer.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { DnsResult } from '../../core/dns/types.ts';
+import { KeyCache, type KeyLookup, verifyMessage } from '../dkim/verify.ts';
+import type { FromWorker, ToWorker, WorkerSettings } from './threads.ts';
+
+const port = parentPort;
+if (port === null) throw new Error('dkim-verify worker: not started as a worker thread');
+const settings = workerData as WorkerSettings;
+// Parsed public keys, by key record, for this thread's messages.
+const keys = new KeyCache();
+/** Key lookups waiting for the main thread's answer, by lookup id. */
+const waiting = new Map<number, (answer: DnsResult<string>) => void>();
+let lastLookup = 0;
+
+const post = (m: FromWorker) => port.postMessage(m);
+
+const lookup: KeyLookup = (name) =>
+  new Promise((resolve) => {
+    const id = ++lastLookup;
+    waiting.set(id, resolve);
+    post({ type: 'key', id, name });
+  });
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'key') {
+    const resolve = waiting.get(m.id);
+    waiting.delete(m.id);
+    resolve?.(m.answer);
+    return;
+  }
+  const message = Buffer.from(m.message.buffer, m.message.byteOffset, m.message.byteLength);
+  verifyMessage(message, {
+    lookup,
+    now: m.now,
+    minKeyBits: settings.minKeyBits,
+    maxSignatures: settings.maxSignatures,
+    clockSkew: settings.clockSkew,
+    keys,
+  }).then(
+    (verification) => post({ type: 'done', id: m.id, verification }),
+    (err: unknown) =>
+      post({ type: 'failed', id: m.id, reason: err instanceof Error ? err.message : String(err) }),
+  );
+});
