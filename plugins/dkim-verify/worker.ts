@@ -7,6 +7,7 @@
  * the answer.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { TtlCache } from '../../core/dns/cache.ts';
 import type { DnsResult } from '../../core/dns/types.ts';
 import { KeyCache, type KeyLookup, verifyMessage } from '../dkim/verify.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './threads.ts';
@@ -16,18 +17,29 @@ if (port === null) throw new Error('dkim-verify worker: not started as a worker 
 const settings = workerData as WorkerSettings;
 // Parsed public keys, by key record, for this thread's messages.
 const keys = new KeyCache();
+/** Key record answers (with records) by name, until their TTL runs out on the server's clock. */
+const answers = new TtlCache<DnsResult<string>>(256);
 /** Key lookups waiting for the main thread's answer, by lookup id. */
 const waiting = new Map<number, (answer: DnsResult<string>) => void>();
 let lastLookup = 0;
 
 const post = (m: FromWorker) => port.postMessage(m);
 
-const lookup: KeyLookup = (name) =>
-  new Promise((resolve) => {
-    const id = ++lastLookup;
-    waiting.set(id, resolve);
-    post({ type: 'key', id, name });
-  });
+/** Key lookups for a message verified at `now` (ms, the server's clock). */
+const lookupAt =
+  (now: number): KeyLookup =>
+  (name) => {
+    const hit = answers.get(name, now);
+    if (hit !== undefined) return Promise.resolve(hit.value);
+    return new Promise((resolve) => {
+      const id = ++lastLookup;
+      waiting.set(id, (answer) => {
+        if (answer.kind === 'answer' && answer.ttl > 0) answers.set(name, answer, now + answer.ttl * 1000);
+        resolve(answer);
+      });
+      post({ type: 'key', id, name });
+    });
+  };
 
 port.on('message', (m: ToWorker) => {
   if (m.type === 'key') {
@@ -38,7 +50,7 @@ port.on('message', (m: ToWorker) => {
   }
   const message = Buffer.from(m.message.buffer, m.message.byteOffset, m.message.byteLength);
   verifyMessage(message, {
-    lookup,
+    lookup: lookupAt(m.now),
     now: m.now,
     minKeyBits: settings.minKeyBits,
     maxSignatures: settings.maxSignatures,
