@@ -4,8 +4,9 @@
  * hashing and the RSA or Ed25519 check leave the event loop. The event loop
  * copies the message into a transferable buffer, posts it with a request id,
  * answers the thread's key lookups from the server's DNS resolver (its cache,
- * its configured servers), and takes the verdicts back: four messages across
- * threads per message verified.
+ * its configured servers), and takes the verdicts back: two messages across
+ * threads per message verified, two more when the thread does not hold the
+ * key record's answer (a thread keeps one for its TTL).
  *
  * Each message goes to the thread with the fewest in flight; past
  * `MAX_IN_FLIGHT` on every thread (or with no thread able to start) `verify`
@@ -87,6 +88,7 @@ export class VerifierPool {
   readonly #live = new Set<Thread>();
   #lastId = 0;
   #answered = 0;
+  #keyLookups = 0;
   /** Where the least-busy search starts: ties go round-robin. */
   #next = 0;
   #closed = false;
@@ -114,6 +116,11 @@ export class VerifierPool {
   /** Messages the threads verified (answered with their verdicts) since the pool started. */
   get answered(): number {
     return this.#answered;
+  }
+
+  /** Key lookups the threads asked the event loop for (a thread keeps answers for their TTL). */
+  get keyLookups(): number {
+    return this.#keyLookups;
   }
 
   /** Messages in flight on all threads. */
@@ -232,6 +239,7 @@ export class VerifierPool {
   #receive(thread: Thread, m: FromWorker): void {
     switch (m.type) {
       case 'key': {
+        this.#keyLookups++;
         const answer = (a: DnsResult<string>) => {
           if (thread.exited) return;
           const reply: ToWorker = { type: 'key', id: m.id, answer: a };

@@ -405,6 +405,41 @@ describe('dkim-verify worker threads', () => {
     expect(verifierPools(t.server.facts)).toEqual([]);
   });
 
+  it('a thread asks the event loop for a key once per TTL, the resolver answering from its cache', async () => {
+    let now = Date.now();
+    const t = await startTestServer({
+      dns: zone,
+      clock: { now: () => now },
+      plugins: [
+        ['dkim-verify', { workers: 1 }],
+        ['rcpt-local', { domains: ['example.net'] }],
+      ],
+    });
+    const pool = poolOf(t);
+    const signed = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    try {
+      const c = await t.connect();
+      await c.expect('EHLO client.example', 250);
+      const send = async () => {
+        await c.expect('MAIL FROM:<alice@example.org>', 250);
+        await c.expect('RCPT TO:<bob@example.net>', 250);
+        await c.expect('DATA', 354);
+        expect((await c.sendData(signed)).code).toBe(250);
+        return [pool.keyLookups, t.dns?.count('r1._domainkey.example.org', 'TXT')];
+      };
+      expect(await send()).toEqual([1, 1]);
+      expect(await send()).toEqual([1, 1]);
+      // Past the record's TTL (the test DNS server's default, 300 s), on the server's clock: both caches expired.
+      now += 301_000;
+      expect(await send()).toEqual([2, 2]);
+      expect(await send()).toEqual([2, 2]);
+      expect(pool.answered).toBe(4);
+      await c.close();
+    } finally {
+      await t.close();
+    }
+  });
+
   it('threads end when a reload replaces the plugin or drops it', async () => {
     const t = await startTestServer({
       dns: zone,
