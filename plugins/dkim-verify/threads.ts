@@ -189,8 +189,6 @@ export class VerifierPool {
       stdout: false,
       stderr: false,
     });
-    // The threads never keep the process alive: the server's sockets and timers do.
-    worker.unref();
     let ended = () => {};
     const thread: Thread = {
       worker,
@@ -233,6 +231,9 @@ export class VerifierPool {
       }
       ended();
     });
+    // The threads never keep the process alive: the server's sockets and timers do. After the
+    // listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
     return thread;
   }
 

@@ -8,6 +8,8 @@
  * themselves: one that exits with a message in flight, and threads ending
  * with the server and with a reload that drops the plugin.
  */
+
+import { execFile } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -470,6 +472,31 @@ describe('dkim-verify worker threads', () => {
     } finally {
       await t.close();
     }
+  });
+
+  it('running threads do not keep the process alive', async () => {
+    // A process that starts a pool, has it verify a message, and never closes it: it must still exit
+    // (the threads are unref'd; this fails if a thread keeps the process alive).
+    const threads = new URL('../../plugins/dkim-verify/threads.ts', import.meta.url).href;
+    const script = `
+      import { VerifierPool } from ${JSON.stringify(threads)};
+      const log = { error: (...a) => console.error(...a) };
+      const lookup = async () => ({ kind: 'nxdomain', authenticated: false });
+      const pool = new VerifierPool({}, 1, { minKeyBits: 1024, maxSignatures: 10, clockSkew: 300 }, lookup, log);
+      // What keeps a server alive while a message is verified: its sockets (here a timer).
+      const hold = setInterval(() => {}, 1000);
+      const v = await pool.verify(Buffer.from('From: a@example.org\\r\\n\\r\\nhi\\r\\n'), Date.now());
+      clearInterval(hold);
+      console.log(JSON.stringify({ verdicts: v.signatures, running: pool.running }));
+    `;
+    const file = join(dir, 'pool-left-open.mjs');
+    await writeFile(file, script);
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [file], { timeout: 15_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    expect(JSON.parse(out)).toEqual({ verdicts: [], running: 1 });
   });
 
   it('the threads end with the server', async () => {
