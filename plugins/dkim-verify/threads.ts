@@ -78,6 +78,7 @@ interface Thread {
 }
 
 export class VerifierPool {
+  readonly #server: ServerFacts;
   readonly #size: number;
   readonly #settings: WorkerSettings;
   readonly #lookup: KeyLookup;
@@ -94,8 +95,6 @@ export class VerifierPool {
   #closed = false;
   /** A thread exited before it ran: threads cannot start here (every message verifies on the event loop). */
   #broken = false;
-
-  readonly #server: ServerFacts;
 
   constructor(server: ServerFacts, size: number, settings: WorkerSettings, lookup: KeyLookup, log: Logger) {
     this.#server = server;
@@ -153,7 +152,7 @@ export class VerifierPool {
     const thread = best;
     const id = ++this.#lastId;
     // A copy in an ArrayBuffer of its own, moved to the thread: cloning the Buffer instead
-    // would serialise it (and the whole pool slab it may sit in), several times the cost.
+    // serialises the whole slab it may sit in (about 30 us more per message: bench/dkim-handover.ts).
     const copy = new Uint8Array(message);
     return new Promise((resolve) => {
       thread.pending.set(id, resolve);
