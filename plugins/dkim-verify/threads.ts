@@ -38,6 +38,8 @@ export type ToWorker =
 
 /** Worker to main thread. */
 export type FromWorker =
+  /** The worker's module has loaded: it takes messages. */
+  | { readonly type: 'ready' }
   /** Look up the TXT records of `name` (`<s>._domainkey.<d>`). */
   | { readonly type: 'key'; readonly id: number; readonly name: string }
   | { readonly type: 'done'; readonly id: number; readonly verification: Verification }
@@ -70,8 +72,8 @@ interface Thread {
   readonly worker: Worker;
   /** Messages in flight, by request id: how to settle each. */
   readonly pending: Map<number, (v: Verification) => void>;
-  /** The thread started running its module ('online'). */
-  online: boolean;
+  /** The thread's module loaded (its 'ready' message; 'online' comes before the module is even read). */
+  ready: boolean;
   /** The thread has ended ('exit'). */
   exited: boolean;
   readonly ended: Promise<void>;
@@ -83,6 +85,7 @@ export class VerifierPool {
   readonly #settings: WorkerSettings;
   readonly #lookup: KeyLookup;
   readonly #log: Logger;
+  readonly #module: URL;
   /** One slot per thread; undefined once its thread exited, until the next message starts another. */
   readonly #threads: (Thread | undefined)[];
   /** Every thread started and not yet ended (close waits for them). */
@@ -93,10 +96,18 @@ export class VerifierPool {
   /** Where the least-busy search starts: ties go round-robin. */
   #next = 0;
   #closed = false;
-  /** A thread exited before it ran: threads cannot start here (every message verifies on the event loop). */
+  /** A thread exited before its module loaded: threads cannot start here (every message verifies on the event loop). */
   #broken = false;
 
-  constructor(server: ServerFacts, size: number, settings: WorkerSettings, lookup: KeyLookup, log: Logger) {
+  /** `module`: the worker's module (tests give one that cannot load). */
+  constructor(
+    server: ServerFacts,
+    size: number,
+    settings: WorkerSettings,
+    lookup: KeyLookup,
+    log: Logger,
+    module: URL = WORKER_URL,
+  ) {
     this.#server = server;
     const open = pools.get(server) ?? new Set();
     pools.set(server, open.add(this));
@@ -104,6 +115,7 @@ export class VerifierPool {
     this.#settings = settings;
     this.#lookup = lookup;
     this.#log = log;
+    this.#module = module;
     this.#threads = Array.from({ length: size }, () => this.#start());
   }
 
@@ -181,7 +193,7 @@ export class VerifierPool {
   }
 
   #start(): Thread {
-    const worker = new Worker(WORKER_URL, {
+    const worker = new Worker(this.#module, {
       workerData: this.#settings,
       name: 'dkim-verify',
       // Its stdout and stderr go to the main thread's own (a crash's message included).
@@ -192,19 +204,17 @@ export class VerifierPool {
     const thread: Thread = {
       worker,
       pending: new Map(),
-      online: false,
+      ready: false,
       exited: false,
       ended: new Promise<void>((resolve) => {
         ended = resolve;
       }),
     };
     this.#live.add(thread);
-    worker.on('online', () => {
-      thread.online = true;
-    });
     worker.on('message', (m: FromWorker) => this.#receive(thread, m));
+    const threadId = worker.threadId;
     worker.on('error', (err) => {
-      this.#log.error({ err, threadId: worker.threadId }, 'dkim-verify: verifier thread failed');
+      this.#log.error({ err, threadId }, 'dkim-verify: verifier thread failed');
     });
     worker.on('exit', (code) => {
       thread.exited = true;
@@ -215,15 +225,15 @@ export class VerifierPool {
       for (const settle of thread.pending.values()) settle(lost('verifier thread exited'));
       thread.pending.clear();
       if (!this.#closed) {
-        if (!thread.online && !this.#broken) {
+        if (!thread.ready && !this.#broken) {
           this.#broken = true;
           this.#log.error(
-            { threadId: worker.threadId, code },
+            { threadId, code, lost: lostCount },
             'dkim-verify: a verifier thread could not start; verifying on the event loop',
           );
         } else {
           this.#log.error(
-            { threadId: worker.threadId, code, lost: lostCount },
+            { threadId, code, lost: lostCount },
             'dkim-verify: verifier thread exited; its messages get temperror, the next message starts another',
           );
         }
@@ -238,6 +248,9 @@ export class VerifierPool {
 
   #receive(thread: Thread, m: FromWorker): void {
     switch (m.type) {
+      case 'ready':
+        thread.ready = true;
+        return;
       case 'key': {
         this.#keyLookups++;
         const answer = (a: DnsResult<string>) => {

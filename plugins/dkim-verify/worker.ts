@@ -62,3 +62,6 @@ port.on('message', (m: ToWorker) => {
       post({ type: 'failed', id: m.id, reason: err instanceof Error ? err.message : String(err) }),
   );
 });
+
+// Loaded: from here on an exit is a crash of a working thread, not a module that cannot load.
+post({ type: 'ready' });

@@ -22,7 +22,7 @@ import type { SmtpReply, TestDnsZone, TestServer } from '../../core/testkit.ts';
 import { startTestServer } from '../../core/testkit.ts';
 import { dkimRecord } from '../../plugins/dkim-sign/keys.ts';
 import type { DkimResult } from '../../plugins/dkim-verify/index.ts';
-import { type VerifierPool, verifierPools } from '../../plugins/dkim-verify/threads.ts';
+import { VerifierPool, verifierPools } from '../../plugins/dkim-verify/threads.ts';
 import { ensurePythonDkim, interop } from '../helpers/python-dkim.ts';
 import { resultsProbe } from '../helpers/test-plugins.ts';
 
@@ -471,6 +471,30 @@ describe('dkim-verify worker threads', () => {
       await vi.waitFor(() => expect(last.running).toBe(0));
     } finally {
       await t.close();
+    }
+  });
+
+  it('threads that cannot load their module: logged once, then every message is verified on the event loop', async () => {
+    const errors: string[] = [];
+    const log = pino(
+      { level: 'error' },
+      new Writable({ write: (c: Buffer, _e, done) => done(void errors.push(JSON.parse(c.toString()).msg)) }),
+    );
+    const lookup = async () => ({ kind: 'nxdomain', authenticated: false }) as const;
+    const settings = { minKeyBits: 1024, maxSignatures: 10, clockSkew: 300 };
+    const missing = new URL('../fixtures/no-such-worker.ts', import.meta.url);
+    const server = {} as Parameters<typeof verifierPools>[0];
+    const pool = new VerifierPool(server, 1, settings, lookup, log, missing);
+    try {
+      const first = pool.verify(Buffer.from('From: a@example.org\r\n\r\nhi\r\n'), Date.now());
+      // Sent before the thread failed: it comes back temperror, never left waiting.
+      expect((await first)?.signatures).toEqual([{ result: 'temperror', reason: 'verifier thread exited' }]);
+      await vi.waitFor(() => expect(pool.running).toBe(0));
+      expect(pool.verify(Buffer.from('From: a@example.org\r\n\r\nhi\r\n'), Date.now())).toBeUndefined();
+      expect(pool.running).toBe(0);
+      expect(errors.filter((m) => /could not start/.test(m))).toHaveLength(1);
+    } finally {
+      await pool.close();
     }
   });
 
