@@ -72,7 +72,7 @@ export const schema = Type.Object(
       maximum: 64,
       default: 0,
       description:
-        'Worker threads that verify small messages (those checks read in one buffer): signature parsing, canonicalisation, body hash and the RSA or Ed25519 check leave the event loop, which keeps the DNS lookups (the server’s resolver and cache). 0: everything on the event loop. A message spilled to disk, or one past 64 in flight on every thread, is verified on the event loop. A thread that crashes is replaced; its messages get `temperror`. See docs/policy.md, Performance.',
+        'Worker threads that verify small messages (those checks read in one buffer): signature parsing, canonicalisation, body hash and the RSA or Ed25519 check leave the event loop, which keeps the DNS lookups (the server’s resolver and cache). 0: everything on the event loop (the default: on two busy cores the threads cut the event loop’s CPU per message but raised no throughput). A message spilled to disk, or one past 64 in flight on every thread, is verified on the event loop. A thread that crashes is replaced; its messages get `temperror`. See docs/policy.md, Performance.',
     }),
   },
   { additionalProperties: false },
