@@ -13,6 +13,9 @@
  *   receiving MTA that runs these checks really is;
  * - checks-pool, checks-fs-pool (with `--only`): the checks with dkim-verify's
  *   `threadPool` (signatures checked on libuv's thread pool);
+ * - checks-w1, checks-fs-w1, checks-w2, checks-fs-w2 (with `--only`): the
+ *   checks with dkim-verify's `workers: 1` or `2` (messages verified in worker
+ *   threads);
  * - sign (with `--only`): baseline + dkim-sign (RSA-2048) with
  *   `signUnauthenticated` for the sender domain, so the load generator needs
  *   no AUTH; sign-ed25519: the same with an Ed25519 key;
@@ -66,7 +69,8 @@ const USAGE = `Usage: npm run bench:auth -- [--quick] [--time-limit S] [--sign-s
   --each            Also W1 with spf alone and dkim-verify alone (where the checks' cost lies).
   --only IDS        Only these configurations, in this order (comma-separated ids: baseline,
                     checks, baseline-fs, checks-fs, checks-pool, checks-fs-pool (dkim-verify
-                    with threadPool), sign, sign-ed25519, spf-only, dkim-verify-only, spf-dkim, dmarc-ar; default ${DEFAULT_CONFIGS.join(',')}, plus the two
+                    with threadPool), checks-w1, checks-fs-w1, checks-w2, checks-fs-w2
+                    (dkim-verify with workers: 1 or 2), sign, sign-ed25519, spf-only, dkim-verify-only, spf-dkim, dmarc-ar; default ${DEFAULT_CONFIGS.join(',')}, plus the two
                     -only ones with --each). Ratios are to baseline (queue-discard) or
                     baseline-fs (queue-fs), whichever has the same queue, when it ran.
   --rounds N        Run the configurations N times in turn (default 1); report each one's median
@@ -126,7 +130,7 @@ async function verifyRate(message: Buffer, dns: TestDnsServer, seconds: number):
   const keys = new KeyCache();
   const once = async () => {
     const out = await verifyMessage(message, {
-      dns: resolver,
+      lookup: (name) => resolver.lookup(name, 'TXT'),
       now: Date.now(),
       minKeyBits: 1024,
       maxSignatures: 10,
@@ -298,6 +302,21 @@ async function main(): Promise<void> {
           },
         }),
       ),
+      ...[1, 2].flatMap((workers) =>
+        (['discard', 'fs'] as const).map(
+          (queue): Config => ({
+            id: `${queue === 'fs' ? 'checks-fs' : 'checks'}-w${workers}`,
+            what: `the same checks${queue === 'fs' ? ' on mailframe-fs' : ''}, dkim-verify workers: ${workers}`,
+            queue,
+            extras: {
+              core,
+              plugins: ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) =>
+                plugin === 'dkim-verify' ? { plugin, config: { workers } } : { plugin },
+              ),
+            },
+          }),
+        ),
+      ),
       {
         id: 'sign',
         what: `dkim-sign (RSA-2048, signUnauthenticated for ${SENDER}: no AUTH)`,
@@ -435,31 +454,39 @@ async function main(): Promise<void> {
       rounds > 1
         ? `${rounds} rounds: each row is the round with the median msgs/s; the ratios are medians of the per-round ratios.`
         : '',
-      '| W1 configuration | msgs/s | CPU ms/msg | p99 ms | errors | DNS queries | msgs/s vs its baseline | CPU vs its baseline |',
+      '| W1 configuration | msgs/s | CPU ms/msg | main thread | p99 ms | errors | DNS queries | msgs/s vs its baseline | CPU vs its baseline | main thread vs its baseline |',
     ];
-    out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of results) {
       const m = median(r);
       if (!m) {
-        out.push(`| ${r.id}: ${r.what} | failed: ${r.errors[0]} | | | | | | |`);
+        out.push(`| ${r.id}: ${r.what} | failed: ${r.errors[0]} | | | | | | | | |`);
         continue;
       }
       const fixed = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
       const errors = r.runs.reduce((n, x) => n + (x?.errors ?? 0), 0) + r.errors.length;
       out.push(
-        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${errors} | ${Math.max(...r.dnsQueries)} | ${fixed(ratio(r, (x) => x.msgsPerSec))} | ${fixed(ratio(r, (x) => x.cpuMsPerMsg))} |`,
+        `| ${r.id}: ${r.what} | ${m.msgsPerSec.toFixed(0)} | ${m.cpuMsPerMsg.toFixed(3)} | ${m.mainCpuMsPerMsg.toFixed(3)} | ${m.p99Ms.toFixed(2)} | ${errors} | ${Math.max(...r.dnsQueries)} | ${fixed(ratio(r, (x) => x.msgsPerSec))} | ${fixed(ratio(r, (x) => x.cpuMsPerMsg))} | ${fixed(ratio(r, (x) => x.mainCpuMsPerMsg))} |`,
       );
     }
-    // One verdict per queue: the checks' throughput over the baseline's on the same queue.
+    // One verdict per queue and checks configuration that ran (checks, and its -pool and -wN variants):
+    // its throughput over the baseline's on the same queue.
     const verdicts = (['discard', 'fs'] as const).flatMap((queue) => {
       const label = queue === 'fs' ? 'queue-fs (durable)' : 'queue-discard';
       const base = baseOf(queue);
-      const checks = byId(queue === 'fs' ? 'checks-fs' : 'checks');
-      if (!base && !checks) return [];
-      const x = checks && ratio(checks, (m) => m.msgsPerSec);
-      if (!cleanRuns(base) || !cleanRuns(checks) || x === undefined)
-        return [`${label}: not judged (a run failed, had errors or did not run)`];
-      return [`${label}: ${x >= TARGET ? 'MET' : 'NOT MET'} (${x.toFixed(2)}x)`];
+      const prefix = queue === 'fs' ? 'checks-fs' : 'checks';
+      const variants = results.filter(
+        (r) => r.queue === queue && (r.id === prefix || new RegExp(`^${prefix}-(?:pool|w\\d+)$`).test(r.id)),
+      );
+      if (!base && variants.length === 0) return [];
+      if (variants.length === 0) return [`${label}: not judged (no checks configuration ran)`];
+      return variants.map((checks) => {
+        const x = ratio(checks, (m) => m.msgsPerSec);
+        const name = checks.id === prefix ? label : `${label}, ${checks.id}`;
+        if (!cleanRuns(base) || !cleanRuns(checks) || x === undefined)
+          return `${name}: not judged (a run failed, had errors or did not run)`;
+        return `${name}: ${x >= TARGET ? 'MET' : 'NOT MET'} (${x.toFixed(2)}x)`;
+      });
     });
     const verdict = `target (checks keep >= ${TARGET * 100} % of W1 msgs/s): ${verdicts.length ? verdicts.join('; ') : 'not judged (no baseline/checks pair ran)'}`;
     out.push('', verdict, '', '| DKIM signing, 2 KB message, one thread | signatures/s |', '| --- | ---: |');

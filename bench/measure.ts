@@ -3,7 +3,7 @@
  * against it while sampling the server's CPU time and RSS from /proc, stop it.
  */
 import { runLoad } from './loadgen.ts';
-import { cpuMs, RssPoller, rssKb } from './proc.ts';
+import { cpuMs, mainThreadCpuMs, RssPoller, rssKb } from './proc.ts';
 import type { RunningServer, ServerSpec } from './servers.ts';
 import { runSmtpSource } from './smtp-source.ts';
 import { type Workload, warmupFor } from './workloads.ts';
@@ -16,8 +16,10 @@ export interface RunMetrics {
   /** NaN when the generator does not measure latency (smtp-source). */
   readonly p50Ms: number;
   readonly p99Ms: number;
-  /** Server CPU (user + system) per accepted message, ms. */
+  /** Server CPU (user + system) per accepted message, ms: the whole process, every thread. */
   readonly cpuMsPerMsg: number;
+  /** The part of `cpuMsPerMsg` on the server's main thread (its event loop), ms. */
+  readonly mainCpuMsPerMsg: number;
   readonly peakRssMb: number;
   /** Server RSS right before the load (after warm-up, before idle connections). */
   readonly baselineRssMb: number;
@@ -64,6 +66,8 @@ export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOption
     poller.start();
     let cpu0 = 0;
     let cpu1 = 0;
+    let main0 = 0;
+    let main1 = 0;
     let withIdleKb = 0;
     const beforeLoad = async () => {
       // The server has just accepted and greeted the idle connections: let that burst's work (and
@@ -71,9 +75,11 @@ export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOption
       if (w.load.idle) await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
       withIdleKb = rssKb(pid);
       cpu0 = cpuMs(pid);
+      main0 = mainThreadCpuMs(pid);
     };
     const afterLoad = () => {
       cpu1 = cpuMs(pid);
+      main1 = mainThreadCpuMs(pid);
       poller.stop();
     };
     const result =
@@ -112,6 +118,7 @@ export async function measure(spec: ServerSpec, w: Workload, opts: MeasureOption
       p50Ms: result.latencyMs.p50,
       p99Ms: result.latencyMs.p99,
       cpuMsPerMsg: result.messages ? (cpu1 - cpu0) / result.messages : Number.NaN,
+      mainCpuMsPerMsg: result.messages ? (main1 - main0) / result.messages : Number.NaN,
       peakRssMb: mb(peakKb),
       baselineRssMb: mb(baselineKb),
       rssGrowthMb: mb(peakKb - baselineKb),

@@ -60,6 +60,21 @@ export function cpuMs(pid: number): number {
 }
 
 /**
+ * CPU ms (utime + stime) of `pid`'s main thread alone (`/proc/<pid>/task/<pid>`):
+ * for a Node server, its event loop (and V8's work on that thread), without
+ * libuv's pool, worker threads, or V8's background threads. NaN if it cannot be read.
+ */
+export function mainThreadCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'latin1');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ticksToMs(Number(f[11]) + Number(f[12]));
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
  * CPU ms of a whole process tree that forks workers (Postfix's master and its
  * daemons): the root's own time and that of its reaped children (cutime,
  * cstime), plus every living descendant's own and reaped children's time. Two

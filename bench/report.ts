@@ -54,6 +54,7 @@ export function summarize(runs: readonly RunMetrics[]): Summary {
     p50Ms: m((r) => r.p50Ms),
     p99Ms: m((r) => r.p99Ms),
     cpuMsPerMsg: m((r) => r.cpuMsPerMsg),
+    mainCpuMsPerMsg: m((r) => r.mainCpuMsPerMsg),
     peakRssMb: m((r) => r.peakRssMb),
     baselineRssMb: m((r) => r.baselineRssMb),
     rssGrowthMb: m((r) => r.rssGrowthMb),

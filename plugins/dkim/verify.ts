@@ -2,10 +2,10 @@
  * A streaming DKIM verifier (RFC 6376; Ed25519-SHA256 by RFC 8463; RSA-SHA1
  * refused by RFC 8301). One pass over the message: the header section is
  * collected, every DKIM-Signature field (up to a cap) is parsed and its key
- * lookup started at once (through the server's DNS resolver and its cache),
- * then the body streams through one hasher per distinct body
- * canonicalisation and `l=`; nothing holds the body. Each signature gets an
- * RFC 8601 result value:
+ * lookup started at once (through the injected `lookup`: the server's DNS
+ * resolver and its cache), then the body streams through one hasher per
+ * distinct body canonicalisation and `l=`; nothing holds the body. Each
+ * signature gets an RFC 8601 result value:
  *
  *   pass       body hash and signature verify
  *   fail       body hash or signature does not verify
@@ -15,7 +15,7 @@
  */
 import { createPublicKey, hash, type KeyObject, verify } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { DnsResolver } from '../../core/dns/types.ts';
+import type { DnsResult } from '../../core/dns/types.ts';
 import type { MessageHeader } from '../policy/message-header.ts';
 import { BodyHasher, type Canon, canonField, type Field, parseFields, signedHeaderData } from './canon.ts';
 import { base64Value, colonList, parseTagList } from './tags.ts';
@@ -50,8 +50,16 @@ export interface Verification {
   readonly skipped: number;
 }
 
+/**
+ * How the verifier gets a key record: the TXT records of `name`
+ * (`<s>._domainkey.<d>`), e.g. `(name) => server.dns.lookup(name, 'TXT')`.
+ * Injected so the same code runs on the event loop and in a worker thread
+ * that asks the main thread (see plugins/dkim-verify/threads.ts).
+ */
+export type KeyLookup = (name: string) => Promise<DnsResult<string>>;
+
 export interface VerifyOptions {
-  readonly dns: DnsResolver;
+  readonly lookup: KeyLookup;
   /** Milliseconds since the epoch (the server's clock). */
   readonly now: number;
   /** RSA keys shorter than this are `permerror` (RFC 8301 3.2). */
@@ -259,7 +267,7 @@ async function fetchKey(
   opts: VerifyOptions,
 ): Promise<{ ok: true; key: Extract<ParsedKey, { ok: true }> } | { ok: false; verdict: SignatureVerdict }> {
   const { verdict } = sig;
-  const answer = await opts.dns.lookup(`${verdict.selector}._domainkey.${verdict.domain}`, 'TXT');
+  const answer = await opts.lookup(`${verdict.selector}._domainkey.${verdict.domain}`);
   if (answer.kind === 'error')
     return {
       ok: false,

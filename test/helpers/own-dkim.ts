@@ -23,7 +23,7 @@ export async function ownVerify(message: Buffer, dns: TestDnsServer, clock: Cloc
   });
   try {
     return await verifyMessage(message, {
-      dns: resolver,
+      lookup: (name) => resolver.lookup(name, 'TXT'),
       now: clock.now(),
       minKeyBits: 1024,
       maxSignatures: 5,

@@ -68,6 +68,8 @@ describe('the installed package', () => {
     expect(files).toContain('package/dist/core/index.d.ts');
     expect(files).toContain('package/dist/core/testkit.js');
     expect(files).toContain('package/dist/plugins/queue-fs/index.js');
+    // Loaded by path (new Worker(new URL('./worker.js', ...))), not imported: no import would pull it in.
+    expect(files).toContain('package/dist/plugins/dkim-verify/worker.js');
     expect(files).toContain('package/config.schema.json');
     expect(files.filter((f) => /\.test\.|\/test\/|\/bench\/|(?<!\.d)\.ts$/.test(f))).toEqual([]);
   });
@@ -158,6 +160,35 @@ process.on('SIGTERM', () => server.close().then(() => process.exit(0)));
       expect(await stopProcess(child), output()).toBe(0);
     }
   }, 60_000);
+
+  it("verifies DKIM in dkim-verify's worker thread, loaded from the built package", async () => {
+    // If the thread could not load its module, the message in flight would get temperror, or (the thread
+    // failed first) the event loop would verify it after an error line on stdout: either fails this.
+    const script = `import { createLogger } from 'mailframe';
+import { startTestServer } from 'mailframe/testkit';
+const t = await startTestServer({
+  dns: {},
+  logger: createLogger({ level: 'warn', pretty: false }),
+  plugins: [['dkim-verify', { workers: 1 }], 'auth-results', ['rcpt-local', { domains: ['example.net'] }]],
+});
+const c = await t.connect();
+await c.expect('EHLO client.example', 250);
+await c.expect('MAIL FROM:<a@example.org>', 250);
+await c.expect('RCPT TO:<b@example.net>', 250);
+await c.expect('DATA', 354);
+const field = 'DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=gone; h=from; bh=AAAA; b=AAAA';
+const reply = await c.sendData(field + '\\r\\nFrom: a@example.org\\r\\n\\r\\nhi\\r\\n');
+await c.close();
+const [queued] = await t.waitForMessages(1);
+await t.close();
+process.stdout.write(JSON.stringify({ code: reply.code, dkim: /dkim=\\w+/.exec(queued.text)?.[0] }) + '\\n');
+`;
+    await writeFile(join(app, 'dkim-threads.js'), script);
+    const r = await must('node', ['dkim-threads.js'], app);
+    const lines = r.stdout.split('\n').filter(Boolean);
+    // No key published for s=gone: permerror, from the thread, and nothing logged.
+    expect(lines, r.stdout).toEqual([JSON.stringify({ code: 250, dkim: 'dkim=permerror' })]);
+  });
 
   it('logs JSON when pretty logs are asked for but the optional pino-pretty is not installed', async () => {
     const script =
