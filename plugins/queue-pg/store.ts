@@ -228,6 +228,16 @@ const GROUP_IN_FLIGHT = 1;
 const GROUP_MAX = 64;
 const GROUP_OCTETS = 4 * 1024 * 1024;
 
+/**
+ * Final results riding with inserts (`#ride`) that may wait to be recorded,
+ * per slot a node holds at a destination. Two: at W1's pace (an insert every
+ * 2-3 ms, 3-5 deliveries finishing meanwhile) nearly every result rides, and
+ * commits per message fall from about 0.65 to 0.4 (bench/README.md,
+ * queue-pg). The price: were the database lost, up to twice the slots of
+ * deliveries whose results rode are made again, besides those running.
+ */
+const RIDERS_PER_SLOT = 2;
+
 /** Settle statements under way at once, and the most settles one carries. */
 const SETTLE_IN_FLIGHT = 2;
 const SETTLE_MAX = 64;
@@ -1131,7 +1141,8 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
       final &&
       held.solo &&
       (this.#inFlight > 0 || this.#waiting.length > 0) &&
-      (this.#unconfirmed.get(held.destination) ?? 0) < Math.max(1, this.#slotCount(held.destination))
+      (this.#unconfirmed.get(held.destination) ?? 0) <
+        RIDERS_PER_SLOT * Math.max(1, this.#slotCount(held.destination))
     ) {
       this.#ride(lease, held, outcomes, now);
       return;
@@ -1157,10 +1168,10 @@ SELECT jb.lease_token AS token, false AS slot FROM jb UNION ALL SELECT sl.token,
   /**
    * A final settle of a single-destination message while messages are being
    * stored: it rides with the next insert statement, and the delivery is done
-   * for the scheduler now (its slot free for the next). At most as many
-   * results per destination as this node holds slots there wait to be
-   * recorded so (were the database gone, the deliveries made again would be
-   * at most twice its slots: those running and those riding). Its result is
+   * for the scheduler now (its slot free for the next). At most
+   * RIDERS_PER_SLOT results per slot this node holds at a destination wait to
+   * be recorded so (were the database gone, the deliveries made again would be
+   * at most three times its slots: those running and those riding). Its result is
    * recorded with that insert's commit;
    * lost only if the node or the database crashes first, and then the
    * delivery is made again (at least once, as with the settles' asynchronous
