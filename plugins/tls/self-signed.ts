@@ -38,8 +38,18 @@ const octetString = (b: Buffer) => tlv(0x04, b);
 const bitString = (b: Buffer) => tlv(0x03, Buffer.from([0]), b);
 const explicit = (n: number, inner: Buffer) => tlv(0xa0 | n, inner);
 
-function integer(b: Buffer): Buffer {
-  return tlv(0x02, (b[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+/**
+ * A non-negative INTEGER from its big-endian octets, in DER's minimal form
+ * (X.690 8.3.2): leading zero octets dropped, one put back where the first
+ * octet left has its high bit set (it would read as negative). A random
+ * serial number starts with 0x00 now and then; OpenSSL refuses that
+ * certificate ("illegal padding").
+ */
+export function derInteger(b: Buffer): Buffer {
+  let start = 0;
+  while (start < b.length - 1 && b[start] === 0) start++;
+  const octets = b.subarray(start);
+  return tlv(0x02, (octets[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), octets]) : octets);
 }
 
 function oid(dotted: string): Buffer {
@@ -77,11 +87,12 @@ export function createSelfSignedCertificate(
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const algorithm = sequence(oid(OID.ecdsaWithSha256));
   const serial = randomBytes(16);
-  serial[0] = (serial[0] ?? 0) & 0x7f;
+  // Positive and never zero (RFC 5280 4.1.2.2).
+  serial[15] = (serial[15] ?? 0) | 1;
   const san = sequence(tlv(0x82, Buffer.from(commonName, 'ascii'))); // dNSName [2] IMPLICIT IA5String
   const tbs = sequence(
-    explicit(0, integer(Buffer.from([2]))), // v3
-    integer(serial),
+    explicit(0, derInteger(Buffer.from([2]))), // v3
+    derInteger(serial),
     algorithm,
     name(commonName),
     sequence(time(new Date(now - 3600_000)), time(new Date(now + (opts.days ?? 365) * 86400_000))),
