@@ -289,12 +289,11 @@ const CANONS = new Map<string, { readonly header: Canon; readonly body: Canon }>
 
 /** `h=`'s names, lower case (one split when, as usual, there is no FWS, upper case or non-ASCII octet). */
 function headerNames(h: string): string[] {
-  for (let i = 0; i < h.length; i++) {
-    const c = h.charCodeAt(i);
-    if (c <= 32 || (c >= 65 && c <= 90) || c > 126) return colonList(h).map((n) => n.toLowerCase());
-  }
-  return h.split(':');
+  return NOT_PLAIN_NAMES.test(h) ? colonList(h).map((n) => n.toLowerCase()) : h.split(':');
 }
+
+/** An octet that makes `h=` need more than a split: FWS or another control, upper case, non-ASCII. */
+const NOT_PLAIN_NAMES = /[\x00-\x20A-Z\x7f-\uffff]/;
 
 function isCanon(c: string | undefined): c is Canon {
   return c === 'simple' || c === 'relaxed';
