@@ -49,6 +49,8 @@ export class BodyHasher {
 
   update(chunk: Buffer): void {
     const data = this.#partial.length > 0 ? Buffer.concat([this.#partial, chunk]) : chunk;
+    // Searched natively once for the chunk, not octet by octet for each line.
+    const clean = !this.#relaxed || relaxedCleanChunk(data);
     let start = 0;
     // Most lines are canonical as they stand (CRLF-terminated, not empty, and for relaxed without
     // WSP to fold): a run of them is hashed as one range of `data`, not copied line by line.
@@ -56,7 +58,7 @@ export class BodyHasher {
     for (let nl = data.indexOf(LF, start); nl >= 0; nl = data.indexOf(LF, start)) {
       const crlf = nl > start && data[nl - 1] === CR;
       const end = crlf ? nl - 1 : nl;
-      if (crlf && end > start && (!this.#relaxed || relaxedClean(data, start, end))) {
+      if (crlf && end > start && (clean || relaxedClean(data, start, end))) {
         if (run < 0) {
           // Empty lines before it count now that something follows them.
           for (; this.#emptyLines > 0; this.#emptyLines--) this.#emit(CRLF);
@@ -143,6 +145,14 @@ function relaxedClean(data: Buffer, start: number, end: number): boolean {
   return true;
 }
 
+/** Whether every line of `data` is the same in relaxed canonicalisation (no HTAB, no SP before SP or CR). */
+function relaxedCleanChunk(data: Buffer): boolean {
+  return data.indexOf(HTAB) < 0 && data.indexOf(SP_SP) < 0 && data.indexOf(SP_CR) < 0;
+}
+
+const SP_SP = Buffer.from('  ');
+const SP_CR = Buffer.from(' \r');
+
 /**
  * One body line in relaxed canonicalisation: every run of WSP becomes one
  * space, WSP at the end goes. Most lines need no change and are returned as is.
@@ -205,34 +215,28 @@ function canonName(name: string): string {
  * characters.
  */
 function relaxedValue(raw: string, from: number): string {
-  let out = '';
-  let segment = from;
-  let space = false;
-  let any = false;
-  for (let i = from; i < raw.length; i++) {
-    const c = raw.charCodeAt(i);
-    if (c === SP || c === HTAB) {
-      if (segment < i) {
-        out += raw.slice(segment, i);
-        any = true;
-      }
-      space = true;
-      segment = i + 1;
-    } else if (c === CR && raw.charCodeAt(i + 1) === LF) {
-      if (segment < i) {
-        out += raw.slice(segment, i);
-        any = true;
-      }
-      i++;
-      segment = i + 1;
-    } else if (space) {
-      if (any) out += ' ';
-      space = false;
-    }
+  let start = from;
+  let end = raw.length;
+  for (;;) {
+    const c = raw.charCodeAt(start);
+    if (start < end && (c === SP || c === HTAB)) start++;
+    else if (start + 1 < end && c === CR && raw.charCodeAt(start + 1) === LF) start += 2;
+    else break;
   }
-  if (segment < raw.length) out += raw.slice(segment);
-  return out;
+  while (end > start) {
+    const c = raw.charCodeAt(end - 1);
+    if (c === SP || c === HTAB) end--;
+    else if (c === LF && end - 2 >= start && raw.charCodeAt(end - 2) === CR) end -= 2;
+    else break;
+  }
+  // Both ends are now other octets: what lies between changes only at an HTAB, a CR or two SPs.
+  const value = raw.slice(start, end);
+  if (!NOT_RELAXED.test(value)) return value;
+  return value.replace(CRLF_ALL, '').replace(WSP_RUN, ' ');
 }
+
+const NOT_RELAXED = /[\t\r]| {2}/;
+const CRLF_ALL = /\r\n/g;
 
 /**
  * The header data a signature covers (RFC 6376 5.4.2): for each name of `h`,
@@ -240,21 +244,15 @@ function relaxedValue(raw: string, from: number): string {
  * its CRLF; a name with no instance left adds nothing.
  */
 export function signedHeaderData(fields: readonly Field[], h: readonly string[], canon: Canon): string {
+  // Per name: the index of the instance used last; the next is searched above it.
   const used = new Map<string, number>();
   let data = '';
   for (const listed of h) {
     const name = fieldName(listed);
-    const k = used.get(name) ?? 0;
-    used.set(name, k + 1);
-    let seen = 0;
-    for (let i = fields.length - 1; i >= 0; i--) {
-      const f = fields[i] as Field;
-      if (f.name !== name) continue;
-      if (seen++ === k) {
-        data += `${canonField(f.raw, canon)}\r\n`;
-        break;
-      }
-    }
+    let i = (used.get(name) ?? fields.length) - 1;
+    while (i >= 0 && (fields[i] as Field).name !== name) i--;
+    used.set(name, Math.max(i, 0));
+    if (i >= 0) data += `${canonField((fields[i] as Field).raw, canon)}\r\n`;
   }
   return data;
 }

@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import type { DnsResult } from '../../core/dns/types.ts';
 import type { MessageHeader } from '../policy/message-header.ts';
 import { BodyHasher, type Canon, canonField, type Field, parseFields, signedHeaderData } from './canon.ts';
-import { base64Value, colonList, parseTagList } from './tags.ts';
+import { base64Value, colonList, parseSignatureTags, parseTagList } from './tags.ts';
 
 export type DkimVerdict = 'pass' | 'fail' | 'neutral' | 'permerror' | 'temperror';
 
@@ -177,6 +177,8 @@ function rsaKey(der: Buffer): KeyObject {
 /** A DKIM-Signature field parsed (RFC 6376 3.5), or the verdict it already earned. */
 interface Signature {
   readonly field: Field;
+  /** The field with `b=`'s value deleted (RFC 6376 3.7). */
+  readonly unsigned: string;
   readonly verdict: SignatureVerdict;
   readonly keyType: KeyType;
   readonly headerCanon: Canon;
@@ -193,13 +195,13 @@ const DOMAIN = /^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
 
 /** The signature in `field`, or a verdict when it cannot be checked at all. */
 function parseSignature(field: Field, opts: VerifyOptions): Signature | SignatureVerdict {
-  const tags = parseTagList(field.raw.slice(field.raw.indexOf(':') + 1));
+  const raw = field.raw;
+  const tags = parseSignatureTags(raw, raw.indexOf(':') + 1);
   if (!tags) return { result: 'permerror', reason: 'malformed signature' };
-  const d = tags.get('d')?.toLowerCase().replace(/\.$/, '');
-  const s = tags.get('s');
-  const a = tags.get('a')?.toLowerCase();
-  const b = base64Value(tags.get('b') ?? '');
-  const i = tags.get('i');
+  const d = tags.d === undefined ? undefined : withoutFinalDot(tags.d.toLowerCase());
+  const { s, i } = tags;
+  const a = tags.a?.toLowerCase();
+  const b = base64Value(tags.b ?? '');
   // Built by assignment, not conditional spreads: this runs for every signature of every message.
   const known: { -readonly [K in keyof SignatureVerdict]: SignatureVerdict[K] } = { result: 'permerror' };
   if (d !== undefined) known.domain = d;
@@ -208,9 +210,8 @@ function parseSignature(field: Field, opts: VerifyOptions): Signature | Signatur
   if (d !== undefined) known.identity = i ?? `@${d}`;
   if (b !== '') known.b = b.slice(0, 8);
   const bad = (reason: string): SignatureVerdict => ({ ...known, reason });
-  if (tags.get('v') !== '1') return bad('incompatible version');
-  const bh = tags.get('bh');
-  const h = tags.get('h');
+  if (tags.v !== '1') return bad('incompatible version');
+  const { bh, h } = tags;
   if (
     d === undefined ||
     s === undefined ||
@@ -224,23 +225,18 @@ function parseSignature(field: Field, opts: VerifyOptions): Signature | Signatur
   if (a === 'rsa-sha1') return bad('weak algorithm rsa-sha1'); // RFC 8301 3.1
   const keyType = ALGORITHMS[a];
   if (keyType === undefined) return bad(`unknown algorithm ${a}`);
-  const c = (tags.get('c') ?? 'simple/simple').toLowerCase().split('/');
-  const headerCanon = c[0];
-  const bodyCanon = c[1] ?? 'simple';
-  if (c.length > 2 || !isCanon(headerCanon) || !isCanon(bodyCanon)) return bad('unknown canonicalization');
-  const signed = colonList(h).map((n) => n.toLowerCase());
+  const canons = canonicalizations(tags.c);
+  if (canons === undefined) return bad('unknown canonicalization');
+  const signed = headerNames(h);
   if (!signed.includes('from')) return bad('From field not signed');
   if (i !== undefined) {
     const at = i.lastIndexOf('@');
     const idDomain = i.slice(at + 1).toLowerCase();
     if (at < 0 || (idDomain !== d && !idDomain.endsWith(`.${d}`))) return bad('i= not within d=');
   }
-  const q = tags.get('q');
+  const { q, l, t, x } = tags;
   if (q !== undefined && !colonList(q).some((m) => m.toLowerCase() === 'dns/txt'))
     return bad('unknown query method');
-  const l = tags.get('l');
-  const t = tags.get('t');
-  const x = tags.get('x');
   if ((l !== undefined && !DIGITS.test(l)) || (t !== undefined && !DIGITS.test(t)))
     return bad('malformed l= or t=');
   if (x !== undefined && (!DIGITS.test(x) || (t !== undefined && Number(x) < Number(t))))
@@ -254,8 +250,58 @@ function parseSignature(field: Field, opts: VerifyOptions): Signature | Signatur
   if (x !== undefined && Number(x) < nowSeconds) return { ...verdict, result: 'neutral', reason: 'expired' };
   if (t !== undefined && Number(t) > nowSeconds + opts.clockSkew)
     return { ...verdict, result: 'neutral', reason: 'signed in the future' };
-  return { field, verdict, keyType, headerCanon, bodyCanon, h: signed, bh: base64Value(bh), b, length };
+  // 3.7: the field is hashed with b='s value deleted ("b=" stays).
+  const unsigned = raw.slice(0, tags.bEquals + 1) + raw.slice(tags.bEnd);
+  return {
+    field,
+    unsigned,
+    verdict,
+    keyType,
+    headerCanon: canons.header,
+    bodyCanon: canons.body,
+    h: signed,
+    bh: base64Value(bh),
+    b,
+    length,
+  };
 }
+
+function withoutFinalDot(domain: string): string {
+  return domain.charCodeAt(domain.length - 1) === 46 ? domain.slice(0, -1) : domain;
+}
+
+/** `c=` (default simple/simple), or undefined when it names an unknown canonicalization. */
+function canonicalizations(
+  c: string | undefined,
+): { readonly header: Canon; readonly body: Canon } | undefined {
+  if (c === undefined) return SIMPLE_SIMPLE;
+  const known = CANONS.get(c);
+  if (known !== undefined) return known;
+  const parts = c.toLowerCase().split('/');
+  const header = parts[0];
+  const body = parts[1] ?? 'simple';
+  if (parts.length > 2 || !isCanon(header) || !isCanon(body)) return undefined;
+  return { header, body };
+}
+
+const SIMPLE_SIMPLE = { header: 'simple', body: 'simple' } as const;
+/** The `c=` values signers write, as written. */
+const CANONS = new Map<string, { readonly header: Canon; readonly body: Canon }>([
+  ['relaxed/relaxed', { header: 'relaxed', body: 'relaxed' }],
+  ['relaxed/simple', { header: 'relaxed', body: 'simple' }],
+  ['simple/relaxed', { header: 'simple', body: 'relaxed' }],
+  ['simple/simple', SIMPLE_SIMPLE],
+  ['relaxed', { header: 'relaxed', body: 'simple' }],
+  ['simple', SIMPLE_SIMPLE],
+]);
+
+/** `h=`'s names, lower case (one split when, as usual, there is no FWS, upper case or non-ASCII octet). */
+function headerNames(h: string): string[] {
+  return NOT_PLAIN_NAMES.test(h) ? colonList(h).map((n) => n.toLowerCase()) : h.split(':');
+}
+
+/** An octet that makes `h=` need more than a split: FWS or another control, upper case, non-ASCII. */
+const NOT_PLAIN_NAMES = /[\x00-\x20A-Z\x7f-\uffff]/;
 
 function isCanon(c: string | undefined): c is Canon {
   return c === 'simple' || c === 'relaxed';
@@ -425,7 +471,7 @@ function checkSignature(
   threadPool: boolean,
 ): boolean | Promise<boolean> {
   let data = signedHeaderData(fields, sig.h, sig.headerCanon);
-  data += canonField(withoutB(sig.field.raw), sig.headerCanon);
+  data += canonField(sig.unsigned, sig.headerCanon);
   const signature = Buffer.from(sig.b, 'base64');
   const octets = Buffer.from(data, 'latin1');
   // Ed25519 signs the SHA-256 of the data (RFC 8463 3), RSA the data with SHA-256.

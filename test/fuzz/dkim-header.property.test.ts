@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { canonField } from '../../plugins/dkim/canon.ts';
-import { colonList, parseTagList } from '../../plugins/dkim/tags.ts';
+import { colonList, parseSignatureTags, parseTagList } from '../../plugins/dkim/tags.ts';
 import { withoutB } from '../../plugins/dkim/verify.ts';
 import { RUNS } from './arbitraries.ts';
 
@@ -108,6 +108,43 @@ describe('DKIM tag lists', () => {
         expect(colonList(text)).toEqual(
           text.split(':').map((v) => v.replace(/[ \t]*\r\n[ \t]+|[ \t]+/g, '')),
         );
+      }),
+      RUNS,
+    );
+  });
+
+  const signaturePart = fc.constantFrom(
+    'v',
+    'b',
+    'bh',
+    'h',
+    'd',
+    'x',
+    'z',
+    'B',
+    '=',
+    ';',
+    '1',
+    ' ',
+    '\t',
+    '\r\n',
+    '\r\n ',
+    '\r',
+    '\n',
+  );
+  it("a DKIM-Signature's tags in one pass: what the tag list gives, and where b= lies", () => {
+    const read = ['v', 'a', 'b', 'bh', 'c', 'd', 'h', 'i', 'l', 'q', 's', 't', 'x'] as const;
+    fc.assert(
+      fc.property(fc.array(signaturePart, { maxLength: 30 }), (p) => {
+        const text = p.join('');
+        const all = referenceTagList(text);
+        const tags = parseSignatureTags(`DKIM-Signature:${text}`, 15);
+        if (all === undefined) return void expect(tags).toBeUndefined();
+        expect(tags).toBeDefined();
+        for (const name of read) expect(tags?.[name]).toBe(all.get(name));
+        const raw = `DKIM-Signature:${text}`;
+        if (all.has('b') && tags)
+          expect(raw.slice(0, tags.bEquals + 1) + raw.slice(tags.bEnd)).toBe(withoutB(raw));
       }),
       RUNS,
     );
