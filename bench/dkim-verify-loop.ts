@@ -156,8 +156,9 @@ async function main(): Promise<void> {
   for (const type of types) {
     const pair = await keyPair(type, values.keys);
     const message = await signedW1(createPrivateKey(pair.privateKeyPem));
+    const resolver = memoryResolver(`${SELECTOR}._domainkey.${DOMAIN}`, pair.record);
     const opts: VerifyOptions = {
-      dns: memoryResolver(`${SELECTOR}._domainkey.${DOMAIN}`, pair.record),
+      lookup: (name) => resolver.lookup(name, 'TXT'),
       now: Date.now(),
       minKeyBits: 1024,
       maxSignatures: 10,
