@@ -37,15 +37,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { StubResolver } from '../core/dns/resolver.ts';
 import { startTestServer } from '../core/testkit.ts';
 import { startTestDnsServer, type TestDnsServer } from '../core/testkit-dns.ts';
 import { KeyCache, verifyMessage } from '../plugins/dkim/verify.ts';
-import { defaultHeaders } from '../plugins/dkim-sign/index.ts';
 import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
-import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
+import { dkimSignatureFor } from './dkim-signature.ts';
 import { briefRun, measure, type RunMetrics } from './measure.ts';
 import { buildMessage, type MessageData } from './message.ts';
 import { writeResults } from './results.ts';
@@ -93,20 +91,8 @@ async function signedMessage(base: MessageData, key: KeyObject): Promise<Message
 }
 
 /** One DKIM-Signature field for `text` (a whole message), as dkim-sign computes it. */
-async function sign(text: string, key: KeyObject): Promise<string> {
-  const end = text.indexOf('\r\n\r\n');
-  const bodyHash = await hashBody(Readable.from([Buffer.from(text, 'latin1')]), 'relaxed');
-  return signatureField(parseFields(text.slice(0, end + 2)), {
-    domain: SENDER,
-    selector: SELECTOR,
-    key,
-    headerCanon: 'relaxed',
-    bodyCanon: 'relaxed',
-    bodyHash,
-    headers: defaultHeaders,
-    oversign: new Set(['from']),
-    time: Math.floor(Date.now() / 1000),
-  });
+function sign(text: string, key: KeyObject): Promise<string> {
+  return dkimSignatureFor(text, key, SENDER, SELECTOR);
 }
 
 /**

@@ -22,15 +22,13 @@
 import { createPrivateKey, createPublicKey, hash, type KeyObject, verify } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import type { DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from '../core/dns/types.ts';
 import { canonField, signedHeaderData } from '../plugins/dkim/canon.ts';
 import { KeyCache, type VerifyOptions, verifyMessage, withoutB } from '../plugins/dkim/verify.ts';
-import { defaultHeaders } from '../plugins/dkim-sign/index.ts';
 import { type DkimKeyPair, type DkimKeyType, generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
-import { hashBody, parseFields, signatureField } from '../plugins/dkim-sign/signer.ts';
 import { parseMessageHeader } from '../plugins/policy/message-header.ts';
+import { dkimSignatureFor } from './dkim-signature.ts';
 import { buildMessage } from './message.ts';
 import { allWorkloads } from './workloads.ts';
 
@@ -66,19 +64,7 @@ async function signedW1(key: KeyObject): Promise<Buffer> {
   const built = buildMessage(w1.load.size).buffer;
   if (!built) throw new Error('W1 message is not a single buffer');
   const text = built.subarray(0, built.length - 3).toString('latin1');
-  const end = text.indexOf('\r\n\r\n');
-  const bodyHash = await hashBody(Readable.from([Buffer.from(text, 'latin1')]), 'relaxed');
-  const field = signatureField(parseFields(text.slice(0, end + 2)), {
-    domain: DOMAIN,
-    selector: SELECTOR,
-    key,
-    headerCanon: 'relaxed',
-    bodyCanon: 'relaxed',
-    bodyHash,
-    headers: defaultHeaders,
-    oversign: new Set(['from']),
-    time: Math.floor(Date.now() / 1000),
-  });
+  const field = await dkimSignatureFor(text, key, DOMAIN, SELECTOR);
   return Buffer.from(`${field}\r\n${text}`, 'latin1');
 }
 
