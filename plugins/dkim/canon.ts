@@ -6,6 +6,7 @@
  */
 import { createHash, type Hash, hash } from 'node:crypto';
 import { fieldName, parseHeaderFields } from '../policy/message-header.ts';
+import { trimFws } from './tags.ts';
 
 export type Canon = 'simple' | 'relaxed';
 
@@ -215,22 +216,8 @@ function canonName(name: string): string {
  * characters.
  */
 function relaxedValue(raw: string, from: number): string {
-  let start = from;
-  let end = raw.length;
-  for (;;) {
-    const c = raw.charCodeAt(start);
-    if (start < end && (c === SP || c === HTAB)) start++;
-    else if (start + 1 < end && c === CR && raw.charCodeAt(start + 1) === LF) start += 2;
-    else break;
-  }
-  while (end > start) {
-    const c = raw.charCodeAt(end - 1);
-    if (c === SP || c === HTAB) end--;
-    else if (c === LF && end - 2 >= start && raw.charCodeAt(end - 2) === CR) end -= 2;
-    else break;
-  }
-  // Both ends are now other octets: what lies between changes only at an HTAB, a CR or two SPs.
-  const value = raw.slice(start, end);
+  // Both ends are then other octets: what lies between changes only at an HTAB, a CR or two SPs.
+  const value = trimFws(raw, from);
   if (!NOT_RELAXED.test(value)) return value;
   return value.replace(CRLF_ALL, '').replace(WSP_RUN, ' ');
 }

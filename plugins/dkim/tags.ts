@@ -127,7 +127,8 @@ function isTagName(name: string): boolean {
   return name.length > 0;
 }
 
-const KNOWN = new Set(['v', 'a', 'b', 'bh', 'c', 'd', 'h', 'i', 'l', 'q', 's', 't', 'x']);
+const KNOWN = new Set<string>(['v', 'a', 'b', 'bh', 'c', 'd', 'h', 'i', 'l', 'q', 's', 't', 'x']);
+type KnownTag = Exclude<keyof SignatureTags, 'bEquals' | 'bEnd'>;
 
 /**
  * Keep the value of tag `name` (its `=` at `eq`, its spec ending at `end`)
@@ -135,81 +136,15 @@ const KNOWN = new Set(['v', 'a', 'b', 'bh', 'c', 'd', 'h', 'i', 'l', 'q', 's', '
  * unknown tag, or one named twice).
  */
 function setTag(tags: SignatureTags, name: string, text: string, eq: number, end: number): boolean {
-  switch (name) {
-    case 'v':
-      if (tags.v !== undefined) return false;
-      tags.v = trimmed(text, eq + 1, end);
-      return true;
-    case 'a':
-      if (tags.a !== undefined) return false;
-      tags.a = trimmed(text, eq + 1, end);
-      return true;
-    case 'b':
-      if (tags.b !== undefined) return false;
-      tags.b = trimmed(text, eq + 1, end);
-      tags.bEquals = eq;
-      tags.bEnd = end;
-      return true;
-    case 'bh':
-      if (tags.bh !== undefined) return false;
-      tags.bh = trimmed(text, eq + 1, end);
-      return true;
-    case 'c':
-      if (tags.c !== undefined) return false;
-      tags.c = trimmed(text, eq + 1, end);
-      return true;
-    case 'd':
-      if (tags.d !== undefined) return false;
-      tags.d = trimmed(text, eq + 1, end);
-      return true;
-    case 'h':
-      if (tags.h !== undefined) return false;
-      tags.h = trimmed(text, eq + 1, end);
-      return true;
-    case 'i':
-      if (tags.i !== undefined) return false;
-      tags.i = trimmed(text, eq + 1, end);
-      return true;
-    case 'l':
-      if (tags.l !== undefined) return false;
-      tags.l = trimmed(text, eq + 1, end);
-      return true;
-    case 'q':
-      if (tags.q !== undefined) return false;
-      tags.q = trimmed(text, eq + 1, end);
-      return true;
-    case 's':
-      if (tags.s !== undefined) return false;
-      tags.s = trimmed(text, eq + 1, end);
-      return true;
-    case 't':
-      if (tags.t !== undefined) return false;
-      tags.t = trimmed(text, eq + 1, end);
-      return true;
-    case 'x':
-      if (tags.x !== undefined) return false;
-      tags.x = trimmed(text, eq + 1, end);
-      return true;
-    default:
-      return false;
+  if (!KNOWN.has(name)) return false;
+  const tag = name as KnownTag;
+  if (tags[tag] !== undefined) return false;
+  tags[tag] = trimFws(text, eq + 1, end);
+  if (tag === 'b') {
+    tags.bEquals = eq;
+    tags.bEnd = end;
   }
-}
-
-/** `text[start, end)` without the WSP and CRLFs at either end (as `trimFws`), copied once. */
-function trimmed(text: string, start: number, end: number): string {
-  for (;;) {
-    const c = text.charCodeAt(start);
-    if (start < end && (c === SP || c === HTAB)) start++;
-    else if (start + 1 < end && c === CR && text.charCodeAt(start + 1) === LF) start += 2;
-    else break;
-  }
-  while (end > start) {
-    const c = text.charCodeAt(end - 1);
-    if (c === SP || c === HTAB) end--;
-    else if (c === LF && end - 2 >= start && text.charCodeAt(end - 2) === CR) end -= 2;
-    else break;
-  }
-  return text.slice(start, end);
+  return true;
 }
 
 /** `text` without its FWS (most names and list items have none: no copy then). */
@@ -223,23 +158,24 @@ const HTAB = 9;
 const CR = 13;
 const LF = 10;
 
-/** `value` without the WSP and CRLFs at either end (a CR or LF alone stays). */
-function trimFws(value: string): string {
-  let start = 0;
-  let end = value.length;
+/**
+ * `text[start, end)` without the WSP and CRLFs at either end (a CR or LF
+ * alone stays); the string itself when there is nothing to take off.
+ */
+export function trimFws(text: string, start = 0, end = text.length): string {
   for (;;) {
-    const c = value.charCodeAt(start);
-    if (c === SP || c === HTAB) start++;
-    else if (c === CR && value.charCodeAt(start + 1) === LF) start += 2;
+    const c = text.charCodeAt(start);
+    if (start < end && (c === SP || c === HTAB)) start++;
+    else if (start + 1 < end && c === CR && text.charCodeAt(start + 1) === LF) start += 2;
     else break;
   }
   while (end > start) {
-    const c = value.charCodeAt(end - 1);
+    const c = text.charCodeAt(end - 1);
     if (c === SP || c === HTAB) end--;
-    else if (c === LF && end - 2 >= start && value.charCodeAt(end - 2) === CR) end -= 2;
+    else if (c === LF && end - 2 >= start && text.charCodeAt(end - 2) === CR) end -= 2;
     else break;
   }
-  return start === 0 && end === value.length ? value : value.slice(start, end);
+  return start === 0 && end === text.length ? text : text.slice(start, end);
 }
 
 /** A base64 value with its folding white space removed (`b=`, `bh=`, `p=`). */
