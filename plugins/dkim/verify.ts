@@ -274,26 +274,12 @@ function withoutFinalDot(domain: string): string {
 function canonicalizations(
   c: string | undefined,
 ): { readonly header: Canon; readonly body: Canon } | undefined {
-  if (c === undefined) return SIMPLE_SIMPLE;
-  const known = CANONS.get(c);
-  if (known !== undefined) return known;
-  const parts = c.toLowerCase().split('/');
+  const parts = (c ?? 'simple/simple').toLowerCase().split('/');
   const header = parts[0];
   const body = parts[1] ?? 'simple';
   if (parts.length > 2 || !isCanon(header) || !isCanon(body)) return undefined;
   return { header, body };
 }
-
-const SIMPLE_SIMPLE = { header: 'simple', body: 'simple' } as const;
-/** The `c=` values signers write, as written. */
-const CANONS = new Map<string, { readonly header: Canon; readonly body: Canon }>([
-  ['relaxed/relaxed', { header: 'relaxed', body: 'relaxed' }],
-  ['relaxed/simple', { header: 'relaxed', body: 'simple' }],
-  ['simple/relaxed', { header: 'simple', body: 'relaxed' }],
-  ['simple/simple', SIMPLE_SIMPLE],
-  ['relaxed', { header: 'relaxed', body: 'simple' }],
-  ['simple', SIMPLE_SIMPLE],
-]);
 
 /** `h=`'s names, lower case (one split when, as usual, there is no FWS, upper case or non-ASCII octet). */
 function headerNames(h: string): string[] {
