@@ -133,9 +133,10 @@ const POLICY_RANK: Readonly<Record<DmarcPolicy, number>> = { reject: 0, quaranti
  * strictest, else a `temperror`, a `permerror`, a `none`, a `pass`, in that
  * order (one domain not passing is enough to keep the message from passing).
  */
-export function strictest(results: readonly DmarcResult[]): DmarcResult {
+function strictest(results: readonly DmarcResult[]): DmarcResult {
   let best = results[0] as DmarcResult;
-  for (const r of results.slice(1)) {
+  for (let k = 1; k < results.length; k++) {
+    const r = results[k] as DmarcResult;
     const a = OUTCOME_RANK[r.result] ?? 5;
     const b = OUTCOME_RANK[best.result] ?? 5;
     if (a < b) best = r;
