@@ -49,3 +49,60 @@ export function authorDomains(value: string): string[] {
   }
   return [...angle, ...bare].map((d) => d.toLowerCase().replace(/\.$/, '')).filter((d) => d !== '');
 }
+
+/**
+ * The addr-specs of one From value (RFC 5322 3.4 mailbox-list, or a group),
+ * as written: `local@domain` with a quoted local part kept quoted, comments
+ * and folding white space outside quoted strings left out, a display name and
+ * a group's name dropped. For a check of who the authors are (whole
+ * addresses, not only domains); a piece with no `@` is left out.
+ */
+export function authorMailboxes(value: string): string[] {
+  const out: string[] = [];
+  let piece = '';
+  let angle: string | undefined;
+  let inAngle = false;
+  const end = (): void => {
+    const spec = angle ?? piece;
+    if (spec.includes('@')) out.push(spec);
+    piece = '';
+    angle = undefined;
+  };
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i] as string;
+    if (c === '"') {
+      // A quoted string, escapes and all, as one token.
+      let j = i + 1;
+      while (j < value.length && value[j] !== '"') j += value[j] === '\\' ? 2 : 1;
+      const quoted = value.slice(i, j + 1);
+      if (inAngle) angle += quoted;
+      else piece += quoted;
+      i = j;
+    } else if (c === '(') {
+      // A comment (they nest), left out.
+      let depth = 1;
+      let j = i + 1;
+      for (; j < value.length && depth > 0; j++) {
+        if (value[j] === '\\') j++;
+        else if (value[j] === '(') depth++;
+        else if (value[j] === ')') depth--;
+      }
+      i = j - 1;
+    } else if (c === '<' && !inAngle) {
+      inAngle = true;
+      angle = '';
+    } else if (c === '>' && inAngle) {
+      inAngle = false;
+      // An obsolete source route (`@a,@b:`) before the address is not part of it.
+      const route = (angle as string).lastIndexOf(':');
+      if (route >= 0 && (angle as string).startsWith('@')) angle = (angle as string).slice(route + 1);
+    } else if (inAngle) {
+      if (c !== ' ' && c !== '\t') angle += c;
+    } else if (c === ',' || c === ';') end();
+    // What came before is a group's name.
+    else if (c === ':') piece = '';
+    else if (c !== ' ' && c !== '\t') piece += c;
+  }
+  end();
+  return out;
+}
