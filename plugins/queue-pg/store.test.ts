@@ -103,7 +103,7 @@ function recordQueries(store: PgQueueStore): string[] {
 /** The statement storing messages (one per group), and the statements recording settles alone. */
 const isInsert = (sql: string) => sql.includes('.messages (id, sender,');
 const isSettle = (sql: string) =>
-  !isInsert(sql) && (sql.includes('.settle_many(') || sql.includes('lease_token = u.token'));
+  !isInsert(sql) && (sql.includes('.settle_many(') || sql.includes('sj AS (DELETE'));
 
 /** Resolves at the store's next wake-up (a NOTIFY from another node). */
 function nextWake(store: PgQueueStore): Promise<void> {
@@ -511,7 +511,7 @@ describe('queue-pg: settles riding with inserts', () => {
       'settle',
       'insert',
     ]);
-    expect(statements[2]).toContain('lease_token = u.token');
+    expect(statements[2]).toContain('sj AS (DELETE');
     expect((await a.store.list()).map((m) => m.id)).toEqual([id]);
     expect(a.logs.filter((l) => /lease/.test(l.msg))).toEqual([]);
   });
@@ -536,7 +536,7 @@ describe('queue-pg: settles riding with inserts', () => {
     await Promise.all([second, third, settled]);
     const statements = sql.filter((q) => !q.includes('pg_notify'));
     expect(statements.map((q) => (isInsert(q) ? 'insert' : q))).toEqual(['insert', 'insert']);
-    expect(statements[1]).toContain('lease_token = u.token');
+    expect(statements[1]).toContain('sj AS (DELETE');
     expect((await a.store.list()).map((m) => m.id)).not.toContain(lease?.id);
     expect(a.logs.filter((l) => /lease|result/.test(l.msg))).toEqual([]);
   });
