@@ -541,6 +541,47 @@ describe('queue-pg: settles riding with inserts', () => {
     expect(a.logs.filter((l) => /lease|result/.test(l.msg))).toEqual([]);
   });
 
+  it('lets at most twice the slots it holds at a destination ride at once; the next result goes as a settle statement', async () => {
+    const clock = new Clock();
+    const schema = freshSchema();
+    // One slot at example.com: one delivery at a time there, and at most two results riding.
+    const a = await node(schema, clock, 'node-a', { scheduling: { concurrency: 10, perDestination: 1 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++)
+      ids.push(await a.store.enqueue(envelope(clock, `u${i}@example.com`), body(i)));
+    const sql = recordQueries(a.store);
+    // Two more messages: the first one's insert is under way, the second waits for it (and
+    // takes the riders along).
+    const stored = [
+      a.store.enqueue(envelope(clock, 'carol@example.org'), body(8)),
+      a.store.enqueue(envelope(clock, 'dave@example.org'), body(9)),
+    ];
+    const ended: boolean[] = [];
+    const settles: Promise<void>[] = [];
+    for (let i = 0; i < 3; i++) {
+      // The slot a riding result leaves is free at once: the next ready job is handed out.
+      const [lease] = await a.store.leaseDue(clock.now(), 1, room(1));
+      if (!lease) throw new Error(`no lease ready for delivery ${i}`);
+      const n = ended.push(false) - 1;
+      settles.push(
+        a.store.settle(lease, delivered(lease), clock.now()).then(() => {
+          ended[n] = true;
+        }),
+      );
+      await Promise.resolve();
+      await Promise.resolve();
+    }
+    expect(ended).toEqual([true, true, false]);
+    await Promise.all([...stored, ...settles]);
+    expect(
+      sql
+        .filter((q) => !q.includes('pg_notify'))
+        .map((q) => (isInsert(q) ? 'insert' : isSettle(q) ? 'settle' : 'other')),
+    ).toEqual(['insert', 'settle', 'insert']);
+    expect((await a.store.list()).map((m) => m.id).filter((id) => ids.includes(id))).toHaveLength(1);
+    expect(a.logs.filter((l) => /lease|result/.test(l.msg))).toEqual([]);
+  });
+
   it('reports a stale settle that rode with an insert, and records nothing for it', async () => {
     const clock = new Clock();
     const schema = freshSchema();
