@@ -10,7 +10,7 @@ import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
-import type { Transaction } from '../../core/types.ts';
+import type { Message, Transaction } from '../../core/types.ts';
 import {
   KeyCache,
   type SignatureVerdict,
@@ -19,7 +19,7 @@ import {
   verifyHeader,
   verifyMessage,
 } from '../dkim/verify.ts';
-import { messageHeader } from '../policy/message-header.ts';
+import { type MessageHeader, messageHeaderNow } from '../policy/message-header.ts';
 import {
   actionsSchema,
   type CheckResult,
@@ -148,18 +148,24 @@ export default definePlugin({
       if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
       return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
     };
+    const verify = (tx: Transaction, message: Message, header: MessageHeader | undefined) => {
+      const now = api.server.clock.now();
+      const threaded = header && pool?.verify(header.buffer, now);
+      if (threaded) return threaded.then((v) => conclude(tx, v));
+      const verified = header
+        ? verifyHeader(header, options(now))
+        : verifyMessage(message.stream(), options(now));
+      return verified instanceof Promise ? verified.then((v) => conclude(tx, v)) : conclude(tx, verified);
+    };
     api.hooks.message.tap(
-      async (tx, message) => {
+      (tx, message) => {
         // A small message in one buffer, its header section parsed once for every check that reads it.
-        const header = await messageHeader(tx, message);
-        const now = api.server.clock.now();
-        const threaded = header && pool?.verify(header.buffer, now);
-        if (threaded) return conclude(tx, await threaded);
-        const verified = header
-          ? verifyHeader(header, options(now))
-          : verifyMessage(message.stream(), options(now));
-        // Usually at once: the header is parsed and the key records are in the resolver's cache.
-        return conclude(tx, verified instanceof Promise ? await verified : verified);
+        // Usually all at once, without a promise: the message is in memory and the key records are in
+        // the resolver's cache.
+        const header = messageHeaderNow(tx, message);
+        return header instanceof Promise
+          ? header.then((h) => verify(tx, message, h))
+          : verify(tx, message, header);
       },
       { stage: Stage.EARLY },
     );
