@@ -257,6 +257,13 @@ export class SpooledMessage implements Message {
     );
   }
 
+  readNow(maxBytes = 16 * 1024 * 1024): Buffer | undefined {
+    const total = this.head.length + this.size;
+    if (total > maxBytes) return undefined;
+    const data = this.#data();
+    return 'chunks' in data ? Buffer.concat([this.head, ...data.chunks], total) : undefined;
+  }
+
   read(maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
     const total = this.head.length + this.size;
     if (total > maxBytes)

@@ -184,6 +184,12 @@ export interface Message {
   /** The whole message as a Buffer: only for small messages, throws above `maxBytes`. */
   read(maxBytes?: number): Promise<Buffer>;
   /**
+   * What `read` gives, at once: when the message is held in memory (it did
+   * not spill to disk) and is no larger than `maxBytes`; otherwise undefined
+   * (use `read` or `stream`). For checks that can finish without a promise.
+   */
+  readNow(maxBytes?: number): Buffer | undefined;
+  /**
    * Write the whole message, prepended fields first, to a new file at `path`
    * (which must not exist) and fsync it unless `fsync` is false. Always a copy.
    */

@@ -72,6 +72,20 @@ export class StubResolver implements DnsResolver {
     return this.#lookup(name, type) as Promise<DnsResult<DnsRecordTypes[T]>>;
   }
 
+  cached<T extends DnsRecordType>(name: string, type: T): DnsResult<DnsRecordTypes[T]> | undefined {
+    return this.#cached(normaliseName(name), type) as DnsResult<DnsRecordTypes[T]> | undefined;
+  }
+
+  /** The answer for the normalised `qname` from the cache, if it is there. */
+  #cached(qname: string | undefined, type: DnsRecordType): AnyResult | undefined {
+    // A name that cannot be written in DNS cannot exist there.
+    if (qname === undefined) return NO_SUCH_NAME;
+    const now = this.#opts.clock.now();
+    const hit = this.#cache.get(`${type} ${qname}`, now);
+    if (hit === undefined) return undefined;
+    return hit.value.kind === 'answer' ? { ...hit.value, ttl: secondsLeft(hit.expires, now) } : hit.value;
+  }
+
   /** Give up on lookups in flight (they answer `network` errors) and forget the cache. */
   close(): void {
     this.#closing.abort();
@@ -80,13 +94,9 @@ export class StubResolver implements DnsResolver {
 
   async #lookup(name: string, type: DnsRecordType): Promise<AnyResult> {
     const qname = normaliseName(name);
-    // A name that cannot be written in DNS cannot exist there.
-    if (qname === undefined) return { kind: 'nxdomain', authenticated: false };
+    const hit = this.#cached(qname, type);
+    if (hit !== undefined || qname === undefined) return hit ?? NO_SUCH_NAME;
     const key = `${type} ${qname}`;
-    const now = this.#opts.clock.now();
-    const hit = this.#cache.get(key, now);
-    if (hit)
-      return hit.value.kind === 'answer' ? { ...hit.value, ttl: secondsLeft(hit.expires, now) } : hit.value;
     const pending = this.#inflight.get(key);
     if (pending) return pending;
     const started = this.#resolve(qname, type)
@@ -276,6 +286,8 @@ function toRecord(a: Answer): DnsRecordTypes[DnsRecordType] | undefined {
       return undefined;
   }
 }
+
+const NO_SUCH_NAME: AnyResult = Object.freeze({ kind: 'nxdomain', authenticated: false });
 
 function secondsLeft(expires: number, now: number): number {
   return Math.max(0, Math.ceil((expires - now) / 1000));

@@ -58,4 +58,11 @@ export type DnsResult<T> =
 export interface DnsResolver {
   /** Look up `name` (a domain, with or without the trailing dot; IDNs in A-label form). */
   lookup<T extends DnsRecordType>(name: string, type: T): Promise<DnsResult<DnsRecordTypes[T]>>;
+  /**
+   * What `lookup` would answer at once from the cache, without a promise
+   * (`undefined`: not cached, ask `lookup`). Optional: a resolver without a
+   * cache need not have it. For hot paths that can finish synchronously when
+   * the answer is cached.
+   */
+  cached?<T extends DnsRecordType>(name: string, type: T): DnsResult<DnsRecordTypes[T]> | undefined;
 }

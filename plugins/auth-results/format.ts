@@ -9,12 +9,16 @@ const ADDRESS = /^(?:[!#$%&'*+\-/=?^_`{|}~0-9A-Za-z.]+@)?[0-9A-Za-z](?:[0-9A-Za-
 /** Characters a quoted-string may not carry: controls always, and anything past ASCII unless `utf8`. */
 const NOT_ASCII_TEXT = /[^\x20-\x7e]/g;
 const NOT_UTF8_TEXT = /[^\x20-\x7e\u{a0}-\u{d7ff}\u{e000}-\u{10ffff}]/gu;
+/** What a quoted-string cannot carry as it is in any message: anything but printable ASCII, `"` and `\\`. */
+const NOT_PLAIN_QUOTED = /[^\x20-\x21\x23-\x5b\x5d-\x7e]/;
 
 /**
  * A quoted-string: printable ASCII, and with `utf8` (an internationalized
  * message, RFC 6532 3.2) printable UTF-8 too; anything else becomes `?`.
  */
 function quoted(text: string, utf8: boolean): string {
+  // The common case: printable ASCII without the two specials, quoted as it is.
+  if (!NOT_PLAIN_QUOTED.test(text)) return `"${text}"`;
   const printable = text.replace(utf8 ? NOT_UTF8_TEXT : NOT_ASCII_TEXT, '?');
   // Escape the two specials of a quoted-string.
   return `"${printable.replace(/["\\]/g, (c) => `\\${c}`)}"`;
@@ -63,7 +67,9 @@ export function resinfo(r: RecordedResult, utf8 = false): string {
   const { result } = r;
   let out = `${result.method ?? r.check}=${result.result}`;
   if (result.reason !== undefined) out += ` reason=${quoted(result.reason, utf8)}`;
-  for (const [key, value] of Object.entries(result.properties ?? {})) out += ` ${key}=${pvalue(value, utf8)}`;
+  const { properties } = result;
+  if (properties !== undefined)
+    for (const key in properties) out += ` ${key}=${pvalue(properties[key] as string, utf8)}`;
   return out;
 }
 

@@ -10,8 +10,16 @@ import Type from 'typebox';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
-import { KeyCache, type SignatureVerdict, verifyMessage } from '../dkim/verify.ts';
-import { messageHeader } from '../policy/message-header.ts';
+import type { Message, Transaction } from '../../core/types.ts';
+import {
+  KeyCache,
+  type SignatureVerdict,
+  type Verification,
+  type VerifyOptions,
+  verifyHeader,
+  verifyMessage,
+} from '../dkim/verify.ts';
+import { type MessageHeader, messageHeaderNow } from '../policy/message-header.ts';
 import {
   actionsSchema,
   type CheckResult,
@@ -104,6 +112,10 @@ export default definePlugin({
     // Parsed public keys, by key record: a key is parsed once, not per message.
     const keys = new KeyCache();
     const lookup = (name: string) => api.server.dns.lookup(name, 'TXT');
+    const dns = api.server.dns;
+    // A key record in the resolver's cache is used at once: a message whose keys are cached is verified
+    // without a promise.
+    const cachedLookup = dns.cached === undefined ? undefined : (name: string) => dns.cached?.(name, 'TXT');
     const settings = {
       minKeyBits: config.minKeyBits,
       maxSignatures: config.maxSignatures,
@@ -115,32 +127,45 @@ export default definePlugin({
         : undefined;
     // At shutdown, and when a config reload replaced or dropped this instance (after its last session).
     if (pool) api.onClose(() => pool.close());
+    const options = (now: number): VerifyOptions => ({
+      lookup,
+      now,
+      ...settings,
+      keys,
+      threadPool: config.threadPool,
+      ...(cachedLookup === undefined ? {} : { cachedLookup }),
+    });
+    const conclude = (tx: Transaction, { signatures, skipped }: Verification) => {
+      if (skipped > 0)
+        tx.log.info(
+          { checked: config.maxSignatures, skipped },
+          'DKIM: signatures past maxSignatures not checked',
+        );
+      const results: DkimResult[] = signatures.map(toResult);
+      if (results.length === 0) results.push({ result: 'none' });
+      for (const r of results) recordResult(tx, 'dkim', r);
+      // Guarded: the transaction's child logger is made on first use, and most transactions need none.
+      if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
+      return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
+    };
+    const verify = (tx: Transaction, message: Message, header: MessageHeader | undefined) => {
+      const now = api.server.clock.now();
+      const threaded = header && pool?.verify(header.buffer, now);
+      if (threaded) return threaded.then((v) => conclude(tx, v));
+      const verified = header
+        ? verifyHeader(header, options(now))
+        : verifyMessage(message.stream(), options(now));
+      return verified instanceof Promise ? verified.then((v) => conclude(tx, v)) : conclude(tx, verified);
+    };
     api.hooks.message.tap(
-      async (tx, message) => {
+      (tx, message) => {
         // A small message in one buffer, its header section parsed once for every check that reads it.
-        const header = await messageHeader(tx, message);
-        const now = api.server.clock.now();
-        const verified =
-          (header && pool?.verify(header.buffer, now)) ??
-          verifyMessage(header ?? message.stream(), {
-            lookup,
-            now,
-            ...settings,
-            keys,
-            threadPool: config.threadPool,
-          });
-        const { signatures, skipped } = await verified;
-        if (skipped > 0)
-          tx.log.info(
-            { checked: config.maxSignatures, skipped },
-            'DKIM: signatures past maxSignatures not checked',
-          );
-        const results: DkimResult[] = signatures.map(toResult);
-        if (results.length === 0) results.push({ result: 'none' });
-        for (const r of results) recordResult(tx, 'dkim', r);
-        // Guarded: the transaction's child logger is made on first use, and most transactions need none.
-        if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
-        return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
+        // Usually all at once, without a promise: the message is in memory and the key records are in
+        // the resolver's cache.
+        const header = messageHeaderNow(tx, message);
+        return header instanceof Promise
+          ? header.then((h) => verify(tx, message, h))
+          : verify(tx, message, header);
       },
       { stage: Stage.EARLY },
     );
@@ -150,19 +175,25 @@ export default definePlugin({
 /** A signature's verdict as recorded, with its RFC 8601 properties (`header.d`, `header.i`, ...). */
 function toResult(v: SignatureVerdict): DkimResult {
   const properties: Record<string, string> = {};
-  if (v.domain !== undefined) properties['header.d'] = v.domain;
+  // Built by assignment, not conditional spreads: this runs for every signature of every message.
+  const out: { -readonly [K in keyof DkimResult]: DkimResult[K] } = { result: v.result };
+  if (v.reason !== undefined) out.reason = v.reason;
+  if (v.domain !== undefined) {
+    properties['header.d'] = v.domain;
+    out.domain = v.domain;
+  }
   if (v.identity !== undefined) properties['header.i'] = v.identity;
-  if (v.selector !== undefined) properties['header.s'] = v.selector;
-  if (v.algorithm !== undefined) properties['header.a'] = v.algorithm;
+  if (v.selector !== undefined) {
+    properties['header.s'] = v.selector;
+    out.selector = v.selector;
+  }
+  if (v.algorithm !== undefined) {
+    properties['header.a'] = v.algorithm;
+    out.algorithm = v.algorithm;
+  }
   if (v.b !== undefined) properties['header.b'] = v.b;
-  return {
-    result: v.result,
-    ...(v.reason === undefined ? {} : { reason: v.reason }),
-    ...(v.domain === undefined ? {} : { domain: v.domain }),
-    ...(v.selector === undefined ? {} : { selector: v.selector }),
-    ...(v.algorithm === undefined ? {} : { algorithm: v.algorithm }),
-    ...(v.bodyLength === undefined ? {} : { bodyLength: v.bodyLength }),
-    ...(v.testing ? { testing: true } : {}),
-    properties,
-  };
+  if (v.bodyLength !== undefined) out.bodyLength = v.bodyLength;
+  if (v.testing) out.testing = true;
+  out.properties = properties;
+  return out;
 }

@@ -37,6 +37,7 @@ export class BodyHasher {
   /** Canonical octets not yet given to the hash (`#stage`). */
   #staging: Buffer | undefined;
   #staged = 0;
+  #digest: string | undefined;
 
   constructor(canon: Canon, limit = Number.POSITIVE_INFINITY) {
     this.#relaxed = canon === 'relaxed';
@@ -124,8 +125,17 @@ export class BodyHasher {
     this.#staged = 0;
   }
 
-  /** The `bh=` value. An empty body is CRLF in simple and nothing in relaxed canonicalisation (3.4.3, 3.4.4). */
+  /**
+   * The `bh=` value, once the whole body has been given (later calls answer
+   * the same). An empty body is CRLF in simple and nothing in relaxed
+   * canonicalisation (3.4.3, 3.4.4).
+   */
   digest(): string {
+    this.#digest ??= this.#finish();
+    return this.#digest;
+  }
+
+  #finish(): string {
     if (this.#partial.length > 0) this.#line(this.#partial);
     this.#partial = EMPTY;
     if (!this.#any && !this.#relaxed) this.#emit(CRLF);

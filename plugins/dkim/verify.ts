@@ -68,6 +68,12 @@ export interface VerifyOptions {
   readonly maxSignatures: number;
   /** Seconds a `t=` may lie in the future (clocks differ) before the signature is `neutral`. */
   readonly clockSkew: number;
+  /**
+   * The key record at once when it is cached (e.g. the server resolver's
+   * `cached`), so a message whose keys are all cached is verified without a
+   * promise; undefined or no answer: `lookup`.
+   */
+  readonly cachedLookup?: (name: string) => DnsResult<string> | undefined;
   /** Parsed public keys by key record (shared between messages). */
   readonly keys: KeyCache;
   /**
@@ -293,13 +299,25 @@ function isCanon(c: string | undefined): c is Canon {
   return c === 'simple' || c === 'relaxed';
 }
 
-/** The key for `sig`, fetched from DNS (`<s>._domainkey.<d>` TXT, RFC 6376 3.6.2). */
-async function fetchKey(
-  sig: Signature,
-  opts: VerifyOptions,
-): Promise<{ ok: true; key: Extract<ParsedKey, { ok: true }> } | { ok: false; verdict: SignatureVerdict }> {
+/** A signature's key, or the verdict its absence or unfitness earned. */
+type KeyAnswer =
+  | { ok: true; key: Extract<ParsedKey, { ok: true }> }
+  | { ok: false; verdict: SignatureVerdict };
+
+/**
+ * The key for `sig` (`<s>._domainkey.<d>` TXT, RFC 6376 3.6.2): at once when
+ * `cachedLookup` has the record, else a promise of the lookup.
+ */
+function fetchKey(sig: Signature, opts: VerifyOptions): KeyAnswer | Promise<KeyAnswer> {
+  const name = `${sig.verdict.selector}._domainkey.${sig.verdict.domain}`;
+  const cached = opts.cachedLookup?.(name);
+  if (cached !== undefined) return keyOf(sig, cached, opts);
+  return opts.lookup(name).then((answer) => keyOf(sig, answer, opts));
+}
+
+/** The key record in `answer`, parsed (`opts.keys`) and checked against `sig`. */
+function keyOf(sig: Signature, answer: DnsResult<string>, opts: VerifyOptions): KeyAnswer {
   const { verdict } = sig;
-  const answer = await opts.lookup(`${verdict.selector}._domainkey.${verdict.domain}`);
   if (answer.kind === 'error')
     return {
       ok: false,
@@ -329,6 +347,130 @@ function isParsed(message: Readable | Buffer | MessageHeader): message is Messag
 }
 
 /**
+ * The signatures of a header section (top first, up to `maxSignatures`),
+ * each with its key (or the promise of it) and the body hasher it reads
+ * (signatures with the same body canonicalisation and `l=` share one).
+ */
+class Checks {
+  readonly signatures: (Signature | SignatureVerdict)[];
+  readonly skipped: number;
+  /** Per signature: its key or the lookup under way (undefined for a verdict already reached). */
+  readonly keys: (KeyAnswer | Promise<KeyAnswer> | undefined)[] = [];
+  /** Per signature: its body hasher (undefined for a verdict already reached). */
+  readonly hasherOf: (BodyHasher | undefined)[] = [];
+  /** The distinct hashers, to feed the body to. */
+  readonly hashers: BodyHasher[] = [];
+  /** Some key is still being looked up. */
+  pending = false;
+
+  readonly fields: readonly Field[];
+
+  constructor(fields: readonly Field[], opts: VerifyOptions) {
+    this.fields = fields;
+    const found: Field[] = [];
+    for (const f of fields) if (f.name === 'dkim-signature') found.push(f);
+    this.skipped = Math.max(0, found.length - opts.maxSignatures);
+    if (found.length > opts.maxSignatures) found.length = opts.maxSignatures;
+    this.signatures = found.map((f) => parseSignature(f, opts));
+    const ids: string[] = [];
+    for (const sig of this.signatures) {
+      if (!('field' in sig)) {
+        this.keys.push(undefined);
+        this.hasherOf.push(undefined);
+        continue;
+      }
+      const key = fetchKey(sig, opts);
+      if (key instanceof Promise) {
+        // Awaited after the body; until then a rejection must not go unhandled.
+        key.catch(() => {});
+        this.pending = true;
+      }
+      this.keys.push(key);
+      const id = hasherId(sig);
+      let at = ids.indexOf(id);
+      if (at < 0) {
+        at = ids.push(id) - 1;
+        this.hashers.push(new BodyHasher(sig.bodyCanon, sig.length));
+      }
+      this.hasherOf.push(this.hashers[at]);
+    }
+  }
+
+  feed(chunk: Buffer): void {
+    for (const hasher of this.hashers) hasher.update(chunk);
+  }
+
+  /** The verdicts, once the body has been fed: at once when every key is at hand and checks run here. */
+  conclude(opts: VerifyOptions): Verification | Promise<Verification> {
+    if (this.pending || opts.threadPool) return this.#concludeLater(opts);
+    const out: SignatureVerdict[] = [];
+    for (let i = 0; i < this.signatures.length; i++) {
+      const sig = this.signatures[i] as Signature | SignatureVerdict;
+      if (!('field' in sig)) out.push(sig);
+      else out.push(this.#check(sig, this.keys[i] as KeyAnswer, this.hasherOf[i] as BodyHasher, false));
+    }
+    return { signatures: out, skipped: this.skipped };
+  }
+
+  async #concludeLater(opts: VerifyOptions): Promise<Verification> {
+    const out: SignatureVerdict[] = [];
+    for (let i = 0; i < this.signatures.length; i++) {
+      const sig = this.signatures[i] as Signature | SignatureVerdict;
+      if (!('field' in sig)) {
+        out.push(sig);
+        continue;
+      }
+      const key = await (this.keys[i] as KeyAnswer | Promise<KeyAnswer>);
+      const verdict = this.#check(sig, key, this.hasherOf[i] as BodyHasher, opts.threadPool === true);
+      out.push(await verdict);
+    }
+    return { signatures: out, skipped: this.skipped };
+  }
+
+  #check(sig: Signature, key: KeyAnswer, hasher: BodyHasher, threadPool: false): SignatureVerdict;
+  #check(
+    sig: Signature,
+    key: KeyAnswer,
+    hasher: BodyHasher,
+    threadPool: boolean,
+  ): SignatureVerdict | Promise<SignatureVerdict>;
+  #check(
+    sig: Signature,
+    key: KeyAnswer,
+    hasher: BodyHasher,
+    threadPool: boolean,
+  ): SignatureVerdict | Promise<SignatureVerdict> {
+    if (!key.ok) return key.verdict;
+    const verdict = key.key.testing ? { ...sig.verdict, testing: true } : sig.verdict;
+    // The digest is made once per hasher, whichever signature asks first.
+    const bh = hasher.digest();
+    if (sig.length !== undefined && sig.length > hasher.length)
+      return { ...verdict, result: 'fail', reason: 'body shorter than l=' };
+    if (bh !== sig.bh) return { ...verdict, result: 'fail', reason: 'body hash did not verify' };
+    const answer = (ok: boolean): SignatureVerdict =>
+      ok ? verdict : { ...verdict, result: 'fail', reason: 'signature did not verify' };
+    return threadPool
+      ? checkSignature(sig, this.fields, key.key, true).then(answer)
+      : answer(checkSignature(sig, this.fields, key.key, false));
+  }
+}
+
+/**
+ * Verify every DKIM signature of a message whose header section a check
+ * parsed already (`messageHeader` of `mailframe/policy`): the verdicts at
+ * once, without a promise, when every key record is in `cachedLookup`'s
+ * cache (and `threadPool` is off), else a promise of them.
+ */
+export function verifyHeader(
+  header: MessageHeader,
+  opts: VerifyOptions,
+): Verification | Promise<Verification> {
+  const checks = new Checks(header.fields, opts);
+  if (checks.hashers.length > 0) checks.feed(header.buffer.subarray(header.bodyStart));
+  return checks.conclude(opts);
+}
+
+/**
  * Verify every DKIM signature of `message` (CRLF line endings, as spooled):
  * a stream, a small message already in memory as one buffer, or one whose
  * header section a check parsed already (`messageHeader` of `mailframe/policy`).
@@ -337,34 +479,15 @@ export async function verifyMessage(
   message: Readable | Buffer | MessageHeader,
   opts: VerifyOptions,
 ): Promise<Verification> {
+  if (isParsed(message)) return verifyHeader(message, opts);
   const head: Buffer[] = [];
   let headSize = 0;
-  let signatures: (Signature | SignatureVerdict)[] | undefined;
-  let skipped = 0;
-  const hashers = new Map<string, BodyHasher>();
-  const keys = new Map<Signature, ReturnType<typeof fetchKey>>();
-  let fields: readonly Field[] = [];
-
-  const startBody = (section: Buffer | readonly Field[]) => {
-    fields = Buffer.isBuffer(section) ? parseFields(section.toString('latin1')) : section;
-    const found = fields.filter((f) => f.name === 'dkim-signature');
-    skipped = Math.max(0, found.length - opts.maxSignatures);
-    signatures = found.slice(0, opts.maxSignatures).map((f) => parseSignature(f, opts));
-    for (const sig of signatures) {
-      if (!('field' in sig)) continue;
-      const fetching = fetchKey(sig, opts);
-      // Awaited after the body; until then a rejection must not go unhandled.
-      fetching.catch(() => {});
-      keys.set(sig, fetching);
-      const id = hasherId(sig);
-      if (!hashers.has(id)) hashers.set(id, new BodyHasher(sig.bodyCanon, sig.length));
-    }
-  };
+  let checks: Checks | undefined;
 
   /** Take the next chunk; false once nothing more is needed. */
   const feed = (chunk: Buffer): boolean => {
-    if (signatures !== undefined) {
-      for (const hasher of hashers.values()) hasher.update(chunk);
+    if (checks !== undefined) {
+      checks.feed(chunk);
       return true;
     }
     const from = Math.max(0, headSize - 3);
@@ -376,19 +499,14 @@ export async function verifyMessage(
     // A message without header fields starts with the empty line.
     const end = all[0] === 13 && all[1] === 10 ? -2 : all.indexOf('\r\n\r\n', from);
     if (end === -1) return true;
-    startBody(all.subarray(0, end + 2));
-    if (hashers.size === 0) return false; // nothing to hash: no need to read the body
-    const body = all.subarray(end + 4);
-    for (const hasher of hashers.values()) hasher.update(body);
+    checks = new Checks(parseFields(all.toString('latin1', 0, end + 2)), opts);
+    if (checks.hashers.length === 0) return false; // nothing to hash: no need to read the body
+    checks.feed(all.subarray(end + 4));
     return true;
   };
 
   if (Buffer.isBuffer(message)) feed(message);
-  else if (isParsed(message)) {
-    startBody(message.fields);
-    const body = message.buffer.subarray(message.bodyStart);
-    for (const hasher of hashers.values()) hasher.update(body);
-  } else {
+  else {
     try {
       for await (const c of message) if (!feed(c as Buffer)) break;
     } finally {
@@ -396,37 +514,8 @@ export async function verifyMessage(
     }
   }
   // A message that is all header section (no empty line): its body is empty.
-  if (signatures === undefined) startBody(Buffer.concat(head, headSize));
-
-  const digests = new Map<string, { bh: string; length: number }>();
-  for (const [id, hasher] of hashers) digests.set(id, { bh: hasher.digest(), length: hasher.length });
-  const out: SignatureVerdict[] = [];
-  for (const sig of signatures ?? []) {
-    if (!('field' in sig)) {
-      out.push(sig);
-      continue;
-    }
-    const key = await (keys.get(sig) as ReturnType<typeof fetchKey>);
-    if (!key.ok) {
-      out.push(key.verdict);
-      continue;
-    }
-    const verdict = key.key.testing ? { ...sig.verdict, testing: true } : sig.verdict;
-    const digest = digests.get(hasherId(sig)) as { bh: string; length: number };
-    if (sig.length !== undefined && sig.length > digest.length) {
-      out.push({ ...verdict, result: 'fail', reason: 'body shorter than l=' });
-      continue;
-    }
-    if (digest.bh !== sig.bh) {
-      out.push({ ...verdict, result: 'fail', reason: 'body hash did not verify' });
-      continue;
-    }
-    const ok = opts.threadPool
-      ? await checkSignature(sig, fields, key.key, true)
-      : checkSignature(sig, fields, key.key, false);
-    out.push(ok ? verdict : { ...verdict, result: 'fail', reason: 'signature did not verify' });
-  }
-  return { signatures: out, skipped };
+  checks ??= new Checks(parseFields(Buffer.concat(head, headSize).toString('latin1')), opts);
+  return checks.conclude(opts);
 }
 
 function hasherId(sig: Signature): string {

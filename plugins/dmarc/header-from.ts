@@ -31,6 +31,8 @@ export function fromFieldsOf(header: {
  * (RFC 5322 3.4; RFC 7489 6.6.1 must see every author).
  */
 export function authorDomains(value: string): string[] {
+  const one = oneAngleAddressDomain(value);
+  if (one !== undefined) return one === '' ? [] : [one];
   // Most values have neither comments nor quoted strings: no copies then.
   const noComments =
     value.includes('(') || value.includes('"')
@@ -106,3 +108,49 @@ export function authorMailboxes(value: string): string[] {
   end();
   return out;
 }
+
+/**
+ * The common From value, `Display Name <local@domain>` (one mailbox in angle
+ * brackets, no comment, quoted string, list or group), read without regular
+ * expressions: its author domain as `authorDomains` gives it ('' for none),
+ * or undefined when the value is not of that shape (the general path reads it).
+ */
+function oneAngleAddressDomain(value: string): string | undefined {
+  const open = value.indexOf('<');
+  if (open < 0) return undefined;
+  const close = value.indexOf('>', open + 1);
+  if (close < 0 || value.indexOf('<', open + 1) >= 0 || value.indexOf('>', close + 1) >= 0) return undefined;
+  // Before `<`: a display name of plain words (an "@" there would be a bare addr-spec; the rest a list or group).
+  for (let i = 0; i < open; i++) {
+    const c = value.charCodeAt(i);
+    if (c === AT || c === LPAREN || c === DQUOTE || c === COMMA || c === SEMI || c === COLON || c === GT)
+      return undefined;
+  }
+  // After `>`: nothing but WSP.
+  for (let i = close + 1; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c !== SP && c !== HTAB) return undefined;
+  }
+  // Inside: `local@domain`, the local part without "@", the domain without WSP, CR or LF (as `\s` would find).
+  const at = value.indexOf('@', open + 1);
+  if (at < 0 || at > close) return undefined;
+  for (let i = open + 1; i < close; i++) {
+    const c = value.charCodeAt(i);
+    if (c === LPAREN || c === DQUOTE || c <= SP || c >= 127) return undefined;
+  }
+  // The first "@" ends the local part (`<a@b@c>`: domain `b@c`), as in the general path.
+  const domain = value.slice(at + 1, close).toLowerCase();
+  if (domain === '') return undefined;
+  return domain.charCodeAt(domain.length - 1) === DOT ? domain.slice(0, -1) : domain;
+}
+
+const SP = 32;
+const HTAB = 9;
+const AT = 64;
+const LPAREN = 40;
+const DQUOTE = 34;
+const COMMA = 44;
+const SEMI = 59;
+const COLON = 58;
+const GT = 62;
+const DOT = 46;

@@ -25,8 +25,8 @@ import {
   asResultValue,
   type CheckResult,
   decide,
+  type PolicyChecks,
   recordResult,
-  resultsOf,
   validateActions,
 } from '../policy/policy.ts';
 import { AggregateRecorder } from './aggregate.ts';
@@ -186,16 +186,17 @@ export default definePlugin({
     }
 
     function authenticated(tx: Transaction) {
-      const spfDomains = resultsOf(tx, 'spf')
-        .filter((r) => r.result === 'pass')
-        .map((r) => r.domain);
+      const spfDomains: string[] = [];
+      const dkimDomains: { domain: string }[] = [];
       // DKIM results come from whichever plugin records check `dkim`; RFC 8601's `header.d` names the signer.
-      const dkimDomains = allResults(tx)
-        .filter((r) => r.check === 'dkim' && r.result.result === 'pass')
-        .flatMap((r) => {
+      for (const r of allResults(tx)) {
+        if (r.result.result !== 'pass') continue;
+        if (r.check === 'spf') spfDomains.push((r.result as PolicyChecks['spf']).domain);
+        else if (r.check === 'dkim') {
           const d = r.result.properties?.['header.d'];
-          return d === undefined ? [] : [{ domain: d.toLowerCase() }];
-        });
+          if (d !== undefined) dkimDomains.push({ domain: d.toLowerCase() });
+        }
+      }
       return { spfDomains, dkimDomains };
     }
 
@@ -245,18 +246,28 @@ export default definePlugin({
         applied = pct >= 100 || api.server.random() * 100 < pct ? policy : milder(policy);
       const spf = found.alignment?.spf?.result;
       const dkim = found.alignment?.dkim?.result;
-      return {
+      const domain = domains[0] ?? found.domain;
+      // Built by assignment, not conditional spreads: this runs for every message.
+      const properties: Record<string, string> = { 'header.from': domain };
+      const result: { -readonly [K in keyof DmarcResult]: DmarcResult[K] } = {
         result: value,
-        domain: domains[0] ?? found.domain,
-        properties: {
-          'header.from': domains[0] ?? found.domain,
-          ...(policy ? { 'policy.dmarc': policy } : {}),
-        },
-        ...(policy === undefined ? {} : { policy, pct }),
-        ...(applied === undefined ? {} : { applied }),
-        ...(spf || dkim ? { alignment: { ...(spf ? { spf } : {}), ...(dkim ? { dkim } : {}) } } : {}),
-        ...(found.rr === undefined ? {} : { record: found.rr }),
+        domain,
+        properties,
       };
+      if (policy !== undefined) {
+        properties['policy.dmarc'] = policy;
+        result.policy = policy;
+        result.pct = pct;
+      }
+      if (applied !== undefined) result.applied = applied;
+      if (spf || dkim) {
+        const alignment: { spf?: string; dkim?: string } = {};
+        if (spf) alignment.spf = spf;
+        if (dkim) alignment.dkim = dkim;
+        result.alignment = alignment;
+      }
+      if (found.rr !== undefined) result.record = found.rr;
+      return result;
     }
 
     /**

@@ -129,18 +129,38 @@ export function cachedMessageHeader(tx: Transaction, message: Message): MessageH
  * stream: `messageSource`) or one that cannot be read in one piece.
  */
 export async function messageHeader(tx: Transaction, message: Message): Promise<MessageHeader | undefined> {
+  return messageHeaderNow(tx, message);
+}
+
+/**
+ * The same as `messageHeader`, without a promise when it can be had at once:
+ * parsed already, or the message is held in memory (it did not spill to disk).
+ */
+export function messageHeaderNow(
+  tx: Transaction,
+  message: Message,
+): MessageHeader | undefined | Promise<MessageHeader | undefined> {
   const cached = cachedMessageHeader(tx, message);
   if (cached !== undefined) return cached;
   if (message.size > SMALL_MESSAGE) return undefined;
   const { prepended, size } = message;
-  let buffer: Buffer;
-  try {
-    buffer = await message.read(SMALL_MESSAGE + PREPENDED_ROOM);
-  } catch {
-    return undefined;
-  }
+  const now = message.readNow(SMALL_MESSAGE + PREPENDED_ROOM);
+  if (now !== undefined) return keep(tx, message, prepended, size, now);
+  return message.read(SMALL_MESSAGE + PREPENDED_ROOM).then(
+    (buffer) => keep(tx, message, prepended, size, buffer),
+    () => undefined,
+  );
+}
+
+/** `buffer` parsed, and kept on the transaction if nothing changed the message while it was read. */
+function keep(
+  tx: Transaction,
+  message: Message,
+  prepended: Message['prepended'],
+  size: number,
+  buffer: Buffer,
+): MessageHeader {
   const header = parseMessageHeader(buffer);
-  // Kept only if nothing changed the message while it was read.
   if (message.prepended === prepended && message.size === size)
     tx.notes.messageHeader = { message, prepended, size, header };
   return header;

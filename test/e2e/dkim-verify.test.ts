@@ -348,6 +348,46 @@ describe.each(MODES)('dkim-verify ($mode)', ({ config: where }) => {
   });
 });
 
+describe('dkim-verify with the key record cached', () => {
+  it('verifies each message on its own: the same header fields over another body fail, the key asked for once', async () => {
+    const signed = await mailauthSigned(MESSAGE, 'r1', rsaPem);
+    const tampered = signed.replace('signed text.', 'changed text.');
+    // The same signature, header fields and body hash over a body one octet longer: the header check
+    // passes, the body hash does not.
+    const longer = signed.replace('signed text.', 'signed text!.');
+    const seen: string[] = [];
+    const probe = resultsProbe('dkim', (results) => {
+      seen.push(results.map((r) => `${r.result}${r.reason ? ` (${r.reason})` : ''}`).join(', '));
+    });
+    const t = await startTestServer({
+      dns: zone,
+      plugins: [['dkim-verify', {}], probe, ['rcpt-local', { domains: ['example.net'] }]],
+    });
+    try {
+      const c = await t.connect();
+      await c.expect('EHLO client.example', 250);
+      for (const data of [signed, tampered, signed, longer, signed]) {
+        await c.expect('MAIL FROM:<alice@example.org>', 250);
+        await c.expect('RCPT TO:<bob@example.net>', 250);
+        await c.expect('DATA', 354);
+        expect((await c.sendData(data)).code).toBe(250);
+      }
+      await c.close();
+      expect(seen).toEqual([
+        'pass',
+        'fail (body hash did not verify)',
+        'pass',
+        'fail (body hash did not verify)',
+        'pass',
+      ]);
+      // Every message after the first found the key in the resolver's cache.
+      expect(t.dns?.count('r1._domainkey.example.org', 'TXT')).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('dkim-verify worker threads', () => {
   it('a thread that exits with a message in flight: temperror (451 per the action map), logged; the next message gets a new thread', async () => {
     const lines: { msg: string; lost?: number; dkim?: DkimResult[] }[] = [];

@@ -281,6 +281,27 @@ describe('dmarc', () => {
     ]);
   });
 
+  it('reads the author domain of `Name <local@domain>` as of any other From value', () => {
+    // The common shape, read without regular expressions, and its near misses, read the general way.
+    const cases: [string, string[]][] = [
+      ['Alice <alice@Example.ORG>', ['example.org']],
+      ['Alice <alice@example.org.>', ['example.org']],
+      [' <a@b.example> \t', ['b.example']],
+      ['<a@b@c.example>', ['b@c.example']],
+      ['A <a@.>', []],
+      ['A <a@>', []],
+      ['A <a@b c.example>', ['b']],
+      ['A <a@b.example>x', ['b.example']],
+      ['x@y.example <a@b.example>', ['b.example', 'y.example']],
+      ['"Q" <a@b.example>', ['b.example']],
+      ['Group: A <a@b.example>;', ['b.example']],
+      ['A <a@b.example><c@d.example>', ['b.example', 'd.example']],
+      ['A, B <a@b.example>', ['b.example']],
+      ['A <a@b.example\u00a0>', ['b.example']],
+    ];
+    for (const [value, domains] of cases) expect([value, authorDomains(value)]).toEqual([value, domains]);
+  });
+
   it('applies the strictest policy among the author domains that fail, across several From fields too', async () => {
     const seen = await start();
     // quar.example (p=quarantine) fails, relaxed.example passes: quarantined, not refused.

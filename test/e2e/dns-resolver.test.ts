@@ -228,6 +228,35 @@ describe('cache', () => {
     expect(dns.count('ttl.example.test', 'A')).toBe(2);
   });
 
+  it('cached() answers at once what lookup() would answer from the cache, and nothing it would have to ask for', async () => {
+    const clock = new ManualClock();
+    const dns = await dnsServer({ 'ttl.example.test': { A: ['192.0.2.10'], ttl: 30 } });
+    const { resolver } = await resolverOf(dns, {}, clock);
+    const cached = resolver.cached?.bind(resolver);
+    if (cached === undefined) throw new Error('the server resolver has no cached()');
+    // Not asked yet: nothing, and no query sent.
+    expect(cached('ttl.example.test', 'A')).toBeUndefined();
+    expect(dns.count('ttl.example.test', 'A')).toBe(0);
+    await resolver.lookup('ttl.example.test', 'A');
+    clock.advance(20);
+    // The same name however written, with the TTL left; another type is not the same answer.
+    expect(cached('TTL.example.test.', 'A')).toMatchObject({
+      kind: 'answer',
+      records: ['192.0.2.10'],
+      ttl: 10,
+    });
+    expect(cached('ttl.example.test', 'AAAA')).toBeUndefined();
+    // Once the TTL passed, it is gone: the record may have changed.
+    dns.set('ttl.example.test', { A: ['192.0.2.11'], ttl: 30 });
+    clock.advance(10);
+    expect(cached('ttl.example.test', 'A')).toBeUndefined();
+    expect(await resolver.lookup('ttl.example.test', 'A')).toMatchObject({ records: ['192.0.2.11'] });
+    expect(cached('ttl.example.test', 'A')).toMatchObject({ records: ['192.0.2.11'], ttl: 30 });
+    // A name that cannot exist is nxdomain without asking, as lookup() answers it.
+    expect(cached(`${'a'.repeat(64)}.example.test`, 'A')).toEqual({ kind: 'nxdomain', authenticated: false });
+    expect(dns.count('ttl.example.test', 'A')).toBe(2);
+  });
+
   it('keeps answers at least minTtl and at most maxTtl seconds', async () => {
     const clock = new ManualClock();
     const dns = await dnsServer({

@@ -8,7 +8,7 @@ import Type from 'typebox';
 import { afterEach, describe, expect, it } from 'vitest';
 import { definePlugin } from '../../core/plugin.ts';
 import { startTestServer, type TestServer } from '../../core/testkit.ts';
-import { cachedMessageHeader, messageHeader } from '../../plugins/policy/policy.ts';
+import { cachedMessageHeader, messageHeader, messageHeaderNow } from '../../plugins/policy/policy.ts';
 
 interface Seen {
   first: string[];
@@ -66,6 +66,31 @@ describe('messageHeader', () => {
     expect(seen.again).toBe(true);
     expect(seen.afterPrepend).toBeUndefined();
     expect(seen.afterRemove).toBeUndefined();
+  });
+
+  it('messageHeaderNow: a message held in memory parsed at once, without a promise, and kept for the next check', async () => {
+    const seen: { now?: unknown; same?: boolean; read?: boolean | undefined } = {};
+    const now = definePlugin({
+      name: 'now-probe',
+      schema: Type.Object({}),
+      register(api) {
+        api.hooks.message.tap((tx, message) => {
+          const header = messageHeaderNow(tx, message);
+          seen.now = header instanceof Promise ? 'promise' : header?.fields.map((f) => f.name);
+          seen.read = message.readNow()?.equals((header as { buffer: Buffer }).buffer);
+          seen.same = messageHeaderNow(tx, message) === header && cachedMessageHeader(tx, message) === header;
+          return undefined;
+        });
+      },
+    });
+    t = await startTestServer({ plugins: [now, ['rcpt-local', { domains: ['example.com'] }]] });
+    const c = await t.connect();
+    await c.expect('EHLO client.example', 250);
+    await c.expect('MAIL FROM:<a@sender.example>', 250);
+    await c.expect('RCPT TO:<user@example.com>', 250);
+    await c.expect('DATA', 354);
+    expect((await c.sendData('From: a@sender.example\r\nSubject: hi\r\n\r\nbody')).code).toBe(250);
+    expect(seen).toEqual({ now: ['received', 'from', 'subject'], read: true, same: true });
   });
 
   it('gives nothing for a large message (checks stream it)', async () => {
