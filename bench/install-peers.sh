@@ -2,7 +2,9 @@
 # Installs the optional benchmark peers from Debian's packages: Postfix's
 # smtp-sink (a discard-everything SMTP server) and smtp-source (a load
 # generator), and Postfix itself, which the outbound bench (npm run
-# bench:outbound) runs as a throw-away instance with its own configuration.
+# bench:outbound) runs as a throw-away instance with its own configuration;
+# and valgrind, which counts the server's instructions (npm run
+# bench:instructions).
 # Needs root (or sudo). The bench never runs this by itself.
 #
 #   sudo bash bench/install-peers.sh
@@ -13,6 +15,11 @@ set -euo pipefail
 
 SUDO=''
 if [ "$(id -u)" -ne 0 ]; then SUDO='sudo'; fi
+
+if ! command -v valgrind >/dev/null 2>&1; then
+  $SUDO apt-get update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind
+fi
 
 if command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ]; then
   echo "smtp-sink is already installed: $(command -v smtp-sink || echo /usr/sbin/smtp-sink)"
