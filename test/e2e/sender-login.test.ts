@@ -122,6 +122,18 @@ describe('sender-login', () => {
     expect(t.queued).toHaveLength(7);
   });
 
+  it('reads UTF-8 From addresses of an internationalized message as the text they are', async () => {
+    t = await startTestServer({
+      plugins: [
+        loggedInAs('alice'),
+        ['sender-login', { owners: { alice: ['alice@example.org', 'jöran@example.org'] } }],
+        recipients,
+      ],
+    });
+    expect((await send('alice@example.org', 'From: Jöran <jöran@example.org>\r\n')).code).toBe(250);
+    expect((await send('alice@example.org', 'From: Jöran <jörg@example.org>\r\n')).code).toBe(550);
+  });
+
   it('leaves the From header alone with fromHeader false, and for unauthenticated sessions', async () => {
     t = await startTestServer({
       plugins: [loggedInAs('alice@example.org'), ['sender-login', { fromHeader: false }], recipients],
