@@ -17,7 +17,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +26,7 @@ import { startTestDnsServer } from '../core/testkit-dns.ts';
 import { generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
 import { dkimSignatureFor } from './dkim-signature.ts';
 import { buildMessage } from './message.ts';
-import { findProgram, freePort, nodeBinary, ROOT } from './servers.ts';
+import { findProgram, freePort, nodeBinary, ROOT, writeBenchConfig } from './servers.ts';
 
 const { values } = parseArgs({
   options: {
@@ -102,23 +102,14 @@ async function count(n: number): Promise<number> {
   try {
     const port = await freePort();
     const checks = ['spf', 'dkim-verify', 'dmarc', 'auth-results'].map((plugin) => ({ plugin }));
-    const config = {
-      hostname: 'bench.local',
-      dataDir: join(dir, 'data'),
-      dns: { servers: [dns.address] },
-      listeners: [{ name: 'smtp', host: '127.0.0.1', port, role: 'mx' }],
-      timeouts: { shutdownGrace: 2000 },
-      log: { level: 'warn', pretty: false },
-      plugins: [
-        { plugin: 'enhanced-status-codes' },
-        { plugin: 'pipelining' },
-        { plugin: 'rcpt-local', config: { domains: ['example.com'] } },
-        ...(values.checks ? checks : []),
-        { plugin: 'queue-discard' },
-      ],
-    };
-    const file = join(dir, 'mailframe.json');
-    await writeFile(file, JSON.stringify(config));
+    const file = await writeBenchConfig(
+      dir,
+      port,
+      [...(values.checks ? checks : []), { plugin: 'queue-discard' }],
+      {
+        dns: { servers: [dns.address] },
+      },
+    );
     const out = values.out === undefined ? '/dev/null' : join(values.out, `cachegrind-${n}.out`);
     const child = spawn(
       valgrind as string,

@@ -19,7 +19,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +29,16 @@ import { type LoadResult, runLoad } from './loadgen.ts';
 import { PgWireCounter, type RoundTripKind } from './pg-wire-counter.ts';
 import { cpuMs, treeCpuMs } from './proc.ts';
 import { writeResults } from './results.ts';
-import { freePort, launch, nodeBinary, ROOT, type RunningProcess, startMailframe } from './servers.ts';
+import {
+  DELIVER_DISCARD,
+  freePort,
+  launch,
+  nodeBinary,
+  ROOT,
+  type RunningProcess,
+  startMailframe,
+  writeBenchConfig,
+} from './servers.ts';
 import { median } from './stats.ts';
 import { warmupFor } from './workloads.ts';
 
@@ -95,23 +104,10 @@ let queueExtras: Readonly<Record<string, unknown>> = {};
 async function startPgNode(url: string, schema: string, nodeId: string): Promise<RunningProcess> {
   const dir = await mkdtemp(join(tmpdir(), `mailframe-bench-pg-${nodeId}-`));
   const port = await freePort();
-  const config = {
-    hostname: 'bench.local',
-    dataDir: join(dir, 'data'),
-    listeners: [{ name: 'smtp', host: '127.0.0.1', port, role: 'mx' }],
-    limits: { maxConnections: 20_000, maxConnectionsPerIp: 20_000, maxMessageSize: 512 * 1024 * 1024 },
-    timeouts: { shutdownGrace: 2000 },
-    log: { level: 'warn', pretty: false },
-    plugins: [
-      { plugin: 'enhanced-status-codes' },
-      { plugin: 'pipelining' },
-      { plugin: 'rcpt-local', config: { domains: ['example.com'] } },
-      { plugin: 'queue-pg', config: { ...queueExtras, connectionString: url, schema, nodeId } },
-      { plugin: join(ROOT, 'bench', 'peers', 'deliver-discard.ts') },
-    ],
-  };
-  const file = join(dir, 'mailframe.json');
-  await writeFile(file, JSON.stringify(config, null, 2));
+  const file = await writeBenchConfig(dir, port, [
+    { plugin: 'queue-pg', config: { ...queueExtras, connectionString: url, schema, nodeId } },
+    DELIVER_DISCARD,
+  ]);
   return tracked(
     launch({
       name: `mailframe-pg-${nodeId}`,

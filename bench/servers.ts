@@ -173,15 +173,23 @@ export interface MailframeExtras {
   readonly nodeArgs?: readonly string[];
 }
 
-export async function startMailframe(
-  name: ServerName,
-  queue: 'discard' | 'fs',
-  extras: MailframeExtras = {},
-): Promise<RunningServer> {
-  const dir = await mkdtemp(join(tmpdir(), `mailframe-bench-${queue}-`));
-  const port = await freePort();
+/** Delivery that claims each job and drops it, so a queue drains instead of deferring. */
+export const DELIVER_DISCARD = { plugin: join(ROOT, 'bench', 'peers', 'deliver-discard.ts') } as const;
+
+/**
+ * The benches' mailframe configuration, written to `dir/mailframe.json` (its
+ * path returned): one `mx` listener on `port`, limits out of the way, log
+ * level `warn`, ESMTP basics and `example.com` local, then `plugins` (checks,
+ * a queue, delivery); `core` merged over the top level (e.g. `dns`).
+ */
+export async function writeBenchConfig(
+  dir: string,
+  port: number,
+  plugins: readonly unknown[],
+  core: Readonly<Record<string, unknown>> = {},
+): Promise<string> {
   const config = {
-    ...extras.core,
+    ...core,
     hostname: 'bench.local',
     dataDir: join(dir, 'data'),
     listeners: [{ name: 'smtp', host: HOST, port, role: 'mx' }],
@@ -192,18 +200,26 @@ export async function startMailframe(
       { plugin: 'enhanced-status-codes' },
       { plugin: 'pipelining' },
       { plugin: 'rcpt-local', config: { domains: ['example.com'] } },
-      ...(extras.plugins ?? []),
-      ...(queue === 'fs'
-        ? [
-            { plugin: 'queue-fs', config: { fsync: true, controlSocket: false } },
-            // Delivery that claims each job and drops it, so the queue drains instead of deferring.
-            { plugin: join(ROOT, 'bench', 'peers', 'deliver-discard.ts') },
-          ]
-        : [{ plugin: 'queue-discard' }]),
+      ...plugins,
     ],
   };
   const file = join(dir, 'mailframe.json');
   await writeFile(file, JSON.stringify(config, null, 2));
+  return file;
+}
+
+export async function startMailframe(
+  name: ServerName,
+  queue: 'discard' | 'fs',
+  extras: MailframeExtras = {},
+): Promise<RunningServer> {
+  const dir = await mkdtemp(join(tmpdir(), `mailframe-bench-${queue}-`));
+  const port = await freePort();
+  const queuePlugins =
+    queue === 'fs'
+      ? [{ plugin: 'queue-fs', config: { fsync: true, controlSocket: false } }, DELIVER_DISCARD]
+      : [{ plugin: 'queue-discard' }];
+  const file = await writeBenchConfig(dir, port, [...(extras.plugins ?? []), ...queuePlugins], extras.core);
   return launch({
     name,
     command: nodeBinary(),
