@@ -26,13 +26,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { DnsRecordType, DnsRecordTypes, DnsResolver, DnsResult } from '../core/dns/types.ts';
 import { canonField, signedHeaderData } from '../plugins/dkim/canon.ts';
-import {
-  KeyCache,
-  type VerifyOptions,
-  verifyHeader,
-  verifyMessage,
-  withoutB,
-} from '../plugins/dkim/verify.ts';
+import { parseSignatureTags } from '../plugins/dkim/tags.ts';
+import { KeyCache, type VerifyOptions, verifyHeader, verifyMessage } from '../plugins/dkim/verify.ts';
 import { type DkimKeyPair, type DkimKeyType, generateDkimKeyPair } from '../plugins/dkim-sign/keys.ts';
 import { parseMessageHeader } from '../plugins/policy/message-header.ts';
 import { dkimSignatureFor } from './dkim-signature.ts';
@@ -103,8 +98,11 @@ function cryptoOnly(message: Buffer, type: DkimKeyType, record: string, iteratio
   if (!sigField) throw new Error('no signature');
   const h = /\bh=([^;]*)/.exec(sigField.raw)?.[1]?.replace(/\s+/g, '').toLowerCase().split(':') ?? [];
   const b = /\bb=([^;]*)/.exec(sigField.raw)?.[1]?.replace(/\s+/g, '') ?? '';
+  const tags = parseSignatureTags(sigField.raw, sigField.raw.indexOf(':') + 1);
+  if (!tags || tags.bEquals < 0) throw new Error('no b= tag');
+  const unsigned = sigField.raw.slice(0, tags.bEquals + 1) + sigField.raw.slice(tags.bEnd);
   const data = Buffer.from(
-    signedHeaderData(header.fields, h, 'relaxed') + canonField(withoutB(sigField.raw), 'relaxed'),
+    signedHeaderData(header.fields, h, 'relaxed') + canonField(unsigned, 'relaxed'),
     'latin1',
   );
   const p = /p=([^;]*)/.exec(record)?.[1] ?? '';

@@ -567,32 +567,3 @@ function checkSignature(
     }
   });
 }
-
-/** The field with the value of its `b=` tag deleted (3.7: "b=" stays, its value is the empty string). */
-export function withoutB(raw: string): string {
-  const colon = raw.indexOf(':') + 1;
-  // The first tag named `b` (names are case-sensitive; `bh=` is another tag), from the start or after a `;`.
-  for (let start = colon; ; ) {
-    const name = skipFws(raw, start);
-    if (raw.charCodeAt(name) === 98) {
-      const eq = skipFws(raw, name + 1);
-      if (raw.charCodeAt(eq) === 61) {
-        const next = raw.indexOf(';', eq + 1);
-        return next < 0 ? raw.slice(0, eq + 1) : raw.slice(0, eq + 1) + raw.slice(next);
-      }
-    }
-    const semi = raw.indexOf(';', start);
-    if (semi < 0) return raw;
-    start = semi + 1;
-  }
-}
-
-/** Past the WSP and CRLFs at `i`. */
-function skipFws(text: string, i: number): number {
-  for (;;) {
-    const c = text.charCodeAt(i);
-    if (c === 32 || c === 9) i++;
-    else if (c === 13 && text.charCodeAt(i + 1) === 10) i += 2;
-    else return i;
-  }
-}

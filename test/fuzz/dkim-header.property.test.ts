@@ -9,7 +9,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { canonField } from '../../plugins/dkim/canon.ts';
 import { colonList, parseSignatureTags, parseTagList } from '../../plugins/dkim/tags.ts';
-import { withoutB } from '../../plugins/dkim/verify.ts';
 import { RUNS } from './arbitraries.ts';
 
 /** mailauth's relaxed header line (untyped module): the field as latin1 text, canonicalised. */
@@ -144,42 +143,17 @@ describe('DKIM tag lists', () => {
         for (const name of read) expect(tags?.[name]).toBe(all.get(name));
         const raw = `DKIM-Signature:${text}`;
         if (all.has('b') && tags)
-          expect(raw.slice(0, tags.bEquals + 1) + raw.slice(tags.bEnd)).toBe(withoutB(raw));
+          expect(raw.slice(0, tags.bEquals + 1) + raw.slice(tags.bEnd)).toBe(withoutBValue(raw));
       }),
       RUNS,
     );
   });
 });
 
-describe('DKIM-Signature without its b= value', () => {
-  const part = fc.constantFrom(
-    'b',
-    'bh',
-    'B',
-    'h',
-    '=',
-    ';',
-    ':',
-    'x',
-    'v=1',
-    ' ',
-    '\t',
-    '\r\n',
-    '\r\n ',
-    '\r',
-    'dkim-signature',
+/** The field with its first `b=` tag's value deleted (RFC 6376 3.7), by the regular expression the verifier once used. */
+function withoutBValue(raw: string): string {
+  const colon = raw.indexOf(':') + 1;
+  return (
+    raw.slice(0, colon) + raw.slice(colon).replace(/((?:^|;)(?:[ \t]|\r\n)*b(?:[ \t]|\r\n)*=)[^;]*/, '$1')
   );
-  it('deletes the same octets as the regular expression it replaced', () => {
-    fc.assert(
-      fc.property(fc.array(part, { maxLength: 30 }), (p) => {
-        const raw = p.join('');
-        const colon = raw.indexOf(':') + 1;
-        const reference =
-          raw.slice(0, colon) +
-          raw.slice(colon).replace(/((?:^|;)(?:[ \t]|\r\n)*b(?:[ \t]|\r\n)*=)[^;]*/, '$1');
-        expect(withoutB(raw)).toBe(reference);
-      }),
-      RUNS,
-    );
-  });
-});
+}
