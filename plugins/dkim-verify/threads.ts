@@ -88,8 +88,6 @@ export class VerifierPool {
   readonly #module: URL;
   /** One slot per thread; undefined once its thread exited, until the next message starts another. */
   readonly #threads: (Thread | undefined)[];
-  /** Every thread started and not yet ended (close waits for them). */
-  readonly #live = new Set<Thread>();
   #lastId = 0;
   #answered = 0;
   #keyLookups = 0;
@@ -121,7 +119,7 @@ export class VerifierPool {
 
   /** Threads started and not yet ended. */
   get running(): number {
-    return this.#live.size;
+    return this.#running().length;
   }
 
   /** Messages the threads verified (answered with their verdicts) since the pool started. */
@@ -177,8 +175,12 @@ export class VerifierPool {
   async close(): Promise<void> {
     this.#closed = true;
     pools.get(this.#server)?.delete(this);
-    const ending = [...this.#live];
-    await Promise.all(ending.map((t) => t.worker.terminate().then(() => t.ended)));
+    await Promise.all(this.#running().map((t) => t.worker.terminate().then(() => t.ended)));
+  }
+
+  /** The threads started and not yet ended: a slot is emptied when its thread exits. */
+  #running(): Thread[] {
+    return this.#threads.filter((t): t is Thread => t !== undefined);
   }
 
   /**
@@ -210,7 +212,6 @@ export class VerifierPool {
         ended = resolve;
       }),
     };
-    this.#live.add(thread);
     worker.on('message', (m: FromWorker) => this.#receive(thread, m));
     const threadId = worker.threadId;
     worker.on('error', (err) => {
@@ -218,7 +219,6 @@ export class VerifierPool {
     });
     worker.on('exit', (code) => {
       thread.exited = true;
-      this.#live.delete(thread);
       const slot = this.#threads.indexOf(thread);
       if (slot >= 0) this.#threads[slot] = undefined;
       const lostCount = thread.pending.size;
