@@ -301,8 +301,8 @@ export default definePlugin({
           if (result.policy === undefined) continue;
           aggregate.add(api.server.clock.now(), {
             headerFrom: result.domain,
-            // An IPv4 client on a dual-stack socket is reported as IPv4.
-            sourceIp: tx.session.remote.address.replace(/^::ffff:(?=\d+\.)/, ''),
+            // IPv4 clients on dual-stack sockets, and behind PROXY or XCLIENT, come as IPv4 from the core.
+            sourceIp: tx.session.remote.address,
             disposition,
             dkim: result.alignment?.dkim === undefined ? 'fail' : 'pass',
             spf: result.alignment?.spf === undefined ? 'fail' : 'pass',
