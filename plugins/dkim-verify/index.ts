@@ -30,6 +30,7 @@ import {
   validateActions,
 } from '../policy/policy.ts';
 import { VerifierPool } from './threads.ts';
+import { TurnBatch } from './turn-batch.ts';
 
 /** What `dkim-verify` records per signature (check `dkim`; a message without signatures: one `none`). */
 export interface DkimResult extends CheckResult {
@@ -148,14 +149,20 @@ export default definePlugin({
       if (api.log.isLevelEnabled('debug')) tx.log.debug({ dkim: results }, 'DKIM verified');
       return decide(tx, 'dkim', overall(results), config.actions, REPLIES);
     };
+    // Messages in memory whose DATA ended in the same event-loop turn are verified back to back
+    // (turn-batch.ts says why).
+    const batch = new TurnBatch((job: { tx: Transaction; header: MessageHeader; now: number }) => {
+      const verified = verifyHeader(job.header, options(job.now));
+      return verified instanceof Promise
+        ? verified.then((v) => conclude(job.tx, v))
+        : conclude(job.tx, verified);
+    });
     const verify = (tx: Transaction, message: Message, header: MessageHeader | undefined) => {
       const now = api.server.clock.now();
       const threaded = header && pool?.verify(header.buffer, now);
       if (threaded) return threaded.then((v) => conclude(tx, v));
-      const verified = header
-        ? verifyHeader(header, options(now))
-        : verifyMessage(message.stream(), options(now));
-      return verified instanceof Promise ? verified.then((v) => conclude(tx, v)) : conclude(tx, verified);
+      if (header) return batch.add({ tx, header, now });
+      return verifyMessage(message.stream(), options(now)).then((v) => conclude(tx, v));
     };
     api.hooks.message.tap(
       (tx, message) => {
