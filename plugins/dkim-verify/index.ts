@@ -167,8 +167,8 @@ export default definePlugin({
     api.hooks.message.tap(
       (tx, message) => {
         // A small message in one buffer, its header section parsed once for every check that reads it.
-        // Usually all at once, without a promise: the message is in memory and the key records are in
-        // the resolver's cache.
+        // Usually parsed at once, and verified in this turn's batch without waiting for DNS: the message
+        // is in memory and the key records are in the resolver's cache.
         const header = messageHeaderNow(tx, message);
         return header instanceof Promise
           ? header.then((h) => verify(tx, message, h))

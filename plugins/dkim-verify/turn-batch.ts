@@ -7,11 +7,12 @@
  * (OpenSSL's RSA, the canonicaliser) that the rest of the server does not.
  * Interleaved with the server's own work, one message at a time, each check
  * finds the CPU caches full of the server's code and leaves them full of its
- * own. Measured on W1 (`npm run bench:auth`, two shared cores): the verifier
- * cost about 70 us of event-loop CPU per message in the server against 50 in
- * a loop, and the rest of the server about 40 us more per message than
- * without it, whatever the verifier did (two checks per message cost one
- * check's time more, not two). Checks run back to back pay that once per
+ * own. Measured on W1 (`npm run bench:auth`, two shared cores; bench/README.md,
+ * "Verifications batched per event-loop turn"): the verifier cost 67-82 us of
+ * event-loop CPU per message in the server against 50-60 in a loop, and the
+ * rest of the server about 40 us more per message than without it, once per
+ * message however much the verifier did (verifying each message twice added
+ * one warm verification, about 50 us, not 90). Checks run back to back pay that once per
  * turn instead of once per message. The price is a promise per item and the
  * wait until the turn's check phase (microseconds).
  */
