@@ -12,9 +12,9 @@
  * event-loop CPU per message in the server against 50-60 in a loop, and the
  * rest of the server about 40 us more per message than without it, once per
  * message however much the verifier did (verifying each message twice added
- * one warm verification, about 50 us, not 90). Checks run back to back pay that once per
- * turn instead of once per message. The price is a promise per item and the
- * wait until the turn's check phase (microseconds).
+ * one warm verification, about 50 us, not 90). Checks run back to back pay
+ * that once per turn instead of once per message. The price is a promise per
+ * item and the wait until the turn's check phase (microseconds).
  */
 export class TurnBatch<T, R> {
   readonly #run: (item: T) => R | Promise<R>;
@@ -23,14 +23,13 @@ export class TurnBatch<T, R> {
     readonly settle: (r: R | Promise<R>) => void;
     readonly fail: (e: unknown) => void;
   }[] = [];
-  /** Turns that ran items (tests, benches). */
   #turns = 0;
 
   constructor(run: (item: T) => R | Promise<R>) {
     this.#run = run;
   }
 
-  /** Turns that have run items so far. */
+  /** Turns that have run items so far (tests). */
   get turns(): number {
     return this.#turns;
   }
