@@ -1,4 +1,7 @@
 /** The RFC5322.From domains of a message, from its header section. */
+import type { Message, Transaction } from '../../core/types.ts';
+import { messageHeader } from '../policy/message-header.ts';
+import { headerSection } from '../policy/message-source.ts';
 
 const FROM = /^from[ \t]*:(.*)$/is;
 
@@ -23,6 +26,21 @@ export function fromFieldsOf(header: {
     if (m?.[1] !== undefined) out.push(m[1].replace(/\r\n/g, ''));
   }
   return out;
+}
+
+/**
+ * The From fields' values of `message`: from the header section parsed once
+ * for every check (`messageHeader`), else from the first `maxHeaderSize`
+ * octets of the header section read from the message.
+ */
+export async function readFromFields(
+  tx: Transaction,
+  message: Message,
+  maxHeaderSize: number,
+): Promise<string[]> {
+  const header = await messageHeader(tx, message);
+  if (header !== undefined && header.text.length <= maxHeaderSize) return fromFieldsOf(header);
+  return fromFields((await headerSection(message, maxHeaderSize)).toString('latin1'));
 }
 
 /**

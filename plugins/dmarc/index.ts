@@ -15,10 +15,9 @@ import { TtlCache } from '../../core/dns/cache.ts';
 import { Stage } from '../../core/hooks.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { type Reply, reply } from '../../core/reply.ts';
-import type { Message, Transaction } from '../../core/types.ts';
+import type { Transaction } from '../../core/types.ts';
 import { mailauthResolver } from '../policy/mailauth-resolver.ts';
-import { cachedMessageHeader, messageHeader } from '../policy/message-header.ts';
-import { headerSection } from '../policy/message-source.ts';
+import { cachedMessageHeader } from '../policy/message-header.ts';
 import {
   actionsSchema,
   allResults,
@@ -30,7 +29,7 @@ import {
   validateActions,
 } from '../policy/policy.ts';
 import { AggregateRecorder } from './aggregate.ts';
-import { authorDomains, fromFields, fromFieldsOf } from './header-from.ts';
+import { authorDomains, fromFieldsOf, readFromFields } from './header-from.ts';
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
 
@@ -225,14 +224,6 @@ export default definePlugin({
       return undefined;
     }
 
-    /** The From fields' values, from the header section parsed once for every check (or read here). */
-    async function readFromFields(tx: Transaction, message: Message): Promise<string[]> {
-      const header = await messageHeader(tx, message);
-      if (header !== undefined && header.text.length <= config.maxHeaderSize) return fromFieldsOf(header);
-      const head = await headerSection(message, config.maxHeaderSize);
-      return fromFields(head.toString('latin1'));
-    }
-
     /** What the evaluation says for `domains` (`false`: no single author domain), with `pct` sampled. */
     function resultOf(domains: readonly string[], found: Evaluation): DmarcResult {
       // No usable author domain (none, or several): DMARC cannot say (RFC 7489 6.6.1).
@@ -356,7 +347,7 @@ export default definePlugin({
         const header = cachedMessageHeader(tx, message);
         if (header !== undefined && header.text.length <= config.maxHeaderSize)
           return check(tx, fromFieldsOf(header));
-        return readFromFields(tx, message).then((fields) => check(tx, fields));
+        return readFromFields(tx, message, config.maxHeaderSize).then((fields) => check(tx, fields));
       },
       // After the checks whose results it reads (dkim-verify records at `EARLY`, spf at MAIL FROM).
       { stage: Stage.LATE },

@@ -16,10 +16,8 @@ import Type from 'typebox';
 import { domainKey, parseMailbox } from '../../core/address.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
-import type { Address, Message, Transaction } from '../../core/types.ts';
-import { authorMailboxes, fromFields, fromFieldsOf } from '../dmarc/header-from.ts';
-import { cachedMessageHeader, messageHeader } from '../policy/message-header.ts';
-import { headerSection } from '../policy/message-source.ts';
+import type { Address } from '../../core/types.ts';
+import { authorMailboxes, readFromFields } from '../dmarc/header-from.ts';
 
 export const schema = Type.Object(
   {
@@ -75,13 +73,6 @@ function decoded(value: string): string {
   return /[^\x00-\x7f]/.test(value) ? Buffer.from(value, 'latin1').toString('utf8') : value;
 }
 
-/** The From fields' values of `message`. */
-async function fromValues(tx: Transaction, message: Message): Promise<string[]> {
-  const header = cachedMessageHeader(tx, message) ?? (await messageHeader(tx, message));
-  if (header !== undefined) return fromFieldsOf(header);
-  return fromFields((await headerSection(message, HEADER_CAP)).toString('latin1'));
-}
-
 /** `text` as an address key, or undefined when it is not a mailbox. */
 function mailboxKey(text: string): string | undefined {
   const parsed = parseMailbox(text, { utf8: true });
@@ -128,7 +119,7 @@ export default definePlugin({
       api.hooks.message.tap(async (tx, message) => {
         const user = tx.session.user;
         if (user === undefined) return undefined;
-        for (const value of await fromValues(tx, message)) {
+        for (const value of await readFromFields(tx, message, HEADER_CAP)) {
           for (const spec of authorMailboxes(decoded(value))) {
             const parsed = parseMailbox(spec, { utf8: true });
             if (parsed.ok && owns(user, parsed.address)) continue;
