@@ -115,7 +115,7 @@ export default definePlugin({
     const lookup = (name: string) => api.server.dns.lookup(name, 'TXT');
     const dns = api.server.dns;
     // A key record in the resolver's cache is used at once: a message whose keys are cached is verified
-    // without a promise.
+    // without waiting for DNS.
     const cachedLookup = dns.cached === undefined ? undefined : (name: string) => dns.cached?.(name, 'TXT');
     const settings = {
       minKeyBits: config.minKeyBits,
