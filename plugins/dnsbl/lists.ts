@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import Type, { type Static } from 'typebox';
 import type { DnsResolver } from '../../core/dns/types.ts';
 import type { Clock, PluginApi } from '../../core/plugin.ts';
+import { normaliseIp } from '../../core/proxy-protocol.ts';
 import type { Logger } from '../../core/types.ts';
 import type { CheckResult } from '../policy/policy.ts';
 
@@ -77,9 +78,7 @@ function isRefusal(answer: string): boolean {
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /** The address as the lists see it: an IPv4 client on a dual-stack socket is IPv4. */
-export function clientAddress(address: string): string {
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-}
+export const clientAddress: (address: string) => string = normaliseIp;
 
 /** The 32 hexadecimal nibbles of an IPv6 address, most significant first; `undefined` if not one. */
 function ipv6Nibbles(address: string): string[] | undefined {

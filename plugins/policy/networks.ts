@@ -4,13 +4,7 @@
  * customer's allocation), and lists of networks from config.
  */
 import { isIP } from 'node:net';
-import { addressMatcher } from '../../core/proxy-protocol.ts';
-
-/** The IPv4 address of an IPv4 client on a dual-stack socket (`::ffff:192.0.2.7`), else the address as is. */
-function plainAddress(address: string): string {
-  const lower = address.toLowerCase();
-  return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice(7) : lower;
-}
+import { addressMatcher, normaliseIp } from '../../core/proxy-protocol.ts';
 
 /** The 16-bit groups of an IPv6 address (zone dropped, `::` and a dotted IPv4 tail expanded). */
 function ipv6Groups(address: string): number[] {
@@ -57,7 +51,8 @@ function ipv6Text(groups: readonly number[]): string {
  * is not an IP address (a Unix socket peer) is returned as it is.
  */
 export function clientNetwork(address: string, ipv4Prefix: number, ipv6Prefix: number): string {
-  const ip = plainAddress(address);
+  // An IPv4-mapped address (`::ffff:192.0.2.7`, any case) as IPv4.
+  const ip = normaliseIp(address.toLowerCase());
   const version = isIP(ip.split('%')[0] as string);
   if (version === 4) {
     const value = ip.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0);

@@ -110,11 +110,6 @@ const ERROR_REPLIES: DefaultReplies = {
   tempfail: reply(451, '4.7.24', 'SPF validation error, try again later'),
 };
 
-/** The client's address as SPF sees it: an IPv4 client on a dual-stack socket is IPv4. */
-function clientIp(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
 /** The inputs of an evaluation (the cache key is made of those the macros read). */
 interface Inputs {
   readonly key: string;
@@ -175,7 +170,8 @@ export default definePlugin({
         sender?.domainKind === 'ipv6'
       )
         return { result: 'none', identity, domain, properties: property, reason: 'no domain to check' };
-      const ip = clientIp(session.remote.address);
+      // An IPv4 client on a dual-stack socket, or behind PROXY or XCLIENT, comes as IPv4 from the core.
+      const ip = session.remote.address;
       // Every input of the evaluation (the macros read sender, client address and HELO name).
       const key = `${ip} ${checked} ${helo ?? ''}`;
       const hit = cache.get(key, clock.now());
