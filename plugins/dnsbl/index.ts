@@ -14,7 +14,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import { connectionCheck, decisionPointSchema } from '../policy/connection-checks.ts';
 import { actionsSchema, validateActions } from '../policy/policy.ts';
-import { clientAddress, dnsListsOf, type ListResult, listSettings } from './lists.ts';
+import { dnsListsOf, type ListResult, listSettings } from './lists.ts';
 
 declare module '../policy/policy.ts' {
   interface PolicyChecks {
@@ -63,13 +63,13 @@ export default definePlugin({
       allowPostmaster: config.allowPostmaster,
       evaluate: (session) => lists.lookup(session.remote.address, { listed: 'fail', clear: 'none' }),
       replies: (session, result) => {
-        const text = `Client host [${clientAddress(session.remote.address)}] blocked using ${result.zone}`;
+        const text = `Client host [${session.remote.address}] blocked using ${result.zone}`;
         return {
           reject: reply(550, '5.7.1', text),
           tempfail: reply(
             451,
             '4.7.1',
-            `Client host [${clientAddress(session.remote.address)}] not checked, try again later`,
+            `Client host [${session.remote.address}] not checked, try again later`,
           ),
         };
       },

@@ -77,9 +77,6 @@ function isRefusal(answer: string): boolean {
 /** A list that refuses us refuses every query: say so once a minute, not once a connection. */
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
-/** The address as the lists see it: an IPv4 client on a dual-stack socket is IPv4. */
-export const clientAddress: (address: string) => string = normaliseIp;
-
 /** The 32 hexadecimal nibbles of an IPv6 address, most significant first; `undefined` if not one. */
 function ipv6Nibbles(address: string): string[] | undefined {
   if (isIP(address) !== 6) return undefined;
@@ -107,14 +104,14 @@ function ipv6Nibbles(address: string): string[] | undefined {
  * separated by dots. `undefined` for something that is not an IP address.
  */
 export function reversedAddress(address: string): string | undefined {
-  const ip = clientAddress(address);
+  const ip = normaliseIp(address);
   if (isIP(ip) === 4) return ip.split('.').reverse().join('.');
   return ipv6Nibbles(ip)?.reverse().join('.');
 }
 
 /** The reverse DNS name of an address: `<reversed>.in-addr.arpa` or `<nibbles>.ip6.arpa`. */
 export function reverseDnsName(address: string): string | undefined {
-  const ip = clientAddress(address);
+  const ip = normaliseIp(address);
   const reversed = reversedAddress(ip);
   if (reversed === undefined) return undefined;
   return `${reversed}.${isIP(ip) === 4 ? 'in-addr.arpa' : 'ip6.arpa'}`;
@@ -122,8 +119,8 @@ export function reverseDnsName(address: string): string | undefined {
 
 /** Two addresses are the same (IPv6 compared in full, IPv4-mapped as IPv4). */
 export function sameAddress(a: string, b: string): boolean {
-  const x = clientAddress(a);
-  const y = clientAddress(b);
+  const x = normaliseIp(a);
+  const y = normaliseIp(b);
   if (isIP(x) === 6 && isIP(y) === 6) return ipv6Nibbles(x)?.join('') === ipv6Nibbles(y)?.join('');
   return x === y;
 }

@@ -17,7 +17,7 @@ import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Session } from '../../core/types.ts';
-import { clientAddress, reverseDnsName, sameAddress, within } from '../dnsbl/lists.ts';
+import { reverseDnsName, sameAddress, within } from '../dnsbl/lists.ts';
 import { connectionCheck, decisionPointSchema } from '../policy/connection-checks.ts';
 import { actionsSchema, type CheckResult, validateActions } from '../policy/policy.ts';
 
@@ -96,7 +96,7 @@ export default definePlugin({
     }
 
     async function evaluate(session: Session): Promise<FcrdnsResult[]> {
-      const address = clientAddress(session.remote.address);
+      const address = session.remote.address;
       const found = await within(confirm(address), config.timeout, {
         result: 'temperror',
         names: [],
@@ -113,11 +113,7 @@ export default definePlugin({
       skipAuthenticated: config.skipAuthenticated,
       evaluate,
       replies: (session) => ({
-        reject: reply(
-          550,
-          '5.7.25',
-          `Reverse DNS validation failed for [${clientAddress(session.remote.address)}]`,
-        ),
+        reject: reply(550, '5.7.25', `Reverse DNS validation failed for [${session.remote.address}]`),
         tempfail: reply(451, '4.7.25', 'Reverse DNS validation failed, try again later'),
       }),
       settled: (session, results) => {

@@ -20,7 +20,7 @@ import Type from 'typebox';
 import { definePlugin } from '../../core/plugin.ts';
 import { reply } from '../../core/reply.ts';
 import type { Session } from '../../core/types.ts';
-import { clientAddress, sameAddress, within } from '../dnsbl/lists.ts';
+import { sameAddress, within } from '../dnsbl/lists.ts';
 import { connectionCheck, decisionPointSchema } from '../policy/connection-checks.ts';
 import { type ActionMap, actionsSchema, type CheckResult, validateActions } from '../policy/policy.ts';
 
@@ -128,8 +128,9 @@ export default definePlugin({
     async function evaluate(session: Session, helo: string | undefined): Promise<HeloResult[]> {
       if (helo === undefined) return [];
       const name = helo.toLowerCase();
-      const remote = clientAddress(session.remote.address);
-      const local = clientAddress(session.local.address);
+      // Both as the core normalised them (an IPv4-mapped address as IPv4).
+      const remote = session.remote.address;
+      const local = session.local.address;
       const literal = literalAddress(name);
       const bare = isIP(name) !== 0 ? name : undefined;
       const out: HeloResult[] = [];
